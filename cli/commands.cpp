@@ -1,0 +1,28 @@
+#include "cli/commands.h"
+
+#include <torch/torch.h>
+
+#include "btx/util/error.h"
+
+namespace btx::cli {
+namespace {
+std::vector<Command>& registry() {
+  static std::vector<Command> commands;
+  return commands;
+}
+}  // namespace
+
+void register_commands(CLI::App& app) {
+  for (auto* add : {&add_corpus_commands, &add_train_commands, &add_eval_commands}) {
+    for (auto& c : add(app)) registry().push_back(std::move(c));
+  }
+}
+
+void run_selected(CLI::App& app) {
+  for (auto& c : registry()) {
+    if (c.app->parsed()) return c.run();
+  }
+  fail("no subcommand given (see btx --help)");
+}
+
+}  // namespace btx::cli

@@ -1,0 +1,26 @@
+// Subcommand registry of the btx binary: each command file adds its CLI11 subcommand and the
+// function that runs it. The list in commands.cpp is explicit (no static self-registration).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace btx::cli {
+
+struct Command {
+  CLI::App* app;
+  std::function<void()> run;
+};
+
+void register_commands(CLI::App& app);
+void run_selected(CLI::App& app);
+
+// One per file in cli/: each adds its subcommand(s) to `app` and returns them.
+std::vector<Command> add_corpus_commands(CLI::App& app);
+std::vector<Command> add_train_commands(CLI::App& app);
+std::vector<Command> add_eval_commands(CLI::App& app);
+
+}  // namespace btx::cli

@@ -1,0 +1,35 @@
+// The btx command line: parses arguments into the library's option structs and calls it.
+// Nothing here computes anything; every error ends as one line on stderr and exit code 1.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+
+#include "btx/util/error.h"
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"btx: train expert language models in parallel and combine them\n"
+               "(Branch-Train-Merge, Branch-Train-MiX, SMEAR)"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Show help for every subcommand");
+  btx::cli::register_commands(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    btx::cli::run_selected(app);
+  } catch (const btx::Error& e) {
+    std::cerr << "btx: error: " << e.what() << "\n";
+    return 1;
+  } catch (const c10::Error& e) {
+    std::cerr << "btx: error: " << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "btx: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

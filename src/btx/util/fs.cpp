@@ -1,0 +1,122 @@
+#include "btx/util/fs.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <vector>
+
+#include "btx/util/error.h"
+
+namespace btx {
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  BTX_CHECK(in, "cannot open {}: {}", path.string(), std::strerror(errno));
+  std::string data;
+  in.seekg(0, std::ios::end);
+  data.resize(static_cast<size_t>(in.tellg()));
+  in.seekg(0);
+  in.read(data.data(), static_cast<std::streamsize>(data.size()));
+  BTX_CHECK(in, "cannot read {}", path.string());
+  return data;
+}
+
+fs::path temp_sibling(const fs::path& path) {
+  static std::atomic<int> counter{0};
+  return path.parent_path() /
+         fmt::format("{}.tmp-{}-{}", path.filename().string(), ::getpid(), counter++);
+}
+
+void write_file_atomic(const fs::path& path, std::string_view data) {
+  if (!path.parent_path().empty()) fs::create_directories(path.parent_path());
+  const fs::path tmp = temp_sibling(path);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  BTX_CHECK(fd >= 0, "cannot create {}: {}", tmp.string(), std::strerror(errno));
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+    if (n < 0) {
+      int err = errno;
+      ::close(fd);
+      fs::remove(tmp);
+      fail("cannot write {}: {}", tmp.string(), std::strerror(err));
+    }
+    off += static_cast<size_t>(n);
+  }
+  ::fsync(fd);
+  ::close(fd);
+  fs::rename(tmp, path);
+}
+
+void write_dir_atomic(const fs::path& dir, const std::function<void(const fs::path&)>& fill) {
+  if (!dir.parent_path().empty()) fs::create_directories(dir.parent_path());
+  const fs::path tmp = temp_sibling(dir);
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  try {
+    fill(tmp);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  // rename() cannot replace a non-empty folder: move the old one aside first, then drop it.
+  if (fs::exists(dir)) {
+    const fs::path old = temp_sibling(dir.string() + ".old");
+    fs::rename(dir, old);
+    fs::rename(tmp, dir);
+    fs::remove_all(old);
+  } else {
+    fs::rename(tmp, dir);
+  }
+}
+
+namespace {
+std::string to_hex(const unsigned char* p, unsigned n) {
+  static const char* kHex = "0123456789abcdef";
+  std::string out(2 * n, '0');
+  for (unsigned i = 0; i < n; ++i) {
+    out[2 * i] = kHex[p[i] >> 4];
+    out[2 * i + 1] = kHex[p[i] & 15];
+  }
+  return out;
+}
+
+struct Sha256 {
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx{EVP_MD_CTX_new(), &EVP_MD_CTX_free};
+  Sha256() { EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr); }
+  void update(const void* p, size_t n) { EVP_DigestUpdate(ctx.get(), p, n); }
+  std::string hex() {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned n = 0;
+    EVP_DigestFinal_ex(ctx.get(), md, &n);
+    return to_hex(md, n);
+  }
+};
+}  // namespace
+
+std::string sha256_hex(std::string_view data) {
+  Sha256 h;
+  h.update(data.data(), data.size());
+  return h.hex();
+}
+
+std::string sha256_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  BTX_CHECK(in, "cannot open {}: {}", path.string(), std::strerror(errno));
+  Sha256 h;
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    h.update(buf.data(), static_cast<size_t>(in.gcount()));
+  }
+  return h.hex();
+}
+
+}  // namespace btx

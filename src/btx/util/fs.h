@@ -1,0 +1,30 @@
+// File helpers that keep good output safe: every write goes to a temporary name in the same
+// folder and is renamed into place, so a crash or a bad input never leaves a half-written file
+// where a good one was. Also sha256 (OpenSSL) for manifests and checksums.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace btx {
+
+namespace fs = std::filesystem;
+
+std::string read_file(const fs::path& path);
+// Writes `data` to `path` atomically (temporary file + fsync + rename).
+void write_file_atomic(const fs::path& path, std::string_view data);
+// Runs `fill(tmp_dir)` on a fresh temporary folder beside `dir`, then renames it onto `dir`
+// (replacing an old `dir` only after the new one is complete). On exception the temporary folder
+// is removed and `dir` is untouched.
+void write_dir_atomic(const fs::path& dir, const std::function<void(const fs::path&)>& fill);
+
+std::string sha256_hex(std::string_view data);
+std::string sha256_file(const fs::path& path);
+
+// A unique temporary sibling name for `path` (pid + counter), e.g. "x.json.tmp-1234-0".
+fs::path temp_sibling(const fs::path& path);
+
+}  // namespace btx

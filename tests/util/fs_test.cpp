@@ -1,0 +1,49 @@
+#include "btx/util/error.h"
+#include "btx/util/fs.h"
+
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+
+namespace btx {
+namespace {
+
+TEST(Sha256, KnownVectors) {
+  EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST(WriteFileAtomic, WritesAndReplaces) {
+  testing::TempDir dir;
+  const auto p = dir / "a.txt";
+  write_file_atomic(p, "one");
+  EXPECT_EQ(read_file(p), "one");
+  write_file_atomic(p, "two");
+  EXPECT_EQ(read_file(p), "two");
+  EXPECT_EQ(sha256_file(p), sha256_hex("two"));
+  // No temporary files left behind.
+  int n = 0;
+  for (auto& e : fs::directory_iterator(dir.path())) n += e.is_regular_file();
+  EXPECT_EQ(n, 1);
+}
+
+TEST(WriteDirAtomic, FailureLeavesOldFolderIntact) {
+  testing::TempDir dir;
+  const auto d = dir / "ckpt";
+  write_dir_atomic(d, [](const fs::path& tmp) { write_file_atomic(tmp / "x", "good"); });
+  EXPECT_THROW(write_dir_atomic(d,
+                                [](const fs::path& tmp) {
+                                  write_file_atomic(tmp / "x", "half");
+                                  fail("simulated crash in {}", tmp.string());
+                                }),
+               Error);
+  EXPECT_EQ(read_file(d / "x"), "good");
+  int n = 0;
+  for (auto& e : fs::directory_iterator(dir.path())) n += 1 + 0 * e.is_directory();
+  EXPECT_EQ(n, 1) << "temporary folder left behind";
+  write_dir_atomic(d, [](const fs::path& tmp) { write_file_atomic(tmp / "x", "new"); });
+  EXPECT_EQ(read_file(d / "x"), "new");
+}
+
+}  // namespace
+}  // namespace btx
