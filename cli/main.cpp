@@ -1,16 +1,17 @@
 // The btx command line: parses arguments into the library's option structs and calls it.
 // Nothing here computes anything; every error ends as one line on stderr and exit code 1.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <iostream>
 
 #include "btx/util/error.h"
 #include "cli/commands.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"btx: train expert language models in parallel and combine them\n"
-               "(Branch-Train-Merge, Branch-Train-MiX, SMEAR)"};
+  CLI::App app{
+      "btx: train expert language models in parallel and combine them\n"
+      "(Branch-Train-Merge, Branch-Train-MiX, SMEAR)"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every subcommand");
   btx::cli::register_commands(app);

@@ -22,9 +22,9 @@ template <typename... Args>
 }  // namespace btx
 
 // BTX_CHECK(cond, "fmt", args...): throw btx::Error with the formatted message when cond is false.
-#define BTX_CHECK(cond, ...)   \
-  do {                         \
-    if (!(cond)) {             \
+#define BTX_CHECK(cond, ...)    \
+  do {                          \
+    if (!(cond)) {              \
       ::btx::fail(__VA_ARGS__); \
-    }                          \
+    }                           \
   } while (0)

@@ -1,0 +1,124 @@
+// Training throughput of one small dense model in btx and in PyTorch's Python front end (the same
+// LibTorch underneath), side by side in one run, with the ratio: the same model, batch and step
+// (forward, cross-entropy, backward, clip, AdamW). Prints a table.
+//   train_throughput [--hidden 256 --layers 4 --seq 256 --batch 8 --steps 10 --threads 0]
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "btx/model/llama.h"
+#include "btx/train/adamw.h"
+
+namespace {
+struct Args {
+  int64_t hidden = 256, layers = 4, heads = 4, vocab = 4096, seq = 256, batch = 8, steps = 10,
+          warmup = 2, threads = 0;
+};
+
+double btx_tokens_per_s(const Args& a, double* step_ms, int64_t* params) {
+  if (a.threads > 0) torch::set_num_threads(static_cast<int>(a.threads));
+  torch::manual_seed(0);
+  btx::ModelConfig c;
+  c.vocab_size = a.vocab;
+  c.hidden_size = a.hidden;
+  c.intermediate_size = a.hidden * 8 / 3 / 32 * 32;
+  c.num_hidden_layers = a.layers;
+  c.num_attention_heads = c.num_key_value_heads = a.heads;
+  c.max_position_embeddings = a.seq;
+  btx::CausalLM model(c);
+  *params = model->num_params();
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (auto& p : model->named_parameters()) named.emplace_back(p.key(), p.value());
+  btx::AdamW opt(named, btx::AdamWOptions{0.9, 0.95, 1e-8, 0.1});
+  auto batch = torch::randint(0, a.vocab, {a.batch, a.seq + 1}, torch::kLong);
+  auto step = [&] {
+    opt.zero_grad();
+    auto loss = btx::lm_loss(model, batch);
+    loss.backward();
+    torch::nn::utils::clip_grad_norm_(model->parameters(), 1.0);
+    opt.step(1e-3);
+    return loss.item<double>();
+  };
+  for (int64_t i = 0; i < a.warmup; ++i) step();
+  auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < a.steps; ++i) step();
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  *step_ms = 1000 * dt / a.steps;
+  return a.batch * a.seq * a.steps / dt;
+}
+
+std::string python_cmd(const Args& a) {
+  std::string script = std::string(BTX_SOURCE_DIR) + "/bench/py/train_throughput.py";
+  return "/usr/bin/python3 " + script + " --hidden " + std::to_string(a.hidden) + " --layers " +
+         std::to_string(a.layers) + " --heads " + std::to_string(a.heads) + " --vocab " +
+         std::to_string(a.vocab) + " --seq " + std::to_string(a.seq) + " --batch " +
+         std::to_string(a.batch) + " --steps " + std::to_string(a.steps) + " --warmup " +
+         std::to_string(a.warmup) + " --threads " + std::to_string(a.threads);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string k = argv[i];
+    int64_t v = std::atoll(argv[i + 1]);
+    if (k == "--hidden")
+      a.hidden = v;
+    else if (k == "--layers")
+      a.layers = v;
+    else if (k == "--heads")
+      a.heads = v;
+    else if (k == "--vocab")
+      a.vocab = v;
+    else if (k == "--seq")
+      a.seq = v;
+    else if (k == "--batch")
+      a.batch = v;
+    else if (k == "--steps")
+      a.steps = v;
+    else if (k == "--warmup")
+      a.warmup = v;
+    else if (k == "--threads")
+      a.threads = v;
+    else {
+      std::cerr << "unknown option " << k << "\n";
+      return 2;
+    }
+  }
+  // Python first, btx second, then Python again: the mean of the two Python runs offsets drift
+  // of a shared, noisy machine.
+  auto run_python = [&] {
+    FILE* pipe = popen(python_cmd(a).c_str(), "r");
+    if (!pipe) return nlohmann::json();
+    std::string out;
+    char buf[4096];
+    while (fgets(buf, sizeof buf, pipe)) out += buf;
+    if (pclose(pipe) != 0 || out.empty()) return nlohmann::json();
+    return nlohmann::json::parse(out);
+  };
+  auto py1 = run_python();
+  double btx_ms = 0;
+  int64_t params = 0;
+  const double btx_tps = btx_tokens_per_s(a, &btx_ms, &params);
+  auto py2 = run_python();
+  if (py1.is_null() || py2.is_null()) {
+    std::cerr << "python run failed (needs Debian's python3-torch): " << python_cmd(a) << "\n";
+    return 1;
+  }
+  const double py_tps = (py1["tokens_per_s"].get<double>() + py2["tokens_per_s"].get<double>()) / 2;
+  const double py_ms = (py1["step_ms"].get<double>() + py2["step_ms"].get<double>()) / 2;
+  std::printf(
+      "model: d=%lld L=%lld H=%lld V=%lld T=%lld B=%lld, %lld params; %lld timed steps; "
+      "intra-op threads: btx %d, python %d\n",
+      (long long)a.hidden, (long long)a.layers, (long long)a.heads, (long long)a.vocab,
+      (long long)a.seq, (long long)a.batch, (long long)params, (long long)a.steps,
+      torch::get_num_threads(), py1["threads"].get<int>());
+  std::printf("| impl          | step ms | tokens/s |\n|---------------|--------:|---------:|\n");
+  std::printf("| btx (C++)     | %7.1f | %8.0f |\n", btx_ms, btx_tps);
+  std::printf("| python eager  | %7.1f | %8.0f |\n", py_ms, py_tps);
+  std::printf("ratio btx / python tokens/s: %.2f\n", btx_tps / py_tps);
+  return 0;
+}

@@ -1,0 +1,64 @@
+// `btx prepare` and `btx seed`: the run's first stages (tokenizer, token shards, the dense seed).
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+
+#include "btx/pipeline/run_dir.h"
+#include "cli/commands.h"
+
+namespace btx::cli {
+
+namespace {
+struct RunArgs {
+  std::string config, run;
+  bool resume = false;
+  int64_t stop_after = 0;
+};
+
+RunConfig open_run(const RunArgs& a) {
+  RunDir run{a.run};
+  RunConfig c = a.config.empty() ? load_run(run) : load_run_config(a.config);
+  init_run(run, c);
+  return c;
+}
+}  // namespace
+
+std::vector<Command> add_train_commands(CLI::App& app) {
+  auto args = std::make_shared<RunArgs>();
+  std::vector<Command> out;
+
+  auto* prepare = app.add_subcommand(
+      "prepare", "Write the run's config, train its tokenizer and tokenize its data shards");
+  prepare->add_option("--config", args->config, "Run config (TOML); default: the run's own");
+  prepare->add_option("--run", args->run, "Run directory")->required();
+  out.push_back({prepare, [args] {
+                   RunDir run{args->run};
+                   RunConfig c = open_run(*args);
+                   ensure_tokenizer(run, c);
+                   ensure_data(run, c);
+                   spdlog::info("prepared {}", run.root.string());
+                 }});
+
+  auto* seed = app.add_subcommand(
+      "seed", "Train the dense seed model on the domain-balanced mixture (prepares the run first)");
+  seed->add_option("--config", args->config, "Run config (TOML); default: the run's own");
+  seed->add_option("--run", args->run, "Run directory")->required();
+  seed->add_flag("--resume", args->resume, "Continue an interrupted seed from its checkpoint");
+  seed->add_option("--stop-after", args->stop_after,
+                   "Stop with a resumable checkpoint after this step (for time-limited slots)");
+  out.push_back({seed, [args] {
+                   RunDir run{args->run};
+                   RunConfig c = open_run(*args);
+                   ensure_tokenizer(run, c);
+                   ensure_data(run, c);
+                   if (!train_seed(run, c, args->resume, args->stop_after).finished) return;
+                   auto valid = evaluate_checkpoint(run, c, run.seed(), "seed", "valid");
+                   std::cout << format_eval_table(valid);
+                   evaluate_checkpoint(run, c, run.seed(), "seed", "test");
+                   spdlog::info("seed done: {} (test results in {})", run.seed().string(),
+                                run.eval("seed").string());
+                 }});
+  return out;
+}
+
+}  // namespace btx::cli

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The README's test command: install what is needed, build in Release, run every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cd build
+ctest --output-on-failure --timeout 900 "$@"

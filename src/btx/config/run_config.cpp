@@ -1,0 +1,94 @@
+#include "btx/config/run_config.h"
+
+#include <sstream>
+
+#include "btx/config/toml_reader.h"
+#include "btx/util/error.h"
+
+namespace btx {
+
+template <typename V, typename... C>
+void RunConfig::finish_children(V& v, C&... children) {
+  if constexpr (std::is_same_v<V, TomlReader>) {
+    (children.finish(), ...);
+    v.finish();
+  }
+}
+
+void TrainConfig::validate(const std::string& where) const {
+  auto positive = [&](const char* key, int64_t x) {
+    BTX_CHECK(x > 0, "{}: {} must be positive, got {}", where, key, x);
+  };
+  positive("steps", steps);
+  positive("batch_size", batch_size);
+  positive("seq_len", seq_len);
+  positive("grad_accum", grad_accum);
+  positive("eval_every", eval_every);
+  positive("eval_tokens", eval_tokens);
+  positive("log_every", log_every);
+  positive("checkpoint_every", checkpoint_every);
+  BTX_CHECK(lr > 0 && min_lr >= 0 && min_lr <= lr,
+            "{}: need lr > 0 and 0 <= min_lr <= lr (got lr={}, min_lr={})", where, lr, min_lr);
+  BTX_CHECK(warmup_steps >= 0, "{}: warmup_steps must be >= 0", where);
+  BTX_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1,
+            "{}: beta1 and beta2 must be in [0, 1)", where);
+  BTX_CHECK(weight_decay >= 0 && grad_clip >= 0 && eps > 0,
+            "{}: weight_decay and grad_clip must be >= 0, eps > 0", where);
+  for (auto& [k, w] : domain_weights) {
+    BTX_CHECK(w >= 0, "{}: domain_weights.{} must be >= 0, got {}", where, k, w);
+  }
+  BTX_CHECK(threads >= 0, "{}: threads must be >= 0", where);
+}
+
+namespace {
+RunConfig run_config_from_table(const toml::table& table, const std::string& where) {
+  RunConfig c;
+  TomlReader r(&table, where, "");
+  c.visit(r);
+  BTX_CHECK(c.format_version <= kRunFormatVersion,
+            "{}: format_version {} was written by a newer btx (this one reads up to {})", where,
+            c.format_version, kRunFormatVersion);
+  BTX_CHECK(c.format_version >= 1, "{}: format_version must be >= 1", where);
+  BTX_CHECK(!c.name.empty(), "{}: name must not be empty", where);
+  BTX_CHECK(c.tokenizer.vocab_size >= 260,
+            "{}: tokenizer.vocab_size must be >= 260 (256 byte pieces + specials), got {}", where,
+            c.tokenizer.vocab_size);
+  BTX_CHECK(c.data.train_tokens > 0 && c.data.valid_tokens > 0 && c.data.test_tokens > 0 &&
+                c.data.chunk_bytes >= 256,
+            "{}: data token budgets must be positive and chunk_bytes >= 256", where);
+  if (c.model.vocab_size == 0) c.model.vocab_size = c.tokenizer.vocab_size;
+  BTX_CHECK(c.model.vocab_size == c.tokenizer.vocab_size,
+            "{}: model.vocab_size {} differs from tokenizer.vocab_size {} (leave it out)", where,
+            c.model.vocab_size, c.tokenizer.vocab_size);
+  c.model.validate(where + " [model]");
+  c.seed_train.validate(where + " [seed]");
+  BTX_CHECK(c.seed_train.seq_len <= c.model.max_position_embeddings,
+            "{}: seed.seq_len {} exceeds model.max_position_embeddings {}", where,
+            c.seed_train.seq_len, c.model.max_position_embeddings);
+  return c;
+}
+}  // namespace
+
+RunConfig parse_run_config(const std::string& toml_text, const std::string& where) {
+  try {
+    return run_config_from_table(toml::parse(toml_text, where), where);
+  } catch (const toml::parse_error& e) {
+    fail("{}:{}:{}: {}", where, e.source().begin.line, e.source().begin.column, e.description());
+  }
+}
+
+RunConfig load_run_config(const fs::path& path) {
+  return run_config_from_table(parse_toml_file(path.string()), path.string());
+}
+
+std::string run_config_to_toml(const RunConfig& c) {
+  toml::table table;
+  TomlWriter w(&table);
+  const_cast<RunConfig&>(c).visit(w);
+  std::ostringstream out;
+  out << "# Resolved btx run config: every key with its value, defaults included.\n"
+      << table << "\n";
+  return out.str();
+}
+
+}  // namespace btx

@@ -1,0 +1,138 @@
+// The configuration of a whole run, loaded from TOML: every section a struct with defaults,
+// every key checked (unknown keys are errors with the key named). The resolved config, with
+// every default written out, is saved as runs/NAME/config.toml.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "btx/model/config.h"
+
+namespace btx {
+
+namespace fs = std::filesystem;
+
+// Current run-directory format; a run written by a newer btx is refused, not misread.
+inline constexpr int kRunFormatVersion = 1;
+
+struct CorpusConfig {
+  std::string dir = "corpora/debian";  // folder with one .txt file or sub-folder per domain
+  std::vector<std::string> domains;    // training domains (empty: every domain of dir)
+  std::vector<std::string> novel;      // evaluation-only domains, from the same folder
+  template <typename V>
+  void visit(V& v) {
+    v.field("dir", dir);
+    v.field("domains", domains);
+    v.field("novel", novel);
+  }
+};
+
+struct TokenizerConfig {
+  int vocab_size = 4096;
+  int64_t sample_bytes_per_domain = 2'000'000;
+  template <typename V>
+  void visit(V& v) {
+    v.field("vocab_size", vocab_size);
+    v.field("sample_bytes_per_domain", sample_bytes_per_domain);
+  }
+};
+
+struct DataConfig {
+  int64_t train_tokens = 1'000'000;  // per domain: an equal budget, not "the first N bytes"
+  int64_t valid_tokens = 50'000;
+  int64_t test_tokens = 50'000;
+  int64_t chunk_bytes = 8192;  // strided split unit
+  template <typename V>
+  void visit(V& v) {
+    v.field("train_tokens", train_tokens);
+    v.field("valid_tokens", valid_tokens);
+    v.field("test_tokens", test_tokens);
+    v.field("chunk_bytes", chunk_bytes);
+  }
+};
+
+// One training job (the seed now; experts and finetuning reuse it).
+struct TrainConfig {
+  int64_t steps = 1000;
+  int64_t batch_size = 16;  // sequences per micro-batch
+  int64_t seq_len = 256;    // T
+  int64_t grad_accum = 1;   // micro-batches per optimizer step
+  double lr = 3e-3;
+  double min_lr = 3e-4;
+  int64_t warmup_steps = 50;
+  double weight_decay = 0.1;  // decoupled; not applied to norms or biases
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double grad_clip = 1.0;  // max global grad norm (0: off)
+  int64_t eval_every = 100;
+  int64_t eval_tokens = 20'000;  // per domain, from the valid split
+  int64_t log_every = 10;
+  int64_t checkpoint_every = 200;
+  std::map<std::string, double> domain_weights;  // empty: balanced mixture
+  int threads = 0;                               // LibTorch intra-op threads (0: leave as is)
+  template <typename V>
+  void visit(V& v) {
+    v.field("steps", steps);
+    v.field("batch_size", batch_size);
+    v.field("seq_len", seq_len);
+    v.field("grad_accum", grad_accum);
+    v.field("lr", lr);
+    v.field("min_lr", min_lr);
+    v.field("warmup_steps", warmup_steps);
+    v.field("weight_decay", weight_decay);
+    v.field("beta1", beta1);
+    v.field("beta2", beta2);
+    v.field("eps", eps);
+    v.field("grad_clip", grad_clip);
+    v.field("eval_every", eval_every);
+    v.field("eval_tokens", eval_tokens);
+    v.field("log_every", log_every);
+    v.field("checkpoint_every", checkpoint_every);
+    v.field("domain_weights", domain_weights);
+    v.field("threads", threads);
+  }
+  void validate(const std::string& where) const;
+};
+
+struct RunConfig {
+  int format_version = kRunFormatVersion;
+  std::string name = "run";
+  uint64_t seed = 1234;
+  CorpusConfig corpus;
+  TokenizerConfig tokenizer;
+  DataConfig data;
+  ModelConfig model;
+  TrainConfig seed_train;  // [seed]
+
+  template <typename V>
+  void visit(V& v) {
+    v.field("format_version", format_version);
+    v.field("name", name);
+    v.field("random_seed", seed);
+    auto c = v.child("corpus");
+    corpus.visit(c);
+    auto t = v.child("tokenizer");
+    tokenizer.visit(t);
+    auto d = v.child("data");
+    data.visit(d);
+    auto m = v.child("model");
+    model.visit(m);
+    auto s = v.child("seed");
+    seed_train.visit(s);
+    finish_children(v, c, t, d, m, s);
+  }
+
+ private:
+  template <typename V, typename... C>
+  static void finish_children(V& v, C&... children);
+};
+
+RunConfig load_run_config(const fs::path& path);
+RunConfig parse_run_config(const std::string& toml_text, const std::string& where);
+std::string run_config_to_toml(const RunConfig& c);
+
+}  // namespace btx

@@ -1,0 +1,78 @@
+// Typed reading of one TOML table into a config struct, with the checks every config needs:
+// wrong types and unknown keys are errors naming the file and the dotted key. Reading is
+// declarative: each struct lists its fields once in a `visit` function used for both reading
+// and writing (see model/config.h), so the resolved config always shows every default.
+#pragma once
+
+#include <toml++/toml.h>
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace btx {
+
+// Reads fields from a table; call finish() to reject keys nobody asked for.
+class TomlReader {
+ public:
+  TomlReader(const toml::table* table, std::string file, std::string prefix);
+
+  void field(const char* key, int64_t& v);
+  void field(const char* key, int& v);
+  void field(const char* key, uint64_t& v);
+  void field(const char* key, double& v);
+  void field(const char* key, float& v);
+  void field(const char* key, bool& v);
+  void field(const char* key, std::string& v);
+  void field(const char* key, std::vector<std::string>& v);
+  void field(const char* key, std::map<std::string, double>& v);
+
+  // A nested table, read by a child reader (absent: an empty one, so defaults apply).
+  TomlReader child(const char* key);
+  // Throws btx::Error for every key of the table that no field() or child() asked for.
+  void finish() const;
+
+  const std::string& file() const { return file_; }
+
+ private:
+  const toml::node* get(const char* key);
+  std::string where(const char* key) const;
+  const toml::table* table_;
+  std::string file_, prefix_;
+  std::set<std::string> seen_;
+};
+
+// Writes fields into a table in declaration order (for the resolved config.toml).
+class TomlWriter {
+ public:
+  explicit TomlWriter(toml::table* table) : table_(table) {}
+  template <typename T>
+  void field(const char* key, const T& v) {
+    if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+      toml::array a;
+      for (auto& s : v) a.push_back(s);
+      table_->insert_or_assign(key, std::move(a));
+    } else if constexpr (std::is_same_v<T, std::map<std::string, double>>) {
+      toml::table t;
+      for (auto& [k, x] : v) t.insert_or_assign(k, x);
+      table_->insert_or_assign(key, std::move(t));
+    } else if constexpr (std::is_same_v<T, float>) {
+      table_->insert_or_assign(key, static_cast<double>(v));
+    } else if constexpr (std::is_same_v<T, uint64_t> || std::is_same_v<T, int>) {
+      table_->insert_or_assign(key, static_cast<int64_t>(v));
+    } else {
+      table_->insert_or_assign(key, v);
+    }
+  }
+  TomlWriter child(const char* key);
+
+ private:
+  toml::table* table_;
+};
+
+// Parses a TOML file; syntax errors name the file, line and column.
+toml::table parse_toml_file(const std::string& path);
+
+}  // namespace btx

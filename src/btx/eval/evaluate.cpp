@@ -1,0 +1,103 @@
+#include "btx/eval/evaluate.h"
+
+#include <cmath>
+
+#include "btx/data/shards.h"
+#include "btx/data/tokenizer.h"
+#include "btx/util/error.h"
+
+namespace btx {
+
+torch::Tensor ModelScorer::token_nll(const torch::Tensor& tokens) {
+  const int64_t B = tokens.size(0), T = tokens.size(1) - 1;
+  auto logits = model_->forward(tokens.narrow(1, 0, T));  // (B, T, V)
+  auto nll = torch::nn::functional::cross_entropy(
+      logits.reshape({B * T, -1}), tokens.narrow(1, 1, T).reshape({-1}),
+      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+  return nll.view({B, T});
+}
+
+double DomainScore::ppl() const {
+  return std::exp(loss);
+}
+
+DomainScore score_stream(Scorer& scorer, const torch::Tensor& stream, int64_t seq_len,
+                         int64_t batch_size, int64_t max_tokens) {
+  torch::NoGradGuard no_grad;
+  const int64_t n = stream.size(0);
+  BTX_CHECK(n >= seq_len + 1, "cannot evaluate {} tokens with seq_len {}: need at least {}", n,
+            seq_len, seq_len + 1);
+  int64_t windows = (n - 1) / seq_len;
+  if (max_tokens > 0) windows = std::min(windows, std::max<int64_t>(1, max_tokens / seq_len));
+  double total = 0;
+  for (int64_t w0 = 0; w0 < windows; w0 += batch_size) {
+    const int64_t b = std::min(batch_size, windows - w0);
+    // (b, T+1): window w covers stream[w*T, w*T + T]
+    auto rows = stream.narrow(0, w0 * seq_len, b * seq_len + 1);
+    auto batch = rows.as_strided({b, seq_len + 1}, {seq_len, 1}).contiguous();
+    total += scorer.token_nll(batch).sum().item<double>();
+  }
+  DomainScore s;
+  s.tokens = windows * seq_len;
+  s.loss = total / static_cast<double>(s.tokens);
+  return s;
+}
+
+torch::Tensor novel_domain_tokens(const CorpusDomain& d, const Tokenizer& tok, int64_t max_tokens) {
+  const DomainText text = read_domain_chunks(d, 8192);
+  const size_t n = text.chunks.size();
+  // Chunks of ~8 KB hold ~2000 tokens at 4 bytes/token; take every k-th to span the text.
+  const size_t want = std::max<size_t>(1, static_cast<size_t>(max_tokens / 1500) + 1);
+  const size_t stride = std::max<size_t>(1, n / want);
+  std::vector<int32_t> ids;
+  for (size_t i = 0; i < n && static_cast<int64_t>(ids.size()) <= max_tokens; i += stride) {
+    auto piece = tok.encode(text.chunk(i));
+    ids.insert(ids.end(), piece.begin(), piece.end());
+    ids.push_back(tok.eos_id());
+  }
+  return torch::tensor(ids, torch::kInt32).to(torch::kInt64);
+}
+
+nlohmann::json evaluate(Scorer& scorer, const std::string& model_name, const ShardSet& data,
+                        const std::vector<CorpusDomain>& novel, const Tokenizer* tokenizer,
+                        const EvalOptions& opts) {
+  BTX_CHECK(opts.seq_len <= scorer.max_context(),
+            "eval seq_len {} exceeds the model's max_position_embeddings {}", opts.seq_len,
+            scorer.max_context());
+  nlohmann::json out = {{"model", model_name}, {"split", opts.split}, {"seq_len", opts.seq_len}};
+  nlohmann::json domains = nlohmann::json::object();
+  double train_sum = 0, novel_sum = 0;
+  const auto names = opts.domains.empty() ? data.domains() : opts.domains;
+  for (const auto& name : names) {
+    const auto& shard = data.shard(name, opts.split);
+    auto s = score_stream(scorer, shard.slice(0, shard.size()), opts.seq_len, opts.batch_size,
+                          opts.max_tokens);
+    domains[name] = {{"tokens", s.tokens}, {"loss", s.loss}, {"ppl", s.ppl()}, {"novel", false}};
+    train_sum += s.loss;
+  }
+  for (const auto& d : novel) {
+    BTX_CHECK(tokenizer, "novel domain '{}' needs a tokenizer", d.name);
+    auto s = score_stream(scorer, novel_domain_tokens(d, *tokenizer, opts.novel_max_tokens),
+                          opts.seq_len, opts.batch_size, opts.novel_max_tokens);
+    domains[d.name] = {{"tokens", s.tokens}, {"loss", s.loss}, {"ppl", s.ppl()}, {"novel", true}};
+    novel_sum += s.loss;
+  }
+  out["domains"] = domains;
+  out["params_total"] = scorer.params_total();
+  out["params_active"] = scorer.params_active();
+  out["flops_per_token"] = scorer.flops_per_token(opts.seq_len);
+  // Macro averages: mean loss over domains, and the perplexity of that mean.
+  nlohmann::json summary = nlohmann::json::object();
+  if (!names.empty()) {
+    summary["train_mean_loss"] = train_sum / names.size();
+    summary["train_mean_ppl"] = std::exp(train_sum / names.size());
+  }
+  if (!novel.empty()) {
+    summary["novel_mean_loss"] = novel_sum / novel.size();
+    summary["novel_mean_ppl"] = std::exp(novel_sum / novel.size());
+  }
+  out["summary"] = summary;
+  return out;
+}
+
+}  // namespace btx

@@ -1,0 +1,50 @@
+// Per-domain held-out loss and perplexity, in one JSON shape for every model and method:
+// {"model", "split", "seq_len", "domains": {name: {"tokens", "loss", "ppl", "novel"}},
+//  "params_total", "params_active", "flops_per_token", "summary"}.
+// Loss is the mean next-token NLL (nats) over non-overlapping windows; ppl = exp(loss).
+#pragma once
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "btx/data/corpus.h"
+#include "btx/eval/scorer.h"
+
+namespace btx {
+
+namespace fs = std::filesystem;
+class ShardSet;
+class Tokenizer;
+
+struct DomainScore {
+  int64_t tokens = 0;  // target tokens scored
+  double loss = 0;     // mean NLL per token, nats
+  double ppl() const;
+};
+
+// Scores a 1-D token stream as windows of seq_len+1 tokens with stride seq_len (each token is a
+// target once), at most max_tokens targets (0: all).
+DomainScore score_stream(Scorer& scorer, const torch::Tensor& stream, int64_t seq_len,
+                         int64_t batch_size, int64_t max_tokens);
+
+struct EvalOptions {
+  std::string split = "test";
+  int64_t seq_len = 256;
+  int64_t batch_size = 16;
+  int64_t max_tokens = 0;  // per domain, 0: the whole split
+  int64_t novel_max_tokens = 100'000;
+  std::vector<std::string> domains;  // training domains to score (empty: all of the shard set)
+};
+
+// Scores the shard set's `split` of each domain and, tokenized on the fly, each novel domain.
+nlohmann::json evaluate(Scorer& scorer, const std::string& model_name, const ShardSet& data,
+                        const std::vector<CorpusDomain>& novel, const Tokenizer* tokenizer,
+                        const EvalOptions& opts);
+
+// A novel domain's tokens: evenly spaced chunks across the whole text up to `max_tokens`, so a
+// sorted file (a dictionary) is not judged by its first letters.
+torch::Tensor novel_domain_tokens(const CorpusDomain& d, const Tokenizer& tok, int64_t max_tokens);
+
+}  // namespace btx

@@ -1,0 +1,293 @@
+// safetensors reader/writer: builds/parses the JSON header with nlohmann::json, checks every
+// field against the file's real size before allocating, and reads each tensor with pread straight
+// into its own CPU tensor. It does not memory-map, share storage between tensors, or accept files
+// whose tensor byte ranges overlap; unused gaps in the data buffer are allowed.
+#include "btx/io/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <tuple>
+
+#include "btx/util/error.h"
+#include "btx/util/fs.h"
+
+namespace btx {
+namespace {
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "safetensors data is little-endian; this code copies bytes as-is");
+
+using json = nlohmann::json;
+
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // same limit as the reference implementation
+constexpr const char* kMetadataKey = "__metadata__";
+
+struct DtypeName {
+  const char* name;
+  torch::ScalarType type;
+};
+constexpr DtypeName kDtypes[] = {
+    {"F64", torch::kFloat64},   {"F32", torch::kFloat32}, {"F16", torch::kFloat16},
+    {"BF16", torch::kBFloat16}, {"I64", torch::kInt64},   {"I32", torch::kInt32},
+    {"I16", torch::kInt16},     {"I8", torch::kInt8},     {"U8", torch::kUInt8},
+    {"BOOL", torch::kBool},
+};
+
+std::optional<torch::ScalarType> scalar_type_of(const std::string& name) {
+  for (const auto& d : kDtypes) {
+    if (name == d.name) return d.type;
+  }
+  return std::nullopt;
+}
+
+const char* dtype_name_of(torch::ScalarType type) {
+  for (const auto& d : kDtypes) {
+    if (type == d.type) return d.name;
+  }
+  return nullptr;
+}
+
+// A read-only file descriptor with its size; reads fail loudly instead of returning short.
+class InputFile {
+ public:
+  explicit InputFile(const fs::path& path) : name_(path.string()) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    BTX_CHECK(fd_ >= 0, "cannot open {}: {}", name_, std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd_);
+      fail("cannot read {}: not a regular file", name_);
+    }
+    size_ = static_cast<uint64_t>(st.st_size);
+  }
+  ~InputFile() { ::close(fd_); }
+  InputFile(const InputFile&) = delete;
+  InputFile& operator=(const InputFile&) = delete;
+
+  const std::string& name() const { return name_; }
+  uint64_t size() const { return size_; }
+
+  void read_at(uint64_t offset, void* dst, uint64_t n) const {
+    auto* out = static_cast<char*>(dst);
+    while (n > 0) {
+      const size_t chunk = static_cast<size_t>(std::min<uint64_t>(n, 1u << 30));
+      const ssize_t got = ::pread(fd_, out, chunk, static_cast<off_t>(offset));
+      if (got < 0 && errno == EINTR) continue;
+      BTX_CHECK(got >= 0, "cannot read {}: {}", name_, std::strerror(errno));
+      BTX_CHECK(got > 0, "cannot read {}: unexpected end of file at byte {}", name_, offset);
+      out += got;
+      offset += static_cast<uint64_t>(got);
+      n -= static_cast<uint64_t>(got);
+    }
+  }
+
+ private:
+  std::string name_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+};
+
+struct Header {
+  std::map<std::string, TensorInfo> tensors;
+  std::map<std::string, std::string> metadata;
+  uint64_t data_start = 0;  // file offset of the data buffer
+};
+
+TensorInfo parse_entry(const std::string& file, const std::string& name, const json& e,
+                       uint64_t buffer_size) {
+  const std::string at = fmt::format("{}: tensor '{}'", file, name);
+  BTX_CHECK(e.is_object(), "{}: header entry is a JSON {}, not an object", at, e.type_name());
+  TensorInfo info;
+
+  const auto dtype = e.find("dtype");
+  BTX_CHECK(dtype != e.end() && dtype->is_string(), "{}: missing or non-string \"dtype\"", at);
+  info.dtype = dtype->get<std::string>();
+  const auto type = scalar_type_of(info.dtype);
+  BTX_CHECK(type.has_value(), "{}: unknown dtype '{}'", at, info.dtype);
+
+  const auto shape = e.find("shape");
+  BTX_CHECK(shape != e.end() && shape->is_array(), "{}: missing or non-array \"shape\"", at);
+  uint64_t numel = 1;
+  for (const json& d : *shape) {
+    BTX_CHECK(d.is_number_integer(), "{}: shape holds a JSON {}, not an integer", at,
+              d.type_name());
+    BTX_CHECK(d.is_number_unsigned(), "{}: negative shape dimension {}", at, d.get<int64_t>());
+    const uint64_t dim = d.get<uint64_t>();
+    BTX_CHECK(dim <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) &&
+                  !__builtin_mul_overflow(numel, dim, &numel),
+              "{}: shape product overflows", at);
+    info.shape.push_back(static_cast<int64_t>(dim));
+  }
+  const uint64_t elem = torch::elementSize(*type);
+  uint64_t nbytes = 0;
+  BTX_CHECK(numel <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) &&
+                !__builtin_mul_overflow(numel, elem, &nbytes),
+            "{}: shape product overflows", at);
+
+  const auto offs = e.find("data_offsets");
+  BTX_CHECK(offs != e.end() && offs->is_array() && offs->size() == 2,
+            "{}: missing \"data_offsets\" or not a [begin, end] array", at);
+  BTX_CHECK((*offs)[0].is_number_unsigned() && (*offs)[1].is_number_unsigned(),
+            "{}: data_offsets must be non-negative integers", at);
+  info.begin = (*offs)[0].get<uint64_t>();
+  info.end = (*offs)[1].get<uint64_t>();
+  BTX_CHECK(info.begin <= info.end, "{}: data_offsets end {} is before begin {}", at, info.end,
+            info.begin);
+  BTX_CHECK(info.end <= buffer_size,
+            "{}: data_offsets [{}, {}] run past the end of the {}-byte data buffer (file "
+            "truncated?)",
+            at, info.begin, info.end, buffer_size);
+  BTX_CHECK(info.end - info.begin == nbytes,
+            "{}: data_offsets span {} bytes but dtype {} with {} elements needs {}", at,
+            info.end - info.begin, info.dtype, numel, nbytes);
+  return info;
+}
+
+std::map<std::string, std::string> parse_metadata(const std::string& file, const json& m) {
+  BTX_CHECK(m.is_object(), "{}: \"{}\" is a JSON {}, not an object", file, kMetadataKey,
+            m.type_name());
+  std::map<std::string, std::string> out;
+  for (const auto& [key, value] : m.items()) {
+    BTX_CHECK(value.is_string(), "{}: metadata '{}' is a JSON {}, not a string", file, key,
+              value.type_name());
+    out[key] = value.get<std::string>();
+  }
+  return out;
+}
+
+// Tensors must not share bytes; empty tensors own no bytes and may sit anywhere in the buffer.
+void check_no_overlap(const std::string& file, const std::map<std::string, TensorInfo>& tensors) {
+  std::vector<std::tuple<uint64_t, uint64_t, const std::string*>> ranges;
+  for (const auto& [name, info] : tensors) {
+    if (info.end > info.begin) ranges.emplace_back(info.begin, info.end, &name);
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    const auto& [b0, e0, n0] = ranges[i - 1];
+    const auto& [b1, e1, n1] = ranges[i];
+    BTX_CHECK(b1 >= e0, "{}: tensors '{}' [{}, {}] and '{}' [{}, {}] overlap", file, *n0, b0, e0,
+              *n1, b1, e1);
+  }
+}
+
+Header read_header(const InputFile& f) {
+  const std::string& file = f.name();
+  BTX_CHECK(f.size() >= 8, "{}: file is {} bytes, too short for a safetensors header", file,
+            f.size());
+  uint64_t n = 0;
+  f.read_at(0, &n, 8);
+  BTX_CHECK(n <= kMaxHeaderBytes, "{}: header length {} exceeds the {}-byte limit", file, n,
+            kMaxHeaderBytes);
+  BTX_CHECK(n <= f.size() - 8, "{}: header length {} runs past the end of the {}-byte file", file,
+            n, f.size());
+  std::string text(static_cast<size_t>(n), '\0');
+  f.read_at(8, text.data(), n);
+
+  Header h;
+  h.data_start = 8 + n;
+  const uint64_t buffer_size = f.size() - h.data_start;
+  try {
+    const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    BTX_CHECK(!j.is_discarded(), "{}: safetensors header is not valid JSON", file);
+    BTX_CHECK(j.is_object(), "{}: safetensors header is a JSON {}, not an object", file,
+              j.type_name());
+    for (const auto& [name, entry] : j.items()) {
+      if (name == kMetadataKey) {
+        h.metadata = parse_metadata(file, entry);
+      } else {
+        h.tensors[name] = parse_entry(file, name, entry, buffer_size);
+      }
+    }
+  } catch (const json::exception& e) {  // safety net: the checks above should catch all
+    fail("{}: bad safetensors header: {}", file, e.what());
+  }
+  check_no_overlap(file, h.tensors);
+  return h;
+}
+
+}  // namespace
+
+void save_safetensors(const fs::path& path, const TensorMap& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  const std::string file = path.string();
+  json header = json::object();
+  if (!metadata.empty()) header[kMetadataKey] = metadata;
+  std::vector<torch::Tensor> data;
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {  // std::map: sorted by name
+    BTX_CHECK(name != kMetadataKey, "{}: '{}' is reserved, not a tensor name", file, name);
+    BTX_CHECK(t.defined(), "{}: tensor '{}' is undefined", file, name);
+    BTX_CHECK(t.layout() == torch::kStrided, "{}: tensor '{}' is not a dense tensor", file, name);
+    const char* dtype = dtype_name_of(t.scalar_type());
+    BTX_CHECK(dtype != nullptr, "{}: tensor '{}' has unsupported dtype {}", file, name,
+              c10::toString(t.scalar_type()));
+    torch::Tensor c = t.detach().to(torch::kCPU).resolve_conj().resolve_neg().contiguous();
+    const uint64_t n = static_cast<uint64_t>(c.numel()) * c.element_size();
+    header[name] = {
+        {"dtype", dtype}, {"shape", c.sizes().vec()}, {"data_offsets", {offset, offset + n}}};
+    offset += n;
+    data.push_back(std::move(c));
+  }
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const json::exception& e) {
+    fail("{}: cannot encode safetensors header (names and metadata must be UTF-8): {}", file,
+         e.what());
+  }
+  text.append((8 - text.size() % 8) % 8, ' ');
+
+  std::string out;
+  out.reserve(8 + text.size() + offset);
+  const uint64_t n = text.size();
+  out.append(reinterpret_cast<const char*>(&n), 8);
+  out += text;
+  for (const auto& c : data) {
+    const size_t bytes = static_cast<size_t>(c.numel()) * c.element_size();
+    if (bytes > 0) out.append(static_cast<const char*>(c.data_ptr()), bytes);
+  }
+  try {
+    write_file_atomic(path, out);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail("cannot write {}: {}", file, e.what());
+  }
+}
+
+std::map<std::string, TensorInfo> read_safetensors_header(const fs::path& path) {
+  const InputFile f(path);
+  return read_header(f).tensors;
+}
+
+SafetensorsFile load_safetensors(const fs::path& path) {
+  const InputFile f(path);
+  Header h = read_header(f);
+  SafetensorsFile out;
+  out.metadata = std::move(h.metadata);
+  for (const auto& [name, info] : h.tensors) {
+    const auto type = *scalar_type_of(info.dtype);
+    torch::Tensor t = torch::empty(info.shape, torch::TensorOptions().dtype(type));
+    const uint64_t n = info.end - info.begin;
+    if (n > 0) f.read_at(h.data_start + info.begin, t.data_ptr(), n);
+    if (type == torch::kBool) {  // any byte but 0/1 would be an invalid C++ bool
+      const auto* p = static_cast<const uint8_t*>(t.data_ptr());
+      for (uint64_t i = 0; i < n; ++i) {
+        BTX_CHECK(p[i] <= 1, "{}: tensor '{}' (BOOL) holds byte {} at element {}, not 0 or 1",
+                  f.name(), name, p[i], i);
+      }
+    }
+    out.tensors.emplace(name, std::move(t));
+  }
+  return out;
+}
+
+}  // namespace btx

@@ -1,0 +1,102 @@
+#include "btx/model/config.h"
+
+#include <set>
+
+#include "btx/util/error.h"
+
+namespace btx {
+
+void ModelConfig::validate(const std::string& where) const {
+  auto positive = [&](const char* key, int64_t v) {
+    BTX_CHECK(v > 0, "{}: {} must be positive, got {}", where, key, v);
+  };
+  BTX_CHECK(model_type == "llama", "{}: model_type '{}' is not supported (expected \"llama\")",
+            where, model_type);
+  positive("vocab_size", vocab_size);
+  positive("hidden_size", hidden_size);
+  positive("intermediate_size", intermediate_size);
+  positive("num_hidden_layers", num_hidden_layers);
+  positive("num_attention_heads", num_attention_heads);
+  positive("num_key_value_heads", num_key_value_heads);
+  positive("max_position_embeddings", max_position_embeddings);
+  BTX_CHECK(hidden_size % num_attention_heads == 0,
+            "{}: hidden_size {} must be divisible by num_attention_heads {}", where, hidden_size,
+            num_attention_heads);
+  BTX_CHECK(head_dim() % 2 == 0,
+            "{}: head dim hidden_size/num_attention_heads = {} must be even "
+            "(RoPE rotates pairs)",
+            where, head_dim());
+  BTX_CHECK(num_attention_heads % num_key_value_heads == 0,
+            "{}: num_attention_heads {} must be a multiple of num_key_value_heads {}", where,
+            num_attention_heads, num_key_value_heads);
+  BTX_CHECK(rope_theta > 0 && rms_norm_eps > 0 && initializer_range > 0,
+            "{}: rope_theta, rms_norm_eps and initializer_range must be positive", where);
+}
+
+namespace {
+struct JsonWriter {
+  nlohmann::json* j;
+  template <typename T>
+  void field(const char* key, const T& v) {
+    (*j)[key] = v;
+  }
+};
+
+struct JsonReader {
+  const nlohmann::json* j;
+  std::string where;
+  std::set<std::string> seen;
+  template <typename T>
+  void field(const char* key, T& v) {
+    seen.insert(key);
+    auto it = j->find(key);
+    if (it == j->end() || it->is_null()) return;
+    try {
+      v = it->get<T>();
+    } catch (const nlohmann::json::exception&) {
+      fail("{}: key '{}' has the wrong type ({})", where, key, it->dump());
+    }
+  }
+};
+}  // namespace
+
+bool ModelConfig::operator==(const ModelConfig& o) const {
+  return model_config_to_json(*this) == model_config_to_json(o);
+}
+
+nlohmann::json model_config_to_json(const ModelConfig& c) {
+  nlohmann::json j = nlohmann::json::object();
+  j["architectures"] = {"LlamaForCausalLM"};
+  JsonWriter w{&j};
+  const_cast<ModelConfig&>(c).visit(w);
+  j["hidden_act"] = "silu";
+  j["torch_dtype"] = "float32";
+  return j;
+}
+
+ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& where) {
+  BTX_CHECK(j.is_object(), "{}: expected a JSON object", where);
+  ModelConfig c;
+  JsonReader r{&j, where, {}};
+  c.visit(r);
+  // Keys HF writes that carry no architecture we model differently.
+  static const std::set<std::string> kIgnored = {
+      "architectures",     "torch_dtype",  "transformers_version",
+      "use_cache",         "pad_token_id", "attention_bias",
+      "attention_dropout", "mlp_bias",     "pretraining_tp",
+      "rope_scaling",      "head_dim",     "_name_or_path",
+      "bos_token_id",      "eos_token_id"};
+  for (auto& [k, v] : j.items()) {
+    if (r.seen.count(k) || kIgnored.count(k)) continue;
+    if (k == "hidden_act") {
+      BTX_CHECK(v == "silu", "{}: hidden_act {} is not supported (expected \"silu\")", where,
+                v.dump());
+      continue;
+    }
+    fail("{}: unknown config key '{}'", where, k);
+  }
+  c.validate(where);
+  return c;
+}
+
+}  // namespace btx

@@ -1,0 +1,59 @@
+// The model's configuration, with Hugging Face Llama key names so that `config.json` is a dump
+// of this struct and HF configs load into it. One `visit` lists every field once; TOML and JSON
+// readers/writers all go through it, so no field can be forgotten in one of them.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace btx {
+
+struct ModelConfig {
+  std::string model_type = "llama";  // "llama" (dense SwiGLU FFN); later kinds add FFN slots
+  int64_t vocab_size = 0;            // 0 in a run config: taken from the tokenizer
+  int64_t hidden_size = 128;         // C
+  int64_t intermediate_size = 352;   // SwiGLU inner width
+  int64_t num_hidden_layers = 4;     // L
+  int64_t num_attention_heads = 4;   // H
+  int64_t num_key_value_heads = 4;   // grouped-query heads (== H: plain multi-head)
+  int64_t max_position_embeddings = 256;
+  double rope_theta = 10000.0;
+  double rms_norm_eps = 1e-5;
+  bool tie_word_embeddings = true;
+  double initializer_range = 0.02;
+  int64_t bos_token_id = 1;
+  int64_t eos_token_id = 2;
+
+  template <typename V>
+  void visit(V& v) {
+    v.field("model_type", model_type);
+    v.field("vocab_size", vocab_size);
+    v.field("hidden_size", hidden_size);
+    v.field("intermediate_size", intermediate_size);
+    v.field("num_hidden_layers", num_hidden_layers);
+    v.field("num_attention_heads", num_attention_heads);
+    v.field("num_key_value_heads", num_key_value_heads);
+    v.field("max_position_embeddings", max_position_embeddings);
+    v.field("rope_theta", rope_theta);
+    v.field("rms_norm_eps", rms_norm_eps);
+    v.field("tie_word_embeddings", tie_word_embeddings);
+    v.field("initializer_range", initializer_range);
+    v.field("bos_token_id", bos_token_id);
+    v.field("eos_token_id", eos_token_id);
+  }
+
+  int64_t head_dim() const { return hidden_size / num_attention_heads; }  // D
+  // Throws btx::Error naming the offending key (`where` prefixes it, e.g. the file).
+  void validate(const std::string& where) const;
+  bool operator==(const ModelConfig& o) const;
+  bool operator!=(const ModelConfig& o) const { return !(*this == o); }
+};
+
+// HF-style config.json: our fields plus "architectures" and "torch_dtype".
+nlohmann::json model_config_to_json(const ModelConfig& c);
+// Reads a config.json; keys HF writes that do not change the model are ignored, any other
+// unknown key is an error naming `where`.
+ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& where);
+
+}  // namespace btx

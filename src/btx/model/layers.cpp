@@ -1,0 +1,88 @@
+#include "btx/model/layers.h"
+
+#include <cmath>
+
+namespace btx {
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
+  weight = register_parameter("weight", torch::ones({dim}));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  auto xf = x.to(torch::kFloat32);
+  auto y = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * y.to(x.scalar_type());
+}
+
+RopeTables rope_tables(int64_t T, int64_t D, double base, int64_t offset, torch::Device device) {
+  auto opts = torch::TensorOptions().dtype(torch::kFloat64);
+  auto inv_freq = torch::pow(base, -torch::arange(0, D, 2, opts) / static_cast<double>(D));
+  auto t = torch::arange(offset, offset + T, opts);
+  auto freqs = torch::outer(t, inv_freq);     // (T, D/2)
+  auto emb = torch::cat({freqs, freqs}, -1);  // (T, D)
+  return {emb.cos().to(torch::kFloat32).to(device), emb.sin().to(torch::kFloat32).to(device)};
+}
+
+torch::Tensor apply_rope(const torch::Tensor& x, const RopeTables& rope) {
+  const int64_t half = x.size(-1) / 2;
+  auto x1 = x.narrow(-1, 0, half);
+  auto x2 = x.narrow(-1, half, half);
+  auto rotated = torch::cat({-x2, x1}, -1);
+  return x * rope.cos.to(x.scalar_type()) + rotated * rope.sin.to(x.scalar_type());
+}
+
+AttentionImpl::AttentionImpl(const ModelConfig& c)
+    : n_head(c.num_attention_heads), n_kv_head(c.num_key_value_heads), head_dim(c.head_dim()) {
+  auto lin = [](int64_t in, int64_t out) {
+    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+  };
+  q_proj = register_module("q_proj", lin(c.hidden_size, n_head * head_dim));
+  k_proj = register_module("k_proj", lin(c.hidden_size, n_kv_head * head_dim));
+  v_proj = register_module("v_proj", lin(c.hidden_size, n_kv_head * head_dim));
+  o_proj = register_module("o_proj", lin(n_head * head_dim, c.hidden_size));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const RopeTables& rope) {
+  const int64_t B = x.size(0), T = x.size(1);
+  auto q = q_proj(x).view({B, T, n_head, head_dim}).transpose(1, 2);     // (B, H, T, D)
+  auto k = k_proj(x).view({B, T, n_kv_head, head_dim}).transpose(1, 2);  // (B, G, T, D)
+  auto v = v_proj(x).view({B, T, n_kv_head, head_dim}).transpose(1, 2);  // (B, G, T, D)
+  q = apply_rope(q, rope);
+  k = apply_rope(k, rope);
+  if (n_kv_head != n_head) {  // each key/value head serves H/G query heads, as HF's repeat_kv
+    k = k.repeat_interleave(n_head / n_kv_head, 1);  // (B, H, T, D)
+    v = v.repeat_interleave(n_head / n_kv_head, 1);
+  }
+  torch::Tensor y;
+#if TORCH_VERSION_MAJOR >= 2
+  y = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                       /*is_causal=*/true);
+#else
+  auto att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim));
+  auto mask = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool)).triu(1);
+  att = att.masked_fill(mask.to(att.device()), -std::numeric_limits<float>::infinity());
+  y = torch::matmul(torch::softmax(att, -1), v);  // (B, H, T, D)
+#endif
+  return o_proj(y.transpose(1, 2).reshape({B, T, n_head * head_dim}));
+}
+
+int64_t FeedForwardImpl::active_params() const {
+  int64_t n = 0;
+  for (const auto& p : parameters()) n += p.numel();
+  return n;
+}
+
+SwiGluMlpImpl::SwiGluMlpImpl(int64_t hidden, int64_t inner) {
+  auto lin = [](int64_t in, int64_t out) {
+    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+  };
+  gate_proj = register_module("gate_proj", lin(hidden, inner));
+  up_proj = register_module("up_proj", lin(hidden, inner));
+  down_proj = register_module("down_proj", lin(inner, hidden));
+}
+
+torch::Tensor SwiGluMlpImpl::forward(const torch::Tensor& x) {
+  return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+}
+
+}  // namespace btx

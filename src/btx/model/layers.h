@@ -1,0 +1,59 @@
+// The building blocks of the Llama-style decoder: RMSNorm, rotary position embedding (RoPE) in
+// Hugging Face's layout (the two halves of the head dimension, not interleaved pairs, so exported
+// weights need no permutation), causal grouped-query self-attention, and the FFN slot.
+// Shapes: B batch, T time, C hidden, H heads, G key/value heads, D head dim, F FFN width.
+#pragma once
+
+#include <torch/torch.h>
+
+#include "btx/model/config.h"
+
+namespace btx {
+
+// y = x / sqrt(mean(x^2) + eps) * weight, computed in float32 as HF does.
+struct RMSNormImpl : torch::nn::Module {
+  RMSNormImpl(int64_t dim, double eps);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight;  // (C)
+  double eps;
+};
+TORCH_MODULE(RMSNorm);
+
+// cos/sin tables for positions [offset, offset+T): each (T, D), frequencies repeated over the two
+// halves: theta_i = base^(-2i/D), angle(t, i) = t * theta_i for i < D/2, same again for i >= D/2.
+struct RopeTables {
+  torch::Tensor cos, sin;  // (T, D)
+};
+RopeTables rope_tables(int64_t T, int64_t D, double base, int64_t offset = 0,
+                       torch::Device device = torch::kCPU);
+// x * cos + rotate_half(x) * sin, rotate_half(x) = cat(-x[..., D/2:], x[..., :D/2]).
+torch::Tensor apply_rope(const torch::Tensor& x /* (B, H, T, D) */, const RopeTables& rope);
+
+// Causal self-attention with RoPE and optional grouped-query heads (G divides H).
+struct AttentionImpl : torch::nn::Module {
+  explicit AttentionImpl(const ModelConfig& c);
+  torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */, const RopeTables& rope);
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  int64_t n_head, n_kv_head, head_dim;
+};
+TORCH_MODULE(Attention);
+
+// The FFN slot of a decoder layer. Dense SwiGLU now; mixtures of experts and SMEAR plug in here
+// without touching attention. Each kind registers under its Hugging Face module name.
+struct FeedForwardImpl : torch::nn::Module {
+  virtual torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */) = 0;
+  // Name of this module inside the layer ("mlp" for Llama, "block_sparse_moe" for Mixtral).
+  virtual const char* hf_name() const = 0;
+  // Parameters a token actually uses (== all of them for a dense FFN).
+  virtual int64_t active_params() const;
+};
+
+// down(silu(gate(x)) * up(x)).
+struct SwiGluMlpImpl : FeedForwardImpl {
+  SwiGluMlpImpl(int64_t hidden, int64_t inner);
+  torch::Tensor forward(const torch::Tensor& x) override;
+  const char* hf_name() const override { return "mlp"; }
+  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+
+}  // namespace btx

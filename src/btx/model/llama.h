@@ -1,0 +1,64 @@
+// The decoder-only language model, Llama-style, with submodules registered under Hugging Face
+// names (model.embed_tokens, model.layers.i.self_attn.q_proj, ..., model.norm, lm_head), so a
+// checkpoint is a plain walk over named_parameters(). The FFN of each layer comes from a factory,
+// which is how MoE and SMEAR models reuse everything else. Shapes as in layers.h; V vocab.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <functional>
+#include <memory>
+
+#include "btx/model/config.h"
+#include "btx/model/layers.h"
+
+namespace btx {
+
+using FfnFactory =
+    std::function<std::shared_ptr<FeedForwardImpl>(const ModelConfig&, int64_t layer)>;
+// The dense SwiGLU FFN of the seed and the experts.
+std::shared_ptr<FeedForwardImpl> dense_ffn(const ModelConfig& c, int64_t layer);
+
+struct DecoderLayerImpl : torch::nn::Module {
+  DecoderLayerImpl(const ModelConfig& c, std::shared_ptr<FeedForwardImpl> ffn);
+  torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */, const RopeTables& rope);
+  RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  Attention self_attn{nullptr};
+  std::shared_ptr<FeedForwardImpl> ffn;
+};
+TORCH_MODULE(DecoderLayer);
+
+// "model": embeddings, the layers and the final norm.
+struct LlamaModelImpl : torch::nn::Module {
+  LlamaModelImpl(const ModelConfig& c, const FfnFactory& make_ffn);
+  torch::Tensor forward(const torch::Tensor& ids /* (B, T) */);  // -> (B, T, C)
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers;
+  RMSNorm norm{nullptr};
+  ModelConfig config;
+};
+TORCH_MODULE(LlamaModel);
+
+struct CausalLMImpl : torch::nn::Module {
+  explicit CausalLMImpl(const ModelConfig& c, const FfnFactory& make_ffn = dense_ffn);
+  torch::Tensor forward(const torch::Tensor& ids /* (B, T) */);  // -> logits (B, T, V)
+  // Draws fresh weights (normal(0, initializer_range), norms 1) from torch's global generator.
+  void init_weights();
+  int64_t num_params() const;
+  int64_t num_active_params() const;
+  const ModelConfig& config() const { return model->config; }
+
+  LlamaModel model{nullptr};
+  torch::nn::Linear lm_head{nullptr};  // absent when tie_word_embeddings
+};
+TORCH_MODULE(CausalLM);
+
+// Mean next-token cross-entropy of `tokens` (B, T+1): inputs [:, :-1], targets [:, 1:].
+torch::Tensor lm_loss(CausalLM& model, const torch::Tensor& tokens);
+
+// Forward FLOPs per token at context length T (Kaplan et al. 2020): 2 * (active non-embedding
+// weights + the LM head's C*V) + 2 * L * T * C for attention scores and values. Training costs
+// three times that (forward + backward).
+int64_t forward_flops_per_token(const CausalLM& model, int64_t context);
+
+}  // namespace btx

@@ -1,0 +1,143 @@
+#include "btx/pipeline/run_dir.h"
+
+#include <spdlog/spdlog.h>
+
+#include <sstream>
+
+#include "btx/data/corpus.h"
+#include "btx/data/shards.h"
+#include "btx/data/tokenizer.h"
+#include "btx/eval/evaluate.h"
+#include "btx/train/checkpoint.h"
+#include "btx/util/error.h"
+#include "btx/util/fs.h"
+
+namespace btx {
+
+namespace {
+std::string first_difference(const std::string& a, const std::string& b) {
+  std::istringstream ia(a), ib(b);
+  std::string la, lb;
+  while (true) {
+    const bool ga = static_cast<bool>(std::getline(ia, la));
+    const bool gb = static_cast<bool>(std::getline(ib, lb));
+    if (!ga && !gb) return "";
+    if (!ga) la = "(nothing)";
+    if (!gb) lb = "(nothing)";
+    if (la != lb) return fmt::format("run has `{}`, new config has `{}`", la, lb);
+  }
+}
+}  // namespace
+
+void init_run(const RunDir& run, const RunConfig& config) {
+  const std::string text = run_config_to_toml(config);
+  if (fs::exists(run.config())) {
+    const RunConfig existing = load_run(run);
+    const std::string diff = first_difference(run_config_to_toml(existing), text);
+    BTX_CHECK(diff.empty(),
+              "{} was made with a different config ({}); use a new --run folder or "
+              "the run's own config.toml",
+              run.root.string(), diff);
+    return;
+  }
+  fs::create_directories(run.root);
+  write_file_atomic(run.config(), text);
+}
+
+RunConfig load_run(const RunDir& run) {
+  BTX_CHECK(fs::exists(run.config()), "{} is not a btx run folder: {} is missing",
+            run.root.string(), run.config().string());
+  return load_run_config(run.config());
+}
+
+void ensure_tokenizer(const RunDir& run, const RunConfig& c) {
+  if (fs::exists(run.tokenizer())) return;
+  spdlog::info("tokenizer: training a {}-piece BPE model on {}", c.tokenizer.vocab_size,
+               c.corpus.dir);
+  TokenizerTrainOptions o;
+  o.corpus = c.corpus.dir;
+  o.domains = c.corpus.domains;
+  o.out_model = run.tokenizer();
+  o.vocab_size = c.tokenizer.vocab_size;
+  o.sample_bytes_per_domain = c.tokenizer.sample_bytes_per_domain;
+  o.seed = c.seed;
+  train_tokenizer(o);
+}
+
+void ensure_data(const RunDir& run, const RunConfig& c) {
+  if (fs::exists(run.data() / "manifest.json")) {
+    ShardSet::open(run.data());  // validates format version, files and sizes
+    return;
+  }
+  spdlog::info("data: tokenizing {} domains from {}", c.corpus.domains.size(), c.corpus.dir);
+  ShardOptions o;
+  o.corpus = c.corpus.dir;
+  o.domains = c.corpus.domains;
+  o.out = run.data();
+  o.train_tokens = c.data.train_tokens;
+  o.valid_tokens = c.data.valid_tokens;
+  o.test_tokens = c.data.test_tokens;
+  o.chunk_bytes = c.data.chunk_bytes;
+  o.seed = c.seed;
+  prepare_shards(o, Tokenizer::load(run.tokenizer()));
+}
+
+TrainResult train_seed(const RunDir& run, const RunConfig& c, bool resume, int64_t stop_after) {
+  TrainJob job;
+  job.name = "seed";
+  job.out_dir = run.seed();
+  job.model = c.model;
+  job.train = c.seed_train;
+  job.seed = c.seed;
+  job.data_dir = run.data();
+  job.resume = resume;
+  job.stop_after = stop_after;
+  return train(job);
+}
+
+nlohmann::json evaluate_checkpoint(const RunDir& run, const RunConfig& c, const fs::path& ckpt,
+                                   const std::string& name, const std::string& split) {
+  ModelScorer scorer(load_model(ckpt));
+  const ShardSet data = ShardSet::open(run.data());
+  std::vector<CorpusDomain> novel;
+  if (!c.corpus.novel.empty()) {
+    novel = select_domains(list_corpus(c.corpus.dir), c.corpus.novel, c.corpus.dir);
+  }
+  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+  EvalOptions o;
+  o.split = split;
+  o.seq_len = c.seed_train.seq_len;
+  o.batch_size = c.seed_train.batch_size;
+  auto result = evaluate(scorer, name, data, novel, &tok, o);
+  if (split == "test") write_file_atomic(run.eval(name), result.dump(2));
+  return result;
+}
+
+std::string format_eval_table(const nlohmann::json& e) {
+  std::string out = fmt::format("{} ({} split, T={})\n", e.value("model", "?"),
+                                e.value("split", "?"), e.value("seq_len", 0));
+  out += fmt::format("  {:<16} {:>9} {:>8} {:>10}\n", "domain", "tokens", "loss", "ppl");
+  for (bool novel : {false, true}) {
+    for (auto& [name, d] : e.at("domains").items()) {
+      if (d.value("novel", false) != novel) continue;
+      out += fmt::format("  {:<16} {:>9} {:>8.4f} {:>10.2f}{}\n", name,
+                         d.at("tokens").get<int64_t>(), d.at("loss").get<double>(),
+                         d.at("ppl").get<double>(), novel ? "  (novel)" : "");
+    }
+  }
+  const auto& s = e.value("summary", nlohmann::json::object());
+  if (s.contains("train_mean_ppl")) {
+    out += fmt::format("  {:<16} {:>9} {:>8.4f} {:>10.2f}\n", "mean (training)", "",
+                       s["train_mean_loss"].get<double>(), s["train_mean_ppl"].get<double>());
+  }
+  if (s.contains("novel_mean_ppl")) {
+    out += fmt::format("  {:<16} {:>9} {:>8.4f} {:>10.2f}\n", "mean (novel)", "",
+                       s["novel_mean_loss"].get<double>(), s["novel_mean_ppl"].get<double>());
+  }
+  out += fmt::format("  params total {} / active {}, forward FLOPs per token {}\n",
+                     e.value("params_total", int64_t{0}), e.value("params_active", int64_t{0}),
+                     e.value("flops_per_token", int64_t{0}));
+  return out;
+}
+
+}  // namespace btx

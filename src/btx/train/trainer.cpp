@@ -1,0 +1,222 @@
+#include "btx/train/trainer.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+
+#include "btx/data/sampler.h"
+#include "btx/data/shards.h"
+#include "btx/eval/evaluate.h"
+#include "btx/train/adamw.h"
+#include "btx/train/checkpoint.h"
+#include "btx/util/error.h"
+#include "btx/util/fs.h"
+
+namespace btx {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string format_duration(double seconds) {
+  const auto s = static_cast<int64_t>(seconds);
+  if (s >= 3600) return fmt::format("{}h{:02}m", s / 3600, (s / 60) % 60);
+  if (s >= 60) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  return fmt::format("{}s", s);
+}
+
+// Keeps only metric records up to `step` (those after it belong to an interrupted run).
+void truncate_metrics(const fs::path& file, int64_t step) {
+  if (!fs::exists(file)) return;
+  std::istringstream in(read_file(file));
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    try {
+      if (nlohmann::json::parse(line).value("step", int64_t{0}) > step) continue;
+    } catch (const nlohmann::json::parse_error&) {
+      continue;  // a line cut by a crash
+    }
+    kept += line + "\n";
+  }
+  write_file_atomic(file, kept);
+}
+
+// Appends one JSON record per line. Opens the file for each record: a checkpoint swaps the
+// stage folder, so a handle kept open would point into the folder that was replaced.
+class MetricsLog {
+ public:
+  explicit MetricsLog(fs::path file) : file_(std::move(file)) {}
+  void write(const nlohmann::json& j) const {
+    std::ofstream out(file_, std::ios::app);
+    BTX_CHECK(out, "cannot append to {}", file_.string());
+    out << j.dump() << "\n";
+  }
+
+ private:
+  fs::path file_;
+};
+
+std::map<std::string, double> validate(CausalLM& model, const ShardSet& data,
+                                       const std::vector<std::string>& domains,
+                                       const TrainConfig& t) {
+  ModelScorer scorer(model);
+  std::map<std::string, double> out;
+  for (const auto& d : domains.empty() ? data.domains() : domains) {
+    const auto& shard = data.shard(d, "valid");
+    out[d] =
+        score_stream(scorer, shard.slice(0, shard.size()), t.seq_len, t.batch_size, t.eval_tokens)
+            .loss;
+  }
+  model->train();
+  return out;
+}
+
+}  // namespace
+
+TrainResult train(const TrainJob& job) {
+  const TrainConfig& t = job.train;
+  t.validate(job.name);
+  if (t.threads > 0) torch::set_num_threads(t.threads);
+  TrainResult result;
+
+  auto state = load_train_state(job.out_dir);
+  if (state && state->done) {
+    spdlog::info("[{}] already trained ({} steps) in {}: skipping", job.name, state->step,
+                 job.out_dir.string());
+    result.skipped = true;
+    result.finished = true;
+    result.steps = state->step;
+    result.tokens = state->tokens;
+    return result;
+  }
+  BTX_CHECK(!state || job.resume,
+            "{} holds an unfinished checkpoint at step {}: pass --resume to continue it, or "
+            "remove the folder to start over",
+            job.out_dir.string(), state ? state->step : 0);
+
+  // Model: a resumed checkpoint, a start checkpoint, or fresh weights.
+  torch::manual_seed(job.seed);
+  CausalLM model(job.model);
+  if (state) {
+    BTX_CHECK(load_model_config(job.out_dir) == job.model,
+              "{}: checkpoint config differs from the run's [model] config", job.out_dir.string());
+    load_weights(model, job.out_dir);
+  } else if (!job.init_from.empty()) {
+    BTX_CHECK(load_model_config(job.init_from) == job.model,
+              "{}: its config.json differs from the run's [model] config (a checkpoint of a "
+              "different architecture)",
+              job.init_from.string());
+    load_weights(model, job.init_from);
+  }
+  model->train();
+
+  AdamW opt(
+      [&] {
+        std::vector<std::pair<std::string, torch::Tensor>> v;
+        for (auto& p : model->named_parameters()) v.emplace_back(p.key(), p.value());
+        return v;
+      }(),
+      AdamWOptions{t.beta1, t.beta2, t.eps, t.weight_decay});
+  int64_t step = 0, tokens = 0;
+  if (state) {
+    load_optimizer(opt, job.out_dir, state->step);
+    step = state->step;
+    tokens = state->tokens;
+    spdlog::info("[{}] resuming from step {} in {}", job.name, step, job.out_dir.string());
+  }
+
+  const ShardSet data = ShardSet::open(job.data_dir);
+  const MixtureSampler sampler(data, "train", t.domain_weights, t.seq_len, job.seed);
+  fs::create_directories(job.out_dir);
+  const fs::path metrics_file = job.out_dir / "metrics.jsonl";
+  truncate_metrics(metrics_file, step);
+  MetricsLog metrics(metrics_file);
+
+  auto checkpoint = [&](bool done) {
+    TrainState s;
+    s.step = step;
+    s.tokens = tokens;
+    s.data_seed = job.seed;
+    s.done = done;
+    save_checkpoint(job.out_dir, {&model, &opt, &s, {metrics_file}});
+  };
+
+  const int64_t tokens_per_step = t.batch_size * t.grad_accum * t.seq_len;
+  spdlog::info("[{}] {} params, {} steps x {} tokens, {} domains", job.name, model->num_params(),
+               t.steps, tokens_per_step, data.domains().size());
+  auto interval_start = Clock::now();
+  const auto run_start = Clock::now();
+  const int64_t first_step = step;
+  int64_t interval_tokens = 0;
+  while (step < t.steps) {
+    opt.zero_grad();
+    double loss_sum = 0;
+    for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
+      auto batch = sampler.batch(step * t.grad_accum + micro, t.batch_size);  // (B, T+1)
+      auto loss = lm_loss(model, batch);
+      (loss / static_cast<double>(t.grad_accum)).backward();
+      loss_sum += loss.item<double>();
+    }
+    double grad_norm = 0;
+    if (t.grad_clip > 0) {
+      grad_norm = torch::nn::utils::clip_grad_norm_(model->parameters(), t.grad_clip);
+    }
+    const double lr = lr_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr);
+    opt.step(lr);
+    ++step;
+    tokens += tokens_per_step;
+    interval_tokens += tokens_per_step;
+    const double loss = loss_sum / static_cast<double>(t.grad_accum);
+    BTX_CHECK(std::isfinite(loss),
+              "[{}] loss became {} at step {}: lower lr (now {}) or check "
+              "the data",
+              job.name, loss, step, t.lr);
+
+    if (step % t.log_every == 0 || step == t.steps) {
+      const double dt = std::chrono::duration<double>(Clock::now() - interval_start).count();
+      const double tps = interval_tokens / std::max(dt, 1e-9);
+      const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
+      const double eta =
+          elapsed / static_cast<double>(step - first_step) * static_cast<double>(t.steps - step);
+      metrics.write({{"step", step},
+                     {"loss", loss},
+                     {"lr", lr},
+                     {"grad_norm", grad_norm},
+                     {"tokens", tokens},
+                     {"tokens_per_s", tps}});
+      spdlog::info("[{}] step {}/{} | loss {:.4f} | lr {:.2e} | {:.1f}k tok/s | ETA {}", job.name,
+                   step, t.steps, loss, lr, tps / 1000.0, format_duration(eta));
+      interval_start = Clock::now();
+      interval_tokens = 0;
+    }
+    if (step % t.eval_every == 0 || step == t.steps) {
+      result.valid_loss = validate(model, data, job.domains, t);
+      nlohmann::json v = nlohmann::json::object();
+      std::string line;
+      for (auto& [d, l] : result.valid_loss) {
+        v[d] = l;
+        line += fmt::format(" {} {:.2f}", d, std::exp(l));
+      }
+      metrics.write({{"step", step}, {"tokens", tokens}, {"valid_loss", v}});
+      spdlog::info("[{}] step {} valid ppl:{}", job.name, step, line);
+    }
+    if (job.stop_after > 0 && step >= job.stop_after && step < t.steps) {
+      checkpoint(false);
+      spdlog::info("[{}] stopped after step {} as asked; --resume continues", job.name, step);
+      result.steps = step;
+      result.tokens = tokens;
+      return result;
+    }
+    if (step % t.checkpoint_every == 0 && step < t.steps) checkpoint(false);
+  }
+  checkpoint(true);
+  result.finished = true;
+  result.steps = step;
+  result.tokens = tokens;
+  return result;
+}
+
+}  // namespace btx

@@ -1,0 +1,43 @@
+// The training loop shared by every stage that trains (seed, experts, dense baseline, MoE
+// finetuning): AdamW, warmup + cosine schedule, clipping, accumulation, per-domain validation,
+// metrics as JSON lines, periodic checkpoints into the stage folder, and exact resume.
+// It does not decide what to train on: the caller passes the data mixture and the start point.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <string>
+
+#include "btx/config/run_config.h"
+#include "btx/model/llama.h"
+
+namespace btx {
+
+namespace fs = std::filesystem;
+
+struct TrainJob {
+  std::string name = "train";  // shown in logs
+  fs::path out_dir;            // stage folder: checkpoint files + metrics.jsonl
+  fs::path init_from;          // checkpoint to start from; empty: fresh weights from `model`
+  ModelConfig model;
+  TrainConfig train;
+  uint64_t seed = 0;                 // weight init and data order
+  fs::path data_dir;                 // token shards (run/data)
+  std::vector<std::string> domains;  // validation domains (empty: all of the shard set)
+  bool resume = false;               // continue a checkpoint left in out_dir
+  // Stop after this step with a resumable checkpoint, as if interrupted (0: run to the end).
+  // For time-limited job slots, and for testing that a resumed run equals an uninterrupted one.
+  int64_t stop_after = 0;
+};
+
+struct TrainResult {
+  int64_t steps = 0;
+  int64_t tokens = 0;
+  bool skipped = false;                      // out_dir already held a finished run
+  bool finished = false;                     // reached the last step (not stopped early)
+  std::map<std::string, double> valid_loss;  // last validation, per domain
+};
+
+TrainResult train(const TrainJob& job);
+
+}  // namespace btx

@@ -1,0 +1,65 @@
+// Run and model configs: defaults, unknown keys and wrong types named, resolved round trip.
+#include <gtest/gtest.h>
+
+#include "btx/config/run_config.h"
+#include "btx/util/error.h"
+
+namespace btx {
+namespace {
+
+std::string error_of(const std::string& toml) {
+  try {
+    parse_run_config(toml, "cfg.toml");
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(RunConfig, DefaultsAndVocabFromTokenizer) {
+  auto c = parse_run_config("name = \"x\"\n[tokenizer]\nvocab_size = 512\n", "cfg.toml");
+  EXPECT_EQ(c.name, "x");
+  EXPECT_EQ(c.model.vocab_size, 512);
+  EXPECT_EQ(c.seed_train.steps, TrainConfig{}.steps);
+}
+
+TEST(RunConfig, UnknownKeysAreNamed) {
+  EXPECT_NE(error_of("[model]\nhiden_size = 3\n").find("model.hiden_size"), std::string::npos);
+  EXPECT_NE(error_of("bogus = 1\n").find("'bogus'"), std::string::npos);
+  EXPECT_NE(error_of("[seed]\nlr = \"fast\"\n").find("seed.lr"), std::string::npos);
+  EXPECT_NE(error_of("[model]\nhidden_size = 30\nnum_attention_heads = 4\n").find("divisible"),
+            std::string::npos);
+  EXPECT_NE(error_of("format_version = 7\n").find("newer btx"), std::string::npos);
+  EXPECT_NE(error_of("[seed\n").find("cfg.toml:1"), std::string::npos);
+  EXPECT_NE(error_of("[seed]\nseq_len = 999\n").find("max_position_embeddings"), std::string::npos);
+}
+
+TEST(RunConfig, ResolvedTomlRoundTrips) {
+  auto c = parse_run_config(
+      "name = \"r\"\nrandom_seed = 7\n[corpus]\ndomains = [\"a\", \"b\"]\n[seed]\nsteps = 12\n"
+      "domain_weights = { a = 0.25, b = 0.75 }\n[model]\nnum_key_value_heads = 2\n",
+      "cfg.toml");
+  const std::string text = run_config_to_toml(c);
+  auto back = parse_run_config(text, "resolved.toml");
+  EXPECT_EQ(run_config_to_toml(back), text);
+  EXPECT_EQ(back.corpus.domains, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(back.seed_train.domain_weights.at("b"), 0.75);
+  EXPECT_EQ(back.seed, 7u);
+  EXPECT_EQ(back.model, c.model);
+}
+
+TEST(ModelConfig, JsonRoundTripAndHuggingFaceKeys) {
+  ModelConfig c;
+  c.vocab_size = 100;
+  auto j = model_config_to_json(c);
+  EXPECT_EQ(j["architectures"][0], "LlamaForCausalLM");
+  EXPECT_EQ(j["num_key_value_heads"], c.num_key_value_heads);
+  EXPECT_EQ(model_config_from_json(j, "config.json"), c);
+  j["transformers_version"] = "4.40";  // written by HF: ignored
+  EXPECT_NO_THROW(model_config_from_json(j, "config.json"));
+  j["hidden_act"] = "gelu";
+  EXPECT_THROW(model_config_from_json(j, "config.json"), Error);
+}
+
+}  // namespace
+}  // namespace btx

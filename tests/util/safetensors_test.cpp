@@ -1,0 +1,319 @@
+// Tests for the safetensors reader/writer: bitwise round trips for every dtype, the exact bytes
+// of a hand-built file, and rejection of corrupt or hostile files with an error naming the file.
+// Interop with the Python library is not tested here (no Python safetensors on the build host).
+#include "btx/io/safetensors.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <functional>
+
+#include "btx/util/error.h"
+#include "btx/util/fs.h"
+#include "test_util.h"
+
+namespace btx {
+namespace {
+
+std::string bytes_of(const torch::Tensor& t) {
+  const torch::Tensor c = t.contiguous();
+  return std::string(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size());
+}
+
+void expect_bitwise_equal(const torch::Tensor& a, const torch::Tensor& b, const std::string& what) {
+  EXPECT_EQ(a.scalar_type(), b.scalar_type()) << what;
+  EXPECT_EQ(a.sizes(), b.sizes()) << what;
+  EXPECT_TRUE(bytes_of(a) == bytes_of(b)) << what;
+}
+
+// A raw file: 8-byte length of `header`, `header`, then `data`.
+std::string raw_file(const std::string& header, const std::string& data) {
+  const uint64_t n = header.size();
+  return std::string(reinterpret_cast<const char*>(&n), 8) + header + data;
+}
+
+// The message of the btx::Error that `f` throws ("" and a test failure if it throws none).
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected a btx::Error";
+  return "";
+}
+
+// Both the full reader and the header reader reject `path`, naming it and `needle`.
+void expect_rejected(const fs::path& path, const std::string& needle) {
+  EXPECT_THROW(load_safetensors(path), Error);
+  for (const std::string& msg : {error_of([&] { load_safetensors(path); }),
+                                 error_of([&] { read_safetensors_header(path); })}) {
+    EXPECT_NE(msg.find(path.string()), std::string::npos) << msg;
+    EXPECT_NE(msg.find(needle), std::string::npos) << "wanted '" << needle << "' in: " << msg;
+  }
+}
+
+TEST(Safetensors, RoundTripEveryDtypeBitwise) {
+  testing::TempDir dir;
+  torch::manual_seed(0);
+  TensorMap in;
+  auto special = torch::tensor({0.0, -0.0, 1.5, std::numeric_limits<double>::infinity(),
+                                -std::numeric_limits<double>::infinity(),
+                                std::numeric_limits<double>::quiet_NaN(), 1e-30, -65504.0});
+  for (auto type : {torch::kFloat64, torch::kFloat32, torch::kFloat16, torch::kBFloat16}) {
+    in[std::string("f_") + c10::toString(type)] = torch::randn({3, 5}).to(type);
+    in[std::string("special_") + c10::toString(type)] = special.to(type);
+  }
+  for (auto type : {torch::kInt64, torch::kInt32, torch::kInt16, torch::kInt8}) {
+    in[std::string("i_") + c10::toString(type)] = torch::randint(-128, 128, {2, 3, 4}).to(type);
+  }
+  in["i_big"] =
+      torch::tensor({std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()});
+  in["u8"] = torch::randint(0, 256, {7}).to(torch::kUInt8);
+  in["bool"] = torch::randint(0, 2, {4, 4}).to(torch::kBool);
+  in["scalar"] = torch::tensor(3.25f);  // 0-dim
+  in["empty"] = torch::zeros({0, 3}, torch::kBFloat16);
+
+  const auto path = dir / "x.safetensors";
+  save_safetensors(path, in);
+  const SafetensorsFile out = load_safetensors(path);
+  EXPECT_TRUE(out.metadata.empty());
+  ASSERT_EQ(out.tensors.size(), in.size());
+  for (const auto& [name, t] : in) {
+    ASSERT_TRUE(out.tensors.count(name)) << name;
+    expect_bitwise_equal(t, out.tensors.at(name), name);
+  }
+  EXPECT_EQ(out.tensors.at("scalar").dim(), 0);
+
+  const auto info = read_safetensors_header(path);
+  EXPECT_EQ(info.at("bool").dtype, "BOOL");
+  EXPECT_EQ(info.at("f_BFloat16").dtype, "BF16");
+  EXPECT_EQ(info.at("empty").shape, (std::vector<int64_t>{0, 3}));
+  EXPECT_EQ(info.at("empty").begin, info.at("empty").end);
+  EXPECT_TRUE(info.at("scalar").shape.empty());
+  EXPECT_EQ(info.at("scalar").end - info.at("scalar").begin, 4u);
+}
+
+TEST(Safetensors, MetadataRoundTrip) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  const std::map<std::string, std::string> meta = {
+      {"format", "pt"}, {"note", "quotes \" and\nnewlines, ünïcödé"}, {"empty", ""}};
+  save_safetensors(path, {{"w", torch::ones({2})}}, meta);
+  EXPECT_EQ(load_safetensors(path).metadata, meta);
+
+  save_safetensors(path, {{"w", torch::ones({2})}});  // no metadata: no "__metadata__" key
+  EXPECT_EQ(read_file(path).find("__metadata__"), std::string::npos);
+  EXPECT_TRUE(load_safetensors(path).metadata.empty());
+}
+
+TEST(Safetensors, EmptyMapRoundTrip) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  save_safetensors(path, {});
+  EXPECT_EQ(read_file(path), raw_file("{}      ", ""));
+  EXPECT_TRUE(load_safetensors(path).tensors.empty());
+}
+
+TEST(Safetensors, WritesExactBytes) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  // Inserted out of order: the file must list and lay out tensors sorted by name.
+  save_safetensors(path,
+                   {{"b", torch::tensor({1, -2}, torch::kInt8)}, {"a", torch::tensor({1.0f})}},
+                   {{"k", "v"}});
+  const std::string header = R"({"__metadata__":{"k":"v"},)"
+                             R"("a":{"data_offsets":[0,4],"dtype":"F32","shape":[1]},)"
+                             R"("b":{"data_offsets":[4,6],"dtype":"I8","shape":[2]}})"
+                             "     ";  // 131 bytes of JSON + 5 spaces = 136, a multiple of 8
+  const std::string expected = std::string("\x88\0\0\0\0\0\0\0", 8) + header +
+                               std::string("\x00\x00\x80\x3f", 4) +  // 1.0f little-endian
+                               std::string("\x01\xfe", 2);           // int8 1, -2
+  const std::string got = read_file(path);
+  EXPECT_EQ(got.size(), 150u);
+  EXPECT_EQ(got, expected);
+}
+
+TEST(Safetensors, NonContiguousInputSavedCorrectly) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  const auto base = torch::arange(12, torch::kFloat32).reshape({3, 4});
+  TensorMap in = {
+      {"transposed", base.t()},
+      {"strided", base.index({torch::indexing::Slice(), torch::indexing::Slice(0, 4, 2)})},
+      {"expanded", torch::tensor({1, 2, 3}, torch::kInt32).expand({2, 3})},
+      {"negview", base._neg_view()}};
+  ASSERT_FALSE(in["transposed"].is_contiguous());
+  save_safetensors(path, in);
+  const auto out = load_safetensors(path).tensors;
+  for (const auto& [name, t] : in) {
+    EXPECT_TRUE(torch::equal(out.at(name), t)) << name;
+    EXPECT_EQ(out.at(name).sizes(), t.sizes()) << name;
+  }
+  EXPECT_TRUE(torch::equal(out.at("transposed")[0], torch::tensor({0.0f, 4.0f, 8.0f})));
+  EXPECT_TRUE(torch::equal(out.at("negview"), -base));
+}
+
+TEST(Safetensors, ReadsUnpaddedHeaderAndGapsFromOtherWriters) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  // 7-byte-odd header length, a 2-byte gap before 'a', and 'b' listed before 'a' in the buffer.
+  write_file_atomic(path, raw_file(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[4,6]},)"
+                                   R"("b":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})",
+                                   std::string("\x01\x02\xff\xff\x03\x04", 6)));
+  const auto out = load_safetensors(path).tensors;
+  EXPECT_TRUE(torch::equal(out.at("a"), torch::tensor({3, 4}, torch::kUInt8)));
+  EXPECT_TRUE(torch::equal(out.at("b"), torch::tensor({1, 2}, torch::kUInt8)));
+}
+
+// --- rejection of corrupt and hostile files ---
+
+TEST(SafetensorsReject, FileShorterThanLengthPrefix) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  write_file_atomic(path, "abc");
+  expect_rejected(path, "too short");
+}
+
+TEST(SafetensorsReject, TruncatedFile) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  save_safetensors(path, {{"a", torch::ones({4})}, {"b", torch::ones({4})}});
+  const std::string good = read_file(path);
+  write_file_atomic(path, good.substr(0, good.size() - 3));
+  expect_rejected(path, "past the end");
+}
+
+TEST(SafetensorsReject, HeaderLengthBeyondFile) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  std::string bytes = raw_file("{}", "");
+  bytes[0] = 100;  // claims a 100-byte header in a 10-byte file
+  write_file_atomic(path, bytes);
+  expect_rejected(path, "header length 100");
+  bytes.replace(0, 8, std::string("\0\0\0\0\0\0\0\x7f", 8));  // ~9e18: over the 100 MB limit
+  write_file_atomic(path, bytes);
+  expect_rejected(path, "exceeds");
+}
+
+TEST(SafetensorsReject, OutOfBoundsOffsets) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  write_file_atomic(path, raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                                   std::string(8, '\0')));
+  expect_rejected(path, "past the end");
+  write_file_atomic(path, raw_file(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[8,4]}})",
+                                   std::string(8, '\0')));
+  expect_rejected(path, "before begin");
+}
+
+TEST(SafetensorsReject, SizeMismatch) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  write_file_atomic(path, raw_file(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})",
+                                   std::string(8, '\0')));
+  expect_rejected(path, "needs 12");
+}
+
+TEST(SafetensorsReject, UnknownDtype) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  write_file_atomic(path, raw_file(R"({"a":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]}})",
+                                   std::string(2, '\0')));
+  expect_rejected(path, "unknown dtype 'F8_E4M3'");
+}
+
+TEST(SafetensorsReject, GarbageHeader) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  write_file_atomic(path, raw_file("\x01\xff garbage {", "data"));
+  expect_rejected(path, "not valid JSON");
+  write_file_atomic(path, raw_file("[1, 2]", ""));
+  expect_rejected(path, "not an object");
+  // 200k nested arrays: must be rejected, not overflow the stack.
+  write_file_atomic(path, raw_file(std::string(200000, '[') + std::string(200000, ']'), ""));
+  expect_rejected(path, "not an object");
+}
+
+TEST(SafetensorsReject, BadEntryFields) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"({"a":[1]})", "not an object"},
+      {R"({"a":{"shape":[1],"data_offsets":[0,1]}})", "\"dtype\""},
+      {R"({"a":{"dtype":8,"shape":[1],"data_offsets":[0,1]}})", "\"dtype\""},
+      {R"({"a":{"dtype":"U8","data_offsets":[0,1]}})", "\"shape\""},
+      {R"({"a":{"dtype":"U8","shape":"1","data_offsets":[0,1]}})", "\"shape\""},
+      {R"({"a":{"dtype":"U8","shape":[1.0],"data_offsets":[0,1]}})", "not an integer"},
+      {R"({"a":{"dtype":"U8","shape":[-1],"data_offsets":[0,1]}})", "negative shape"},
+      {R"({"a":{"dtype":"U8","shape":[4294967296,4294967296,0],"data_offsets":[0,0]}})",
+       "overflows"},
+      {R"({"a":{"dtype":"I64","shape":[4611686018427387904],"data_offsets":[0,0]}})", "overflows"},
+      {R"({"a":{"dtype":"U8","shape":[1]}})", "data_offsets"},
+      {R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0]}})", "data_offsets"},
+      {R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[-1,0]}})", "non-negative"},
+      {R"({"a":{"dtype":"U8","shape":[1],"data_offsets":["0","1"]}})", "non-negative"},
+      {R"({"__metadata__":{"k":1}})", "metadata 'k'"},
+      {R"({"__metadata__":["k"]})", "__metadata__"},
+  };
+  for (const auto& [header, needle] : cases) {
+    SCOPED_TRACE(header);
+    write_file_atomic(path, raw_file(header, std::string(8, '\0')));
+    expect_rejected(path, needle);
+  }
+}
+
+TEST(SafetensorsReject, OverlappingRanges) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  write_file_atomic(path, raw_file(R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},)"
+                                   R"("b":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}})",
+                                   std::string(8, '\0')));
+  expect_rejected(path, "overlap");
+}
+
+TEST(SafetensorsReject, BoolByteOtherThanZeroOrOne) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  write_file_atomic(path, raw_file(R"({"a":{"dtype":"BOOL","shape":[2],"data_offsets":[0,2]}})",
+                                   std::string("\x01\x02", 2)));
+  const std::string msg = error_of([&] { load_safetensors(path); });
+  EXPECT_NE(msg.find(path.string()), std::string::npos) << msg;
+  EXPECT_NE(msg.find("not 0 or 1"), std::string::npos) << msg;
+}
+
+TEST(SafetensorsReject, MissingFileOrFolder) {
+  testing::TempDir dir;
+  EXPECT_NE(error_of([&] { load_safetensors(dir / "nope"); }).find("nope"), std::string::npos);
+  EXPECT_NE(error_of([&] { load_safetensors(dir.path()); }).find("not a regular file"),
+            std::string::npos);
+}
+
+// --- failed saves ---
+
+TEST(SafetensorsSave, FailedSaveLeavesGoodFileUnchanged) {
+  testing::TempDir dir;
+  const auto good = dir / "good.safetensors";
+  save_safetensors(good, {{"w", torch::arange(5)}});
+  const std::string before = read_file(good);
+
+  // The parent of the target is a file: cannot create it.
+  const auto bad_target = good / "x.safetensors";
+  EXPECT_THROW(save_safetensors(bad_target, {{"w", torch::ones({2})}}), Error);
+  EXPECT_NE(error_of([&] { save_safetensors(bad_target, {}); }).find(bad_target.string()),
+            std::string::npos);
+
+  // Unsupported dtype, reserved name, non-UTF-8 metadata: rejected before touching the file.
+  EXPECT_THROW(save_safetensors(good, {{"c", torch::ones({2}, torch::kComplexFloat)}}), Error);
+  EXPECT_THROW(save_safetensors(good, {{"__metadata__", torch::ones({2})}}), Error);
+  EXPECT_THROW(save_safetensors(good, {{"w", torch::ones({2})}}, {{"k", "\xff\xfe"}}), Error);
+  EXPECT_THROW(save_safetensors(good, {{"u", torch::Tensor()}}), Error);
+
+  EXPECT_EQ(read_file(good), before);
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(dir.path())) files += 1 + 0 * e.is_regular_file();
+  EXPECT_EQ(files, 1) << "temporary file left behind";
+}
+
+}  // namespace
+}  // namespace btx
