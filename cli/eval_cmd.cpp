@@ -17,7 +17,11 @@ namespace {
 struct EvalArgs {
   std::string model, data, novel, tokenizer, out, name;
   std::vector<std::string> novel_domains;
-  EvalOptions opts;
+  EvalOptions opts = [] {
+    EvalOptions o;
+    o.seq_len = 0;
+    return o;
+  }();
   bool json = false;
 };
 
@@ -47,7 +51,8 @@ std::vector<Command> add_eval_commands(CLI::App& app) {
   cmd->add_option("--split", a->opts.split, "Shard split to score")
       ->check(CLI::IsMember({"train", "valid", "test"}))
       ->capture_default_str();
-  cmd->add_option("--seq-len", a->opts.seq_len, "Window length T")->capture_default_str();
+  cmd->add_option("--seq-len", a->opts.seq_len,
+                  "Window length T (0: the model's max_position_embeddings)");
   cmd->add_option("--batch-size", a->opts.batch_size, "Windows per forward pass")
       ->capture_default_str();
   cmd->add_option("--max-tokens", a->opts.max_tokens, "Per domain (0: the whole split)")
@@ -71,6 +76,7 @@ std::vector<Command> add_eval_commands(CLI::App& app) {
                        "model {} has vocab_size {} but the shards in {} have {}: they come from "
                        "different runs",
                        a->model, model->config().vocab_size, a->data, data.vocab_size());
+             if (a->opts.seq_len == 0) a->opts.seq_len = model->config().max_position_embeddings;
              ModelScorer scorer(model);
              std::string name = a->name.empty() ? fs::path(a->model).filename().string() : a->name;
              auto result = evaluate(scorer, name, data, novel, tok ? &*tok : nullptr, a->opts);

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libtorch-dev libopenblas0-pthread python3-torch
-  sentencepiece libsentencepiece-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
+  sentencepiece nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
   libspdlog-dev libfmt-dev libssl-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )

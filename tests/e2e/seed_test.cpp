@@ -9,6 +9,7 @@
 #include "btx/data/shards.h"
 #include "btx/pipeline/run_dir.h"
 #include "btx/train/checkpoint.h"
+#include "btx/util/error.h"
 #include "btx/util/fs.h"
 #include "tiny_corpus.h"
 
@@ -128,7 +129,7 @@ TEST(SeedEndToEnd, BadInputIsOneClearLineAndDamagesNothing) {
   auto r =
       run_btx("seed --config " + (dir / "bad.toml").string() + " --run " + (dir / "run").string());
   EXPECT_NE(r.code, 0);
-  EXPECT_NE(r.output.find("unknown key 'typo_key'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("unknown key 'seed.typo_key'"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(dir / "run" / "config.toml"));
 
   // A run made with one config refuses another and keeps its own.

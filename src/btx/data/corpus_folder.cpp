@@ -34,7 +34,8 @@ void check_text_file(const fs::path& file) {
 }  // namespace
 
 std::vector<CorpusDomain> list_corpus(const fs::path& dir) {
-  BTX_CHECK(fs::is_directory(dir), "corpus folder {} does not exist (build one with `btx corpus "
+  BTX_CHECK(fs::is_directory(dir),
+            "corpus folder {} does not exist (build one with `btx corpus "
             "build --out {}` or point to a folder with one .txt file per domain)",
             dir.string(), dir.string());
   std::vector<CorpusDomain> out;
@@ -62,8 +63,10 @@ std::vector<CorpusDomain> list_corpus(const fs::path& dir) {
     BTX_CHECK(d.bytes > 0, "corpus domain '{}' in {} is empty (no text)", d.name, dir.string());
     out.push_back(std::move(d));
   }
-  BTX_CHECK(!out.empty(), "corpus folder {} has no domains (expected <domain>.txt files or "
-            "<domain>/ sub-folders of text files)", dir.string());
+  BTX_CHECK(!out.empty(),
+            "corpus folder {} has no domains (expected <domain>.txt files or "
+            "<domain>/ sub-folders of text files)",
+            dir.string());
   std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.name < b.name; });
   return out;
 }

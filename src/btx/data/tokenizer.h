@@ -1,0 +1,80 @@
+// The BPE tokenizer: a sentencepiece model (tokenizer.model, loadable by sentencepiece and HF
+// tools), trained by Debian's `spm_train` on a domain-balanced sample, and encoded/decoded here.
+// Encoding is done in-process by a re-implementation of sentencepiece's BPE (bit-identical ids,
+// tested against `spm_encode`): Debian's libsentencepiece embeds protobuf 3.14, which clashes
+// with LibTorch's protobuf 3.21 in one process. decode(encode(s)) == s for ANY bytes.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace btx {
+
+namespace fs = std::filesystem;
+
+struct TokenizerTrainOptions {
+  fs::path corpus;                   // corpus folder (see corpus.h)
+  std::vector<std::string> domains;  // empty = all domains of the corpus
+  fs::path out_model;                // written atomically
+  int vocab_size = 4096;
+  int64_t sample_bytes_per_domain = 2'000'000;  // equal for every domain
+  uint64_t seed = 0;
+  int threads = 2;
+  double character_coverage = 0.9995;   // rarer characters are left to the byte pieces
+  std::string spm_train = "spm_train";  // the trainer program (Debian package `sentencepiece`)
+};
+
+// Trains a BPE model on `sample_bytes_per_domain` bytes of every domain: random ~4 KB
+// line-aligned blocks from the whole of each domain (corpus files are sorted, so a prefix would
+// be biased), one line per training sentence. Settings: byte_fallback, split_digits, identity
+// normalisation, no dummy prefix, spaces kept as they are, whitespace-only pieces allowed (code
+// indentation); unk=0, bos=1, eos=2, no pad. Newlines never reach the trainer, so "\n" is always
+// the byte piece <0x0A>. Deterministic: same corpus, options and seed give the same file.
+void train_tokenizer(const TokenizerTrainOptions& opts);
+
+class Tokenizer {
+ public:
+  // Loads a sentencepiece BPE model with identity normalisation (btx's, Llama's); errors name
+  // the file and what is unsupported (unigram models, NFKC normalisation, ...).
+  static Tokenizer load(const fs::path& model);
+  // The same from the model's bytes; `name` is used in messages.
+  static Tokenizer from_bytes(std::string bytes, const fs::path& name);
+
+  // Plain encoding, no BOS/EOS. Never fails. Valid UTF-8 is encoded exactly as sentencepiece
+  // would; invalid UTF-8 bytes and U+2581 "▁" (which sentencepiece would turn into U+FFFD and a
+  // space) become byte pieces <0xNN> (unk for a model without byte pieces).
+  std::vector<int32_t> encode(std::string_view text) const;
+  // Concatenates the pieces' text; control ids (bos/eos) give "". Throws btx::Error on an id
+  // out of range. For btx's models decode(encode(s)) == s for every byte string s.
+  std::string decode(const std::vector<int32_t>& ids) const;
+  // The text of one piece as decode() writes it ("▁" as a space, byte pieces as the raw byte).
+  const std::string& piece_text(int32_t id) const;
+  // The piece itself as stored in the model ("▁the", "<0x0A>", "<s>").
+  const std::string& piece(int32_t id) const;
+
+  int vocab_size() const;
+  int bos_id() const;  // -1 when the model has none
+  int eos_id() const;
+  int unk_id() const;
+  const fs::path& path() const;
+  const std::string& sha256() const;  // of the model file's bytes
+
+  struct Model;  // parsed model, shared by copies (defined in tokenizer.cpp)
+
+ private:
+  Tokenizer() = default;  // made by load() / from_bytes() only
+  std::shared_ptr<const Model> m_;
+  void encode_run(std::string_view text, bool at_start, std::vector<int32_t>& out) const;
+};
+
+namespace detail {
+// Drops trainer_spec.input and .model_prefix (temporary paths) from a serialised model, so that
+// training the same sample twice gives the same bytes. `name` is used in messages.
+std::string strip_training_paths(std::string_view model, const fs::path& name);
+}  // namespace detail
+
+}  // namespace btx

@@ -1,0 +1,147 @@
+// posix_spawnp + two pipes read with poll(), so a chatty stderr cannot block a large stdout.
+// Pipes are close-on-exec: several threads may spawn at once without leaking each other's
+// pipe ends into their children (which would delay end-of-file).
+#include "btx/util/subprocess.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "btx/util/error.h"
+
+extern char** environ;
+
+namespace btx {
+
+namespace {
+
+struct Fd {
+  int fd = -1;
+  ~Fd() { reset(); }
+  void reset() {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+};
+
+std::vector<std::string> child_env(const RunOptions& opts) {
+  std::map<std::string, std::string> vars;
+  if (opts.inherit_env) {
+    for (char** e = environ; *e != nullptr; ++e) {
+      const char* eq = std::strchr(*e, '=');
+      if (eq != nullptr) vars[std::string(*e, static_cast<size_t>(eq - *e))] = eq + 1;
+    }
+  } else {
+    for (const char* k : {"PATH", "HOME", "TMPDIR"}) {
+      if (const char* v = std::getenv(k)) vars[k] = v;
+    }
+  }
+  for (const auto& [k, v] : opts.env) vars[k] = v;
+  std::vector<std::string> out;
+  for (const auto& [k, v] : vars) out.push_back(k + "=" + v);
+  return out;
+}
+
+std::string tail(const std::string& s, size_t n) {
+  std::string t = s.size() > n ? "..." + s.substr(s.size() - n) : s;
+  while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.pop_back();
+  return t;
+}
+
+}  // namespace
+
+std::string shell_join(const std::vector<std::string>& argv) {
+  std::string out;
+  for (const auto& a : argv) {
+    if (!out.empty()) out += ' ';
+    const bool plain = !a.empty() && a.find_first_not_of(
+                                         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
+                                         "OPQRSTUVWXYZ0123456789-_./:=,+@%") == std::string::npos;
+    if (plain) {
+      out += a;
+    } else {
+      out += '\'';
+      for (char c : a) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+      out += '\'';
+    }
+  }
+  return out;
+}
+
+RunResult run_process(const std::vector<std::string>& argv, const RunOptions& opts) {
+  BTX_CHECK(!argv.empty(), "run_process: empty command");
+  Fd out_r, out_w, err_r, err_w;
+  int p[2];
+  BTX_CHECK(::pipe2(p, O_CLOEXEC) == 0, "pipe: {}", std::strerror(errno));
+  out_r.fd = p[0];
+  out_w.fd = p[1];
+  BTX_CHECK(::pipe2(p, O_CLOEXEC) == 0, "pipe: {}", std::strerror(errno));
+  err_r.fd = p[0];
+  err_w.fd = p[1];
+
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, out_w.fd, 1);
+  posix_spawn_file_actions_adddup2(&fa, err_w.fd, 2);
+
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  const std::vector<std::string> env = child_env(opts);
+  std::vector<char*> envp;
+  for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+
+  pid_t pid = -1;
+  const int rc = ::posix_spawnp(&pid, argv[0].c_str(), &fa, nullptr, args.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  BTX_CHECK(rc == 0, "cannot run `{}`: {} (is {} installed and in PATH?)", shell_join(argv),
+            std::strerror(rc), argv[0]);
+  out_w.reset();
+  err_w.reset();
+
+  RunResult res;
+  pollfd fds[2] = {{out_r.fd, POLLIN, 0}, {err_r.fd, POLLIN, 0}};
+  std::string* sinks[2] = {&res.out, &res.err};
+  int open_fds = 2;
+  char buf[1 << 16];
+  while (open_fds > 0) {
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      fail("poll on `{}`: {}", shell_join(argv), std::strerror(errno));
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      const ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        sinks[i]->append(buf, static_cast<size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        fds[i].fd = -1;  // the Fd guards close it
+        --open_fds;
+      }
+    }
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    BTX_CHECK(errno == EINTR, "waitpid on `{}`: {}", shell_join(argv), std::strerror(errno));
+  }
+  res.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return res;
+}
+
+std::string check_output(const std::vector<std::string>& argv, const std::string& what,
+                         const RunOptions& opts) {
+  RunResult r = run_process(argv, opts);
+  BTX_CHECK(r.exit_code == 0, "{}: `{}` failed with exit code {}{}{}", what, shell_join(argv),
+            r.exit_code, r.err.empty() ? "" : ": ", tail(r.err, 800));
+  return std::move(r.out);
+}
+
+}  // namespace btx

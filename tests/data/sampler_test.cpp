@@ -1,0 +1,121 @@
+// MixtureSampler: mixture proportions, determinism in (seed, step), rows independent of batch
+// size, windows that are real consecutive shard tokens, and its errors.
+#include "btx/data/sampler.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "btx/util/error.h"
+#include "test_util.h"
+
+namespace btx {
+namespace {
+
+std::string make_domain(char tag, const std::vector<std::string>& words, size_t bytes) {
+  std::mt19937_64 rng(static_cast<uint64_t>(tag));
+  std::string out;
+  for (int line = 0; out.size() < bytes; ++line) {
+    out += fmt::format("{}#{:06d}#", tag, line);
+    for (int k = 0; k < 8; ++k) out += " " + words[rng() % words.size()];
+    out += '\n';
+  }
+  return out;
+}
+
+class SamplerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir("btx-sampler");
+    testing::write_text(*dir_ / "corpus/a.txt",
+                        make_domain('A', {"alpha", "beta", "gamma", "delta"}, 80'000));
+    testing::write_text(*dir_ / "corpus/b.txt",
+                        make_domain('B', {"one", "two", "three", "four"}, 80'000));
+    testing::write_text(*dir_ / "corpus/c.txt",
+                        make_domain('C', {"red", "green", "blue", "black"}, 80'000));
+    TokenizerTrainOptions t;
+    t.corpus = *dir_ / "corpus";
+    t.out_model = *dir_ / "tok.model";
+    t.vocab_size = 320;
+    t.sample_bytes_per_domain = 30'000;
+    train_tokenizer(t);
+    ShardOptions o;
+    o.corpus = *dir_ / "corpus";
+    o.out = *dir_ / "data";
+    o.train_tokens = 8'000;
+    o.valid_tokens = 500;
+    o.test_tokens = 500;
+    o.chunk_bytes = 512;
+    prepare_shards(o, Tokenizer::load(t.out_model));
+    set_ = new ShardSet(ShardSet::open(o.out));
+  }
+  static void TearDownTestSuite() {
+    delete set_;
+    delete dir_;
+  }
+  static testing::TempDir* dir_;
+  static ShardSet* set_;
+};
+testing::TempDir* SamplerTest::dir_ = nullptr;
+ShardSet* SamplerTest::set_ = nullptr;
+
+TEST_F(SamplerTest, ProportionsFollowWeights) {
+  const MixtureSampler s(*set_, "train", {{"a", 0.5}, {"b", 0.3}, {"c", 0.2}}, 16, 1);
+  std::vector<int> dom;
+  const torch::Tensor x = s.batch_with_domains(0, 4000, &dom);  // [B, T+1]
+  ASSERT_EQ(x.sizes(), (std::vector<int64_t>{4000, 17}));
+  ASSERT_EQ(dom.size(), 4000u);
+  std::vector<double> frac(3, 0);
+  for (int d : dom) frac[d] += 1.0 / 4000;
+  EXPECT_EQ(s.domains(), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_NEAR(frac[0], 0.5, 0.03);
+  EXPECT_NEAR(frac[1], 0.3, 0.03);
+  EXPECT_NEAR(frac[2], 0.2, 0.03);
+  // Uniform when no weights are given; a zero weight drops the domain.
+  const MixtureSampler u(*set_, "train", {}, 16, 1);
+  EXPECT_EQ(u.probabilities(), (std::vector<double>{1.0 / 3, 1.0 / 3, 1.0 / 3}));
+  const MixtureSampler z(*set_, "train", {{"a", 0.0}, {"c", 2.0}}, 16, 1);
+  EXPECT_EQ(z.domains(), (std::vector<std::string>{"c"}));
+}
+
+TEST_F(SamplerTest, DeterministicInSeedAndStep) {
+  const MixtureSampler s(*set_, "train", {}, 32, 9);
+  const MixtureSampler again(*set_, "train", {}, 32, 9);
+  const MixtureSampler other_seed(*set_, "train", {}, 32, 10);
+  EXPECT_TRUE(torch::equal(s.batch(5, 8), again.batch(5, 8)));  // a resumed run sees the same
+  EXPECT_FALSE(torch::equal(s.batch(5, 8), s.batch(6, 8)));
+  EXPECT_FALSE(torch::equal(s.batch(5, 8), other_seed.batch(5, 8)));
+  // Row r does not depend on the batch size: ranks can take slices of one global batch.
+  EXPECT_TRUE(torch::equal(s.rows(5, 2, 6), s.batch(5, 8).slice(0, 2, 6)));
+}
+
+TEST_F(SamplerTest, WindowsAreConsecutiveShardTokens) {
+  const MixtureSampler s(*set_, "valid", {}, 24, 3);
+  std::vector<int> dom;
+  const torch::Tensor x = s.batch_with_domains(2, 12, &dom);  // [B, T+1]
+  for (int64_t r = 0; r < x.size(0); ++r) {
+    const auto& shard = set_->shard(s.domains()[dom[r]], "valid");
+    const torch::Tensor all = shard.slice(0, shard.size());  // [n]
+    bool found = false;
+    for (int64_t o = 0; o + 25 <= shard.size() && !found; ++o) {
+      found = torch::equal(all.slice(0, o, o + 25), x[r]);
+    }
+    EXPECT_TRUE(found) << "row " << r;
+  }
+}
+
+TEST_F(SamplerTest, Errors) {
+  EXPECT_THROW(MixtureSampler(*set_, "train", {{"nosuch", 1.0}}, 16, 0), Error);
+  EXPECT_THROW(MixtureSampler(*set_, "train", {{"a", 0.0}, {"b", 0.0}}, 16, 0), Error);
+  EXPECT_THROW(MixtureSampler(*set_, "train", {{"a", -1.0}}, 16, 0), Error);
+  EXPECT_THROW(MixtureSampler(*set_, "dev", {}, 16, 0), Error);
+  try {
+    MixtureSampler(*set_, "valid", {{"b", 1.0}}, 500, 0);  // valid holds 500 < 501 tokens
+    FAIL() << "expected btx::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("domain 'b'"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace btx
