@@ -46,18 +46,18 @@ std::vector<Command> add_train_commands(CLI::App& app) {
   seed->add_flag("--resume", args->resume, "Continue an interrupted seed from its checkpoint");
   seed->add_option("--stop-after", args->stop_after,
                    "Stop with a resumable checkpoint after this step (for time-limited slots)");
-  out.push_back({seed, [args] {
-                   RunDir run{args->run};
-                   RunConfig c = open_run(*args);
-                   ensure_tokenizer(run, c);
-                   ensure_data(run, c);
-                   if (!train_seed(run, c, args->resume, args->stop_after).finished) return;
-                   auto valid = evaluate_checkpoint(run, c, run.seed(), "seed", "valid");
-                   std::cout << format_eval_table(valid);
-                   evaluate_checkpoint(run, c, run.seed(), "seed", "test");
-                   spdlog::info("seed done: {} (test results in {})", run.seed().string(),
-                                run.eval("seed").string());
-                 }});
+  out.push_back(
+      {seed, [args] {
+         RunDir run{args->run};
+         RunConfig c = open_run(*args);
+         ensure_tokenizer(run, c);
+         ensure_data(run, c);
+         if (!train_seed(run, c, args->resume, args->stop_after).finished) return;
+         std::cout << format_eval_table(evaluate_checkpoint(run, c, run.seed(), "seed", "valid"));
+         std::cout << format_eval_table(evaluate_checkpoint(run, c, run.seed(), "seed", "test"));
+         spdlog::info("seed done: {} (test results in {})", run.seed().string(),
+                      run.eval("seed").string());
+       }});
   return out;
 }
 

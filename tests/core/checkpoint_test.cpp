@@ -59,7 +59,9 @@ TEST(Checkpoint, TruncatedWeightsAreAnErrorAndBadConfigNamesKey) {
   auto bytes = read_file(file);
   write_file_atomic(file, bytes.substr(0, bytes.size() - 10));
   EXPECT_THROW(load_model(dir / "ck"), Error);
-  write_file_atomic(dir / "ck" / "config.json", R"({"hidden_size": 16, "hiden_layers": 3})");
+  auto j = model_config_to_json(cfg());
+  j["hiden_layers"] = 3;
+  write_file_atomic(dir / "ck" / "config.json", j.dump());
   try {
     load_model_config(dir / "ck");
     FAIL();

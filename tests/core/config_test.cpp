@@ -57,6 +57,18 @@ TEST(ModelConfig, JsonRoundTripAndHuggingFaceKeys) {
   EXPECT_EQ(model_config_from_json(j, "config.json"), c);
   j["transformers_version"] = "4.40";  // written by HF: ignored
   EXPECT_NO_THROW(model_config_from_json(j, "config.json"));
+  auto no_kv = j;
+  no_kv.erase("num_key_value_heads");  // HF's default: one key/value head per query head
+  EXPECT_EQ(model_config_from_json(no_kv, "config.json").num_key_value_heads,
+            c.num_attention_heads);
+  auto missing = j;
+  missing.erase("hidden_size");
+  try {
+    model_config_from_json(missing, "config.json");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'hidden_size' is missing"), std::string::npos);
+  }
   j["hidden_act"] = "gelu";
   EXPECT_THROW(model_config_from_json(j, "config.json"), Error);
 }

@@ -1,8 +1,8 @@
-#include "btx/util/error.h"
 #include "btx/util/fs.h"
 
 #include <gtest/gtest.h>
 
+#include "btx/util/error.h"
 #include "test_util.h"
 
 namespace btx {

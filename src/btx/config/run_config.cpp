@@ -87,7 +87,9 @@ std::string run_config_to_toml(const RunConfig& c) {
   const_cast<RunConfig&>(c).visit(w);
   std::ostringstream out;
   out << "# Resolved btx run config: every key with its value, defaults included.\n"
-      << table << "\n";
+      << toml::toml_formatter(table, toml::toml_formatter::default_flags |
+                                         toml::format_flags::relaxed_float_precision)
+      << "\n";
   return out.str();
 }
 

@@ -76,9 +76,15 @@ nlohmann::json model_config_to_json(const ModelConfig& c) {
 
 ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& where) {
   BTX_CHECK(j.is_object(), "{}: expected a JSON object", where);
+  // The architecture must be stated; only keys HF itself defaults may be left out.
+  for (const char* key : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                          "num_attention_heads"}) {
+    BTX_CHECK(j.contains(key), "{}: required key '{}' is missing", where, key);
+  }
   ModelConfig c;
   JsonReader r{&j, where, {}};
   c.visit(r);
+  if (!j.contains("num_key_value_heads")) c.num_key_value_heads = c.num_attention_heads;  // as HF
   // Keys HF writes that carry no architecture we model differently.
   static const std::set<std::string> kIgnored = {
       "architectures",     "torch_dtype",  "transformers_version",

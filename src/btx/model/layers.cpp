@@ -31,6 +31,17 @@ torch::Tensor apply_rope(const torch::Tensor& x, const RopeTables& rope) {
   return x * rope.cos.to(x.scalar_type()) + rotated * rope.sin.to(x.scalar_type());
 }
 
+torch::Tensor causal_mask(int64_t T, torch::Device device) {
+  // Cached per (T, device): the same mask serves every layer and step.
+  static thread_local torch::Tensor cached;
+  if (!cached.defined() || cached.size(0) != T || cached.device() != device) {
+    cached = torch::full({T, T}, -std::numeric_limits<float>::infinity(),
+                         torch::TensorOptions().device(device))
+                 .triu(1);
+  }
+  return cached;
+}
+
 AttentionImpl::AttentionImpl(const ModelConfig& c)
     : n_head(c.num_attention_heads), n_kv_head(c.num_key_value_heads), head_dim(c.head_dim()) {
   auto lin = [](int64_t in, int64_t out) {
@@ -58,10 +69,14 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const RopeTables& r
   y = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
                                        /*is_causal=*/true);
 #else
-  auto att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim));
-  auto mask = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool)).triu(1);
-  att = att.masked_fill(mask.to(att.device()), -std::numeric_limits<float>::infinity());
-  y = torch::matmul(torch::softmax(att, -1), v);  // (B, H, T, D)
+  // One pass for scale, causal mask and QK^T: baddbmm(mask, q, k^T) with an additive mask.
+  const int64_t BH = B * n_head;
+  auto att =
+      torch::baddbmm(causal_mask(T, q.device()), q.reshape({BH, T, head_dim}),
+                     k.reshape({BH, T, head_dim}).transpose(1, 2), /*beta=*/1.0,
+                     /*alpha=*/1.0 / std::sqrt(static_cast<double>(head_dim)));  // (BH, T, T)
+  y = torch::bmm(torch::softmax(att, -1), v.reshape({BH, T, head_dim}))
+          .view({B, n_head, T, head_dim});  // (B, H, T, D)
 #endif
   return o_proj(y.transpose(1, 2).reshape({B, T, n_head * head_dim}));
 }

@@ -29,6 +29,9 @@ RopeTables rope_tables(int64_t T, int64_t D, double base, int64_t offset = 0,
 // x * cos + rotate_half(x) * sin, rotate_half(x) = cat(-x[..., D/2:], x[..., :D/2]).
 torch::Tensor apply_rope(const torch::Tensor& x /* (B, H, T, D) */, const RopeTables& rope);
 
+// (T, T) additive mask: 0 on and below the diagonal, -inf above (position t sees <= t).
+torch::Tensor causal_mask(int64_t T, torch::Device device = torch::kCPU);
+
 // Causal self-attention with RoPE and optional grouped-query heads (G divides H).
 struct AttentionImpl : torch::nn::Module {
   explicit AttentionImpl(const ModelConfig& c);

@@ -100,7 +100,7 @@ nlohmann::json evaluate_checkpoint(const RunDir& run, const RunConfig& c, const 
   ModelScorer scorer(load_model(ckpt));
   const ShardSet data = ShardSet::open(run.data());
   std::vector<CorpusDomain> novel;
-  if (!c.corpus.novel.empty()) {
+  if (split == "test" && !c.corpus.novel.empty()) {
     novel = select_domains(list_corpus(c.corpus.dir), c.corpus.novel, c.corpus.dir);
   }
   const Tokenizer tok = Tokenizer::load(run.tokenizer());

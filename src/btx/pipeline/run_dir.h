@@ -34,8 +34,8 @@ void ensure_tokenizer(const RunDir& run, const RunConfig& c);
 void ensure_data(const RunDir& run, const RunConfig& c);
 TrainResult train_seed(const RunDir& run, const RunConfig& c, bool resume, int64_t stop_after = 0);
 
-// Evaluates a checkpoint on `split` of the run's training domains and its novel domains, and
-// (for the test split) records it as eval/<name>.json.
+// Evaluates a checkpoint on `split` of the run's training domains and, for the test split, on
+// its novel domains too, recording that as eval/<name>.json.
 nlohmann::json evaluate_checkpoint(const RunDir& run, const RunConfig& c, const fs::path& ckpt,
                                    const std::string& name, const std::string& split);
 
