@@ -21,5 +21,7 @@ void run_selected(CLI::App& app);
 std::vector<Command> add_corpus_commands(CLI::App& app);
 std::vector<Command> add_train_commands(CLI::App& app);
 std::vector<Command> add_eval_commands(CLI::App& app);
+std::vector<Command> add_cluster_commands(CLI::App& app);
+std::vector<Command> add_expert_commands(CLI::App& app);
 
 }  // namespace btx::cli

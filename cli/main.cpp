@@ -14,6 +14,11 @@ int main(int argc, char** argv) {
       "(Branch-Train-Merge, Branch-Train-MiX, SMEAR)"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every subcommand");
+  // Usage errors read like every other error: one line, then a non-zero exit.
+  app.failure_message([](const CLI::App* a, const CLI::Error& e) {
+    return "btx: error: " + std::string(e.what()) + " (see `btx " +
+           (a->get_name().empty() ? std::string() : a->get_name() + " ") + "--help`)\n";
+  });
   btx::cli::register_commands(app);
   try {
     app.parse(argc, argv);

@@ -9,7 +9,7 @@ PACKAGES=(
   libtorch-dev libopenblas0-pthread python3-torch
   sentencepiece nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
   libspdlog-dev libfmt-dev libssl-dev zlib1g-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libgloo-dev
 )
 
 missing=()

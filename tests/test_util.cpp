@@ -1,5 +1,6 @@
 #include "test_util.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -25,6 +26,26 @@ void write_text(const std::filesystem::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary);
   if (!out) throw std::runtime_error("cannot write " + path.string());
   out << text;
+}
+
+const std::vector<std::string> kProseWords = {"the",  "lord", "said",  "unto", "him",   "and",
+                                              "they", "went", "forth", "into", "israel"};
+const std::vector<std::string> kCodeWords = {"def", "return", "self,", "import",   "for",
+                                             "in",  "if",     "None:", "print(x)", "\t"};
+const std::vector<std::string> kDictWords = {"noun",  "verb",   "adj.", "a",    "kind",  "of",
+                                             "small", "plant;", "see",  "also", "(1913)"};
+
+std::string tagged_lines(char tag, const std::vector<std::string>& words, size_t bytes,
+                         uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string out;
+  for (int line = 0; out.size() < bytes; ++line) {
+    out += fmt::format("{}#{:06d}#", tag, line);
+    const int n = 5 + static_cast<int>(rng() % 12);
+    for (int k = 0; k < n; ++k) out += " " + words[rng() % words.size()];
+    out += '\n';
+  }
+  return out;
 }
 
 }  // namespace btx::testing

@@ -1,8 +1,10 @@
 // Shared test helpers: scratch folders that clean up after themselves.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace btx::testing {
 
@@ -21,5 +23,12 @@ struct TempDir {
 
 // Writes `text` to `path`, creating parent folders.
 void write_text(const std::filesystem::path& path, const std::string& text);
+
+// About `bytes` of text in lines "<tag>#NNNNNN# w w w ...", 5 to 16 words drawn from `words`
+// each: every line is unique and names its source, so tests can trace where a line went.
+std::string tagged_lines(char tag, const std::vector<std::string>& words, size_t bytes,
+                         uint64_t seed);
+// Three small vocabularies that look like prose, code and a dictionary.
+extern const std::vector<std::string> kProseWords, kCodeWords, kDictWords;
 
 }  // namespace btx::testing

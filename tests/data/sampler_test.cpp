@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <random>
+#include <set>
+#include <unordered_map>
 
 #include "btx/util/error.h"
 #include "test_util.h"
@@ -12,27 +14,17 @@
 namespace btx {
 namespace {
 
-std::string make_domain(char tag, const std::vector<std::string>& words, size_t bytes) {
-  std::mt19937_64 rng(static_cast<uint64_t>(tag));
-  std::string out;
-  for (int line = 0; out.size() < bytes; ++line) {
-    out += fmt::format("{}#{:06d}#", tag, line);
-    for (int k = 0; k < 8; ++k) out += " " + words[rng() % words.size()];
-    out += '\n';
-  }
-  return out;
-}
-
 class SamplerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new testing::TempDir("btx-sampler");
-    testing::write_text(*dir_ / "corpus/a.txt",
-                        make_domain('A', {"alpha", "beta", "gamma", "delta"}, 80'000));
+    testing::write_text(
+        *dir_ / "corpus/a.txt",
+        testing::tagged_lines('A', {"alpha", "beta", "gamma", "delta"}, 80'000, 'A'));
     testing::write_text(*dir_ / "corpus/b.txt",
-                        make_domain('B', {"one", "two", "three", "four"}, 80'000));
+                        testing::tagged_lines('B', {"one", "two", "three", "four"}, 80'000, 'B'));
     testing::write_text(*dir_ / "corpus/c.txt",
-                        make_domain('C', {"red", "green", "blue", "black"}, 80'000));
+                        testing::tagged_lines('C', {"red", "green", "blue", "black"}, 80'000, 'C'));
     TokenizerTrainOptions t;
     t.corpus = *dir_ / "corpus";
     t.out_model = *dir_ / "tok.model";
@@ -115,6 +107,53 @@ TEST_F(SamplerTest, Errors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("domain 'b'"), std::string::npos) << e.what();
   }
+}
+
+}  // namespace
+}  // namespace btx
+
+namespace btx {
+namespace {
+
+// Start of each window in the shard, found by content (windows of T+1 = 17 tokens are unique
+// in this tagged text with overwhelming probability).
+std::vector<int64_t> window_starts(const TokenShard& shard, const torch::Tensor& rows) {
+  const auto all = shard.slice(0, shard.size());
+  const int64_t* p = all.data_ptr<int64_t>();
+  std::unordered_map<std::string, int64_t> index;
+  const int64_t w = rows.size(1);
+  for (int64_t s = 0; s + w <= shard.size(); ++s) {
+    index.emplace(std::string(reinterpret_cast<const char*>(p + s), w * sizeof(int64_t)), s);
+  }
+  std::vector<int64_t> out;
+  for (int64_t r = 0; r < rows.size(0); ++r) {
+    auto row = rows[r].contiguous();
+    auto it = index.find(
+        std::string(reinterpret_cast<const char*>(row.data_ptr<int64_t>()), w * sizeof(int64_t)));
+    out.push_back(it == index.end() ? -1 : it->second);
+  }
+  return out;
+}
+
+TEST_F(SamplerTest, PartitionsAreDisjointShares) {
+  const int64_t block = 256;
+  std::set<int64_t> blocks[2];
+  for (int part = 0; part < 2; ++part) {
+    const MixtureSampler s(*set_, "train", {{"a", 1.0}}, 16, /*seed=*/5,
+                           DataPartition{part, 2, /*seed=*/9, block});
+    auto starts = window_starts(set_->shard("a", "train"), s.batch(0, 600));
+    for (int64_t st : starts) {
+      ASSERT_GE(st, 0) << "window not found in the shard";
+      ASSERT_EQ(st / block, (st + 16) / block) << "window crosses its block";
+      blocks[part].insert(st / block);
+    }
+  }
+  for (int64_t b : blocks[0]) EXPECT_EQ(blocks[1].count(b), 0u) << "block " << b << " in both";
+  // Together the two parts draw from (nearly) every block of the shard.
+  const int64_t n_blocks = set_->shard("a", "train").size() / block;
+  EXPECT_GE(static_cast<int64_t>(blocks[0].size() + blocks[1].size()), n_blocks * 9 / 10);
+  EXPECT_THROW(MixtureSampler(*set_, "train", {}, 16, 5, DataPartition{2, 2, 9, block}), Error);
+  EXPECT_THROW(MixtureSampler(*set_, "train", {}, 16, 5, DataPartition{0, 1000, 9, block}), Error);
 }
 
 }  // namespace

@@ -18,31 +18,18 @@
 namespace btx {
 namespace {
 
-// ~`bytes` of lines "<tag>#NNNNNN# w w w ..." from a small per-style vocabulary.
-std::string make_domain(char tag, int style, size_t bytes, uint64_t seed) {
-  static const std::vector<std::vector<std::string>> kWords = {
-      {"the", "lord", "said", "unto", "him", "and", "they", "went", "forth", "into", "israel"},
-      {"def", "return", "self,", "import", "for", "in", "if", "None:", "print(x)", "\n    ", "\t"},
-      {"noun", "verb", "adj.", "a", "kind", "of", "small", "plant;", "see", "also", "(1913)"}};
-  std::mt19937_64 rng(seed);
-  std::string out;
-  for (int line = 0; out.size() < bytes; ++line) {
-    out += fmt::format("{}#{:06d}#", tag, line);
-    const int n = 5 + static_cast<int>(rng() % 12);
-    for (int k = 0; k < n; ++k) out += " " + kWords[style][rng() % kWords[style].size()];
-    out += '\n';
-  }
-  return out;
-}
-
 class TokenizerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new testing::TempDir("btx-tok");
-    testing::write_text(*dir_ / "corpus/prose.txt", make_domain('P', 0, 150'000, 1));
-    testing::write_text(*dir_ / "corpus/code/a.py", make_domain('C', 1, 60'000, 2));
-    testing::write_text(*dir_ / "corpus/code/b.py", make_domain('D', 1, 60'000, 3));
-    testing::write_text(*dir_ / "corpus/dict.txt", make_domain('W', 2, 150'000, 4));
+    testing::write_text(*dir_ / "corpus/prose.txt",
+                        testing::tagged_lines('P', testing::kProseWords, 150'000, 1));
+    testing::write_text(*dir_ / "corpus/code/a.py",
+                        testing::tagged_lines('C', testing::kCodeWords, 60'000, 2));
+    testing::write_text(*dir_ / "corpus/code/b.py",
+                        testing::tagged_lines('D', testing::kCodeWords, 60'000, 3));
+    testing::write_text(*dir_ / "corpus/dict.txt",
+                        testing::tagged_lines('W', testing::kDictWords, 150'000, 4));
     const auto t0 = std::chrono::steady_clock::now();
     train_tokenizer(options(*dir_ / "tok.model"));
     train_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

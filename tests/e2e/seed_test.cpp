@@ -11,32 +11,14 @@
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
+#include "e2e_util.h"
 #include "tiny_corpus.h"
 
 namespace btx {
 namespace {
 
-struct CommandResult {
-  int code;
-  std::string output;
-};
-
-CommandResult run_btx(const std::string& args) {
-  const std::string out_file =
-      fs::temp_directory_path() / ("btx-e2e-out-" + std::to_string(::getpid()));
-  const std::string cmd = std::string(BTX_BINARY) + " " + args + " > " + out_file + " 2>&1";
-  const int status = std::system(cmd.c_str());
-  CommandResult r{WEXITSTATUS(status), read_file(out_file)};
-  fs::remove(out_file);
-  return r;
-}
-
-std::vector<nlohmann::json> read_metrics(const fs::path& file) {
-  std::vector<nlohmann::json> out;
-  std::istringstream in(read_file(file));
-  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
+using testing::read_metrics;
+using testing::run_btx;
 
 double unigram_entropy(const TokenShard& shard) {
   auto counts = torch::bincount(shard.slice(0, shard.size())).to(torch::kDouble);

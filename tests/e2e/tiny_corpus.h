@@ -50,7 +50,8 @@ inline std::filesystem::path make_tiny_corpus(const std::filesystem::path& dir, 
 }
 
 // A run config for that corpus: a very small model that trains in seconds.
-inline std::string tiny_run_config(const std::filesystem::path& corpus, int steps) {
+inline std::string tiny_run_config(const std::filesystem::path& corpus, int steps,
+                                   int expert_steps = 30) {
   return "name = \"tiny-test\"\nrandom_seed = 3\n"
          "[corpus]\ndir = \"" +
          corpus.string() +
@@ -64,7 +65,11 @@ inline std::string tiny_run_config(const std::filesystem::path& corpus, int step
          std::to_string(steps) +
          "\nbatch_size = 8\nseq_len = 32\n"
          "lr = 0.01\nmin_lr = 0.001\nwarmup_steps = 10\neval_every = 20\neval_tokens = 1000\n"
-         "log_every = 10\ncheckpoint_every = 20\n";
+         "log_every = 10\ncheckpoint_every = 20\n"
+         "[experts.train]\nsteps = " +
+         std::to_string(expert_steps) +
+         "\nbatch_size = 8\nseq_len = 32\nlr = 0.005\nmin_lr = 0.0005\nwarmup_steps = 5\n"
+         "eval_every = 10\neval_tokens = 500\nlog_every = 5\ncheckpoint_every = 10\n";
 }
 
 }  // namespace btx::testing

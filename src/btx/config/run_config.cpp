@@ -1,19 +1,12 @@
 #include "btx/config/run_config.h"
 
+#include <set>
 #include <sstream>
 
 #include "btx/config/toml_reader.h"
 #include "btx/util/error.h"
 
 namespace btx {
-
-template <typename V, typename... C>
-void RunConfig::finish_children(V& v, C&... children) {
-  if constexpr (std::is_same_v<V, TomlReader>) {
-    (children.finish(), ...);
-    v.finish();
-  }
-}
 
 void TrainConfig::validate(const std::string& where) const {
   auto positive = [&](const char* key, int64_t x) {
@@ -62,6 +55,25 @@ RunConfig run_config_from_table(const toml::table& table, const std::string& whe
             c.model.vocab_size, c.tokenizer.vocab_size);
   c.model.validate(where + " [model]");
   c.seed_train.validate(where + " [seed]");
+  c.experts.train.validate(where + " [experts.train]");
+  BTX_CHECK(c.experts.split == "domain" || c.experts.split == "random",
+            "{}: experts.split must be \"domain\" or \"random\", got \"{}\"", where,
+            c.experts.split);
+  BTX_CHECK(c.experts.count >= 0, "{}: experts.count must be >= 0", where);
+  BTX_CHECK(c.experts.train.seq_len <= c.model.max_position_embeddings,
+            "{}: experts.train.seq_len {} exceeds model.max_position_embeddings {}", where,
+            c.experts.train.seq_len, c.model.max_position_embeddings);
+  std::set<std::string> names;
+  for (const auto& e : c.experts.custom) {
+    BTX_CHECK(!e.name.empty() &&
+                  e.name.find_first_not_of("abcdefghijklmnopqrstuvwxyz"
+                                           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") ==
+                      std::string::npos &&
+                  e.name[0] != '.',
+              "{}: expert name '{}' must be letters, digits, '_', '-' or '.'", where, e.name);
+    BTX_CHECK(names.insert(e.name).second, "{}: expert name '{}' appears twice", where, e.name);
+    BTX_CHECK(!e.domains.empty(), "{}: expert '{}' has no domains", where, e.name);
+  }
   BTX_CHECK(c.seed_train.seq_len <= c.model.max_position_embeddings,
             "{}: seed.seq_len {} exceeds model.max_position_embeddings {}", where,
             c.seed_train.seq_len, c.model.max_position_embeddings);

@@ -98,6 +98,37 @@ struct TrainConfig {
   void validate(const std::string& where) const;
 };
 
+// One expert of a custom list ([[experts.custom]]): its name and training mixture.
+struct ExpertSpecConfig {
+  std::string name;
+  std::map<std::string, double> domains;  // domain -> mixture weight
+  template <typename V>
+  void visit(V& v) {
+    v.field("name", name);
+    v.field("domains", domains);
+  }
+};
+
+// The experts branched from the seed (BTM): by default one per training domain.
+struct ExpertsConfig {
+  // "domain": one expert per training domain, trained on that domain alone.
+  // "random": `count` experts, each on a random equal share of the whole mixture (BTM's
+  // baseline: ensembling without domain specialisation).
+  std::string split = "domain";
+  int count = 0;                         // random split: number of experts (0: one per domain)
+  std::vector<ExpertSpecConfig> custom;  // if given, exactly these experts
+  TrainConfig train;                     // [experts.train]
+  template <typename V>
+  void visit(V& v) {
+    v.field("split", split);
+    v.field("count", count);
+    v.table_array("custom", custom);
+    auto t = v.child("train");
+    train.visit(t);
+    t.finish();
+  }
+};
+
 struct RunConfig {
   int format_version = kRunFormatVersion;
   std::string name = "run";
@@ -107,6 +138,7 @@ struct RunConfig {
   DataConfig data;
   ModelConfig model;
   TrainConfig seed_train;  // [seed]
+  ExpertsConfig experts;   // [experts]
 
   template <typename V>
   void visit(V& v) {
@@ -123,12 +155,11 @@ struct RunConfig {
     model.visit(m);
     auto s = v.child("seed");
     seed_train.visit(s);
-    finish_children(v, c, t, d, m, s);
+    auto e = v.child("experts");
+    experts.visit(e);
+    for (auto* child : {&c, &t, &d, &m, &s, &e}) child->finish();
+    v.finish();
   }
-
- private:
-  template <typename V, typename... C>
-  static void finish_children(V& v, C&... children);
 };
 
 RunConfig load_run_config(const fs::path& path);

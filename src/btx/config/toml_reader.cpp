@@ -101,6 +101,10 @@ TomlReader TomlReader::child(const char* key) {
   return TomlReader(t, file_, prefix_.empty() ? key : prefix_ + "." + key);
 }
 
+void TomlReader::not_table_array(const char* key) const {
+  fail("{} must be an array of tables ([[{}]] sections)", where(key), key);
+}
+
 void TomlReader::finish() const {
   if (!table_) return;
   for (auto& [k, v] : *table_) {

@@ -4,6 +4,7 @@
 // and writing (see model/config.h), so the resolved config always shows every default.
 #pragma once
 
+#include <fmt/format.h>
 #include <toml++/toml.h>
 
 #include <cstdint>
@@ -31,6 +32,23 @@ class TomlReader {
 
   // A nested table, read by a child reader (absent: an empty one, so defaults apply).
   TomlReader child(const char* key);
+  // An array of tables ([[key]]), each read into a T by T::visit, unknown keys rejected.
+  template <typename T>
+  void table_array(const char* key, std::vector<T>& out) {
+    const toml::node* n = get(key);
+    if (!n) return;
+    const toml::array* arr = n->as_array();
+    if (!arr || (!arr->empty() && !arr->is_array_of_tables())) not_table_array(key);
+    out.clear();
+    for (size_t i = 0; i < arr->size(); ++i) {
+      TomlReader r(arr->get(i)->as_table(), file_,
+                   fmt::format("{}{}[{}]", prefix_.empty() ? "" : prefix_ + ".", key, i));
+      T item;
+      item.visit(r);
+      r.finish();
+      out.push_back(std::move(item));
+    }
+  }
   // Throws btx::Error for every key of the table that no field() or child() asked for.
   void finish() const;
 
@@ -39,6 +57,7 @@ class TomlReader {
  private:
   const toml::node* get(const char* key);
   std::string where(const char* key) const;
+  [[noreturn]] void not_table_array(const char* key) const;
   const toml::table* table_;
   std::string file_, prefix_;
   std::set<std::string> seen_;
@@ -67,6 +86,18 @@ class TomlWriter {
     }
   }
   TomlWriter child(const char* key);
+  template <typename T>
+  void table_array(const char* key, const std::vector<T>& items) {
+    toml::array a;
+    for (const auto& item : items) {
+      toml::table t;
+      TomlWriter w(&t);
+      const_cast<T&>(item).visit(w);
+      a.push_back(std::move(t));
+    }
+    table_->insert_or_assign(key, std::move(a));
+  }
+  void finish() const {}  // symmetry with TomlReader, so one visit() serves both
 
  private:
   toml::table* table_;

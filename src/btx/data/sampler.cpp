@@ -12,8 +12,10 @@ namespace btx {
 
 MixtureSampler::MixtureSampler(const ShardSet& shards, std::string split,
                                std::map<std::string, double> weights, int64_t seq_len,
-                               uint64_t seed)
+                               uint64_t seed, DataPartition part)
     : split_(std::move(split)), seq_len_(seq_len), seed_(seed) {
+  BTX_CHECK(part.count >= 1 && part.index >= 0 && part.index < part.count,
+            "data partition {} of {} is invalid", part.index, part.count);
   BTX_CHECK(seq_len >= 1, "sampler seq_len must be >= 1, got {}", seq_len);
   BTX_CHECK(split_ == "train" || split_ == "valid" || split_ == "test",
             "unknown split '{}' (expected train, valid or test)", split_);
@@ -48,6 +50,26 @@ MixtureSampler::MixtureSampler(const ShardSet& shards, std::string split,
     shards_.push_back(std::move(shard));
   }
   cumulative_.back() = 1.0;
+  if (part.count > 1) {
+    block_tokens_ = std::max(part.block_tokens, 2 * (seq_len + 1));
+    for (size_t k = 0; k < shards_.size(); ++k) {
+      const int64_t n_blocks = shards_[k]->size() / block_tokens_;
+      BTX_CHECK(n_blocks >= part.count,
+                "domain '{}' has {} {} tokens: too few to split into {} parts of blocks of {} "
+                "tokens",
+                domains_[k], shards_[k]->size(), split_, part.count, block_tokens_);
+      const auto perm = seeded_permutation(static_cast<size_t>(n_blocks),
+                                           derive_seed(part.seed, "partition/" + domains_[k]));
+      std::vector<int64_t> mine;
+      for (size_t i = 0; i < perm.size(); ++i) {
+        if (static_cast<int>(i % static_cast<size_t>(part.count)) == part.index) {
+          mine.push_back(static_cast<int64_t>(perm[i]) * block_tokens_);
+        }
+      }
+      std::sort(mine.begin(), mine.end());
+      block_starts_.push_back(std::move(mine));
+    }
+  }
 }
 
 torch::Tensor MixtureSampler::rows(int64_t step, int64_t begin, int64_t end,
@@ -71,8 +93,14 @@ torch::Tensor MixtureSampler::rows(int64_t step, int64_t begin, int64_t end,
                                        cumulative_.begin());
     const size_t k = std::min(d, shards_.size() - 1);
     const auto& shard = *shards_[k];
-    const auto starts = static_cast<uint64_t>(shard.size() - width + 1);
-    const auto start = static_cast<int64_t>(next() % starts);
+    int64_t start;
+    if (block_starts_.empty()) {
+      start = static_cast<int64_t>(next() % static_cast<uint64_t>(shard.size() - width + 1));
+    } else {  // a block of this part, then a window that lies inside it
+      const auto& blocks = block_starts_[k];
+      start = blocks[next() % blocks.size()] +
+              static_cast<int64_t>(next() % static_cast<uint64_t>(block_tokens_ - width + 1));
+    }
     shard.read(start, width, data + r * width);
     if (domain_index != nullptr) (*domain_index)[static_cast<size_t>(r)] = static_cast<int>(k);
   }

@@ -16,13 +16,23 @@
 
 namespace btx {
 
+// A share of the data: each shard is cut into blocks of `block_tokens`, dealt to `count` parts
+// by a seeded permutation; the sampler then draws windows only inside blocks of part `index`.
+// BTM's random-split baseline gives expert i part i of every domain.
+struct DataPartition {
+  int index = 0;
+  int count = 1;  // 1: all of the data
+  uint64_t seed = 0;
+  int64_t block_tokens = 8192;
+};
+
 class MixtureSampler {
  public:
   // `weights`: domain -> weight >= 0; empty = uniform over all domains of `shards`. Throws
   // btx::Error for a weight of an unknown domain, a negative or all-zero weight, or a shard of a
   // weighted domain shorter than seq_len + 1 tokens.
   MixtureSampler(const ShardSet& shards, std::string split, std::map<std::string, double> weights,
-                 int64_t seq_len, uint64_t seed);
+                 int64_t seq_len, uint64_t seed, DataPartition partition = {});
 
   // [B, T+1] int64 windows of T+1 consecutive tokens (inputs are [:, :-1], targets [:, 1:]).
   torch::Tensor batch(int64_t step, int64_t batch_size) const;
@@ -47,6 +57,9 @@ class MixtureSampler {
   std::vector<double> probs_;
   std::vector<double> cumulative_;  // [N] running sum of probs_, last = 1
   std::vector<std::shared_ptr<const TokenShard>> shards_;
+  // With a partition: per shard, the first token of each block this part may draw from.
+  std::vector<std::vector<int64_t>> block_starts_;
+  int64_t block_tokens_ = 0;
 };
 
 }  // namespace btx

@@ -1,0 +1,173 @@
+// `btx branch`, `btx train`, `btx launch`, `btx status`: the experts of Branch-Train-Merge.
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <iostream>
+#include <sstream>
+
+#include "btx/pipeline/experts.h"
+#include "btx/pipeline/launch.h"
+#include "btx/util/error.h"
+#include "btx/util/fs.h"
+#include "btx/util/subprocess.h"
+#include "cli/commands.h"
+
+namespace btx::cli {
+
+namespace {
+fs::path self_binary() {
+  return fs::read_symlink("/proc/self/exe");
+}
+
+bool on_path(const std::string& program) {
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path ? path : "");
+  for (std::string d; std::getline(dirs, d, ':');) {
+    if (!d.empty() && ::access((fs::path(d) / program).c_str(), X_OK) == 0) return true;
+  }
+  return false;
+}
+
+// "a=2,b" -> {a: 2, b: 1}
+std::map<std::string, double> parse_mixture(const std::vector<std::string>& items) {
+  std::map<std::string, double> out;
+  for (const auto& item : items) {
+    const auto eq = item.find('=');
+    const std::string name = item.substr(0, eq);
+    double w = 1.0;
+    if (eq != std::string::npos) {
+      try {
+        w = std::stod(item.substr(eq + 1));
+      } catch (const std::exception&) {
+        fail("--domains: weight in '{}' is not a number", item);
+      }
+    }
+    BTX_CHECK(!name.empty() && w >= 0, "--domains: '{}' must be NAME or NAME=WEIGHT (>= 0)", item);
+    out[name] = w;
+  }
+  return out;
+}
+}  // namespace
+
+std::vector<Command> add_expert_commands(CLI::App& app) {
+  std::vector<Command> out;
+
+  struct BranchArgs {
+    std::string run, add;
+    std::vector<std::string> domains;
+  };
+  auto b = std::make_shared<BranchArgs>();
+  auto* branch = app.add_subcommand(
+      "branch",
+      "Branch the experts of the run's config from the finished seed (exact copies), "
+      "or --add one later, initialised from the posterior-weighted average of the "
+      "trained experts (BTM)");
+  branch->add_option("--run", b->run, "Run directory")->required();
+  branch->add_option("--add", b->add, "Name of a new expert to add");
+  branch->add_option("--domains", b->domains, "With --add: its domains, NAME or NAME=WEIGHT")
+      ->delimiter(',');
+  out.push_back({branch, [b] {
+                   RunDir run{b->run};
+                   const RunConfig c = load_run(run);
+                   if (b->add.empty()) {
+                     BTX_CHECK(b->domains.empty(), "--domains needs --add NAME");
+                     const auto names = branch_experts(run, c);
+                     std::cout << fmt::format("{} expert(s) branched; {} in all\n", names.size(),
+                                              list_experts(run).size());
+                     return;
+                   }
+                   BTX_CHECK(!b->domains.empty(), "--add {} needs --domains", b->add);
+                   grow_expert(run, c, b->add, parse_mixture(b->domains));
+                 }});
+
+  struct TrainArgs {
+    std::string run, expert;
+    bool resume = false;
+    int64_t stop_after = 0;
+    int threads = 0;
+  };
+  auto t = std::make_shared<TrainArgs>();
+  auto* train = app.add_subcommand("train", "Train one expert from its branch point");
+  train->add_option("--run", t->run, "Run directory")->required();
+  train->add_option("--expert", t->expert, "Expert name")->required();
+  train->add_flag("--resume", t->resume, "Continue from the expert's last checkpoint");
+  train->add_option("--stop-after", t->stop_after,
+                    "Stop with a resumable checkpoint after this step (time-limited slots)");
+  train->add_option("--threads", t->threads, "LibTorch intra-op threads (0: the config's)");
+  out.push_back({train, [t] {
+                   RunDir run{t->run};
+                   train_expert(run, load_run(run), t->expert, t->resume, t->stop_after,
+                                t->threads);
+                 }});
+
+  struct LaunchArgs {
+    std::string run;
+    LaunchOptions local;
+    SlurmOptions slurm;
+    bool use_slurm = false, submit = false, dry_run = false;
+  };
+  auto l = std::make_shared<LaunchArgs>();
+  auto* launch = app.add_subcommand(
+      "launch", "Train every unfinished expert: a local pool of processes, or a Slurm job array");
+  launch->add_option("--run", l->run, "Run directory")->required();
+  launch->add_option("--jobs,-j", l->local.jobs, "Experts training at once")->capture_default_str();
+  launch->add_option("--threads-per-job", l->local.threads_per_job,
+                     "Threads per expert (0: cores / jobs)");
+  launch->add_option("--only", l->local.only, "Only these experts")->delimiter(',');
+  launch->add_flag("--slurm", l->use_slurm, "Write a Slurm job-array script instead");
+  launch->add_flag("--submit", l->submit, "With --slurm: submit it with sbatch");
+  launch->add_flag("--dry-run", l->dry_run, "With --slurm: print the script, write nothing");
+  launch->add_option("--cpus-per-task", l->slurm.cpus_per_task, "Slurm: CPUs per expert")
+      ->capture_default_str();
+  launch->add_option("--time", l->slurm.time, "Slurm: time limit per task")->capture_default_str();
+  launch->add_option("--partition", l->slurm.partition, "Slurm: partition");
+  launch->add_option("--sbatch-arg", l->slurm.sbatch_args, "Slurm: extra #SBATCH line (repeat)");
+  out.push_back({launch, [l] {
+                   RunDir run{l->run};
+                   load_run(run);
+                   if (!l->use_slurm) {
+                     BTX_CHECK(!l->submit && !l->dry_run, "--submit and --dry-run need --slurm");
+                     l->local.btx_binary = self_binary();
+                     const auto r = launch_local(run, l->local);
+                     if (!r.failed.empty()) {
+                       std::string names;
+                       for (const auto& n : r.failed) names += (names.empty() ? "" : ", ") + n;
+                       fail("{} expert(s) failed: {} (logs in {})", r.failed.size(), names,
+                            experts_dir(run).string());
+                     }
+                     std::cout << fmt::format("launch: {} expert(s) trained\n", r.done.size());
+                     return;
+                   }
+                   std::vector<std::string> names;
+                   for (const auto& e : list_experts(run)) names.push_back(e.name);
+                   BTX_CHECK(!names.empty(), "{} has no experts: run `btx branch --run {}` first",
+                             run.root.string(), run.root.string());
+                   l->slurm.btx_binary = self_binary();
+                   const std::string script = slurm_script(run, names, l->slurm);
+                   if (l->dry_run) {
+                     std::cout << script;
+                     return;
+                   }
+                   const fs::path path = slurm_script_path(run);
+                   write_file_atomic(path, script);
+                   fs::permissions(path, fs::perms::owner_exec, fs::perm_options::add);
+                   std::cout << "wrote " << path.string() << "\n";
+                   if (!l->submit) return;
+                   BTX_CHECK(on_path("sbatch"),
+                             "sbatch is not installed here, so the script cannot be submitted "
+                             "from this machine: it is at {}; run `sbatch {}` on a Slurm login "
+                             "node that mounts the run directory",
+                             path.string(), path.string());
+                   std::cout << check_output({"sbatch", path.string()}, "Slurm submission",
+                                             RunOptions{{}, true});
+                 }});
+
+  auto status_run = std::make_shared<std::string>();
+  auto* status = app.add_subcommand("status", "Every stage and expert of a run: state, step, loss");
+  status->add_option("--run", *status_run, "Run directory")->required();
+  out.push_back(
+      {status, [status_run] { std::cout << format_status(run_status(RunDir{*status_run})); }});
+  return out;
+}
+
+}  // namespace btx::cli

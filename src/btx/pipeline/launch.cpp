@@ -1,0 +1,212 @@
+#include "btx/pipeline/launch.h"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "btx/pipeline/experts.h"
+#include "btx/train/checkpoint.h"
+#include "btx/util/error.h"
+#include "btx/util/fs.h"
+
+extern char** environ;
+
+namespace btx {
+
+namespace {
+
+struct Child {
+  std::string name;
+  pid_t pid = -1;
+  std::chrono::steady_clock::time_point started;
+};
+
+// Starts `argv` with stdout and stderr appended to `log`, and `env` added to our environment.
+pid_t spawn(const std::vector<std::string>& argv, const fs::path& log,
+            const std::map<std::string, std::string>& env) {
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e; ++e) {
+    const std::string kv = *e;
+    if (!env.count(kv.substr(0, kv.find('=')))) env_strings.push_back(kv);
+  }
+  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> cargv, cenv;
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  for (const auto& e : env_strings) cenv.push_back(const_cast<char*>(e.c_str()));
+  cenv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  pid_t pid = -1;
+  const int rc = posix_spawn(&pid, cargv[0], &actions, nullptr, cargv.data(), cenv.data());
+  posix_spawn_file_actions_destroy(&actions);
+  BTX_CHECK(rc == 0, "cannot start {}: {}", argv[0], std::strerror(rc));
+  return pid;
+}
+
+std::string format_eta(double s) {
+  if (!(s >= 0) || s > 1e7) return "";
+  const auto x = static_cast<int64_t>(s);
+  return x >= 3600 ? fmt::format("{}h{:02}m", x / 3600, (x / 60) % 60)
+                   : fmt::format("{}m{:02}s", x / 60, x % 60);
+}
+
+// The last training record of an expert: step, loss, tokens/s.
+nlohmann::json last_metrics(const fs::path& file) {
+  nlohmann::json last = nlohmann::json::object();
+  if (!fs::exists(file)) return last;
+  std::istringstream in(read_file(file));
+  for (std::string line; std::getline(in, line);) {
+    try {
+      auto j = nlohmann::json::parse(line);
+      if (j.contains("loss")) last = j;
+    } catch (const nlohmann::json::parse_error&) {
+    }
+  }
+  return last;
+}
+
+}  // namespace
+
+LaunchResult launch_local(const RunDir& run, const LaunchOptions& o) {
+  const RunConfig c = load_run(run);
+  BTX_CHECK(o.jobs >= 1, "--jobs must be >= 1, got {}", o.jobs);
+  BTX_CHECK(fs::exists(o.btx_binary), "btx binary {} not found", o.btx_binary.string());
+  std::vector<std::string> queue;
+  const auto experts = list_experts(run);
+  BTX_CHECK(!experts.empty(), "{} has no experts: run `btx branch --run {}` first",
+            run.root.string(), run.root.string());
+  for (const auto& name : o.only) find_expert(run, name);  // unknown names are errors
+  for (const auto& e : experts) {
+    if (!o.only.empty() && std::find(o.only.begin(), o.only.end(), e.name) == o.only.end())
+      continue;
+    auto s = load_train_state(expert_dir(run, e.name));
+    if (!(s && s->done)) queue.push_back(e.name);
+  }
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = o.threads_per_job > 0 ? o.threads_per_job : std::max(1, cores / o.jobs);
+  std::cout << fmt::format("launch: {} experts to train, {} at a time, {} thread(s) each\n",
+                           queue.size(), o.jobs, threads);
+  const int64_t steps = c.experts.train.steps;
+  const int64_t tokens_per_step =
+      c.experts.train.batch_size * c.experts.train.grad_accum * c.experts.train.seq_len;
+
+  LaunchResult result;
+  std::vector<Child> running;
+  size_t next = 0;
+  auto last_print = std::chrono::steady_clock::now() - std::chrono::hours(1);
+  auto print_progress = [&](bool force) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!force && now - last_print < std::chrono::duration<double>(o.refresh_seconds)) return;
+    last_print = now;
+    std::string out = fmt::format("{:<20} {:<8} {:>11} {:>8} {:>10} {:>8}\n", "expert", "state",
+                                  "step", "loss", "tok/s", "ETA");
+    for (const auto& name : queue) {
+      std::string state = "queued";
+      for (const auto& ch : running) {
+        if (ch.name == name) state = "running";
+      }
+      if (std::find(result.done.begin(), result.done.end(), name) != result.done.end())
+        state = "done";
+      if (std::find(result.failed.begin(), result.failed.end(), name) != result.failed.end()) {
+        state = "FAILED";
+      }
+      auto m = last_metrics(expert_dir(run, name) / "metrics.jsonl");
+      const int64_t step = m.value("step", int64_t{0});
+      const double tps = m.value("tokens_per_s", 0.0);
+      const double eta = tps > 0 ? (steps - step) * tokens_per_step / tps : -1;
+      out += fmt::format("{:<20} {:<8} {:>11} {:>8} {:>10} {:>8}\n", name, state,
+                         fmt::format("{}/{}", step, steps),
+                         m.contains("loss") ? fmt::format("{:.4f}", m["loss"].get<double>()) : "",
+                         tps > 0 ? fmt::format("{:.0f}", tps) : "",
+                         state == "running" ? format_eta(eta) : "");
+    }
+    std::cout << out << std::flush;
+  };
+
+  while (next < queue.size() || !running.empty()) {
+    while (next < queue.size() && static_cast<int>(running.size()) < o.jobs) {
+      const std::string& name = queue[next++];
+      const fs::path log = experts_dir(run) / (name + ".log");
+      const std::vector<std::string> argv = {o.btx_binary.string(),
+                                             "train",
+                                             "--run",
+                                             run.root.string(),
+                                             "--expert",
+                                             name,
+                                             "--resume",
+                                             "--threads",
+                                             std::to_string(threads)};
+      const std::string t = std::to_string(threads);
+      running.push_back({name,
+                         spawn(argv, log, {{"OMP_NUM_THREADS", t}, {"OPENBLAS_NUM_THREADS", t}}),
+                         std::chrono::steady_clock::now()});
+    }
+    for (auto it = running.begin(); it != running.end();) {
+      int status = 0;
+      const pid_t r = ::waitpid(it->pid, &status, WNOHANG);
+      if (r == it->pid) {
+        const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        (ok ? result.done : result.failed).push_back(it->name);
+        if (!ok) {
+          std::cout << fmt::format("launch: expert '{}' failed ({}); log: {}\n", it->name,
+                                   WIFEXITED(status)
+                                       ? fmt::format("exit code {}", WEXITSTATUS(status))
+                                       : fmt::format("signal {}", WTERMSIG(status)),
+                                   (experts_dir(run) / (it->name + ".log")).string());
+        }
+        it = running.erase(it);
+        print_progress(true);
+      } else {
+        ++it;
+      }
+    }
+    print_progress(false);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  print_progress(true);
+  return result;
+}
+
+fs::path slurm_script_path(const RunDir& run) {
+  return run.root / "slurm" / "train_experts.sbatch";
+}
+
+std::string slurm_script(const RunDir& run, const std::vector<std::string>& experts,
+                         const SlurmOptions& o) {
+  BTX_CHECK(!experts.empty(), "no experts to put in a Slurm array");
+  const fs::path root = fs::absolute(run.root);
+  std::string names;
+  for (const auto& e : experts) names += " " + e;
+  std::string s = "#!/bin/bash\n";
+  s += "# Trains the experts of " + root.string() + " as a Slurm job array, one task per\n";
+  s += "# expert, each an independent `btx train --expert` against the shared run folder.\n";
+  s += fmt::format("#SBATCH --job-name=btx-experts\n#SBATCH --array=0-{}\n", experts.size() - 1);
+  s += fmt::format("#SBATCH --cpus-per-task={}\n#SBATCH --time={}\n", o.cpus_per_task, o.time);
+  s += "#SBATCH --output=" + (root / "slurm" / "%x-%A_%a.out").string() + "\n";
+  if (!o.partition.empty()) s += "#SBATCH --partition=" + o.partition + "\n";
+  for (const auto& a : o.sbatch_args) s += "#SBATCH " + a + "\n";
+  s += "set -euo pipefail\n";
+  s += "EXPERTS=(" + names.substr(1) + ")\n";
+  s += "NAME=${EXPERTS[$SLURM_ARRAY_TASK_ID]}\n";
+  s += "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1} "
+       "OPENBLAS_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}\n";
+  s += fmt::format(
+      "exec {} train --run {} --expert \"$NAME\" --resume --threads "
+      "\"${{SLURM_CPUS_PER_TASK:-1}}\"\n",
+      fs::absolute(o.btx_binary).string(), root.string());
+  return s;
+}
+
+}  // namespace btx

@@ -1,0 +1,232 @@
+// Experts end to end at tiny size: branch copies are the seed byte for byte; `launch --jobs 2`
+// trains the same experts as one by one; a killed expert resumes; a failing expert is named and
+// does not stop the others; the lock refuses a second trainer; the Slurm array script; status;
+// growing the forest from the posterior-weighted average.
+#include "btx/pipeline/experts.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+
+#include <chrono>
+#include <thread>
+
+#include "btx/io/safetensors.h"
+#include "btx/pipeline/launch.h"
+#include "btx/train/checkpoint.h"
+#include "btx/util/error.h"
+#include "e2e_util.h"
+#include "tiny_corpus.h"
+
+extern char** environ;
+
+namespace btx {
+namespace {
+
+using testing::run_btx;
+
+// One seeded run shared by the tests of this file (the seed takes a few seconds).
+class ExpertsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir("btx-experts");
+    auto corpus = testing::make_tiny_corpus(dir_->path() / "corpus", 80'000);
+    testing::write_text(dir_->path() / "run.toml", testing::tiny_run_config(corpus, 40, 30));
+    auto r = run_btx("seed --config " + (dir_->path() / "run.toml").string() + " --run " +
+                     (dir_->path() / "seeded").string());
+    ASSERT_EQ(r.code, 0) << r.output;
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  // A fresh copy of the seeded run, so each test starts from the same state.
+  RunDir fresh_run(const std::string& name) {
+    const fs::path to = dir_->path() / name;
+    fs::copy(dir_->path() / "seeded", to, fs::copy_options::recursive);
+    return RunDir{to};
+  }
+  static testing::TempDir* dir_;
+};
+testing::TempDir* ExpertsTest::dir_ = nullptr;
+
+TEST_F(ExpertsTest, BranchCopiesTheSeedBitwise) {
+  RunDir run = fresh_run("branch");
+  auto r = run_btx("branch --run " + run.root.string());
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto experts = list_experts(run);
+  ASSERT_EQ(experts.size(), 3u);
+  const std::string seed_bytes = read_file(run.seed() / "model.safetensors");
+  for (const auto& e : experts) {
+    EXPECT_EQ(read_file(expert_dir(run, e.name) / "model.safetensors"), seed_bytes) << e.name;
+    EXPECT_EQ(e.domains, (std::map<std::string, double>{{e.name, 1.0}}));
+  }
+  // Branching again changes nothing.
+  r = run_btx("branch --run " + run.root.string());
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("0 expert(s) branched"), std::string::npos) << r.output;
+}
+
+TEST_F(ExpertsTest, LaunchTwoJobsEqualsOneByOneAndStatusShowsDone) {
+  RunDir pool = fresh_run("pool"), serial = fresh_run("serial");
+  for (auto* run : {&pool, &serial})
+    ASSERT_EQ(run_btx("branch --run " + run->root.string()).code, 0);
+  auto r = run_btx("launch --run " + pool.root.string() + " --jobs 2");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("3 expert(s) trained"), std::string::npos) << r.output;
+  // One by one, with the threads the pool gave each of its 2 jobs.
+  const std::string t = std::to_string(std::max(1u, std::thread::hardware_concurrency() / 2));
+  for (const auto& e : list_experts(serial)) {
+    r = run_btx("train --run " + serial.root.string() + " --expert " + e.name + " --threads " + t,
+                "OMP_NUM_THREADS=" + t + " OPENBLAS_NUM_THREADS=" + t);
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_EQ(read_file(expert_dir(pool, e.name) / "model.safetensors"),
+              read_file(expert_dir(serial, e.name) / "model.safetensors"))
+        << e.name;
+  }
+  r = run_btx("status --run " + pool.root.string());
+  ASSERT_EQ(r.code, 0) << r.output;
+  for (const char* name : {"expert code", "expert prose", "expert verse"}) {
+    auto pos = r.output.find(name);
+    ASSERT_NE(pos, std::string::npos) << r.output;
+    EXPECT_NE(r.output.substr(pos, 60).find("done"), std::string::npos) << r.output;
+  }
+  // A finished forest: launching again trains nothing.
+  r = run_btx("launch --run " + pool.root.string() + " --jobs 2");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("0 experts to train"), std::string::npos) << r.output;
+}
+
+TEST_F(ExpertsTest, KilledExpertResumesToTheSameWeights) {
+  RunDir run = fresh_run("killed"), ref = fresh_run("ref");
+  for (auto* r : {&run, &ref}) ASSERT_EQ(run_btx("branch --run " + r->root.string()).code, 0);
+  ASSERT_EQ(run_btx("train --run " + ref.root.string() + " --expert code").code, 0);
+
+  // Start training, wait for its first checkpoint, then kill it hard.
+  const std::string run_s = run.root.string();
+  std::vector<std::string> args = {BTX_BINARY, "train", "--run", run_s, "--expert", "code"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid;
+  ASSERT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!load_train_state(expert_dir(run, "code")) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ::kill(pid, SIGKILL);
+  int status;
+  ::waitpid(pid, &status, 0);
+  auto state = load_train_state(expert_dir(run, "code"));
+  ASSERT_TRUE(state) << "no checkpoint before the deadline";
+  if (state->done) GTEST_SKIP() << "the expert finished before it could be killed";
+  EXPECT_TRUE(fs::exists(expert_lock_file(run, "code"))) << "a killed process leaves its lock";
+
+  // Resume: the stale lock is reported and taken over; the result equals the uninterrupted run.
+  auto r = run_btx("train --run " + run_s + " --expert code --resume");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("stale lock"), std::string::npos) << r.output;
+  EXPECT_EQ(read_file(expert_dir(run, "code") / "model.safetensors"),
+            read_file(expert_dir(ref, "code") / "model.safetensors"));
+  EXPECT_FALSE(fs::exists(expert_lock_file(run, "code")));
+}
+
+TEST_F(ExpertsTest, FailingExpertIsNamedAndOthersFinish) {
+  RunDir run = fresh_run("failing");
+  ASSERT_EQ(run_btx("branch --run " + run.root.string()).code, 0);
+  // Damage one expert's branch weights: its training fails at load.
+  const fs::path bad = expert_dir(run, "prose") / "model.safetensors";
+  write_file_atomic(bad, read_file(bad).substr(0, 100));
+  auto r = run_btx("launch --run " + run.root.string() + " --jobs 2");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("1 expert(s) failed: prose"), std::string::npos) << r.output;
+  for (const char* ok : {"code", "verse"}) {
+    auto s = load_train_state(expert_dir(run, ok));
+    ASSERT_TRUE(s) << ok;
+    EXPECT_TRUE(s->done) << ok;
+  }
+  r = run_btx("status --run " + run.root.string());
+  EXPECT_NE(r.output.find("failed"), std::string::npos) << r.output;
+}
+
+TEST_F(ExpertsTest, LockRefusesASecondTrainerAndUnknownExpertIsNamed) {
+  RunDir run = fresh_run("locked");
+  ASSERT_EQ(run_btx("branch --run " + run.root.string()).code, 0);
+  {
+    ExpertLock held(expert_lock_file(run, "verse"));  // this (live) process holds it
+    auto r = run_btx("train --run " + run.root.string() + " --expert verse");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.output.find("held by pid " + std::to_string(::getpid())), std::string::npos)
+        << r.output;
+    EXPECT_FALSE(load_train_state(expert_dir(run, "verse")));
+  }
+  auto r = run_btx("train --run " + run.root.string() + " --expert nosuch");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("no expert 'nosuch'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("code, prose, verse"), std::string::npos) << r.output;
+}
+
+TEST_F(ExpertsTest, SlurmScriptHasTheArrayAndPerTaskCommand) {
+  RunDir run = fresh_run("slurm");
+  ASSERT_EQ(run_btx("branch --run " + run.root.string()).code, 0);
+  auto r = run_btx("launch --run " + run.root.string() + " --slurm --dry-run --cpus-per-task 3");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("#SBATCH --array=0-2\n"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("#SBATCH --cpus-per-task=3\n"), std::string::npos);
+  EXPECT_NE(r.output.find("EXPERTS=(code prose verse)"), std::string::npos);
+  EXPECT_NE(r.output.find("train --run " + fs::absolute(run.root).string() +
+                          " --expert \"$NAME\" --resume"),
+            std::string::npos)
+      << r.output;
+  EXPECT_FALSE(fs::exists(slurm_script_path(run))) << "--dry-run writes nothing";
+  // --submit without sbatch: the script is written, and the error says where it is.
+  r = run_btx("launch --run " + run.root.string() + " --slurm --submit");
+  if (r.output.find("sbatch is not installed") != std::string::npos) {
+    EXPECT_NE(r.code, 0);
+    EXPECT_TRUE(fs::exists(slurm_script_path(run)));
+    EXPECT_NE(r.output.find(slurm_script_path(run).string()), std::string::npos);
+  }
+}
+
+TEST_F(ExpertsTest, BranchNeedsAFinishedSeed) {
+  const fs::path root = dir_->path() / "noseed";
+  fs::create_directories(root);
+  fs::copy_file(dir_->path() / "seeded" / "config.toml", root / "config.toml");
+  auto r = run_btx("branch --run " + root.string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("no finished seed"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(root / "experts"));
+}
+
+TEST_F(ExpertsTest, GrowingTheForestUsesThePosteriorOfTrainedExperts) {
+  RunDir run = fresh_run("grow");
+  ASSERT_EQ(run_btx("branch --run " + run.root.string()).code, 0);
+  ASSERT_EQ(run_btx("launch --run " + run.root.string() + " --jobs 1").code, 0);
+  auto r = run_btx("branch --run " + run.root.string() + " --add code2 --domains code");
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto spec = nlohmann::json::parse(read_file(expert_dir(run, "code2") / "expert.json"));
+  const auto post = spec["init"]["posterior"].get<std::map<std::string, double>>();
+  ASSERT_EQ(post.size(), 3u);
+  double sum = 0;
+  for (auto& [n, w] : post) sum += w;
+  EXPECT_NEAR(sum, 1.0, 1e-9);
+  // The code expert explains code best.
+  EXPECT_GT(post.at("code"), post.at("prose"));
+  EXPECT_GT(post.at("code"), post.at("verse"));
+  // Its weights are that average of the experts' weights.
+  auto grown = load_safetensors(expert_dir(run, "code2") / "model.safetensors").tensors;
+  std::map<std::string, TensorMap> experts;
+  for (auto& [n, w] : post)
+    experts[n] = load_safetensors(expert_dir(run, n) / "model.safetensors").tensors;
+  for (auto& [name, t] : grown) {
+    torch::Tensor expect = torch::zeros_like(t, torch::kFloat64);
+    for (auto& [n, w] : post) expect += experts[n][name].to(torch::kFloat64) * w;
+    EXPECT_TRUE(torch::allclose(t, expect.to(torch::kFloat32), 1e-5, 1e-6)) << name;
+  }
+  // Bad input: an existing name, a domain without data.
+  EXPECT_NE(run_btx("branch --run " + run.root.string() + " --add code2 --domains code").code, 0);
+  r = run_btx("branch --run " + run.root.string() + " --add x --domains legal");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("domain 'legal' has no data"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace btx
