@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The README's main command: install what is needed, build, make the real corpus from Debian's
-# packages, and run the study at tiny size on the CPU. Re-running continues where it stopped.
+# packages, and run the study at tiny size on the CPU: tokenizer, seed, one expert per domain.
+# Re-running continues where it stopped.
 #   BTX_CONFIG  run config (default configs/tiny.toml)    BTX_RUN  run folder (default runs/tiny)
+#   BTX_JOBS    experts trained at once (default 1: measured fastest on 2 cores, see
+#               docs/benchmarks.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG="${BTX_CONFIG:-configs/tiny.toml}"
@@ -17,3 +20,6 @@ PY
 CORPUS=$(python3 -c 'import sys,tomllib; print(tomllib.load(open(sys.argv[1],"rb")).get("corpus",{}).get("dir","corpora/debian"))' "$CONFIG")
 build/btx corpus build --out "$CORPUS" ${DOMAINS:+--domains "$DOMAINS"}
 build/btx seed --config "$CONFIG" --run "$RUN" --resume
+build/btx branch --run "$RUN"
+build/btx launch --run "$RUN" --jobs "${BTX_JOBS:-1}"
+build/btx status --run "$RUN"
