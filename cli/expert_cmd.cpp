@@ -7,6 +7,7 @@
 
 #include "btx/pipeline/experts.h"
 #include "btx/pipeline/launch.h"
+#include "btx/train/distributed.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
 #include "btx/util/subprocess.h"
@@ -96,6 +97,7 @@ std::vector<Command> add_expert_commands(CLI::App& app) {
   train->add_option("--threads", t->threads, "LibTorch intra-op threads (0: the config's)");
   out.push_back({train, [t] {
                    RunDir run{t->run};
+                   distributed_from_env();  // data parallel when WORLD_SIZE > 1
                    train_expert(run, load_run(run), t->expert, t->resume, t->stop_after,
                                 t->threads);
                  }});

@@ -16,8 +16,11 @@ int main(int argc, char** argv) {
   app.set_help_all_flag("--help-all", "Show help for every subcommand");
   // Usage errors read like every other error: one line, then a non-zero exit.
   app.failure_message([](const CLI::App* a, const CLI::Error& e) {
-    return "btx: error: " + std::string(e.what()) + " (see `btx " +
-           (a->get_name().empty() ? std::string() : a->get_name() + " ") + "--help`)\n";
+    std::string path;  // "corpus build " for `btx corpus build`
+    for (const CLI::App* s = a; s && s->get_parent(); s = s->get_parent()) {
+      path = s->get_name() + " " + path;
+    }
+    return "btx: error: " + std::string(e.what()) + " (see `btx " + path + "--help`)\n";
   });
   btx::cli::register_commands(app);
   try {

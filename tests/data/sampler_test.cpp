@@ -115,15 +115,17 @@ TEST_F(SamplerTest, Errors) {
 namespace btx {
 namespace {
 
-// Start of each window in the shard, found by content (windows of T+1 = 17 tokens are unique
-// in this tagged text with overwhelming probability).
+// Start of each window in the shard, found by content; -2 for content that occurs at several
+// places (this text draws from four words, so some windows repeat) and -1 for none.
 std::vector<int64_t> window_starts(const TokenShard& shard, const torch::Tensor& rows) {
   const auto all = shard.slice(0, shard.size());
   const int64_t* p = all.data_ptr<int64_t>();
   std::unordered_map<std::string, int64_t> index;
   const int64_t w = rows.size(1);
   for (int64_t s = 0; s + w <= shard.size(); ++s) {
-    index.emplace(std::string(reinterpret_cast<const char*>(p + s), w * sizeof(int64_t)), s);
+    auto [it, fresh] =
+        index.emplace(std::string(reinterpret_cast<const char*>(p + s), w * sizeof(int64_t)), s);
+    if (!fresh) it->second = -2;
   }
   std::vector<int64_t> out;
   for (int64_t r = 0; r < rows.size(0); ++r) {
@@ -142,11 +144,15 @@ TEST_F(SamplerTest, PartitionsAreDisjointShares) {
     const MixtureSampler s(*set_, "train", {{"a", 1.0}}, 16, /*seed=*/5,
                            DataPartition{part, 2, /*seed=*/9, block});
     auto starts = window_starts(set_->shard("a", "train"), s.batch(0, 600));
+    int unique = 0;
     for (int64_t st : starts) {
-      ASSERT_GE(st, 0) << "window not found in the shard";
+      ASSERT_NE(st, -1) << "window not found in the shard";
+      if (st == -2) continue;
+      ++unique;
       ASSERT_EQ(st / block, (st + 16) / block) << "window crosses its block";
       blocks[part].insert(st / block);
     }
+    EXPECT_GT(unique, 200) << "too few windows could be located";
   }
   for (int64_t b : blocks[0]) EXPECT_EQ(blocks[1].count(b), 0u) << "block " << b << " in both";
   // Together the two parts draw from (nearly) every block of the shard.

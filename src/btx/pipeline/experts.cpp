@@ -15,6 +15,7 @@
 #include "btx/eval/scorer.h"
 #include "btx/io/safetensors.h"
 #include "btx/train/checkpoint.h"
+#include "btx/train/distributed.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
 
@@ -334,10 +335,14 @@ ExpertLock::~ExpertLock() {
 TrainResult train_expert(const RunDir& run, const RunConfig& c, const std::string& name,
                          bool resume, int64_t stop_after, int threads) {
   const ExpertSpec spec = find_expert(run, name);
-  ExpertLock lock(expert_lock_file(run, name));
+  // Data parallel: rank 0 owns the expert's files (lock, failure marker); the others follow.
+  const DistributedContext* dist = current_distributed();
+  const bool main_rank = dist == nullptr || dist->is_main();
+  std::optional<ExpertLock> lock;
+  if (main_rank) lock.emplace(expert_lock_file(run, name));
   const fs::path marker = failed_marker(run, name);
   std::error_code ec;
-  fs::remove(marker, ec);
+  if (main_rank) fs::remove(marker, ec);
   TrainJob job;
   job.name = name;
   job.out_dir = expert_dir(run, name);
@@ -358,7 +363,7 @@ TrainResult train_expert(const RunDir& run, const RunConfig& c, const std::strin
   try {
     return train(job);
   } catch (const std::exception& e) {
-    write_file_atomic(marker, nlohmann::json{{"error", e.what()}}.dump());
+    if (main_rank) write_file_atomic(marker, nlohmann::json{{"error", e.what()}}.dump());
     throw;
   }
 }

@@ -29,13 +29,23 @@ struct Child {
   std::chrono::steady_clock::time_point started;
 };
 
+// Rendezvous variables of a data-parallel launch: an expert started here is an independent job.
+bool is_rendezvous_var(const std::string& name) {
+  for (const char* v : {"WORLD_SIZE", "RANK", "LOCAL_RANK", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID",
+                        "SLURM_LOCALID", "TORCHELASTIC_USE_AGENT_STORE"}) {
+    if (name == v) return true;
+  }
+  return false;
+}
+
 // Starts `argv` with stdout and stderr appended to `log`, and `env` added to our environment.
 pid_t spawn(const std::vector<std::string>& argv, const fs::path& log,
             const std::map<std::string, std::string>& env) {
   std::vector<std::string> env_strings;
   for (char** e = environ; *e; ++e) {
     const std::string kv = *e;
-    if (!env.count(kv.substr(0, kv.find('=')))) env_strings.push_back(kv);
+    const std::string name = kv.substr(0, kv.find('='));
+    if (!env.count(name) && !is_rendezvous_var(name)) env_strings.push_back(kv);
   }
   for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
   std::vector<char*> cargv, cenv;

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "btx/data/sampler.h"
@@ -11,6 +12,7 @@
 #include "btx/eval/evaluate.h"
 #include "btx/train/adamw.h"
 #include "btx/train/checkpoint.h"
+#include "btx/train/distributed.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
 
@@ -74,6 +76,29 @@ std::map<std::string, double> validate(CausalLM& model, const ShardSet& data,
   return out;
 }
 
+// Ranks that resume must all see the same checkpoint (one shared out_dir); otherwise they would
+// train different models. Every rank learns of a mismatch, so all stop with the same error.
+void check_same_state(const DistributedContext& dist, const std::optional<TrainState>& state,
+                      const TrainJob& job) {
+  if (!dist.enabled()) return;
+  const int64_t mine = state ? state->step * 2 + (state->done ? 1 : 0) : -1;
+  auto rank0 = torch::full({1}, mine, torch::kLong);
+  dist.broadcast({rank0});
+  const int64_t theirs = rank0.item<int64_t>();
+  const auto describe = [](int64_t v) {
+    return v < 0 ? std::string("no checkpoint")
+                 : fmt::format("a checkpoint at step {}{}", v / 2, v % 2 ? " (done)" : "");
+  };
+  if (dist.sum(mine != theirs ? 1 : 0) == 0) return;
+  const std::string other = mine != theirs
+                                ? fmt::format("rank {} sees {}", dist.rank, describe(mine))
+                                : std::string("another rank does not");
+  fail(
+      "[{}] ranks see different checkpoints in {}: rank 0 sees {}, {} (do all ranks share "
+      "one filesystem?)",
+      job.name, job.out_dir.string(), describe(theirs), other);
+}
+
 }  // namespace
 
 TrainResult train(const TrainJob& job) {
@@ -81,11 +106,22 @@ TrainResult train(const TrainJob& job) {
   t.validate(job.name);
   if (t.threads > 0) torch::set_num_threads(t.threads);
   TrainResult result;
+  const DistributedContext* found = job.dist != nullptr ? job.dist : current_distributed();
+  const DistributedContext single;
+  const DistributedContext& dist = found != nullptr ? *found : single;
+  const bool main = dist.is_main();  // logs and writes files
+  BTX_CHECK(t.batch_size % dist.world_size == 0,
+            "[{}] batch_size {} is not divisible by WORLD_SIZE {}: every rank takes an equal "
+            "share of each micro-batch",
+            job.name, t.batch_size, dist.world_size);
 
   auto state = load_train_state(job.out_dir);
+  check_same_state(dist, state, job);
   if (state && state->done) {
-    spdlog::info("[{}] already trained ({} steps) in {}: skipping", job.name, state->step,
-                 job.out_dir.string());
+    if (main) {
+      spdlog::info("[{}] already trained ({} steps) in {}: skipping", job.name, state->step,
+                   job.out_dir.string());
+    }
     result.skipped = true;
     result.finished = true;
     result.steps = state->step;
@@ -112,6 +148,7 @@ TrainResult train(const TrainJob& job) {
     load_weights(model, job.init_from);
   }
   model->train();
+  dist.broadcast(model->parameters());  // identical start even if a rank initialised differently
 
   AdamW opt(
       [&] {
@@ -125,28 +162,44 @@ TrainResult train(const TrainJob& job) {
     load_optimizer(opt, job.out_dir, state->step);
     step = state->step;
     tokens = state->tokens;
-    spdlog::info("[{}] resuming from step {} in {}", job.name, step, job.out_dir.string());
+    if (main) {
+      spdlog::info("[{}] resuming from step {} in {}", job.name, step, job.out_dir.string());
+    }
   }
 
   const ShardSet data = ShardSet::open(job.data_dir);
-  const MixtureSampler sampler(data, "train", t.domain_weights, t.seq_len, job.seed);
-  fs::create_directories(job.out_dir);
+  const MixtureSampler sampler(data, "train", t.domain_weights, t.seq_len, job.seed, job.partition);
   const fs::path metrics_file = job.out_dir / "metrics.jsonl";
-  truncate_metrics(metrics_file, step);
+  if (main) {
+    fs::create_directories(job.out_dir);
+    truncate_metrics(metrics_file, step);
+  }
   MetricsLog metrics(metrics_file);
 
   auto checkpoint = [&](bool done) {
+    if (!main) return;
     TrainState s;
     s.step = step;
     s.tokens = tokens;
     s.data_seed = job.seed;
     s.done = done;
-    save_checkpoint(job.out_dir, {&model, &opt, &s, {metrics_file}});
+    std::vector<fs::path> carried = {metrics_file};
+    for (const auto& f : job.keep_files) carried.push_back(job.out_dir / f);
+    save_checkpoint(job.out_dir, {&model, &opt, &s, carried});
   };
 
-  const int64_t tokens_per_step = t.batch_size * t.grad_accum * t.seq_len;
-  spdlog::info("[{}] {} params, {} steps x {} tokens, {} domains", job.name, model->num_params(),
-               t.steps, tokens_per_step, data.domains().size());
+  const int64_t tokens_per_step = t.batch_size * t.grad_accum * t.seq_len;  // all ranks
+  if (main) {
+    spdlog::info("[{}] {} params, {} steps x {} tokens, {} domains", job.name, model->num_params(),
+                 t.steps, tokens_per_step, data.domains().size());
+  }
+  if (main && dist.enabled()) {
+    spdlog::info("[{}] data parallel: {} ranks x {} of the {} rows of each micro-batch", job.name,
+                 dist.world_size, t.batch_size / dist.world_size, t.batch_size);
+  }
+  const std::vector<torch::Tensor> params = model->parameters();
+  const int64_t rows = t.batch_size / dist.world_size;  // this rank's share of a micro-batch
+  const int64_t first_row = dist.rank * rows;
   auto interval_start = Clock::now();
   const auto run_start = Clock::now();
   const int64_t first_step = step;
@@ -155,11 +208,14 @@ TrainResult train(const TrainJob& job) {
     opt.zero_grad();
     double loss_sum = 0;
     for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
-      auto batch = sampler.batch(step * t.grad_accum + micro, t.batch_size);  // (B, T+1)
+      auto batch = sampler.rows(step * t.grad_accum + micro, first_row,
+                                first_row + rows);  // (B/W, T+1)
+      // The mean over this rank's rows; averaged over ranks below, the mean over the batch.
       auto loss = lm_loss(model, batch);
       (loss / static_cast<double>(t.grad_accum)).backward();
       loss_sum += loss.item<double>();
     }
+    allreduce_gradients(dist, params);
     double grad_norm = 0;
     if (t.grad_clip > 0) {
       grad_norm = torch::nn::utils::clip_grad_norm_(model->parameters(), t.grad_clip);
@@ -169,13 +225,13 @@ TrainResult train(const TrainJob& job) {
     ++step;
     tokens += tokens_per_step;
     interval_tokens += tokens_per_step;
-    const double loss = loss_sum / static_cast<double>(t.grad_accum);
+    const double loss = dist.mean(loss_sum / static_cast<double>(t.grad_accum));
     BTX_CHECK(std::isfinite(loss),
               "[{}] loss became {} at step {}: lower lr (now {}) or check "
               "the data",
               job.name, loss, step, t.lr);
 
-    if (step % t.log_every == 0 || step == t.steps) {
+    if (main && (step % t.log_every == 0 || step == t.steps)) {
       const double dt = std::chrono::duration<double>(Clock::now() - interval_start).count();
       const double tps = interval_tokens / std::max(dt, 1e-9);
       const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
@@ -192,7 +248,7 @@ TrainResult train(const TrainJob& job) {
       interval_start = Clock::now();
       interval_tokens = 0;
     }
-    if (step % t.eval_every == 0 || step == t.steps) {
+    if (main && (step % t.eval_every == 0 || step == t.steps)) {
       result.valid_loss = validate(model, data, job.domains, t);
       nlohmann::json v = nlohmann::json::object();
       std::string line;
@@ -205,14 +261,20 @@ TrainResult train(const TrainJob& job) {
     }
     if (job.stop_after > 0 && step >= job.stop_after && step < t.steps) {
       checkpoint(false);
-      spdlog::info("[{}] stopped after step {} as asked; --resume continues", job.name, step);
+      dist.barrier();  // returns once the checkpoint is in place, on every rank
+      if (main) {
+        spdlog::info("[{}] stopped after step {} as asked; --resume continues", job.name, step);
+      }
       result.steps = step;
       result.tokens = tokens;
+      result.model = model;
       return result;
     }
     if (step % t.checkpoint_every == 0 && step < t.steps) checkpoint(false);
   }
   checkpoint(true);
+  dist.barrier();
+  result.model = model;
   result.finished = true;
   result.steps = step;
   result.tokens = tokens;

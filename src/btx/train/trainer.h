@@ -9,11 +9,14 @@
 #include <string>
 
 #include "btx/config/run_config.h"
+#include "btx/data/sampler.h"
 #include "btx/model/llama.h"
 
 namespace btx {
 
 namespace fs = std::filesystem;
+
+struct DistributedContext;  // train/distributed.h
 
 struct TrainJob {
   std::string name = "train";  // shown in logs
@@ -28,6 +31,14 @@ struct TrainJob {
   // Stop after this step with a resumable checkpoint, as if interrupted (0: run to the end).
   // For time-limited job slots, and for testing that a resumed run equals an uninterrupted one.
   int64_t stop_after = 0;
+  DataPartition partition;  // a share of the training data (random-split experts)
+  // Files of out_dir carried into every checkpoint (e.g. an expert's expert.json).
+  std::vector<std::string> keep_files;
+  // Data parallel group: rank r trains on rows [r*B/W, (r+1)*B/W) of every micro-batch and the
+  // gradients are averaged, so W ranks follow the single-process run on the whole batch. Only
+  // rank 0 logs and writes out_dir. Null: distributed_from_env()'s context if a command made one,
+  // else one process.
+  const DistributedContext* dist = nullptr;
 };
 
 struct TrainResult {
@@ -35,7 +46,8 @@ struct TrainResult {
   int64_t tokens = 0;
   bool skipped = false;                      // out_dir already held a finished run
   bool finished = false;                     // reached the last step (not stopped early)
-  std::map<std::string, double> valid_loss;  // last validation, per domain
+  std::map<std::string, double> valid_loss;  // last validation, per domain (rank 0 only)
+  CausalLM model{nullptr};                   // the trained model (null when skipped)
 };
 
 TrainResult train(const TrainJob& job);
