@@ -53,9 +53,9 @@ dp() {
   local port=$((29500 + RANDOM % 1000))
   for e in $(ls "$run3/experts" | grep -v '\.'); do
     for r in 0 1; do
-      MASTER_ADDR=127.0.0.1 MASTER_PORT=$port RANK=$r WORLD_SIZE=2 OMP_NUM_THREADS=$((CORES / 2)) \
+      MASTER_ADDR=127.0.0.1 MASTER_PORT=$port RANK=$r WORLD_SIZE=2 OMP_NUM_THREADS=1 \
         OPENBLAS_NUM_THREADS=$((CORES / 2)) \
-        $BTX train --run "$run3" --expert "$e" --threads $((CORES / 2)) &
+        $BTX train --run "$run3" --expert "$e" --threads 1 &
     done
     wait
     port=$((port + 1))
@@ -67,6 +67,6 @@ echo "$n experts x $STEPS steps ($tokens_per_expert tokens each), $CORES cores"
 echo "| setting | wall s | tokens/s |"
 echo "|---|---:|---:|"
 row() { python3 -c "import sys; print(f'| {sys.argv[1]} | {float(sys.argv[2]):.1f} | {int(sys.argv[3]) / float(sys.argv[2]):.0f} |')" "$@"; }
-row "launch --jobs 1 ($CORES threads)" "$s1" "$total"
-row "launch --jobs 2 ($((CORES / 2)) thread(s) each)" "$s2" "$total"
-row "data parallel, 2 processes ($((CORES / 2)) thread(s) each)" "$s3" "$total"
+row "launch --jobs 1 ($CORES BLAS threads)" "$s1" "$total"
+row "launch --jobs 2 ($((CORES / 2)) BLAS thread(s) each)" "$s2" "$total"
+row "data parallel, 2 processes ($((CORES / 2)) BLAS thread(s) each)" "$s3" "$total"

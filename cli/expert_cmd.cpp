@@ -114,7 +114,7 @@ std::vector<Command> add_expert_commands(CLI::App& app) {
   launch->add_option("--run", l->run, "Run directory")->required();
   launch->add_option("--jobs,-j", l->local.jobs, "Experts training at once")->capture_default_str();
   launch->add_option("--threads-per-job", l->local.threads_per_job,
-                     "Threads per expert (0: cores / jobs)");
+                     "BLAS threads per expert (0: cores / jobs; LibTorch keeps 1)");
   launch->add_option("--only", l->local.only, "Only these experts")->delimiter(',');
   launch->add_flag("--slurm", l->use_slurm, "Write a Slurm job-array script instead");
   launch->add_flag("--submit", l->submit, "With --slurm: submit it with sbatch");

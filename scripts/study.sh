@@ -3,7 +3,7 @@
 # packages, and run the study at tiny size on the CPU: tokenizer, seed, one expert per domain.
 # Re-running continues where it stopped.
 #   BTX_CONFIG  run config (default configs/tiny.toml)    BTX_RUN  run folder (default runs/tiny)
-#   BTX_JOBS    experts trained at once (default 1: measured fastest on 2 cores, see
+#   BTX_JOBS    experts trained at once (default 2: measured fastest on 2 cores, see
 #               docs/benchmarks.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,5 +21,5 @@ CORPUS=$(python3 -c 'import sys,tomllib; print(tomllib.load(open(sys.argv[1],"rb
 build/btx corpus build --out "$CORPUS" ${DOMAINS:+--domains "$DOMAINS"}
 build/btx seed --config "$CONFIG" --run "$RUN" --resume
 build/btx branch --run "$RUN"
-build/btx launch --run "$RUN" --jobs "${BTX_JOBS:-1}"
+build/btx launch --run "$RUN" --jobs "${BTX_JOBS:-2}"
 build/btx status --run "$RUN"

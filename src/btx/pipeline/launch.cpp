@@ -106,7 +106,7 @@ LaunchResult launch_local(const RunDir& run, const LaunchOptions& o) {
   }
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int threads = o.threads_per_job > 0 ? o.threads_per_job : std::max(1, cores / o.jobs);
-  std::cout << fmt::format("launch: {} experts to train, {} at a time, {} thread(s) each\n",
+  std::cout << fmt::format("launch: {} experts to train, {} at a time, {} BLAS thread(s) each\n",
                            queue.size(), o.jobs, threads);
   const int64_t steps = c.experts.train.steps;
   const int64_t tokens_per_step =
@@ -149,19 +149,12 @@ LaunchResult launch_local(const RunDir& run, const LaunchOptions& o) {
     while (next < queue.size() && static_cast<int>(running.size()) < o.jobs) {
       const std::string& name = queue[next++];
       const fs::path log = experts_dir(run) / (name + ".log");
-      const std::vector<std::string> argv = {o.btx_binary.string(),
-                                             "train",
-                                             "--run",
-                                             run.root.string(),
-                                             "--expert",
-                                             name,
-                                             "--resume",
-                                             "--threads",
-                                             std::to_string(threads)};
-      const std::string t = std::to_string(threads);
-      running.push_back({name,
-                         spawn(argv, log, {{"OMP_NUM_THREADS", t}, {"OPENBLAS_NUM_THREADS", t}}),
-                         std::chrono::steady_clock::now()});
+      const std::vector<std::string> argv = {
+          o.btx_binary.string(), "train", "--run", run.root.string(), "--expert", name, "--resume",
+          "--threads",           "1"};
+      const std::map<std::string, std::string> env = {
+          {"OMP_NUM_THREADS", "1"}, {"OPENBLAS_NUM_THREADS", std::to_string(threads)}};
+      running.push_back({name, spawn(argv, log, env), std::chrono::steady_clock::now()});
     }
     for (auto it = running.begin(); it != running.end();) {
       int status = 0;
@@ -210,12 +203,10 @@ std::string slurm_script(const RunDir& run, const std::vector<std::string>& expe
   s += "set -euo pipefail\n";
   s += "EXPERTS=(" + names.substr(1) + ")\n";
   s += "NAME=${EXPERTS[$SLURM_ARRAY_TASK_ID]}\n";
-  s += "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1} "
-       "OPENBLAS_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}\n";
-  s += fmt::format(
-      "exec {} train --run {} --expert \"$NAME\" --resume --threads "
-      "\"${{SLURM_CPUS_PER_TASK:-1}}\"\n",
-      fs::absolute(o.btx_binary).string(), root.string());
+  // The task's cores go to OpenBLAS; LibTorch keeps one intra-op thread (docs/benchmarks.md).
+  s += "export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}\n";
+  s += fmt::format("exec {} train --run {} --expert \"$NAME\" --resume --threads 1\n",
+                   fs::absolute(o.btx_binary).string(), root.string());
   return s;
 }
 
