@@ -7,6 +7,8 @@
 #include <random>
 #include <stdexcept>
 
+#include "btx/util/error.h"
+
 namespace btx::testing {
 
 TempDir::TempDir(const std::string& tag) {
@@ -19,6 +21,15 @@ TempDir::TempDir(const std::string& tag) {
 TempDir::~TempDir() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const btx::Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 void write_text(const std::filesystem::path& path, const std::string& text) {

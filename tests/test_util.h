@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,9 @@ struct TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// The message of the btx::Error that `f` throws; "" when it throws none.
+std::string error_of(const std::function<void()>& f);
 
 // Writes `text` to `path`, creating parent folders.
 void write_text(const std::filesystem::path& path, const std::string& text);

@@ -16,14 +16,7 @@
 namespace btx {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 class ClusterCorpusTest : public ::testing::Test {
  protected:

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "btx/util/error.h"
+#include "test_util.h"
 
 namespace btx {
 namespace {
@@ -33,14 +34,7 @@ std::vector<int64_t> to_vec(const torch::Tensor& t) {
   return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 TEST(KMeans, RecoversWellSeparatedBlobs) {
   const Blobs b = blobs(5, 40, 16, 0.15, 1);

@@ -8,14 +8,7 @@
 namespace btx {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 TEST(IsText, Utf8WithoutNul) {
   EXPECT_TRUE(is_text("plain ascii\n"));

@@ -370,9 +370,7 @@ TrainResult train_expert(const RunDir& run, const RunConfig& c, const std::strin
 
 // ---- status -------------------------------------------------------------------------------
 
-namespace {
-// The last training record (with a loss) of a metrics.jsonl.
-std::optional<nlohmann::json> last_record(const fs::path& file) {
+std::optional<nlohmann::json> last_training_record(const fs::path& file) {
   if (!fs::exists(file)) return std::nullopt;
   std::istringstream in(read_file(file));
   std::optional<nlohmann::json> last;
@@ -386,11 +384,12 @@ std::optional<nlohmann::json> last_record(const fs::path& file) {
   return last;
 }
 
+namespace {
 StageStatus training_status(const std::string& name, const fs::path& dir, int64_t steps,
                             const fs::path& lock, const fs::path& failed) {
   StageStatus s{name, "not started"};
   s.steps = steps;
-  if (auto rec = last_record(dir / "metrics.jsonl")) {
+  if (auto rec = last_training_record(dir / "metrics.jsonl")) {
     s.step = rec->value("step", int64_t{0});
     s.loss = rec->value("loss", 0.0);
   }

@@ -82,6 +82,10 @@ class ExpertLock {
 
 fs::path expert_lock_file(const RunDir& run, const std::string& name);
 
+// The last training record (one with a loss: step, loss, tokens/s, ...) of a metrics.jsonl, or
+// nullopt when there is none yet. Lines cut by a crash are skipped.
+std::optional<nlohmann::json> last_training_record(const fs::path& metrics_file);
+
 // One row per stage and expert: state (not started / running / stopped / done / failed), last
 // step and loss, from the files of the run directory alone.
 struct StageStatus {

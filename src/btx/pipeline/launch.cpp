@@ -72,21 +72,6 @@ std::string format_eta(double s) {
                    : fmt::format("{}m{:02}s", x / 60, x % 60);
 }
 
-// The last training record of an expert: step, loss, tokens/s.
-nlohmann::json last_metrics(const fs::path& file) {
-  nlohmann::json last = nlohmann::json::object();
-  if (!fs::exists(file)) return last;
-  std::istringstream in(read_file(file));
-  for (std::string line; std::getline(in, line);) {
-    try {
-      auto j = nlohmann::json::parse(line);
-      if (j.contains("loss")) last = j;
-    } catch (const nlohmann::json::parse_error&) {
-    }
-  }
-  return last;
-}
-
 }  // namespace
 
 LaunchResult launch_local(const RunDir& run, const LaunchOptions& o) {
@@ -132,7 +117,8 @@ LaunchResult launch_local(const RunDir& run, const LaunchOptions& o) {
       if (std::find(result.failed.begin(), result.failed.end(), name) != result.failed.end()) {
         state = "FAILED";
       }
-      auto m = last_metrics(expert_dir(run, name) / "metrics.jsonl");
+      const auto m = last_training_record(expert_dir(run, name) / "metrics.jsonl")
+                         .value_or(nlohmann::json::object());
       const int64_t step = m.value("step", int64_t{0});
       const double tps = m.value("tokens_per_s", 0.0);
       const double eta = tps > 0 ? (steps - step) * tokens_per_step / tps : -1;
