@@ -45,5 +45,24 @@ TEST(WriteDirAtomic, FailureLeavesOldFolderIntact) {
   EXPECT_EQ(read_file(d / "x"), "new");
 }
 
+TEST(WriteDirAtomic, RecoversASwapCutShortByACrash) {
+  testing::TempDir dir;
+  const auto d = dir / "ckpt";
+  write_dir_atomic(d, [](const fs::path& tmp) { write_file_atomic(tmp / "x", "good"); });
+  // A crash between "move the old folder aside" and "move the new one in".
+  fs::rename(d, dir / "ckpt.old.tmp-123-0");
+  EXPECT_FALSE(recover_dir(dir / "other"));
+  EXPECT_TRUE(recover_dir(d));
+  EXPECT_EQ(read_file(d / "x"), "good");
+  EXPECT_FALSE(recover_dir(d));  // nothing to do when the folder is there
+  // write_dir_atomic recovers first, then replaces as usual, leaving no stray folder.
+  fs::rename(d, dir / "ckpt.old.tmp-123-1");
+  write_dir_atomic(d, [](const fs::path& tmp) { write_file_atomic(tmp / "x", "new"); });
+  EXPECT_EQ(read_file(d / "x"), "new");
+  int n = 0;
+  for (auto& e : fs::directory_iterator(dir.path())) n += 1 + 0 * e.is_directory();
+  EXPECT_EQ(n, 1);
+}
+
 }  // namespace
 }  // namespace btx

@@ -115,6 +115,12 @@ TrainResult train(const TrainJob& job) {
             "share of each micro-batch",
             job.name, t.batch_size, dist.world_size);
 
+  // Rank 0 owns the files: it completes a checkpoint swap a crash cut short, the others wait.
+  if (main && recover_dir(job.out_dir)) {
+    spdlog::warn("[{}] restored {} from a checkpoint swap cut short by a crash", job.name,
+                 job.out_dir.string());
+  }
+  dist.barrier();
   auto state = load_train_state(job.out_dir);
   check_same_state(dist, state, job);
   if (state && state->done) {

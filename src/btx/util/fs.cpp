@@ -54,8 +54,27 @@ void write_file_atomic(const fs::path& path, std::string_view data) {
   fs::rename(tmp, path);
 }
 
+bool recover_dir(const fs::path& dir) {
+  if (fs::exists(dir) || dir.parent_path().empty() || !fs::is_directory(dir.parent_path())) {
+    return false;
+  }
+  const std::string prefix = dir.filename().string() + ".old.tmp-";
+  fs::path newest;
+  for (const auto& e : fs::directory_iterator(dir.parent_path())) {
+    const std::string name = e.path().filename().string();
+    if (e.is_directory() && name.rfind(prefix, 0) == 0 &&
+        (newest.empty() || fs::last_write_time(e.path()) > fs::last_write_time(newest))) {
+      newest = e.path();
+    }
+  }
+  if (newest.empty()) return false;
+  fs::rename(newest, dir);
+  return true;
+}
+
 void write_dir_atomic(const fs::path& dir, const std::function<void(const fs::path&)>& fill) {
   if (!dir.parent_path().empty()) fs::create_directories(dir.parent_path());
+  recover_dir(dir);  // a swap cut short by a crash: the old folder is still the good one
   const fs::path tmp = temp_sibling(dir);
   fs::remove_all(tmp);
   fs::create_directories(tmp);

@@ -21,6 +21,11 @@ void write_file_atomic(const fs::path& path, std::string_view data);
 // is removed and `dir` is untouched.
 void write_dir_atomic(const fs::path& dir, const std::function<void(const fs::path&)>& fill);
 
+// Completes a swap that write_dir_atomic() began and a crash cut short: when `dir` is missing
+// but the old folder it moved aside (`<dir>.old.tmp-*`) is there, that folder is moved back.
+// Returns true when it did so.
+bool recover_dir(const fs::path& dir);
+
 std::string sha256_hex(std::string_view data);
 std::string sha256_file(const fs::path& path);
 
