@@ -132,10 +132,8 @@ std::vector<Command> add_expert_commands(CLI::App& app) {
                      l->local.btx_binary = self_binary();
                      const auto r = launch_local(run, l->local);
                      if (!r.failed.empty()) {
-                       std::string names;
-                       for (const auto& n : r.failed) names += (names.empty() ? "" : ", ") + n;
-                       fail("{} expert(s) failed: {} (logs in {})", r.failed.size(), names,
-                            experts_dir(run).string());
+                       fail("{} expert(s) failed: {} (logs in {})", r.failed.size(),
+                            fmt::join(r.failed, ", "), experts_dir(run).string());
                      }
                      std::cout << fmt::format("launch: {} expert(s) trained\n", r.done.size());
                      return;

@@ -79,9 +79,10 @@ std::vector<CorpusDomain> select_domains(const std::vector<CorpusDomain>& all,
   for (const auto& n : names) {
     auto it = std::find_if(all.begin(), all.end(), [&](auto& d) { return d.name == n; });
     if (it == all.end()) {
-      std::string known;
-      for (auto& d : all) known += (known.empty() ? "" : ", ") + d.name;
-      fail("domain '{}' not found in corpus {} (it has: {})", n, dir.string(), known);
+      std::vector<std::string> known;
+      for (auto& d : all) known.push_back(d.name);
+      fail("domain '{}' not found in corpus {} (it has: {})", n, dir.string(),
+           fmt::join(known, ", "));
     }
     out.push_back(*it);
   }

@@ -25,10 +25,8 @@ MixtureSampler::MixtureSampler(const ShardSet& shards, std::string split,
   double total = 0;
   for (const auto& [name, w] : weights) {
     if (!shards.has(name)) {
-      std::string known;
-      for (const auto& d : shards.domains()) known += (known.empty() ? "" : ", ") + d;
       fail("mixture weight for unknown domain '{}' (the data in {} has: {})", name,
-           shards.dir().string(), known);
+           shards.dir().string(), fmt::join(shards.domains(), ", "));
     }
     BTX_CHECK(w >= 0 && std::isfinite(w), "mixture weight of domain '{}' must be >= 0, got {}",
               name, w);

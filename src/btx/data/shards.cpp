@@ -323,9 +323,8 @@ std::shared_ptr<const TokenShard> ShardSet::shard_ptr(const std::string& domain,
                                                       const std::string& split) const {
   auto it = shards_.find(domain);
   if (it == shards_.end()) {
-    std::string known;
-    for (const auto& d : domains()) known += (known.empty() ? "" : ", ") + d;
-    fail("domain '{}' has no token shards in {} (it has: {})", domain, dir_.string(), known);
+    fail("domain '{}' has no token shards in {} (it has: {})", domain, dir_.string(),
+         fmt::join(domains(), ", "));
   }
   auto sit = it->second.find(split);
   BTX_CHECK(sit != it->second.end(), "unknown split '{}' (expected train, valid or test)", split);

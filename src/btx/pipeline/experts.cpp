@@ -49,18 +49,12 @@ ExpertSpec ExpertSpec::from_json(const nlohmann::json& j, const std::string& whe
 }
 
 namespace {
-std::string join(const std::vector<std::string>& v) {
-  std::string out;
-  for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
-  return out;
-}
-
 void check_domains(const std::map<std::string, double>& mix, const std::vector<std::string>& have,
                    const std::string& expert) {
   for (const auto& [d, w] : mix) {
     BTX_CHECK(std::find(have.begin(), have.end(), d) != have.end(),
               "expert '{}': domain '{}' has no data in this run (it has: {})", expert, d,
-              join(have));
+              fmt::join(have, ", "));
     BTX_CHECK(w >= 0, "expert '{}': weight of domain '{}' must be >= 0", expert, d);
   }
 }
@@ -138,7 +132,8 @@ ExpertSpec find_expert(const RunDir& run, const std::string& name) {
   for (const auto& e : all) names.push_back(e.name);
   fail("no expert '{}' in {} ({}; `btx branch --run {}` creates them)", name,
        experts_dir(run).string(),
-       names.empty() ? std::string("none branched yet") : "it has: " + join(names),
+       names.empty() ? std::string("none branched yet")
+                     : fmt::format("it has: {}", fmt::join(names, ", ")),
        run.root.string());
 }
 
@@ -181,7 +176,7 @@ std::map<std::string, double> expert_posterior(const RunDir& run, const RunConfi
   const int64_t per_domain = std::max<int64_t>(1, windows / static_cast<int64_t>(domains.size()));
   for (const auto& d : domains) {
     BTX_CHECK(data.has(d), "domain '{}' has no data in {} (it has: {})", d, run.data().string(),
-              join(data.domains()));
+              fmt::join(data.domains(), ", "));
     const auto& shard = data.shard(d, "valid");
     const int64_t n = (shard.size() - 1) / T;
     BTX_CHECK(n >= 1, "domain '{}' has too little validation data for one window of {} tokens", d,
