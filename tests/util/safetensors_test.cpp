@@ -166,6 +166,167 @@ TEST(Safetensors, ReadsUnpaddedHeaderAndGapsFromOtherWriters) {
   EXPECT_TRUE(torch::equal(out.at("b"), torch::tensor({1, 2}, torch::kUInt8)));
 }
 
+// --- one tensor at a time ---
+
+TEST(SafetensorsReader, ReadsOneTensorOfMany) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  TensorMap in;
+  for (int i = 0; i < 20; ++i) in[fmt::format("t{:02}", i)] = torch::full({i + 1, 3}, i * 1.5);
+  in["flags"] = torch::tensor({true, false});
+  save_safetensors(path, in, {{"k", "v"}});
+  // Corrupt 'flags' (BOOL byte 7): a reader that only reads what it is asked for does not care.
+  std::string bytes = read_file(path);
+  const auto info = read_safetensors_header(path).at("flags");
+  uint64_t header_bytes = 0;
+  std::memcpy(&header_bytes, bytes.data(), 8);
+  bytes[8 + header_bytes + info.begin] = 7;
+  write_file_atomic(path, bytes);
+
+  const SafetensorsReader reader(path);
+  EXPECT_EQ(reader.path(), path);
+  EXPECT_EQ(reader.tensors().size(), in.size());
+  EXPECT_EQ(reader.metadata(), (std::map<std::string, std::string>{{"k", "v"}}));
+  EXPECT_TRUE(reader.contains("t07"));
+  EXPECT_FALSE(reader.contains("t20"));
+  EXPECT_EQ(reader.tensors().at("t07").shape, (std::vector<int64_t>{8, 3}));
+  expect_bitwise_equal(reader.read("t07"), in.at("t07"), "t07");
+  expect_bitwise_equal(reader.read("t19"), in.at("t19"), "t19");
+  expect_bitwise_equal(reader.read("t07"), in.at("t07"), "t07 again");
+  const std::string msg = error_of([&] { reader.read("flags"); });
+  EXPECT_NE(msg.find("not 0 or 1"), std::string::npos) << msg;
+}
+
+TEST(SafetensorsReader, UnknownNameNamesFileAndTensor) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  save_safetensors(path, {{"w", torch::ones({2})}});
+  const SafetensorsReader reader(path);
+  const std::string msg = error_of([&] { reader.read("model.nope"); });
+  EXPECT_NE(msg.find(path.string()), std::string::npos) << msg;
+  EXPECT_NE(msg.find("'model.nope'"), std::string::npos) << msg;
+  EXPECT_THROW(SafetensorsReader(dir / "missing.safetensors"), Error);
+}
+
+TEST(SafetensorsReader, ReadsARangeIntoABuffer) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  const auto w = torch::arange(24, torch::kFloat32).reshape({4, 6});
+  save_safetensors(path, {{"w", w}, {"flags", torch::tensor({true, false, true})}});
+  const SafetensorsReader reader(path);
+  auto buf = torch::full({5}, -1.0f);
+  reader.read_range("w", 7, buf);  // row-major elements 7..11
+  EXPECT_TRUE(torch::equal(buf, torch::arange(7, 12, torch::kFloat32)));
+  reader.read_range("w", 19, buf);  // the last 5
+  EXPECT_TRUE(torch::equal(buf, torch::arange(19, 24, torch::kFloat32)));
+  auto flags = torch::empty({2}, torch::kBool);
+  reader.read_range("flags", 1, flags);
+  EXPECT_TRUE(torch::equal(flags, torch::tensor({false, true})));
+
+  for (const auto& [call, needle] : std::vector<std::pair<std::function<void()>, std::string>>{
+           {[&] { reader.read_range("w", 20, buf); }, "[20, 25) are outside tensor 'w'"},
+           {[&] { reader.read_range("w", -1, buf); }, "outside tensor 'w'"},
+           {[&] { reader.read_range("w", 0, torch::empty({5}, torch::kFloat64)); }, "dtype"},
+           {[&] {
+              reader.read_range("w", 0, torch::empty({4, 2}).t());
+            },
+            "contiguous"},
+           {[&] { reader.read_range("nope", 0, buf); }, "'nope'"},
+       }) {
+    const std::string msg = error_of(call);
+    EXPECT_NE(msg.find(path.string()), std::string::npos) << msg;
+    EXPECT_NE(msg.find(needle), std::string::npos) << "wanted '" << needle << "' in: " << msg;
+  }
+}
+
+TEST(SafetensorsStreaming, SameBytesAsSaveSafetensors) {
+  testing::TempDir dir;
+  torch::manual_seed(0);
+  const TensorMap in = {{"b", torch::randn({4, 5}).t()},  // non-contiguous
+                        {"a", torch::randint(0, 9, {3}, torch::kInt64)},
+                        {"c", torch::randn({2, 2}).to(torch::kBFloat16)},
+                        {"e", torch::zeros({0, 4})},
+                        {"s", torch::tensor(2.5)}};
+  const std::map<std::string, std::string> meta = {{"format", "pt"}};
+  save_safetensors(dir / "whole.safetensors", in, meta);
+
+  TensorLayout layout;
+  for (const auto& [name, t] : in) layout[name] = {t.scalar_type(), t.sizes().vec()};
+  std::vector<std::string> order;
+  save_safetensors_streaming(dir / "streamed.safetensors", layout, meta,
+                             [&](const std::string& name) {
+                               order.push_back(name);
+                               return in.at(name);
+                             });
+  EXPECT_EQ(order, (std::vector<std::string>{"a", "b", "c", "e", "s"}));
+  EXPECT_EQ(read_file(dir / "streamed.safetensors"), read_file(dir / "whole.safetensors"));
+  for (const auto& [name, t] : load_safetensors(dir / "streamed.safetensors").tensors) {
+    expect_bitwise_equal(t, in.at(name).contiguous(), name);
+  }
+}
+
+TEST(SafetensorsStreaming, FailingProducerLeavesNoFileAndOldFileUntouched) {
+  testing::TempDir dir;
+  const TensorLayout layout = {{"a", {torch::kFloat32, {1000}}}, {"b", {torch::kFloat32, {2}}}};
+  auto produce = [](const std::string& name) -> torch::Tensor {
+    if (name == "b") throw Error("producer gave up on 'b'");
+    return torch::ones({1000});
+  };
+  // No file before: none after, and no temporary either.
+  EXPECT_EQ(
+      error_of([&] { save_safetensors_streaming(dir / "new.safetensors", layout, {}, produce); }),
+      "producer gave up on 'b'");
+  EXPECT_TRUE(fs::is_empty(dir.path()));
+
+  // A good file before: unchanged after. Non-btx exceptions become a btx::Error naming the file.
+  const auto good = dir / "good.safetensors";
+  save_safetensors(good, {{"w", torch::arange(5)}});
+  const std::string before = read_file(good);
+  EXPECT_THROW(save_safetensors_streaming(good, layout, {}, produce), Error);
+  const std::string msg = error_of([&] {
+    save_safetensors_streaming(good, layout, {}, [](const std::string&) -> torch::Tensor {
+      throw std::runtime_error("disk on fire");
+    });
+  });
+  EXPECT_NE(msg.find(good.string()), std::string::npos) << msg;
+  EXPECT_NE(msg.find("disk on fire"), std::string::npos) << msg;
+  EXPECT_EQ(read_file(good), before);
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(dir.path())) files += 1 + 0 * e.is_regular_file();
+  EXPECT_EQ(files, 1) << "temporary file left behind";
+}
+
+TEST(SafetensorsStreaming, ProducedTensorMustMatchLayout) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  const TensorLayout layout = {{"w", {torch::kFloat32, {2, 3}}}};
+  const std::vector<std::pair<torch::Tensor, std::string>> cases = {
+      {torch::ones({3, 2}), "F32 [3, 2]"},
+      {torch::ones({2, 3}, torch::kFloat64), "F64 [2, 3]"},
+      {torch::ones({6}), "F32 [6]"},
+      {torch::Tensor(), "undefined"},
+  };
+  for (const auto& [produced, needle] : cases) {
+    const std::string msg = error_of([&, &t = produced] {
+      save_safetensors_streaming(path, layout, {}, [&](const std::string&) { return t; });
+    });
+    EXPECT_NE(msg.find("'w'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(needle), std::string::npos) << "wanted '" << needle << "' in: " << msg;
+  }
+  EXPECT_TRUE(fs::is_empty(dir.path()));
+  // Invalid layouts are rejected before any file is created.
+  auto never = [](const std::string&) -> torch::Tensor { throw Error("must not be called"); };
+  EXPECT_NE(error_of([&] {
+              save_safetensors_streaming(path, {{"w", {torch::kFloat32, {-1}}}}, {}, never);
+            }).find("negative dimension"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              save_safetensors_streaming(path, {{"w", {torch::kComplexFloat, {1}}}}, {}, never);
+            }).find("unsupported dtype"),
+            std::string::npos);
+  EXPECT_TRUE(fs::is_empty(dir.path()));
+}
+
 // --- rejection of corrupt and hostile files ---
 
 TEST(SafetensorsReject, FileShorterThanLengthPrefix) {

@@ -1,7 +1,8 @@
 // safetensors reader/writer: builds/parses the JSON header with nlohmann::json, checks every
-// field against the file's real size before allocating, and reads each tensor with pread straight
-// into its own CPU tensor. It does not memory-map, share storage between tensors, or accept files
-// whose tensor byte ranges overlap; unused gaps in the data buffer are allowed.
+// field against the file's real size before allocating, reads each tensor with pread straight
+// into its own CPU tensor, and writes each tensor's bytes straight to the output file. It does
+// not memory-map, share storage between tensors, or accept files whose tensor byte ranges
+// overlap; unused gaps in the data buffer are allowed.
 #include "btx/io/safetensors.h"
 
 #include <fcntl.h>
@@ -213,28 +214,94 @@ Header read_header(const InputFile& f) {
   return h;
 }
 
+// A temporary sibling of `path`, written in order and renamed onto `path` by commit(); removed
+// when destroyed uncommitted (an error on the way), so `path` is never left half-written.
+class OutputFile {
+ public:
+  explicit OutputFile(const fs::path& path) : path_(path), tmp_(temp_sibling(path)) {
+    if (!path.parent_path().empty()) fs::create_directories(path.parent_path());
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    BTX_CHECK(fd_ >= 0, "cannot create {}: {}", tmp_.string(), std::strerror(errno));
+  }
+  ~OutputFile() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!committed_) {
+      std::error_code ec;
+      fs::remove(tmp_, ec);
+    }
+  }
+  OutputFile(const OutputFile&) = delete;
+  OutputFile& operator=(const OutputFile&) = delete;
+
+  void write(const void* src, uint64_t n) {
+    const auto* p = static_cast<const char*>(src);
+    while (n > 0) {
+      const size_t chunk = static_cast<size_t>(std::min<uint64_t>(n, 1u << 30));
+      const ssize_t put = ::write(fd_, p, chunk);
+      if (put < 0 && errno == EINTR) continue;
+      BTX_CHECK(put > 0, "cannot write {}: {}", tmp_.string(), std::strerror(errno));
+      p += put;
+      n -= static_cast<uint64_t>(put);
+    }
+  }
+
+  void commit() {
+    BTX_CHECK(::fsync(fd_) == 0, "cannot write {}: fsync: {}", tmp_.string(), std::strerror(errno));
+    const int fd = fd_;
+    fd_ = -1;
+    BTX_CHECK(::close(fd) == 0, "cannot write {}: close: {}", tmp_.string(), std::strerror(errno));
+    fs::rename(tmp_, path_);
+    committed_ = true;
+  }
+
+ private:
+  fs::path path_, tmp_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
+// Bytes of a tensor of `spec`, checking that its shape is valid and its size fits in 64 bits.
+uint64_t byte_size(const std::string& file, const std::string& name, const TensorSpec& spec) {
+  uint64_t n = torch::elementSize(spec.dtype);
+  for (const int64_t d : spec.shape) {
+    BTX_CHECK(d >= 0, "{}: tensor '{}' has negative dimension {}", file, name, d);
+    BTX_CHECK(!__builtin_mul_overflow(n, static_cast<uint64_t>(d), &n),
+              "{}: tensor '{}': shape product overflows", file, name);
+  }
+  return n;
+}
+
+std::string describe(torch::ScalarType type, c10::IntArrayRef shape) {
+  const char* name = dtype_name_of(type);
+  return fmt::format("{} [{}]", name ? name : c10::toString(type), fmt::join(shape, ", "));
+}
+
 }  // namespace
 
-void save_safetensors(const fs::path& path, const TensorMap& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+torch::ScalarType TensorInfo::scalar_type() const {
+  const auto type = scalar_type_of(dtype);
+  BTX_CHECK(type.has_value(), "unknown safetensors dtype '{}'", dtype);
+  return *type;
+}
+
+// ---- writing ------------------------------------------------------------------------------
+
+void save_safetensors_streaming(const fs::path& path, const TensorLayout& layout,
+                                const std::map<std::string, std::string>& metadata,
+                                const std::function<torch::Tensor(const std::string&)>& produce) {
   const std::string file = path.string();
   json header = json::object();
   if (!metadata.empty()) header[kMetadataKey] = metadata;
-  std::vector<torch::Tensor> data;
   uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {  // std::map: sorted by name
+  for (const auto& [name, spec] : layout) {  // std::map: sorted by name
     BTX_CHECK(name != kMetadataKey, "{}: '{}' is reserved, not a tensor name", file, name);
-    BTX_CHECK(t.defined(), "{}: tensor '{}' is undefined", file, name);
-    BTX_CHECK(t.layout() == torch::kStrided, "{}: tensor '{}' is not a dense tensor", file, name);
-    const char* dtype = dtype_name_of(t.scalar_type());
+    const char* dtype = dtype_name_of(spec.dtype);
     BTX_CHECK(dtype != nullptr, "{}: tensor '{}' has unsupported dtype {}", file, name,
-              c10::toString(t.scalar_type()));
-    torch::Tensor c = t.detach().to(torch::kCPU).resolve_conj().resolve_neg().contiguous();
-    const uint64_t n = static_cast<uint64_t>(c.numel()) * c.element_size();
+              c10::toString(spec.dtype));
+    const uint64_t n = byte_size(file, name, spec);
     header[name] = {
-        {"dtype", dtype}, {"shape", c.sizes().vec()}, {"data_offsets", {offset, offset + n}}};
+        {"dtype", dtype}, {"shape", spec.shape}, {"data_offsets", {offset, offset + n}}};
     offset += n;
-    data.push_back(std::move(c));
   }
   std::string text;
   try {
@@ -245,17 +312,23 @@ void save_safetensors(const fs::path& path, const TensorMap& tensors,
   }
   text.append((8 - text.size() % 8) % 8, ' ');
 
-  std::string out;
-  out.reserve(8 + text.size() + offset);
-  const uint64_t n = text.size();
-  out.append(reinterpret_cast<const char*>(&n), 8);
-  out += text;
-  for (const auto& c : data) {
-    const size_t bytes = static_cast<size_t>(c.numel()) * c.element_size();
-    if (bytes > 0) out.append(static_cast<const char*>(c.data_ptr()), bytes);
-  }
   try {
-    write_file_atomic(path, out);
+    OutputFile out(path);
+    const uint64_t n = text.size();
+    out.write(&n, 8);
+    out.write(text.data(), n);
+    for (const auto& [name, spec] : layout) {
+      torch::Tensor t = produce(name);
+      BTX_CHECK(t.defined(), "{}: tensor '{}' was produced undefined", file, name);
+      BTX_CHECK(t.layout() == torch::kStrided, "{}: tensor '{}' is not a dense tensor", file, name);
+      BTX_CHECK(t.scalar_type() == spec.dtype && t.sizes() == c10::IntArrayRef(spec.shape),
+                "{}: tensor '{}' was produced as {}, but the layout says {}", file, name,
+                describe(t.scalar_type(), t.sizes()), describe(spec.dtype, spec.shape));
+      t = t.detach().to(torch::kCPU).resolve_conj().resolve_neg().contiguous();
+      const uint64_t bytes = static_cast<uint64_t>(t.numel()) * t.element_size();
+      if (bytes > 0) out.write(t.data_ptr(), bytes);
+    }
+    out.commit();
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
@@ -263,30 +336,96 @@ void save_safetensors(const fs::path& path, const TensorMap& tensors,
   }
 }
 
+void save_safetensors(const fs::path& path, const TensorMap& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  const std::string file = path.string();
+  TensorLayout layout;
+  for (const auto& [name, t] : tensors) {
+    BTX_CHECK(t.defined(), "{}: tensor '{}' is undefined", file, name);
+    BTX_CHECK(t.layout() == torch::kStrided, "{}: tensor '{}' is not a dense tensor", file, name);
+    layout[name] = {t.scalar_type(), t.sizes().vec()};
+  }
+  save_safetensors_streaming(path, layout, metadata,
+                             [&](const std::string& name) { return tensors.at(name); });
+}
+
+// ---- reading ------------------------------------------------------------------------------
+
+struct SafetensorsReader::Impl {
+  explicit Impl(const fs::path& p) : path(p), file(p), header(read_header(file)) {}
+  fs::path path;
+  InputFile file;
+  Header header;
+};
+
+SafetensorsReader::SafetensorsReader(const fs::path& path) : impl_(std::make_unique<Impl>(path)) {}
+SafetensorsReader::~SafetensorsReader() = default;
+SafetensorsReader::SafetensorsReader(SafetensorsReader&&) noexcept = default;
+SafetensorsReader& SafetensorsReader::operator=(SafetensorsReader&&) noexcept = default;
+
+const fs::path& SafetensorsReader::path() const {
+  return impl_->path;
+}
+const std::map<std::string, TensorInfo>& SafetensorsReader::tensors() const {
+  return impl_->header.tensors;
+}
+const std::map<std::string, std::string>& SafetensorsReader::metadata() const {
+  return impl_->header.metadata;
+}
+bool SafetensorsReader::contains(const std::string& name) const {
+  return impl_->header.tensors.count(name) > 0;
+}
+
+torch::Tensor SafetensorsReader::read(const std::string& name) const {
+  const auto it = impl_->header.tensors.find(name);
+  BTX_CHECK(it != impl_->header.tensors.end(), "{}: no tensor '{}' in this file (it has {})",
+            impl_->file.name(), name, impl_->header.tensors.size());
+  torch::Tensor t = torch::empty(it->second.shape, it->second.scalar_type());
+  read_range(name, 0, t);
+  return t;
+}
+
+void SafetensorsReader::read_range(const std::string& name, int64_t start,
+                                   const torch::Tensor& out) const {
+  const InputFile& f = impl_->file;
+  const auto it = impl_->header.tensors.find(name);
+  BTX_CHECK(it != impl_->header.tensors.end(), "{}: no tensor '{}' in this file (it has {})",
+            f.name(), name, impl_->header.tensors.size());
+  const TensorInfo& info = it->second;
+  const torch::ScalarType type = info.scalar_type();
+  BTX_CHECK(
+      out.defined() && out.device().is_cpu() && out.is_contiguous() && out.scalar_type() == type,
+      "{}: tensor '{}' ({}) can only be read into a contiguous CPU tensor of that dtype", f.name(),
+      name, info.dtype);
+  const uint64_t elem = torch::elementSize(type);
+  const uint64_t numel = (info.end - info.begin) / elem;
+  const uint64_t count = static_cast<uint64_t>(out.numel());
+  BTX_CHECK(start >= 0 && static_cast<uint64_t>(start) <= numel &&
+                count <= numel - static_cast<uint64_t>(start),
+            "{}: elements [{}, {}) are outside tensor '{}' of {} elements", f.name(), start,
+            start + out.numel(), name, numel);
+  const uint64_t n = count * elem;
+  if (n == 0) return;
+  f.read_at(impl_->header.data_start + info.begin + static_cast<uint64_t>(start) * elem,
+            out.data_ptr(), n);
+  if (type == torch::kBool) {  // any byte but 0/1 would be an invalid C++ bool
+    const auto* p = static_cast<const uint8_t*>(out.data_ptr());
+    for (uint64_t i = 0; i < n; ++i) {
+      BTX_CHECK(p[i] <= 1, "{}: tensor '{}' (BOOL) holds byte {} at element {}, not 0 or 1",
+                f.name(), name, p[i], static_cast<uint64_t>(start) + i);
+    }
+  }
+}
+
 std::map<std::string, TensorInfo> read_safetensors_header(const fs::path& path) {
-  const InputFile f(path);
-  return read_header(f).tensors;
+  return SafetensorsReader(path).tensors();
 }
 
 SafetensorsFile load_safetensors(const fs::path& path) {
-  const InputFile f(path);
-  Header h = read_header(f);
+  const SafetensorsReader reader(path);
   SafetensorsFile out;
-  out.metadata = std::move(h.metadata);
-  for (const auto& [name, info] : h.tensors) {
-    const auto type = *scalar_type_of(info.dtype);
-    torch::Tensor t = torch::empty(info.shape, torch::TensorOptions().dtype(type));
-    const uint64_t n = info.end - info.begin;
-    if (n > 0) f.read_at(h.data_start + info.begin, t.data_ptr(), n);
-    if (type == torch::kBool) {  // any byte but 0/1 would be an invalid C++ bool
-      const auto* p = static_cast<const uint8_t*>(t.data_ptr());
-      for (uint64_t i = 0; i < n; ++i) {
-        BTX_CHECK(p[i] <= 1, "{}: tensor '{}' (BOOL) holds byte {} at element {}, not 0 or 1",
-                  f.name(), name, p[i], i);
-      }
-    }
-    out.tensors.emplace(name, std::move(t));
-  }
+  out.metadata = reader.metadata();
+  for (const auto& [name, info] : reader.tensors()) out.tensors.emplace(name, reader.read(name));
   return out;
 }
 
