@@ -1,12 +1,15 @@
-// `btx eval`: per-domain loss / perplexity of a checkpoint on token shards and novel text.
+// `btx eval`: per-domain loss / perplexity of any model (checkpoint, merged model, ensemble) on
+// token shards and novel text; with --run, on the run's own data with its settings, recorded as
+// eval/<name>.json, several models at once with a comparison table.
 #include <iostream>
+#include <optional>
 
 #include "btx/data/corpus.h"
 #include "btx/data/shards.h"
 #include "btx/data/tokenizer.h"
 #include "btx/eval/evaluate.h"
+#include "btx/merge/open.h"
 #include "btx/pipeline/run_dir.h"
-#include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
 #include "cli/commands.h"
@@ -15,36 +18,98 @@ namespace btx::cli {
 
 namespace {
 struct EvalArgs {
-  std::string model, data, novel, tokenizer, out, name;
-  std::vector<std::string> novel_domains;
+  std::string run, data, novel, tokenizer, out, name;
+  std::vector<std::string> models, novel_domains;
   EvalOptions opts = [] {
     EvalOptions o;
     o.seq_len = 0;
+    o.batch_size = 0;
     return o;
   }();
   bool json = false;
 };
 
-// The tokenizer for novel text: --tokenizer, else the checkpoint's, else the run's (data/..).
-fs::path find_tokenizer(const EvalArgs& a) {
+// The tokenizer for novel text: --tokenizer, else the model's, else the run's (data/..).
+fs::path find_tokenizer(const EvalArgs& a, const fs::path& model) {
   if (!a.tokenizer.empty()) return a.tokenizer;
-  for (const fs::path& p : {fs::path(a.model) / "tokenizer.model",
-                            fs::path(a.data).parent_path() / "tokenizer.model"}) {
+  for (const fs::path& p :
+       {model / "tokenizer.model", fs::path(a.data).parent_path() / "tokenizer.model"}) {
     if (fs::exists(p)) return p;
   }
-  fail("no tokenizer found for the novel domains: pass --tokenizer (looked in {} and {})", a.model,
-       fs::path(a.data).parent_path().string());
+  fail("no tokenizer found for the novel domains: pass --tokenizer (looked in {} and {})",
+       model.string(), fs::path(a.data).parent_path().string());
+}
+
+// A model named relative to the run (seed, experts/x, merged/y) or a path.
+fs::path resolve_model(const EvalArgs& a, const std::string& model) {
+  if (!a.run.empty() && !fs::exists(model) && fs::exists(fs::path(a.run) / model)) {
+    return fs::path(a.run) / model;
+  }
+  BTX_CHECK(fs::exists(model), "model {} does not exist{}", model,
+            a.run.empty() ? "" : fmt::format(" (nor {})", (fs::path(a.run) / model).string()));
+  return model;
+}
+
+// Its name in results: merged/x -> x, experts/x -> expert-x, else the folder name.
+std::string model_name(const fs::path& model) {
+  const fs::path clean = model.lexically_normal();
+  const fs::path dir = clean.filename().empty() ? clean.parent_path() : clean;
+  if (dir.parent_path().filename() == "experts") return "expert-" + dir.filename().string();
+  return dir.filename().string();
+}
+
+nlohmann::json evaluate_one(EvalArgs& a, const std::string& model_arg) {
+  const fs::path model = resolve_model(a, model_arg);
+  auto scorer = open_scorer(model);
+  const std::string name = a.name.empty() ? model_name(model) : a.name;
+  if (!a.run.empty()) {
+    const RunDir run{a.run};
+    const RunConfig c = load_run(run);
+    EvalOptions o = run_eval_options(c, a.opts.split);
+    if (a.opts.seq_len > 0) o.seq_len = a.opts.seq_len;
+    if (a.opts.batch_size > 0) o.batch_size = a.opts.batch_size;
+    o.max_tokens = a.opts.max_tokens;
+    auto novel = run_novel_domains(c);
+    if (!a.novel.empty()) {
+      for (auto& d : select_domains(list_corpus(a.novel), a.novel_domains, a.novel)) {
+        novel.push_back(std::move(d));
+      }
+    }
+    return evaluate_in_run(run, *scorer, name, novel, o);
+  }
+  BTX_CHECK(!a.data.empty(), "eval: give --run DIR, or --data SHARDS");
+  const ShardSet data = ShardSet::open(a.data);
+  std::vector<CorpusDomain> novel;
+  std::optional<Tokenizer> tok;
+  if (!a.novel.empty()) {
+    novel = select_domains(list_corpus(a.novel), a.novel_domains, a.novel);
+    tok = Tokenizer::load(find_tokenizer(a, model));
+    BTX_CHECK(tok->vocab_size() == data.vocab_size(),
+              "tokenizer has {} pieces but the shards in {} were made with {}", tok->vocab_size(),
+              a.data, data.vocab_size());
+  }
+  EvalOptions o = a.opts;
+  if (o.seq_len == 0) o.seq_len = scorer->max_context();
+  if (o.batch_size == 0) o.batch_size = 16;
+  return evaluate(*scorer, name, data, novel, tok ? &*tok : nullptr, o);
 }
 }  // namespace
 
 std::vector<Command> add_eval_commands(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
-  auto* cmd = app.add_subcommand("eval", "Per-domain loss and perplexity of a checkpoint");
-  cmd->add_option("--model", a->model, "Checkpoint folder (model.safetensors + config.json)")
-      ->required();
-  cmd->add_option("--data", a->data, "Token shards folder (a run's data/)")->required();
+  auto* cmd = app.add_subcommand(
+      "eval", "Per-domain loss and perplexity of models: checkpoints, merged models, ensembles");
+  cmd->add_option("--model", a->models,
+                  "Model folder(s); with --run also seed, experts/NAME, merged/NAME")
+      ->required()
+      ->delimiter(',');
+  cmd->add_option("--run", a->run,
+                  "Run directory: its data, novel domains, window length and batch size; results "
+                  "go to eval/<name>.json");
+  cmd->add_option("--data", a->data, "Token shards folder (a run's data/), without --run");
   cmd->add_option("--novel", a->novel,
-                  "Folder of novel domains (one .txt or sub-folder each), tokenized on the fly");
+                  "Folder of novel domains (one .txt or sub-folder each), tokenized on the fly; "
+                  "with --run, added to the run's own novel domains");
   cmd->add_option("--novel-domains", a->novel_domains, "Only these domains of --novel")
       ->delimiter(',');
   cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.model for --novel (default: found)");
@@ -52,36 +117,25 @@ std::vector<Command> add_eval_commands(CLI::App& app) {
       ->check(CLI::IsMember({"train", "valid", "test"}))
       ->capture_default_str();
   cmd->add_option("--seq-len", a->opts.seq_len,
-                  "Window length T (0: the model's max_position_embeddings)");
-  cmd->add_option("--batch-size", a->opts.batch_size, "Windows per forward pass")
-      ->capture_default_str();
+                  "Window length T (default: the run's, else the model's context)");
+  cmd->add_option("--batch-size", a->opts.batch_size,
+                  "Windows per forward pass (default: the run's, else 16)");
   cmd->add_option("--max-tokens", a->opts.max_tokens, "Per domain (0: the whole split)")
       ->capture_default_str();
-  cmd->add_option("--name", a->name, "Model name in the output (default: the folder name)");
+  cmd->add_option("--name", a->name, "Model name in the output (one model only)");
   cmd->add_flag("--json", a->json, "Print the result as JSON");
-  cmd->add_option("--out", a->out, "Also write the JSON to this file");
+  cmd->add_option("--out", a->out, "Also write the JSON to this file (one model only)");
   return {{cmd, [a] {
-             const ShardSet data = ShardSet::open(a->data);
-             std::vector<CorpusDomain> novel;
-             std::optional<Tokenizer> tok;
-             if (!a->novel.empty()) {
-               novel = select_domains(list_corpus(a->novel), a->novel_domains, a->novel);
-               tok = Tokenizer::load(find_tokenizer(*a));
-               BTX_CHECK(tok->vocab_size() == data.vocab_size(),
-                         "tokenizer has {} pieces but the shards in {} were made with {}",
-                         tok->vocab_size(), a->data, data.vocab_size());
+             BTX_CHECK(a->models.size() == 1 || (a->name.empty() && a->out.empty()),
+                       "--name and --out take one --model, got {}", a->models.size());
+             std::vector<nlohmann::json> results;
+             for (const auto& m : a->models) {
+               results.push_back(evaluate_one(*a, m));
+               if (!a->out.empty()) write_file_atomic(a->out, results.back().dump(2));
+               std::cout << (a->json ? results.back().dump(2) + "\n"
+                                     : format_eval_table(results.back()));
              }
-             CausalLM model = load_model(a->model);
-             BTX_CHECK(model->config().vocab_size == data.vocab_size(),
-                       "model {} has vocab_size {} but the shards in {} have {}: they come from "
-                       "different runs",
-                       a->model, model->config().vocab_size, a->data, data.vocab_size());
-             if (a->opts.seq_len == 0) a->opts.seq_len = model->config().max_position_embeddings;
-             ModelScorer scorer(model);
-             std::string name = a->name.empty() ? fs::path(a->model).filename().string() : a->name;
-             auto result = evaluate(scorer, name, data, novel, tok ? &*tok : nullptr, a->opts);
-             if (!a->out.empty()) write_file_atomic(a->out, result.dump(2));
-             std::cout << (a->json ? result.dump(2) + "\n" : format_eval_table(result));
+             if (results.size() > 1 && !a->json) std::cout << "\n" << format_comparison(results);
            }}};
 }
 

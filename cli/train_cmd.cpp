@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "btx/pipeline/run_dir.h"
+#include "btx/train/checkpoint.h"
 #include "btx/train/distributed.h"
 #include "cli/commands.h"
 
@@ -47,27 +48,31 @@ std::vector<Command> add_train_commands(CLI::App& app) {
   seed->add_flag("--resume", args->resume, "Continue an interrupted seed from its checkpoint");
   seed->add_option("--stop-after", args->stop_after,
                    "Stop with a resumable checkpoint after this step (for time-limited slots)");
-  out.push_back(
-      {seed, [args] {
-         // Data parallel when started as several processes (WORLD_SIZE > 1, see distributed.h):
-         // rank 0 prepares the shared run folder while the others wait, then all train.
-         const DistributedContext& dist = distributed_from_env();
-         RunDir run{args->run};
-         RunConfig c;
-         if (dist.is_main()) {
-           c = open_run(*args);
-           ensure_tokenizer(run, c);
-           ensure_data(run, c);
-         }
-         dist.barrier();
-         if (!dist.is_main()) c = open_run(*args);
-         if (!train_seed(run, c, args->resume, args->stop_after).finished) return;
-         if (!dist.is_main()) return;
-         std::cout << format_eval_table(evaluate_checkpoint(run, c, run.seed(), "seed", "valid"));
-         std::cout << format_eval_table(evaluate_checkpoint(run, c, run.seed(), "seed", "test"));
-         spdlog::info("seed done: {} (test results in {})", run.seed().string(),
-                      run.eval("seed").string());
-       }});
+  out.push_back({seed, [args] {
+                   // Data parallel when started as several processes (WORLD_SIZE > 1, see
+                   // distributed.h): rank 0 prepares the shared run folder while the others wait,
+                   // then all train.
+                   const DistributedContext& dist = distributed_from_env();
+                   RunDir run{args->run};
+                   RunConfig c;
+                   if (dist.is_main()) {
+                     c = open_run(*args);
+                     ensure_tokenizer(run, c);
+                     ensure_data(run, c);
+                   }
+                   dist.barrier();
+                   if (!dist.is_main()) c = open_run(*args);
+                   if (!train_seed(run, c, args->resume, args->stop_after).finished) return;
+                   if (!dist.is_main()) return;
+                   ModelScorer scorer(load_model(run.seed()));
+                   const auto novel = run_novel_domains(c);
+                   for (const char* split : {"valid", "test"}) {
+                     std::cout << format_eval_table(
+                         evaluate_in_run(run, scorer, "seed", novel, run_eval_options(c, split)));
+                   }
+                   spdlog::info("seed done: {} (test results in {})", run.seed().string(),
+                                run.eval("seed").string());
+                 }});
   return out;
 }
 

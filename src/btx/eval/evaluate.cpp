@@ -8,13 +8,17 @@
 
 namespace btx {
 
-torch::Tensor ModelScorer::token_nll(const torch::Tensor& tokens) {
+torch::Tensor model_token_nll(CausalLM& model, const torch::Tensor& tokens) {
   const int64_t B = tokens.size(0), T = tokens.size(1) - 1;
-  auto logits = model_->forward(tokens.narrow(1, 0, T));  // (B, T, V)
+  auto logits = model->forward(tokens.narrow(1, 0, T));  // (B, T, V)
   auto nll = torch::nn::functional::cross_entropy(
       logits.reshape({B * T, -1}), tokens.narrow(1, 1, T).reshape({-1}),
       torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
   return nll.view({B, T});
+}
+
+torch::Tensor ModelScorer::token_nll(const torch::Tensor& tokens) {
+  return model_token_nll(model_, tokens);
 }
 
 double DomainScore::ppl() const {
@@ -43,15 +47,39 @@ DomainScore score_stream(Scorer& scorer, const torch::Tensor& stream, int64_t se
   return s;
 }
 
-torch::Tensor novel_domain_tokens(const CorpusDomain& d, const Tokenizer& tok, int64_t max_tokens) {
+namespace {
+// Chunk i of a novel domain is held out (never scored) when it is every 10th chunk, or the last
+// one of a text with fewer than 10; the rest is what is scored.
+bool novel_heldout_chunk(size_t i, size_t n) {
+  return n < 10 ? (n >= 2 && i + 1 == n) : i % 10 == 9;
+}
+}  // namespace
+
+torch::Tensor heldout_windows(const torch::Tensor& stream, int64_t windows, int64_t seq_len) {
+  const int64_t have = stream.size(0) >= seq_len + 1 ? (stream.size(0) - 1) / seq_len : 0;
+  const int64_t n = std::min(have, windows);
+  std::vector<torch::Tensor> rows;
+  for (int64_t i = 0; i < n; ++i) {
+    rows.push_back(stream.narrow(0, (i * have / n) * seq_len, seq_len + 1).to(torch::kInt64));
+  }
+  return rows.empty() ? torch::zeros({0, seq_len + 1}, torch::kInt64) : torch::stack(rows);
+}
+
+torch::Tensor novel_domain_tokens(const CorpusDomain& d, const Tokenizer& tok, int64_t max_tokens,
+                                  bool heldout) {
   const DomainText text = read_domain_chunks(d, 8192);
   const size_t n = text.chunks.size();
+  std::vector<size_t> part;
+  for (size_t i = 0; i < n; ++i) {
+    if (novel_heldout_chunk(i, n) == heldout) part.push_back(i);
+  }
   // Chunks of ~8 KB hold ~2000 tokens at 4 bytes/token; take every k-th to span the text.
   const size_t want = std::max<size_t>(1, static_cast<size_t>(max_tokens / 1500) + 1);
-  const size_t stride = std::max<size_t>(1, n / want);
+  const size_t stride = std::max<size_t>(1, part.size() / want);
   std::vector<int32_t> ids;
-  for (size_t i = 0; i < n && static_cast<int64_t>(ids.size()) <= max_tokens; i += stride) {
-    auto piece = tok.encode(text.chunk(i));
+  for (size_t k = 0; k < part.size() && static_cast<int64_t>(ids.size()) <= max_tokens;
+       k += stride) {
+    auto piece = tok.encode(text.chunk(part[k]));
     ids.insert(ids.end(), piece.begin(), piece.end());
     ids.push_back(tok.eos_id());
   }
@@ -70,16 +98,27 @@ nlohmann::json evaluate(Scorer& scorer, const std::string& model_name, const Sha
   const auto names = opts.domains.empty() ? data.domains() : opts.domains;
   for (const auto& name : names) {
     const auto& shard = data.shard(name, opts.split);
+    scorer.begin_domain(name, [&](int64_t windows) {
+      const auto& valid = data.shard(name, "valid");
+      return heldout_windows(valid.slice(0, valid.size()), windows, opts.seq_len);
+    });
     auto s = score_stream(scorer, shard.slice(0, shard.size()), opts.seq_len, opts.batch_size,
                           opts.max_tokens);
     domains[name] = {{"tokens", s.tokens}, {"loss", s.loss}, {"ppl", s.ppl()}, {"novel", false}};
+    if (auto info = scorer.domain_info(); !info.is_null()) domains[name]["model"] = info;
     train_sum += s.loss;
   }
   for (const auto& d : novel) {
     BTX_CHECK(tokenizer, "novel domain '{}' needs a tokenizer", d.name);
+    scorer.begin_domain(d.name, [&](int64_t windows) {
+      return heldout_windows(
+          novel_domain_tokens(d, *tokenizer, windows * (opts.seq_len + 1), /*heldout=*/true),
+          windows, opts.seq_len);
+    });
     auto s = score_stream(scorer, novel_domain_tokens(d, *tokenizer, opts.novel_max_tokens),
                           opts.seq_len, opts.batch_size, opts.novel_max_tokens);
     domains[d.name] = {{"tokens", s.tokens}, {"loss", s.loss}, {"ppl", s.ppl()}, {"novel", true}};
+    if (auto info = scorer.domain_info(); !info.is_null()) domains[d.name]["model"] = info;
     novel_sum += s.loss;
   }
   out["domains"] = domains;

@@ -1,6 +1,7 @@
 // Per-domain held-out loss and perplexity, in one JSON shape for every model and method:
-// {"model", "split", "seq_len", "domains": {name: {"tokens", "loss", "ppl", "novel"}},
-//  "params_total", "params_active", "flops_per_token", "summary"}.
+// {"model", "split", "seq_len", "domains": {name: {"tokens", "loss", "ppl", "novel", ["model"]}},
+//  "params_total", "params_active", "flops_per_token", "summary"}; a domain's "model" says what
+// a domain-adaptive method chose for it (Scorer::domain_info), e.g. the ensemble's prior.
 // Loss is the mean next-token NLL (nats) over non-overlapping windows; ppl = exp(loss).
 #pragma once
 
@@ -38,13 +39,22 @@ struct EvalOptions {
   std::vector<std::string> domains;  // training domains to score (empty: all of the shard set)
 };
 
+// Up to `windows` non-overlapping windows (n, T+1) spread evenly over a token stream; (0, T+1)
+// when it is shorter than one window.
+torch::Tensor heldout_windows(const torch::Tensor& stream, int64_t windows, int64_t seq_len);
+
 // Scores the shard set's `split` of each domain and, tokenized on the fly, each novel domain.
+// Before each domain the scorer gets that domain's held-out text (Scorer::begin_domain): the
+// valid split for a training domain, the set-aside chunks for a novel one.
 nlohmann::json evaluate(Scorer& scorer, const std::string& model_name, const ShardSet& data,
                         const std::vector<CorpusDomain>& novel, const Tokenizer* tokenizer,
                         const EvalOptions& opts);
 
 // A novel domain's tokens: evenly spaced chunks across the whole text up to `max_tokens`, so a
-// sorted file (a dictionary) is not judged by its first letters.
-torch::Tensor novel_domain_tokens(const CorpusDomain& d, const Tokenizer& tok, int64_t max_tokens);
+// sorted file (a dictionary) is not judged by its first letters. One chunk in ten is set aside
+// as held-out text (`heldout` = true gives those), never scored, for methods that adapt to the
+// target domain (Scorer::begin_domain).
+torch::Tensor novel_domain_tokens(const CorpusDomain& d, const Tokenizer& tok, int64_t max_tokens,
+                                  bool heldout = false);
 
 }  // namespace btx

@@ -1,10 +1,12 @@
 // What evaluation needs of a model: next-token losses for token windows, and its cost. A dense
-// checkpoint is one Scorer; ensembles and routed models (later issues) are others, so `btx eval`
-// measures every method the same way.
+// checkpoint is one Scorer; ensembles and routed models are others, so `btx eval` measures every
+// method the same way.
 #pragma once
 
 #include <torch/torch.h>
 
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "btx/model/llama.h"
@@ -20,6 +22,18 @@ class Scorer {
   virtual int64_t params_active() const = 0;
   virtual int64_t flops_per_token(int64_t context) const = 0;
   virtual int64_t max_context() const = 0;
+
+  // Held-out text of the domain about to be scored: up to `windows` windows (n, T+1) that are
+  // never among the scored ones (a training domain's validation split; for novel text, chunks
+  // set aside). Empty (0 rows) when the domain has none.
+  using Heldout = std::function<torch::Tensor(int64_t windows)>;
+  // Called before each domain's windows are scored. Methods that adapt to the target domain from
+  // a little of its held-out text (BTM's cached prior, the posterior-weighted average) do so here;
+  // the others ignore it.
+  virtual void begin_domain(const std::string& /*domain*/, const Heldout& /*heldout*/) {}
+  // What the model chose for the current domain, recorded in the evaluation JSON (e.g. the
+  // ensemble's weights over its experts); null when there is nothing to say.
+  virtual nlohmann::json domain_info() const { return nullptr; }
 };
 
 class ModelScorer : public Scorer {
@@ -32,9 +46,13 @@ class ModelScorer : public Scorer {
     return forward_flops_per_token(model_, context);
   }
   int64_t max_context() const override { return model_->config().max_position_embeddings; }
+  CausalLM& model() { return model_; }
 
  private:
   CausalLM model_;
 };
+
+// Per-token negative log-likelihood of a model: (B, T) for tokens (B, T+1).
+torch::Tensor model_token_nll(CausalLM& model, const torch::Tensor& tokens);
 
 }  // namespace btx

@@ -12,8 +12,9 @@
 #include <sstream>
 
 #include "btx/data/shards.h"
-#include "btx/eval/scorer.h"
+#include "btx/eval/ensemble.h"
 #include "btx/io/safetensors.h"
+#include "btx/merge/param_average.h"
 #include "btx/train/checkpoint.h"
 #include "btx/train/distributed.h"
 #include "btx/util/error.h"
@@ -168,64 +169,26 @@ std::map<std::string, double> expert_posterior(const RunDir& run, const RunConfi
                                                const std::vector<std::string>& expert_names,
                                                const std::vector<std::string>& domains,
                                                int64_t windows) {
-  torch::NoGradGuard no_grad;
-  const ShardSet data = ShardSet::open(run.data());
-  const int64_t T = c.experts.train.seq_len;
-  // Held-out windows (W, T+1), spread evenly over the validation split of each domain.
-  std::vector<torch::Tensor> rows;
+  // Held-out windows spread over the validation split of each domain, then the same cached
+  // prior the ensemble uses (eval/ensemble.h).
+  std::vector<torch::Tensor> parts;
   const int64_t per_domain = std::max<int64_t>(1, windows / static_cast<int64_t>(domains.size()));
   for (const auto& d : domains) {
-    BTX_CHECK(data.has(d), "domain '{}' has no data in {} (it has: {})", d, run.data().string(),
-              fmt::join(data.domains(), ", "));
-    const auto& shard = data.shard(d, "valid");
-    const int64_t n = (shard.size() - 1) / T;
-    BTX_CHECK(n >= 1, "domain '{}' has too little validation data for one window of {} tokens", d,
-              T);
-    for (int64_t i = 0; i < std::min(n, per_domain); ++i) {
-      rows.push_back(shard.slice(i * (n / std::min(n, per_domain)) * T, T + 1));
-    }
+    auto w = domain_heldout_windows(run, c, d, per_domain, c.experts.train.seq_len);
+    BTX_CHECK(w.size(0) >= 1,
+              "domain '{}' has too little validation data for one window of {} "
+              "tokens",
+              d, c.experts.train.seq_len);
+    parts.push_back(w);
   }
-  auto batch = torch::stack(rows);    // (W, T+1)
-  std::vector<torch::Tensor> loglik;  // per expert: (W)
-  for (const auto& name : expert_names) {
-    ModelScorer scorer(load_model(expert_dir(run, name)));
-    loglik.push_back(-scorer.token_nll(batch).sum(1).to(torch::kFloat64));
-  }
-  // p(j | window) = softmax_j log p(window | j) under a uniform prior; mean over windows.
-  auto post = torch::softmax(torch::stack(loglik, 1), 1).mean(0);  // (E)
+  std::vector<CausalLM> experts;
+  for (const auto& name : expert_names) experts.push_back(load_model(expert_dir(run, name)));
+  auto post = estimate_cached_prior(experts, torch::cat(parts), 0.3);
   std::map<std::string, double> out;
   for (size_t j = 0; j < expert_names.size(); ++j) {
     out[expert_names[j]] = post[static_cast<int64_t>(j)].item<double>();
   }
   return out;
-}
-
-void write_weighted_average(const std::map<fs::path, double>& weights, const fs::path& out_dir) {
-  BTX_CHECK(!weights.empty(), "weighted average of no checkpoints into {}", out_dir.string());
-  double total = 0;
-  for (const auto& [dir, w] : weights) total += w;
-  BTX_CHECK(total > 0, "weighted average into {}: weights sum to zero", out_dir.string());
-  const fs::path first = weights.begin()->first;
-  const ModelConfig config = load_model_config(first);
-  TensorMap sum;
-  for (const auto& [dir, w] : weights) {
-    BTX_CHECK(load_model_config(dir) == config, "{} and {} have different architectures",
-              first.string(), dir.string());
-    for (auto& [name, t] : load_safetensors(dir / "model.safetensors").tensors) {
-      auto term = t.to(torch::kFloat64) * (w / total);
-      auto it = sum.find(name);
-      if (it == sum.end()) {
-        sum.emplace(name, term);
-      } else {
-        BTX_CHECK(it->second.sizes() == t.sizes(), "{}: tensor '{}' differs in shape from {}",
-                  dir.string(), name, first.string());
-        it->second.add_(term);
-      }
-    }
-  }
-  for (auto& [name, t] : sum) t = t.to(torch::kFloat32);
-  save_safetensors(out_dir / "model.safetensors", sum, {{"format", "pt"}});
-  write_file_atomic(out_dir / "config.json", model_config_to_json(config).dump(2));
 }
 
 ExpertSpec grow_expert(const RunDir& run, const RunConfig& c, const std::string& name,
@@ -242,21 +205,23 @@ ExpertSpec grow_expert(const RunDir& run, const RunConfig& c, const std::string&
   }
   ExpertSpec spec{name, domains, {}};
   nlohmann::json init;
-  std::map<fs::path, double> weights;
+  std::vector<WeightedCheckpoint> weights;
   if (trained.empty()) {
-    weights[run.seed()] = 1.0;
-    init = {{"from", "seed"}};
+    weights.push_back({run.seed(), 1.0});
+    init = {{"from", "seed"}, {"seed_sha256", sha256_file(run.seed() / "model.safetensors")}};
   } else {
     std::vector<std::string> names;
     for (const auto& [d, w] : domains) {
       if (w > 0) names.push_back(d);
     }
     const auto post = expert_posterior(run, c, trained, names);
-    for (const auto& [e, w] : post) weights[expert_dir(run, e)] = w;
-    init = {{"from", "posterior-weighted average"}, {"posterior", post}};
+    for (const auto& [e, w] : post) weights.push_back({expert_dir(run, e), w});
+    init = {{"from", "posterior-weighted average"},
+            {"posterior", post},
+            {"seed_sha256", sha256_file(run.seed() / "model.safetensors")}};
   }
   write_dir_atomic(expert_dir(run, name), [&](const fs::path& tmp) {
-    write_weighted_average(weights, tmp);
+    average_checkpoints(weights, tmp);
     auto j = spec.to_json();
     j["init"] = init;
     write_file_atomic(tmp / "expert.json", j.dump(2));

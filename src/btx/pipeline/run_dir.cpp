@@ -95,22 +95,45 @@ TrainResult train_seed(const RunDir& run, const RunConfig& c, bool resume, int64
   return train(job);
 }
 
-nlohmann::json evaluate_checkpoint(const RunDir& run, const RunConfig& c, const fs::path& ckpt,
-                                   const std::string& name, const std::string& split) {
-  ModelScorer scorer(load_model(ckpt));
-  const ShardSet data = ShardSet::open(run.data());
-  std::vector<CorpusDomain> novel;
-  if (split == "test" && !c.corpus.novel.empty()) {
-    novel = select_domains(list_corpus(c.corpus.dir), c.corpus.novel, c.corpus.dir);
-  }
-  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+EvalOptions run_eval_options(const RunConfig& c, const std::string& split) {
   EvalOptions o;
   o.split = split;
   o.seq_len = c.seed_train.seq_len;
   o.batch_size = c.seed_train.batch_size;
-  auto result = evaluate(scorer, name, data, novel, &tok, o);
-  if (split == "test") write_file_atomic(run.eval(name), result.dump(2));
+  return o;
+}
+
+std::vector<CorpusDomain> run_novel_domains(const RunConfig& c) {
+  if (c.corpus.novel.empty()) return {};
+  return select_domains(list_corpus(c.corpus.dir), c.corpus.novel, c.corpus.dir);
+}
+
+nlohmann::json evaluate_in_run(const RunDir& run, Scorer& scorer, const std::string& name,
+                               const std::vector<CorpusDomain>& novel, const EvalOptions& opts) {
+  const ShardSet data = ShardSet::open(run.data());
+  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+  const bool test = opts.split == "test";
+  auto result =
+      evaluate(scorer, name, data, test ? novel : std::vector<CorpusDomain>{}, &tok, opts);
+  if (test) write_file_atomic(run.eval(name), result.dump(2));
   return result;
+}
+
+torch::Tensor domain_heldout_windows(const RunDir& run, const RunConfig& c,
+                                     const std::string& domain, int64_t windows, int64_t seq_len) {
+  const ShardSet data = ShardSet::open(run.data());
+  if (data.has(domain)) {
+    const auto& valid = data.shard(domain, "valid");
+    return heldout_windows(valid.slice(0, valid.size()), windows, seq_len);
+  }
+  const auto& novel = c.corpus.novel;
+  BTX_CHECK(std::find(novel.begin(), novel.end(), domain) != novel.end(),
+            "domain '{}' is neither a training domain of {} ({}) nor one of its novel domains ({})",
+            domain, run.root.string(), fmt::join(data.domains(), ", "), fmt::join(novel, ", "));
+  const auto d = select_domains(list_corpus(c.corpus.dir), {domain}, c.corpus.dir).at(0);
+  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+  return heldout_windows(novel_domain_tokens(d, tok, windows * (seq_len + 1), /*heldout=*/true),
+                         windows, seq_len);
 }
 
 std::string format_eval_table(const nlohmann::json& e) {
@@ -137,6 +160,40 @@ std::string format_eval_table(const nlohmann::json& e) {
   out += fmt::format("  params total {} / active {}, forward FLOPs per token {}\n",
                      e.value("params_total", int64_t{0}), e.value("params_active", int64_t{0}),
                      e.value("flops_per_token", int64_t{0}));
+  return out;
+}
+
+std::string format_comparison(const std::vector<nlohmann::json>& evals) {
+  if (evals.empty()) return "";
+  std::vector<std::string> train, novel;  // the first evaluation's domains, in order
+  for (auto& [name, d] : evals.front().at("domains").items()) {
+    (d.value("novel", false) ? novel : train).push_back(name);
+  }
+  size_t w = 8;
+  for (const auto& e : evals) w = std::max(w, e.value("model", std::string("?")).size());
+  auto cell = [](const nlohmann::json& e, const std::string& d) {
+    const auto& ds = e.at("domains");
+    return ds.contains(d) ? fmt::format("{:>10.2f}", ds[d].at("ppl").get<double>())
+                          : fmt::format("{:>10}", "-");
+  };
+  std::string out = fmt::format("{:<{}}", "model", w);
+  for (const auto& d : train) out += fmt::format(" {:>10.10}", d);
+  out += fmt::format(" {:>10}", "mean");
+  for (const auto& d : novel) out += fmt::format(" {:>10.10}", d + "*");
+  if (!novel.empty()) out += fmt::format(" {:>10}", "mean*");
+  out += fmt::format(" {:>10} {:>10} {:>9}\n", "params", "active", "GFLOP/tok");
+  for (const auto& e : evals) {
+    const auto& s = e.value("summary", nlohmann::json::object());
+    out += fmt::format("{:<{}}", e.value("model", std::string("?")), w);
+    for (const auto& d : train) out += " " + cell(e, d);
+    out += fmt::format(" {:>10.2f}", s.value("train_mean_ppl", 0.0));
+    for (const auto& d : novel) out += " " + cell(e, d);
+    if (!novel.empty()) out += fmt::format(" {:>10.2f}", s.value("novel_mean_ppl", 0.0));
+    out += fmt::format(" {:>10} {:>10} {:>9.4f}\n", e.value("params_total", int64_t{0}),
+                       e.value("params_active", int64_t{0}),
+                       static_cast<double>(e.value("flops_per_token", int64_t{0})) / 1e9);
+  }
+  out += "perplexity per domain (* novel: no expert trained on it); mean = exp(mean loss)\n";
   return out;
 }
 

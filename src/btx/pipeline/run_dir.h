@@ -8,6 +8,8 @@
 #include <string>
 
 #include "btx/config/run_config.h"
+#include "btx/data/corpus.h"
+#include "btx/eval/evaluate.h"
 #include "btx/train/trainer.h"
 
 namespace btx {
@@ -34,12 +36,25 @@ void ensure_tokenizer(const RunDir& run, const RunConfig& c);
 void ensure_data(const RunDir& run, const RunConfig& c);
 TrainResult train_seed(const RunDir& run, const RunConfig& c, bool resume, int64_t stop_after = 0);
 
-// Evaluates a checkpoint on `split` of the run's training domains and, for the test split, on
-// its novel domains too, recording that as eval/<name>.json.
-nlohmann::json evaluate_checkpoint(const RunDir& run, const RunConfig& c, const fs::path& ckpt,
-                                   const std::string& name, const std::string& split);
+// The run's evaluation settings: the seed's window length and batch size, on `split`.
+EvalOptions run_eval_options(const RunConfig& c, const std::string& split);
+// The run's novel domains (config [corpus] novel), read from its corpus folder.
+std::vector<CorpusDomain> run_novel_domains(const RunConfig& c);
+// Evaluates any model on opts.split of the run's training domains and on `novel` (scored with
+// the test split only), recording a test-split result as eval/<name>.json.
+nlohmann::json evaluate_in_run(const RunDir& run, Scorer& scorer, const std::string& name,
+                               const std::vector<CorpusDomain>& novel, const EvalOptions& opts);
+
+// Up to `windows` held-out windows (n, T+1) of one of the run's domains, never scored by
+// evaluation: a training domain's validation split, or the chunks a novel domain sets aside.
+// An unknown domain is an error listing the run's domains.
+torch::Tensor domain_heldout_windows(const RunDir& run, const RunConfig& c,
+                                     const std::string& domain, int64_t windows, int64_t seq_len);
 
 // A readable per-domain table of an evaluation JSON.
 std::string format_eval_table(const nlohmann::json& eval);
+// One row per evaluation JSON: perplexity per training domain and their mean, per novel domain
+// and their mean, parameters total / active and forward GFLOPs per token.
+std::string format_comparison(const std::vector<nlohmann::json>& evals);
 
 }  // namespace btx

@@ -1,0 +1,101 @@
+// `btx merge`: the ways of combining a run's trained experts, as a registry. Each method is one
+// small file (merge/method_*.cpp) that returns its MergeMethod: a name, a one-line description,
+// its paper, its parameters (validated here before anything runs) and the function that builds
+// merged/<name>/ from the experts. registry.cpp lists them explicitly; nothing registers itself.
+//
+// Every merged folder holds merge.json: the method, its resolved parameters, the experts it was
+// made from (name + sha256 of their weights) and what the method reports. A folder is either a
+// checkpoint (model.safetensors + config.json: one dense or routed model) or a description that
+// open_scorer() turns into a model (the ensemble, the per-domain posterior average).
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "btx/config/run_config.h"
+#include "btx/pipeline/run_dir.h"
+
+namespace btx {
+
+namespace fs = std::filesystem;
+
+struct MergeParam {
+  std::string name;                  // as on the command line, without "--": "top-k"
+  std::string help;                  // one line
+  std::string default_value;         // "" when the parameter is optional with no default
+  std::vector<std::string> choices;  // when non-empty, the value must be one of these
+};
+
+// A trained expert as a merge sees it.
+struct MergeExpert {
+  std::string name;
+  fs::path dir;
+  std::string sha256;  // of model.safetensors
+  int64_t tokens = 0;  // training tokens it consumed (state.json)
+};
+
+struct MergeContext {
+  RunDir run;
+  RunConfig config;
+  std::vector<MergeExpert> experts;           // finished, same seed and shapes; sorted by name
+  std::map<std::string, std::string> params;  // every declared parameter: given or default
+  std::string output_name;                    // merged/<output_name>
+  bool resume = false;                        // methods that train: continue a checkpoint
+
+  // Typed access to a parameter; a malformed value is an error naming the parameter.
+  const std::string& str(const std::string& name) const;
+  bool has(const std::string& name) const;  // given or defaulted to a non-empty value
+  int64_t integer(const std::string& name) const;
+  double real(const std::string& name) const;
+  std::vector<fs::path> expert_dirs() const;
+  std::vector<std::string> expert_names() const;
+};
+
+struct MergeMethod {
+  std::string name;
+  std::string description;  // one line
+  std::string paper;        // citation
+  std::vector<MergeParam> params;
+  // Methods that train (dense) write their checkpoints into the output folder as they go and
+  // can resume; the others build into a temporary folder that is renamed into place.
+  bool trains = false;
+  // Builds the merged model into `out` and returns what merge.json should record of it (e.g.
+  // the weights used). May check parameters against the experts (e.g. top-k <= N).
+  std::function<nlohmann::json(const MergeContext&, const fs::path& out)> build;
+};
+
+// The registry, in the order `btx merge --list` shows.
+const std::vector<MergeMethod>& merge_methods();
+// The method called `name`; unknown is an error listing the known ones.
+const MergeMethod& find_merge_method(const std::string& name);
+
+fs::path merged_dir(const RunDir& run, const std::string& name);
+
+struct MergeRequest {
+  std::string method;
+  std::map<std::string, std::string> params;  // given on the command line
+  std::string output_name;                    // empty: the method's name
+  bool force = false;                         // rebuild even when merged/<name> is up to date
+  bool resume = false;
+};
+
+// Validates the request (parameters, experts: all finished, branched from the same seed, same
+// architecture), then builds merged/<name>/ unless it is already there with the same method,
+// parameters and expert weights. Returns merge.json's content.
+nlohmann::json run_merge(const RunDir& run, const MergeRequest& request);
+
+// The trained experts of a run as merges see them; an expert not finished is an error naming
+// it, and experts branched from different seeds are refused.
+std::vector<MergeExpert> trained_experts(const RunDir& run);
+
+// Method implementations (merge/method_*.cpp), listed by registry.cpp.
+MergeMethod average_method();
+MergeMethod weighted_average_method();
+MergeMethod ensemble_method();
+MergeMethod dense_method();
+
+}  // namespace btx

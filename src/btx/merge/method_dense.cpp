@@ -1,0 +1,63 @@
+// `dense`: the compute-matched baseline. The seed keeps training on the balanced mixture of all
+// training domains for as many tokens as the experts used in total (plus --extra-tokens, e.g. a
+// routed model's finetuning), so every method is compared at the same training compute.
+#include <spdlog/spdlog.h>
+
+#include "btx/data/shards.h"
+#include "btx/merge/method.h"
+#include "btx/train/trainer.h"
+#include "btx/util/error.h"
+
+namespace btx {
+
+MergeMethod dense_method() {
+  MergeMethod m;
+  m.name = "dense";
+  m.description =
+      "the seed trained further on the balanced mixture for the experts' total tokens: the "
+      "compute-matched dense baseline";
+  m.paper = "Li et al. 2022, Branch-Train-Merge (arXiv:2208.03306), the TRANSFORMER-LM baseline";
+  m.params = {
+      {"extra-tokens",
+       "tokens added to the experts' total (e.g. a routed model's finetuning)",
+       "0",
+       {}},
+  };
+  m.trains = true;
+  m.build = [](const MergeContext& ctx, const fs::path& out) {
+    const int64_t extra = ctx.integer("extra-tokens");
+    BTX_CHECK(extra >= 0, "--extra-tokens must be >= 0, got {}", extra);
+    int64_t matched = extra;
+    nlohmann::json per_expert = nlohmann::json::object();
+    for (const auto& e : ctx.experts) {
+      matched += e.tokens;
+      per_expert[e.name] = e.tokens;
+    }
+    TrainConfig t = ctx.config.experts.train;
+    const int64_t per_step = t.batch_size * t.seq_len * t.grad_accum;
+    t.steps = (matched + per_step - 1) / per_step;
+    t.domain_weights.clear();  // the balanced mixture of every training domain
+    BTX_CHECK(t.steps >= 1, "dense baseline: the experts used no tokens");
+    spdlog::info("dense baseline: {} tokens to match ({} steps of {} tokens)", matched, t.steps,
+                 per_step);
+    TrainJob job;
+    job.name = ctx.output_name;
+    job.out_dir = out;
+    job.init_from = ctx.run.seed();
+    job.model = ctx.config.model;
+    job.train = t;
+    job.seed = derive_seed(ctx.config.seed, "dense/" + ctx.output_name);
+    job.data_dir = ctx.run.data();
+    job.resume = ctx.resume;
+    const TrainResult r = train(job);
+    BTX_CHECK(r.finished || r.skipped,
+              "dense baseline stopped before its last step; run the "
+              "merge again with --resume");
+    return nlohmann::json{
+        {"kind", "checkpoint"},  {"matched_tokens", matched}, {"expert_tokens", per_expert},
+        {"extra_tokens", extra}, {"steps", t.steps},          {"tokens", t.steps * per_step}};
+  };
+  return m;
+}
+
+}  // namespace btx

@@ -1,0 +1,20 @@
+// Any model btx can evaluate, as a Scorer: a checkpoint folder (seed, expert, dense merges), or a
+// merged description that is loaded with its experts (the ensemble, the per-domain posterior
+// average). Experts named by a description are checked against the sha256 recorded at merge
+// time, so an expert retrained since is noticed instead of silently mixed.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "btx/eval/scorer.h"
+
+namespace btx {
+
+std::unique_ptr<Scorer> open_scorer(const std::filesystem::path& dir);
+
+// merge.json of a merged folder, or null for a plain checkpoint folder.
+nlohmann::json read_merge_manifest(const std::filesystem::path& dir);
+
+}  // namespace btx

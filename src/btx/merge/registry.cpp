@@ -1,0 +1,233 @@
+// The merge registry (the explicit list of methods) and what every merge shares: parameter
+// validation, the experts' checks, provenance in merge.json, and skipping up-to-date merges.
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+
+#include "btx/merge/method.h"
+#include "btx/pipeline/experts.h"
+#include "btx/train/checkpoint.h"
+#include "btx/util/error.h"
+#include "btx/util/fs.h"
+
+namespace btx {
+
+const std::vector<MergeMethod>& merge_methods() {
+  static const std::vector<MergeMethod> methods = {
+      average_method(),
+      weighted_average_method(),
+      ensemble_method(),
+      dense_method(),
+  };
+  return methods;
+}
+
+const MergeMethod& find_merge_method(const std::string& name) {
+  std::vector<std::string> names;
+  for (const auto& m : merge_methods()) {
+    if (m.name == name) return m;
+    names.push_back(m.name);
+  }
+  fail("unknown merge method '{}' (the methods: {})", name, fmt::join(names, ", "));
+}
+
+fs::path merged_dir(const RunDir& run, const std::string& name) {
+  return run.root / "merged" / name;
+}
+
+// ---- MergeContext ---------------------------------------------------------------------------
+
+const std::string& MergeContext::str(const std::string& name) const {
+  auto it = params.find(name);
+  BTX_CHECK(it != params.end(), "merge: method has no parameter '{}'", name);
+  return it->second;
+}
+
+bool MergeContext::has(const std::string& name) const {
+  auto it = params.find(name);
+  return it != params.end() && !it->second.empty();
+}
+
+int64_t MergeContext::integer(const std::string& name) const {
+  const std::string& v = str(name);
+  size_t used = 0;
+  int64_t x = 0;
+  try {
+    x = std::stoll(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  BTX_CHECK(!v.empty() && used == v.size(), "--{}: expected an integer, got '{}'", name, v);
+  return x;
+}
+
+double MergeContext::real(const std::string& name) const {
+  const std::string& v = str(name);
+  size_t used = 0;
+  double x = 0;
+  try {
+    x = std::stod(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  BTX_CHECK(!v.empty() && used == v.size() && std::isfinite(x), "--{}: expected a number, got '{}'",
+            name, v);
+  return x;
+}
+
+std::vector<fs::path> MergeContext::expert_dirs() const {
+  std::vector<fs::path> out;
+  for (const auto& e : experts) out.push_back(e.dir);
+  return out;
+}
+
+std::vector<std::string> MergeContext::expert_names() const {
+  std::vector<std::string> out;
+  for (const auto& e : experts) out.push_back(e.name);
+  return out;
+}
+
+// ---- experts --------------------------------------------------------------------------------
+
+namespace {
+nlohmann::json read_json_file(const fs::path& file) {
+  try {
+    return nlohmann::json::parse(read_file(file));
+  } catch (const nlohmann::json::parse_error& e) {
+    fail("{}: invalid JSON ({})", file.string(), e.what());
+  }
+}
+
+// The first config key whose value differs, as "key a vs b".
+std::string config_difference(const fs::path& a, const fs::path& b) {
+  const auto ja = model_config_to_json(load_model_config(a));
+  const auto jb = model_config_to_json(load_model_config(b));
+  for (const auto& [key, value] : ja.items()) {
+    if (!jb.contains(key) || jb[key] != value) {
+      return fmt::format("{} {} vs {}", key, value.dump(), jb.value(key, nlohmann::json()).dump());
+    }
+  }
+  return "";
+}
+}  // namespace
+
+std::vector<MergeExpert> trained_experts(const RunDir& run) {
+  const auto specs = list_experts(run);
+  BTX_CHECK(!specs.empty(), "{} has no experts (`btx branch --run {}` creates them)",
+            run.root.string(), run.root.string());
+  std::vector<MergeExpert> out;
+  std::string seed_sha, seed_of;
+  for (const auto& spec : specs) {
+    const fs::path dir = expert_dir(run, spec.name);
+    const auto state = load_train_state(dir);
+    BTX_CHECK(state && state->done,
+              "expert '{}' has not finished training ({}): merging needs every expert trained "
+              "(`btx train --run {} --expert {}`)",
+              spec.name, state ? fmt::format("at step {}", state->step) : "not started",
+              run.root.string(), spec.name);
+    const auto init = read_json_file(dir / "expert.json").value("init", nlohmann::json::object());
+    const std::string sha = init.value("seed_sha256", "");
+    if (!sha.empty()) {
+      if (seed_sha.empty()) {
+        seed_sha = sha;
+        seed_of = spec.name;
+      }
+      BTX_CHECK(sha == seed_sha,
+                "experts '{}' and '{}' were branched from different seeds (seed sha256 {}... vs "
+                "{}...): averaging or mixing them is meaningless",
+                seed_of, spec.name, seed_sha.substr(0, 12), sha.substr(0, 12));
+    }
+    if (!out.empty()) {
+      const std::string diff = config_difference(out.front().dir, dir);
+      BTX_CHECK(diff.empty(), "experts '{}' and '{}' have different architectures ({})",
+                out.front().name, spec.name, diff);
+    }
+    out.push_back({spec.name, dir, sha256_file(dir / "model.safetensors"), state->tokens});
+  }
+  return out;
+}
+
+// ---- run_merge ------------------------------------------------------------------------------
+
+nlohmann::json run_merge(const RunDir& run, const MergeRequest& request) {
+  const MergeMethod& method = find_merge_method(request.method);
+  MergeContext ctx;
+  ctx.run = run;
+  ctx.config = load_run(run);
+  ctx.resume = request.resume;
+  ctx.output_name = request.output_name.empty() ? method.name : request.output_name;
+  BTX_CHECK(ctx.output_name.find('/') == std::string::npos && ctx.output_name != "." &&
+                ctx.output_name != "..",
+            "--name '{}' must be a plain folder name", ctx.output_name);
+
+  // Parameters: only the method's own, each checked against its choices; defaults filled in.
+  std::vector<std::string> own;
+  for (const auto& p : method.params) own.push_back("--" + p.name);
+  for (const auto& [name, value] : request.params) {
+    const bool known = std::any_of(method.params.begin(), method.params.end(),
+                                   [&](const MergeParam& p) { return p.name == name; });
+    BTX_CHECK(known, "--{} does not apply to method '{}' (its parameters: {})", name, method.name,
+              own.empty() ? std::string("none") : fmt::format("{}", fmt::join(own, ", ")));
+  }
+  for (const auto& p : method.params) {
+    auto it = request.params.find(p.name);
+    const std::string value = it != request.params.end() ? it->second : p.default_value;
+    if (!p.choices.empty() && !value.empty()) {
+      BTX_CHECK(std::find(p.choices.begin(), p.choices.end(), value) != p.choices.end(),
+                "--{} '{}' is not one of: {}", p.name, value, fmt::join(p.choices, ", "));
+    }
+    ctx.params[p.name] = value;
+  }
+  ctx.experts = trained_experts(run);
+
+  nlohmann::json provenance = {{"method", method.name}, {"params", ctx.params}};
+  nlohmann::json experts = nlohmann::json::array();
+  for (const auto& e : ctx.experts) {
+    experts.push_back({{"name", e.name},
+                       {"path", fs::relative(e.dir, merged_dir(run, ctx.output_name)).string()},
+                       {"sha256", e.sha256},
+                       {"tokens", e.tokens}});
+  }
+  provenance["experts"] = experts;
+
+  const fs::path out = merged_dir(run, ctx.output_name);
+  const fs::path manifest = out / "merge.json";
+  recover_dir(out);
+  if (fs::exists(manifest) && !request.force) {
+    const auto have = read_json_file(manifest);
+    const bool same = have.value("method", "") == provenance["method"] &&
+                      have.value("params", nlohmann::json()) == provenance["params"] &&
+                      have.value("experts", nlohmann::json()) == provenance["experts"];
+    BTX_CHECK(same,
+              "{} was made with a different method, parameters or experts; pass --force to "
+              "rebuild it, or --name to keep both",
+              out.string());
+    spdlog::info("merge '{}': {} is up to date", ctx.output_name, out.string());
+    return have;
+  }
+
+  auto finish = [&](const nlohmann::json& result, const fs::path& dir) {
+    nlohmann::json j = provenance;
+    j["format_version"] = 1;
+    j["name"] = ctx.output_name;
+    j["description"] = method.description;
+    j["paper"] = method.paper;
+    j["kind"] = result.value("kind", "checkpoint");
+    j["result"] = result;
+    write_file_atomic(dir / "merge.json", j.dump(2));
+    return j;
+  };
+  spdlog::info("merge '{}': {} of {} experts into {}", ctx.output_name, method.name,
+               ctx.experts.size(), out.string());
+  nlohmann::json written;
+  if (method.trains) {
+    if (request.force) fs::remove_all(out);
+    written = finish(method.build(ctx, out), out);
+  } else {
+    write_dir_atomic(out,
+                     [&](const fs::path& tmp) { written = finish(method.build(ctx, tmp), tmp); });
+  }
+  return written;
+}
+
+}  // namespace btx

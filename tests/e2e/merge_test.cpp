@@ -1,0 +1,244 @@
+// Combining experts end to end at tiny size, through the btx binary: every routing-free method
+// (average, weighted-average, ensemble, dense) builds and evaluates with one command and one JSON
+// shape, on training and novel domains; identical experts give the original back; the dense
+// baseline spends exactly the experts' tokens; bad input is refused with nothing written.
+#include <gtest/gtest.h>
+
+#include "btx/io/safetensors.h"
+#include "btx/pipeline/experts.h"
+#include "btx/train/checkpoint.h"
+#include "e2e_util.h"
+#include "tiny_corpus.h"
+
+namespace btx {
+namespace {
+
+using testing::run_btx;
+
+nlohmann::json read_json(const fs::path& p) {
+  return nlohmann::json::parse(read_file(p));
+}
+
+class MergeTest : public ::testing::Test {
+ protected:
+  // One trained forest (seed 40 steps, 3 experts x 30 steps) shared by the tests of this file.
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir("btx-merge");
+    auto corpus = testing::make_tiny_corpus(dir_->path() / "corpus", 80'000);
+    testing::write_text(dir_->path() / "run.toml", testing::tiny_run_config(corpus, 40, 30));
+    testing::write_text(dir_->path() / "other" / "glossary.txt",
+                        testing::tagged_lines('g', testing::kDictWords, 40'000, 5));
+    const std::string run = (dir_->path() / "trained").string();
+    for (const std::string& cmd :
+         {"seed --config " + (dir_->path() / "run.toml").string() + " --run " + run,
+          "branch --run " + run, "launch --run " + run + " --jobs 2"}) {
+      auto r = run_btx(cmd);
+      ASSERT_EQ(r.code, 0) << cmd << "\n" << r.output;
+    }
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  RunDir fresh_run(const std::string& name) {
+    const fs::path to = dir_->path() / name;
+    fs::copy(dir_->path() / "trained", to, fs::copy_options::recursive);
+    return RunDir{to};
+  }
+  static RunDir trained() { return RunDir{dir_->path() / "trained"}; }
+  static fs::path other_text() { return dir_->path() / "other"; }
+  static testing::TempDir* dir_;
+};
+testing::TempDir* MergeTest::dir_ = nullptr;
+
+TEST_F(MergeTest, EveryMethodBuildsAndEvaluatesTheSameWay) {
+  RunDir run = fresh_run("all");
+  const std::string r_ = " --run " + run.root.string();
+  for (const std::string& args :
+       {std::string("--method average"), std::string("--method weighted-average --target each"),
+        std::string("--method weighted-average --target prose --name wa-prose"),
+        std::string("--method ensemble --top-k 1 --name ensemble-top1"),
+        std::string("--method ensemble --prior updating --name ensemble-updating"),
+        std::string("--method dense")}) {
+    auto r = run_btx("merge" + r_ + " " + args);
+    ASSERT_EQ(r.code, 0) << args << "\n" << r.output;
+  }
+  // The dense baseline spends exactly the experts' tokens: 3 experts x 30 steps x 8 x 32.
+  const auto dense = read_json(run.root / "merged/dense/merge.json");
+  EXPECT_EQ(dense["result"]["matched_tokens"].get<int64_t>(), 3 * 30 * 8 * 32);
+  EXPECT_EQ(load_train_state(run.root / "merged/dense")->tokens, 3 * 30 * 8 * 32);
+  int64_t sum = 0;
+  for (const auto& e : dense["experts"]) sum += e["tokens"].get<int64_t>();
+  EXPECT_EQ(sum, 3 * 30 * 8 * 32);
+  // The posterior weights on prose favour the prose expert and sum to 1.
+  const auto w = read_json(run.root / "merged/wa-prose/merge.json")["result"]["weights"];
+  EXPECT_NEAR(w["code"].get<double>() + w["prose"].get<double>() + w["verse"].get<double>(), 1.0,
+              1e-9);
+  EXPECT_GT(w["prose"].get<double>(), w["code"].get<double>());
+
+  // One eval command for all of them, on the run's domains plus a folder of other text.
+  const std::vector<std::string> models = {"seed",
+                                           "merged/average",
+                                           "merged/weighted-average",
+                                           "merged/wa-prose",
+                                           "merged/ensemble-top1",
+                                           "merged/ensemble-updating",
+                                           "merged/dense"};
+  std::string list;
+  for (const auto& m : models) list += (list.empty() ? "" : ",") + m;
+  auto r = run_btx("eval" + r_ + " --model " + list + " --novel " + other_text().string());
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("glossary*"), std::string::npos) << r.output;  // comparison table
+  const auto seed = read_json(run.eval("seed"));
+  for (const auto& m : models) {
+    const std::string name = fs::path(m).filename().string();
+    const auto e = read_json(run.eval(name));
+    EXPECT_EQ(e["model"], name);
+    for (const auto& key : {"domains", "params_total", "params_active", "flops_per_token",
+                            "summary", "seq_len", "split"}) {
+      EXPECT_TRUE(e.contains(key)) << name << " lacks " << key;
+    }
+    for (const auto& [d, v] : seed["domains"].items()) {
+      ASSERT_TRUE(e["domains"].contains(d)) << name << " lacks domain " << d;
+      EXPECT_EQ(e["domains"][d]["tokens"], v["tokens"]) << name << " " << d;  // the same data
+      EXPECT_EQ(e["domains"][d]["novel"], v["novel"]);
+      EXPECT_GT(e["domains"][d]["ppl"].get<double>(), 1.0);
+    }
+    EXPECT_TRUE(e["domains"]["glossary"]["novel"].get<bool>());
+  }
+  // Cost: the top-1 ensemble runs one expert of three; updating runs all three.
+  const auto top1 = read_json(run.eval("ensemble-top1"));
+  EXPECT_EQ(top1["params_total"].get<int64_t>(), 3 * seed["params_total"].get<int64_t>());
+  EXPECT_EQ(top1["params_active"], seed["params_active"]);
+  EXPECT_EQ(top1["flops_per_token"], seed["flops_per_token"]);
+  EXPECT_EQ(read_json(run.eval("ensemble-updating"))["params_active"], top1["params_total"]);
+  // The cached prior of each domain is recorded, and on a training domain it picks its expert.
+  EXPECT_EQ(top1["domains"]["code"]["model"]["experts_run"], nlohmann::json::array({"code"}));
+  EXPECT_EQ(top1["domains"]["verse"]["model"]["experts_run"], nlohmann::json::array({"verse"}));
+
+  // Building again is a no-op; other parameters under the same name need --force.
+  r = run_btx("merge" + r_ + " --method average");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("up to date"), std::string::npos) << r.output;
+  r = run_btx("merge" + r_ + " --method ensemble --top-k 2 --name ensemble-top1");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("--force"), std::string::npos) << r.output;
+}
+
+TEST_F(MergeTest, IdenticalExpertsGiveTheOriginalBack) {
+  RunDir run = fresh_run("identical");
+  const fs::path code = expert_dir(run, "code");
+  for (const char* other : {"prose", "verse"}) {
+    fs::copy_file(code / "model.safetensors", expert_dir(run, other) / "model.safetensors",
+                  fs::copy_options::overwrite_existing);
+  }
+  const std::string r_ = " --run " + run.root.string();
+  for (const std::string& args :
+       {std::string("--method average"),
+        std::string("--method weighted-average --weights code=0.5,prose=0.3,verse=0.2"),
+        std::string("--method weighted-average --target verse --name wa-verse"),
+        std::string("--method ensemble --name ens"),
+        std::string("--method ensemble --prior updating --top-k 2 --name ens-upd")}) {
+    auto r = run_btx("merge" + r_ + " " + args);
+    ASSERT_EQ(r.code, 0) << args << "\n" << r.output;
+  }
+  const auto original = load_safetensors(code / "model.safetensors").tensors;
+  for (const char* m : {"average", "weighted-average", "wa-verse"}) {
+    const auto merged = load_safetensors(run.root / "merged" / m / "model.safetensors").tensors;
+    ASSERT_EQ(merged.size(), original.size());
+    for (const auto& [name, t] : original) {
+      EXPECT_TRUE(torch::equal(merged.at(name), t)) << m << " " << name;
+    }
+  }
+  auto r = run_btx("eval" + r_ + " --model experts/code,merged/ens,merged/ens-upd");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto single = read_json(run.eval("expert-code"));
+  for (const char* m : {"ens", "ens-upd"}) {
+    const auto e = read_json(run.eval(m));
+    for (const auto& [d, v] : single["domains"].items()) {
+      EXPECT_NEAR(e["domains"][d]["loss"].get<double>(), v["loss"].get<double>(), 1e-5)
+          << m << " " << d;
+    }
+  }
+}
+
+TEST_F(MergeTest, BadInputIsRefusedAndWritesNothing) {
+  const std::string r_ = " --run " + trained().root.string();
+  auto expect_error = [&](const std::string& args, const std::string& says) {
+    auto r = run_btx("merge" + r_ + " " + args + " --name bad");
+    EXPECT_NE(r.code, 0) << args;
+    EXPECT_NE(r.output.find(says), std::string::npos) << args << "\n" << r.output;
+    EXPECT_FALSE(fs::exists(trained().root / "merged" / "bad")) << args;
+  };
+  expect_error("--method soup", "the methods: average, weighted-average, ensemble, dense");
+  expect_error("--method average --top-k 2", "--top-k does not apply to method 'average'");
+  expect_error("--method weighted-average", "exactly one of --weights");
+  expect_error("--method weighted-average --weights code=1,prose=1",
+               "expert 'verse' has no weight");
+  expect_error("--method weighted-average --weights code=1,prose=1,verse=1,poetry=1",
+               "no expert 'poetry'");
+  expect_error("--method weighted-average --weights code=1,prose=-1,verse=1", "negative");
+  expect_error("--method weighted-average --weights code=0,prose=0,verse=0",
+               "all weights are zero");
+  expect_error("--method weighted-average --target legal", "domain 'legal' is neither");
+  expect_error("--method ensemble --top-k 4", "top-k 4 is larger than the number of experts (3)");
+  expect_error("--method ensemble --top-k 1 --prior uniform", "uniform prior every expert ties");
+  expect_error("--method ensemble --prior sometimes", "is not one of: uniform, updating, cached");
+  expect_error("--method ensemble --top-k two", "--top-k: expected an integer, got 'two'");
+
+  // Experts that cannot be merged: unfinished, from another seed, of another shape.
+  {
+    RunDir run = fresh_run("unfinished");
+    auto s = read_json(expert_dir(run, "verse") / "state.json");
+    s["done"] = false;
+    write_file_atomic(expert_dir(run, "verse") / "state.json", s.dump());
+    auto r = run_btx("merge --run " + run.root.string() + " --method average");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.output.find("expert 'verse' has not finished training"), std::string::npos)
+        << r.output;
+    EXPECT_FALSE(fs::exists(run.root / "merged" / "average"));
+  }
+  {
+    RunDir run = fresh_run("reseeded");
+    auto j = read_json(expert_dir(run, "verse") / "expert.json");
+    j["init"]["seed_sha256"] = std::string(64, 'a');
+    write_file_atomic(expert_dir(run, "verse") / "expert.json", j.dump());
+    auto r = run_btx("merge --run " + run.root.string() + " --method average");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.output.find("experts 'code' and 'verse' were branched from different seeds"),
+              std::string::npos)
+        << r.output;
+  }
+  {
+    RunDir run = fresh_run("reshaped");
+    auto j = read_json(expert_dir(run, "prose") / "config.json");
+    j["intermediate_size"] = 64;
+    write_file_atomic(expert_dir(run, "prose") / "config.json", j.dump());
+    auto r = run_btx("merge --run " + run.root.string() + " --method average");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.output.find("experts 'code' and 'prose' have different architectures "
+                            "(intermediate_size 96 vs 64)"),
+              std::string::npos)
+        << r.output;
+  }
+  // An ensemble whose expert went missing or changed after the merge.
+  {
+    RunDir run = fresh_run("ensemble-later");
+    ASSERT_EQ(run_btx("merge --run " + run.root.string() + " --method ensemble").code, 0);
+    fs::copy_file(expert_dir(run, "code") / "model.safetensors",
+                  expert_dir(run, "prose") / "model.safetensors",
+                  fs::copy_options::overwrite_existing);
+    auto r = run_btx("eval --run " + run.root.string() + " --model merged/ensemble");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.output.find("expert 'prose'"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("changed since the merge"), std::string::npos) << r.output;
+    fs::copy_file(expert_dir(trained(), "prose") / "model.safetensors",
+                  expert_dir(run, "prose") / "model.safetensors",
+                  fs::copy_options::overwrite_existing);
+    fs::remove_all(expert_dir(run, "verse"));
+    r = run_btx("eval --run " + run.root.string() + " --model merged/ensemble");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.output.find("expert 'verse' is missing"), std::string::npos) << r.output;
+    EXPECT_FALSE(fs::exists(run.eval("ensemble")));
+  }
+}
+
+}  // namespace
+}  // namespace btx
