@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The README's main command: install what is needed, build, make the real corpus from Debian's
-# packages, and run the study at tiny size on the CPU: tokenizer, seed, one expert per domain.
-# Re-running continues where it stopped.
+# packages, and run the study at tiny size on the CPU: tokenizer, seed, one expert per domain,
+# the routing-free combinations (average, weighted average, BTM ensemble) and the compute-matched
+# dense baseline, all evaluated on the same data, ending with the comparison table.
+# Re-running continues where it stopped (finished merges are skipped).
 #   BTX_CONFIG  run config (default configs/tiny.toml)    BTX_RUN  run folder (default runs/tiny)
 #   BTX_JOBS    experts trained at once (default 2: measured fastest on 2 cores, see
 #               docs/benchmarks.md)
@@ -23,3 +25,11 @@ build/btx seed --config "$CONFIG" --run "$RUN" --resume
 build/btx branch --run "$RUN"
 build/btx launch --run "$RUN" --jobs "${BTX_JOBS:-2}"
 build/btx status --run "$RUN"
+build/btx merge --run "$RUN" --method average
+build/btx merge --run "$RUN" --method weighted-average --target each
+build/btx merge --run "$RUN" --method ensemble --top-k 1 --name ensemble-top1
+build/btx merge --run "$RUN" --method ensemble --top-k 2 --name ensemble-top2
+build/btx merge --run "$RUN" --method ensemble --name ensemble-all
+build/btx merge --run "$RUN" --method dense --resume
+build/btx eval --run "$RUN" --model seed,merged/dense,merged/average,merged/weighted-average,\
+merged/ensemble-top1,merged/ensemble-top2,merged/ensemble-all | sed -n '/^model /,$p'

@@ -100,6 +100,7 @@ EvalOptions run_eval_options(const RunConfig& c, const std::string& split) {
   o.split = split;
   o.seq_len = c.seed_train.seq_len;
   o.batch_size = c.seed_train.batch_size;
+  o.novel_max_tokens = c.data.test_tokens;  // as many as a training domain's test split
   return o;
 }
 
