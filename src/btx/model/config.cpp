@@ -10,8 +10,19 @@ void ModelConfig::validate(const std::string& where) const {
   auto positive = [&](const char* key, int64_t v) {
     BTX_CHECK(v > 0, "{}: {} must be positive, got {}", where, key, v);
   };
-  BTX_CHECK(model_type == "llama", "{}: model_type '{}' is not supported (expected \"llama\")",
-            where, model_type);
+  BTX_CHECK(model_type == "llama" || model_type == "mixtral",
+            "{}: model_type '{}' is not supported (expected \"llama\" or \"mixtral\")", where,
+            model_type);
+  if (is_moe()) {
+    positive("num_local_experts", num_local_experts);
+    BTX_CHECK(router_mode == "top-k" || router_mode == "soft" || router_mode == "sample",
+              "{}: router_mode '{}' is not one of top-k, soft, sample", where, router_mode);
+    BTX_CHECK(num_experts_per_tok >= 1 && num_experts_per_tok <= num_local_experts,
+              "{}: num_experts_per_tok {} must be between 1 and num_local_experts {}", where,
+              num_experts_per_tok, num_local_experts);
+    BTX_CHECK(router_aux_loss_coef >= 0 && router_z_loss_coef >= 0,
+              "{}: router_aux_loss_coef and router_z_loss_coef must be >= 0", where);
+  }
   positive("vocab_size", vocab_size);
   positive("hidden_size", hidden_size);
   positive("intermediate_size", intermediate_size);
@@ -66,7 +77,7 @@ bool ModelConfig::operator==(const ModelConfig& o) const {
 
 nlohmann::json model_config_to_json(const ModelConfig& c) {
   nlohmann::json j = nlohmann::json::object();
-  j["architectures"] = {"LlamaForCausalLM"};
+  j["architectures"] = {c.is_moe() ? "MixtralForCausalLM" : "LlamaForCausalLM"};
   JsonWriter w{&j};
   const_cast<ModelConfig&>(c).visit(w);
   j["hidden_act"] = "silu";

@@ -10,7 +10,7 @@
 namespace btx {
 
 struct ModelConfig {
-  std::string model_type = "llama";  // "llama" (dense SwiGLU FFN); later kinds add FFN slots
+  std::string model_type = "llama";  // "llama": dense SwiGLU FFN; "mixtral": MoE FFN (moe.h)
   int64_t vocab_size = 0;            // 0 in a run config: taken from the tokenizer
   int64_t hidden_size = 128;         // C
   int64_t intermediate_size = 352;   // SwiGLU inner width
@@ -24,6 +24,12 @@ struct ModelConfig {
   double initializer_range = 0.02;
   int64_t bos_token_id = 1;
   int64_t eos_token_id = 2;
+  // Mixture of experts ("mixtral"; HF Mixtral keys, plus btx's router_mode and z-loss).
+  int64_t num_local_experts = 0;       // N experts per layer
+  int64_t num_experts_per_tok = 2;     // k of top-k routing
+  std::string router_mode = "top-k";   // top-k | soft (all experts) | sample (per sequence)
+  double router_aux_loss_coef = 0.01;  // Switch load-balancing weight alpha (0: none)
+  double router_z_loss_coef = 0.0;     // router z-loss weight (0: none)
 
   template <typename V>
   void visit(V& v) {
@@ -41,7 +47,14 @@ struct ModelConfig {
     v.field("initializer_range", initializer_range);
     v.field("bos_token_id", bos_token_id);
     v.field("eos_token_id", eos_token_id);
+    v.field("num_local_experts", num_local_experts);
+    v.field("num_experts_per_tok", num_experts_per_tok);
+    v.field("router_mode", router_mode);
+    v.field("router_aux_loss_coef", router_aux_loss_coef);
+    v.field("router_z_loss_coef", router_z_loss_coef);
   }
+
+  bool is_moe() const { return model_type == "mixtral"; }
 
   int64_t head_dim() const { return hidden_size / num_attention_heads; }  // D
   // Throws btx::Error naming the offending key (`where` prefixes it, e.g. the file).

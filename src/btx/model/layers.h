@@ -49,6 +49,8 @@ struct FeedForwardImpl : torch::nn::Module {
   virtual const char* hf_name() const = 0;
   // Parameters a token actually uses (== all of them for a dense FFN).
   virtual int64_t active_params() const;
+  // Auxiliary training loss of the last forward (an MoE's load balancing), undefined if none.
+  virtual torch::Tensor aux_loss() const { return {}; }
 };
 
 // down(silu(gate(x)) * up(x)).

@@ -1,9 +1,16 @@
 #include "btx/model/llama.h"
 
+#include "btx/model/moe.h"
+
 namespace btx {
 
 std::shared_ptr<FeedForwardImpl> dense_ffn(const ModelConfig& c, int64_t /*layer*/) {
   return std::make_shared<SwiGluMlpImpl>(c.hidden_size, c.intermediate_size);
+}
+
+std::shared_ptr<FeedForwardImpl> config_ffn(const ModelConfig& c, int64_t layer) {
+  if (c.is_moe()) return std::make_shared<MoeFfnImpl>(c);
+  return dense_ffn(c, layer);
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, std::shared_ptr<FeedForwardImpl> f) {
@@ -63,6 +70,15 @@ void CausalLMImpl::init_weights() {
       p.value().normal_(0.0, std);
     }
   }
+}
+
+torch::Tensor CausalLMImpl::aux_loss() const {
+  torch::Tensor total;
+  for (const auto& layer : *model->layers) {
+    auto a = layer->as<DecoderLayerImpl>()->ffn->aux_loss();
+    if (a.defined()) total = total.defined() ? total + a : a;
+  }
+  return total;
 }
 
 int64_t CausalLMImpl::num_params() const {

@@ -18,6 +18,8 @@ using FfnFactory =
     std::function<std::shared_ptr<FeedForwardImpl>(const ModelConfig&, int64_t layer)>;
 // The dense SwiGLU FFN of the seed and the experts.
 std::shared_ptr<FeedForwardImpl> dense_ffn(const ModelConfig& c, int64_t layer);
+// The FFN the config names: dense for "llama", the MoE FFN (moe.h) for "mixtral".
+std::shared_ptr<FeedForwardImpl> config_ffn(const ModelConfig& c, int64_t layer);
 
 struct DecoderLayerImpl : torch::nn::Module {
   DecoderLayerImpl(const ModelConfig& c, std::shared_ptr<FeedForwardImpl> ffn);
@@ -40,12 +42,15 @@ struct LlamaModelImpl : torch::nn::Module {
 TORCH_MODULE(LlamaModel);
 
 struct CausalLMImpl : torch::nn::Module {
-  explicit CausalLMImpl(const ModelConfig& c, const FfnFactory& make_ffn = dense_ffn);
+  explicit CausalLMImpl(const ModelConfig& c, const FfnFactory& make_ffn = config_ffn);
   torch::Tensor forward(const torch::Tensor& ids /* (B, T) */);  // -> logits (B, T, V)
   // Draws fresh weights (normal(0, initializer_range), norms 1) from torch's global generator.
   void init_weights();
   int64_t num_params() const;
   int64_t num_active_params() const;
+  // Sum of the layers' auxiliary losses of the last training forward (MoE load balancing);
+  // undefined when there are none.
+  torch::Tensor aux_loss() const;
   const ModelConfig& config() const { return model->config; }
 
   LlamaModel model{nullptr};

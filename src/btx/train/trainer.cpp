@@ -10,6 +10,7 @@
 #include "btx/data/sampler.h"
 #include "btx/data/shards.h"
 #include "btx/eval/evaluate.h"
+#include "btx/model/moe.h"
 #include "btx/train/adamw.h"
 #include "btx/train/checkpoint.h"
 #include "btx/train/distributed.h"
@@ -99,6 +100,17 @@ void check_same_state(const DistributedContext& dist, const std::optional<TrainS
       job.name, job.out_dir.string(), describe(theirs), other);
 }
 
+// Per MoE layer, the fraction of the last micro-batch's tokens routed to each expert.
+nlohmann::json expert_usage(const CausalLM& model) {
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& layer : *model->model->layers) {
+    auto* moe = dynamic_cast<MoeFfnImpl*>(layer->as<DecoderLayerImpl>()->ffn.get());
+    if (moe == nullptr || !moe->last_routing()) continue;
+    auto u = moe->last_usage();
+    layers.push_back(std::vector<double>(u.data_ptr<double>(), u.data_ptr<double>() + u.numel()));
+  }
+  return layers;
+}
 }  // namespace
 
 TrainResult train(const TrainJob& job) {
@@ -212,13 +224,20 @@ TrainResult train(const TrainJob& job) {
   int64_t interval_tokens = 0;
   while (step < t.steps) {
     opt.zero_grad();
-    double loss_sum = 0;
+    double loss_sum = 0, aux_sum = 0;
+    bool has_aux = false;
     for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
       auto batch = sampler.rows(step * t.grad_accum + micro, first_row,
                                 first_row + rows);  // (B/W, T+1)
       // The mean over this rank's rows; averaged over ranks below, the mean over the batch.
       auto loss = lm_loss(model, batch);
-      (loss / static_cast<double>(t.grad_accum)).backward();
+      auto objective = loss;
+      if (auto aux = model->aux_loss(); aux.defined()) {  // MoE load balancing
+        objective = loss + aux;
+        aux_sum += aux.item<double>();
+        has_aux = true;
+      }
+      (objective / static_cast<double>(t.grad_accum)).backward();
       loss_sum += loss.item<double>();
     }
     allreduce_gradients(dist, params);
@@ -243,12 +262,13 @@ TrainResult train(const TrainJob& job) {
       const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
       const double eta =
           elapsed / static_cast<double>(step - first_step) * static_cast<double>(t.steps - step);
-      metrics.write({{"step", step},
-                     {"loss", loss},
-                     {"lr", lr},
-                     {"grad_norm", grad_norm},
-                     {"tokens", tokens},
-                     {"tokens_per_s", tps}});
+      nlohmann::json record = {{"step", step},           {"loss", loss},     {"lr", lr},
+                               {"grad_norm", grad_norm}, {"tokens", tokens}, {"tokens_per_s", tps}};
+      if (has_aux) {
+        record["aux_loss"] = dist.mean(aux_sum / static_cast<double>(t.grad_accum));
+        record["expert_usage"] = expert_usage(model);
+      }
+      metrics.write(record);
       spdlog::info("[{}] step {}/{} | loss {:.4f} | lr {:.2e} | {:.1f}k tok/s | ETA {}", job.name,
                    step, t.steps, loss, lr, tps / 1000.0, format_duration(eta));
       interval_start = Clock::now();

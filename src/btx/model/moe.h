@@ -1,0 +1,86 @@
+// The mixture-of-experts FFN of Branch-Train-MiX (Sukhbaatar et al. 2024, arXiv:2403.07816), in
+// Hugging Face Mixtral's layout: N SwiGLU experts (w1 = gate, w3 = up, w2 = down) and a linear
+// router `gate` on the hidden state entering the FFN. Routing modes (ModelConfig::router_mode):
+//   top-k   keep the k largest router logits per token, softmax over them (k = 1: Switch);
+//   soft    every expert, weighted by the full softmax;
+//   sample  one choice per sequence: the top-k of the mean of its tokens' logits (BTX's
+//           sample-level routing; not causal, since early tokens see the later ones' logits).
+// Output Σ_i g_i · expert_i(h). Dispatch groups the (token, expert) pairs by expert (a stable
+// sort by expert id), runs one matrix product per expert on its tokens only, and adds the
+// weighted results back with one index_add.
+// Load balancing (Switch, Fedus et al. 2021, arXiv:2101.03961): α · N · Σ_i f_i · P_i with f_i
+// the fraction of tokens whose chosen experts include i and P_i the mean router probability of
+// i; plus an optional router z-loss (ST-MoE): β · mean_t logsumexp(logits_t)². Both are kept by
+// the layer after each forward; CausalLM::aux_loss() sums them over layers.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <optional>
+
+#include "btx/model/config.h"
+#include "btx/model/layers.h"
+
+namespace btx {
+
+// One Mixtral expert: w2(silu(w1 x) * w3 x).
+struct MoeExpertImpl : torch::nn::Module {
+  MoeExpertImpl(int64_t hidden, int64_t inner);
+  torch::Tensor forward(const torch::Tensor& x /* (n, C) */);
+  torch::nn::Linear w1{nullptr}, w2{nullptr}, w3{nullptr};
+};
+TORCH_MODULE(MoeExpert);
+
+// The routing decision for N tokens: which k experts each uses and with which weights.
+struct Routing {
+  torch::Tensor logits;   // (N, E) router logits
+  torch::Tensor probs;    // (N, E) full softmax
+  torch::Tensor experts;  // (N, k) chosen expert ids (int64)
+  torch::Tensor weights;  // (N, k) their gates (sum to 1 per token)
+};
+
+// Top-k of `logits` (N, E) per row, softmax over the kept ones.
+Routing route_top_k(const torch::Tensor& logits, int64_t k);
+// Every expert, weighted by the full softmax (k = E).
+Routing route_soft(const torch::Tensor& logits);
+// Per sequence: top-k of the mean logits of each of B sequences of T tokens (logits (B*T, E)),
+// the same experts and gates for all its tokens.
+Routing route_sample(const torch::Tensor& logits, int64_t B, int64_t T, int64_t k);
+
+// α · E · Σ_i f_i P_i: f_i = fraction of tokens whose chosen experts include i, P_i = mean
+// probability of i. Equals α · k when routing is perfectly balanced.
+torch::Tensor load_balancing_loss(const Routing& r, int64_t num_experts, double alpha);
+// β · mean over tokens of logsumexp(logits)².
+torch::Tensor router_z_loss(const torch::Tensor& logits, double beta);
+
+// Σ_j weights[:, j] · expert_{experts[:, j]}(x) for x (N, C), grouped by expert.
+torch::Tensor dispatch_experts(const torch::nn::ModuleList& experts, const torch::Tensor& x,
+                               const Routing& r);
+
+struct MoeFfnImpl : FeedForwardImpl {
+  explicit MoeFfnImpl(const ModelConfig& c);
+  torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */) override;
+  const char* hf_name() const override { return "block_sparse_moe"; }
+  int64_t active_params() const override;
+  torch::Tensor aux_loss() const override { return aux_loss_; }
+
+  // The same routing applied by hand: (B*T, E) router logits -> the mode's Routing.
+  Routing route(const torch::Tensor& logits, int64_t B, int64_t T) const;
+  // The last forward's routing (for analysis and usage logs), detached.
+  const std::optional<Routing>& last_routing() const { return last_; }
+  // Fraction of the last forward's tokens whose chosen experts include each expert: (E).
+  torch::Tensor last_usage() const;
+
+  torch::nn::Linear gate{nullptr};  // router, (E, C) without bias
+  torch::nn::ModuleList experts;
+  int64_t num_experts, top_k;
+  std::string mode;
+  double aux_coef, z_coef;
+
+ private:
+  torch::Tensor aux_loss_;
+  std::optional<Routing> last_;
+};
+TORCH_MODULE(MoeFfn);
+
+}  // namespace btx
