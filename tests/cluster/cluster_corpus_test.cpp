@@ -11,6 +11,7 @@
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
+#include "model_util.h"
 #include "test_util.h"
 
 namespace btx {
@@ -109,14 +110,7 @@ TEST_F(ClusterCorpusTest, SeedEmbeddingRunsAndAssignsConsistently) {
   t.vocab_size = 400;
   t.sample_bytes_per_domain = 20'000;
   train_tokenizer(t);
-  ModelConfig c;
-  c.vocab_size = 400;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_hidden_layers = 1;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 64;
+  ModelConfig c = testing::small_model_config(400, 32, 64, 1, 2, 2, 64);
   torch::manual_seed(0);
   CausalLM lm(c);
   save_checkpoint(*dir_ / "seed/ck", {&lm, nullptr, nullptr, {}});

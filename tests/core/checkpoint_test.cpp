@@ -6,21 +6,14 @@
 
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
+#include "model_util.h"
 #include "test_util.h"
 
 namespace btx {
 namespace {
 
 ModelConfig cfg() {
-  ModelConfig c;
-  c.vocab_size = 40;
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 16;
-  return c;
+  return testing::small_model_config(40, 16, 24, 2, 2, 2, 16);
 }
 
 TEST(Checkpoint, SaveLoadIdenticalLogits) {

@@ -3,20 +3,13 @@
 #include <gtest/gtest.h>
 
 #include "btx/model/llama.h"
+#include "model_util.h"
 
 namespace btx {
 namespace {
 
 ModelConfig tiny_config() {
-  ModelConfig c;
-  c.vocab_size = 50;
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 32;
-  return c;
+  return testing::small_model_config(50, 16, 24, 2, 4, 2, 32);
 }
 
 TEST(RMSNorm, HandComputed) {

@@ -8,21 +8,15 @@
 
 #include "btx/model/llama.h"
 #include "btx/util/error.h"
+#include "model_util.h"
 #include "test_util.h"
 
 namespace btx {
 namespace {
 
 ModelConfig moe_config(int64_t experts, int64_t k, const std::string& mode = "top-k") {
-  ModelConfig c;
+  ModelConfig c = testing::small_model_config(30, 8, 12, 2, 2, 2, 16);
   c.model_type = "mixtral";
-  c.vocab_size = 30;
-  c.hidden_size = 8;
-  c.intermediate_size = 12;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 16;
   c.num_local_experts = experts;
   c.num_experts_per_tok = k;
   c.router_mode = mode;

@@ -12,6 +12,7 @@
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
+#include "model_util.h"
 #include "test_util.h"
 
 namespace btx {
@@ -20,14 +21,7 @@ namespace {
 using testing::error_of;
 
 ModelConfig tiny_config() {
-  ModelConfig c;
-  c.vocab_size = 8;
-  c.hidden_size = 4;
-  c.intermediate_size = 8;
-  c.num_hidden_layers = 1;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 2;
-  return c;
+  return testing::small_model_config(8, 4, 8, 1, 2, 2);
 }
 
 // A checkpoint folder holding exactly `tensors` and `config`.
