@@ -1,8 +1,10 @@
-// `btx prepare` and `btx seed`: the run's first stages (tokenizer, token shards, the dense seed).
+// `btx prepare` and `btx seed`: the run's first stages (tokenizer, token shards, the dense seed);
+// `btx finetune`: MoE finetuning of a merged model.
 #include <spdlog/spdlog.h>
 
 #include <iostream>
 
+#include "btx/pipeline/finetune.h"
 #include "btx/pipeline/run_dir.h"
 #include "btx/train/checkpoint.h"
 #include "btx/train/distributed.h"
@@ -72,6 +74,31 @@ std::vector<Command> add_train_commands(CLI::App& app) {
                    }
                    spdlog::info("seed done: {} (test results in {})", run.seed().string(),
                                 run.eval("seed").string());
+                 }});
+
+  struct FinetuneArgs {
+    std::string run, model, train = "all";
+    bool resume = false;
+    int64_t stop_after = 0;
+  };
+  auto f = std::make_shared<FinetuneArgs>();
+  auto* finetune = app.add_subcommand(
+      "finetune",
+      "Finetune a merged MoE model (btx, upcycle) in place on the domain mixture ([finetune])");
+  finetune->add_option("--run", f->run, "Run directory")->required();
+  finetune->add_option("--model", f->model, "The merged model, e.g. merged/btx")->required();
+  finetune->add_option("--train", f->train, "all (BTX) or router (the routers only)")
+      ->check(CLI::IsMember({"all", "router"}))
+      ->capture_default_str();
+  finetune->add_flag("--resume", f->resume, "Continue an interrupted finetuning");
+  finetune->add_option("--stop-after", f->stop_after,
+                       "Stop with a resumable checkpoint after this step");
+  out.push_back({finetune, [f] {
+                   RunDir run{f->run};
+                   const RunConfig c = load_run(run);
+                   fs::path model = f->model;
+                   if (!fs::exists(model) && fs::exists(run.root / model)) model = run.root / model;
+                   finetune_model(run, c, model, f->train, f->resume, f->stop_after);
                  }});
   return out;
 }

@@ -24,17 +24,10 @@ class MergeTest : public ::testing::Test {
   // One trained forest (seed 40 steps, 3 experts x 30 steps) shared by the tests of this file.
   static void SetUpTestSuite() {
     dir_ = new testing::TempDir("btx-merge");
-    auto corpus = testing::make_tiny_corpus(dir_->path() / "corpus", 80'000);
-    testing::write_text(dir_->path() / "run.toml", testing::tiny_run_config(corpus, 40, 30));
+    const std::string failed = testing::make_trained_forest(dir_->path());
+    ASSERT_EQ(failed, "");
     testing::write_text(dir_->path() / "other" / "glossary.txt",
                         testing::tagged_lines('g', testing::kDictWords, 40'000, 5));
-    const std::string run = (dir_->path() / "trained").string();
-    for (const std::string& cmd :
-         {"seed --config " + (dir_->path() / "run.toml").string() + " --run " + run,
-          "branch --run " + run, "launch --run " + run + " --jobs 2"}) {
-      auto r = run_btx(cmd);
-      ASSERT_EQ(r.code, 0) << cmd << "\n" << r.output;
-    }
   }
   static void TearDownTestSuite() { delete dir_; }
   RunDir fresh_run(const std::string& name) {

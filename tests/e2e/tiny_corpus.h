@@ -6,6 +6,7 @@
 #include <random>
 #include <string>
 
+#include "e2e_util.h"
 #include "test_util.h"
 
 namespace btx::testing {
@@ -69,7 +70,24 @@ inline std::string tiny_run_config(const std::filesystem::path& corpus, int step
          "[experts.train]\nsteps = " +
          std::to_string(expert_steps) +
          "\nbatch_size = 8\nseq_len = 32\nlr = 0.005\nmin_lr = 0.0005\nwarmup_steps = 5\n"
-         "eval_every = 10\neval_tokens = 500\nlog_every = 5\ncheckpoint_every = 10\n";
+         "eval_every = 10\neval_tokens = 500\nlog_every = 5\ncheckpoint_every = 10\n"
+         "[finetune]\nsteps = 8\nbatch_size = 8\nseq_len = 32\nlr = 0.003\nmin_lr = 0.0003\n"
+         "warmup_steps = 2\neval_every = 4\neval_tokens = 500\nlog_every = 1\n"
+         "checkpoint_every = 4\n";
+}
+
+// A trained forest under dir/trained: seed (40 steps), one expert per domain (30 steps each).
+// Returns "" or the failing command with its output.
+inline std::string make_trained_forest(const std::filesystem::path& dir) {
+  auto corpus = make_tiny_corpus(dir / "corpus", 80'000);
+  write_text(dir / "run.toml", tiny_run_config(corpus, 40, 30));
+  const std::string run = (dir / "trained").string();
+  for (const std::string& cmd : {"seed --config " + (dir / "run.toml").string() + " --run " + run,
+                                 "branch --run " + run, "launch --run " + run + " --jobs 2"}) {
+    auto r = run_btx(cmd);
+    if (r.code != 0) return cmd + "\n" + r.output;
+  }
+  return "";
 }
 
 }  // namespace btx::testing

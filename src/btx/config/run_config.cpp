@@ -56,6 +56,7 @@ RunConfig run_config_from_table(const toml::table& table, const std::string& whe
   c.model.validate(where + " [model]");
   c.seed_train.validate(where + " [seed]");
   c.experts.train.validate(where + " [experts.train]");
+  c.finetune.validate(where + " [finetune]");
   BTX_CHECK(c.experts.split == "domain" || c.experts.split == "random",
             "{}: experts.split must be \"domain\" or \"random\", got \"{}\"", where,
             c.experts.split);

@@ -139,6 +139,7 @@ struct RunConfig {
   ModelConfig model;
   TrainConfig seed_train;  // [seed]
   ExpertsConfig experts;   // [experts]
+  TrainConfig finetune;    // [finetune]: MoE finetuning of merged models (btx, upcycle)
 
   template <typename V>
   void visit(V& v) {
@@ -157,7 +158,9 @@ struct RunConfig {
     seed_train.visit(s);
     auto e = v.child("experts");
     experts.visit(e);
-    for (auto* child : {&c, &t, &d, &m, &s, &e}) child->finish();
+    auto f = v.child("finetune");
+    finetune.visit(f);
+    for (auto* child : {&c, &t, &d, &m, &s, &e, &f}) child->finish();
     v.finish();
   }
 };

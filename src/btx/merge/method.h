@@ -97,5 +97,7 @@ MergeMethod average_method();
 MergeMethod weighted_average_method();
 MergeMethod ensemble_method();
 MergeMethod dense_method();
+MergeMethod btx_method();
+MergeMethod upcycle_method();
 
 }  // namespace btx

@@ -39,8 +39,8 @@ std::string config_diff(const ModelConfig& a, const ModelConfig& b) {
 }
 
 // Checks the weights; returns their sum.
-double check_weights(const std::vector<WeightedCheckpoint>& inputs, const fs::path& out_dir) {
-  BTX_CHECK(!inputs.empty(), "averaging into {}: no checkpoints given", out_dir.string());
+double check_weights(const std::vector<WeightedCheckpoint>& inputs, const std::string& out_dir) {
+  BTX_CHECK(!inputs.empty(), "averaging into {}: no checkpoints given", out_dir);
   double total = 0;
   std::vector<std::string> dirs;
   for (const auto& in : inputs) {
@@ -51,10 +51,9 @@ double check_weights(const std::vector<WeightedCheckpoint>& inputs, const fs::pa
     total += in.weight;
     dirs.push_back(in.dir.string());
   }
-  BTX_CHECK(total > 0, "averaging into {}: all weights are zero ({})", out_dir.string(),
+  BTX_CHECK(total > 0, "averaging into {}: all weights are zero ({})", out_dir,
             fmt::join(dirs, ", "));
-  BTX_CHECK(std::isfinite(total), "averaging into {}: the weights sum to infinity",
-            out_dir.string());
+  BTX_CHECK(std::isfinite(total), "averaging into {}: the weights sum to infinity", out_dir);
   return total;
 }
 
@@ -164,25 +163,59 @@ torch::Tensor average_tensor(const std::string& name, const TensorSpec& spec,
 
 }  // namespace
 
+struct CheckpointAverager::State {
+  ModelConfig config;
+  std::vector<Input> inputs;
+  TensorLayout layout;
+};
+
+CheckpointAverager::CheckpointAverager(const std::vector<WeightedCheckpoint>& inputs,
+                                       const std::string& what)
+    : state_(std::make_unique<State>()) {
+  const double total = check_weights(inputs, what);
+  state_->inputs = open_inputs(inputs, total, &state_->config);
+  state_->layout = common_layout(state_->inputs);
+}
+
+CheckpointAverager::~CheckpointAverager() = default;
+
+const ModelConfig& CheckpointAverager::config() const {
+  return state_->config;
+}
+const TensorLayout& CheckpointAverager::layout() const {
+  return state_->layout;
+}
+size_t CheckpointAverager::size() const {
+  return state_->inputs.size();
+}
+
+torch::Tensor CheckpointAverager::average(const std::string& name) const {
+  auto it = state_->layout.find(name);
+  BTX_CHECK(it != state_->layout.end(), "no tensor '{}' in {}", name,
+            state_->inputs.front().dir.string());
+  return average_tensor(name, it->second, state_->inputs);
+}
+
+torch::Tensor CheckpointAverager::read(size_t input, const std::string& name) const {
+  return state_->inputs.at(input).reader.read(name);
+}
+
 AverageStats average_checkpoints(const std::vector<WeightedCheckpoint>& inputs,
                                  const fs::path& out_dir) {
-  const double total = check_weights(inputs, out_dir);
-  ModelConfig config;
-  const std::vector<Input> opened = open_inputs(inputs, total, &config);
-  const TensorLayout layout = common_layout(opened);
-
+  const CheckpointAverager avg(inputs, out_dir.string());
+  const TensorLayout& layout = avg.layout();
   AverageStats stats;
   const bool created = !fs::exists(out_dir);
   try {
     fs::create_directories(out_dir);
     save_safetensors_streaming(out_dir / "model.safetensors", layout, {{"format", "pt"}},
                                [&](const std::string& name) {
-                                 torch::Tensor t = average_tensor(name, layout.at(name), opened);
+                                 torch::Tensor t = avg.average(name);
                                  stats.tensors += 1;
                                  stats.bytes += t.numel() * static_cast<int64_t>(t.element_size());
                                  return t;
                                });
-    write_file_atomic(out_dir / "config.json", model_config_to_json(config).dump(2));
+    write_file_atomic(out_dir / "config.json", model_config_to_json(avg.config()).dump(2));
   } catch (...) {
     if (created) {
       std::error_code ec;

@@ -8,7 +8,12 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
+#include <string>
 #include <vector>
+
+#include "btx/io/safetensors.h"
+#include "btx/model/config.h"
 
 namespace btx {
 
@@ -33,5 +38,25 @@ struct AverageStats {
 // checkpoints gives them back bit for bit, whatever the weights.
 AverageStats average_checkpoints(const std::vector<WeightedCheckpoint>& inputs,
                                  const fs::path& out_dir);
+
+// The same inputs, opened and checked as above, for a caller that writes its own layout (the
+// MoE of `btx merge --method btx` averages every tensor but the FFNs, which it keeps apart).
+// `what` names the result in error messages.
+class CheckpointAverager {
+ public:
+  CheckpointAverager(const std::vector<WeightedCheckpoint>& inputs, const std::string& what);
+  ~CheckpointAverager();
+  const ModelConfig& config() const;
+  const TensorLayout& layout() const;  // the inputs' common tensors
+  size_t size() const;                 // number of inputs
+  // The weighted average of one tensor, streamed as in average_checkpoints.
+  torch::Tensor average(const std::string& name) const;
+  // One input's tensor as it is.
+  torch::Tensor read(size_t input, const std::string& name) const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
 
 }  // namespace btx

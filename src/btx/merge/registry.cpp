@@ -14,10 +14,8 @@ namespace btx {
 
 const std::vector<MergeMethod>& merge_methods() {
   static const std::vector<MergeMethod> methods = {
-      average_method(),
-      weighted_average_method(),
-      ensemble_method(),
-      dense_method(),
+      average_method(), weighted_average_method(), ensemble_method(), dense_method(),
+      btx_method(),     upcycle_method(),
   };
   return methods;
 }

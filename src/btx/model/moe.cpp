@@ -105,6 +105,18 @@ MoeFfnImpl::MoeFfnImpl(const ModelConfig& c)
 }
 
 Routing MoeFfnImpl::route(const torch::Tensor& logits, int64_t B, int64_t T) const {
+  if (forced_.defined()) {
+    BTX_CHECK(forced_.numel() == 1 || forced_.numel() == B,
+              "forced experts: {} ids for {} sequences", forced_.numel(), B);
+    BTX_CHECK(forced_.min().item<int64_t>() >= 0 && forced_.max().item<int64_t>() < num_experts,
+              "forced expert id out of range [0, {})", num_experts);
+    Routing r;
+    r.logits = logits;
+    r.probs = torch::softmax(logits, -1);
+    r.experts = forced_.to(torch::kInt64).reshape({-1, 1, 1}).expand({B, T, 1}).reshape({B * T, 1});
+    r.weights = torch::ones({B * T, 1}, logits.options());
+    return r;
+  }
   if (mode == "soft") return route_soft(logits);
   if (mode == "sample") return route_sample(logits, B, T, top_k);
   return route_top_k(logits, top_k);
@@ -113,6 +125,11 @@ Routing MoeFfnImpl::route(const torch::Tensor& logits, int64_t B, int64_t T) con
 torch::Tensor MoeFfnImpl::forward(const torch::Tensor& x) {
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
   auto h = x.reshape({B * T, C});
+  if (record_inputs) {
+    auto sum = h.detach().to(torch::kFloat64).sum(0);
+    input_sum = input_sum.defined() ? input_sum + sum : sum;
+    input_count += B * T;
+  }
   Routing r = route(gate(h), B, T);
   auto out = dispatch_experts(experts, h, r);
   if (is_training()) {

@@ -64,8 +64,18 @@ struct MoeFfnImpl : FeedForwardImpl {
   int64_t active_params() const override;
   torch::Tensor aux_loss() const override { return aux_loss_; }
 
-  // The same routing applied by hand: (B*T, E) router logits -> the mode's Routing.
+  // The same routing applied by hand: (B*T, E) router logits -> the mode's Routing, or the
+  // forced experts when set.
   Routing route(const torch::Tensor& logits, int64_t B, int64_t T) const;
+  // Sends every token of sequence b to expert experts[b] with gate 1, whatever the router says
+  // (experts: (B) or (1) for all sequences; undefined: the router decides again). For BTX's
+  // centroid router init and the tag-routing baseline.
+  void force_experts(const torch::Tensor& experts) { forced_ = experts; }
+  // While true, forward adds its FFN inputs (the normalised hidden states) to input_sum and
+  // their number to input_count.
+  bool record_inputs = false;
+  torch::Tensor input_sum;
+  int64_t input_count = 0;
   // The last forward's routing (for analysis and usage logs), detached.
   const std::optional<Routing>& last_routing() const { return last_; }
   // Fraction of the last forward's tokens whose chosen experts include each expert: (E).
@@ -80,6 +90,7 @@ struct MoeFfnImpl : FeedForwardImpl {
  private:
   torch::Tensor aux_loss_;
   std::optional<Routing> last_;
+  torch::Tensor forced_;
 };
 TORCH_MODULE(MoeFfn);
 

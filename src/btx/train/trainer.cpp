@@ -168,13 +168,18 @@ TrainResult train(const TrainJob& job) {
   model->train();
   dist.broadcast(model->parameters());  // identical start even if a rank initialised differently
 
-  AdamW opt(
-      [&] {
-        std::vector<std::pair<std::string, torch::Tensor>> v;
-        for (auto& p : model->named_parameters()) v.emplace_back(p.key(), p.value());
-        return v;
-      }(),
-      AdamWOptions{t.beta1, t.beta2, t.eps, t.weight_decay});
+  // The parameters this job trains (all, unless job.trainable says otherwise); the others are
+  // frozen: no gradient, no optimizer state.
+  std::vector<std::pair<std::string, torch::Tensor>> trained;
+  for (auto& p : model->named_parameters()) {
+    if (!job.trainable || job.trainable(p.key())) {
+      trained.emplace_back(p.key(), p.value());
+    } else {
+      p.value().set_requires_grad(false);
+    }
+  }
+  BTX_CHECK(!trained.empty(), "[{}] no parameter is trainable", job.name);
+  AdamW opt(trained, AdamWOptions{t.beta1, t.beta2, t.eps, t.weight_decay});
   int64_t step = 0, tokens = 0;
   if (state) {
     load_optimizer(opt, job.out_dir, state->step);
@@ -215,7 +220,8 @@ TrainResult train(const TrainJob& job) {
     spdlog::info("[{}] data parallel: {} ranks x {} of the {} rows of each micro-batch", job.name,
                  dist.world_size, t.batch_size / dist.world_size, t.batch_size);
   }
-  const std::vector<torch::Tensor> params = model->parameters();
+  std::vector<torch::Tensor> params;
+  for (const auto& [name, p] : trained) params.push_back(p);
   const int64_t rows = t.batch_size / dist.world_size;  // this rank's share of a micro-batch
   const int64_t first_row = dist.rank * rows;
   auto interval_start = Clock::now();
@@ -243,7 +249,7 @@ TrainResult train(const TrainJob& job) {
     allreduce_gradients(dist, params);
     double grad_norm = 0;
     if (t.grad_clip > 0) {
-      grad_norm = torch::nn::utils::clip_grad_norm_(model->parameters(), t.grad_clip);
+      grad_norm = torch::nn::utils::clip_grad_norm_(params, t.grad_clip);
     }
     const double lr = lr_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr);
     opt.step(lr);

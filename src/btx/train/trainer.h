@@ -5,6 +5,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 
@@ -34,6 +35,9 @@ struct TrainJob {
   DataPartition partition;  // a share of the training data (random-split experts)
   // Files of out_dir carried into every checkpoint (e.g. an expert's expert.json).
   std::vector<std::string> keep_files;
+  // Which parameters train (by name); empty: all. The others are frozen (e.g. router-only MoE
+  // finetuning).
+  std::function<bool(const std::string&)> trainable;
   // Data parallel group: rank r trains on rows [r*B/W, (r+1)*B/W) of every micro-batch and the
   // gradients are averaged, so W ranks follow the single-process run on the whole batch. Only
   // rank 0 logs and writes out_dir. Null: distributed_from_env()'s context if a command made one,

@@ -1,0 +1,183 @@
+#include "btx/merge/moe_build.h"
+
+#include <spdlog/spdlog.h>
+
+#include <map>
+#include <regex>
+
+#include "btx/data/shards.h"
+#include "btx/io/safetensors.h"
+#include "btx/model/moe.h"
+#include "btx/pipeline/run_dir.h"
+#include "btx/train/checkpoint.h"
+#include "btx/util/error.h"
+#include "btx/util/fs.h"
+
+namespace btx {
+
+namespace {
+const std::regex kDenseFfn(R"(model\.layers\.(\d+)\.mlp\.(gate|up|down)_proj\.weight)");
+const std::regex kMoeExpert(
+    R"(model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.(w1|w2|w3)\.weight)");
+const std::regex kRouter(R"(model\.layers\.(\d+)\.block_sparse_moe\.gate\.weight)");
+
+std::string dense_name(int64_t layer, const std::string& w) {
+  const char* proj = w == "w1" ? "gate" : w == "w3" ? "up" : "down";
+  return fmt::format("model.layers.{}.mlp.{}_proj.weight", layer, proj);
+}
+
+// Sets each layer's router row j to the normalised mean FFN input of slot j's held-out data,
+// with every token sent to expert j.
+void centroid_init(const MergeContext& ctx, CausalLM& model, const std::vector<MoeSlot>& slots,
+                   int64_t windows) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  std::vector<MoeFfnImpl*> layers;
+  for (const auto& layer : *model->model->layers) {
+    layers.push_back(dynamic_cast<MoeFfnImpl*>(layer->as<DecoderLayerImpl>()->ffn.get()));
+  }
+  const int64_t T = ctx.config.experts.train.seq_len;
+  for (size_t j = 0; j < slots.size(); ++j) {
+    const auto& s = slots[j];
+    BTX_CHECK(!s.domains.empty(),
+              "centroid router init: expert '{}' has no domains to take "
+              "its centroid from",
+              s.name);
+    std::vector<torch::Tensor> parts;
+    const int64_t per = std::max<int64_t>(1, windows / static_cast<int64_t>(s.domains.size()));
+    for (const auto& d : s.domains)
+      parts.push_back(domain_heldout_windows(ctx.run, ctx.config, d, per, T));
+    auto data = torch::cat(parts);
+    BTX_CHECK(data.size(0) >= 1, "centroid router init: no held-out data for expert '{}' ({})",
+              s.name, fmt::join(s.domains, ", "));
+    for (auto* l : layers) {
+      l->force_experts(torch::tensor({static_cast<int64_t>(j)}));
+      l->record_inputs = true;
+      l->input_sum = torch::Tensor();
+      l->input_count = 0;
+    }
+    for (int64_t r = 0; r < data.size(0); r += 16) {
+      model->forward(data.narrow(0, r, std::min<int64_t>(16, data.size(0) - r)).narrow(1, 0, T));
+    }
+    for (auto* l : layers) {
+      auto mean = (l->input_sum / static_cast<double>(l->input_count)).to(torch::kFloat32);
+      l->gate->weight[static_cast<int64_t>(j)].copy_(mean / mean.norm());
+    }
+  }
+  for (auto* l : layers) {
+    l->force_experts(torch::Tensor());
+    l->record_inputs = false;
+    l->input_sum = torch::Tensor();
+  }
+}
+}  // namespace
+
+std::vector<MergeParam> moe_params(const std::string& default_init) {
+  return {
+      {"top-k", "experts per token", "2", {}},
+      {"router",
+       "top-k | soft (all experts) | sample (per sequence, not causal)",
+       "top-k",
+       {"top-k", "soft", "sample"}},
+      {"aux-loss", "load-balancing weight alpha (0: none, experts may die)", "0.01", {}},
+      {"z-loss", "router z-loss weight", "0", {}},
+      {"router-init",
+       "random (small normal) | centroid (each domain's mean hidden state)",
+       default_init,
+       {"random", "centroid"}},
+  };
+}
+
+MoeBuildOptions moe_options(const MergeContext& ctx, const std::string& tag) {
+  MoeBuildOptions o;
+  o.top_k = ctx.integer("top-k");
+  o.router_mode = ctx.str("router");
+  o.aux_loss = ctx.real("aux-loss");
+  o.z_loss = ctx.real("z-loss");
+  o.router_init = ctx.str("router-init");
+  o.seed = derive_seed(ctx.config.seed, "router/" + tag);
+  BTX_CHECK(o.aux_loss >= 0, "--aux-loss must be >= 0, got {}", o.aux_loss);
+  BTX_CHECK(o.z_loss >= 0, "--z-loss must be >= 0, got {}", o.z_loss);
+  return o;
+}
+
+nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedCheckpoint>& shared,
+                         const std::vector<MoeSlot>& slots, const MoeBuildOptions& opts,
+                         const fs::path& out) {
+  const CheckpointAverager avg(shared, out.string());
+  const ModelConfig& dense = avg.config();
+  BTX_CHECK(!dense.is_moe(),
+            "{}: the checkpoints to mix are already MoE models; btx mixes dense "
+            "experts",
+            shared.front().dir.string());
+  ModelConfig moe = dense;
+  moe.model_type = "mixtral";
+  moe.num_local_experts = static_cast<int64_t>(slots.size());
+  moe.num_experts_per_tok = opts.top_k;
+  moe.router_mode = opts.router_mode;
+  moe.router_aux_loss_coef = opts.aux_loss;
+  moe.router_z_loss_coef = opts.z_loss;
+  BTX_CHECK(opts.top_k >= 1 && opts.top_k <= moe.num_local_experts,
+            "--top-k {} must be between 1 and the number of experts ({})", opts.top_k,
+            moe.num_local_experts);
+  moe.validate("merged MoE config");
+
+  // Each slot's FFN source, checked to be a dense checkpoint of the same shape.
+  std::map<fs::path, SafetensorsReader> sources;
+  for (const auto& s : slots) {
+    if (sources.count(s.checkpoint)) continue;
+    const ModelConfig c = load_model_config(s.checkpoint);
+    BTX_CHECK(c == dense,
+              "expert '{}' ({}) has a different architecture from {}: its FFN does "
+              "not fit",
+              s.name, s.checkpoint.string(), shared.front().dir.string());
+    sources.emplace(s.checkpoint, SafetensorsReader(s.checkpoint / "model.safetensors"));
+  }
+
+  TensorLayout layout;
+  for (const auto& [name, spec] : avg.layout()) {
+    if (!std::regex_match(name, kDenseFfn)) layout[name] = spec;
+  }
+  const auto f32 = torch::kFloat32;
+  for (int64_t i = 0; i < dense.num_hidden_layers; ++i) {
+    layout[fmt::format("model.layers.{}.block_sparse_moe.gate.weight", i)] = {
+        f32, {moe.num_local_experts, dense.hidden_size}};
+    for (int64_t j = 0; j < moe.num_local_experts; ++j) {
+      for (const char* w : {"w1", "w2", "w3"}) {
+        layout[fmt::format("model.layers.{}.block_sparse_moe.experts.{}.{}.weight", i, j, w)] =
+            avg.layout().at(dense_name(i, w));
+      }
+    }
+  }
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(opts.seed);
+  fs::create_directories(out);
+  save_safetensors_streaming(
+      out / "model.safetensors", layout, {{"format", "pt"}}, [&](const std::string& name) {
+        std::smatch m;
+        if (std::regex_match(name, m, kMoeExpert)) {
+          const auto& slot = slots.at(std::stoul(m[2].str()));
+          return sources.at(slot.checkpoint).read(dense_name(std::stoll(m[1].str()), m[3].str()));
+        }
+        if (std::regex_match(name, m, kRouter)) {
+          return torch::normal(0.0, dense.initializer_range,
+                               {moe.num_local_experts, dense.hidden_size}, gen);
+        }
+        return avg.average(name);
+      });
+  write_file_atomic(out / "config.json", model_config_to_json(moe).dump(2));
+
+  if (opts.router_init == "centroid") {
+    CausalLM model = load_model(out);
+    centroid_init(ctx, model, slots, opts.centroid_windows);
+    TensorMap tensors;
+    for (const auto& p : model->named_parameters()) tensors[p.key()] = p.value();
+    save_safetensors(out / "model.safetensors", tensors, {{"format", "pt"}});
+  }
+  nlohmann::json experts = nlohmann::json::array();
+  for (const auto& s : slots) experts.push_back({{"name", s.name}, {"domains", s.domains}});
+  spdlog::info("MoE: {} experts per layer, top-{} {}, router init {}", slots.size(), opts.top_k,
+               opts.router_mode, opts.router_init);
+  return {{"kind", "checkpoint"}, {"moe_experts", experts}, {"router_init", opts.router_init}};
+}
+
+}  // namespace btx

@@ -1,0 +1,46 @@
+// Building a mixture-of-experts checkpoint from dense checkpoints (BTX; Sukhbaatar et al. 2024,
+// arXiv:2403.07816): expert slot j of every layer takes the dense FFN of one source checkpoint
+// (mlp.gate_proj / up_proj / down_proj -> block_sparse_moe.experts.j.w1 / w3 / w2); every other
+// tensor (embeddings, attention, norms, LM head) is the average of the `shared` checkpoints; a
+// new router per layer is initialised `random` (normal(0, initializer_range)) or `centroid` (row
+// j = the normalised mean FFN input of slot j's domains when every token is sent to expert j, so
+// routing starts where the domains are). Streams like the parameter average.
+#pragma once
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "btx/merge/method.h"
+#include "btx/merge/param_average.h"
+
+namespace btx {
+
+struct MoeSlot {
+  std::string name;                  // shown in merge.json and routing analyses
+  fs::path checkpoint;               // its dense FFN comes from here
+  std::vector<std::string> domains;  // the data it stands for (centroid init)
+};
+
+struct MoeBuildOptions {
+  int64_t top_k = 2;
+  std::string router_mode = "top-k";
+  double aux_loss = 0.01;
+  double z_loss = 0.0;
+  std::string router_init = "random";  // random | centroid
+  int64_t centroid_windows = 16;       // held-out windows per slot for the centroids
+  uint64_t seed = 0;                   // random router init
+};
+
+// Writes out/model.safetensors and out/config.json; returns what merge.json records.
+nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedCheckpoint>& shared,
+                         const std::vector<MoeSlot>& slots, const MoeBuildOptions& opts,
+                         const fs::path& out);
+
+// The MoE options of a method's parameters (top-k, router, aux-loss, z-loss, router-init).
+MoeBuildOptions moe_options(const MergeContext& ctx, const std::string& tag);
+// Those parameters' declarations, shared by btx and upcycle.
+std::vector<MergeParam> moe_params(const std::string& default_init);
+
+}  // namespace btx

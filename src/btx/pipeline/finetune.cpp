@@ -1,0 +1,43 @@
+#include "btx/pipeline/finetune.h"
+
+#include "btx/data/shards.h"
+#include "btx/train/checkpoint.h"
+#include "btx/util/error.h"
+
+namespace btx {
+
+TrainResult finetune_model(const RunDir& run, const RunConfig& c, const fs::path& model_dir,
+                           const std::string& train_what, bool resume, int64_t stop_after) {
+  BTX_CHECK(train_what == "all" || train_what == "router",
+            "--train '{}' is not one of: all, router", train_what);
+  BTX_CHECK(fs::exists(model_dir / "config.json"), "{} is not a model folder (no config.json)",
+            model_dir.string());
+  const ModelConfig mc = load_model_config(model_dir);
+  BTX_CHECK(mc.is_moe(),
+            "{} is not an MoE model (model_type \"{}\"): finetune trains the routers and experts "
+            "of `btx merge --method btx` or `upcycle` models",
+            model_dir.string(), mc.model_type);
+  BTX_CHECK(c.finetune.seq_len <= mc.max_position_embeddings,
+            "[finetune] seq_len {} exceeds the model's max_position_embeddings {}",
+            c.finetune.seq_len, mc.max_position_embeddings);
+  TrainJob job;
+  job.name = model_dir.filename().string();
+  job.out_dir = model_dir;
+  job.init_from = model_dir;  // the merge, until the first checkpoint replaces it
+  job.model = mc;
+  job.train = c.finetune;
+  job.train.domain_weights.clear();  // the balanced mixture
+  job.seed = derive_seed(c.seed, "finetune/" + job.name);
+  job.data_dir = run.data();
+  job.resume = resume;
+  job.stop_after = stop_after;
+  job.keep_files = {"merge.json"};
+  if (train_what == "router") {
+    job.trainable = [](const std::string& name) {
+      return name.find(".block_sparse_moe.gate.") != std::string::npos;
+    };
+  }
+  return train(job);
+}
+
+}  // namespace btx

@@ -1,0 +1,174 @@
+// BTX end to end at tiny size: `merge --method btx` / `upcycle` build MoE checkpoints from the
+// trained experts (identical experts give the dense model back for any router; the centroid
+// router points each domain's mean hidden state at its own expert); `finetune` trains them in
+// place, all parameters or the routers only, logs load balancing and usage, and resumes exactly.
+#include <gtest/gtest.h>
+
+#include "btx/io/safetensors.h"
+#include "btx/model/moe.h"
+#include "btx/pipeline/experts.h"
+#include "btx/pipeline/run_dir.h"
+#include "btx/train/checkpoint.h"
+#include "e2e_util.h"
+#include "tiny_corpus.h"
+
+namespace btx {
+namespace {
+
+using testing::run_btx;
+
+class MoeMergeTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir("btx-moe-merge");
+    const std::string failed = testing::make_trained_forest(dir_->path());
+    ASSERT_EQ(failed, "");
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  RunDir fresh_run(const std::string& name) {
+    const fs::path to = dir_->path() / name;
+    fs::copy(dir_->path() / "trained", to, fs::copy_options::recursive);
+    return RunDir{to};
+  }
+  static testing::TempDir* dir_;
+};
+testing::TempDir* MoeMergeTest::dir_ = nullptr;
+
+std::vector<MoeFfnImpl*> moe_layers(CausalLM& m) {
+  std::vector<MoeFfnImpl*> out;
+  for (const auto& layer : *m->model->layers) {
+    out.push_back(dynamic_cast<MoeFfnImpl*>(layer->as<DecoderLayerImpl>()->ffn.get()));
+  }
+  return out;
+}
+
+TEST_F(MoeMergeTest, IdenticalExpertsGiveTheDenseModelBack) {
+  RunDir run = fresh_run("identical");
+  const fs::path code = expert_dir(run, "code");
+  for (const char* other : {"prose", "verse"}) {
+    fs::copy_file(code / "model.safetensors", expert_dir(run, other) / "model.safetensors",
+                  fs::copy_options::overwrite_existing);
+  }
+  const std::string r_ = " --run " + run.root.string();
+  for (const std::string& args :
+       {std::string("--method btx"), std::string("--method btx --router-init centroid --name c"),
+        std::string("--method btx --router soft --name soft"),
+        std::string("--method upcycle --top-k 1")}) {
+    auto r = run_btx("merge" + r_ + " " + args);
+    ASSERT_EQ(r.code, 0) << args << "\n" << r.output;
+  }
+  torch::manual_seed(0);
+  auto x = torch::randint(0, 320, {2, 20});
+  torch::NoGradGuard ng;
+  auto dense = load_model(code);
+  dense->eval();
+  auto seed = load_model(run.seed());
+  seed->eval();
+  for (const char* m : {"btx", "c", "soft"}) {
+    auto moe = load_model(run.root / "merged" / m);
+    moe->eval();
+    EXPECT_TRUE(moe->config().is_moe());
+    EXPECT_EQ(moe->config().num_local_experts, 3);
+    EXPECT_TRUE(torch::allclose(moe->forward(x), dense->forward(x), 1e-4, 1e-5)) << m;
+  }
+  auto up = load_model(run.root / "merged/upcycle");
+  up->eval();
+  EXPECT_TRUE(torch::allclose(up->forward(x), seed->forward(x), 1e-4, 1e-5));
+}
+
+TEST_F(MoeMergeTest, CentroidRouterPointsEachDomainAtItsExpert) {
+  RunDir run = fresh_run("centroid");
+  auto r = run_btx("merge --run " + run.root.string() +
+                   " --method btx --router-init centroid --seed-expert yes");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const RunConfig c = load_run(run);
+  auto model = load_model(run.root / "merged/btx");
+  model->eval();
+  ASSERT_EQ(model->config().num_local_experts, 4);  // 3 experts + the seed's FFN
+  torch::NoGradGuard ng;
+  const std::vector<std::string> names = {"code", "prose", "verse"};  // experts sorted by name
+  for (size_t j = 0; j < names.size(); ++j) {
+    auto data = domain_heldout_windows(run, c, names[j], 8, 32);
+    ASSERT_GE(data.size(0), 1);
+    for (auto* l : moe_layers(model)) {
+      l->force_experts(torch::tensor({static_cast<int64_t>(j)}));
+      l->record_inputs = true;
+      l->input_sum = torch::Tensor();
+      l->input_count = 0;
+    }
+    model->forward(data.narrow(1, 0, 32));
+    for (auto* l : moe_layers(model)) {
+      auto mean = (l->input_sum / static_cast<double>(l->input_count)).to(torch::kFloat32);
+      EXPECT_EQ(l->gate(mean.unsqueeze(0)).argmax(-1).item<int64_t>(), static_cast<int64_t>(j))
+          << names[j];
+    }
+  }
+}
+
+TEST_F(MoeMergeTest, FinetuneAllOrRouterOnlyAndResumeExactly) {
+  // Two copies of the run: one finetunes straight through, the other is stopped and resumed.
+  RunDir run = fresh_run("finetune"), ref = fresh_run("finetune-ref");
+  const std::string r_ = " --run " + run.root.string();
+  for (const std::string& args :
+       {std::string("--method btx"), std::string("--method btx --name router")}) {
+    ASSERT_EQ(run_btx("merge" + r_ + " " + args).code, 0) << args;
+  }
+  ASSERT_EQ(run_btx("merge --run " + ref.root.string() + " --method btx").code, 0);
+  const auto merged = load_safetensors(run.root / "merged/router/model.safetensors").tensors;
+  auto r = run_btx("finetune" + r_ + " --model merged/btx --stop-after 4");
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run_btx("finetune" + r_ + " --model merged/btx");
+  EXPECT_NE(r.code, 0);  // an unfinished checkpoint needs --resume
+  r = run_btx("finetune" + r_ + " --model merged/btx --resume");
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run_btx("finetune --run " + ref.root.string() + " --model merged/btx");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(sha256_file(run.root / "merged/btx/model.safetensors") ==
+              sha256_file(ref.root / "merged/btx/model.safetensors"));
+  EXPECT_EQ(load_train_state(run.root / "merged/btx")->step, 8);
+  EXPECT_TRUE(fs::exists(run.root / "merged/btx/merge.json"));
+  auto metrics = testing::read_metrics(ref.root / "merged/btx/metrics.jsonl");
+  bool saw_aux = false;
+  for (const auto& m : metrics) {
+    if (!m.contains("aux_loss")) continue;
+    saw_aux = true;
+    EXPECT_GT(m["aux_loss"].get<double>(), 0);
+    ASSERT_EQ(m["expert_usage"].size(), 2u);  // two layers
+    double sum = 0;
+    for (double u : m["expert_usage"][0].get<std::vector<double>>()) sum += u;
+    EXPECT_NEAR(sum, 2.0, 1e-9);  // top-2: every token counted twice
+  }
+  EXPECT_TRUE(saw_aux);
+
+  // Router only: every other tensor is exactly the merge's.
+  r = run_btx("finetune" + r_ + " --model merged/router --train router");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto tuned = load_safetensors(run.root / "merged/router/model.safetensors").tensors;
+  int routers = 0;
+  for (const auto& [name, t] : merged) {
+    const bool router = name.find("block_sparse_moe.gate.") != std::string::npos;
+    routers += router;
+    EXPECT_EQ(torch::equal(tuned.at(name), t), !router) << name;
+  }
+  EXPECT_EQ(routers, 2);
+
+  // The finetuned MoE evaluates like any model, with fewer active than total parameters.
+  r = run_btx("eval" + r_ + " --model merged/btx");
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto e = nlohmann::json::parse(read_file(run.eval("btx")));
+  EXPECT_LT(e["params_active"].get<int64_t>(), e["params_total"].get<int64_t>());
+
+  // Bad input.
+  r = run_btx("finetune" + r_ + " --model seed");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("is not an MoE model"), std::string::npos) << r.output;
+  r = run_btx("merge" + r_ + " --method btx --top-k 4 --name bad");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("--top-k 4 must be between 1 and the number of experts (3)"),
+            std::string::npos)
+      << r.output;
+  EXPECT_FALSE(fs::exists(run.root / "merged/bad"));
+}
+
+}  // namespace
+}  // namespace btx
