@@ -24,5 +24,6 @@ std::vector<Command> add_eval_commands(CLI::App& app);
 std::vector<Command> add_cluster_commands(CLI::App& app);
 std::vector<Command> add_expert_commands(CLI::App& app);
 std::vector<Command> add_merge_commands(CLI::App& app);
+std::vector<Command> add_routing_commands(CLI::App& app);
 
 }  // namespace btx::cli

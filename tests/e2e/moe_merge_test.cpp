@@ -158,7 +158,46 @@ TEST_F(MoeMergeTest, FinetuneAllOrRouterOnlyAndResumeExactly) {
   auto e = nlohmann::json::parse(read_file(run.eval("btx")));
   EXPECT_LT(e["params_active"].get<int64_t>(), e["params_total"].get<int64_t>());
 
+  // Routing analysis: every domain's tokens spread over the experts, per layer.
+  testing::write_text(run.root / "sample.txt", "def f_3(x):\n    return x + 3\n");
+  r = run_btx("routing" + r_ + " --model merged/btx --json --out " +
+              (run.root / "routing.json").string() + " --text " +
+              (run.root / "sample.txt").string());
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto a = nlohmann::json::parse(read_file(run.root / "routing.json"));
+  EXPECT_EQ(a["experts"], nlohmann::json::array({"code", "prose", "verse"}));
+  ASSERT_EQ(a["layers"].size(), 2u);
+  for (const auto& layer : a["layers"]) {
+    for (const auto& d : {"code", "prose", "verse"}) {
+      double s1 = 0, sk = 0;
+      for (double f : layer["top1"][d].get<std::vector<double>>()) s1 += f;
+      for (double f : layer["topk"][d].get<std::vector<double>>()) sk += f;
+      EXPECT_NEAR(s1, 1.0, 1e-9) << d;
+      EXPECT_NEAR(sk, 2.0, 1e-9) << d;  // top-2
+      const double h = layer["entropy"][d].get<double>();
+      EXPECT_GE(h, 0);
+      EXPECT_LE(h, std::log(3.0) + 1e-6);
+      const double own = layer["own_expert_top1"][d].get<double>();
+      const auto i = std::string(d) == "code" ? 0 : std::string(d) == "prose" ? 1 : 2;
+      EXPECT_DOUBLE_EQ(own, layer["top1"][d][i].get<double>());
+    }
+  }
+  ASSERT_GE(a["tokens"].size(), 5u);
+  std::string text;
+  for (const auto& t : a["tokens"]) {
+    text += t["piece"].get<std::string>();
+    ASSERT_EQ(t["layers"].size(), 2u);
+    EXPECT_EQ(t["layers"][0]["experts"].size(), 2u);
+  }
+  EXPECT_EQ(text, "def f_3(x):\n    return x + 3\n");
+  r = run_btx("routing" + r_ + " --model merged/btx");  // the table of the middle layer
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("layer 1"), std::string::npos) << r.output;
+
   // Bad input.
+  r = run_btx("routing" + r_ + " --model seed");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("is not an MoE model"), std::string::npos) << r.output;
   r = run_btx("finetune" + r_ + " --model seed");
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.output.find("is not an MoE model"), std::string::npos) << r.output;

@@ -1,0 +1,49 @@
+// `btx routing`: which experts the tokens of each domain go to, per MoE layer.
+#include <iostream>
+
+#include "btx/pipeline/routing.h"
+#include "btx/util/error.h"
+#include "btx/util/fs.h"
+#include "cli/commands.h"
+
+namespace btx::cli {
+
+std::vector<Command> add_routing_commands(CLI::App& app) {
+  struct RoutingArgs {
+    std::string run, model, text_file, out;
+    int64_t layer = -1;
+    bool json = false;
+    RoutingOptions opts;
+  };
+  auto a = std::make_shared<RoutingArgs>();
+  auto* cmd = app.add_subcommand(
+      "routing",
+      "Routing analysis of an MoE model: domain x expert usage per layer, entropy, "
+      "own-domain routing, per-token choices of a text");
+  cmd->add_option("--run", a->run, "Run directory")->required();
+  cmd->add_option("--model", a->model, "The MoE model, e.g. merged/btx")->required();
+  cmd->add_option("--windows", a->opts.windows, "Test windows per domain")->capture_default_str();
+  cmd->add_option("--text", a->text_file, "A text file whose tokens' routing is dumped");
+  cmd->add_option("--layer", a->layer, "Layer to print (default: the middle one)");
+  cmd->add_flag("--json", a->json, "Print the whole analysis as JSON");
+  cmd->add_option("--out", a->out, "Also write the JSON to this file");
+  return {{cmd, [a] {
+             RunDir run{a->run};
+             const RunConfig c = load_run(run);
+             fs::path model = a->model;
+             if (!fs::exists(model) && fs::exists(run.root / model)) model = run.root / model;
+             if (!a->text_file.empty()) a->opts.text = read_file(a->text_file);
+             const auto result = routing_analysis(run, c, model, a->opts);
+             if (!a->out.empty()) write_file_atomic(a->out, result.dump(2));
+             if (a->json) {
+               std::cout << result.dump(2) << "\n";
+               return;
+             }
+             const auto n = static_cast<int64_t>(result["layers"].size());
+             const int64_t layer = a->layer >= 0 ? a->layer : n / 2;
+             BTX_CHECK(layer < n, "--layer {}: the model has {} MoE layers", layer, n);
+             std::cout << format_routing_layer(result, layer);
+           }}};
+}
+
+}  // namespace btx::cli
