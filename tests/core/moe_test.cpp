@@ -65,6 +65,30 @@ TEST(MoeRouting, SampleLevelRoutesWholeSequences) {
   EXPECT_TRUE(torch::allclose(r.weights, torch::ones({4, 1})));
 }
 
+TEST(MoeRouting, HashOfTheTokenId) {
+  // (id * 2654435761 mod 2^32) mod 4: id 0 -> 0, 1 -> 2654435761 mod 4 = 1,
+  // 2 -> 5308871522 - 2^32 = 1013904226 mod 4 = 2.
+  auto r = route_hash(torch::zeros({4, 4}), torch::tensor({0, 1, 2, 1}, torch::kInt64), 4);
+  EXPECT_TRUE(torch::equal(r.experts.view({-1}), torch::tensor({0, 1, 2, 1}, torch::kInt64)));
+  EXPECT_TRUE(torch::allclose(r.weights, torch::ones({4, 1})));
+  // In a model the layers see the ids: the same token goes to the same expert in every layer.
+  auto c = moe_config(4, 1, "hash");
+  CausalLM m(c);
+  m->eval();
+  auto ids = torch::tensor({{5, 9, 5, 17}}, torch::kInt64);
+  m->forward(ids);
+  for (auto* l : moe_layers(m)) {
+    auto e = l->last_routing()->experts.view({-1});
+    EXPECT_EQ(e[0].item<int64_t>(), e[2].item<int64_t>());
+  }
+  // Tag routing without a label is refused.
+  CausalLM t(moe_config(3, 1, "tag"));
+  EXPECT_NE(testing::error_of([&] { t->forward(ids); }).find("domain label"), std::string::npos);
+  force_experts(t, torch::tensor({2}));
+  t->forward(ids);
+  EXPECT_EQ(moe_layers(t)[0]->last_routing()->experts.view({-1})[3].item<int64_t>(), 2);
+}
+
 TEST(MoeLoadBalancing, SwitchFormulaByHand) {
   // 4 tokens, 2 experts, top-1. Tokens 0-2 go to expert 0, token 3 to expert 1: f = (3/4, 1/4).
   // probs rows: (0.9, 0.1) x3 and (0.2, 0.8): P = (0.725, 0.275).

@@ -34,14 +34,6 @@ class MoeMergeTest : public ::testing::Test {
 };
 testing::TempDir* MoeMergeTest::dir_ = nullptr;
 
-std::vector<MoeFfnImpl*> moe_layers(CausalLM& m) {
-  std::vector<MoeFfnImpl*> out;
-  for (const auto& layer : *m->model->layers) {
-    out.push_back(dynamic_cast<MoeFfnImpl*>(layer->as<DecoderLayerImpl>()->ffn.get()));
-  }
-  return out;
-}
-
 TEST_F(MoeMergeTest, IdenticalExpertsGiveTheDenseModelBack) {
   RunDir run = fresh_run("identical");
   const fs::path code = expert_dir(run, "code");
@@ -207,6 +199,36 @@ TEST_F(MoeMergeTest, FinetuneAllOrRouterOnlyAndResumeExactly) {
             std::string::npos)
       << r.output;
   EXPECT_FALSE(fs::exists(run.root / "merged/bad"));
+}
+
+TEST_F(MoeMergeTest, TagAndHashBaselines) {
+  RunDir run = fresh_run("baselines");
+  const std::string r_ = " --run " + run.root.string();
+  testing::write_text(run.root / "other" / "glossary.txt",
+                      testing::tagged_lines('g', testing::kDictWords, 30'000, 5));
+  for (const char* m : {"tag", "hash"}) {
+    auto r = run_btx("merge" + r_ + " --method " + std::string(m));
+    ASSERT_EQ(r.code, 0) << m << "\n" << r.output;
+    EXPECT_EQ(load_model_config(run.root / "merged" / m).router_mode, m);
+  }
+  auto r = run_btx("finetune" + r_ + " --model merged/tag");
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run_btx("eval" + r_ + " --model merged/tag,merged/hash --novel " +
+              (run.root / "other").string());
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto tag = nlohmann::json::parse(read_file(run.eval("tag")));
+  for (const char* d : {"code", "prose", "verse"}) {
+    EXPECT_EQ(tag["domains"][d]["model"]["expert"], d);
+    EXPECT_EQ(tag["domains"][d]["model"]["chosen_by"], "label");
+  }
+  EXPECT_EQ(tag["domains"]["glossary"]["model"]["chosen_by"], "held-out loss");
+  // One expert per token: active = total minus two of three experts per layer.
+  const auto hash = nlohmann::json::parse(read_file(run.eval("hash")));
+  EXPECT_EQ(hash["params_active"], tag["params_active"]);
+  EXPECT_LT(hash["params_active"].get<int64_t>(), hash["params_total"].get<int64_t>());
+  // Tag routing on its own domain beats routing by token hash.
+  EXPECT_LT(tag["summary"]["train_mean_loss"].get<double>(),
+            hash["summary"]["train_mean_loss"].get<double>());
 }
 
 }  // namespace

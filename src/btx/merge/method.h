@@ -99,5 +99,7 @@ MergeMethod ensemble_method();
 MergeMethod dense_method();
 MergeMethod btx_method();
 MergeMethod upcycle_method();
+MergeMethod tag_method();
+MergeMethod hash_method();
 
 }  // namespace btx

@@ -1,6 +1,7 @@
 // `btx`: Branch-Train-MiX. The experts' FFNs become the experts of one MoE layer per block, the
 // rest is averaged, and a new router per layer learns (in `btx finetune`) which experts each token
 // uses. Optionally the seed's FFN joins as one more, generalist expert.
+#include "btx/data/shards.h"
 #include "btx/merge/method.h"
 #include "btx/merge/moe_build.h"
 #include "btx/pipeline/experts.h"
@@ -61,6 +62,45 @@ MergeMethod upcycle_method() {
     return build_moe(ctx, {{ctx.run.seed(), 1.0}}, expert_slots(ctx, /*from_seed=*/true),
                      moe_options(ctx, ctx.output_name), out);
   };
+  return m;
+}
+
+namespace {
+// An MoE of the experts' FFNs whose routing is fixed, not learned: one expert per token.
+MergeMethod fixed_routing_method(const std::string& mode) {
+  MergeMethod m;
+  m.name = mode;
+  m.params = {};
+  m.build = [mode](const MergeContext& ctx, const fs::path& out) {
+    std::vector<WeightedCheckpoint> shared;
+    for (const auto& e : ctx.experts) shared.push_back({e.dir, 1.0});
+    MoeBuildOptions o;
+    o.top_k = 1;
+    o.router_mode = mode;
+    o.aux_loss = 0;
+    o.seed = derive_seed(ctx.config.seed, "router/" + ctx.output_name);
+    return build_moe(ctx, shared, expert_slots(ctx, /*from_seed=*/false), o, out);
+  };
+  return m;
+}
+}  // namespace
+
+MergeMethod tag_method() {
+  MergeMethod m = fixed_routing_method("tag");
+  m.description =
+      "the btx MoE routed by the sequence's domain label: each domain's text goes to its own "
+      "expert (an oracle on labelled data; unlabelled text goes to the expert with the best "
+      "held-out loss)";
+  m.paper =
+      "Gururangan et al. 2021, DEMix (arXiv:2108.05036); Muqeeth et al. 2023, SMEAR "
+      "(arXiv:2306.03745), tag routing";
+  return m;
+}
+
+MergeMethod hash_method() {
+  MergeMethod m = fixed_routing_method("hash");
+  m.description = "the btx MoE routed by a fixed hash of the token id (no learning)";
+  m.paper = "Roller et al. 2021, Hash Layers (arXiv:2106.04426)";
   return m;
 }
 

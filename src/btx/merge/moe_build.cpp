@@ -32,10 +32,7 @@ void centroid_init(const MergeContext& ctx, CausalLM& model, const std::vector<M
                    int64_t windows) {
   torch::NoGradGuard no_grad;
   model->eval();
-  std::vector<MoeFfnImpl*> layers;
-  for (const auto& layer : *model->model->layers) {
-    layers.push_back(dynamic_cast<MoeFfnImpl*>(layer->as<DecoderLayerImpl>()->ffn.get()));
-  }
+  const std::vector<MoeFfnImpl*> layers = moe_layers(model);
   const int64_t T = ctx.config.experts.train.seq_len;
   for (size_t j = 0; j < slots.size(); ++j) {
     const auto& s = slots[j];

@@ -1,6 +1,9 @@
 #include "btx/merge/open.h"
 
+#include <limits>
+
 #include "btx/eval/ensemble.h"
+#include "btx/model/moe.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
@@ -19,7 +22,76 @@ nlohmann::json read_merge_manifest(const fs::path& dir) {
   }
 }
 
+std::map<std::string, int64_t> domain_experts(const nlohmann::json& manifest) {
+  std::map<std::string, int64_t> out;
+  if (manifest.is_null() || !manifest.contains("result")) return out;
+  const auto& slots = manifest["result"].value("moe_experts", nlohmann::json::array());
+  for (size_t j = 0; j < slots.size(); ++j) {
+    for (const auto& d : slots[j].value("domains", std::vector<std::string>{})) {
+      out.emplace(d, static_cast<int64_t>(j));
+    }
+  }
+  return out;
+}
+
 namespace {
+// Tag routing at evaluation: each domain's text goes to the expert trained on it; a domain no
+// expert trained on goes to the expert with the lowest loss on its held-out text.
+class TagScorer : public Scorer {
+ public:
+  TagScorer(CausalLM model, std::map<std::string, int64_t> routes, std::vector<std::string> names)
+      : model_(std::move(model)), routes_(std::move(routes)), names_(std::move(names)) {
+    model_->eval();
+  }
+  torch::Tensor token_nll(const torch::Tensor& tokens) override {
+    BTX_CHECK(chosen_ >= 0, "tag routing: no domain set before scoring");
+    return model_token_nll(model_, tokens);
+  }
+  int64_t params_total() const override { return model_->num_params(); }
+  int64_t params_active() const override { return model_->num_active_params(); }
+  int64_t flops_per_token(int64_t context) const override {
+    return forward_flops_per_token(model_, context);
+  }
+  int64_t max_context() const override { return model_->config().max_position_embeddings; }
+  void begin_domain(const std::string& domain, const Heldout& heldout) override {
+    torch::NoGradGuard no_grad;
+    auto it = routes_.find(domain);
+    if (it != routes_.end()) {
+      chosen_ = it->second;
+      by_ = "label";
+    } else {
+      auto windows = heldout(16);
+      BTX_CHECK(windows.size(0) >= 1,
+                "tag routing: domain '{}' has no expert and no held-out text to pick one by",
+                domain);
+      double best = std::numeric_limits<double>::infinity();
+      for (int64_t e = 0; e < model_->config().num_local_experts; ++e) {
+        force_experts(model_, torch::tensor({e}));
+        const double loss = model_token_nll(model_, windows).mean().item<double>();
+        if (loss < best) {
+          best = loss;
+          chosen_ = e;
+        }
+      }
+      by_ = "held-out loss";
+    }
+    force_experts(model_, torch::tensor({chosen_}));
+  }
+  nlohmann::json domain_info() const override {
+    if (chosen_ < 0) return nullptr;
+    const auto i = static_cast<size_t>(chosen_);
+    return {{"expert", i < names_.size() ? names_[i] : std::to_string(chosen_)},
+            {"chosen_by", by_}};
+  }
+
+ private:
+  CausalLM model_;
+  std::map<std::string, int64_t> routes_;
+  std::vector<std::string> names_;
+  int64_t chosen_ = -1;
+  std::string by_;
+};
+
 // The experts a description names, loaded and checked against their recorded weights.
 std::pair<std::vector<std::string>, std::vector<CausalLM>> load_described_experts(
     const fs::path& dir, const nlohmann::json& manifest) {
@@ -57,7 +129,18 @@ std::unique_ptr<Scorer> open_scorer(const fs::path& dir) {
   const nlohmann::json manifest = read_merge_manifest(dir);
   const std::string kind =
       manifest.is_null() ? "checkpoint" : manifest.value("kind", std::string("checkpoint"));
-  if (kind == "checkpoint") return std::make_unique<ModelScorer>(load_model(dir));
+  if (kind == "checkpoint") {
+    CausalLM model = load_model(dir);
+    if (model->config().is_moe() && model->config().router_mode == "tag") {
+      std::vector<std::string> names;
+      for (const auto& e : manifest.value("result", nlohmann::json::object())
+                               .value("moe_experts", nlohmann::json::array())) {
+        names.push_back(e.value("name", ""));
+      }
+      return std::make_unique<TagScorer>(model, domain_experts(manifest), names);
+    }
+    return std::make_unique<ModelScorer>(model);
+  }
   try {
     const auto& params = manifest.at("params");
     auto [names, models] = load_described_experts(dir, manifest);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -16,5 +17,9 @@ std::unique_ptr<Scorer> open_scorer(const std::filesystem::path& dir);
 
 // merge.json of a merged folder, or null for a plain checkpoint folder.
 nlohmann::json read_merge_manifest(const std::filesystem::path& dir);
+
+// For an MoE merge: each training domain -> the expert slot trained on it (the first slot whose
+// domains include it), from merge.json's record of the slots. Tag routing follows it.
+std::map<std::string, int64_t> domain_experts(const nlohmann::json& manifest);
 
 }  // namespace btx

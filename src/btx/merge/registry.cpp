@@ -15,7 +15,7 @@ namespace btx {
 const std::vector<MergeMethod>& merge_methods() {
   static const std::vector<MergeMethod> methods = {
       average_method(), weighted_average_method(), ensemble_method(), dense_method(),
-      btx_method(),     upcycle_method(),
+      btx_method(),     upcycle_method(),          tag_method(),      hash_method(),
   };
   return methods;
 }

@@ -15,8 +15,10 @@ void ModelConfig::validate(const std::string& where) const {
             model_type);
   if (is_moe()) {
     positive("num_local_experts", num_local_experts);
-    BTX_CHECK(router_mode == "top-k" || router_mode == "soft" || router_mode == "sample",
-              "{}: router_mode '{}' is not one of top-k, soft, sample", where, router_mode);
+    BTX_CHECK(router_mode == "top-k" || router_mode == "soft" || router_mode == "sample" ||
+                  router_mode == "hash" || router_mode == "tag",
+              "{}: router_mode '{}' is not one of top-k, soft, sample, hash, tag", where,
+              router_mode);
     BTX_CHECK(num_experts_per_tok >= 1 && num_experts_per_tok <= num_local_experts,
               "{}: num_experts_per_tok {} must be between 1 and num_local_experts {}", where,
               num_experts_per_tok, num_local_experts);

@@ -25,9 +25,11 @@ struct ModelConfig {
   int64_t bos_token_id = 1;
   int64_t eos_token_id = 2;
   // Mixture of experts ("mixtral"; HF Mixtral keys, plus btx's router_mode and z-loss).
-  int64_t num_local_experts = 0;       // N experts per layer
-  int64_t num_experts_per_tok = 2;     // k of top-k routing
-  std::string router_mode = "top-k";   // top-k | soft (all experts) | sample (per sequence)
+  int64_t num_local_experts = 0;    // N experts per layer
+  int64_t num_experts_per_tok = 2;  // k of top-k routing
+  // top-k | soft (all experts) | sample (per sequence) | hash (of the token id) | tag (the
+  // sequence's domain label: an oracle baseline)
+  std::string router_mode = "top-k";
   double router_aux_loss_coef = 0.01;  // Switch load-balancing weight alpha (0: none)
   double router_z_loss_coef = 0.0;     // router z-loss weight (0: none)
 

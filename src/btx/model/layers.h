@@ -51,6 +51,8 @@ struct FeedForwardImpl : torch::nn::Module {
   virtual int64_t active_params() const;
   // Auxiliary training loss of the last forward (an MoE's load balancing), undefined if none.
   virtual torch::Tensor aux_loss() const { return {}; }
+  // The token ids (B, T) of the forward about to run, for FFNs that route on them (hash).
+  virtual void set_token_ids(const torch::Tensor& /*ids*/) {}
 };
 
 // down(silu(gate(x)) * up(x)).

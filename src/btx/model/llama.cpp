@@ -41,7 +41,11 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& ids) {
               " exceeds max_position_embeddings ", config.max_position_embeddings);
   auto rope = rope_tables(T, config.head_dim(), config.rope_theta, 0, ids.device());
   auto x = embed_tokens(ids);  // (B, T, C)
-  for (auto& layer : *layers) x = layer->as<DecoderLayerImpl>()->forward(x, rope);
+  for (auto& layer : *layers) {
+    auto* l = layer->as<DecoderLayerImpl>();
+    l->ffn->set_token_ids(ids);
+    x = l->forward(x, rope);
+  }
   return norm(x);
 }
 

@@ -42,6 +42,18 @@ Routing route_soft(const torch::Tensor& logits) {
   return r;
 }
 
+Routing route_hash(const torch::Tensor& logits, const torch::Tensor& ids, int64_t num_experts) {
+  BTX_CHECK(ids.defined() && ids.numel() == logits.size(0),
+            "hash routing needs the token ids of the forward ({} tokens)", logits.size(0));
+  Routing r;
+  r.logits = logits;
+  r.probs = torch::softmax(logits, -1);
+  auto h = (ids.reshape({-1}).to(torch::kInt64) * static_cast<int64_t>(2654435761)).remainder(int64_t{1} << 32);
+  r.experts = h.remainder(num_experts).unsqueeze(1);
+  r.weights = torch::ones({logits.size(0), 1}, logits.options());
+  return r;
+}
+
 Routing route_sample(const torch::Tensor& logits, int64_t B, int64_t T, int64_t k) {
   const int64_t E = logits.size(1);
   auto seq = route_top_k(logits.view({B, T, E}).mean(1), k);  // (B, k)
@@ -117,6 +129,9 @@ Routing MoeFfnImpl::route(const torch::Tensor& logits, int64_t B, int64_t T) con
     r.weights = torch::ones({B * T, 1}, logits.options());
     return r;
   }
+  BTX_CHECK(mode != "tag",
+            "tag routing needs each sequence's domain label (force_experts) before the forward");
+  if (mode == "hash") return route_hash(logits, ids_, num_experts);
   if (mode == "soft") return route_soft(logits);
   if (mode == "sample") return route_sample(logits, B, T, top_k);
   return route_top_k(logits, top_k);
@@ -132,7 +147,7 @@ torch::Tensor MoeFfnImpl::forward(const torch::Tensor& x) {
   }
   Routing r = route(gate(h), B, T);
   auto out = dispatch_experts(experts, h, r);
-  if (is_training()) {
+  if (is_training() && mode != "hash" && mode != "tag") {
     aux_loss_ = load_balancing_loss(r, num_experts, aux_coef);
     if (z_coef > 0) aux_loss_ = aux_loss_ + router_z_loss(r.logits, z_coef);
   } else {
@@ -153,8 +168,21 @@ torch::Tensor MoeFfnImpl::last_usage() const {
 
 int64_t MoeFfnImpl::active_params() const {
   const int64_t per_expert = experts->ptr(0)->as<MoeExpertImpl>()->w1->weight.numel() * 3;
-  const int64_t used = mode == "soft" ? num_experts : top_k;
+  const int64_t used = mode == "soft" ? num_experts : (mode == "hash" || mode == "tag") ? 1 : top_k;
   return gate->weight.numel() + used * per_expert;
+}
+
+std::vector<MoeFfnImpl*> moe_layers(const CausalLM& model) {
+  std::vector<MoeFfnImpl*> out;
+  for (const auto& layer : *model->model->layers) {
+    auto* moe = dynamic_cast<MoeFfnImpl*>(layer->as<DecoderLayerImpl>()->ffn.get());
+    if (moe != nullptr) out.push_back(moe);
+  }
+  return out;
+}
+
+void force_experts(const CausalLM& model, const torch::Tensor& experts) {
+  for (auto* l : moe_layers(model)) l->force_experts(experts);
 }
 
 }  // namespace btx

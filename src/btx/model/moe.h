@@ -4,7 +4,10 @@
 //   top-k   keep the k largest router logits per token, softmax over them (k = 1: Switch);
 //   soft    every expert, weighted by the full softmax;
 //   sample  one choice per sequence: the top-k of the mean of its tokens' logits (BTX's
-//           sample-level routing; not causal, since early tokens see the later ones' logits).
+//           sample-level routing; not causal, since early tokens see the later ones' logits);
+//   hash    a fixed hash of the token id picks one expert (Roller et al. 2021's hash layers);
+//   tag     the sequence's domain label picks one expert (force_experts; DEMix's oracle).
+// hash and tag do not learn: no load-balancing loss.
 // Output Σ_i g_i · expert_i(h). Dispatch groups the (token, expert) pairs by expert (a stable
 // sort by expert id), runs one matrix product per expert on its tokens only, and adds the
 // weighted results back with one index_add.
@@ -20,6 +23,7 @@
 
 #include "btx/model/config.h"
 #include "btx/model/layers.h"
+#include "btx/model/llama.h"
 
 namespace btx {
 
@@ -43,6 +47,8 @@ struct Routing {
 Routing route_top_k(const torch::Tensor& logits, int64_t k);
 // Every expert, weighted by the full softmax (k = E).
 Routing route_soft(const torch::Tensor& logits);
+// Expert (ids * 2654435761 mod 2^32) mod E of each token id (B*T), gate 1.
+Routing route_hash(const torch::Tensor& logits, const torch::Tensor& ids, int64_t num_experts);
 // Per sequence: top-k of the mean logits of each of B sequences of T tokens (logits (B*T, E)),
 // the same experts and gates for all its tokens.
 Routing route_sample(const torch::Tensor& logits, int64_t B, int64_t T, int64_t k);
@@ -63,6 +69,7 @@ struct MoeFfnImpl : FeedForwardImpl {
   const char* hf_name() const override { return "block_sparse_moe"; }
   int64_t active_params() const override;
   torch::Tensor aux_loss() const override { return aux_loss_; }
+  void set_token_ids(const torch::Tensor& ids) override { ids_ = ids; }
 
   // The same routing applied by hand: (B*T, E) router logits -> the mode's Routing, or the
   // forced experts when set.
@@ -91,7 +98,13 @@ struct MoeFfnImpl : FeedForwardImpl {
   torch::Tensor aux_loss_;
   std::optional<Routing> last_;
   torch::Tensor forced_;
+  torch::Tensor ids_;
 };
 TORCH_MODULE(MoeFfn);
+
+// The MoE layers of a model, in order (empty for a dense model).
+std::vector<MoeFfnImpl*> moe_layers(const CausalLM& model);
+// force_experts on every MoE layer of the model.
+void force_experts(const CausalLM& model, const torch::Tensor& experts);
 
 }  // namespace btx

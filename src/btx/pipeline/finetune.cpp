@@ -1,6 +1,8 @@
 #include "btx/pipeline/finetune.h"
 
 #include "btx/data/shards.h"
+#include "btx/merge/open.h"
+#include "btx/model/moe.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 
@@ -35,6 +37,19 @@ TrainResult finetune_model(const RunDir& run, const RunConfig& c, const fs::path
   if (train_what == "router") {
     job.trainable = [](const std::string& name) {
       return name.find(".block_sparse_moe.gate.") != std::string::npos;
+    };
+  }
+  if (mc.router_mode == "tag") {  // each row to its domain's expert
+    const auto routes = domain_experts(read_merge_manifest(model_dir));
+    job.before_forward = [routes, model_dir](CausalLM& m, const std::vector<std::string>& rows) {
+      std::vector<int64_t> ids;
+      for (const auto& d : rows) {
+        auto it = routes.find(d);
+        BTX_CHECK(it != routes.end(), "{}: tag routing has no expert for domain '{}'",
+                  model_dir.string(), d);
+        ids.push_back(it->second);
+      }
+      force_experts(m, torch::tensor(ids));
     };
   }
   return train(job);

@@ -10,14 +10,6 @@
 namespace btx {
 
 namespace {
-std::vector<MoeFfnImpl*> moe_layers(CausalLM& model) {
-  std::vector<MoeFfnImpl*> out;
-  for (const auto& layer : *model->model->layers) {
-    auto* moe = dynamic_cast<MoeFfnImpl*>(layer->as<DecoderLayerImpl>()->ffn.get());
-    if (moe != nullptr) out.push_back(moe);
-  }
-  return out;
-}
 
 std::vector<double> to_vector(const torch::Tensor& t) {
   auto c = t.to(torch::kFloat64).contiguous();

@@ -64,10 +64,12 @@ class MetricsLog {
 
 std::map<std::string, double> validate(CausalLM& model, const ShardSet& data,
                                        const std::vector<std::string>& domains,
-                                       const TrainConfig& t) {
+                                       const TrainJob& job) {
+  const TrainConfig& t = job.train;
   ModelScorer scorer(model);
   std::map<std::string, double> out;
   for (const auto& d : domains.empty() ? data.domains() : domains) {
+    if (job.before_forward) job.before_forward(model, {d});  // all rows of domain d
     const auto& shard = data.shard(d, "valid");
     out[d] =
         score_stream(scorer, shard.slice(0, shard.size()), t.seq_len, t.batch_size, t.eval_tokens)
@@ -103,9 +105,8 @@ void check_same_state(const DistributedContext& dist, const std::optional<TrainS
 // Per MoE layer, the fraction of the last micro-batch's tokens routed to each expert.
 nlohmann::json expert_usage(const CausalLM& model) {
   nlohmann::json layers = nlohmann::json::array();
-  for (const auto& layer : *model->model->layers) {
-    auto* moe = dynamic_cast<MoeFfnImpl*>(layer->as<DecoderLayerImpl>()->ffn.get());
-    if (moe == nullptr || !moe->last_routing()) continue;
+  for (auto* moe : moe_layers(model)) {
+    if (!moe->last_routing()) continue;
     auto u = moe->last_usage();
     layers.push_back(std::vector<double>(u.data_ptr<double>(), u.data_ptr<double>() + u.numel()));
   }
@@ -233,8 +234,14 @@ TrainResult train(const TrainJob& job) {
     double loss_sum = 0, aux_sum = 0;
     bool has_aux = false;
     for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
-      auto batch = sampler.rows(step * t.grad_accum + micro, first_row,
-                                first_row + rows);  // (B/W, T+1)
+      std::vector<int> row_domain;
+      auto batch = sampler.rows(step * t.grad_accum + micro, first_row, first_row + rows,
+                                job.before_forward ? &row_domain : nullptr);  // (B/W, T+1)
+      if (job.before_forward) {
+        std::vector<std::string> names;
+        for (int d : row_domain) names.push_back(sampler.domains()[static_cast<size_t>(d)]);
+        job.before_forward(model, names);
+      }
       // The mean over this rank's rows; averaged over ranks below, the mean over the batch.
       auto loss = lm_loss(model, batch);
       auto objective = loss;
@@ -281,7 +288,7 @@ TrainResult train(const TrainJob& job) {
       interval_tokens = 0;
     }
     if (main && (step % t.eval_every == 0 || step == t.steps)) {
-      result.valid_loss = validate(model, data, job.domains, t);
+      result.valid_loss = validate(model, data, job.domains, job);
       nlohmann::json v = nlohmann::json::object();
       std::string line;
       for (auto& [d, l] : result.valid_loss) {

@@ -38,6 +38,9 @@ struct TrainJob {
   // Which parameters train (by name); empty: all. The others are frozen (e.g. router-only MoE
   // finetuning).
   std::function<bool(const std::string&)> trainable;
+  // Called before each micro-batch's forward with the domain of each of its rows (tag-routed
+  // models send each row to its domain's expert).
+  std::function<void(CausalLM&, const std::vector<std::string>& row_domains)> before_forward;
   // Data parallel group: rank r trains on rows [r*B/W, (r+1)*B/W) of every micro-batch and the
   // gradients are averaged, so W ranks follow the single-process run on the whole batch. Only
   // rank 0 logs and writes out_dir. Null: distributed_from_env()'s context if a command made one,
