@@ -1,6 +1,7 @@
 // `dense`: the compute-matched baseline. The seed keeps training on the balanced mixture of all
 // training domains for as many tokens as the experts used in total (plus --extra-tokens, e.g. a
 // routed model's finetuning), so every method is compared at the same training compute.
+// `--match experts+finetune` adds the run's [finetune] budget: the compute of btx / upcycle.
 #include <spdlog/spdlog.h>
 
 #include "btx/data/shards.h"
@@ -18,16 +19,22 @@ MergeMethod dense_method() {
       "compute-matched dense baseline";
   m.paper = "Li et al. 2022, Branch-Train-Merge (arXiv:2208.03306), the TRANSFORMER-LM baseline";
   m.params = {
-      {"extra-tokens",
-       "tokens added to the experts' total (e.g. a routed model's finetuning)",
-       "0",
-       {}},
+      {"match",
+       "experts: the experts' tokens; experts+finetune: plus the run's [finetune] budget (what "
+       "btx and upcycle spend)",
+       "experts",
+       {"experts", "experts+finetune"}},
+      {"extra-tokens", "tokens added on top", "0", {}},
   };
   m.trains = true;
   m.build = [](const MergeContext& ctx, const fs::path& out) {
     const int64_t extra = ctx.integer("extra-tokens");
     BTX_CHECK(extra >= 0, "--extra-tokens must be >= 0, got {}", extra);
-    int64_t matched = extra;
+    const TrainConfig& ft = ctx.config.finetune;
+    const int64_t finetune_tokens = ctx.str("match") == "experts+finetune"
+                                        ? ft.steps * ft.batch_size * ft.seq_len * ft.grad_accum
+                                        : 0;
+    int64_t matched = extra + finetune_tokens;
     nlohmann::json per_expert = nlohmann::json::object();
     for (const auto& e : ctx.experts) {
       matched += e.tokens;
