@@ -50,7 +50,7 @@ TEST_F(MergeTest, EveryMethodBuildsAndEvaluatesTheSameWay) {
         std::string("--method ensemble --top-k 1 --name ensemble-top1"),
         std::string("--method ensemble --prior updating --name ensemble-updating"),
         std::string("--method dense"),
-        std::string("--method dense --match experts+finetune --name dense-ft")}) {
+        std::string("--method dense --match experts+finetune --schedule longer --name dense-ft")}) {
     auto r = run_btx("merge" + r_ + " " + args);
     ASSERT_EQ(r.code, 0) << args << "\n" << r.output;
   }
@@ -61,7 +61,10 @@ TEST_F(MergeTest, EveryMethodBuildsAndEvaluatesTheSameWay) {
   int64_t sum = 0;
   for (const auto& e : dense["experts"]) sum += e["tokens"].get<int64_t>();
   EXPECT_EQ(sum, 3 * 30 * 8 * 32);
-  // Matched to btx: plus the [finetune] budget of 8 steps x 8 x 32.
+  // BTM's schedule: the three experts' batches side by side, as many steps as one expert.
+  EXPECT_EQ(dense["result"]["batch_size"].get<int64_t>(), 3 * 8);
+  EXPECT_EQ(dense["result"]["steps"].get<int64_t>(), 30);
+  // Matched to btx: plus the [finetune] budget of 8 steps x 8 x 32 (experts' batch, more steps).
   EXPECT_EQ(load_train_state(run.root / "merged/dense-ft")->tokens, 3 * 30 * 8 * 32 + 8 * 8 * 32);
   // The posterior weights on prose favour the prose expert and sum to 1.
   const auto w = read_json(run.root / "merged/wa-prose/merge.json")["result"]["weights"];

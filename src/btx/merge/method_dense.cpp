@@ -2,6 +2,9 @@
 // training domains for as many tokens as the experts used in total (plus --extra-tokens, e.g. a
 // routed model's finetuning), so every method is compared at the same training compute.
 // `--match experts+finetune` adds the run's [finetune] budget: the compute of btx / upcycle.
+// By default it trains "wider", as BTM's compute-matched baseline does: the N experts' batches
+// side by side (one batch N times larger) for as many steps as one expert took; "longer" keeps
+// the experts' batch for N times the steps instead.
 #include <spdlog/spdlog.h>
 
 #include "btx/data/shards.h"
@@ -25,6 +28,12 @@ MergeMethod dense_method() {
        "experts",
        {"experts", "experts+finetune"}},
       {"extra-tokens", "tokens added on top", "0", {}},
+      {"schedule",
+       "wider: as many steps as one expert with the experts' batches side by side (BTM's "
+       "protocol: the dense model has all the experts' devices); longer: the experts' batch "
+       "for N times the steps",
+       "wider",
+       {"wider", "longer"}},
   };
   m.trains = true;
   m.build = [](const MergeContext& ctx, const fs::path& out) {
@@ -41,12 +50,13 @@ MergeMethod dense_method() {
       per_expert[e.name] = e.tokens;
     }
     TrainConfig t = ctx.config.experts.train;
+    if (ctx.str("schedule") == "wider") t.batch_size *= static_cast<int64_t>(ctx.experts.size());
     const int64_t per_step = t.batch_size * t.seq_len * t.grad_accum;
     t.steps = (matched + per_step - 1) / per_step;
     t.domain_weights.clear();  // the balanced mixture of every training domain
     BTX_CHECK(t.steps >= 1, "dense baseline: the experts used no tokens");
-    spdlog::info("dense baseline: {} tokens to match ({} steps of {} tokens)", matched, t.steps,
-                 per_step);
+    spdlog::info("dense baseline: {} tokens to match ({} steps of {} sequences of {} tokens)",
+                 matched, t.steps, t.batch_size * t.grad_accum, t.seq_len);
     TrainJob job;
     job.name = ctx.output_name;
     job.out_dir = out;
@@ -60,9 +70,11 @@ MergeMethod dense_method() {
     BTX_CHECK(r.finished || r.skipped,
               "dense baseline stopped before its last step; run the "
               "merge again with --resume");
-    return nlohmann::json{
-        {"kind", "checkpoint"},  {"matched_tokens", matched}, {"expert_tokens", per_expert},
-        {"extra_tokens", extra}, {"steps", t.steps},          {"tokens", t.steps * per_step}};
+    return nlohmann::json{{"kind", "checkpoint"},        {"matched_tokens", matched},
+                          {"expert_tokens", per_expert}, {"finetune_tokens", finetune_tokens},
+                          {"extra_tokens", extra},       {"schedule", ctx.str("schedule")},
+                          {"batch_size", t.batch_size},  {"steps", t.steps},
+                          {"tokens", t.steps * per_step}};
   };
   return m;
 }
