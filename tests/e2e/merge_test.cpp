@@ -124,10 +124,7 @@ TEST_F(MergeTest, EveryMethodBuildsAndEvaluatesTheSameWay) {
 TEST_F(MergeTest, IdenticalExpertsGiveTheOriginalBack) {
   RunDir run = fresh_run("identical");
   const fs::path code = expert_dir(run, "code");
-  for (const char* other : {"prose", "verse"}) {
-    fs::copy_file(code / "model.safetensors", expert_dir(run, other) / "model.safetensors",
-                  fs::copy_options::overwrite_existing);
-  }
+  testing::make_experts_identical(run.root, "code", {"prose", "verse"});
   const std::string r_ = " --run " + run.root.string();
   for (const std::string& args :
        {std::string("--method average"),

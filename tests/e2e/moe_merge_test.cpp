@@ -37,10 +37,7 @@ testing::TempDir* MoeMergeTest::dir_ = nullptr;
 TEST_F(MoeMergeTest, IdenticalExpertsGiveTheDenseModelBack) {
   RunDir run = fresh_run("identical");
   const fs::path code = expert_dir(run, "code");
-  for (const char* other : {"prose", "verse"}) {
-    fs::copy_file(code / "model.safetensors", expert_dir(run, other) / "model.safetensors",
-                  fs::copy_options::overwrite_existing);
-  }
+  testing::make_experts_identical(run.root, "code", {"prose", "verse"});
   const std::string r_ = " --run " + run.root.string();
   for (const std::string& args :
        {std::string("--method btx"), std::string("--method btx --router-init centroid --name c"),

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "e2e_util.h"
 #include "test_util.h"
@@ -88,6 +89,17 @@ inline std::string make_trained_forest(const std::filesystem::path& dir) {
     if (r.code != 0) return cmd + "\n" + r.output;
   }
   return "";
+}
+
+// Overwrites the weights of experts `others` of a run with those of expert `source` (same
+// training state), for tests of "merging N identical experts gives the original back".
+inline void make_experts_identical(const std::filesystem::path& run, const std::string& source,
+                                   const std::vector<std::string>& others) {
+  const auto from = run / "experts" / source / "model.safetensors";
+  for (const auto& o : others) {
+    std::filesystem::copy_file(from, run / "experts" / o / "model.safetensors",
+                               std::filesystem::copy_options::overwrite_existing);
+  }
 }
 
 }  // namespace btx::testing
