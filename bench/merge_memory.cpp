@@ -13,6 +13,7 @@
 #include <iostream>
 #include <string>
 
+#include "bench_model.h"
 #include "btx/io/safetensors.h"
 #include "btx/merge/param_average.h"
 #include "btx/model/llama.h"
@@ -65,13 +66,7 @@ fs::path expert_path(const Args& a, int64_t i) {
 
 void make_checkpoints(const Args& a) {
   torch::manual_seed(0);
-  btx::ModelConfig c;
-  c.vocab_size = a.vocab;
-  c.hidden_size = a.hidden;
-  c.intermediate_size = a.hidden * 8 / 3 / 32 * 32;
-  c.num_hidden_layers = a.layers;
-  c.num_attention_heads = c.num_key_value_heads = a.hidden / 64;
-  btx::CausalLM model(c);
+  btx::CausalLM model(bench_model_config(a.vocab, a.hidden, a.layers, a.hidden / 64));
   torch::NoGradGuard no_grad;
   for (int64_t i = 0; i < a.experts; ++i) {  // experts: the seed plus a little noise each
     for (auto& p : model->parameters()) p.add_(torch::randn_like(p), 0.01);

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "bench_model.h"
 #include "btx/model/llama.h"
 #include "btx/train/adamw.h"
 
@@ -21,12 +22,7 @@ struct Args {
 double btx_tokens_per_s(const Args& a, double* step_ms, int64_t* params) {
   if (a.threads > 0) torch::set_num_threads(static_cast<int>(a.threads));
   torch::manual_seed(0);
-  btx::ModelConfig c;
-  c.vocab_size = a.vocab;
-  c.hidden_size = a.hidden;
-  c.intermediate_size = a.hidden * 8 / 3 / 32 * 32;
-  c.num_hidden_layers = a.layers;
-  c.num_attention_heads = c.num_key_value_heads = a.heads;
+  btx::ModelConfig c = bench_model_config(a.vocab, a.hidden, a.layers, a.heads);
   c.max_position_embeddings = a.seq;
   btx::CausalLM model(c);
   *params = model->num_params();

@@ -42,11 +42,8 @@ fs::path find_tokenizer(const EvalArgs& a, const fs::path& model) {
 
 // A model named relative to the run (seed, experts/x, merged/y) or a path.
 fs::path resolve_model(const EvalArgs& a, const std::string& model) {
-  if (!a.run.empty() && !fs::exists(model) && fs::exists(fs::path(a.run) / model)) {
-    return fs::path(a.run) / model;
-  }
-  BTX_CHECK(fs::exists(model), "model {} does not exist{}", model,
-            a.run.empty() ? "" : fmt::format(" (nor {})", (fs::path(a.run) / model).string()));
+  if (!a.run.empty()) return resolve_model_path(RunDir{a.run}, model);
+  BTX_CHECK(fs::exists(model), "model {} does not exist", model);
   return model;
 }
 

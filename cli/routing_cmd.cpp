@@ -30,8 +30,7 @@ std::vector<Command> add_routing_commands(CLI::App& app) {
   return {{cmd, [a] {
              RunDir run{a->run};
              const RunConfig c = load_run(run);
-             fs::path model = a->model;
-             if (!fs::exists(model) && fs::exists(run.root / model)) model = run.root / model;
+             const fs::path model = resolve_model_path(run, a->model);
              if (!a->text_file.empty()) a->opts.text = read_file(a->text_file);
              const auto result = routing_analysis(run, c, model, a->opts);
              if (!a->out.empty()) write_file_atomic(a->out, result.dump(2));

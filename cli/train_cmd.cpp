@@ -96,9 +96,8 @@ std::vector<Command> add_train_commands(CLI::App& app) {
   out.push_back({finetune, [f] {
                    RunDir run{f->run};
                    const RunConfig c = load_run(run);
-                   fs::path model = f->model;
-                   if (!fs::exists(model) && fs::exists(run.root / model)) model = run.root / model;
-                   finetune_model(run, c, model, f->train, f->resume, f->stop_after);
+                   finetune_model(run, c, resolve_model_path(run, f->model), f->train, f->resume,
+                                  f->stop_after);
                  }});
   return out;
 }

@@ -8,38 +8,14 @@
 #include "btx/pipeline/experts.h"
 #include "btx/train/checkpoint.h"
 #include "e2e_util.h"
-#include "tiny_corpus.h"
+#include "forest_fixture.h"
 
 namespace btx {
 namespace {
 
 using testing::run_btx;
 
-nlohmann::json read_json(const fs::path& p) {
-  return nlohmann::json::parse(read_file(p));
-}
-
-class MergeTest : public ::testing::Test {
- protected:
-  // One trained forest (seed 40 steps, 3 experts x 30 steps) shared by the tests of this file.
-  static void SetUpTestSuite() {
-    dir_ = new testing::TempDir("btx-merge");
-    const std::string failed = testing::make_trained_forest(dir_->path());
-    ASSERT_EQ(failed, "");
-    testing::write_text(dir_->path() / "other" / "glossary.txt",
-                        testing::tagged_lines('g', testing::kDictWords, 40'000, 5));
-  }
-  static void TearDownTestSuite() { delete dir_; }
-  RunDir fresh_run(const std::string& name) {
-    const fs::path to = dir_->path() / name;
-    fs::copy(dir_->path() / "trained", to, fs::copy_options::recursive);
-    return RunDir{to};
-  }
-  static RunDir trained() { return RunDir{dir_->path() / "trained"}; }
-  static fs::path other_text() { return dir_->path() / "other"; }
-  static testing::TempDir* dir_;
-};
-testing::TempDir* MergeTest::dir_ = nullptr;
+class MergeTest : public testing::ForestTest<MergeTest> {};
 
 TEST_F(MergeTest, EveryMethodBuildsAndEvaluatesTheSameWay) {
   RunDir run = fresh_run("all");
@@ -55,7 +31,7 @@ TEST_F(MergeTest, EveryMethodBuildsAndEvaluatesTheSameWay) {
     ASSERT_EQ(r.code, 0) << args << "\n" << r.output;
   }
   // The dense baseline spends exactly the experts' tokens: 3 experts x 30 steps x 8 x 32.
-  const auto dense = read_json(run.root / "merged/dense/merge.json");
+  const auto dense = read_json_file(run.root / "merged/dense/merge.json");
   EXPECT_EQ(dense["result"]["matched_tokens"].get<int64_t>(), 3 * 30 * 8 * 32);
   EXPECT_EQ(load_train_state(run.root / "merged/dense")->tokens, 3 * 30 * 8 * 32);
   int64_t sum = 0;
@@ -67,7 +43,7 @@ TEST_F(MergeTest, EveryMethodBuildsAndEvaluatesTheSameWay) {
   // Matched to btx: plus the [finetune] budget of 8 steps x 8 x 32 (experts' batch, more steps).
   EXPECT_EQ(load_train_state(run.root / "merged/dense-ft")->tokens, 3 * 30 * 8 * 32 + 8 * 8 * 32);
   // The posterior weights on prose favour the prose expert and sum to 1.
-  const auto w = read_json(run.root / "merged/wa-prose/merge.json")["result"]["weights"];
+  const auto w = read_json_file(run.root / "merged/wa-prose/merge.json")["result"]["weights"];
   EXPECT_NEAR(w["code"].get<double>() + w["prose"].get<double>() + w["verse"].get<double>(), 1.0,
               1e-9);
   EXPECT_GT(w["prose"].get<double>(), w["code"].get<double>());
@@ -82,13 +58,15 @@ TEST_F(MergeTest, EveryMethodBuildsAndEvaluatesTheSameWay) {
                                            "merged/dense"};
   std::string list;
   for (const auto& m : models) list += (list.empty() ? "" : ",") + m;
-  auto r = run_btx("eval" + r_ + " --model " + list + " --novel " + other_text().string());
+  testing::write_text(run.root / "other" / "glossary.txt",
+                      testing::tagged_lines('g', testing::kDictWords, 40'000, 5));
+  auto r = run_btx("eval" + r_ + " --model " + list + " --novel " + (run.root / "other").string());
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("glossary*"), std::string::npos) << r.output;  // comparison table
-  const auto seed = read_json(run.eval("seed"));
+  const auto seed = read_json_file(run.eval("seed"));
   for (const auto& m : models) {
     const std::string name = fs::path(m).filename().string();
-    const auto e = read_json(run.eval(name));
+    const auto e = read_json_file(run.eval(name));
     EXPECT_EQ(e["model"], name);
     for (const auto& key : {"domains", "params_total", "params_active", "flops_per_token",
                             "summary", "seq_len", "split"}) {
@@ -103,11 +81,11 @@ TEST_F(MergeTest, EveryMethodBuildsAndEvaluatesTheSameWay) {
     EXPECT_TRUE(e["domains"]["glossary"]["novel"].get<bool>());
   }
   // Cost: the top-1 ensemble runs one expert of three; updating runs all three.
-  const auto top1 = read_json(run.eval("ensemble-top1"));
+  const auto top1 = read_json_file(run.eval("ensemble-top1"));
   EXPECT_EQ(top1["params_total"].get<int64_t>(), 3 * seed["params_total"].get<int64_t>());
   EXPECT_EQ(top1["params_active"], seed["params_active"]);
   EXPECT_EQ(top1["flops_per_token"], seed["flops_per_token"]);
-  EXPECT_EQ(read_json(run.eval("ensemble-updating"))["params_active"], top1["params_total"]);
+  EXPECT_EQ(read_json_file(run.eval("ensemble-updating"))["params_active"], top1["params_total"]);
   // The cached prior of each domain is recorded, and on a training domain it picks its expert.
   EXPECT_EQ(top1["domains"]["code"]["model"]["experts_run"], nlohmann::json::array({"code"}));
   EXPECT_EQ(top1["domains"]["verse"]["model"]["experts_run"], nlohmann::json::array({"verse"}));
@@ -145,9 +123,9 @@ TEST_F(MergeTest, IdenticalExpertsGiveTheOriginalBack) {
   }
   auto r = run_btx("eval" + r_ + " --model experts/code,merged/ens,merged/ens-upd");
   ASSERT_EQ(r.code, 0) << r.output;
-  const auto single = read_json(run.eval("expert-code"));
+  const auto single = read_json_file(run.eval("expert-code"));
   for (const char* m : {"ens", "ens-upd"}) {
-    const auto e = read_json(run.eval(m));
+    const auto e = read_json_file(run.eval(m));
     for (const auto& [d, v] : single["domains"].items()) {
       EXPECT_NEAR(e["domains"][d]["loss"].get<double>(), v["loss"].get<double>(), 1e-5)
           << m << " " << d;
@@ -182,7 +160,7 @@ TEST_F(MergeTest, BadInputIsRefusedAndWritesNothing) {
   // Experts that cannot be merged: unfinished, from another seed, of another shape.
   {
     RunDir run = fresh_run("unfinished");
-    auto s = read_json(expert_dir(run, "verse") / "state.json");
+    auto s = read_json_file(expert_dir(run, "verse") / "state.json");
     s["done"] = false;
     write_file_atomic(expert_dir(run, "verse") / "state.json", s.dump());
     auto r = run_btx("merge --run " + run.root.string() + " --method average");
@@ -193,7 +171,7 @@ TEST_F(MergeTest, BadInputIsRefusedAndWritesNothing) {
   }
   {
     RunDir run = fresh_run("reseeded");
-    auto j = read_json(expert_dir(run, "verse") / "expert.json");
+    auto j = read_json_file(expert_dir(run, "verse") / "expert.json");
     j["init"]["seed_sha256"] = std::string(64, 'a');
     write_file_atomic(expert_dir(run, "verse") / "expert.json", j.dump());
     auto r = run_btx("merge --run " + run.root.string() + " --method average");
@@ -204,7 +182,7 @@ TEST_F(MergeTest, BadInputIsRefusedAndWritesNothing) {
   }
   {
     RunDir run = fresh_run("reshaped");
-    auto j = read_json(expert_dir(run, "prose") / "config.json");
+    auto j = read_json_file(expert_dir(run, "prose") / "config.json");
     j["intermediate_size"] = 64;
     write_file_atomic(expert_dir(run, "prose") / "config.json", j.dump());
     auto r = run_btx("merge --run " + run.root.string() + " --method average");

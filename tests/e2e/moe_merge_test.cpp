@@ -10,29 +10,14 @@
 #include "btx/pipeline/run_dir.h"
 #include "btx/train/checkpoint.h"
 #include "e2e_util.h"
-#include "tiny_corpus.h"
+#include "forest_fixture.h"
 
 namespace btx {
 namespace {
 
 using testing::run_btx;
 
-class MoeMergeTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    dir_ = new testing::TempDir("btx-moe-merge");
-    const std::string failed = testing::make_trained_forest(dir_->path());
-    ASSERT_EQ(failed, "");
-  }
-  static void TearDownTestSuite() { delete dir_; }
-  RunDir fresh_run(const std::string& name) {
-    const fs::path to = dir_->path() / name;
-    fs::copy(dir_->path() / "trained", to, fs::copy_options::recursive);
-    return RunDir{to};
-  }
-  static testing::TempDir* dir_;
-};
-testing::TempDir* MoeMergeTest::dir_ = nullptr;
+class MoeMergeTest : public testing::ForestTest<MoeMergeTest> {};
 
 TEST_F(MoeMergeTest, IdenticalExpertsGiveTheDenseModelBack) {
   RunDir run = fresh_run("identical");
@@ -144,7 +129,7 @@ TEST_F(MoeMergeTest, FinetuneAllOrRouterOnlyAndResumeExactly) {
   // The finetuned MoE evaluates like any model, with fewer active than total parameters.
   r = run_btx("eval" + r_ + " --model merged/btx");
   ASSERT_EQ(r.code, 0) << r.output;
-  auto e = nlohmann::json::parse(read_file(run.eval("btx")));
+  auto e = read_json_file(run.eval("btx"));
   EXPECT_LT(e["params_active"].get<int64_t>(), e["params_total"].get<int64_t>());
 
   // Routing analysis: every domain's tokens spread over the experts, per layer.
@@ -153,7 +138,7 @@ TEST_F(MoeMergeTest, FinetuneAllOrRouterOnlyAndResumeExactly) {
               (run.root / "routing.json").string() + " --text " +
               (run.root / "sample.txt").string());
   ASSERT_EQ(r.code, 0) << r.output;
-  const auto a = nlohmann::json::parse(read_file(run.root / "routing.json"));
+  const auto a = read_json_file(run.root / "routing.json");
   EXPECT_EQ(a["experts"], nlohmann::json::array({"code", "prose", "verse"}));
   ASSERT_EQ(a["layers"].size(), 2u);
   for (const auto& layer : a["layers"]) {
@@ -213,14 +198,14 @@ TEST_F(MoeMergeTest, TagAndHashBaselines) {
   r = run_btx("eval" + r_ + " --model merged/tag,merged/hash --novel " +
               (run.root / "other").string());
   ASSERT_EQ(r.code, 0) << r.output;
-  const auto tag = nlohmann::json::parse(read_file(run.eval("tag")));
+  const auto tag = read_json_file(run.eval("tag"));
   for (const char* d : {"code", "prose", "verse"}) {
     EXPECT_EQ(tag["domains"][d]["model"]["expert"], d);
     EXPECT_EQ(tag["domains"][d]["model"]["chosen_by"], "label");
   }
   EXPECT_EQ(tag["domains"]["glossary"]["model"]["chosen_by"], "held-out loss");
   // One expert per token: active = total minus two of three experts per layer.
-  const auto hash = nlohmann::json::parse(read_file(run.eval("hash")));
+  const auto hash = read_json_file(run.eval("hash"));
   EXPECT_EQ(hash["params_active"], tag["params_active"]);
   EXPECT_LT(hash["params_active"].get<int64_t>(), hash["params_total"].get<int64_t>());
   // Tag routing on its own domain beats routing by token hash.

@@ -152,7 +152,7 @@ void EnsembleScorer::set_prior(const torch::Tensor& weights) {
 std::vector<int64_t> EnsembleScorer::active_experts() const {
   const auto E = static_cast<int64_t>(experts_.size());
   std::vector<int64_t> idx;
-  if (opts_.top_k == 0 || opts_.top_k == E || opts_.prior == EnsemblePrior::kUpdating) {
+  if (experts_per_token() == E) {
     for (int64_t j = 0; j < E; ++j) idx.push_back(j);
     return idx;
   }
@@ -165,23 +165,38 @@ std::vector<int64_t> EnsembleScorer::active_experts() const {
   return idx;
 }
 
-torch::Tensor EnsembleScorer::token_nll(const torch::Tensor& tokens) {
-  torch::NoGradGuard no_grad;
-  BTX_CHECK(prior_.defined(),
-            "the ensemble's cached prior is not set yet: it is estimated per target domain");
-  const auto idx = active_experts();
-  auto ll = experts_loglik(experts_, idx, tokens);  // (K, B, T)
+torch::Tensor EnsembleScorer::log_weights(const std::vector<int64_t>& idx,
+                                          const torch::Tensor& ll) const {
+  // The prior restricted to the experts run, renormalised; with a fixed prior they already are
+  // its top-k, so only the updating prior still picks its k per position.
   auto log_prior = torch::log(prior_.index_select(0, torch::tensor(idx)));
   log_prior = log_prior - torch::logsumexp(log_prior, 0);
   const int64_t k = opts_.prior == EnsemblePrior::kUpdating ? opts_.top_k : 0;
-  auto logw = ensemble_log_weights(ll, opts_.prior, log_prior, k);
+  return ensemble_log_weights(ll, opts_.prior, log_prior, k);
+}
+
+void EnsembleScorer::require_prior() const {
+  BTX_CHECK(prior_.defined(),
+            "the ensemble's cached prior is not set yet: it is estimated per target domain");
+}
+
+int64_t EnsembleScorer::experts_per_token() const {
+  const auto E = static_cast<int64_t>(experts_.size());
+  return (opts_.top_k == 0 || opts_.prior == EnsemblePrior::kUpdating) ? E : opts_.top_k;
+}
+
+torch::Tensor EnsembleScorer::token_nll(const torch::Tensor& tokens) {
+  torch::NoGradGuard no_grad;
+  require_prior();
+  const auto idx = active_experts();
+  auto ll = experts_loglik(experts_, idx, tokens);  // (K, B, T)
+  auto logw = log_weights(idx, ll);
   return (-mix_log_probs(logw, ll)).to(torch::kFloat32);
 }
 
 torch::Tensor EnsembleScorer::log_probs(const torch::Tensor& inputs) {
   torch::NoGradGuard no_grad;
-  BTX_CHECK(prior_.defined(),
-            "the ensemble's cached prior is not set yet: it is estimated per target domain");
+  require_prior();
   const auto idx = active_experts();
   const int64_t B = inputs.size(0), T = inputs.size(1);
   std::vector<torch::Tensor> lps;
@@ -198,10 +213,7 @@ torch::Tensor EnsembleScorer::log_probs(const torch::Tensor& inputs) {
     auto next = inputs.narrow(1, 1, T - 1).unsqueeze(0).unsqueeze(-1).expand({K, B, T - 1, 1});
     ll.narrow(2, 0, T - 1).copy_(lp.narrow(2, 0, T - 1).gather(3, next).squeeze(3));
   }
-  auto log_prior = torch::log(prior_.index_select(0, torch::tensor(idx)));
-  log_prior = log_prior - torch::logsumexp(log_prior, 0);
-  const int64_t k = opts_.prior == EnsemblePrior::kUpdating ? opts_.top_k : 0;
-  auto logw = ensemble_log_weights(ll, opts_.prior, log_prior, k);
+  auto logw = log_weights(idx, ll);
   return mix_log_probs(logw.unsqueeze(-1), lp).to(torch::kFloat32);
 }
 
@@ -212,15 +224,11 @@ int64_t EnsembleScorer::params_total() const {
 }
 
 int64_t EnsembleScorer::params_active() const {
-  const auto E = static_cast<int64_t>(experts_.size());
-  const int64_t k = (opts_.top_k == 0 || opts_.prior == EnsemblePrior::kUpdating) ? E : opts_.top_k;
-  return k * experts_[0]->num_active_params();
+  return experts_per_token() * experts_[0]->num_active_params();
 }
 
 int64_t EnsembleScorer::flops_per_token(int64_t context) const {
-  const auto E = static_cast<int64_t>(experts_.size());
-  const int64_t k = (opts_.top_k == 0 || opts_.prior == EnsemblePrior::kUpdating) ? E : opts_.top_k;
-  return k * forward_flops_per_token(experts_[0], context);
+  return experts_per_token() * forward_flops_per_token(experts_[0], context);
 }
 
 int64_t EnsembleScorer::max_context() const {

@@ -86,6 +86,11 @@ class EnsembleScorer : public Scorer {
   const std::vector<std::string>& names() const { return names_; }
 
  private:
+  // Log mixture weights (K, B, T) of the experts `idx` for their log-likelihoods ll (K, B, T).
+  torch::Tensor log_weights(const std::vector<int64_t>& idx, const torch::Tensor& ll) const;
+  void require_prior() const;         // an error while the cached prior is not estimated yet
+  int64_t experts_per_token() const;  // the experts run per token: k of a fixed prior, else all
+
   std::vector<std::string> names_;
   std::vector<CausalLM> experts_;
   EnsembleOptions opts_;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "btx/config/run_config.h"
+#include "btx/merge/param_average.h"
 #include "btx/pipeline/run_dir.h"
 
 namespace btx {
@@ -51,8 +52,9 @@ struct MergeContext {
   bool has(const std::string& name) const;  // given or defaulted to a non-empty value
   int64_t integer(const std::string& name) const;
   double real(const std::string& name) const;
-  std::vector<fs::path> expert_dirs() const;
   std::vector<std::string> expert_names() const;
+  // Every expert with weight 1: the inputs of a uniform average.
+  std::vector<WeightedCheckpoint> uniform_inputs() const;
 };
 
 struct MergeMethod {

@@ -13,13 +13,10 @@ MergeMethod average_method() {
       "Li et al. 2022, Branch-Train-Merge (arXiv:2208.03306); Wortsman et al. 2022, "
       "model soups (arXiv:2203.05482)";
   m.build = [](const MergeContext& ctx, const fs::path& out) {
-    std::vector<WeightedCheckpoint> inputs;
     nlohmann::json weights = nlohmann::json::object();
-    for (const auto& e : ctx.experts) {
-      inputs.push_back({e.dir, 1.0});
+    for (const auto& e : ctx.experts)
       weights[e.name] = 1.0 / static_cast<double>(ctx.experts.size());
-    }
-    average_checkpoints(inputs, out);
+    average_checkpoints(ctx.uniform_inputs(), out);
     return nlohmann::json{{"kind", "checkpoint"}, {"weights", weights}};
   };
   return m;

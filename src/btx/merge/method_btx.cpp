@@ -39,13 +39,11 @@ MergeMethod btx_method() {
   m.params.push_back(
       {"seed-expert", "also keep the seed's FFN as a generalist expert", "no", {"no", "yes"}});
   m.build = [](const MergeContext& ctx, const fs::path& out) {
-    std::vector<WeightedCheckpoint> shared;
-    for (const auto& e : ctx.experts) shared.push_back({e.dir, 1.0});
     auto slots = expert_slots(ctx, /*from_seed=*/false);
     if (ctx.str("seed-expert") == "yes") {
       slots.push_back({"seed", ctx.run.seed(), ctx.config.corpus.domains});
     }
-    return build_moe(ctx, shared, slots, moe_options(ctx, ctx.output_name), out);
+    return build_moe(ctx, ctx.uniform_inputs(), slots, moe_options(ctx, ctx.output_name), out);
   };
   return m;
 }
@@ -72,14 +70,12 @@ MergeMethod fixed_routing_method(const std::string& mode) {
   m.name = mode;
   m.params = {};
   m.build = [mode](const MergeContext& ctx, const fs::path& out) {
-    std::vector<WeightedCheckpoint> shared;
-    for (const auto& e : ctx.experts) shared.push_back({e.dir, 1.0});
     MoeBuildOptions o;
     o.top_k = 1;
     o.router_mode = mode;
     o.aux_loss = 0;
     o.seed = derive_seed(ctx.config.seed, "router/" + ctx.output_name);
-    return build_moe(ctx, shared, expert_slots(ctx, /*from_seed=*/false), o, out);
+    return build_moe(ctx, ctx.uniform_inputs(), expert_slots(ctx, /*from_seed=*/false), o, out);
   };
   return m;
 }

@@ -8,7 +8,7 @@
 #include "btx/eval/ensemble.h"
 #include "btx/merge/method.h"
 #include "btx/merge/param_average.h"
-#include "btx/train/checkpoint.h"
+#include "btx/pipeline/experts.h"
 #include "btx/util/error.h"
 
 namespace btx {
@@ -82,16 +82,7 @@ MergeMethod weighted_average_method() {
     if (ctx.has("weights")) {
       weights = parse_weights(ctx.str("weights"), names);
     } else {
-      const int64_t T = ctx.config.experts.train.seq_len;
-      auto heldout = domain_heldout_windows(ctx.run, ctx.config, ctx.str("target"), windows, T);
-      BTX_CHECK(heldout.size(0) >= 1, "--target {}: no held-out text of {} tokens",
-                ctx.str("target"), T + 1);
-      std::vector<CausalLM> experts;
-      for (const auto& e : ctx.experts) experts.push_back(load_model(e.dir));
-      auto post = estimate_cached_prior(experts, heldout, alpha);
-      for (size_t j = 0; j < names.size(); ++j) {
-        weights[names[j]] = post[static_cast<int64_t>(j)].item<double>();
-      }
+      weights = expert_posterior(ctx.run, ctx.config, names, {ctx.str("target")}, windows, alpha);
       spdlog::info("posterior on '{}': {}", ctx.str("target"), nlohmann::json(weights).dump());
     }
     std::vector<WeightedCheckpoint> inputs;

@@ -15,11 +15,7 @@ namespace fs = std::filesystem;
 nlohmann::json read_merge_manifest(const fs::path& dir) {
   const fs::path file = dir / "merge.json";
   if (!fs::exists(file)) return nullptr;
-  try {
-    return nlohmann::json::parse(read_file(file));
-  } catch (const nlohmann::json::parse_error& e) {
-    fail("{}: invalid JSON ({})", file.string(), e.what());
-  }
+  return read_json_file(file);
 }
 
 std::map<std::string, int64_t> domain_experts(const nlohmann::json& manifest) {
@@ -37,22 +33,14 @@ std::map<std::string, int64_t> domain_experts(const nlohmann::json& manifest) {
 namespace {
 // Tag routing at evaluation: each domain's text goes to the expert trained on it; a domain no
 // expert trained on goes to the expert with the lowest loss on its held-out text.
-class TagScorer : public Scorer {
+class TagScorer : public ModelScorer {
  public:
   TagScorer(CausalLM model, std::map<std::string, int64_t> routes, std::vector<std::string> names)
-      : model_(std::move(model)), routes_(std::move(routes)), names_(std::move(names)) {
-    model_->eval();
-  }
+      : ModelScorer(std::move(model)), routes_(std::move(routes)), names_(std::move(names)) {}
   torch::Tensor token_nll(const torch::Tensor& tokens) override {
     BTX_CHECK(chosen_ >= 0, "tag routing: no domain set before scoring");
-    return model_token_nll(model_, tokens);
+    return ModelScorer::token_nll(tokens);
   }
-  int64_t params_total() const override { return model_->num_params(); }
-  int64_t params_active() const override { return model_->num_active_params(); }
-  int64_t flops_per_token(int64_t context) const override {
-    return forward_flops_per_token(model_, context);
-  }
-  int64_t max_context() const override { return model_->config().max_position_embeddings; }
   void begin_domain(const std::string& domain, const Heldout& heldout) override {
     torch::NoGradGuard no_grad;
     auto it = routes_.find(domain);
@@ -65,9 +53,9 @@ class TagScorer : public Scorer {
                 "tag routing: domain '{}' has no expert and no held-out text to pick one by",
                 domain);
       double best = std::numeric_limits<double>::infinity();
-      for (int64_t e = 0; e < model_->config().num_local_experts; ++e) {
-        force_experts(model_, torch::tensor({e}));
-        const double loss = model_token_nll(model_, windows).mean().item<double>();
+      for (int64_t e = 0; e < model()->config().num_local_experts; ++e) {
+        force_experts(model(), torch::tensor({e}));
+        const double loss = ModelScorer::token_nll(windows).mean().item<double>();
         if (loss < best) {
           best = loss;
           chosen_ = e;
@@ -75,7 +63,7 @@ class TagScorer : public Scorer {
       }
       by_ = "held-out loss";
     }
-    force_experts(model_, torch::tensor({chosen_}));
+    force_experts(model(), torch::tensor({chosen_}));
   }
   nlohmann::json domain_info() const override {
     if (chosen_ < 0) return nullptr;
@@ -85,7 +73,6 @@ class TagScorer : public Scorer {
   }
 
  private:
-  CausalLM model_;
   std::map<std::string, int64_t> routes_;
   std::vector<std::string> names_;
   int64_t chosen_ = -1;

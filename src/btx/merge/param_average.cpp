@@ -24,20 +24,6 @@ struct Input {
   SafetensorsReader reader;
 };
 
-// The fields in which two configs differ, e.g. "hidden_size 64 vs 128".
-std::string config_diff(const ModelConfig& a, const ModelConfig& b) {
-  const nlohmann::json ja = model_config_to_json(a), jb = model_config_to_json(b);
-  std::vector<std::string> out;
-  for (const auto& [key, value] : ja.items()) {
-    const auto it = jb.find(key);
-    if (it == jb.end() || *it != value) {
-      out.push_back(fmt::format("{} {} vs {}", key, value.dump(),
-                                it == jb.end() ? std::string("none") : it->dump()));
-    }
-  }
-  return fmt::format("{}", fmt::join(out, ", "));
-}
-
 // Checks the weights; returns their sum.
 double check_weights(const std::vector<WeightedCheckpoint>& inputs, const std::string& out_dir) {
   BTX_CHECK(!inputs.empty(), "averaging into {}: no checkpoints given", out_dir);
@@ -75,7 +61,7 @@ std::vector<Input> open_inputs(const std::vector<WeightedCheckpoint>& inputs, do
       BTX_CHECK(c == *config,
                 "{} and {} have different model configs ({}): only checkpoints of one "
                 "architecture can be averaged",
-                out.front().dir.string(), dir, config_diff(*config, c));
+                out.front().dir.string(), dir, model_config_difference(*config, c));
     }
     out.push_back({in.dir, in.weight / total, SafetensorsReader(model)});
   }

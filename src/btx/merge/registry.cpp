@@ -73,9 +73,9 @@ double MergeContext::real(const std::string& name) const {
   return x;
 }
 
-std::vector<fs::path> MergeContext::expert_dirs() const {
-  std::vector<fs::path> out;
-  for (const auto& e : experts) out.push_back(e.dir);
+std::vector<WeightedCheckpoint> MergeContext::uniform_inputs() const {
+  std::vector<WeightedCheckpoint> out;
+  for (const auto& e : experts) out.push_back({e.dir, 1.0});
   return out;
 }
 
@@ -86,28 +86,6 @@ std::vector<std::string> MergeContext::expert_names() const {
 }
 
 // ---- experts --------------------------------------------------------------------------------
-
-namespace {
-nlohmann::json read_json_file(const fs::path& file) {
-  try {
-    return nlohmann::json::parse(read_file(file));
-  } catch (const nlohmann::json::parse_error& e) {
-    fail("{}: invalid JSON ({})", file.string(), e.what());
-  }
-}
-
-// The first config key whose value differs, as "key a vs b".
-std::string config_difference(const fs::path& a, const fs::path& b) {
-  const auto ja = model_config_to_json(load_model_config(a));
-  const auto jb = model_config_to_json(load_model_config(b));
-  for (const auto& [key, value] : ja.items()) {
-    if (!jb.contains(key) || jb[key] != value) {
-      return fmt::format("{} {} vs {}", key, value.dump(), jb.value(key, nlohmann::json()).dump());
-    }
-  }
-  return "";
-}
-}  // namespace
 
 std::vector<MergeExpert> trained_experts(const RunDir& run) {
   const auto specs = list_experts(run);
@@ -136,7 +114,8 @@ std::vector<MergeExpert> trained_experts(const RunDir& run) {
                 seed_of, spec.name, seed_sha.substr(0, 12), sha.substr(0, 12));
     }
     if (!out.empty()) {
-      const std::string diff = config_difference(out.front().dir, dir);
+      const std::string diff =
+          model_config_difference(load_model_config(out.front().dir), load_model_config(dir));
       BTX_CHECK(diff.empty(), "experts '{}' and '{}' have different architectures ({})",
                 out.front().name, spec.name, diff);
     }

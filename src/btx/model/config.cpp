@@ -1,6 +1,7 @@
 #include "btx/model/config.h"
 
 #include <set>
+#include <vector>
 
 #include "btx/util/error.h"
 
@@ -75,6 +76,19 @@ struct JsonReader {
 
 bool ModelConfig::operator==(const ModelConfig& o) const {
   return model_config_to_json(*this) == model_config_to_json(o);
+}
+
+std::string model_config_difference(const ModelConfig& a, const ModelConfig& b) {
+  const nlohmann::json ja = model_config_to_json(a), jb = model_config_to_json(b);
+  std::vector<std::string> out;
+  for (const auto& [key, value] : ja.items()) {
+    const auto it = jb.find(key);
+    if (it == jb.end() || *it != value) {
+      out.push_back(fmt::format("{} {} vs {}", key, value.dump(),
+                                it == jb.end() ? std::string("none") : it->dump()));
+    }
+  }
+  return fmt::format("{}", fmt::join(out, ", "));
 }
 
 nlohmann::json model_config_to_json(const ModelConfig& c) {

@@ -65,6 +65,9 @@ struct ModelConfig {
   bool operator!=(const ModelConfig& o) const { return !(*this == o); }
 };
 
+// The fields in which two configs differ, e.g. "hidden_size 64 vs 128"; "" when equal.
+std::string model_config_difference(const ModelConfig& a, const ModelConfig& b);
+
 // HF-style config.json: our fields plus "architectures" and "torch_dtype".
 nlohmann::json model_config_to_json(const ModelConfig& c);
 // Reads a config.json; keys HF writes that do not change the model are ignored, any other

@@ -48,7 +48,8 @@ Routing route_hash(const torch::Tensor& logits, const torch::Tensor& ids, int64_
   Routing r;
   r.logits = logits;
   r.probs = torch::softmax(logits, -1);
-  auto h = (ids.reshape({-1}).to(torch::kInt64) * static_cast<int64_t>(2654435761)).remainder(int64_t{1} << 32);
+  auto h = (ids.reshape({-1}).to(torch::kInt64) * static_cast<int64_t>(2654435761))
+               .remainder(int64_t{1} << 32);
   r.experts = h.remainder(num_experts).unsqueeze(1);
   r.weights = torch::ones({logits.size(0), 1}, logits.options());
   return r;

@@ -60,14 +60,6 @@ void check_domains(const std::map<std::string, double>& mix, const std::vector<s
   }
 }
 
-nlohmann::json read_json(const fs::path& file) {
-  try {
-    return nlohmann::json::parse(read_file(file));
-  } catch (const nlohmann::json::parse_error& e) {
-    fail("{}: invalid JSON ({})", file.string(), e.what());
-  }
-}
-
 TrainState require_finished_seed(const RunDir& run) {
   auto s = load_train_state(run.seed());
   BTX_CHECK(s && s->done, "{} has no finished seed model (run `btx seed --run {}` first)",
@@ -117,7 +109,7 @@ std::vector<ExpertSpec> list_experts(const RunDir& run) {
   for (const auto& e : fs::directory_iterator(experts_dir(run))) {
     const fs::path spec = e.path() / "expert.json";
     if (e.is_directory() && fs::exists(spec)) {
-      out.push_back(ExpertSpec::from_json(read_json(spec), spec.string()));
+      out.push_back(ExpertSpec::from_json(read_json_file(spec), spec.string()));
     }
   }
   std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.name < b.name; });
@@ -146,7 +138,7 @@ std::vector<std::string> branch_experts(const RunDir& run, const RunConfig& c) {
   for (const auto& spec : resolve_experts(c, data.domains())) {
     const fs::path dir = expert_dir(run, spec.name);
     if (fs::exists(dir / "expert.json")) {
-      const auto have = ExpertSpec::from_json(read_json(dir / "expert.json"), dir.string());
+      const auto have = ExpertSpec::from_json(read_json_file(dir / "expert.json"), dir.string());
       BTX_CHECK(have.to_json() == spec.to_json(),
                 "{} exists with a different spec ({} vs the config's {}); use a new run",
                 dir.string(), have.to_json().dump(), spec.to_json().dump());
@@ -168,22 +160,19 @@ std::vector<std::string> branch_experts(const RunDir& run, const RunConfig& c) {
 std::map<std::string, double> expert_posterior(const RunDir& run, const RunConfig& c,
                                                const std::vector<std::string>& expert_names,
                                                const std::vector<std::string>& domains,
-                                               int64_t windows) {
-  // Held-out windows spread over the validation split of each domain, then the same cached
-  // prior the ensemble uses (eval/ensemble.h).
+                                               int64_t windows, double alpha) {
   std::vector<torch::Tensor> parts;
   const int64_t per_domain = std::max<int64_t>(1, windows / static_cast<int64_t>(domains.size()));
   for (const auto& d : domains) {
     auto w = domain_heldout_windows(run, c, d, per_domain, c.experts.train.seq_len);
     BTX_CHECK(w.size(0) >= 1,
-              "domain '{}' has too little validation data for one window of {} "
-              "tokens",
-              d, c.experts.train.seq_len);
+              "domain '{}' has too little held-out text for one window of {} tokens", d,
+              c.experts.train.seq_len + 1);
     parts.push_back(w);
   }
   std::vector<CausalLM> experts;
   for (const auto& name : expert_names) experts.push_back(load_model(expert_dir(run, name)));
-  auto post = estimate_cached_prior(experts, torch::cat(parts), 0.3);
+  auto post = estimate_cached_prior(experts, torch::cat(parts), alpha);
   std::map<std::string, double> out;
   for (size_t j = 0; j < expert_names.size(); ++j) {
     out[expert_names[j]] = post[static_cast<int64_t>(j)].item<double>();

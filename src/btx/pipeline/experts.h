@@ -42,13 +42,14 @@ ExpertSpec find_expert(const RunDir& run, const std::string& name);
 // copied byte for byte, plus expert.json. Needs a finished seed. Returns the names branched.
 std::vector<std::string> branch_experts(const RunDir& run, const RunConfig& c);
 
-// BTM's domain posterior of the experts on held-out text: up to `windows` windows of the
-// validation split of `domains`, turned into the ensemble's cached prior (p(j | window) by Bayes'
-// rule, an EMA over the windows; eval/ensemble.h). Returns name -> weight (sums to 1).
+// BTM's domain posterior of the experts on held-out text: up to `windows` windows of `domains`
+// (a training domain's validation split, a novel domain's set-aside chunks), turned into the
+// ensemble's cached prior (p(j | window) by Bayes' rule, an EMA of rate `alpha` over the
+// windows; eval/ensemble.h). Returns name -> weight (sums to 1).
 std::map<std::string, double> expert_posterior(const RunDir& run, const RunConfig& c,
                                                const std::vector<std::string>& expert_names,
                                                const std::vector<std::string>& domains,
-                                               int64_t windows = 32);
+                                               int64_t windows = 32, double alpha = 0.3);
 
 // Adds an expert after the fact (BTM's incremental growth): initialised from the posterior-
 // weighted parameter average of the existing trained experts on its domains' validation data,

@@ -95,6 +95,13 @@ TrainResult train_seed(const RunDir& run, const RunConfig& c, bool resume, int64
   return train(job);
 }
 
+fs::path resolve_model_path(const RunDir& run, const std::string& model) {
+  if (fs::exists(model)) return model;
+  const fs::path in_run = run.root / model;
+  BTX_CHECK(fs::exists(in_run), "model {} does not exist (nor {})", model, in_run.string());
+  return in_run;
+}
+
 EvalOptions run_eval_options(const RunConfig& c, const std::string& split) {
   EvalOptions o;
   o.split = split;

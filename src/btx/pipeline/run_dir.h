@@ -36,6 +36,10 @@ void ensure_tokenizer(const RunDir& run, const RunConfig& c);
 void ensure_data(const RunDir& run, const RunConfig& c);
 TrainResult train_seed(const RunDir& run, const RunConfig& c, bool resume, int64_t stop_after = 0);
 
+// A model named relative to the run (seed, experts/x, merged/y) or a path of its own; one that
+// exists neither way is an error naming both.
+fs::path resolve_model_path(const RunDir& run, const std::string& model);
+
 // The run's evaluation settings: the seed's window length and batch size, on `split`.
 EvalOptions run_eval_options(const RunConfig& c, const std::string& split);
 // The run's novel domains (config [corpus] novel), read from its corpus folder.

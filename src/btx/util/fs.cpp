@@ -33,6 +33,14 @@ fs::path temp_sibling(const fs::path& path) {
          fmt::format("{}.tmp-{}-{}", path.filename().string(), ::getpid(), counter++);
 }
 
+nlohmann::json read_json_file(const fs::path& path) {
+  try {
+    return nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::parse_error& e) {
+    fail("{}: invalid JSON ({})", path.string(), e.what());
+  }
+}
+
 void write_file_atomic(const fs::path& path, std::string_view data) {
   if (!path.parent_path().empty()) fs::create_directories(path.parent_path());
   const fs::path tmp = temp_sibling(path);

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 
@@ -14,6 +15,8 @@ namespace btx {
 namespace fs = std::filesystem;
 
 std::string read_file(const fs::path& path);
+// The JSON document in `path`; invalid JSON is a btx::Error naming the file.
+nlohmann::json read_json_file(const fs::path& path);
 // Writes `data` to `path` atomically (temporary file + fsync + rename).
 void write_file_atomic(const fs::path& path, std::string_view data);
 // Runs `fill(tmp_dir)` on a fresh temporary folder beside `dir`, then renames it onto `dir`
