@@ -165,35 +165,26 @@ DistributedContext init_distributed_from_env(std::chrono::milliseconds timeout,
   // srun exports SLURM_NTASKS and SLURM_PROCID in the batch script too; only a task of an srun
   // step (SLURM_STEP_NUM_TASKS set) is one of several processes.
   const bool in_srun_step = env("SLURM_STEP_NUM_TASKS").has_value();
-  std::string world_var = "WORLD_SIZE";
-  auto world = env("WORLD_SIZE");
-  if (!world && in_srun_step) {
-    world_var = "SLURM_NTASKS";
-    world = env("SLURM_NTASKS");
-  }
+  // The torchrun-style variable, else (inside an srun step) Slurm's: its name and value.
+  const auto launcher_var = [&](const char* name, const char* slurm_name) {
+    auto value = env(name);
+    if (!value && in_srun_step) return std::make_pair(std::string(slurm_name), env(slurm_name));
+    return std::make_pair(std::string(name), value);
+  };
+  const auto [world_var, world] = launcher_var("WORLD_SIZE", "SLURM_NTASKS");
   const int64_t world_size = world ? parse_int(world_var, *world) : 1;
   BTX_CHECK(world_size >= 1 && world_size <= 1 << 20, "{}={} must be a number of processes >= 1",
             world_var, world_size);
   if (world_size == 1) return ctx;
 
-  std::string rank_var = "RANK";
-  auto rank_str = env("RANK");
-  if (!rank_str && in_srun_step) {
-    rank_var = "SLURM_PROCID";
-    rank_str = env("SLURM_PROCID");
-  }
+  const auto [rank_var, rank_str] = launcher_var("RANK", "SLURM_PROCID");
   BTX_CHECK(rank_str.has_value(),
             "{}={} is set but RANK is not: each process needs its own RANK, 0 to {}", world_var,
             world_size, world_size - 1);
   const int64_t rank = parse_int(rank_var, *rank_str);
   BTX_CHECK(rank >= 0 && rank < world_size, "{}={} is out of range for {}={} (0 to {})", rank_var,
             rank, world_var, world_size, world_size - 1);
-  std::string local_var = "LOCAL_RANK";
-  auto local = env("LOCAL_RANK");
-  if (!local && in_srun_step) {
-    local_var = "SLURM_LOCALID";
-    local = env("SLURM_LOCALID");
-  }
+  const auto [local_var, local] = launcher_var("LOCAL_RANK", "SLURM_LOCALID");
   const int64_t local_rank = local ? parse_int(local_var, *local) : 0;
 
   const auto addr = env("MASTER_ADDR");
