@@ -80,6 +80,7 @@ std::vector<Command> add_train_commands(CLI::App& app) {
     std::string run, model, train = "all";
     bool resume = false;
     int64_t stop_after = 0;
+    int64_t steps = 0;
   };
   auto f = std::make_shared<FinetuneArgs>();
   auto* finetune = app.add_subcommand(
@@ -93,9 +94,15 @@ std::vector<Command> add_train_commands(CLI::App& app) {
   finetune->add_flag("--resume", f->resume, "Continue an interrupted finetuning");
   finetune->add_option("--stop-after", f->stop_after,
                        "Stop with a resumable checkpoint after this step");
+  finetune
+      ->add_option("--steps", f->steps,
+                   "Steps instead of [finetune] steps (a longer or shorter budget; match "
+                   "a dense baseline with `merge --method dense --extra-tokens`)")
+      ->check(CLI::PositiveNumber);
   out.push_back({finetune, [f] {
                    RunDir run{f->run};
-                   const RunConfig c = load_run(run);
+                   RunConfig c = load_run(run);
+                   if (f->steps > 0) c.finetune.steps = f->steps;
                    finetune_model(run, c, resolve_model_path(run, f->model), f->train, f->resume,
                                   f->stop_after);
                  }});

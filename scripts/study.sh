@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's main command: install what is needed, build, make the real corpus from Debian's
 # packages, and run the study at tiny size on the CPU: tokenizer, seed, one expert per domain,
-# the routing-free combinations (average, weighted average, BTM ensemble) and the compute-matched
-# dense baseline, all evaluated on the same data, ending with the comparison table.
+# the routing-free combinations (average, weighted average, BTM ensemble), the compute-matched
+# dense baseline, BTX's MoE with its learned router and its baselines (sparse upcycling, tag and
+# hash routing), all evaluated on the same data, ending with the comparison table.
 # Re-running continues where it stopped (finished merges are skipped).
 #   BTX_CONFIG  run config (default configs/tiny.toml)    BTX_RUN  run folder (default runs/tiny)
 #   BTX_JOBS    experts trained at once (default 2: measured fastest on 2 cores, see
@@ -31,5 +32,21 @@ build/btx merge --run "$RUN" --method ensemble --top-k 1 --name ensemble-top1
 build/btx merge --run "$RUN" --method ensemble --top-k 2 --name ensemble-top2
 build/btx merge --run "$RUN" --method ensemble --name ensemble-all
 build/btx merge --run "$RUN" --method dense --resume
+# Learned routing (BTX) and its baselines, each finetuned on the mixture with the [finetune]
+# budget; dense-ft is the dense model given the same extra tokens.
+build/btx merge --run "$RUN" --method dense --match experts+finetune --name dense-ft --resume
+moe() {  # name, then the merge's options
+  local name=$1
+  shift
+  build/btx merge --run "$RUN" --name "$name" "$@"
+  build/btx finetune --run "$RUN" --model "merged/$name" --resume
+}
+moe btx --method btx
+moe btx-top1 --method btx --top-k 1
+moe upcycle --method upcycle
+moe tag --method tag
+moe hash --method hash
 build/btx eval --run "$RUN" --model seed,merged/dense,merged/average,merged/weighted-average,\
-merged/ensemble-top1,merged/ensemble-top2,merged/ensemble-all | sed -n '/^model /,$p'
+merged/ensemble-top1,merged/ensemble-top2,merged/ensemble-all,merged/dense-ft,merged/btx,\
+merged/btx-top1,merged/upcycle,merged/tag,merged/hash | sed -n '/^model /,$p'
+build/btx routing --run "$RUN" --model merged/btx --layer 2 | head -20
