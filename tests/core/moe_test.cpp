@@ -8,28 +8,16 @@
 
 #include "btx/model/llama.h"
 #include "btx/util/error.h"
-#include "model_util.h"
+#include "moe_util.h"
 #include "test_util.h"
 
 namespace btx {
 namespace {
 
-ModelConfig moe_config(int64_t experts, int64_t k, const std::string& mode = "top-k") {
-  ModelConfig c = testing::small_model_config(30, 8, 12, 2, 2, 2, 16);
-  c.model_type = "mixtral";
-  c.num_local_experts = experts;
-  c.num_experts_per_tok = k;
-  c.router_mode = mode;
-  return c;
-}
+using testing::load_expert;
 
-// Copies a dense SwiGLU's weights into expert e of an MoE layer (w1 = gate, w3 = up, w2 = down).
-void load_expert(MoeFfnImpl& moe, int64_t e, SwiGluMlpImpl& mlp) {
-  torch::NoGradGuard ng;
-  auto* ex = moe.experts[e]->as<MoeExpertImpl>();
-  ex->w1->weight.copy_(mlp.gate_proj->weight);
-  ex->w3->weight.copy_(mlp.up_proj->weight);
-  ex->w2->weight.copy_(mlp.down_proj->weight);
+ModelConfig moe_config(int64_t experts, int64_t k, const std::string& mode = "top-k") {
+  return testing::routed_config("mixtral", experts, k, mode);
 }
 
 // Reference: every expert on every token, weighted by the routing's gates.

@@ -171,10 +171,10 @@ TEST_F(MoeMergeTest, FinetuneAllOrRouterOnlyAndResumeExactly) {
   // Bad input.
   r = run_btx("routing" + r_ + " --model seed");
   EXPECT_NE(r.code, 0);
-  EXPECT_NE(r.output.find("is not an MoE model"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("is not an MoE or SMEAR model"), std::string::npos) << r.output;
   r = run_btx("finetune" + r_ + " --model seed");
   EXPECT_NE(r.code, 0);
-  EXPECT_NE(r.output.find("is not an MoE model"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("is not an MoE or SMEAR model"), std::string::npos) << r.output;
   r = run_btx("merge" + r_ + " --method btx --top-k 4 --name bad");
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.output.find("--top-k 4 must be between 1 and the number of experts (3)"),

@@ -129,7 +129,7 @@ TEST(EnsembleScorer, ProperDistributionAtEveryPosition) {
 TEST(EnsembleScorer, IdenticalExpertsGiveTheSingleModel) {
   auto base = random_models(1, 5)[0];
   auto x = tokens(3, 10, 4);
-  auto single = model_token_nll(base, x);
+  auto single = btx::token_nll(base, x);
   for (auto prior : {EnsemblePrior::kUniform, EnsemblePrior::kUpdating, EnsemblePrior::kCached}) {
     for (int64_t k : {0, 1, 2}) {
       if (prior == EnsemblePrior::kUniform && k != 0) continue;
@@ -149,7 +149,7 @@ TEST(EnsembleScorer, TopOneOfCachedPriorIsTheChosenExpertAlone) {
   EnsembleScorer e(names(3), experts, {EnsemblePrior::kCached, 1, 0.3, 4});
   e.set_prior(torch::tensor({0.1, 0.7, 0.2}));
   EXPECT_EQ(e.active_experts(), std::vector<int64_t>{1});
-  EXPECT_TRUE(torch::equal(e.token_nll(x), model_token_nll(experts[1], x)));
+  EXPECT_TRUE(torch::equal(e.token_nll(x), btx::token_nll(experts[1], x)));
   EXPECT_EQ(e.params_active(), experts[1]->num_params());
   EXPECT_EQ(e.params_total(), 3 * experts[1]->num_params());
   EXPECT_EQ(e.flops_per_token(8), forward_flops_per_token(experts[1], 8));
@@ -218,7 +218,7 @@ TEST(PosteriorAverageScorer, IdenticalExpertsGiveTheSingleModel) {
   PosteriorAverageScorer s(names(2), {copy_of(base), copy_of(base)}, 0.3, 4);
   s.begin_domain("d", [](int64_t n) { return tokens(n, 9, 2); });
   auto x = tokens(2, 8, 1);
-  EXPECT_TRUE(torch::allclose(s.token_nll(x), model_token_nll(base, x), 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(s.token_nll(x), btx::token_nll(base, x), 1e-5, 1e-6));
   auto w = s.domain_info()["weights"];
   EXPECT_NEAR(w["e0"].get<double>() + w["e1"].get<double>(), 1.0, 1e-12);
 }

@@ -24,7 +24,7 @@ nlohmann::json named_weights(const std::vector<std::string>& names, const torch:
 torch::Tensor experts_loglik(std::vector<CausalLM>& models, const std::vector<int64_t>& idx,
                              const torch::Tensor& tokens) {
   std::vector<torch::Tensor> ll;
-  for (int64_t j : idx) ll.push_back(-model_token_nll(models[static_cast<size_t>(j)], tokens));
+  for (int64_t j : idx) ll.push_back(-btx::token_nll(models[static_cast<size_t>(j)], tokens));
   return torch::stack(ll).to(torch::kFloat64);
 }
 }  // namespace
@@ -300,7 +300,7 @@ PosteriorAverageScorer::PosteriorAverageScorer(std::vector<std::string> names,
 torch::Tensor PosteriorAverageScorer::token_nll(const torch::Tensor& tokens) {
   BTX_CHECK(!merged_.is_empty(),
             "the posterior-weighted average is made per target domain: no domain set yet");
-  return model_token_nll(merged_, tokens);
+  return btx::token_nll(merged_, tokens);
 }
 
 int64_t PosteriorAverageScorer::params_total() const {

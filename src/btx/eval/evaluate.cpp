@@ -8,17 +8,8 @@
 
 namespace btx {
 
-torch::Tensor model_token_nll(CausalLM& model, const torch::Tensor& tokens) {
-  const int64_t B = tokens.size(0), T = tokens.size(1) - 1;
-  auto logits = model->forward(tokens.narrow(1, 0, T));  // (B, T, V)
-  auto nll = torch::nn::functional::cross_entropy(
-      logits.reshape({B * T, -1}), tokens.narrow(1, 1, T).reshape({-1}),
-      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
-  return nll.view({B, T});
-}
-
 torch::Tensor ModelScorer::token_nll(const torch::Tensor& tokens) {
-  return model_token_nll(model_, tokens);
+  return btx::token_nll(model_, tokens);
 }
 
 double DomainScore::ppl() const {

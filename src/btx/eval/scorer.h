@@ -52,7 +52,4 @@ class ModelScorer : public Scorer {
   CausalLM model_;
 };
 
-// Per-token negative log-likelihood of a model: (B, T) for tokens (B, T+1).
-torch::Tensor model_token_nll(CausalLM& model, const torch::Tensor& tokens);
-
 }  // namespace btx

@@ -103,5 +103,6 @@ MergeMethod btx_method();
 MergeMethod upcycle_method();
 MergeMethod tag_method();
 MergeMethod hash_method();
+MergeMethod smear_method();
 
 }  // namespace btx

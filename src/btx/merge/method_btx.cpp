@@ -1,32 +1,10 @@
 // `btx`: Branch-Train-MiX. The experts' FFNs become the experts of one MoE layer per block, the
 // rest is averaged, and a new router per layer learns (in `btx finetune`) which experts each token
 // uses. Optionally the seed's FFN joins as one more, generalist expert.
-#include "btx/data/shards.h"
 #include "btx/merge/method.h"
 #include "btx/merge/moe_build.h"
-#include "btx/pipeline/experts.h"
 
 namespace btx {
-
-namespace {
-std::vector<std::string> trained_domains(const ExpertSpec& spec) {
-  std::vector<std::string> out;
-  for (const auto& [d, w] : spec.domains) {
-    if (w > 0) out.push_back(d);
-  }
-  return out;
-}
-
-// One slot per expert of the run: its FFN from the expert itself, or (upcycling) from the seed.
-std::vector<MoeSlot> expert_slots(const MergeContext& ctx, bool from_seed) {
-  std::vector<MoeSlot> slots;
-  for (const auto& e : ctx.experts) {
-    slots.push_back({e.name, from_seed ? ctx.run.seed() : e.dir,
-                     trained_domains(find_expert(ctx.run, e.name))});
-  }
-  return slots;
-}
-}  // namespace
 
 MergeMethod btx_method() {
   MergeMethod m;
@@ -39,7 +17,7 @@ MergeMethod btx_method() {
   m.params.push_back(
       {"seed-expert", "also keep the seed's FFN as a generalist expert", "no", {"no", "yes"}});
   m.build = [](const MergeContext& ctx, const fs::path& out) {
-    auto slots = expert_slots(ctx, /*from_seed=*/false);
+    auto slots = expert_moe_slots(ctx, /*from_seed=*/false);
     if (ctx.str("seed-expert") == "yes") {
       slots.push_back({"seed", ctx.run.seed(), ctx.config.corpus.domains});
     }
@@ -57,7 +35,7 @@ MergeMethod upcycle_method() {
   m.paper = "Komatsuzaki et al. 2022, Sparse Upcycling (arXiv:2212.05055)";
   m.params = moe_params("random");
   m.build = [](const MergeContext& ctx, const fs::path& out) {
-    return build_moe(ctx, {{ctx.run.seed(), 1.0}}, expert_slots(ctx, /*from_seed=*/true),
+    return build_moe(ctx, {{ctx.run.seed(), 1.0}}, expert_moe_slots(ctx, /*from_seed=*/true),
                      moe_options(ctx, ctx.output_name), out);
   };
   return m;
@@ -75,7 +53,7 @@ MergeMethod fixed_routing_method(const std::string& mode) {
     o.router_mode = mode;
     o.aux_loss = 0;
     o.seed = derive_seed(ctx.config.seed, "router/" + ctx.output_name);
-    return build_moe(ctx, ctx.uniform_inputs(), expert_slots(ctx, /*from_seed=*/false), o, out);
+    return build_moe(ctx, ctx.uniform_inputs(), expert_moe_slots(ctx, /*from_seed=*/false), o, out);
   };
   return m;
 }

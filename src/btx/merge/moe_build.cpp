@@ -8,6 +8,7 @@
 #include "btx/data/shards.h"
 #include "btx/io/safetensors.h"
 #include "btx/model/moe.h"
+#include "btx/pipeline/experts.h"
 #include "btx/pipeline/run_dir.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
@@ -18,8 +19,9 @@ namespace btx {
 namespace {
 const std::regex kDenseFfn(R"(model\.layers\.(\d+)\.mlp\.(gate|up|down)_proj\.weight)");
 const std::regex kMoeExpert(
-    R"(model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.(w1|w2|w3)\.weight)");
-const std::regex kRouter(R"(model\.layers\.(\d+)\.block_sparse_moe\.gate\.weight)");
+    R"(model\.layers\.(\d+)\.(block_sparse_moe|smear)\.experts\.(\d+)\.(w1|w2|w3)\.weight)");
+const std::regex kRouter(R"(model\.layers\.(\d+)\.(block_sparse_moe|smear)\.gate\.weight)");
+const std::regex kBaseline(R"(model\.layers\.(\d+)\.block_sparse_moe\.baseline\.weight)");
 
 std::string dense_name(int64_t layer, const std::string& w) {
   const char* proj = w == "w1" ? "gate" : w == "w3" ? "up" : "down";
@@ -69,13 +71,26 @@ void centroid_init(const MergeContext& ctx, CausalLM& model, const std::vector<M
 }
 }  // namespace
 
+std::vector<MoeSlot> expert_moe_slots(const MergeContext& ctx, bool from_seed) {
+  std::vector<MoeSlot> slots;
+  for (const auto& e : ctx.experts) {
+    std::vector<std::string> domains;
+    for (const auto& [d, w] : find_expert(ctx.run, e.name).domains) {
+      if (w > 0) domains.push_back(d);
+    }
+    slots.push_back({e.name, from_seed ? ctx.run.seed() : e.dir, domains});
+  }
+  return slots;
+}
+
 std::vector<MergeParam> moe_params(const std::string& default_init) {
   return {
       {"top-k", "experts per token", "2", {}},
       {"router",
-       "top-k | soft (all experts) | sample (per sequence, not causal)",
+       "top-k | soft (all experts) | sample (per sequence, not causal) | gumbel (top-1, "
+       "straight-through Gumbel-softmax) | reinforce (top-1, REINFORCE with a learned baseline)",
        "top-k",
-       {"top-k", "soft", "sample"}},
+       {"top-k", "soft", "sample", "gumbel", "reinforce"}},
       {"aux-loss", "load-balancing weight alpha (0: none, experts may die)", "0.01", {}},
       {"z-loss", "router z-loss weight", "0", {}},
       {"router-init",
@@ -103,18 +118,26 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
                          const fs::path& out) {
   const CheckpointAverager avg(shared, out.string());
   const ModelConfig& dense = avg.config();
-  BTX_CHECK(!dense.is_moe(),
-            "{}: the checkpoints to mix are already MoE models; btx mixes dense "
-            "experts",
-            shared.front().dir.string());
+  BTX_CHECK(!dense.is_routed(),
+            "{}: the checkpoints to mix are already {} models; btx mixes dense experts",
+            shared.front().dir.string(), dense.model_type);
+  BTX_CHECK(opts.model_type == "mixtral" || opts.model_type == "smear",
+            "MoE build: model_type '{}' is not mixtral or smear", opts.model_type);
+  const bool smear = opts.model_type == "smear";
+  const std::string module = smear ? "smear" : "block_sparse_moe";
   ModelConfig moe = dense;
-  moe.model_type = "mixtral";
+  moe.model_type = opts.model_type;
+  moe.smear_expert_dropout = opts.expert_dropout;
   moe.num_local_experts = static_cast<int64_t>(slots.size());
   moe.num_experts_per_tok = opts.top_k;
   moe.router_mode = opts.router_mode;
   moe.router_aux_loss_coef = opts.aux_loss;
   moe.router_z_loss_coef = opts.z_loss;
-  BTX_CHECK(opts.top_k >= 1 && opts.top_k <= moe.num_local_experts,
+  if (smear) moe.num_experts_per_tok = moe.num_local_experts;  // every expert is merged
+  if (opts.router_mode == "gumbel" || opts.router_mode == "reinforce") {
+    moe.num_experts_per_tok = 1;  // the gradient estimators pick one expert
+  }
+  BTX_CHECK(moe.num_experts_per_tok >= 1 && moe.num_experts_per_tok <= moe.num_local_experts,
             "--top-k {} must be between 1 and the number of experts ({})", opts.top_k,
             moe.num_local_experts);
   moe.validate("merged MoE config");
@@ -137,11 +160,15 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
   }
   const auto f32 = torch::kFloat32;
   for (int64_t i = 0; i < dense.num_hidden_layers; ++i) {
-    layout[fmt::format("model.layers.{}.block_sparse_moe.gate.weight", i)] = {
+    layout[fmt::format("model.layers.{}.{}.gate.weight", i, module)] = {
         f32, {moe.num_local_experts, dense.hidden_size}};
+    if (moe.router_mode == "reinforce") {
+      layout[fmt::format("model.layers.{}.{}.baseline.weight", i, module)] = {
+          f32, {1, dense.hidden_size}};
+    }
     for (int64_t j = 0; j < moe.num_local_experts; ++j) {
       for (const char* w : {"w1", "w2", "w3"}) {
-        layout[fmt::format("model.layers.{}.block_sparse_moe.experts.{}.{}.weight", i, j, w)] =
+        layout[fmt::format("model.layers.{}.{}.experts.{}.{}.weight", i, module, j, w)] =
             avg.layout().at(dense_name(i, w));
       }
     }
@@ -152,9 +179,10 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
       out / "model.safetensors", layout, {{"format", "pt"}}, [&](const std::string& name) {
         std::smatch m;
         if (std::regex_match(name, m, kMoeExpert)) {
-          const auto& slot = slots.at(std::stoul(m[2].str()));
-          return sources.at(slot.checkpoint).read(dense_name(std::stoll(m[1].str()), m[3].str()));
+          const auto& slot = slots.at(std::stoul(m[3].str()));
+          return sources.at(slot.checkpoint).read(dense_name(std::stoll(m[1].str()), m[4].str()));
         }
+        if (std::regex_match(name, kBaseline)) return torch::zeros({1, dense.hidden_size});
         if (std::regex_match(name, m, kRouter)) {
           return torch::normal(0.0, dense.initializer_range,
                                {moe.num_local_experts, dense.hidden_size}, gen);
@@ -172,8 +200,9 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
   }
   nlohmann::json experts = nlohmann::json::array();
   for (const auto& s : slots) experts.push_back({{"name", s.name}, {"domains", s.domains}});
-  spdlog::info("MoE: {} experts per layer, top-{} {}, router init {}", slots.size(), opts.top_k,
-               opts.router_mode, opts.router_init);
+  spdlog::info("{}: {} experts per layer, router {} (k {}), router init {}",
+               smear ? "SMEAR" : "MoE", slots.size(), opts.router_mode, moe.num_experts_per_tok,
+               opts.router_init);
   return {{"kind", "checkpoint"}, {"moe_experts", experts}, {"router_init", opts.router_init}};
 }
 

@@ -24,6 +24,8 @@ struct MoeSlot {
 };
 
 struct MoeBuildOptions {
+  std::string model_type = "mixtral";  // mixtral (MoE FFN) | smear (merged-expert FFN)
+  double expert_dropout = 0.0;         // smear only
   int64_t top_k = 2;
   std::string router_mode = "top-k";
   double aux_loss = 0.01;
@@ -37,6 +39,10 @@ struct MoeBuildOptions {
 nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedCheckpoint>& shared,
                          const std::vector<MoeSlot>& slots, const MoeBuildOptions& opts,
                          const fs::path& out);
+
+// One slot per expert of the run, standing for the domains it trained on: its FFN from the
+// expert itself, or (sparse upcycling) from the seed.
+std::vector<MoeSlot> expert_moe_slots(const MergeContext& ctx, bool from_seed);
 
 // The MoE options of a method's parameters (top-k, router, aux-loss, z-loss, router-init).
 MoeBuildOptions moe_options(const MergeContext& ctx, const std::string& tag);

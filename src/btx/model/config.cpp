@@ -11,18 +11,31 @@ void ModelConfig::validate(const std::string& where) const {
   auto positive = [&](const char* key, int64_t v) {
     BTX_CHECK(v > 0, "{}: {} must be positive, got {}", where, key, v);
   };
-  BTX_CHECK(model_type == "llama" || model_type == "mixtral",
-            "{}: model_type '{}' is not supported (expected \"llama\" or \"mixtral\")", where,
-            model_type);
+  BTX_CHECK(model_type == "llama" || model_type == "mixtral" || model_type == "smear",
+            "{}: model_type '{}' is not supported (expected \"llama\", \"mixtral\" or "
+            "\"smear\")",
+            where, model_type);
+  if (is_smear()) {
+    positive("num_local_experts", num_local_experts);
+    BTX_CHECK(router_mode == "prefix" || router_mode == "sequence",
+              "{}: SMEAR router_mode '{}' is not one of prefix, sequence", where, router_mode);
+    BTX_CHECK(smear_expert_dropout >= 0 && smear_expert_dropout < 1,
+              "{}: smear_expert_dropout {} must be in [0, 1)", where, smear_expert_dropout);
+  }
   if (is_moe()) {
     positive("num_local_experts", num_local_experts);
     BTX_CHECK(router_mode == "top-k" || router_mode == "soft" || router_mode == "sample" ||
-                  router_mode == "hash" || router_mode == "tag",
-              "{}: router_mode '{}' is not one of top-k, soft, sample, hash, tag", where,
-              router_mode);
+                  router_mode == "hash" || router_mode == "tag" || router_mode == "gumbel" ||
+                  router_mode == "reinforce",
+              "{}: router_mode '{}' is not one of top-k, soft, sample, hash, tag, gumbel, "
+              "reinforce",
+              where, router_mode);
     BTX_CHECK(num_experts_per_tok >= 1 && num_experts_per_tok <= num_local_experts,
               "{}: num_experts_per_tok {} must be between 1 and num_local_experts {}", where,
               num_experts_per_tok, num_local_experts);
+    BTX_CHECK((router_mode != "gumbel" && router_mode != "reinforce") || num_experts_per_tok == 1,
+              "{}: router_mode {} picks one expert: num_experts_per_tok must be 1, got {}", where,
+              router_mode, num_experts_per_tok);
     BTX_CHECK(router_aux_loss_coef >= 0 && router_z_loss_coef >= 0,
               "{}: router_aux_loss_coef and router_z_loss_coef must be >= 0", where);
   }
@@ -93,7 +106,9 @@ std::string model_config_difference(const ModelConfig& a, const ModelConfig& b) 
 
 nlohmann::json model_config_to_json(const ModelConfig& c) {
   nlohmann::json j = nlohmann::json::object();
-  j["architectures"] = {c.is_moe() ? "MixtralForCausalLM" : "LlamaForCausalLM"};
+  j["architectures"] = {c.is_moe()     ? "MixtralForCausalLM"
+                        : c.is_smear() ? "BtxSmearForCausalLM"
+                                       : "LlamaForCausalLM"};
   JsonWriter w{&j};
   const_cast<ModelConfig&>(c).visit(w);
   j["hidden_act"] = "silu";

@@ -10,13 +10,14 @@
 namespace btx {
 
 struct ModelConfig {
-  std::string model_type = "llama";  // "llama": dense SwiGLU FFN; "mixtral": MoE FFN (moe.h)
-  int64_t vocab_size = 0;            // 0 in a run config: taken from the tokenizer
-  int64_t hidden_size = 128;         // C
-  int64_t intermediate_size = 352;   // SwiGLU inner width
-  int64_t num_hidden_layers = 4;     // L
-  int64_t num_attention_heads = 4;   // H
-  int64_t num_key_value_heads = 4;   // grouped-query heads (== H: plain multi-head)
+  // "llama": dense SwiGLU FFN; "mixtral": MoE FFN (moe.h); "smear": merged-expert FFN (smear.h)
+  std::string model_type = "llama";
+  int64_t vocab_size = 0;           // 0 in a run config: taken from the tokenizer
+  int64_t hidden_size = 128;        // C
+  int64_t intermediate_size = 352;  // SwiGLU inner width
+  int64_t num_hidden_layers = 4;    // L
+  int64_t num_attention_heads = 4;  // H
+  int64_t num_key_value_heads = 4;  // grouped-query heads (== H: plain multi-head)
   int64_t max_position_embeddings = 256;
   double rope_theta = 10000.0;
   double rms_norm_eps = 1e-5;
@@ -27,11 +28,14 @@ struct ModelConfig {
   // Mixture of experts ("mixtral"; HF Mixtral keys, plus btx's router_mode and z-loss).
   int64_t num_local_experts = 0;    // N experts per layer
   int64_t num_experts_per_tok = 2;  // k of top-k routing
-  // top-k | soft (all experts) | sample (per sequence) | hash (of the token id) | tag (the
-  // sequence's domain label: an oracle baseline)
+  // mixtral: top-k | soft (all experts) | sample (per sequence) | hash (of the token id) | tag
+  // (the sequence's domain label: an oracle baseline) | gumbel (top-1, straight-through
+  // Gumbel-softmax) | reinforce (top-1 sampled, REINFORCE with a learned baseline).
+  // smear: prefix (causal: the mean of each prefix) | sequence (the whole sequence: not causal).
   std::string router_mode = "top-k";
   double router_aux_loss_coef = 0.01;  // Switch load-balancing weight alpha (0: none)
   double router_z_loss_coef = 0.0;     // router z-loss weight (0: none)
+  double smear_expert_dropout = 0.0;   // SMEAR: drop each merge weight with this probability
 
   template <typename V>
   void visit(V& v) {
@@ -54,9 +58,13 @@ struct ModelConfig {
     v.field("router_mode", router_mode);
     v.field("router_aux_loss_coef", router_aux_loss_coef);
     v.field("router_z_loss_coef", router_z_loss_coef);
+    v.field("smear_expert_dropout", smear_expert_dropout);
   }
 
   bool is_moe() const { return model_type == "mixtral"; }
+  bool is_smear() const { return model_type == "smear"; }
+  // A router and N experts per layer (MoE or SMEAR).
+  bool is_routed() const { return is_moe() || is_smear(); }
 
   int64_t head_dim() const { return hidden_size / num_attention_heads; }  // D
   // Throws btx::Error naming the offending key (`where` prefixes it, e.g. the file).

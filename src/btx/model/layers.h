@@ -49,8 +49,15 @@ struct FeedForwardImpl : torch::nn::Module {
   virtual const char* hf_name() const = 0;
   // Parameters a token actually uses (== all of them for a dense FFN).
   virtual int64_t active_params() const;
+  // Forward FLOPs per token of this FFN's matrix products at context length `context`
+  // (2 per multiply-add of each active weight by default).
+  virtual int64_t ffn_flops_per_token(int64_t /*context*/) const { return 2 * active_params(); }
   // Auxiliary training loss of the last forward (an MoE's load balancing), undefined if none.
   virtual torch::Tensor aux_loss() const { return {}; }
+  // A policy-gradient loss for routing decisions that are sampled, not differentiated
+  // (REINFORCE), given the last training forward's per-token loss (B, T), detached: undefined
+  // if none.
+  virtual torch::Tensor policy_loss(const torch::Tensor& /*token_nll*/) const { return {}; }
   // The token ids (B, T) of the forward about to run, for FFNs that route on them (hash).
   virtual void set_token_ids(const torch::Tensor& /*ids*/) {}
 };

@@ -1,6 +1,7 @@
 #include "btx/model/llama.h"
 
 #include "btx/model/moe.h"
+#include "btx/model/smear.h"
 
 namespace btx {
 
@@ -10,6 +11,7 @@ std::shared_ptr<FeedForwardImpl> dense_ffn(const ModelConfig& c, int64_t /*layer
 
 std::shared_ptr<FeedForwardImpl> config_ffn(const ModelConfig& c, int64_t layer) {
   if (c.is_moe()) return std::make_shared<MoeFfnImpl>(c);
+  if (c.is_smear()) return std::make_shared<SmearFfnImpl>(c);
   return dense_ffn(c, layer);
 }
 
@@ -85,6 +87,15 @@ torch::Tensor CausalLMImpl::aux_loss() const {
   return total;
 }
 
+torch::Tensor CausalLMImpl::policy_loss(const torch::Tensor& token_nll) const {
+  torch::Tensor total;
+  for (const auto& layer : *model->layers) {
+    auto a = layer->as<DecoderLayerImpl>()->ffn->policy_loss(token_nll);
+    if (a.defined()) total = total.defined() ? total + a : a;
+  }
+  return total;
+}
+
 int64_t CausalLMImpl::num_params() const {
   int64_t n = 0;
   for (const auto& p : parameters()) n += p.numel();
@@ -102,12 +113,17 @@ int64_t CausalLMImpl::num_active_params() const {
   return n;
 }
 
-torch::Tensor lm_loss(CausalLM& model, const torch::Tensor& tokens) {
-  const int64_t T = tokens.size(1) - 1;
+torch::Tensor token_nll(CausalLM& model, const torch::Tensor& tokens) {
+  const int64_t B = tokens.size(0), T = tokens.size(1) - 1;
   auto logits = model->forward(tokens.narrow(1, 0, T));  // (B, T, V)
-  auto targets = tokens.narrow(1, 1, T);                 // (B, T)
-  return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
-                                              targets.reshape({-1}));
+  auto nll = torch::nn::functional::cross_entropy(
+      logits.reshape({B * T, -1}), tokens.narrow(1, 1, T).reshape({-1}),
+      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+  return nll.view({B, T});
+}
+
+torch::Tensor lm_loss(CausalLM& model, const torch::Tensor& tokens) {
+  return token_nll(model, tokens).mean();
 }
 
 int64_t forward_flops_per_token(const CausalLM& model, int64_t context) {
@@ -116,7 +132,14 @@ int64_t forward_flops_per_token(const CausalLM& model, int64_t context) {
   const int64_t untied_head = c.tie_word_embeddings ? 0 : embedding;
   int64_t norms = (2 * c.num_hidden_layers + 1) * c.hidden_size;
   int64_t matmul_weights = model->num_active_params() - embedding - untied_head - norms;
-  return 2 * (matmul_weights + embedding) + 2 * c.num_hidden_layers * context * c.hidden_size;
+  int64_t ffn_flops = 0;
+  for (const auto& layer : *model->model->layers) {
+    const auto& ffn = *layer->as<DecoderLayerImpl>()->ffn;
+    matmul_weights -= ffn.active_params();
+    ffn_flops += ffn.ffn_flops_per_token(context);
+  }
+  return 2 * (matmul_weights + embedding) + ffn_flops +
+         2 * c.num_hidden_layers * context * c.hidden_size;
 }
 
 }  // namespace btx

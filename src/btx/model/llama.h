@@ -51,6 +51,9 @@ struct CausalLMImpl : torch::nn::Module {
   // Sum of the layers' auxiliary losses of the last training forward (MoE load balancing);
   // undefined when there are none.
   torch::Tensor aux_loss() const;
+  // Sum of the layers' policy-gradient losses (REINFORCE routing) given the last training
+  // forward's per-token loss (B, T); undefined when there are none.
+  torch::Tensor policy_loss(const torch::Tensor& token_nll) const;
   const ModelConfig& config() const { return model->config; }
 
   LlamaModel model{nullptr};
@@ -58,7 +61,10 @@ struct CausalLMImpl : torch::nn::Module {
 };
 TORCH_MODULE(CausalLM);
 
-// Mean next-token cross-entropy of `tokens` (B, T+1): inputs [:, :-1], targets [:, 1:].
+// Next-token cross-entropy of each position of `tokens` (B, T+1): inputs [:, :-1], targets
+// [:, 1:] -> (B, T).
+torch::Tensor token_nll(CausalLM& model, const torch::Tensor& tokens);
+// Its mean.
 torch::Tensor lm_loss(CausalLM& model, const torch::Tensor& tokens);
 
 // Forward FLOPs per token at context length T (Kaplan et al. 2020): 2 * (active non-embedding

@@ -66,6 +66,27 @@ Routing route_sample(const torch::Tensor& logits, int64_t B, int64_t T, int64_t 
   return r;
 }
 
+Routing route_gumbel(const torch::Tensor& logits, double tau) {
+  Routing r;
+  r.logits = logits;
+  r.probs = torch::softmax(logits, -1);
+  auto u = torch::rand_like(logits).clamp(1e-10, 1.0 - 1e-7);
+  auto y = torch::softmax((logits - torch::log(-torch::log(u))) / tau, -1);
+  r.experts = y.argmax(-1, /*keepdim=*/true);
+  auto chosen = y.gather(1, r.experts);
+  r.weights = chosen - chosen.detach() + 1.0;  // 1 forward, dy backward
+  return r;
+}
+
+Routing route_sampled(const torch::Tensor& logits) {
+  Routing r;
+  r.logits = logits;
+  r.probs = torch::softmax(logits, -1);
+  r.experts = torch::multinomial(r.probs.detach(), 1);
+  r.weights = torch::ones({logits.size(0), 1}, logits.options());
+  return r;
+}
+
 torch::Tensor load_balancing_loss(const Routing& r, int64_t num_experts, double alpha) {
   const int64_t N = r.probs.size(0);
   // f_i: tokens whose chosen experts include i, over all tokens (no gradient: a count).
@@ -115,6 +136,18 @@ MoeFfnImpl::MoeFfnImpl(const ModelConfig& c)
   for (int64_t e = 0; e < num_experts; ++e) {
     experts->push_back(MoeExpert(c.hidden_size, c.intermediate_size));
   }
+  if (mode == "reinforce") {
+    baseline = register_module("baseline", linear(c.hidden_size, 1));
+    torch::NoGradGuard no_grad;
+    baseline->weight.zero_();
+  }
+}
+
+void MoeFfnImpl::record(const torch::Tensor& h) {
+  if (!record_inputs) return;
+  auto sum = h.detach().to(torch::kFloat64).sum(0);
+  input_sum = input_sum.defined() ? input_sum + sum : sum;
+  input_count += h.size(0);
 }
 
 Routing MoeFfnImpl::route(const torch::Tensor& logits, int64_t B, int64_t T) const {
@@ -135,19 +168,23 @@ Routing MoeFfnImpl::route(const torch::Tensor& logits, int64_t B, int64_t T) con
   if (mode == "hash") return route_hash(logits, ids_, num_experts);
   if (mode == "soft") return route_soft(logits);
   if (mode == "sample") return route_sample(logits, B, T, top_k);
+  if (mode == "gumbel" && is_training()) return route_gumbel(logits);
+  if (mode == "reinforce" && is_training()) return route_sampled(logits);
   return route_top_k(logits, top_k);
 }
 
 torch::Tensor MoeFfnImpl::forward(const torch::Tensor& x) {
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
   auto h = x.reshape({B * T, C});
-  if (record_inputs) {
-    auto sum = h.detach().to(torch::kFloat64).sum(0);
-    input_sum = input_sum.defined() ? input_sum + sum : sum;
-    input_count += B * T;
-  }
+  record(h);
   Routing r = route(gate(h), B, T);
   auto out = dispatch_experts(experts, h, r);
+  if (mode == "reinforce" && is_training() && !forced_.defined()) {
+    chosen_logp_ = torch::log_softmax(r.logits, -1).gather(1, r.experts).squeeze(1);
+    baseline_pred_ = baseline(h.detach()).squeeze(1);
+  } else {
+    chosen_logp_ = baseline_pred_ = torch::Tensor();
+  }
   if (is_training() && mode != "hash" && mode != "tag") {
     aux_loss_ = load_balancing_loss(r, num_experts, aux_coef);
     if (z_coef > 0) aux_loss_ = aux_loss_ + router_z_loss(r.logits, z_coef);
@@ -156,6 +193,17 @@ torch::Tensor MoeFfnImpl::forward(const torch::Tensor& x) {
   }
   last_ = Routing{r.logits.detach(), r.probs.detach(), r.experts, r.weights.detach()};
   return out.view({B, T, C});
+}
+
+torch::Tensor MoeFfnImpl::policy_loss(const torch::Tensor& token_nll) const {
+  if (!chosen_logp_.defined()) return {};
+  auto l = token_nll.detach().reshape({-1}).to(chosen_logp_.dtype());
+  BTX_CHECK(l.numel() == chosen_logp_.numel(), "REINFORCE: {} token losses for {} routed tokens",
+            l.numel(), chosen_logp_.numel());
+  // The baseline: the batch's mean loss plus the learned correction for this token.
+  auto b = baseline_pred_ + l.mean();
+  auto advantage = (l - b).detach();
+  return (advantage * chosen_logp_).mean() + kBaselineLossWeight * (b - l).pow(2).mean();
 }
 
 torch::Tensor MoeFfnImpl::last_usage() const {

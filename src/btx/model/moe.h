@@ -6,7 +6,17 @@
 //   sample  one choice per sequence: the top-k of the mean of its tokens' logits (BTX's
 //           sample-level routing; not causal, since early tokens see the later ones' logits);
 //   hash    a fixed hash of the token id picks one expert (Roller et al. 2021's hash layers);
-//   tag     the sequence's domain label picks one expert (force_experts; DEMix's oracle).
+//   tag     the sequence's domain label picks one expert (force_experts; DEMix's oracle);
+//   gumbel  top-1 with the straight-through Gumbel-softmax estimator (Jang et al. 2017): in
+//           training the argmax of softmax(logits + Gumbel noise) is used with gate
+//           1 + y_i - stopgrad(y_i), so the router learns through y; in evaluation the argmax
+//           of the logits;
+//   reinforce  top-1 sampled from the router's softmax in training (the argmax in evaluation),
+//           gate 1; the router learns by REINFORCE: policy_loss adds mean_t (l_t - b_t) ·
+//           log p(e_t) with l_t the token's loss and b_t a learned baseline (the batch's mean
+//           loss plus a linear map of the detached FFN input), fitted by
+//           kBaselineLossWeight · mean_t (b_t - l_t)². The two are SMEAR's gradient-estimator
+//           baselines (Muqeeth et al. 2023), token-level here so that they stay causal.
 // hash and tag do not learn: no load-balancing loss.
 // Output Σ_i g_i · expert_i(h). Dispatch groups the (token, expert) pairs by expert (a stable
 // sort by expert id), runs one matrix product per expert on its tokens only, and adds the
@@ -63,12 +73,23 @@ torch::Tensor router_z_loss(const torch::Tensor& logits, double beta);
 torch::Tensor dispatch_experts(const torch::nn::ModuleList& experts, const torch::Tensor& x,
                                const Routing& r);
 
+// Straight-through Gumbel-softmax top-1 (noise from torch's global generator; tau the softmax
+// temperature).
+Routing route_gumbel(const torch::Tensor& logits, double tau = 1.0);
+// Top-1 sampled from softmax(logits).
+Routing route_sampled(const torch::Tensor& logits);
+
 struct MoeFfnImpl : FeedForwardImpl {
+  // The weight of the REINFORCE baseline's regression loss: small, so that its gradient (token
+  // losses spread over several nats) does not dominate gradient clipping.
+  static constexpr double kBaselineLossWeight = 0.01;
+
   explicit MoeFfnImpl(const ModelConfig& c);
   torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */) override;
   const char* hf_name() const override { return "block_sparse_moe"; }
   int64_t active_params() const override;
   torch::Tensor aux_loss() const override { return aux_loss_; }
+  torch::Tensor policy_loss(const torch::Tensor& token_nll) const override;
   void set_token_ids(const torch::Tensor& ids) override { ids_ = ids; }
 
   // The same routing applied by hand: (B*T, E) router logits -> the mode's Routing, or the
@@ -90,15 +111,23 @@ struct MoeFfnImpl : FeedForwardImpl {
 
   torch::nn::Linear gate{nullptr};  // router, (E, C) without bias
   torch::nn::ModuleList experts;
+  // reinforce only: the learned baseline (1, C) without bias, on the detached FFN input
+  // ("baseline" in the checkpoint; not part of Mixtral's layout).
+  torch::nn::Linear baseline{nullptr};
   int64_t num_experts, top_k;
   std::string mode;
   double aux_coef, z_coef;
 
- private:
+ protected:
+  // Adds h (N, C) to input_sum / input_count when record_inputs is on.
+  void record(const torch::Tensor& h);
+
   torch::Tensor aux_loss_;
   std::optional<Routing> last_;
   torch::Tensor forced_;
   torch::Tensor ids_;
+  // reinforce: log-probability of each token's sampled expert and its baseline, (N).
+  torch::Tensor chosen_logp_, baseline_pred_;
 };
 TORCH_MODULE(MoeFfn);
 

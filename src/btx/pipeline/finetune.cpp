@@ -15,9 +15,9 @@ TrainResult finetune_model(const RunDir& run, const RunConfig& c, const fs::path
   BTX_CHECK(fs::exists(model_dir / "config.json"), "{} is not a model folder (no config.json)",
             model_dir.string());
   const ModelConfig mc = load_model_config(model_dir);
-  BTX_CHECK(mc.is_moe(),
-            "{} is not an MoE model (model_type \"{}\"): finetune trains the routers and experts "
-            "of `btx merge --method btx` or `upcycle` models",
+  BTX_CHECK(mc.is_routed(),
+            "{} is not an MoE or SMEAR model (model_type \"{}\"): finetune trains the routers "
+            "and experts of `btx merge --method btx`, `upcycle` or `smear` models",
             model_dir.string(), mc.model_type);
   BTX_CHECK(c.finetune.seq_len <= mc.max_position_embeddings,
             "[finetune] seq_len {} exceeds the model's max_position_embeddings {}",
@@ -36,7 +36,11 @@ TrainResult finetune_model(const RunDir& run, const RunConfig& c, const fs::path
   job.keep_files = {"merge.json"};
   if (train_what == "router") {
     job.trainable = [](const std::string& name) {
-      return name.find(".block_sparse_moe.gate.") != std::string::npos;
+      for (const char* router :
+           {".block_sparse_moe.gate.", ".smear.gate.", ".block_sparse_moe.baseline."}) {
+        if (name.find(router) != std::string::npos) return true;
+      }
+      return false;
     };
   }
   if (mc.router_mode == "tag") {  // each row to its domain's expert

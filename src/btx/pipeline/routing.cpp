@@ -28,9 +28,9 @@ nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs:
                                 const RoutingOptions& opts) {
   torch::NoGradGuard no_grad;
   CausalLM model = load_model(model_dir);
-  BTX_CHECK(model->config().is_moe(),
-            "{} is not an MoE model (model_type \"{}\"): routing analysis needs a routed model "
-            "(btx, upcycle)",
+  BTX_CHECK(model->config().is_routed(),
+            "{} is not an MoE or SMEAR model (model_type \"{}\"): routing analysis needs a "
+            "routed model (btx, upcycle, smear, ...)",
             model_dir.string(), model->config().model_type);
   model->eval();
   auto layers = moe_layers(model);
@@ -58,13 +58,15 @@ nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs:
                          {"top1", nlohmann::json::object()},
                          {"topk", nlohmann::json::object()},
                          {"entropy", nlohmann::json::object()},
+                         {"mean_weight", nlohmann::json::object()},
                          {"own_expert_top1", nlohmann::json::object()}});
   }
   for (const auto& d : data.domains()) {
     const auto& shard = data.shard(d, "test");
     auto windows = heldout_windows(shard.slice(0, shard.size()), opts.windows, T);
     BTX_CHECK(windows.size(0) >= 1, "domain '{}' has no test window of {} tokens", d, T + 1);
-    std::vector<torch::Tensor> t1(layers.size()), tk(layers.size()), ent(layers.size());
+    std::vector<torch::Tensor> t1(layers.size()), tk(layers.size()), ent(layers.size()),
+        mw(layers.size());
     int64_t n = 0;
     for (int64_t r = 0; r < windows.size(0); r += 16) {
       auto batch = windows.narrow(0, r, std::min<int64_t>(16, windows.size(0) - r)).narrow(1, 0, T);
@@ -76,6 +78,8 @@ nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs:
         auto ck = torch::bincount(ro.experts.reshape({-1}), {}, E).to(torch::kFloat64);
         auto h =
             -(ro.probs * torch::log(ro.probs.clamp_min(1e-30))).sum(1).sum().to(torch::kFloat64);
+        auto w = ro.probs.sum(0).to(torch::kFloat64);
+        mw[l] = mw[l].defined() ? mw[l] + w : w;
         t1[l] = t1[l].defined() ? t1[l] + c1 : c1;
         tk[l] = tk[l].defined() ? tk[l] + ck : ck;
         ent[l] = ent[l].defined() ? ent[l] + h : h;
@@ -86,6 +90,7 @@ nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs:
       per_layer[l]["top1"][d] = to_vector(f1);
       per_layer[l]["topk"][d] = to_vector(tk[l] / static_cast<double>(n));
       per_layer[l]["entropy"][d] = ent[l].item<double>() / static_cast<double>(n);
+      per_layer[l]["mean_weight"][d] = to_vector(mw[l] / static_cast<double>(n));
       double own = 0;
       bool any = false;
       for (int64_t e = 0; e < E; ++e) {
@@ -102,6 +107,7 @@ nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs:
                         {"experts", names},
                         {"domains", data.domains()},
                         {"top_k", model->config().num_experts_per_tok},
+                        {"model_type", model->config().model_type},
                         {"router_mode", model->config().router_mode},
                         {"layers", per_layer}};
   if (!opts.text.empty()) {
@@ -131,15 +137,19 @@ nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs:
 std::string format_routing_layer(const nlohmann::json& a, int64_t layer) {
   const auto& l = a.at("layers").at(static_cast<size_t>(layer));
   const auto names = a.at("experts").get<std::vector<std::string>>();
-  std::string out = fmt::format("{} layer {}: fraction of each domain's tokens by top-1 expert\n",
-                                a.value("model", "?"), layer);
+  // SMEAR merges every expert: its table is the mean merge weights; an MoE's, the top-1 choices.
+  const bool smear = a.value("model_type", "") == "smear";
+  const char* matrix = smear ? "mean_weight" : "top1";
+  std::string out = fmt::format("{} layer {}: {}\n", a.value("model", "?"), layer,
+                                smear ? "mean merge weight of each expert per domain"
+                                      : "fraction of each domain's tokens by top-1 expert");
   out += fmt::format("  {:<14}", "domain");
   for (const auto& n : names) out += fmt::format(" {:>11.11}", n);
   out += fmt::format(" {:>8} {:>6}\n", "entropy", "own");
   for (const auto& d : a.at("domains")) {
     const std::string dn = d.get<std::string>();
     out += fmt::format("  {:<14}", dn);
-    for (double f : l.at("top1").at(dn).get<std::vector<double>>())
+    for (double f : l.at(matrix).at(dn).get<std::vector<double>>())
       out += fmt::format(" {:>11.3f}", f);
     out += fmt::format(" {:>8.3f}", l.at("entropy").at(dn).get<double>());
     const auto& own = l.at("own_expert_top1");

@@ -231,6 +231,10 @@ TrainResult train(const TrainJob& job) {
   int64_t interval_tokens = 0;
   while (step < t.steps) {
     opt.zero_grad();
+    // Training-time randomness (expert dropout, sampled routing) is a function of the step, so
+    // a resumed run draws exactly what an uninterrupted one would.
+    torch::manual_seed(derive_seed(job.seed, "step/rank" + std::to_string(dist.rank),
+                                   static_cast<uint64_t>(step)));
     double loss_sum = 0, aux_sum = 0;
     bool has_aux = false;
     for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
@@ -243,12 +247,16 @@ TrainResult train(const TrainJob& job) {
         job.before_forward(model, names);
       }
       // The mean over this rank's rows; averaged over ranks below, the mean over the batch.
-      auto loss = lm_loss(model, batch);
+      auto nll = token_nll(model, batch);  // (B/W, T)
+      auto loss = nll.mean();
       auto objective = loss;
       if (auto aux = model->aux_loss(); aux.defined()) {  // MoE load balancing
-        objective = loss + aux;
+        objective = objective + aux;
         aux_sum += aux.item<double>();
         has_aux = true;
+      }
+      if (auto policy = model->policy_loss(nll.detach()); policy.defined()) {  // REINFORCE
+        objective = objective + policy;
       }
       (objective / static_cast<double>(t.grad_accum)).backward();
       loss_sum += loss.item<double>();

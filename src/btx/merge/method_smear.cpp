@@ -1,0 +1,47 @@
+// `smear`: SMEAR (Muqeeth et al. 2023). The experts' FFNs become the experts of one merged-expert
+// FFN per layer (model/smear.h), the rest is averaged as in btx, and a new router per layer
+// learns (in `btx finetune`) the merge weights from the mean of the prefix (or, not causal, of
+// the whole sequence).
+#include "btx/merge/method.h"
+#include "btx/merge/moe_build.h"
+#include "btx/util/error.h"
+
+namespace btx {
+
+MergeMethod smear_method() {
+  MergeMethod m;
+  m.name = "smear";
+  m.description =
+      "one model whose FFN is the experts' FFNs averaged with router weights (per prefix: "
+      "causal), everything else averaged; finetune it with `btx finetune`";
+  m.paper =
+      "Muqeeth, Liu, Raffel 2023, Soft Merging of Experts with Adaptive Routing "
+      "(arXiv:2306.03745)";
+  m.params = {
+      {"router",
+       "prefix (causal: the mean of positions <= t) | sequence (the whole sequence, SMEAR's "
+       "example-level routing: not causal)",
+       "prefix",
+       {"prefix", "sequence"}},
+      {"router-init",
+       "random (small normal) | centroid (each domain's mean hidden state)",
+       "random",
+       {"random", "centroid"}},
+      {"expert-dropout", "drop each merge weight with this probability in training", "0.1", {}},
+  };
+  m.build = [](const MergeContext& ctx, const fs::path& out) {
+    MoeBuildOptions o;
+    o.model_type = "smear";
+    o.router_mode = ctx.str("router");
+    o.router_init = ctx.str("router-init");
+    o.expert_dropout = ctx.real("expert-dropout");
+    o.aux_loss = 0;
+    o.seed = derive_seed(ctx.config.seed, "router/" + ctx.output_name);
+    BTX_CHECK(o.expert_dropout >= 0 && o.expert_dropout < 1,
+              "--expert-dropout must be in [0, 1), got {}", o.expert_dropout);
+    return build_moe(ctx, ctx.uniform_inputs(), expert_moe_slots(ctx, /*from_seed=*/false), o, out);
+  };
+  return m;
+}
+
+}  // namespace btx
