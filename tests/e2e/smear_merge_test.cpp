@@ -43,6 +43,14 @@ TEST_F(SmearMergeTest, IdenticalExpertsGiveTheDenseModelBack) {
     EXPECT_TRUE(torch::allclose(model->forward(x), dense->forward(x), 1e-4, 1e-5)) << m;
   }
   EXPECT_EQ(load_model_config(run.root / "merged/s").router_mode, "sequence");
+  // The sequence router is not causal: said in the eval JSON and marked in the table.
+  auto r = run_btx("eval" + r_ + " --model merged/smear,merged/s");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(read_json_file(run.eval("smear"))["causal"].get<bool>());
+  EXPECT_FALSE(read_json_file(run.eval("s"))["causal"].get<bool>());
+  EXPECT_NE(r.output.find("s [nc]"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("smear [nc]"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("[nc] not causal"), std::string::npos) << r.output;
 }
 
 TEST_F(SmearMergeTest, FinetuneResumesExactlyThenEvalAndRouting) {

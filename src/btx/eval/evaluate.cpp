@@ -116,6 +116,7 @@ nlohmann::json evaluate(Scorer& scorer, const std::string& model_name, const Sha
   out["params_total"] = scorer.params_total();
   out["params_active"] = scorer.params_active();
   out["flops_per_token"] = scorer.flops_per_token(opts.seq_len);
+  out["causal"] = scorer.causal();
   // Macro averages: mean loss over domains, and the perplexity of that mean.
   nlohmann::json summary = nlohmann::json::object();
   if (!names.empty()) {

@@ -22,6 +22,8 @@ class Scorer {
   virtual int64_t params_active() const = 0;
   virtual int64_t flops_per_token(int64_t context) const = 0;
   virtual int64_t max_context() const = 0;
+  // False when a position's loss depends on tokens after it (sequence-level routing).
+  virtual bool causal() const { return true; }
 
   // Held-out text of the domain about to be scored: up to `windows` windows (n, T+1) that are
   // never among the scored ones (a training domain's validation split; for novel text, chunks
@@ -46,6 +48,7 @@ class ModelScorer : public Scorer {
     return forward_flops_per_token(model_, context);
   }
   int64_t max_context() const override { return model_->config().max_position_embeddings; }
+  bool causal() const override { return model_->config().is_causal(); }
   CausalLM& model() { return model_; }
 
  private:

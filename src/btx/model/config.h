@@ -65,6 +65,11 @@ struct ModelConfig {
   bool is_smear() const { return model_type == "smear"; }
   // A router and N experts per layer (MoE or SMEAR).
   bool is_routed() const { return is_moe() || is_smear(); }
+  // False when routing reads the whole sequence (MoE "sample", SMEAR "sequence"): position t's
+  // output then depends on later tokens, and its perplexity is not a language model's.
+  bool is_causal() const {
+    return !((is_moe() && router_mode == "sample") || (is_smear() && router_mode == "sequence"));
+  }
 
   int64_t head_dim() const { return hidden_size / num_attention_heads; }  // D
   // Throws btx::Error naming the offending key (`where` prefixes it, e.g. the file).

@@ -177,8 +177,16 @@ std::string format_comparison(const std::vector<nlohmann::json>& evals) {
   for (auto& [name, d] : evals.front().at("domains").items()) {
     (d.value("novel", false) ? novel : train).push_back(name);
   }
+  // A model whose routing reads the whole sequence is marked: its perplexity is not causal.
+  auto label = [](const nlohmann::json& e) {
+    return e.value("model", std::string("?")) + (e.value("causal", true) ? "" : " [nc]");
+  };
   size_t w = 8;
-  for (const auto& e : evals) w = std::max(w, e.value("model", std::string("?")).size());
+  bool any_noncausal = false;
+  for (const auto& e : evals) {
+    w = std::max(w, label(e).size());
+    any_noncausal |= !e.value("causal", true);
+  }
   auto cell = [](const nlohmann::json& e, const std::string& d) {
     const auto& ds = e.at("domains");
     return ds.contains(d) ? fmt::format("{:>10.2f}", ds[d].at("ppl").get<double>())
@@ -192,7 +200,7 @@ std::string format_comparison(const std::vector<nlohmann::json>& evals) {
   out += fmt::format(" {:>10} {:>10} {:>9}\n", "params", "active", "GFLOP/tok");
   for (const auto& e : evals) {
     const auto& s = e.value("summary", nlohmann::json::object());
-    out += fmt::format("{:<{}}", e.value("model", std::string("?")), w);
+    out += fmt::format("{:<{}}", label(e), w);
     for (const auto& d : train) out += " " + cell(e, d);
     out += fmt::format(" {:>10.2f}", s.value("train_mean_ppl", 0.0));
     for (const auto& d : novel) out += " " + cell(e, d);
@@ -202,6 +210,11 @@ std::string format_comparison(const std::vector<nlohmann::json>& evals) {
                        static_cast<double>(e.value("flops_per_token", int64_t{0})) / 1e9);
   }
   out += "perplexity per domain (* novel: no expert trained on it); mean = exp(mean loss)\n";
+  if (any_noncausal) {
+    out +=
+        "[nc] not causal: routing reads the whole sequence, so position t sees later tokens; not "
+        "comparable with the others\n";
+  }
   return out;
 }
 
