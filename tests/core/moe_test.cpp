@@ -45,6 +45,16 @@ TEST(MoeRouting, HandComputedTopTwo) {
   EXPECT_NE(testing::error_of([] { route_top_k(torch::zeros({2, 3}), 4); }), "");
 }
 
+TEST(MoeRouting, TopOneGateIsOneForwardAndTheProbabilityBackward) {
+  auto logits = torch::tensor({{0.0f, std::log(3.0f)}}, torch::requires_grad());
+  auto r = route_top_k(logits, 1);
+  EXPECT_EQ(r.experts.item<int64_t>(), 1);
+  EXPECT_FLOAT_EQ(r.weights.item<float>(), 1.0f);
+  // d p_1 / d logits = p_1 (onehot_1 - p) = 0.75 * (-0.25, 0.25).
+  auto g = torch::autograd::grad({r.weights.sum()}, {logits})[0];
+  EXPECT_TRUE(torch::allclose(g, torch::tensor({{-0.1875f, 0.1875f}}), 1e-6, 1e-7));
+}
+
 TEST(MoeRouting, SampleLevelRoutesWholeSequences) {
   // Two sequences of two tokens; sequence 0's mean logits favour expert 2, sequence 1's expert 0.
   auto logits = torch::tensor({{0.f, 1.f, 5.f}, {0.f, 2.f, 1.f}, {4.f, 0.f, 0.f}, {2.f, 3.f, 0.f}});

@@ -28,7 +28,16 @@ Routing route_top_k(const torch::Tensor& logits, int64_t k) {
   r.probs = torch::softmax(logits, -1);
   auto top = logits.topk(k, -1);
   r.experts = std::get<1>(top);
-  r.weights = torch::softmax(std::get<0>(top), -1);
+  if (k == 1) {
+    // A softmax over one logit is 1 with zero gradient: the router would learn nothing from
+    // the loss. Switch's gate is the chosen expert's probability; it is taken straight-through
+    // here, 1 in the forward pass (what HF Mixtral computes for k = 1, so exports stay exact)
+    // and the probability's gradient in the backward pass.
+    auto p = r.probs.gather(1, r.experts);
+    r.weights = p - p.detach() + 1.0;
+  } else {
+    r.weights = torch::softmax(std::get<0>(top), -1);
+  }
   return r;
 }
 

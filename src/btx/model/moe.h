@@ -1,7 +1,9 @@
 // The mixture-of-experts FFN of Branch-Train-MiX (Sukhbaatar et al. 2024, arXiv:2403.07816), in
 // Hugging Face Mixtral's layout: N SwiGLU experts (w1 = gate, w3 = up, w2 = down) and a linear
 // router `gate` on the hidden state entering the FFN. Routing modes (ModelConfig::router_mode):
-//   top-k   keep the k largest router logits per token, softmax over them (k = 1: Switch);
+//   top-k   keep the k largest router logits per token, softmax over them (k = 1: Switch,
+//           with the chosen expert's probability as a straight-through gate: 1 forward, its
+//           gradient backward, since a softmax over one logit would teach the router nothing);
 //   soft    every expert, weighted by the full softmax;
 //   sample  one choice per sequence: the top-k of the mean of its tokens' logits (BTX's
 //           sample-level routing; not causal, since early tokens see the later ones' logits);
