@@ -15,7 +15,8 @@
 // intra-op threads (not set here); OpenBLAS runs the matrix products on its own threads, i.e. all
 // cores unless OPENBLAS_NUM_THREADS says otherwise. Prints a table.
 //   moe_layer [--hidden 256 --inner 688 --tokens 4096 --topk 2 --experts 4,8 --reps 10
-//              --warmup 2]
+//              --warmup 2] (--help lists them)
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -26,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "btx/model/config.h"
 #include "btx/model/layers.h"
 #include "btx/model/moe.h"
@@ -36,12 +38,6 @@ struct Args {
   int64_t hidden = 256, inner = 688, tokens = 16 * 256, topk = 2, reps = 10, warmup = 2;
   std::vector<int64_t> experts = {4, 8};
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 // The naive MoE: the layer's own router and experts, every expert on all N tokens.
 torch::Tensor naive_moe(btx::MoeFfnImpl& moe, const torch::Tensor& x, torch::Tensor* aux) {
@@ -169,49 +165,23 @@ Row bench(const Args& a, int64_t E) {
   return row;
 }
 
-std::vector<int64_t> parse_list(const std::string& s) {
-  std::vector<int64_t> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (!item.empty()) out.push_back(std::atoll(item.c_str()));
-  }
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   Args a;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--hidden") {
-      a.hidden = std::atoll(v.c_str());
-    } else if (k == "--inner") {
-      a.inner = std::atoll(v.c_str());
-    } else if (k == "--tokens") {
-      a.tokens = std::atoll(v.c_str());
-    } else if (k == "--topk") {
-      a.topk = std::atoll(v.c_str());
-    } else if (k == "--experts") {
-      a.experts = parse_list(v);
-    } else if (k == "--reps") {
-      a.reps = std::atoll(v.c_str());
-    } else if (k == "--warmup") {
-      a.warmup = std::atoll(v.c_str());
-    } else {
-      std::cerr << "unknown option " << k << "\n";
-      return 2;
-    }
-  }
-  if (argc % 2 == 0) {
-    std::cerr << "option " << argv[argc - 1] << " needs a value\n";
-    return 2;
-  }
-  if (a.reps < 1 || a.experts.empty()) {
-    std::cerr << "need --reps >= 1 and at least one expert count\n";
-    return 2;
-  }
+  CLI::App app{"Forward + backward time of one MoE FFN layer vs dense and naive dispatch"};
+  app.add_option("--hidden", a.hidden, "C")->capture_default_str();
+  app.add_option("--inner", a.inner, "F of one expert")->capture_default_str();
+  app.add_option("--tokens", a.tokens, "N tokens per step")->capture_default_str();
+  app.add_option("--topk", a.topk, "k")->capture_default_str();
+  app.add_option("--experts", a.experts, "expert counts E, comma-separated")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--reps", a.reps, "measured steps")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--warmup", a.warmup, "warm-up steps")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
   const char* blas = std::getenv("OPENBLAS_NUM_THREADS");
   std::printf(
       "moe_layer: C=%lld F=%lld k=%lld N=%lld tokens, forward+backward, median of %lld steps "

@@ -13,14 +13,15 @@
 // ms per step and the median per-round ratio to dense. T varies at a fixed N, to show how the
 // per-position merge scales with the sequence length. Prints a table.
 //   smear_layer [--hidden 256 --inner 688 --tokens 4096 --experts 4 --seq 64,256,1024 --reps 5]
-#include <algorithm>
+//   (--help lists them)
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <functional>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "btx/model/layers.h"
 #include "btx/model/moe.h"
 #include "btx/model/smear.h"
@@ -31,12 +32,6 @@ struct Args {
   int64_t hidden = 256, inner = 688, tokens = 4096, experts = 4, reps = 5;
   std::vector<int64_t> seq = {64, 256, 1024};
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 btx::ModelConfig layer_config(const Args& a, const std::string& type, const std::string& mode) {
   btx::ModelConfig c;
@@ -101,36 +96,22 @@ void run(const Args& a, int64_t T) {
   std::printf(" %9.1e\n", diff);
 }
 
-std::vector<int64_t> parse_list(const std::string& s) {
-  std::vector<int64_t> out;
-  std::stringstream ss(s);
-  for (std::string item; std::getline(ss, item, ',');) out.push_back(std::stoll(item));
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   Args a;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--hidden")
-      a.hidden = std::stoll(v);
-    else if (k == "--inner")
-      a.inner = std::stoll(v);
-    else if (k == "--tokens")
-      a.tokens = std::stoll(v);
-    else if (k == "--experts")
-      a.experts = std::stoll(v);
-    else if (k == "--reps")
-      a.reps = std::stoll(v);
-    else if (k == "--seq")
-      a.seq = parse_list(v);
-    else {
-      std::fprintf(stderr, "unknown option %s\n", k.c_str());
-      return 2;
-    }
-  }
+  CLI::App app{"Forward + backward time of one SMEAR FFN layer vs dense and the top-2 MoE"};
+  app.add_option("--hidden", a.hidden, "C")->capture_default_str();
+  app.add_option("--inner", a.inner, "F of one expert")->capture_default_str();
+  app.add_option("--tokens", a.tokens, "N tokens per step (B*T)")->capture_default_str();
+  app.add_option("--experts", a.experts, "E")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--seq", a.seq, "sequence lengths T, comma-separated")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--reps", a.reps, "measured rounds")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
   std::printf(
       "SMEAR layer, forward+backward, C=%lld F=%lld E=%lld, N=%lld tokens; ms per step "
       "(median of %lld) and ratio to dense\n",
