@@ -1,6 +1,7 @@
 // `btx eval`: per-domain loss / perplexity of any model (checkpoint, merged model, ensemble) on
 // token shards and novel text; with --run, on the run's own data with its settings, recorded as
 // eval/<name>.json, several models at once with a comparison table.
+#include <algorithm>
 #include <iostream>
 #include <optional>
 
@@ -9,6 +10,7 @@
 #include "btx/data/tokenizer.h"
 #include "btx/eval/evaluate.h"
 #include "btx/merge/open.h"
+#include "btx/pipeline/results.h"
 #include "btx/pipeline/run_dir.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
@@ -122,7 +124,40 @@ std::vector<Command> add_eval_commands(CLI::App& app) {
   cmd->add_option("--name", a->name, "Model name in the output (one model only)");
   cmd->add_flag("--json", a->json, "Print the result as JSON");
   cmd->add_option("--out", a->out, "Also write the JSON to this file (one model only)");
-  return {{cmd, [a] {
+  struct ResultsArgs {
+    std::string run;
+    std::vector<std::string> models;
+  };
+  auto r = std::make_shared<ResultsArgs>();
+  auto* results_cmd = app.add_subcommand(
+      "results",
+      "The study's results table of evaluated models (best per column marked, findings), "
+      "written to results.md and results.json in the run");
+  results_cmd->add_option("--run", r->run, "Run directory")->required();
+  results_cmd
+      ->add_option("--model", r->models,
+                   "Models in table order, as given to `btx eval` (default: every eval/*.json, "
+                   "seed first)")
+      ->delimiter(',');
+  auto results_run = [r] {
+    RunDir run{r->run};
+    std::vector<std::string> models = r->models;
+    if (models.empty()) {
+      BTX_CHECK(fs::is_directory(run.root / "eval"), "{}: no evaluations yet (run `btx eval`)",
+                (run.root / "eval").string());
+      for (const auto& f : fs::directory_iterator(run.root / "eval")) {
+        if (f.path().extension() == ".json") models.push_back(f.path().stem().string());
+      }
+      std::sort(models.begin(), models.end(), [](const std::string& x, const std::string& y) {
+        return std::make_pair(x != "seed", x) < std::make_pair(y != "seed", y);
+      });
+    }
+    const auto results = study_results(run, models);
+    write_results(run, results);
+    std::cout << results_markdown(results);
+  };
+  return {{results_cmd, results_run},
+          {cmd, [a] {
              BTX_CHECK(a->models.size() == 1 || (a->name.empty() && a->out.empty()),
                        "--name and --out take one --model, got {}", a->models.size());
              std::vector<nlohmann::json> results;

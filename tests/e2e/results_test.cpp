@@ -1,0 +1,71 @@
+// The results table of a tiny study: one row per evaluated model with its perplexities, costs and
+// training tokens, the best per column marked, findings in numbers, results.md / results.json.
+#include "btx/pipeline/results.h"
+
+#include <gtest/gtest.h>
+
+#include "btx/util/fs.h"
+#include "e2e_util.h"
+#include "forest_fixture.h"
+
+namespace btx {
+namespace {
+
+using testing::run_btx;
+
+class ResultsTest : public testing::ForestTest<ResultsTest> {};
+
+TEST_F(ResultsTest, TableBestColumnsTokensAndFindings) {
+  RunDir run = fresh_run("results");
+  const std::string r_ = " --run " + run.root.string();
+  ASSERT_EQ(run_btx("merge" + r_ + " --method average").code, 0);
+  ASSERT_EQ(run_btx("merge" + r_ + " --method ensemble --prior uniform --name ensemble-all").code,
+            0);
+  auto r = run_btx("results" + r_ + " --model seed,merged/average");
+  EXPECT_NE(r.code, 0);  // not evaluated yet: say which and how (the seed evaluates itself)
+  EXPECT_NE(r.output.find("no evaluation of merged/average (run `btx eval"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(run.root / "results.md"));
+  ASSERT_EQ(run_btx("eval" + r_ + " --model seed,merged/average,merged/ensemble-all").code, 0);
+  r = run_btx("results" + r_ + " --model seed,merged/average,merged/ensemble-all");
+  ASSERT_EQ(r.code, 0) << r.output;
+
+  const auto j = read_json_file(run.root / "results.json");
+  ASSERT_EQ(j["rows"].size(), 3u);
+  EXPECT_EQ(j["train_domains"], nlohmann::json::array({"code", "prose", "verse"}));
+  const auto& seed = j["rows"][0];
+  const auto& avg = j["rows"][1];
+  const auto& ens = j["rows"][2];
+  EXPECT_EQ(seed["model"], "seed");
+  // Training tokens: the seed's 40 steps of 8 x 32; the merges add the experts' 3 x 30 steps.
+  const int64_t seed_tokens = 40 * 8 * 32, expert_tokens = 30 * 8 * 32;
+  EXPECT_EQ(seed["training_tokens"], seed_tokens);
+  EXPECT_EQ(avg["training_tokens"], seed_tokens + 3 * expert_tokens);
+  EXPECT_EQ(ens["training_tokens"], seed_tokens + 3 * expert_tokens);
+  // The eval JSON's numbers, and the best per column among them.
+  const auto e = read_json_file(run.eval("ensemble-all"));
+  EXPECT_DOUBLE_EQ(ens["train_mean_ppl"].get<double>(),
+                   e["summary"]["train_mean_ppl"].get<double>());
+  EXPECT_DOUBLE_EQ(ens["ppl"]["code"].get<double>(), e["domains"]["code"]["ppl"].get<double>());
+  std::string best_mean;
+  double lo = 1e300;
+  for (const auto& row : j["rows"]) {
+    if (row["train_mean_ppl"].get<double>() < lo) {
+      lo = row["train_mean_ppl"].get<double>();
+      best_mean = row["model"];
+    }
+  }
+  EXPECT_EQ(j["best"]["train_mean_ppl"], best_mean);
+  EXPECT_EQ(j["best"]["params_active"], "seed");  // the ensemble runs three models
+  EXPECT_EQ(j["best"]["training_tokens"], "seed");
+  ASSERT_GE(j["findings"].size(), 1u);
+  EXPECT_NE(j["findings"][0].get<std::string>().find("Best on the training domains: " + best_mean),
+            std::string::npos);
+
+  const std::string md = read_file(run.root / "results.md");
+  EXPECT_NE(md.find("| model | code | prose | verse | mean |"), std::string::npos) << md;
+  EXPECT_NE(md.find(fmt::format("**{:.2f}**", lo)), std::string::npos) << md;
+  EXPECT_NE(r.output.find("| ensemble-all |"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace btx
