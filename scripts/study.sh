@@ -3,7 +3,7 @@
 # packages, and run the study at tiny size on the CPU: tokenizer, seed, one expert per domain,
 # the routing-free combinations (average, weighted average, BTM ensemble), the compute-matched
 # dense baseline, BTX's MoE with its learned router and its baselines (sparse upcycling, tag and
-# hash routing), all evaluated on the same data, ending with the comparison table.
+# hash routing), SMEAR, all evaluated on the same data, ending with the results table.
 # Re-running continues where it stopped (finished merges are skipped).
 #   BTX_CONFIG  run config (default configs/tiny.toml)    BTX_RUN  run folder (default runs/tiny)
 #   BTX_JOBS    experts trained at once (default 2: measured fastest on 2 cores, see
@@ -46,7 +46,11 @@ moe btx-top1 --method btx --top-k 1
 moe upcycle --method upcycle
 moe tag --method tag
 moe hash --method hash
-build/btx eval --run "$RUN" --model seed,merged/dense,merged/average,merged/weighted-average,\
-merged/ensemble-top1,merged/ensemble-top2,merged/ensemble-all,merged/dense-ft,merged/btx,\
-merged/btx-top1,merged/upcycle,merged/tag,merged/hash | sed -n '/^model /,$p'
-build/btx routing --run "$RUN" --model merged/btx --layer 2 | head -20
+moe smear --method smear
+MODELS=seed,merged/dense,merged/dense-ft,merged/average,merged/weighted-average
+MODELS+=,merged/ensemble-top1,merged/ensemble-top2,merged/ensemble-all
+MODELS+=,merged/btx,merged/btx-top1,merged/upcycle,merged/tag,merged/hash,merged/smear
+build/btx eval --run "$RUN" --model "$MODELS" > /dev/null
+build/btx routing --run "$RUN" --model merged/btx --layer 2
+# The table (also results.md / results.json in the run folder), best per column in bold.
+build/btx results --run "$RUN" --model "$MODELS"
