@@ -123,6 +123,9 @@ nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& 
   auto flops = [](const nlohmann::json* r) {
     return static_cast<double>(r->at("flops_per_token").get<int64_t>());
   };
+  auto millions = [](const nlohmann::json* r) {
+    return fmt::format("{:.2f}M", r->at("training_tokens").get<int64_t>() / 1e6);
+  };
   const nlohmann::json* routed = nullptr;  // the best learned-routing model
   for (const auto& r : rows) {
     const std::string n = r["model"];
@@ -143,20 +146,21 @@ nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& 
         mean(routed)));
   }
   if (const auto* up = row("upcycle"); up && routed) {
-    findings.push_back(
-        fmt::format("{} vs sparse upcycling (an MoE of seed copies, the same finetuning, no expert "
-                    "training): {:.2f} vs {:.2f}; the expert training {}.",
-                    routed->at("model").get<std::string>(), mean(routed), mean(up),
-                    mean(routed) < mean(up) ? "is worth " + percent(mean(up), mean(routed))
-                                            : std::string("did not pay off")));
+    findings.push_back(fmt::format(
+        "{} ({} training tokens) vs sparse upcycling ({}: an MoE of seed copies, no expert "
+        "training): {:.2f} vs {:.2f}; the expert training {}.",
+        routed->at("model").get<std::string>(), millions(routed), millions(up), mean(routed),
+        mean(up),
+        mean(routed) < mean(up) ? "is worth " + percent(mean(up), mean(routed))
+                                : std::string("did not pay off")));
   }
   if (const auto* ens = row("ensemble-all"); ens && routed) {
     findings.push_back(fmt::format(
-        "{} is {} the ensemble of all experts ({:.2f} vs {:.2f}) at {:.0f}% of its forward "
-        "FLOPs per token.",
-        routed->at("model").get<std::string>(),
+        "{} ({} training tokens) is {} the ensemble of all experts ({}; {:.2f} vs {:.2f}) at "
+        "{:.0f}% of its forward FLOPs per token.",
+        routed->at("model").get<std::string>(), millions(routed),
         mean(routed) <= mean(ens) ? "better than" : percent(mean(routed), mean(ens)) + " behind",
-        mean(routed), mean(ens), 100.0 * flops(routed) / flops(ens)));
+        millions(ens), mean(routed), mean(ens), 100.0 * flops(routed) / flops(ens)));
   }
   if (const auto* ens = row("ensemble-all"), *dense = row("dense"); ens && dense) {
     findings.push_back(fmt::format(
