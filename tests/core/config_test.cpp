@@ -48,6 +48,21 @@ TEST(RunConfig, ResolvedTomlRoundTrips) {
   EXPECT_EQ(back.model, c.model);
 }
 
+TEST(RunConfig, EveryPresetInTheRepoLoads) {
+  // The presets users copy (configs/*.toml): each must load, name its domains and fit its model.
+  int presets = 0;
+  for (const auto& f : fs::directory_iterator(fs::path(BTX_SOURCE_DIR) / "configs")) {
+    if (f.path().extension() != ".toml") continue;
+    ++presets;
+    const RunConfig c = load_run_config(f.path());
+    EXPECT_FALSE(c.corpus.domains.empty()) << f.path();
+    EXPECT_LE(c.seed_train.seq_len, c.model.max_position_embeddings) << f.path();
+    EXPECT_LE(c.experts.train.seq_len, c.model.max_position_embeddings) << f.path();
+    EXPECT_LE(c.finetune.seq_len, c.model.max_position_embeddings) << f.path();
+  }
+  EXPECT_GE(presets, 2);  // tiny and small
+}
+
 TEST(ModelConfig, JsonRoundTripAndHuggingFaceKeys) {
   ModelConfig c;
   c.vocab_size = 100;
