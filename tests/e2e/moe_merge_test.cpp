@@ -50,6 +50,30 @@ TEST_F(MoeMergeTest, IdenticalExpertsGiveTheDenseModelBack) {
   EXPECT_TRUE(torch::allclose(up->forward(x), seed->forward(x), 1e-4, 1e-5));
 }
 
+TEST_F(MoeMergeTest, SharedLayersFromTheSeedOrTheAverage) {
+  RunDir run = fresh_run("shared");
+  const std::string r_ = " --run " + run.root.string();
+  ASSERT_EQ(run_btx("merge" + r_ + " --method btx --shared seed --name s").code, 0);
+  ASSERT_EQ(run_btx("merge" + r_ + " --method btx --name a").code, 0);
+  ASSERT_EQ(run_btx("merge" + r_ + " --method average").code, 0);
+  const auto seed = load_safetensors(run.seed() / "model.safetensors").tensors;
+  const auto avg = load_safetensors(run.root / "merged/average/model.safetensors").tensors;
+  const auto s = load_safetensors(run.root / "merged/s/model.safetensors").tensors;
+  const auto a = load_safetensors(run.root / "merged/a/model.safetensors").tensors;
+  int shared = 0;
+  for (const auto& [name, t] : s) {
+    if (name.find("block_sparse_moe") != std::string::npos) continue;
+    ++shared;
+    EXPECT_TRUE(torch::equal(t, seed.at(name))) << name;
+    EXPECT_TRUE(torch::allclose(a.at(name), avg.at(name), 1e-6, 1e-7)) << name;
+  }
+  EXPECT_GT(shared, 10);  // embeddings, norms and the attention of 2 layers
+  // The experts' FFNs are the experts' either way.
+  const auto code = load_safetensors(expert_dir(run, "code") / "model.safetensors").tensors;
+  EXPECT_TRUE(torch::equal(s.at("model.layers.1.block_sparse_moe.experts.0.w1.weight"),
+                           code.at("model.layers.1.mlp.gate_proj.weight")));
+}
+
 TEST_F(MoeMergeTest, CentroidRouterPointsEachDomainAtItsExpert) {
   RunDir run = fresh_run("centroid");
   auto r = run_btx("merge --run " + run.root.string() +

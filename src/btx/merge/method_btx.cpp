@@ -16,12 +16,20 @@ MergeMethod btx_method() {
   m.params = moe_params("random");
   m.params.push_back(
       {"seed-expert", "also keep the seed's FFN as a generalist expert", "no", {"no", "yes"}});
+  m.params.push_back({"shared",
+                      "attention, norms and embeddings: average (BTX) of the experts' or the "
+                      "seed's own (which the experts' FFNs were not trained with)",
+                      "average",
+                      {"average", "seed"}});
   m.build = [](const MergeContext& ctx, const fs::path& out) {
     auto slots = expert_moe_slots(ctx, /*from_seed=*/false);
     if (ctx.str("seed-expert") == "yes") {
       slots.push_back({"seed", ctx.run.seed(), ctx.config.corpus.domains});
     }
-    return build_moe(ctx, ctx.uniform_inputs(), slots, moe_options(ctx, ctx.output_name), out);
+    const auto shared = ctx.str("shared") == "seed"
+                            ? std::vector<WeightedCheckpoint>{{ctx.run.seed(), 1.0}}
+                            : ctx.uniform_inputs();
+    return build_moe(ctx, shared, slots, moe_options(ctx, ctx.output_name), out);
   };
   return m;
 }
