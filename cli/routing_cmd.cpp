@@ -18,10 +18,11 @@ std::vector<Command> add_routing_commands(CLI::App& app) {
   auto a = std::make_shared<RoutingArgs>();
   auto* cmd = app.add_subcommand(
       "routing",
-      "Routing analysis of an MoE model: domain x expert usage per layer, entropy, "
-      "own-domain routing, per-token choices of a text");
+      "Routing analysis of an MoE or SMEAR model: domain x expert usage (SMEAR: mean merge "
+      "weights) per layer, entropy, own-domain routing, per-token choices of a text");
   cmd->add_option("--run", a->run, "Run directory")->required();
-  cmd->add_option("--model", a->model, "The MoE model, e.g. merged/btx")->required();
+  cmd->add_option("--model", a->model, "The routed model, e.g. merged/btx or merged/smear")
+      ->required();
   cmd->add_option("--windows", a->opts.windows, "Test windows per domain")->capture_default_str();
   cmd->add_option("--text", a->text_file, "A text file whose tokens' routing is dumped");
   cmd->add_option("--layer", a->layer, "Layer to print (default: the middle one)");
