@@ -154,6 +154,12 @@ TEST(SmearFfn, ExpertDropoutRenormalises) {
   auto all_gone = (kept.sum(-1, true) == 0).expand({200, 4});
   EXPECT_TRUE(torch::allclose(torch::where(all_gone, p, expected), d, 1e-5, 1e-6));
   EXPECT_TRUE(torch::equal(expert_dropout(p, 0.0), p));
+  // (B, T, E): every position of a sequence drops the same experts.
+  auto q = torch::softmax(torch::randn({8, 5, 4}), -1);
+  auto dq = expert_dropout(q, 0.5);
+  auto zeros = (dq == 0);
+  EXPECT_TRUE(torch::equal(zeros, zeros.narrow(1, 0, 1).expand_as(zeros)));
+  EXPECT_GT(zeros.sum().item<int64_t>(), 0);
   EXPECT_NE(testing::error_of([&] { expert_dropout(p, 1.0); }).find("[0, 1)"), std::string::npos);
 }
 

@@ -75,7 +75,10 @@ torch::Tensor smear_router_input(const torch::Tensor& x, bool causal, double eps
 torch::Tensor expert_dropout(const torch::Tensor& p, double rate) {
   BTX_CHECK(rate >= 0 && rate < 1, "expert dropout rate must be in [0, 1), got {}", rate);
   if (rate == 0) return p;
-  auto keep = torch::bernoulli(torch::full_like(p, 1.0 - rate));
+  // One draw per row of a (N, E) p; per sequence for (B, T, E), shared by its positions.
+  auto shape = p.sizes().vec();
+  if (p.dim() == 3) shape[1] = 1;
+  auto keep = torch::bernoulli(torch::full(shape, 1.0 - rate, p.options()));
   auto kept = p * keep;
   auto sum = kept.sum(-1, /*keepdim=*/true);
   return torch::where(sum > 0, kept / sum.clamp_min(1e-30), p);

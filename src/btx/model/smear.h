@@ -54,8 +54,9 @@ torch::Tensor smear_merge_per_position(const torch::Tensor& x, const torch::Tens
 // over the sequence ((B, 1, C)).
 torch::Tensor smear_router_input(const torch::Tensor& x, bool causal, double eps);
 
-// Zeroes each entry of p (..., E) with probability `rate` (one draw per row) and renormalises;
-// rows left all zero keep their original values.
+// Zeroes each entry of p with probability `rate` and renormalises: one draw per row of a (N, E)
+// p, one per sequence for a (B, T, E) p (every position of a sequence drops the same experts).
+// Rows left all zero keep their original values.
 torch::Tensor expert_dropout(const torch::Tensor& p, double rate);
 
 struct SmearFfnImpl : MoeFfnImpl {
