@@ -49,18 +49,10 @@ fs::path resolve_model(const EvalArgs& a, const std::string& model) {
   return model;
 }
 
-// Its name in results: merged/x -> x, experts/x -> expert-x, else the folder name.
-std::string model_name(const fs::path& model) {
-  const fs::path clean = model.lexically_normal();
-  const fs::path dir = clean.filename().empty() ? clean.parent_path() : clean;
-  if (dir.parent_path().filename() == "experts") return "expert-" + dir.filename().string();
-  return dir.filename().string();
-}
-
 nlohmann::json evaluate_one(EvalArgs& a, const std::string& model_arg) {
   const fs::path model = resolve_model(a, model_arg);
   auto scorer = open_scorer(model);
-  const std::string name = a.name.empty() ? model_name(model) : a.name;
+  const std::string name = a.name.empty() ? eval_name(model) : a.name;
   if (!a.run.empty()) {
     const RunDir run{a.run};
     const RunConfig c = load_run(run);
@@ -146,11 +138,14 @@ std::vector<Command> add_eval_commands(CLI::App& app) {
       BTX_CHECK(fs::is_directory(run.root / "eval"), "{}: no evaluations yet (run `btx eval`)",
                 (run.root / "eval").string());
       for (const auto& f : fs::directory_iterator(run.root / "eval")) {
-        if (f.path().extension() == ".json") models.push_back(f.path().stem().string());
+        if (f.path().extension() == ".json") {
+          models.push_back(model_of_eval_name(f.path().stem().string()));
+        }
       }
-      std::sort(models.begin(), models.end(), [](const std::string& x, const std::string& y) {
-        return std::make_pair(x != "seed", x) < std::make_pair(y != "seed", y);
-      });
+      // The seed, then the experts, then the merged models, each by name.
+      std::sort(models.begin(), models.end());
+      std::stable_partition(models.begin(), models.end(),
+                            [](const std::string& m) { return m == "seed"; });
     }
     const auto results = study_results(run, models);
     write_results(run, results);

@@ -23,7 +23,8 @@ TEST_F(ResultsTest, TableBestColumnsTokensAndFindings) {
             0);
   auto r = run_btx("results" + r_ + " --model seed,merged/average");
   EXPECT_NE(r.code, 0);  // not evaluated yet: say which and how (the seed evaluates itself)
-  EXPECT_NE(r.output.find("no evaluation of merged/average (run `btx eval"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("no evaluation of merged/average (run `btx eval"), std::string::npos)
+      << r.output;
   EXPECT_FALSE(fs::exists(run.root / "results.md"));
   ASSERT_EQ(run_btx("eval" + r_ + " --model seed,merged/average,merged/ensemble-all").code, 0);
   r = run_btx("results" + r_ + " --model seed,merged/average,merged/ensemble-all");
@@ -65,6 +66,17 @@ TEST_F(ResultsTest, TableBestColumnsTokensAndFindings) {
   EXPECT_NE(md.find("| model | code | prose | verse | mean |"), std::string::npos) << md;
   EXPECT_NE(md.find(fmt::format("**{:.2f}**", lo)), std::string::npos) << md;
   EXPECT_NE(r.output.find("| ensemble-all |"), std::string::npos) << r.output;
+
+  // Without --model: every evaluation of the run, the seed first, then experts, then merges;
+  // an expert's evaluation (eval/expert-code.json) maps back to experts/code.
+  ASSERT_EQ(run_btx("eval" + r_ + " --model experts/code").code, 0);
+  r = run_btx("results" + r_);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto all = read_json_file(run.root / "results.json");
+  std::vector<std::string> order;
+  for (const auto& row : all["rows"]) order.push_back(row["model"]);
+  EXPECT_EQ(order, (std::vector<std::string>{"seed", "expert-code", "average", "ensemble-all"}));
+  EXPECT_EQ(all["rows"][1]["training_tokens"], seed_tokens + expert_tokens);
 }
 
 }  // namespace

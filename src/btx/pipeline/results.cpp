@@ -20,12 +20,6 @@ int64_t state_tokens(const fs::path& dir) {
   return s ? s->tokens : 0;
 }
 
-// The short name of a model: merged/btx -> btx.
-std::string short_name(const std::string& model) {
-  const auto slash = model.rfind('/');
-  return slash == std::string::npos ? model : model.substr(slash + 1);
-}
-
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // The columns where lower is better, in table order after the per-domain ones.
@@ -60,7 +54,7 @@ nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& 
   BTX_CHECK(!models.empty(), "no models to tabulate");
   std::vector<std::string> missing;
   for (const auto& m : models) {
-    if (!fs::exists(run.eval(short_name(m)))) missing.push_back(m);
+    if (!fs::exists(run.eval(eval_name(m)))) missing.push_back(m);
   }
   BTX_CHECK(missing.empty(), "{}: no evaluation of {} (run `btx eval --run {} --model {}`)",
             (run.root / "eval").string(), fmt::join(missing, ", "), run.root.string(),
@@ -69,7 +63,7 @@ nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& 
   nlohmann::json rows = nlohmann::json::array();
   std::vector<std::string> train, novel;
   for (const auto& m : models) {
-    const auto e = read_json_file(run.eval(short_name(m)));
+    const auto e = read_json_file(run.eval(eval_name(m)));
     if (train.empty() && novel.empty()) {
       for (auto& [d, v] : e.at("domains").items())
         (v.value("novel", false) ? novel : train).push_back(d);
@@ -77,7 +71,7 @@ nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& 
     nlohmann::json ppl = nlohmann::json::object();
     for (auto& [d, v] : e.at("domains").items()) ppl[d] = v.at("ppl");
     const auto& s = e.value("summary", nlohmann::json::object());
-    rows.push_back({{"model", short_name(m)},
+    rows.push_back({{"model", eval_name(m)},
                     {"causal", e.value("causal", true)},
                     {"ppl", ppl},
                     {"train_mean_ppl", s.value("train_mean_ppl", kNaN)},

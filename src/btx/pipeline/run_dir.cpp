@@ -102,6 +102,20 @@ fs::path resolve_model_path(const RunDir& run, const std::string& model) {
   return in_run;
 }
 
+std::string eval_name(const fs::path& model) {
+  const fs::path clean = model.lexically_normal();
+  const fs::path dir = clean.filename().empty() ? clean.parent_path() : clean;
+  if (dir.parent_path().filename() == "experts") return "expert-" + dir.filename().string();
+  return dir.filename().string();
+}
+
+std::string model_of_eval_name(const std::string& name) {
+  const std::string expert = "expert-";
+  if (name == "seed") return name;
+  if (name.rfind(expert, 0) == 0) return "experts/" + name.substr(expert.size());
+  return "merged/" + name;
+}
+
 EvalOptions run_eval_options(const RunConfig& c, const std::string& split) {
   EvalOptions o;
   o.split = split;

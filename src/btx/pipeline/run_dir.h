@@ -39,6 +39,11 @@ TrainResult train_seed(const RunDir& run, const RunConfig& c, bool resume, int64
 // A model named relative to the run (seed, experts/x, merged/y) or a path of its own; one that
 // exists neither way is an error naming both.
 fs::path resolve_model_path(const RunDir& run, const std::string& model);
+// The name a model's evaluation is recorded under (eval/<name>.json): merged/x -> x,
+// experts/x -> expert-x, else the folder name.
+std::string eval_name(const fs::path& model);
+// The model of the run an eval name stands for: seed, expert-x -> experts/x, x -> merged/x.
+std::string model_of_eval_name(const std::string& name);
 
 // The run's evaluation settings: the seed's window length and batch size, on `split`.
 EvalOptions run_eval_options(const RunConfig& c, const std::string& split);
