@@ -8,6 +8,12 @@ namespace {
 torch::nn::Linear linear(int64_t in, int64_t out) {
   return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
 }
+
+// A straight-through gate for one chosen expert: 1 in the forward pass, the gradient of its
+// probability p in the backward pass.
+torch::Tensor straight_through_one(const torch::Tensor& p) {
+  return p - p.detach() + 1.0;
+}
 }  // namespace
 
 MoeExpertImpl::MoeExpertImpl(int64_t hidden, int64_t inner) {
@@ -33,8 +39,7 @@ Routing route_top_k(const torch::Tensor& logits, int64_t k) {
     // the loss. Switch's gate is the chosen expert's probability; it is taken straight-through
     // here, 1 in the forward pass (what HF Mixtral computes for k = 1, so exports stay exact)
     // and the probability's gradient in the backward pass.
-    auto p = r.probs.gather(1, r.experts);
-    r.weights = p - p.detach() + 1.0;
+    r.weights = straight_through_one(r.probs.gather(1, r.experts));
   } else {
     r.weights = torch::softmax(std::get<0>(top), -1);
   }
@@ -82,8 +87,7 @@ Routing route_gumbel(const torch::Tensor& logits, double tau) {
   auto u = torch::rand_like(logits).clamp(1e-10, 1.0 - 1e-7);
   auto y = torch::softmax((logits - torch::log(-torch::log(u))) / tau, -1);
   r.experts = y.argmax(-1, /*keepdim=*/true);
-  auto chosen = y.gather(1, r.experts);
-  r.weights = chosen - chosen.detach() + 1.0;  // 1 forward, dy backward
+  r.weights = straight_through_one(y.gather(1, r.experts));
   return r;
 }
 
@@ -159,16 +163,20 @@ void MoeFfnImpl::record(const torch::Tensor& h) {
   input_count += h.size(0);
 }
 
+torch::Tensor MoeFfnImpl::forced_ids(int64_t B, int64_t T) const {
+  BTX_CHECK(forced_.numel() == 1 || forced_.numel() == B, "forced experts: {} ids for {} sequences",
+            forced_.numel(), B);
+  BTX_CHECK(forced_.min().item<int64_t>() >= 0 && forced_.max().item<int64_t>() < num_experts,
+            "forced expert id out of range [0, {})", num_experts);
+  return forced_.to(torch::kInt64).reshape({-1, 1}).expand({B, T});
+}
+
 Routing MoeFfnImpl::route(const torch::Tensor& logits, int64_t B, int64_t T) const {
   if (forced_.defined()) {
-    BTX_CHECK(forced_.numel() == 1 || forced_.numel() == B,
-              "forced experts: {} ids for {} sequences", forced_.numel(), B);
-    BTX_CHECK(forced_.min().item<int64_t>() >= 0 && forced_.max().item<int64_t>() < num_experts,
-              "forced expert id out of range [0, {})", num_experts);
     Routing r;
     r.logits = logits;
     r.probs = torch::softmax(logits, -1);
-    r.experts = forced_.to(torch::kInt64).reshape({-1, 1, 1}).expand({B, T, 1}).reshape({B * T, 1});
+    r.experts = forced_ids(B, T).to(logits.device()).reshape({B * T, 1});
     r.weights = torch::ones({B * T, 1}, logits.options());
     return r;
   }

@@ -123,6 +123,9 @@ struct MoeFfnImpl : FeedForwardImpl {
  protected:
   // Adds h (N, C) to input_sum / input_count when record_inputs is on.
   void record(const torch::Tensor& h);
+  // The forced expert of every position of B sequences of T, (B, T) int64, checked against
+  // the batch and the number of experts.
+  torch::Tensor forced_ids(int64_t B, int64_t T) const;
 
   torch::Tensor aux_loss_;
   std::optional<Routing> last_;

@@ -96,10 +96,7 @@ SmearFfnImpl::SmearFfnImpl(const ModelConfig& c)
 torch::Tensor SmearFfnImpl::merge_weights(const torch::Tensor& x) {
   const int64_t B = x.size(0), T = causal ? x.size(1) : 1;
   if (forced_.defined()) {
-    BTX_CHECK(forced_.numel() == 1 || forced_.numel() == B,
-              "forced experts: {} ids for {} sequences", forced_.numel(), B);
-    auto ids = forced_.to(torch::kInt64).to(x.device()).reshape({-1, 1}).expand({B, T});
-    return torch::one_hot(ids, num_experts).to(x.dtype());
+    return torch::one_hot(forced_ids(B, T).to(x.device()), num_experts).to(x.dtype());
   }
   return torch::softmax(gate(smear_router_input(x, causal, eps)), -1);
 }
