@@ -39,13 +39,13 @@ int64_t training_tokens(const RunDir& run, const std::string& model) {
   const auto manifest = read_merge_manifest(dir);
   if (manifest.is_null()) return seed + state_tokens(dir);  // an expert or a plain checkpoint
   const std::string method = manifest.value("method", "");
-  int64_t experts = 0;
-  if (method != "upcycle") {
-    for (const auto& e : manifest.value("experts", nlohmann::json::array()))
-      experts += e.value("tokens", int64_t{0});
-  }
   if (method == "dense") {  // the seed trained further, using no expert
     return seed + manifest.at("result").value("tokens", int64_t{0});
+  }
+  int64_t experts = 0;
+  if (method != "upcycle") {  // upcycling copies the seed's FFN, not the experts'
+    for (const auto& e : manifest.value("experts", nlohmann::json::array()))
+      experts += e.value("tokens", int64_t{0});
   }
   return seed + experts + state_tokens(dir);  // + finetuning, if any
 }
@@ -199,18 +199,13 @@ std::string results_markdown(const nlohmann::json& r) {
     const bool causal = row.at("causal").get<bool>();
     any_noncausal |= !causal;
     out += "| " + m + (causal ? "" : " [nc]") + " |";
-    for (const auto& d : train)
-      out += " " + mark(d, m, fmt::format("{:.2f}", row["ppl"][d].get<double>())) + " |";
-    out += " " +
-           mark("train_mean_ppl", m, fmt::format("{:.2f}", row["train_mean_ppl"].get<double>())) +
-           " |";
-    for (const auto& d : novel)
-      out += " " + mark(d, m, fmt::format("{:.2f}", row["ppl"][d].get<double>())) + " |";
-    if (!novel.empty()) {
-      out += " " +
-             mark("novel_mean_ppl", m, fmt::format("{:.2f}", row["novel_mean_ppl"].get<double>())) +
-             " |";
-    }
+    auto ppl_cell = [&](const std::string& col, const nlohmann::json& v) {
+      return " " + mark(col, m, fmt::format("{:.2f}", v.get<double>())) + " |";
+    };
+    for (const auto& d : train) out += ppl_cell(d, row["ppl"][d]);
+    out += ppl_cell("train_mean_ppl", row["train_mean_ppl"]);
+    for (const auto& d : novel) out += ppl_cell(d, row["ppl"][d]);
+    if (!novel.empty()) out += ppl_cell("novel_mean_ppl", row["novel_mean_ppl"]);
     out += fmt::format(
         " {} | {} | {} | {} |\n", row["params_total"].get<int64_t>(),
         mark("params_active", m, std::to_string(row["params_active"].get<int64_t>())),
