@@ -4,9 +4,11 @@
 
 #include <iostream>
 #include <sstream>
+#include <thread>
 
 #include "btx/pipeline/experts.h"
 #include "btx/pipeline/launch.h"
+#include "btx/train/checkpoint.h"
 #include "btx/train/distributed.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
@@ -47,6 +49,23 @@ std::map<std::string, double> parse_mixture(const std::vector<std::string>& item
     out[name] = w;
   }
   return out;
+}
+// Polls the experts' checkpoints until all are done (the Slurm tasks write them), printing
+// their status when it changes.
+void wait_for_experts(const RunDir& run, const std::vector<std::string>& names) {
+  std::string last;
+  while (true) {
+    size_t done = 0;
+    for (const auto& n : names) {
+      auto s = load_train_state(expert_dir(run, n));
+      done += s && s->done ? 1 : 0;
+    }
+    if (done == names.size()) return;
+    const std::string now = format_status(run_status(run));
+    if (now != last) std::cout << now << std::flush;
+    last = now;
+    std::this_thread::sleep_for(std::chrono::seconds(30));
+  }
 }
 }  // namespace
 
@@ -106,7 +125,7 @@ std::vector<Command> add_expert_commands(CLI::App& app) {
     std::string run;
     LaunchOptions local;
     SlurmOptions slurm;
-    bool use_slurm = false, submit = false, dry_run = false;
+    bool use_slurm = false, submit = false, dry_run = false, wait = false;
   };
   auto l = std::make_shared<LaunchArgs>();
   auto* launch = app.add_subcommand(
@@ -119,6 +138,9 @@ std::vector<Command> add_expert_commands(CLI::App& app) {
   launch->add_flag("--slurm", l->use_slurm, "Write a Slurm job-array script instead");
   launch->add_flag("--submit", l->submit, "With --slurm: submit it with sbatch");
   launch->add_flag("--dry-run", l->dry_run, "With --slurm: print the script, write nothing");
+  launch->add_flag("--wait", l->wait,
+                   "With --slurm --submit: wait until every expert has finished (`btx run` "
+                   "does), showing their progress");
   launch->add_option("--cpus-per-task", l->slurm.cpus_per_task, "Slurm: CPUs per expert")
       ->capture_default_str();
   launch->add_option("--time", l->slurm.time, "Slurm: time limit per task")->capture_default_str();
@@ -128,7 +150,8 @@ std::vector<Command> add_expert_commands(CLI::App& app) {
                    RunDir run{l->run};
                    load_run(run);
                    if (!l->use_slurm) {
-                     BTX_CHECK(!l->submit && !l->dry_run, "--submit and --dry-run need --slurm");
+                     BTX_CHECK(!l->submit && !l->dry_run && !l->wait,
+                               "--submit, --dry-run and --wait need --slurm");
                      l->local.btx_binary = self_binary();
                      const auto r = launch_local(run, l->local);
                      if (!r.failed.empty()) {
@@ -160,6 +183,7 @@ std::vector<Command> add_expert_commands(CLI::App& app) {
                              path.string(), path.string());
                    std::cout << check_output({"sbatch", path.string()}, "Slurm submission",
                                              RunOptions{{}, true});
+                   if (l->wait) wait_for_experts(run, names);
                  }});
 
   auto status_run = std::make_shared<std::string>();

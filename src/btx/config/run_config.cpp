@@ -1,5 +1,6 @@
 #include "btx/config/run_config.h"
 
+#include <algorithm>
 #include <set>
 #include <sstream>
 
@@ -78,6 +79,10 @@ RunConfig run_config_from_table(const toml::table& table, const std::string& whe
   BTX_CHECK(c.seed_train.seq_len <= c.model.max_position_embeddings,
             "{}: seed.seq_len {} exceeds model.max_position_embeddings {}", where,
             c.seed_train.seq_len, c.model.max_position_embeddings);
+  BTX_CHECK(c.study.launcher == "local" || c.study.launcher == "slurm",
+            "{}: study.launcher must be \"local\" or \"slurm\", got \"{}\"", where,
+            c.study.launcher);
+  BTX_CHECK(c.study.jobs >= 1, "{}: study.jobs must be >= 1, got {}", where, c.study.jobs);
   return c;
 }
 }  // namespace
@@ -104,6 +109,50 @@ std::string run_config_to_toml(const RunConfig& c) {
                                          toml::format_flags::relaxed_float_precision)
       << "\n";
   return out.str();
+}
+
+namespace {
+void flatten(const toml::table& t, const std::string& prefix,
+             std::map<std::string, std::string>& out) {
+  for (const auto& [k, v] : t) {
+    const std::string key =
+        prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    if (const auto* sub = v.as_table()) {
+      flatten(*sub, key, out);
+    } else {
+      std::ostringstream text;
+      if (const auto* a = v.as_array()) {
+        text << toml::toml_formatter(*a);
+      } else {
+        v.visit([&](const auto& x) { text << toml::toml_formatter(x); });
+      }
+      out[key] = text.str();
+    }
+  }
+}
+}  // namespace
+
+std::map<std::string, std::string> run_config_keys(const RunConfig& c) {
+  toml::table table;
+  TomlWriter w(&table);
+  const_cast<RunConfig&>(c).visit(w);
+  std::map<std::string, std::string> out;
+  flatten(table, "", out);
+  return out;
+}
+
+std::vector<std::string> differing_keys(const RunConfig& a, const RunConfig& b) {
+  const auto ka = run_config_keys(a), kb = run_config_keys(b);
+  std::vector<std::string> out;
+  for (const auto& [k, v] : ka) {
+    auto it = kb.find(k);
+    if (it == kb.end() || it->second != v) out.push_back(k);
+  }
+  for (const auto& [k, v] : kb) {
+    if (!ka.count(k)) out.push_back(k);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 }  // namespace btx

@@ -129,6 +129,45 @@ struct ExpertsConfig {
   }
 };
 
+// What `btx run` does after the experts ([study]): the combinations it builds, how it trains
+// the experts, and the baselines it adds. Not part of a run's identity: changing it adds or
+// drops stages, it never invalidates finished ones (init_run ignores it).
+struct StudyConfig {
+  // One `btx merge` each: "METHOD [--param value ...] [--name NAME]". Methods whose result is a
+  // routed model (btx, upcycle, tag, hash, smear) are then finetuned on the mixture ([finetune]).
+  std::vector<std::string> methods = {
+      "dense",
+      "dense --match experts+finetune --name dense-ft",
+      "average",
+      "weighted-average --target each",
+      "ensemble --top-k 1 --name ensemble-top1",
+      "ensemble --top-k 2 --name ensemble-top2",
+      "ensemble --name ensemble-all",
+      "btx",
+      "btx --top-k 1 --name btx-top1",
+      "upcycle",
+      "tag",
+      "hash",
+      "smear",
+  };
+  // BTM's random-split baseline: as many experts, each on a random equal share of the whole
+  // mixture, ensembled like ensemble-all (row "random-split"; its experts in random-split/).
+  bool random_split = true;
+  std::string launcher = "local";  // experts: "local" (a pool of processes) or "slurm"
+  int jobs = 2;                    // local: experts training at once
+  bool build_corpus = true;        // run `btx corpus build` for the domains (Debian packages)
+  bool report = true;              // write report.html
+  template <typename V>
+  void visit(V& v) {
+    v.field("methods", methods);
+    v.field("random_split", random_split);
+    v.field("launcher", launcher);
+    v.field("jobs", jobs);
+    v.field("build_corpus", build_corpus);
+    v.field("report", report);
+  }
+};
+
 struct RunConfig {
   int format_version = kRunFormatVersion;
   std::string name = "run";
@@ -140,6 +179,7 @@ struct RunConfig {
   TrainConfig seed_train;  // [seed]
   ExpertsConfig experts;   // [experts]
   TrainConfig finetune;    // [finetune]: MoE finetuning of merged models (btx, upcycle)
+  StudyConfig study;       // [study]: what `btx run` combines and how
 
   template <typename V>
   void visit(V& v) {
@@ -160,7 +200,9 @@ struct RunConfig {
     experts.visit(e);
     auto f = v.child("finetune");
     finetune.visit(f);
-    for (auto* child : {&c, &t, &d, &m, &s, &e, &f}) child->finish();
+    auto st = v.child("study");
+    study.visit(st);
+    for (auto* child : {&c, &t, &d, &m, &s, &e, &f, &st}) child->finish();
     v.finish();
   }
 };
@@ -168,5 +210,11 @@ struct RunConfig {
 RunConfig load_run_config(const fs::path& path);
 RunConfig parse_run_config(const std::string& toml_text, const std::string& where);
 std::string run_config_to_toml(const RunConfig& c);
+
+// Every key of the config as "section.key" -> its value in TOML form (arrays and tables of
+// arrays whole), for naming the keys in which two configs differ.
+std::map<std::string, std::string> run_config_keys(const RunConfig& c);
+// The keys whose values differ between a and b (present in one only included), sorted.
+std::vector<std::string> differing_keys(const RunConfig& a, const RunConfig& b);
 
 }  // namespace btx

@@ -65,6 +65,9 @@ struct MergeMethod {
   // Methods that train (dense) write their checkpoints into the output folder as they go and
   // can resume; the others build into a temporary folder that is renamed into place.
   bool trains = false;
+  // Its result is a routed model (MoE or SMEAR) whose routers start untrained: the study
+  // (`btx run`) finetunes it on the mixture ([finetune]) after merging.
+  bool routed = false;
   // Builds the merged model into `out` and returns what merge.json should record of it (e.g.
   // the weights used). May check parameters against the experts (e.g. top-k <= N).
   std::function<nlohmann::json(const MergeContext&, const fs::path& out)> build;
@@ -84,6 +87,13 @@ struct MergeRequest {
   bool force = false;                         // rebuild even when merged/<name> is up to date
   bool resume = false;
 };
+
+// merged/<name>'s name for a request: --name, else the method's; not a plain name is an error.
+std::string merge_output_name(const MergeRequest& request);
+// The method's parameters for the given ones: each checked (known to the method, one of its
+// choices), defaults filled in. A bad one is an error naming it.
+std::map<std::string, std::string> resolve_merge_params(
+    const MergeMethod& method, const std::map<std::string, std::string>& given);
 
 // Validates the request (parameters, experts: all finished, branched from the same seed, same
 // architecture), then builds merged/<name>/ unless it is already there with the same method,

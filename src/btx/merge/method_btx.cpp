@@ -9,6 +9,7 @@ namespace btx {
 MergeMethod btx_method() {
   MergeMethod m;
   m.name = "btx";
+  m.routed = true;
   m.description =
       "one MoE model: each layer's experts are the experts' FFNs, everything else averaged, a new "
       "token-level router (finetune it with `btx finetune`)";
@@ -37,6 +38,7 @@ MergeMethod btx_method() {
 MergeMethod upcycle_method() {
   MergeMethod m;
   m.name = "upcycle";
+  m.routed = true;
   m.description =
       "sparse upcycling: an MoE whose experts are all copies of the seed's FFN (no expert "
       "training), finetuned like btx: what the expert training bought";
@@ -54,6 +56,7 @@ namespace {
 MergeMethod fixed_routing_method(const std::string& mode) {
   MergeMethod m;
   m.name = mode;
+  m.routed = true;
   m.params = {};
   m.build = [mode](const MergeContext& ctx, const fs::path& out) {
     MoeBuildOptions o;

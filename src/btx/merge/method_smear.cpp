@@ -11,6 +11,7 @@ namespace btx {
 MergeMethod smear_method() {
   MergeMethod m;
   m.name = "smear";
+  m.routed = true;
   m.description =
       "one model whose FFN is the experts' FFNs averaged with router weights (per prefix: "
       "causal), everything else averaged; finetune it with `btx finetune`";

@@ -127,35 +127,46 @@ std::vector<MergeExpert> trained_experts(const RunDir& run) {
 
 // ---- run_merge ------------------------------------------------------------------------------
 
+std::string merge_output_name(const MergeRequest& request) {
+  const std::string name =
+      request.output_name.empty() ? find_merge_method(request.method).name : request.output_name;
+  BTX_CHECK(!name.empty() && name.find('/') == std::string::npos && name != "." && name != "..",
+            "--name '{}' must be a plain folder name", name);
+  return name;
+}
+
+std::map<std::string, std::string> resolve_merge_params(
+    const MergeMethod& method, const std::map<std::string, std::string>& given) {
+  // Only the method's own parameters, each checked against its choices; defaults filled in.
+  std::vector<std::string> own;
+  for (const auto& p : method.params) own.push_back("--" + p.name);
+  for (const auto& [name, value] : given) {
+    const bool known = std::any_of(method.params.begin(), method.params.end(),
+                                   [&](const MergeParam& p) { return p.name == name; });
+    BTX_CHECK(known, "--{} does not apply to method '{}' (its parameters: {})", name, method.name,
+              own.empty() ? std::string("none") : fmt::format("{}", fmt::join(own, ", ")));
+  }
+  std::map<std::string, std::string> out;
+  for (const auto& p : method.params) {
+    auto it = given.find(p.name);
+    const std::string value = it != given.end() ? it->second : p.default_value;
+    if (!p.choices.empty() && !value.empty()) {
+      BTX_CHECK(std::find(p.choices.begin(), p.choices.end(), value) != p.choices.end(),
+                "--{} '{}' is not one of: {}", p.name, value, fmt::join(p.choices, ", "));
+    }
+    out[p.name] = value;
+  }
+  return out;
+}
+
 nlohmann::json run_merge(const RunDir& run, const MergeRequest& request) {
   const MergeMethod& method = find_merge_method(request.method);
   MergeContext ctx;
   ctx.run = run;
   ctx.config = load_run(run);
   ctx.resume = request.resume;
-  ctx.output_name = request.output_name.empty() ? method.name : request.output_name;
-  BTX_CHECK(ctx.output_name.find('/') == std::string::npos && ctx.output_name != "." &&
-                ctx.output_name != "..",
-            "--name '{}' must be a plain folder name", ctx.output_name);
-
-  // Parameters: only the method's own, each checked against its choices; defaults filled in.
-  std::vector<std::string> own;
-  for (const auto& p : method.params) own.push_back("--" + p.name);
-  for (const auto& [name, value] : request.params) {
-    const bool known = std::any_of(method.params.begin(), method.params.end(),
-                                   [&](const MergeParam& p) { return p.name == name; });
-    BTX_CHECK(known, "--{} does not apply to method '{}' (its parameters: {})", name, method.name,
-              own.empty() ? std::string("none") : fmt::format("{}", fmt::join(own, ", ")));
-  }
-  for (const auto& p : method.params) {
-    auto it = request.params.find(p.name);
-    const std::string value = it != request.params.end() ? it->second : p.default_value;
-    if (!p.choices.empty() && !value.empty()) {
-      BTX_CHECK(std::find(p.choices.begin(), p.choices.end(), value) != p.choices.end(),
-                "--{} '{}' is not one of: {}", p.name, value, fmt::join(p.choices, ", "));
-    }
-    ctx.params[p.name] = value;
-  }
+  ctx.output_name = merge_output_name(request);
+  ctx.params = resolve_merge_params(method, request.params);
   ctx.experts = trained_experts(run);
 
   nlohmann::json provenance = {{"method", method.name}, {"params", ctx.params}};

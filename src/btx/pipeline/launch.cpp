@@ -1,12 +1,6 @@
 #include "btx/pipeline/launch.h"
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <chrono>
-#include <cstring>
 #include <iostream>
 #include <map>
 #include <sstream>
@@ -16,8 +10,8 @@
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
-
-extern char** environ;
+#include "btx/util/progress.h"
+#include "btx/util/subprocess.h"
 
 namespace btx {
 
@@ -30,47 +24,13 @@ struct Child {
 };
 
 // Rendezvous variables of a data-parallel launch: an expert started here is an independent job.
-bool is_rendezvous_var(const std::string& name) {
-  for (const char* v : {"WORLD_SIZE", "RANK", "LOCAL_RANK", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID",
-                        "SLURM_LOCALID", "TORCHELASTIC_USE_AGENT_STORE"}) {
-    if (name == v) return true;
-  }
-  return false;
-}
-
-// Starts `argv` with stdout and stderr appended to `log`, and `env` added to our environment.
-pid_t spawn(const std::vector<std::string>& argv, const fs::path& log,
-            const std::map<std::string, std::string>& env) {
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e; ++e) {
-    const std::string kv = *e;
-    const std::string name = kv.substr(0, kv.find('='));
-    if (!env.count(name) && !is_rendezvous_var(name)) env_strings.push_back(kv);
-  }
-  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
-  std::vector<char*> cargv, cenv;
-  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
-  for (const auto& e : env_strings) cenv.push_back(const_cast<char*>(e.c_str()));
-  cenv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, cargv[0], &actions, nullptr, cargv.data(), cenv.data());
-  posix_spawn_file_actions_destroy(&actions);
-  BTX_CHECK(rc == 0, "cannot start {}: {}", argv[0], std::strerror(rc));
-  return pid;
-}
-
-std::string format_eta(double s) {
-  if (!(s >= 0) || s > 1e7) return "";
-  const auto x = static_cast<int64_t>(s);
-  return x >= 3600 ? fmt::format("{}h{:02}m", x / 3600, (x / 60) % 60)
-                   : fmt::format("{}m{:02}s", x / 60, x % 60);
-}
+const std::vector<std::string> kRendezvousVars = {"WORLD_SIZE",
+                                                  "RANK",
+                                                  "LOCAL_RANK",
+                                                  "SLURM_STEP_NUM_TASKS",
+                                                  "SLURM_PROCID",
+                                                  "SLURM_LOCALID",
+                                                  "TORCHELASTIC_USE_AGENT_STORE"};
 
 }  // namespace
 
@@ -140,20 +100,16 @@ LaunchResult launch_local(const RunDir& run, const LaunchOptions& o) {
           "--threads",           "1"};
       const std::map<std::string, std::string> env = {
           {"OMP_NUM_THREADS", "1"}, {"OPENBLAS_NUM_THREADS", std::to_string(threads)}};
-      running.push_back({name, spawn(argv, log, env), std::chrono::steady_clock::now()});
+      // Rendezvous variables of a data-parallel launch are dropped: each expert is its own job.
+      running.push_back(
+          {name, spawn_to_log(argv, log, env, kRendezvousVars), std::chrono::steady_clock::now()});
     }
     for (auto it = running.begin(); it != running.end();) {
-      int status = 0;
-      const pid_t r = ::waitpid(it->pid, &status, WNOHANG);
-      if (r == it->pid) {
-        const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-        (ok ? result.done : result.failed).push_back(it->name);
-        if (!ok) {
-          std::cout << fmt::format("launch: expert '{}' failed ({}); log: {}\n", it->name,
-                                   WIFEXITED(status)
-                                       ? fmt::format("exit code {}", WEXITSTATUS(status))
-                                       : fmt::format("signal {}", WTERMSIG(status)),
-                                   (experts_dir(run) / (it->name + ".log")).string());
+      if (const auto code = poll_exit(it->pid)) {
+        (*code == 0 ? result.done : result.failed).push_back(it->name);
+        if (*code != 0) {
+          std::cout << fmt::format("launch: expert '{}' failed (exit code {}); log: {}\n", it->name,
+                                   *code, (experts_dir(run) / (it->name + ".log")).string());
         }
         it = running.erase(it);
         print_progress(true);

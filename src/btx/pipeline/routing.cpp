@@ -2,6 +2,7 @@
 
 #include "btx/data/shards.h"
 #include "btx/data/tokenizer.h"
+#include "btx/eval/evaluate.h"
 #include "btx/merge/open.h"
 #include "btx/model/moe.h"
 #include "btx/train/checkpoint.h"
@@ -21,6 +22,55 @@ std::vector<double> to_vector(const torch::Tensor& t) {
 torch::Tensor top1(const Routing& r) {
   if (r.experts.size(1) == r.probs.size(1) && r.experts.size(1) > 1) return r.probs.argmax(1);
   return r.experts.select(1, 0);
+}
+}  // namespace
+
+std::vector<DomainWindows> analysis_windows(const RunDir& run, const RunConfig& c,
+                                            const std::vector<CorpusDomain>& novel,
+                                            int64_t windows) {
+  const int64_t T = c.seed_train.seq_len;
+  std::vector<DomainWindows> out;
+  const ShardSet data = ShardSet::open(run.data());
+  for (const auto& d : data.domains()) {
+    const auto& shard = data.shard(d, "test");
+    out.push_back({d, false, heldout_windows(shard.slice(0, shard.size()), windows, T)});
+  }
+  if (!novel.empty()) {
+    const Tokenizer tok = Tokenizer::load(run.tokenizer());
+    const int64_t scored = run_eval_options(c, "test").novel_max_tokens;
+    for (const auto& d : novel) {
+      out.push_back(
+          {d.name, true, heldout_windows(novel_domain_tokens(d, tok, scored), windows, T)});
+    }
+  }
+  for (const auto& w : out) {
+    BTX_CHECK(w.windows.size(0) >= 1, "domain '{}' has no test window of {} tokens", w.domain,
+              T + 1);
+  }
+  return out;
+}
+
+std::string piece_for_display(const Tokenizer& tok, int64_t id) {
+  const std::string& piece = tok.piece_text(static_cast<int32_t>(id));
+  const std::string json =
+      nlohmann::json(piece).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return nlohmann::json::parse(json).get<std::string>();
+}
+
+namespace {
+// The routing of the first `n` positions of the last forward, per token and layer.
+nlohmann::json token_routing(const std::vector<MoeFfnImpl*>& layers, const Tokenizer& tok,
+                             const torch::Tensor& ids /* (n) */) {
+  nlohmann::json tokens = nlohmann::json::array();
+  for (int64_t i = 0; i < ids.size(0); ++i) {
+    nlohmann::json per = nlohmann::json::array();
+    for (auto* layer : layers) {
+      const Routing& ro = *layer->last_routing();
+      per.push_back({{"experts", to_vector(ro.experts[i])}, {"weights", to_vector(ro.weights[i])}});
+    }
+    tokens.push_back({{"piece", piece_for_display(tok, ids[i].item<int64_t>())}, {"layers", per}});
+  }
+  return tokens;
 }
 }  // namespace
 
@@ -51,7 +101,7 @@ nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs:
   for (int64_t e = static_cast<int64_t>(names.size()); e < E; ++e)
     names.push_back(std::to_string(e));
 
-  const ShardSet data = ShardSet::open(run.data());
+  const Tokenizer tok = Tokenizer::load(run.tokenizer());
   nlohmann::json per_layer = nlohmann::json::array();
   for (size_t l = 0; l < layers.size(); ++l) {
     per_layer.push_back({{"layer", l},
@@ -61,10 +111,11 @@ nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs:
                          {"mean_weight", nlohmann::json::object()},
                          {"own_expert_top1", nlohmann::json::object()}});
   }
-  for (const auto& d : data.domains()) {
-    const auto& shard = data.shard(d, "test");
-    auto windows = heldout_windows(shard.slice(0, shard.size()), opts.windows, T);
-    BTX_CHECK(windows.size(0) >= 1, "domain '{}' has no test window of {} tokens", d, T + 1);
+  std::vector<std::string> domains, novel;
+  nlohmann::json samples = nlohmann::json::object();
+  for (const auto& [d, is_novel, windows] : analysis_windows(run, c, opts.novel, opts.windows)) {
+    domains.push_back(d);
+    if (is_novel) novel.push_back(d);
     std::vector<torch::Tensor> t1(layers.size()), tk(layers.size()), ent(layers.size()),
         mw(layers.size());
     int64_t n = 0;
@@ -83,6 +134,12 @@ nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs:
         t1[l] = t1[l].defined() ? t1[l] + c1 : c1;
         tk[l] = tk[l].defined() ? tk[l] + ck : ck;
         ent[l] = ent[l].defined() ? ent[l] + h : h;
+      }
+      // The sample: the first window's first tokens, as routed within the whole window (so
+      // sequence-level routing shows what evaluation saw).
+      if (r == 0 && opts.sample_tokens > 0) {
+        samples[d] =
+            token_routing(layers, tok, batch[0].narrow(0, 0, std::min(opts.sample_tokens, T)));
       }
     }
     for (size_t l = 0; l < layers.size(); ++l) {
@@ -105,31 +162,22 @@ nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs:
   }
   nlohmann::json out = {{"model", model_dir.filename().string()},
                         {"experts", names},
-                        {"domains", data.domains()},
+                        {"domains", domains},
+                        {"novel_domains", novel},
                         {"top_k", model->config().num_experts_per_tok},
                         {"model_type", model->config().model_type},
                         {"router_mode", model->config().router_mode},
                         {"layers", per_layer}};
+  if (opts.sample_tokens > 0) out["samples"] = samples;
   if (!opts.text.empty()) {
-    const Tokenizer tok = Tokenizer::load(run.tokenizer());
     auto ids = tok.encode(opts.text);
     if (static_cast<int64_t>(ids.size()) > std::min(opts.text_tokens, T)) {
       ids.resize(static_cast<size_t>(std::min(opts.text_tokens, T)));
     }
     BTX_CHECK(!ids.empty(), "--text gives no tokens");
-    model->forward(torch::tensor(ids, torch::kInt32).to(torch::kInt64).unsqueeze(0));
-    nlohmann::json tokens = nlohmann::json::array();
-    for (size_t i = 0; i < ids.size(); ++i) {
-      nlohmann::json per = nlohmann::json::array();
-      for (auto* layer : layers) {
-        const Routing& ro = *layer->last_routing();
-        const auto row = static_cast<int64_t>(i);
-        per.push_back(
-            {{"experts", to_vector(ro.experts[row])}, {"weights", to_vector(ro.weights[row])}});
-      }
-      tokens.push_back({{"piece", tok.piece_text(ids[i])}, {"layers", per}});
-    }
-    out["tokens"] = tokens;
+    const auto x = torch::tensor(ids, torch::kInt32).to(torch::kInt64);
+    model->forward(x.unsqueeze(0));
+    out["tokens"] = token_routing(layers, tok, x);
   }
   return out;
 }

@@ -14,30 +14,38 @@
 
 namespace btx {
 
-namespace {
-std::string first_difference(const std::string& a, const std::string& b) {
-  std::istringstream ia(a), ib(b);
-  std::string la, lb;
-  while (true) {
-    const bool ga = static_cast<bool>(std::getline(ia, la));
-    const bool gb = static_cast<bool>(std::getline(ib, lb));
-    if (!ga && !gb) return "";
-    if (!ga) la = "(nothing)";
-    if (!gb) lb = "(nothing)";
-    if (la != lb) return fmt::format("run has `{}`, new config has `{}`", la, lb);
-  }
-}
-}  // namespace
-
-void init_run(const RunDir& run, const RunConfig& config) {
+void init_run(const RunDir& run, const RunConfig& config, bool force) {
   const std::string text = run_config_to_toml(config);
   if (fs::exists(run.config())) {
     const RunConfig existing = load_run(run);
-    const std::string diff = first_difference(run_config_to_toml(existing), text);
-    BTX_CHECK(diff.empty(),
-              "{} was made with a different config ({}); use a new --run folder or "
-              "the run's own config.toml",
-              run.root.string(), diff);
+    std::vector<std::string> keys;
+    for (auto& k : differing_keys(existing, config)) {
+      if (k.rfind("study.", 0) != 0) keys.push_back(k);
+    }
+    if (!keys.empty() && !force) {
+      const auto was = run_config_keys(existing), now = run_config_keys(config);
+      std::string detail;
+      for (size_t i = 0; i < keys.size() && i < 5; ++i) {
+        auto value = [&](const auto& m) {
+          auto it = m.find(keys[i]);
+          return it == m.end() ? std::string("(none)") : it->second;
+        };
+        detail += fmt::format("{}{} = {} in the run, {} in the new config", i ? "; " : "", keys[i],
+                              value(was), value(now));
+      }
+      if (keys.size() > 5) detail += fmt::format("; and {} more", keys.size() - 5);
+      fail(
+          "{} was made with a different config ({} key(s) differ: {}); use a new run folder, "
+          "the run's own config.toml, or --force to adopt the new config (stages whose inputs "
+          "changed are then run again)",
+          run.root.string(), keys.size(), detail);
+    }
+    if (keys.empty() && text == run_config_to_toml(existing)) return;
+    if (!keys.empty()) {
+      spdlog::warn("{}: adopting the new config (--force); differing keys: {}", run.root.string(),
+                   fmt::join(keys, ", "));
+    }
+    write_file_atomic(run.config(), text);  // [study] changes (or forced ones) are adopted
     return;
   }
   fs::create_directories(run.root);

@@ -25,9 +25,10 @@ struct RunDir {
   fs::path eval(const std::string& model) const { return root / "eval" / (model + ".json"); }
 };
 
-// Writes the resolved config into a new run, or checks that it equals the run's own (a changed
-// config in an existing run is an error naming the first differing line: use a new run folder).
-void init_run(const RunDir& run, const RunConfig& config);
+// Writes the resolved config into a new run, or checks it against the run's own: keys that
+// differ (outside [study], which only says what `btx run` adds) are an error naming them and
+// their two values, unless `force`, which adopts the new config. [study] changes are adopted.
+void init_run(const RunDir& run, const RunConfig& config, bool force = false);
 // The resolved config of an existing run.
 RunConfig load_run(const RunDir& run);
 

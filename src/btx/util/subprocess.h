@@ -3,7 +3,11 @@
 // re-implementing it (man, tar, apt-get). It does not run pipelines, feed stdin or time out.
 #pragma once
 
+#include <sys/types.h>
+
+#include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +35,17 @@ RunResult run_process(const std::vector<std::string>& argv, const RunOptions& op
 // built), the command line and the tail of its stderr. Returns stdout.
 std::string check_output(const std::vector<std::string>& argv, const std::string& what,
                          const RunOptions& opts = {});
+
+// Starts argv[0] (a path, or looked up in PATH) in the background with stdin from /dev/null and
+// stdout and stderr appended to `log`; its environment is ours without the variables named in
+// `unset`, plus `env`. Returns the child's pid; a program that cannot start is a btx::Error.
+pid_t spawn_to_log(const std::vector<std::string>& argv, const std::filesystem::path& log,
+                   const std::map<std::string, std::string>& env = {},
+                   const std::vector<std::string>& unset = {});
+
+// Whether a child of spawn_to_log has ended, without blocking: nullopt while it runs, else its
+// exit status (128 + signal number when killed by a signal). Reaps the child.
+std::optional<int> poll_exit(pid_t pid);
 
 // The command line as a user would type it in a shell (for messages).
 std::string shell_join(const std::vector<std::string>& argv);

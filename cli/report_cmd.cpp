@@ -1,0 +1,73 @@
+// `btx report`: the study's self-contained HTML report; `btx analyze`: the analysis of one model
+// (routing of a routed model, the posterior of an ensemble) that the report shows.
+#include <algorithm>
+#include <iostream>
+
+#include "btx/pipeline/analysis.h"
+#include "btx/pipeline/report.h"
+#include "btx/util/error.h"
+#include "btx/util/fs.h"
+#include "cli/commands.h"
+
+namespace btx::cli {
+
+std::vector<Command> add_report_commands(CLI::App& app) {
+  struct ReportArgs {
+    std::string run, out;
+  };
+  auto r = std::make_shared<ReportArgs>();
+  auto* report = app.add_subcommand(
+      "report",
+      "The study's report as one self-contained HTML file: results, perplexity charts, training "
+      "curves, routing heatmaps, token views and ensemble posteriors (needs results.json)");
+  report->add_option("--run", r->run, "Run directory")->required();
+  report->add_option("--out", r->out, "Output file (default: <run>/report.html)");
+
+  struct AnalyzeArgs {
+    std::string run;
+    std::vector<std::string> models;
+  };
+  auto a = std::make_shared<AnalyzeArgs>();
+  auto* analyze = app.add_subcommand(
+      "analyze",
+      "Analyse routed models (routing per domain, token samples) and ensembles (posterior over "
+      "the experts along a text) for the report: writes <run>/analysis/<name>.json");
+  analyze->add_option("--run", a->run, "Run directory")->required();
+  analyze
+      ->add_option("--model", a->models,
+                   "Models, e.g. merged/btx,merged/ensemble-all (default: every routed model and "
+                   "ensemble in <run>/merged)")
+      ->delimiter(',');
+
+  return {{report,
+           [r] {
+             const fs::path out = write_report(RunDir{r->run}, r->out);
+             std::cout << "wrote " << out.string() << "\n";
+           }},
+          {analyze, [a] {
+             const RunDir run{a->run};
+             const RunConfig c = load_run(run);
+             std::vector<std::string> models = a->models;
+             if (models.empty() && fs::is_directory(run.root / "merged")) {
+               for (const auto& e : fs::directory_iterator(run.root / "merged")) {
+                 if (e.is_directory() && has_analysis(e.path())) {
+                   models.push_back("merged/" + e.path().filename().string());
+                 }
+               }
+               std::sort(models.begin(), models.end());
+             }
+             BTX_CHECK(!models.empty(), "{}: no routed model or ensemble to analyse",
+                       (run.root / "merged").string());
+             for (const auto& m : models) {
+               const fs::path model = resolve_model_path(run, m);
+               const std::string name = eval_name(model);
+               const auto result = model_analysis(run, c, model);
+               const fs::path out = analysis_path(run, name);
+               write_file_atomic(
+                   out, result.dump(1, ' ', false, nlohmann::json::error_handler_t::replace));
+               std::cout << "wrote " << out.string() << "\n";
+             }
+           }}};
+}
+
+}  // namespace btx::cli

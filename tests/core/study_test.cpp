@@ -1,0 +1,239 @@
+// The study's plan (pipeline/study.h): [study] parsing and its errors, stage order and content,
+// config key diffs, stage manifests (skip, corrupt output, changed inputs), and the live view's
+// plain mode.
+#include "btx/pipeline/study.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <set>
+
+#include "btx/util/error.h"
+#include "btx/util/fs.h"
+#include "btx/util/progress.h"
+#include "test_util.h"
+
+namespace btx {
+namespace {
+
+using testing::TempDir;
+using testing::write_text;
+
+RunConfig default_config() {
+  return parse_run_config(default_study_config(), "default");
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(StudyMethods, ParsesEntriesIntoMergeRequests) {
+  RunConfig c = default_config();
+  c.study.methods = {"average", "ensemble --top-k 2 --name ensemble-top2", "btx --top-k 1"};
+  const auto m = study_methods(c);
+  ASSERT_EQ(m.size(), 3u);
+  EXPECT_EQ(m[0].name, "average");
+  EXPECT_FALSE(m[0].routed);
+  EXPECT_EQ(m[1].method, "ensemble");
+  EXPECT_EQ(m[1].name, "ensemble-top2");
+  EXPECT_EQ(m[1].params.at("top-k"), "2");
+  EXPECT_EQ(m[2].name, "btx");
+  EXPECT_TRUE(m[2].routed);
+}
+
+TEST(StudyMethods, BadEntriesAreErrorsNamingTheEntry) {
+  RunConfig c = default_config();
+  auto err = [&](std::vector<std::string> methods) {
+    c.study.methods = std::move(methods);
+    return error_of([&] { study_methods(c); });
+  };
+  std::string e = err({"average", "averag"});
+  EXPECT_NE(e.find("study.methods[1] \"averag\""), std::string::npos) << e;
+  EXPECT_NE(e.find("weighted-average"), std::string::npos) << e;  // lists the known ones
+  e = err({"ensemble --top-q 2"});
+  EXPECT_NE(e.find("--top-q does not apply to method 'ensemble'"), std::string::npos) << e;
+  e = err({"btx --router nonsense"});
+  EXPECT_NE(e.find("is not one of"), std::string::npos) << e;
+  e = err({"average", "average"});
+  EXPECT_NE(e.find("the name 'average' is used twice"), std::string::npos) << e;
+  e = err({"ensemble --top-k"});
+  EXPECT_NE(e.find("--top-k has no value"), std::string::npos) << e;
+  e = err({"average --name random-split"});
+  EXPECT_NE(e.find("used twice"), std::string::npos) << e;  // reserved for the baseline
+}
+
+TEST(StudyPlan, UnknownDomainIsAnErrorListingTheKnownOnes) {
+  TempDir tmp;
+  RunConfig c = default_config();
+  c.corpus.dir = (tmp.path() / "none").string();
+  c.corpus.domains = {"scripture", "klingon"};
+  const std::string e = error_of([&] { plan_study(RunDir{tmp.path() / "run"}, c); });
+  EXPECT_NE(e.find("unknown domain 'klingon'"), std::string::npos) << e;
+  EXPECT_NE(e.find("python_code"), std::string::npos) << e;
+  c.study.build_corpus = false;  // then only the folder's domains are known: none here
+  c.corpus.domains = {"scripture"};
+  EXPECT_NE(error_of([&] {
+              plan_study(RunDir{tmp.path() / "run"}, c);
+            }).find("unknown domain 'scripture'"),
+            std::string::npos);
+}
+
+TEST(StudyPlan, StagesComeAfterWhatTheyNeedAndCoverEveryMethod) {
+  TempDir tmp;
+  const RunConfig c = default_config();
+  const auto stages = plan_study(RunDir{tmp.path() / "run"}, c);
+  std::set<std::string> seen;
+  for (const auto& s : stages) {
+    for (const auto& a : s.after)
+      EXPECT_TRUE(seen.count(a)) << s.name << " runs before " << a << ", which it needs";
+    EXPECT_TRUE(seen.insert(s.name).second) << "two stages named " << s.name;
+    EXPECT_FALSE(s.commands.empty()) << s.name;
+    EXPECT_FALSE(s.outputs.empty()) << s.name;
+  }
+  for (const auto& m : study_methods(c)) {
+    EXPECT_TRUE(seen.count("merge/" + m.name)) << m.name;
+    EXPECT_TRUE(seen.count("eval/" + m.name)) << m.name;
+  }
+  for (const char* s : {"corpus", "data", "seed", "experts", "random-split", "eval/random-split",
+                        "analysis/btx", "analysis/ensemble-all", "results", "report"})
+    EXPECT_TRUE(seen.count(s)) << s;
+  // A routed merge is finetuned in the same stage (finetuning rewrites the merge's output).
+  for (const auto& s : stages) {
+    if (s.name == "merge/btx") {
+      ASSERT_EQ(s.commands.size(), 2u);
+      EXPECT_EQ(s.commands[1][0], "finetune");
+    }
+    if (s.name == "merge/average") {
+      EXPECT_EQ(s.commands.size(), 1u);
+    }
+    if (s.name == "experts") {
+      EXPECT_EQ(s.progress.size(), c.corpus.domains.size());
+    }
+  }
+  // The table: seed first, the random split after the ensembles.
+  const auto models = study_models(c);
+  ASSERT_FALSE(models.empty());
+  EXPECT_EQ(models.front(), "seed");
+  const auto rs = std::find(models.begin(), models.end(), "random-split/merged/random-split");
+  ASSERT_NE(rs, models.end());
+  EXPECT_EQ(*(rs - 1), "merged/ensemble-all");
+}
+
+TEST(StudyPlan, SlurmLauncherSubmitsAndWaits) {
+  TempDir tmp;
+  RunConfig c = default_config();
+  c.study.launcher = "slurm";
+  for (const auto& s : plan_study(RunDir{tmp.path() / "run"}, c)) {
+    if (s.name != "experts") continue;
+    const auto& launch = s.commands.at(1);
+    EXPECT_NE(std::find(launch.begin(), launch.end(), "--slurm"), launch.end());
+    EXPECT_NE(std::find(launch.begin(), launch.end(), "--wait"), launch.end());
+  }
+}
+
+TEST(RunConfigKeys, DifferingKeysNamesEachChangedKey) {
+  RunConfig a = default_config(), b = a;
+  EXPECT_TRUE(differing_keys(a, b).empty());
+  b.seed_train.steps += 1;
+  b.corpus.novel.push_back("glossary");
+  EXPECT_EQ(differing_keys(a, b), (std::vector<std::string>{"corpus.novel", "seed.steps"}));
+  EXPECT_EQ(run_config_keys(a).at("seed.steps"), std::to_string(a.seed_train.steps));
+}
+
+TEST(InitRun, RefusesAnotherConfigUnlessForcedAndAdoptsStudyChanges) {
+  TempDir tmp;
+  const RunDir run{tmp.path() / "run"};
+  RunConfig a = default_config();
+  init_run(run, a);
+  RunConfig b = a;
+  b.study.methods = {"average"};  // [study] is not the run's identity
+  init_run(run, b);
+  EXPECT_EQ(load_run(run).study.methods, b.study.methods);
+  b.model.hidden_size = 256;
+  b.data.train_tokens = 5;
+  const std::string e = error_of([&] { init_run(run, b); });
+  EXPECT_NE(e.find("2 key(s) differ"), std::string::npos) << e;
+  EXPECT_NE(e.find("data.train_tokens = 1000000 in the run, 5 in the new config"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("model.hidden_size"), std::string::npos) << e;
+  EXPECT_EQ(load_run(run).model.hidden_size, a.model.hidden_size);  // untouched
+  init_run(run, b, /*force=*/true);
+  EXPECT_EQ(load_run(run).model.hidden_size, 256);
+}
+
+TEST(StageManifest, SkipsDoneStagesAndNoticesCorruptionAndChangedInputs) {
+  TempDir tmp;
+  const RunDir run{tmp.path() / "run"};
+  const RunConfig c = default_config();
+  write_text(run.root / "out" / "a.bin", "alpha");
+  write_text(run.root / "out" / "sub" / "b.bin", "beta");
+  write_text(run.root / "out" / "x.log", "logs are not outputs");
+  Stage s{"merge/x", "test", {"seed"}, {{"merge", "--method", "average"}}, {"out"}, {"seed."}};
+  std::map<std::string, std::string> deps = {{"seed", "d1"}};
+
+  auto st = check_stage(run, c, s, deps);
+  EXPECT_FALSE(st.done);
+  EXPECT_NE(st.reason.find("continuing"), std::string::npos) << st.reason;  // outputs exist
+  record_stage(run, s, st, 1.0);
+  const auto manifest = read_json_file(stage_manifest_path(run, "merge/x"));
+  EXPECT_EQ(manifest["outputs"].size(), 2u);  // the log is not an output
+  EXPECT_EQ(manifest["outputs"]["out/a.bin"], sha256_hex("alpha"));
+  EXPECT_TRUE(check_stage(run, c, s, deps).done);
+
+  deps["seed"] = "d2";  // the seed was made again
+  st = check_stage(run, c, s, deps);
+  EXPECT_FALSE(st.done);
+  EXPECT_TRUE(st.clean);
+  EXPECT_NE(st.reason.find("inputs changed (seed)"), std::string::npos) << st.reason;
+  deps["seed"] = "d1";
+
+  RunConfig c2 = c;
+  c2.seed_train.steps += 1;
+  st = check_stage(run, c2, s, deps);
+  EXPECT_NE(st.reason.find("inputs changed (config)"), std::string::npos) << st.reason;
+  RunConfig c3 = c;
+  c3.finetune.steps += 1;  // a key the stage does not read
+  EXPECT_TRUE(check_stage(run, c3, s, deps).done);
+
+  write_text(run.root / "out" / "sub" / "b.bin", "betA");
+  st = check_stage(run, c, s, deps);
+  EXPECT_TRUE(st.clean);
+  EXPECT_NE(st.reason.find("output out/sub/b.bin is corrupt"), std::string::npos) << st.reason;
+  fs::remove(run.root / "out" / "sub" / "b.bin");
+  EXPECT_NE(check_stage(run, c, s, deps).reason.find("out/sub/b.bin is missing"),
+            std::string::npos);
+}
+
+TEST(LiveView, PlainModePrintsChangedLinesOnly) {
+  std::FILE* f = std::tmpfile();
+  ASSERT_NE(f, nullptr);
+  {
+    LiveView v(f, /*plain_interval=*/0.0, /*tty=*/false);
+    v.print("start");
+    v.update({"step 1"});
+    v.update({"step 1"});  // unchanged: not printed again
+    v.update({"step 2"});
+    v.update({});
+  }
+  std::rewind(f);
+  std::string text;
+  for (int ch; (ch = std::fgetc(f)) != EOF;) text += static_cast<char>(ch);
+  std::fclose(f);
+  EXPECT_EQ(text, "start\nstep 1\nstep 2\n");
+}
+
+TEST(Progress, DurationsReadAsPeopleWriteThem) {
+  EXPECT_EQ(format_duration(12.34), "12.3s");
+  EXPECT_EQ(format_duration(245), "4m05s");
+  EXPECT_EQ(format_duration(3720), "1h02m");
+  EXPECT_EQ(format_eta(-1), "");
+}
+
+}  // namespace
+}  // namespace btx
