@@ -1,0 +1,188 @@
+// Hugging Face export and import on a tiny trained forest: the exported dense and MoE checkpoints
+// give btx's logits under an independent Python reference forward pass that reads only the
+// exported files (tests/python/hf_reference.py, HF's Llama / Mixtral definitions);
+// import(export(seed)) gives identical logits; sharding writes an index; models HF cannot express
+// and bad checkpoints are refused with the reason.
+#include <gtest/gtest.h>
+
+#include "btx/io/safetensors.h"
+#include "btx/train/checkpoint.h"
+#include "btx/util/fs.h"
+#include "forest_fixture.h"
+
+namespace btx::testing {
+namespace {
+
+struct HfSuite {};
+using HfTest = ForestTest<HfSuite>;
+
+torch::Tensor sample_ids(int64_t vocab, int64_t B, int64_t T) {
+  torch::manual_seed(11);
+  return torch::randint(3, vocab, {B, T}, torch::kInt64);
+}
+
+torch::Tensor btx_logits(const fs::path& dir, const torch::Tensor& ids) {
+  torch::NoGradGuard no_grad;
+  CausalLM m = load_model(dir);
+  m->eval();
+  return m->forward(ids);
+}
+
+// The reference's logits for `ids` from an exported folder.
+torch::Tensor reference_logits(const fs::path& dir, const torch::Tensor& ids, const fs::path& tmp) {
+  nlohmann::json tokens = nlohmann::json::array();
+  for (int64_t b = 0; b < ids.size(0); ++b) {
+    std::vector<int64_t> row(ids[b].data_ptr<int64_t>(), ids[b].data_ptr<int64_t>() + ids.size(1));
+    tokens.push_back(row);
+  }
+  write_text(tmp / "tokens.json", tokens.dump());
+  const std::string cmd = "/usr/bin/python3 " + std::string(BTX_SOURCE_DIR) +
+                          "/tests/python/hf_reference.py " + dir.string() + " " +
+                          (tmp / "tokens.json").string() + " " + (tmp / "logits.bin").string() +
+                          " > " + (tmp / "ref.log").string() + " 2>&1";
+  const int status = std::system(cmd.c_str());
+  EXPECT_EQ(WEXITSTATUS(status), 0) << read_file(tmp / "ref.log");
+  const std::string bytes = read_file(tmp / "logits.bin");
+  const auto cfg = read_json_file(dir / "config.json");
+  const int64_t V = cfg["vocab_size"];
+  EXPECT_EQ(static_cast<int64_t>(bytes.size()), ids.numel() * V * 4);
+  return torch::from_blob(const_cast<char*>(bytes.data()), {ids.size(0), ids.size(1), V},
+                          torch::kFloat32)
+      .clone();
+}
+
+double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).abs().max().item<double>();
+}
+
+TEST_F(HfTest, ExportsMatchAnIndependentReferenceAndImportRoundTrips) {
+  const RunDir run = fresh_run("export");
+  const fs::path out = run.root / "hf";
+  // A dense model and a BTX MoE (top-2, finetuned a few steps so its routers are not random).
+  auto r = run_btx("merge --run " + run.root.string() + " --method btx");
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run_btx("finetune --run " + run.root.string() + " --model merged/btx");
+  ASSERT_EQ(r.code, 0) << r.output;
+  for (const std::string model : {"seed", "merged/btx"}) {
+    const fs::path dir = out / eval_name(model);
+    r = run_btx("export --run " + run.root.string() + " --model " + model + " --out " +
+                dir.string());
+    ASSERT_EQ(r.code, 0) << r.output;
+    const auto cfg = read_json_file(dir / "config.json");
+    EXPECT_EQ(cfg["architectures"][0], model == "seed" ? "LlamaForCausalLM" : "MixtralForCausalLM");
+    for (const char* f : {"model.safetensors", "tokenizer.model", "tokenizer_config.json",
+                          "special_tokens_map.json", "generation_config.json"})
+      EXPECT_TRUE(fs::exists(dir / f)) << f;
+    EXPECT_EQ(read_json_file(dir / "special_tokens_map.json")["eos_token"], "</s>");
+    const auto ids = sample_ids(cfg["vocab_size"], 3, 24);
+    const auto ours = btx_logits(run.root / model, ids);
+    const auto ref = reference_logits(dir, ids, run.root);
+    const double scale = ours.abs().max().item<double>();
+    EXPECT_LT(max_abs_diff(ours, ref), 1e-5 * std::max(1.0, scale)) << model;
+  }
+  // Import of the dense export: the seed of a new run, with identical logits.
+  const fs::path imported = run.root.parent_path() / "imported";
+  r = run_btx("import --hf " + (out / "seed").string() + " --run " + imported.string() +
+              " --config " + (run.root.parent_path() / "run.toml").string());
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto ids = sample_ids(load_model_config(run.seed()).vocab_size, 2, 16);
+  EXPECT_TRUE(torch::equal(btx_logits(run.seed(), ids), btx_logits(imported / "seed", ids)));
+  EXPECT_EQ(sha256_file(imported / "tokenizer.model"), sha256_file(run.tokenizer()));
+  EXPECT_TRUE(load_train_state(imported / "seed")->done);
+  // A second import into the same run is refused.
+  r = run_btx("import --hf " + (out / "seed").string() + " --run " + imported.string() +
+              " --config " + (run.root.parent_path() / "run.toml").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("already has a seed"), std::string::npos) << r.output;
+}
+
+TEST_F(HfTest, ShardedBfloat16ExportImportsWithinBfloat16Rounding) {
+  const RunDir run = fresh_run("sharded");
+  const fs::path dir = run.root / "hf-bf16";
+  // 0.0001 GB = 100 kB per shard: several shards and an index.
+  auto r = run_btx("export --run " + run.root.string() + " --model seed --dtype bfloat16 " +
+                   "--max-shard-size 0.0001 --out " + dir.string());
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto index = read_json_file(dir / "model.safetensors.index.json");
+  std::set<std::string> shards;
+  for (const auto& [name, file] : index["weight_map"].items()) shards.insert(file);
+  EXPECT_GT(shards.size(), 1u);
+  EXPECT_FALSE(fs::exists(dir / "model.safetensors"));
+  EXPECT_EQ(read_json_file(dir / "config.json")["torch_dtype"], "bfloat16");
+  for (const auto& s : shards) {
+    for (const auto& [name, info] : read_safetensors_header(dir / s)) EXPECT_EQ(info.dtype, "BF16");
+  }
+  // The reference reads the shards too.
+  const auto ids = sample_ids(read_json_file(dir / "config.json")["vocab_size"], 2, 16);
+  const fs::path imported = run.root.parent_path() / "imported-bf16";
+  r = run_btx("import --hf " + dir.string() + " --run " + imported.string() + " --config " +
+              (run.root.parent_path() / "run.toml").string());
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto ours = btx_logits(imported / "seed", ids);
+  EXPECT_LT(max_abs_diff(ours, reference_logits(dir, ids, run.root)), 1e-4);
+  EXPECT_LT(max_abs_diff(ours, btx_logits(run.seed(), ids)), 0.5);  // bf16 weights: close
+
+  // A missing shard is named.
+  fs::remove(dir / *shards.begin());
+  r = run_btx("import --hf " + dir.string() + " --run " + (run.root / "x").string() + " --config " +
+              (run.root.parent_path() / "run.toml").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(
+      r.output.find("shard " + (dir / *shards.begin()).string() + " named by the index is missing"),
+      std::string::npos)
+      << r.output;
+  EXPECT_FALSE(fs::exists(run.root / "x" / "seed"));
+}
+
+TEST_F(HfTest, ModelsThatAreNotOneHfModelAndBadCheckpointsAreRefused) {
+  const RunDir run = fresh_run("refused");
+  const std::string R = run.root.string();
+  for (const std::string m : {"ensemble", "smear", "hash"}) {
+    auto r = run_btx("merge --run " + R + " --method " + m);
+    ASSERT_EQ(r.code, 0) << r.output;
+  }
+  auto r = run_btx("export --run " + R + " --model merged/ensemble --out " + R + "/e");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("is a BTM ensemble"), std::string::npos) << r.output;
+  r = run_btx("export --run " + R + " --model merged/smear --out " + R + "/s");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("is a SMEAR model"), std::string::npos) << r.output;
+  r = run_btx("export --run " + R + " --model merged/hash --out " + R + "/h");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("router_mode \"hash\""), std::string::npos) << r.output;
+  for (const char* d : {"e", "s", "h"}) EXPECT_FALSE(fs::exists(run.root / d)) << d;
+
+  // An existing --out is not overwritten.
+  fs::create_directories(run.root / "taken");
+  r = run_btx("export --run " + R + " --model seed --out " + R + "/taken");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("exists"), std::string::npos) << r.output;
+
+  // Import: a Mixtral, a checkpoint with tokenizer.json only, an unsupported Llama variant.
+  const std::string cfg = " --config " + (run.root.parent_path() / "run.toml").string();
+  ASSERT_EQ(run_btx("export --run " + R + " --model seed --out " + R + "/llama").code, 0);
+  r = run_btx("merge --run " + R + " --method btx --name moe");
+  ASSERT_EQ(r.code, 0) << r.output;
+  ASSERT_EQ(run_btx("export --run " + R + " --model merged/moe --out " + R + "/mixtral").code, 0);
+  r = run_btx("import --hf " + R + "/mixtral --run " + R + "/i1" + cfg);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("architecture 'MixtralForCausalLM' cannot be imported as a seed "
+                          "(supported: LlamaForCausalLM)"),
+            std::string::npos)
+      << r.output;
+  fs::rename(run.root / "llama" / "tokenizer.model", run.root / "llama" / "tokenizer.json");
+  r = run_btx("import --hf " + R + "/llama --run " + R + "/i2" + cfg);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("only tokenizer.json"), std::string::npos) << r.output;
+  fs::rename(run.root / "llama" / "tokenizer.json", run.root / "llama" / "tokenizer.model");
+  auto j = read_json_file(run.root / "llama" / "config.json");
+  j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  write_text(run.root / "llama" / "config.json", j.dump());
+  r = run_btx("import --hf " + R + "/llama --run " + R + "/i3" + cfg);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("rope_scaling"), std::string::npos) << r.output;
+  for (const char* d : {"i1", "i2", "i3"}) EXPECT_FALSE(fs::exists(run.root / d)) << d;
+}
+
+}  // namespace
+}  // namespace btx::testing
