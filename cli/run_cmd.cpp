@@ -47,6 +47,7 @@ std::vector<Command> add_run_commands(CLI::App& app) {
              StudyOptions o;
              o.btx_binary = fs::read_symlink("/proc/self/exe");
              o.dry_run = a->dry_run;
+             o.jobs = c.study.jobs;
              run_study(run, c, o);
            }}};
 }

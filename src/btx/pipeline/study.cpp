@@ -1,11 +1,14 @@
 #include "btx/pipeline/study.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -231,6 +234,7 @@ std::vector<Stage> plan_study(const RunDir& run, const RunConfig& c) {
   Stage experts{"experts",   "one expert per domain, each trained alone from the seed",
                 {"seed"},    expert_commands(R),
                 {"experts"}, {"experts.", "random_seed"}};
+  experts.exclusive = true;
   for (const auto& e : resolve_experts(c, c.corpus.domains)) {
     experts.progress.push_back({"expert " + e.name, fs::path("experts") / e.name / "metrics.jsonl",
                                 et.steps, per_step(et)});
@@ -301,6 +305,7 @@ std::vector<Stage> plan_study(const RunDir& run, const RunConfig& c) {
                             per_step(et)});
     }
     s.prepare = [run, c] { prepare_random_split(run, c); };
+    s.exclusive = true;
     stages.push_back(std::move(s));
     stages.push_back(
         {std::string("eval/") + kRandomSplit,
@@ -441,9 +446,16 @@ std::string record_stage(const RunDir& run, const Stage& s, const StageState& st
     for (const auto& f : output_files(run, o)) outputs[f] = sha256_file(resolve_output(run, f));
   }
   const std::string digest = digest_of(outputs);
-  const nlohmann::json manifest = {
-      {"stage", s.name},    {"inputs", state.inputs},   {"input_values", state.input_values},
-      {"outputs", outputs}, {"outputs_digest", digest}, {"seconds", seconds}};
+  const double now =  // unix seconds
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const nlohmann::json manifest = {{"stage", s.name},
+                                   {"inputs", state.inputs},
+                                   {"input_values", state.input_values},
+                                   {"outputs", outputs},
+                                   {"outputs_digest", digest},
+                                   {"seconds", seconds},
+                                   {"started_at", now - seconds},
+                                   {"finished_at", now}};
   const fs::path p = stage_manifest_path(run, s.name);
   fs::create_directories(p.parent_path());
   write_file_atomic(p, manifest.dump(2));
@@ -501,73 +513,164 @@ double seconds_since(Clock::time_point t) {
 
 }  // namespace
 
+namespace {
+
+// A stage being run: which of its commands, and that command's process.
+struct RunningStage {
+  size_t index = 0;
+  StageState state;
+  size_t command = 0;
+  pid_t pid = -1;
+  Clock::time_point started;
+  fs::path log;
+};
+
+}  // namespace
+
 void run_study(const RunDir& run, const RunConfig& c, const StudyOptions& o) {
   const auto stages = plan_study(run, c);
   const auto started = Clock::now();
-  LiveView view(stdout, o.plain_interval);
-  std::map<std::string, std::string> digests;  // stage -> outputs digest
-  std::set<std::string> ran;                   // stages run in this invocation
   const size_t n = stages.size();
-  view.print(
-      fmt::format("btx run: {} ({} stages){}", run.root.string(), n, o.dry_run ? ", dry run" : ""));
-  for (size_t i = 0; i < n; ++i) {
-    const Stage& s = stages[i];
-    const std::string tag = fmt::format("[{:>2}/{}] {:<24}", i + 1, n, s.name);
-    StageState st = check_stage(run, c, s, digests);
-    // A stage never finished, after a stage it needs ran again: its partial outputs are stale.
-    const bool upstream_ran =
-        std::any_of(s.after.begin(), s.after.end(), [&](const auto& a) { return ran.count(a); });
-    if (!st.done && !st.clean && upstream_ran && st.reason != "not run yet") {
-      st.clean = true;
-      st.reason = "a stage it needs ran again: starting over";
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const size_t jobs = static_cast<size_t>(std::max(1, o.jobs));
+  LiveView view(stdout, o.plain_interval);
+  std::map<std::string, std::string> digests;  // finished stage -> outputs digest
+  std::set<std::string> ran;                   // stages run in this invocation
+  std::vector<bool> finished(n, false), started_stage(n, false);
+  std::vector<RunningStage> running;
+  std::vector<std::optional<StageState>> checked(n);
+  view.print(fmt::format("btx run: {} ({} stages, up to {} at a time){}", run.root.string(), n,
+                         jobs, o.dry_run ? ", dry run" : ""));
+  auto tag = [&](size_t i) { return fmt::format("[{:>2}/{}] {:<24}", i + 1, n, stages[i].name); };
+  auto ready = [&](size_t i) {
+    return std::all_of(stages[i].after.begin(), stages[i].after.end(),
+                       [&](const std::string& a) { return digests.count(a) > 0; });
+  };
+  // Starts command `r.command` of a running stage. With stages side by side, each gets its share
+  // of the cores for BLAS (a stage alone keeps the environment as it is).
+  auto start_command = [&](RunningStage& r, size_t side_by_side) {
+    const auto& args = stages[r.index].commands[r.command];
+    {
+      std::ofstream header(r.log, std::ios::app);
+      header << "\n$ btx " << shell_join(args) << "\n";
     }
-    if (st.done) {
-      digests[s.name] = recorded_output_digest(run, s.name);
-      view.print(fmt::format("  {} done", tag));
-      continue;
+    std::vector<std::string> argv = {o.btx_binary.string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::map<std::string, std::string> env;
+    if (side_by_side > 1) {
+      env["OPENBLAS_NUM_THREADS"] =
+          std::to_string(std::max(1, cores / static_cast<int>(side_by_side)));
     }
-    if (o.dry_run) {
-      view.print(fmt::format("  {} to run: {}", tag, st.reason));
-      for (const auto& cmd : s.commands)
-        view.print(fmt::format("        $ btx {}", shell_join(cmd)));
-      continue;
-    }
-    if (st.reason != "not run yet") view.print(fmt::format("  {} {}", tag, st.reason));
-    if (st.clean) clean_outputs(run, s);
-    const auto stage_start = Clock::now();
-    const fs::path log = run.root / "logs" / log_name(s.name);
-    fs::create_directories(log.parent_path());
-    if (s.prepare) s.prepare();
-    for (const auto& args : s.commands) {
-      {
-        std::ofstream header(log, std::ios::app);
-        header << "\n$ btx " << shell_join(args) << "\n";
+    r.pid = spawn_to_log(argv, r.log, env);
+  };
+  // Every stage it can start now (dependencies finished, a free slot, exclusive stages alone),
+  // in plan order; stages found done are marked so on the way.
+  auto start_ready = [&]() {
+    bool progress = true;
+    while (progress) {
+      progress = false;
+      for (size_t i = 0; i < n; ++i) {
+        if (started_stage[i] || !ready(i)) continue;
+        const Stage& s = stages[i];
+        const bool busy_exclusive = std::any_of(running.begin(), running.end(),
+                                                [&](auto& r) { return stages[r.index].exclusive; });
+        // Checked once when it becomes ready: its inputs cannot change while it waits.
+        if (!checked[i]) checked[i] = check_stage(run, c, s, digests);
+        StageState st = *checked[i];
+        if (!st.done &&
+            (running.size() >= jobs || busy_exclusive || (s.exclusive && !running.empty())))
+          continue;
+        started_stage[i] = true;
+        progress = true;
+        // A stage never finished, after a stage it needs ran again: its partial outputs are
+        // stale.
+        const bool upstream_ran = std::any_of(s.after.begin(), s.after.end(),
+                                              [&](const auto& a) { return ran.count(a) > 0; });
+        if (!st.done && !st.clean && upstream_ran && st.reason != "not run yet") {
+          st.clean = true;
+          st.reason = "a stage it needs ran again: starting over";
+        }
+        if (st.done || o.dry_run) {
+          digests[s.name] = st.done ? recorded_output_digest(run, s.name) : "(dry run)";
+          finished[i] = true;
+          view.print(fmt::format("  {} {}", tag(i), st.done ? "done" : "to run: " + st.reason));
+          if (!st.done) {
+            for (const auto& cmd : s.commands)
+              view.print(fmt::format("        $ btx {}", shell_join(cmd)));
+          }
+          continue;
+        }
+        if (st.reason != "not run yet") view.print(fmt::format("  {} {}", tag(i), st.reason));
+        if (st.clean) clean_outputs(run, s);
+        RunningStage r;
+        r.index = i;
+        r.state = st;
+        r.started = Clock::now();
+        r.log = run.root / "logs" / log_name(s.name);
+        fs::create_directories(r.log.parent_path());
+        if (s.prepare) s.prepare();
+        running.push_back(std::move(r));
       }
-      std::vector<std::string> argv = {o.btx_binary.string()};
-      argv.insert(argv.end(), args.begin(), args.end());
-      const pid_t pid = spawn_to_log(argv, log);
-      std::optional<int> code;
-      while (!(code = poll_exit(pid))) {
-        std::vector<std::string> lines = {fmt::format("  {} running {}  (total {})", tag,
-                                                      format_duration(seconds_since(stage_start)),
-                                                      format_duration(seconds_since(started)))};
-        for (auto& l : progress_lines(run, s)) lines.push_back(std::move(l));
-        view.update(lines);
-        std::this_thread::sleep_for(std::chrono::duration<double>(o.refresh_seconds));
+    }
+    // Start the first command of the stages just added (now that their number is known).
+    for (auto& r : running) {
+      if (r.pid < 0) start_command(r, running.size());
+    }
+  };
+
+  start_ready();
+  while (!running.empty()) {
+    for (auto it = running.begin(); it != running.end();) {
+      const auto code = poll_exit(it->pid);
+      if (!code) {
+        ++it;
+        continue;
       }
-      view.update({});
+      const Stage& s = stages[it->index];
       if (*code != 0) {
+        view.update({});
         view.print(fmt::format("  {} FAILED: `btx {}` exited with code {}; last lines of {}:\n{}",
-                               tag, shell_join(args), *code, log.string(), tail_lines(log, 15)));
+                               tag(it->index), shell_join(s.commands[it->command]), *code,
+                               it->log.string(), tail_lines(it->log, 15)));
+        // The stages beside it stop too; they continue from their checkpoints next time.
+        for (auto& other : running) {
+          if (other.pid != it->pid) ::kill(other.pid, SIGTERM);
+        }
+        for (auto& other : running) {
+          if (other.pid != it->pid) ::waitpid(other.pid, nullptr, 0);
+        }
         fail("stage {} failed (log: {}); fix the cause and run `btx run` again to continue", s.name,
-             log.string());
+             it->log.string());
       }
+      if (++it->command < s.commands.size()) {
+        start_command(*it, running.size());
+        ++it;
+        continue;
+      }
+      const double secs = seconds_since(it->started);
+      digests[s.name] = record_stage(run, s, it->state, secs);
+      ran.insert(s.name);
+      finished[it->index] = true;
+      view.update({});
+      view.print(fmt::format("  {} done in {}", tag(it->index), format_duration(secs)));
+      it = running.erase(it);
     }
-    const double secs = seconds_since(stage_start);
-    digests[s.name] = record_stage(run, s, st, secs);
-    ran.insert(s.name);
-    view.print(fmt::format("  {} done in {}", tag, format_duration(secs)));
+    start_ready();
+    std::vector<std::string> lines;
+    for (const auto& r : running) {
+      lines.push_back(fmt::format("  {} running {}  (total {})", tag(r.index),
+                                  format_duration(seconds_since(r.started)),
+                                  format_duration(seconds_since(started))));
+      for (auto& l : progress_lines(run, stages[r.index])) lines.push_back(std::move(l));
+    }
+    view.update(lines);
+    if (!running.empty())
+      std::this_thread::sleep_for(std::chrono::duration<double>(o.refresh_seconds));
   }
+  view.update({});
+  const size_t undone = static_cast<size_t>(std::count(finished.begin(), finished.end(), false));
+  BTX_CHECK(undone == 0, "btx run: {} stage(s) could not start (a stage they need is missing)",
+            undone);
   if (o.dry_run) return;
   view.print(fmt::format("btx run: {} stages done ({} run now, {} already done) in {}: {}\n", n,
                          ran.size(), n - ran.size(), format_duration(seconds_since(started)),

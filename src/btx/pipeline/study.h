@@ -51,6 +51,7 @@ struct Stage {
   std::vector<std::string> config_keys;  // prefixes of run_config_keys() it depends on
   std::vector<StageProgress> progress;
   std::function<void()> prepare;  // in-process set-up before the commands (may be empty)
+  bool exclusive = false;         // runs alone: it starts a pool of processes of its own
 };
 
 // One entry of [study] methods, parsed: `btx merge --method <method> [--<param> <value>]...
@@ -99,14 +100,16 @@ std::string recorded_output_digest(const RunDir& run, const std::string& stage);
 struct StudyOptions {
   fs::path btx_binary;           // the btx executable the stages run
   bool dry_run = false;          // print the plan and each stage's state, run nothing
+  int jobs = 1;                  // stages run side by side (those whose inputs are ready)
   double refresh_seconds = 1.0;  // live view
   double plain_interval = 30.0;  // progress lines when stdout is not a terminal
 };
 
-// Runs the stages that are not done, in order, each command a child process whose output goes
-// to logs/<stage>.log, with one live view of the whole run. A failed command stops the run with
-// an error naming the stage, the command and the log (its last lines printed). Ends by printing
-// the results table.
+// Runs the stages that are not done, each command a child process whose output goes to
+// logs/<stage>.log, up to `jobs` stages side by side (a stage starts when the stages it needs
+// are done; the expert pools run alone), with one live view of the whole run. A failed command
+// stops the run with an error naming the stage, the command and the log (its last lines printed).
+// Ends by printing the results table.
 void run_study(const RunDir& run, const RunConfig& c, const StudyOptions& o);
 
 // The default config (configs/tiny.toml, embedded at build time).
