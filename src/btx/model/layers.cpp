@@ -81,6 +81,30 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const RopeTables& r
   return o_proj(y.transpose(1, 2).reshape({B, T, n_head * head_dim}));
 }
 
+torch::Tensor AttentionImpl::forward_cached(const torch::Tensor& x, const RopeTables& rope,
+                                            torch::Tensor& k_cache, torch::Tensor& v_cache) {
+  const int64_t B = x.size(0), T = x.size(1);
+  auto q = apply_rope(q_proj(x).view({B, T, n_head, head_dim}).transpose(1, 2), rope);
+  auto k = apply_rope(k_proj(x).view({B, T, n_kv_head, head_dim}).transpose(1, 2), rope);
+  auto v = v_proj(x).view({B, T, n_kv_head, head_dim}).transpose(1, 2);
+  k_cache = k_cache.defined() ? torch::cat({k_cache, k}, 2) : k;  // (B, G, S+T, D)
+  v_cache = v_cache.defined() ? torch::cat({v_cache, v}, 2) : v;
+  auto keys = k_cache, values = v_cache;
+  if (n_kv_head != n_head) {
+    keys = keys.repeat_interleave(n_head / n_kv_head, 1);
+    values = values.repeat_interleave(n_head / n_kv_head, 1);
+  }
+  const int64_t total = keys.size(2), offset = total - T;
+  // New position i (absolute offset + i) sees keys 0 .. offset + i.
+  auto mask = torch::full({T, total}, -std::numeric_limits<float>::infinity(),
+                          torch::TensorOptions().device(x.device()))
+                  .triu(offset + 1);
+  auto att = torch::matmul(q, keys.transpose(2, 3)) / std::sqrt(static_cast<double>(head_dim)) +
+             mask;                                          // (B, H, T, S+T)
+  auto y = torch::matmul(torch::softmax(att, -1), values);  // (B, H, T, D)
+  return o_proj(y.transpose(1, 2).reshape({B, T, n_head * head_dim}));
+}
+
 int64_t FeedForwardImpl::active_params() const {
   int64_t n = 0;
   for (const auto& p : parameters()) n += p.numel();

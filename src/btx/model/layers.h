@@ -36,6 +36,11 @@ torch::Tensor causal_mask(int64_t T, torch::Device device = torch::kCPU);
 struct AttentionImpl : torch::nn::Module {
   explicit AttentionImpl(const ModelConfig& c);
   torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */, const RopeTables& rope);
+  // Incremental decoding: x holds the T positions after the S cached ones (rope for positions
+  // [S, S+T)); their keys and values are appended to the cache (B, G, S, D) -> (B, G, S+T, D)
+  // and each new position attends to every cached position and the new ones up to itself.
+  torch::Tensor forward_cached(const torch::Tensor& x, const RopeTables& rope,
+                               torch::Tensor& k_cache, torch::Tensor& v_cache);
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   int64_t n_head, n_kv_head, head_dim;
 };

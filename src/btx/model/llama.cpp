@@ -29,6 +29,12 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const RopeTables
   return h + ffn->forward(post_attention_layernorm(h));
 }
 
+torch::Tensor DecoderLayerImpl::forward_cached(const torch::Tensor& x, const RopeTables& rope,
+                                               torch::Tensor& k, torch::Tensor& v) {
+  auto h = x + self_attn->forward_cached(input_layernorm(x), rope, k, v);
+  return h + ffn->forward(post_attention_layernorm(h));
+}
+
 LlamaModelImpl::LlamaModelImpl(const ModelConfig& c, const FfnFactory& make_ffn) : config(c) {
   embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
   layers = register_module("layers", torch::nn::ModuleList());
@@ -51,6 +57,24 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& ids) {
   return norm(x);
 }
 
+torch::Tensor LlamaModelImpl::forward_cached(const torch::Tensor& ids, KVCache& cache) {
+  const int64_t T = ids.size(1), S = cache.length;
+  TORCH_CHECK(S + T <= config.max_position_embeddings, "sequence length ", S + T,
+              " exceeds max_position_embeddings ", config.max_position_embeddings);
+  const auto L = static_cast<size_t>(config.num_hidden_layers);
+  cache.k.resize(L);
+  cache.v.resize(L);
+  auto rope = rope_tables(T, config.head_dim(), config.rope_theta, S, ids.device());
+  auto x = embed_tokens(ids);
+  for (size_t i = 0; i < L; ++i) {
+    auto* l = layers[i]->as<DecoderLayerImpl>();
+    l->ffn->set_token_ids(ids);
+    x = l->forward_cached(x, rope, cache.k[i], cache.v[i]);
+  }
+  cache.length = S + T;
+  return norm(x);
+}
+
 CausalLMImpl::CausalLMImpl(const ModelConfig& c, const FfnFactory& make_ffn) {
   model = register_module("model", LlamaModel(c, make_ffn));
   if (!c.tie_word_embeddings) {
@@ -64,6 +88,19 @@ CausalLMImpl::CausalLMImpl(const ModelConfig& c, const FfnFactory& make_ffn) {
 torch::Tensor CausalLMImpl::forward(const torch::Tensor& ids) {
   auto h = model(ids);                                                              // (B, T, C)
   return lm_head ? lm_head(h) : torch::matmul(h, model->embed_tokens->weight.t());  // (B, T, V)
+}
+
+bool CausalLMImpl::supports_cache() const {
+  const auto& c = config();
+  return !c.is_smear() && !(c.is_moe() && (c.router_mode == "sample" || c.router_mode == "tag"));
+}
+
+torch::Tensor CausalLMImpl::forward_cached(const torch::Tensor& ids, KVCache& cache) {
+  TORCH_CHECK(supports_cache(), "incremental decoding needs token-by-token FFNs; model_type ",
+              config().model_type, " with router_mode ", config().router_mode,
+              " must be recomputed with forward()");
+  auto h = model->forward_cached(ids, cache);
+  return lm_head ? lm_head(h) : torch::matmul(h, model->embed_tokens->weight.t());
 }
 
 void CausalLMImpl::init_weights() {

@@ -21,9 +21,18 @@ std::shared_ptr<FeedForwardImpl> dense_ffn(const ModelConfig& c, int64_t layer);
 // The FFN the config names: dense for "llama", the MoE FFN (moe.h) for "mixtral".
 std::shared_ptr<FeedForwardImpl> config_ffn(const ModelConfig& c, int64_t layer);
 
+// Keys and values of the positions decoded so far, per layer (B, G, S, D), for incremental
+// decoding: each new token costs one position's work instead of the whole prefix.
+struct KVCache {
+  std::vector<torch::Tensor> k, v;
+  int64_t length = 0;  // S
+};
+
 struct DecoderLayerImpl : torch::nn::Module {
   DecoderLayerImpl(const ModelConfig& c, std::shared_ptr<FeedForwardImpl> ffn);
   torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */, const RopeTables& rope);
+  torch::Tensor forward_cached(const torch::Tensor& x, const RopeTables& rope, torch::Tensor& k,
+                               torch::Tensor& v);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Attention self_attn{nullptr};
   std::shared_ptr<FeedForwardImpl> ffn;
@@ -34,6 +43,8 @@ TORCH_MODULE(DecoderLayer);
 struct LlamaModelImpl : torch::nn::Module {
   LlamaModelImpl(const ModelConfig& c, const FfnFactory& make_ffn);
   torch::Tensor forward(const torch::Tensor& ids /* (B, T) */);  // -> (B, T, C)
+  // The T tokens after the cache's S positions -> (B, T, C); the cache grows by T.
+  torch::Tensor forward_cached(const torch::Tensor& ids, KVCache& cache);
   torch::nn::Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers;
   RMSNorm norm{nullptr};
@@ -44,6 +55,13 @@ TORCH_MODULE(LlamaModel);
 struct CausalLMImpl : torch::nn::Module {
   explicit CausalLMImpl(const ModelConfig& c, const FfnFactory& make_ffn = config_ffn);
   torch::Tensor forward(const torch::Tensor& ids /* (B, T) */);  // -> logits (B, T, V)
+  // Incremental decoding: logits (B, T, V) of the T tokens after the cached ones; equals the
+  // last T positions of forward() on the whole sequence. Needs an FFN that works token by token
+  // (dense, MoE with a per-token router): SMEAR's prefix mean and per-sequence routers are an
+  // error (recompute them with forward()).
+  torch::Tensor forward_cached(const torch::Tensor& ids, KVCache& cache);
+  // Whether forward_cached() can run this model.
+  bool supports_cache() const;
   // Draws fresh weights (normal(0, initializer_range), norms 1) from torch's global generator.
   void init_weights();
   int64_t num_params() const;

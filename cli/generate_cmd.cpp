@@ -1,0 +1,66 @@
+// `btx generate`: text from a model, streamed as it is produced (pipeline/generate.h).
+#include <iostream>
+
+#include "btx/merge/open.h"
+#include "btx/pipeline/generate.h"
+#include "btx/pipeline/hf.h"
+#include "btx/train/checkpoint.h"
+#include "btx/util/error.h"
+#include "btx/util/fs.h"
+#include "cli/commands.h"
+
+namespace btx::cli {
+
+std::vector<Command> add_generate_commands(CLI::App& app) {
+  struct GenerateArgs {
+    std::string run, model, prompt, prompt_file, tokenizer;
+    GenerateOptions opts;
+    bool no_cache = false;
+  };
+  auto a = std::make_shared<GenerateArgs>();
+  auto* cmd = app.add_subcommand(
+      "generate", "Generate text from a model (dense, MoE, SMEAR), streamed to stdout");
+  cmd->add_option("--model", a->model,
+                  "Checkpoint folder; with --run also seed, experts/X, merged/X")
+      ->required();
+  cmd->add_option("--run", a->run, "Run directory the model is named in");
+  cmd->add_option("--prompt", a->prompt, "The prompt text");
+  cmd->add_option("--prompt-file", a->prompt_file, "Read the prompt from this file");
+  cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.model (default: the model's run's)");
+  cmd->add_option("--max-tokens", a->opts.max_tokens, "Tokens to generate at most")
+      ->capture_default_str();
+  cmd->add_option("--temperature", a->opts.sampling.temperature, "0: greedy")
+      ->capture_default_str();
+  cmd->add_option("--top-k", a->opts.sampling.top_k, "Sample among the k most probable (0: all)")
+      ->capture_default_str();
+  cmd->add_option("--top-p", a->opts.sampling.top_p, "Nucleus sampling mass")
+      ->capture_default_str();
+  cmd->add_option("--seed", a->opts.sampling.seed, "Sampling seed")->capture_default_str();
+  cmd->add_option("--stop", a->opts.stop, "Stop before this string (repeat for several)");
+  cmd->add_flag("--no-cache", a->no_cache, "Recompute the whole prefix for every token");
+  return {
+      {cmd, [a] {
+         const fs::path dir =
+             a->run.empty() ? fs::path(a->model) : resolve_model_path(RunDir{a->run}, a->model);
+         BTX_CHECK(is_checkpoint(dir),
+                   "{} is not one model (a {} description): generation needs a checkpoint "
+                   "(seed, an expert, or a merged model such as average, btx, smear)",
+                   dir.string(), read_merge_manifest(dir).value("method", "merge"));
+         BTX_CHECK(a->prompt.empty() != a->prompt_file.empty(),
+                   "give the prompt with --prompt TEXT or --prompt-file FILE (one of them)");
+         const std::string prompt = a->prompt_file.empty() ? a->prompt : read_file(a->prompt_file);
+         const fs::path tok_file =
+             a->tokenizer.empty() ? find_run_tokenizer(dir) : fs::path(a->tokenizer);
+         BTX_CHECK(!tok_file.empty(), "no tokenizer.model found for {}; pass --tokenizer",
+                   dir.string());
+         const Tokenizer tok = Tokenizer::load(tok_file);
+         CausalLM model = load_model(dir);
+         a->opts.use_cache = !a->no_cache;
+         const auto r = generate(model, tok, tok.encode(prompt), a->opts,
+                                 [](const std::string& text) { std::cout << text << std::flush; });
+         std::cout << "\n";
+         std::cerr << fmt::format("[{} tokens, finish: {}]\n", r.tokens.size(), r.finish_reason);
+       }}};
+}
+
+}  // namespace btx::cli
