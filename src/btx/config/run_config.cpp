@@ -141,8 +141,8 @@ std::map<std::string, std::string> run_config_keys(const RunConfig& c) {
   return out;
 }
 
-std::vector<std::string> differing_keys(const RunConfig& a, const RunConfig& b) {
-  const auto ka = run_config_keys(a), kb = run_config_keys(b);
+std::vector<std::string> differing_keys(const std::map<std::string, std::string>& ka,
+                                        const std::map<std::string, std::string>& kb) {
   std::vector<std::string> out;
   for (const auto& [k, v] : ka) {
     auto it = kb.find(k);
@@ -153,6 +153,10 @@ std::vector<std::string> differing_keys(const RunConfig& a, const RunConfig& b) 
   }
   std::sort(out.begin(), out.end());
   return out;
+}
+
+std::vector<std::string> differing_keys(const RunConfig& a, const RunConfig& b) {
+  return differing_keys(run_config_keys(a), run_config_keys(b));
 }
 
 }  // namespace btx

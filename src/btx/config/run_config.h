@@ -215,6 +215,8 @@ std::string run_config_to_toml(const RunConfig& c);
 // arrays whole), for naming the keys in which two configs differ.
 std::map<std::string, std::string> run_config_keys(const RunConfig& c);
 // The keys whose values differ between a and b (present in one only included), sorted.
+std::vector<std::string> differing_keys(const std::map<std::string, std::string>& a,
+                                        const std::map<std::string, std::string>& b);
 std::vector<std::string> differing_keys(const RunConfig& a, const RunConfig& b);
 
 }  // namespace btx

@@ -79,7 +79,14 @@ class TagScorer : public ModelScorer {
   std::string by_;
 };
 
-// The experts a description names, loaded and checked against their recorded weights.
+int64_t param_int(const nlohmann::json& params, const std::string& key) {
+  return std::stoll(params.at(key).get<std::string>());
+}
+double param_real(const nlohmann::json& params, const std::string& key) {
+  return std::stod(params.at(key).get<std::string>());
+}
+}  // namespace
+
 std::pair<std::vector<std::string>, std::vector<CausalLM>> load_described_experts(
     const fs::path& dir, const nlohmann::json& manifest) {
   std::vector<std::string> names;
@@ -102,14 +109,6 @@ std::pair<std::vector<std::string>, std::vector<CausalLM>> load_described_expert
   }
   return {names, models};
 }
-
-int64_t param_int(const nlohmann::json& params, const std::string& key) {
-  return std::stoll(params.at(key).get<std::string>());
-}
-double param_real(const nlohmann::json& params, const std::string& key) {
-  return std::stod(params.at(key).get<std::string>());
-}
-}  // namespace
 
 std::unique_ptr<Scorer> open_scorer(const fs::path& dir) {
   BTX_CHECK(fs::is_directory(dir), "model folder {} does not exist", dir.string());

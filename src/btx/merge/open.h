@@ -8,12 +8,22 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "btx/eval/scorer.h"
+#include "btx/model/llama.h"
 
 namespace btx {
 
 std::unique_ptr<Scorer> open_scorer(const std::filesystem::path& dir);
+
+// The experts a merged description names (its merge.json `experts`, paths relative to `dir`),
+// loaded and checked against the sha256 recorded at merge time: a missing or retrained expert is
+// an error naming it. Returns their names and models, in the description's order.
+std::pair<std::vector<std::string>, std::vector<CausalLM>> load_described_experts(
+    const std::filesystem::path& dir, const nlohmann::json& manifest);
 
 // merge.json of a merged folder, or null for a plain checkpoint folder.
 nlohmann::json read_merge_manifest(const std::filesystem::path& dir);

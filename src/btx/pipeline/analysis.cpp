@@ -18,16 +18,8 @@ bool is_ensemble(const nlohmann::json& manifest) {
 nlohmann::json ensemble_analysis(const RunDir& run, const RunConfig& c, const fs::path& model_dir,
                                  const nlohmann::json& manifest) {
   torch::NoGradGuard no_grad;
-  std::vector<std::string> names;
-  std::vector<CausalLM> experts;
-  for (const auto& e : manifest.at("experts")) {
-    const fs::path path = model_dir / e.at("path").get<std::string>();
-    BTX_CHECK(is_checkpoint(path), "{}: expert '{}' is missing (looked in {})",
-              (model_dir / "merge.json").string(), e.value("name", "?"), path.string());
-    names.push_back(e.at("name").get<std::string>());
-    experts.push_back(load_model(path));
-    experts.back()->eval();
-  }
+  auto [names, experts] = load_described_experts(model_dir, manifest);
+  for (auto& m : experts) m->eval();
   const auto E = static_cast<int64_t>(experts.size());
   BTX_CHECK(E >= 1, "{}: the ensemble names no expert", (model_dir / "merge.json").string());
   const int64_t n = std::min(kAnalysisPosteriorTokens, c.seed_train.seq_len);

@@ -333,6 +333,13 @@ std::optional<nlohmann::json> last_training_record(const fs::path& file) {
   return last;
 }
 
+double training_eta_seconds(const nlohmann::json& record, int64_t steps, int64_t tokens_per_step) {
+  const double tps = record.value("tokens_per_s", 0.0);
+  if (steps <= 0 || tokens_per_step <= 0 || !(tps > 0)) return -1;
+  const int64_t left = std::max<int64_t>(0, steps - record.value("step", int64_t{0}));
+  return static_cast<double>(left * tokens_per_step) / tps;
+}
+
 namespace {
 StageStatus training_status(const std::string& name, const fs::path& dir, int64_t steps,
                             const fs::path& lock, const fs::path& failed) {

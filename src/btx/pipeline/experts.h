@@ -84,6 +84,9 @@ fs::path expert_lock_file(const RunDir& run, const std::string& name);
 // The last training record (one with a loss: step, loss, tokens/s, ...) of a metrics.jsonl, or
 // nullopt when there is none yet. Lines cut by a crash are skipped.
 std::optional<nlohmann::json> last_training_record(const fs::path& metrics_file);
+// Seconds a job still needs after `record` (its last training record): the steps left of
+// `steps`, each of `tokens_per_step` tokens, at the record's tokens/s; -1 when unknown.
+double training_eta_seconds(const nlohmann::json& record, int64_t steps, int64_t tokens_per_step);
 
 // One row per stage and expert: state (not started / running / stopped / done / failed), last
 // step and loss, from the files of the run directory alone.

@@ -81,7 +81,7 @@ LaunchResult launch_local(const RunDir& run, const LaunchOptions& o) {
                          .value_or(nlohmann::json::object());
       const int64_t step = m.value("step", int64_t{0});
       const double tps = m.value("tokens_per_s", 0.0);
-      const double eta = tps > 0 ? (steps - step) * tokens_per_step / tps : -1;
+      const double eta = training_eta_seconds(m, steps, tokens_per_step);
       out += fmt::format("{:<20} {:<8} {:>11} {:>8} {:>10} {:>8}\n", name, state,
                          fmt::format("{}/{}", step, steps),
                          m.contains("loss") ? fmt::format("{:.4f}", m["loss"].get<double>()) : "",

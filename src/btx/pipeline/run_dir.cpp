@@ -17,13 +17,14 @@ namespace btx {
 void init_run(const RunDir& run, const RunConfig& config, bool force) {
   const std::string text = run_config_to_toml(config);
   if (fs::exists(run.config())) {
-    const RunConfig existing = load_run(run);
-    std::vector<std::string> keys;
-    for (auto& k : differing_keys(existing, config)) {
+    const auto was = run_config_keys(load_run(run)), now = run_config_keys(config);
+    const auto all = differing_keys(was, now);
+    if (all.empty()) return;
+    std::vector<std::string> keys;  // those that make it another run: all but [study]'s
+    for (const auto& k : all) {
       if (k.rfind("study.", 0) != 0) keys.push_back(k);
     }
     if (!keys.empty() && !force) {
-      const auto was = run_config_keys(existing), now = run_config_keys(config);
       std::string detail;
       for (size_t i = 0; i < keys.size() && i < 5; ++i) {
         auto value = [&](const auto& m) {
@@ -40,7 +41,6 @@ void init_run(const RunDir& run, const RunConfig& config, bool force) {
           "changed are then run again)",
           run.root.string(), keys.size(), detail);
     }
-    if (keys.empty() && text == run_config_to_toml(existing)) return;
     if (!keys.empty()) {
       spdlog::warn("{}: adopting the new config (--force); differing keys: {}", run.root.string(),
                    fmt::join(keys, ", "));

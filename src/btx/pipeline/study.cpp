@@ -63,10 +63,15 @@ void prepare_random_split(const RunDir& run, const RunConfig& c) {
   }
 }
 
+// An output's path: relative to the run unless absolute.
+fs::path resolve_output(const RunDir& run, const fs::path& output) {
+  return output.is_absolute() ? output : run.root / output;
+}
+
 // Every file under an output (a file itself, or a folder's files), logs and locks aside,
 // relative to the run (or absolute when outside it), sorted.
 std::vector<std::string> output_files(const RunDir& run, const fs::path& output) {
-  const fs::path full = output.is_absolute() ? output : run.root / output;
+  const fs::path full = resolve_output(run, output);
   std::vector<std::string> out;
   auto name_of = [&](const fs::path& p) {
     return output.is_absolute() ? p.string() : fs::relative(p, run.root).string();
@@ -85,11 +90,6 @@ std::vector<std::string> output_files(const RunDir& run, const fs::path& output)
   }
   std::sort(out.begin(), out.end());
   return out;
-}
-
-fs::path resolve_output(const RunDir& run, const std::string& name) {
-  const fs::path p(name);
-  return p.is_absolute() ? p : run.root / p;
 }
 
 std::string digest_of(const nlohmann::json& j) {
@@ -242,7 +242,7 @@ std::vector<Stage> plan_study(const RunDir& run, const RunConfig& c) {
   stages.push_back(std::move(experts));
 
   // Every combination: merge (+ finetune of routed models), evaluation, analysis.
-  std::vector<std::string> evals;
+  std::vector<std::string> evals = {"seed"}, analyses;  // what the table and the report read
   for (const auto& m : methods) {
     Stage s{"merge/" + m.name,
             fmt::format("{}{}", m.method, m.routed ? ", then finetuned on the mixture" : ""),
@@ -285,7 +285,7 @@ std::vector<Stage> plan_study(const RunDir& run, const RunConfig& c) {
                         {{"analyze", "--run", R, "--model", model}},
                         {fs::path("analysis") / (m.name + ".json")},
                         {}});
-      evals.push_back("analysis/" + m.name);
+      analyses.push_back("analysis/" + m.name);
     }
   }
 
@@ -319,21 +319,15 @@ std::vector<Stage> plan_study(const RunDir& run, const RunConfig& c) {
 
   std::vector<std::string> results_cmd = {"results", "--run", R, "--model",
                                           fmt::format("{}", fmt::join(study_models(c), ","))};
-  std::vector<std::string> after_evals = {"seed"};
-  for (const auto& e : evals) {
-    if (e.rfind("eval/", 0) == 0) after_evals.push_back(e);
-  }
   stages.push_back({"results",
                     "the results table (results.md, results.json)",
-                    after_evals,
+                    evals,
                     {results_cmd},
                     {"results.json", "results.md"},
                     {}});
   if (c.study.report) {
     std::vector<std::string> after = {"results"};
-    for (const auto& e : evals) {
-      if (e.rfind("analysis/", 0) == 0) after.push_back(e);
-    }
+    after.insert(after.end(), analyses.begin(), analyses.end());
     stages.push_back({"report",
                       "report.html: table, curves, heatmaps, token views",
                       after,
@@ -376,11 +370,11 @@ StageState check_stage(const RunDir& run, const RunConfig& c, const Stage& s,
   }
   StageState st;
   st.input_values = inputs;
-  st.inputs = digest_of(inputs);
   const fs::path manifest_file = stage_manifest_path(run, s.name);
   if (!fs::exists(manifest_file)) {
     bool any = false;
     for (const auto& o : s.outputs) any = any || !output_files(run, o).empty();
+    st.untouched = !any;
     st.reason = any ? "interrupted or made outside `btx run`: continuing" : "not run yet";
     return st;
   }
@@ -392,7 +386,7 @@ StageState check_stage(const RunDir& run, const RunConfig& c, const Stage& s,
     st.reason = fmt::format("its manifest {} is unreadable ({})", manifest_file.string(), e.what());
     return st;
   }
-  if (manifest.value("inputs", "") != st.inputs) {
+  if (manifest.value("inputs", "") != digest_of(inputs)) {
     st.clean = true;
     std::vector<std::string> changed;
     const auto old = manifest.value("input_values", nlohmann::json::object());
@@ -449,7 +443,7 @@ std::string record_stage(const RunDir& run, const Stage& s, const StageState& st
   const double now =  // unix seconds
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   const nlohmann::json manifest = {{"stage", s.name},
-                                   {"inputs", state.inputs},
+                                   {"inputs", digest_of(state.input_values)},
                                    {"input_values", state.input_values},
                                    {"outputs", outputs},
                                    {"outputs_digest", digest},
@@ -483,9 +477,7 @@ std::vector<std::string> progress_lines(const RunDir& run, const Stage& s) {
     const int64_t step = rec->value("step", int64_t{0});
     const double tps = rec->value("tokens_per_s", 0.0);
     const bool finished = p.steps > 0 && step >= p.steps;
-    const double eta = p.steps > 0 && tps > 0 && p.tokens_per_step > 0
-                           ? (p.steps - step) * p.tokens_per_step / tps
-                           : -1;
+    const double eta = training_eta_seconds(*rec, p.steps, p.tokens_per_step);
     out.push_back(fmt::format(
         "      {:<26} step {:>10}  loss {:>7}  {:>8} tok/s  {}", p.label,
         p.steps > 0 ? fmt::format("{}/{}", step, p.steps) : std::to_string(step),
@@ -536,7 +528,7 @@ void run_study(const RunDir& run, const RunConfig& c, const StudyOptions& o) {
   LiveView view(stdout, o.plain_interval);
   std::map<std::string, std::string> digests;  // finished stage -> outputs digest
   std::set<std::string> ran;                   // stages run in this invocation
-  std::vector<bool> finished(n, false), started_stage(n, false);
+  std::vector<bool> started_stage(n, false);
   std::vector<RunningStage> running;
   std::vector<std::optional<StageState>> checked(n);
   view.print(fmt::format("btx run: {} ({} stages, up to {} at a time){}", run.root.string(), n,
@@ -586,13 +578,12 @@ void run_study(const RunDir& run, const RunConfig& c, const StudyOptions& o) {
         // stale.
         const bool upstream_ran = std::any_of(s.after.begin(), s.after.end(),
                                               [&](const auto& a) { return ran.count(a) > 0; });
-        if (!st.done && !st.clean && upstream_ran && st.reason != "not run yet") {
+        if (!st.done && !st.clean && upstream_ran && !st.untouched) {
           st.clean = true;
           st.reason = "a stage it needs ran again: starting over";
         }
         if (st.done || o.dry_run) {
           digests[s.name] = st.done ? recorded_output_digest(run, s.name) : "(dry run)";
-          finished[i] = true;
           view.print(fmt::format("  {} {}", tag(i), st.done ? "done" : "to run: " + st.reason));
           if (!st.done) {
             for (const auto& cmd : s.commands)
@@ -600,7 +591,7 @@ void run_study(const RunDir& run, const RunConfig& c, const StudyOptions& o) {
           }
           continue;
         }
-        if (st.reason != "not run yet") view.print(fmt::format("  {} {}", tag(i), st.reason));
+        if (!st.untouched) view.print(fmt::format("  {} {}", tag(i), st.reason));
         if (st.clean) clean_outputs(run, s);
         RunningStage r;
         r.index = i;
@@ -650,7 +641,6 @@ void run_study(const RunDir& run, const RunConfig& c, const StudyOptions& o) {
       const double secs = seconds_since(it->started);
       digests[s.name] = record_stage(run, s, it->state, secs);
       ran.insert(s.name);
-      finished[it->index] = true;
       view.update({});
       view.print(fmt::format("  {} done in {}", tag(it->index), format_duration(secs)));
       it = running.erase(it);
@@ -668,7 +658,7 @@ void run_study(const RunDir& run, const RunConfig& c, const StudyOptions& o) {
       std::this_thread::sleep_for(std::chrono::duration<double>(o.refresh_seconds));
   }
   view.update({});
-  const size_t undone = static_cast<size_t>(std::count(finished.begin(), finished.end(), false));
+  const size_t undone = n - digests.size();  // a finished stage has its outputs' digest
   BTX_CHECK(undone == 0, "btx run: {} stage(s) could not start (a stage they need is missing)",
             undone);
   if (o.dry_run) return;

@@ -84,8 +84,8 @@ struct StageState {
   bool done = false;
   bool clean = false;  // its old outputs must go before it runs again
   std::string reason;
-  std::string inputs;           // digest of its inputs now
-  nlohmann::json input_values;  // what the digest is of (recorded, to say what changed)
+  bool untouched = false;       // no manifest and no outputs: it never ran
+  nlohmann::json input_values;  // its inputs now (recorded with their digest, to say what changed)
 };
 fs::path stage_manifest_path(const RunDir& run, const std::string& stage);
 // `output_digests`: the recorded output digests of the stages it needs (name -> digest).

@@ -9,7 +9,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -31,7 +30,10 @@ struct Fd {
   }
 };
 
-std::vector<std::string> child_env(const RunOptions& opts) {
+// The child's environment: ours (inherit_env) or a minimal one, without the variables in
+// `unset`, with opts.env added.
+std::vector<std::string> child_env(const RunOptions& opts,
+                                   const std::vector<std::string>& unset = {}) {
   std::map<std::string, std::string> vars;
   if (opts.inherit_env) {
     for (char** e = environ; *e != nullptr; ++e) {
@@ -43,10 +45,25 @@ std::vector<std::string> child_env(const RunOptions& opts) {
       if (const char* v = std::getenv(k)) vars[k] = v;
     }
   }
+  for (const auto& k : unset) vars.erase(k);
   for (const auto& [k, v] : opts.env) vars[k] = v;
   std::vector<std::string> out;
   for (const auto& [k, v] : vars) out.push_back(k + "=" + v);
   return out;
+}
+
+// argv / envp for posix_spawn: pointers into `strings`, null-terminated.
+std::vector<char*> c_strings(const std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  for (const auto& s : strings) out.push_back(const_cast<char*>(s.c_str()));
+  out.push_back(nullptr);
+  return out;
+}
+
+// A waitpid status as an exit code: the exit status, or 128 + the signal number.
+int exit_code_of(int status) {
+  return WIFEXITED(status) ? WEXITSTATUS(status)
+                           : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
 std::string tail(const std::string& s, size_t n) {
@@ -92,13 +109,9 @@ RunResult run_process(const std::vector<std::string>& argv, const RunOptions& op
   posix_spawn_file_actions_adddup2(&fa, out_w.fd, 1);
   posix_spawn_file_actions_adddup2(&fa, err_w.fd, 2);
 
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
+  std::vector<char*> args = c_strings(argv);
   const std::vector<std::string> env = child_env(opts);
-  std::vector<char*> envp;
-  for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
-  envp.push_back(nullptr);
+  std::vector<char*> envp = c_strings(env);
 
   pid_t pid = -1;
   const int rc = ::posix_spawnp(&pid, argv[0].c_str(), &fa, nullptr, args.data(), envp.data());
@@ -133,7 +146,7 @@ RunResult run_process(const std::vector<std::string>& argv, const RunOptions& op
   while (::waitpid(pid, &status, 0) < 0) {
     BTX_CHECK(errno == EINTR, "waitpid on `{}`: {}", shell_join(argv), std::strerror(errno));
   }
-  res.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  res.exit_code = exit_code_of(status);
   return res;
 }
 
@@ -141,19 +154,8 @@ pid_t spawn_to_log(const std::vector<std::string>& argv, const std::filesystem::
                    const std::map<std::string, std::string>& env,
                    const std::vector<std::string>& unset) {
   BTX_CHECK(!argv.empty(), "spawn_to_log: empty command line");
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e != nullptr; ++e) {
-    const std::string kv = *e;
-    const std::string name = kv.substr(0, kv.find('='));
-    if (env.count(name) == 0 && std::find(unset.begin(), unset.end(), name) == unset.end())
-      env_strings.push_back(kv);
-  }
-  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
-  std::vector<char*> cargv, cenv;
-  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
-  for (const auto& e : env_strings) cenv.push_back(const_cast<char*>(e.c_str()));
-  cenv.push_back(nullptr);
+  const std::vector<std::string> env_strings = child_env(RunOptions{env, true}, unset);
+  std::vector<char*> cargv = c_strings(argv), cenv = c_strings(env_strings);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -171,8 +173,7 @@ std::optional<int> poll_exit(pid_t pid) {
   const pid_t r = ::waitpid(pid, &status, WNOHANG);
   if (r == 0) return std::nullopt;
   BTX_CHECK(r == pid, "waitpid({}): {}", pid, std::strerror(errno));
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  return exit_code_of(status);
 }
 
 std::string check_output(const std::vector<std::string>& argv, const std::string& what,
