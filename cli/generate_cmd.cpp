@@ -1,4 +1,5 @@
 // `btx generate`: text from a model, streamed as it is produced (pipeline/generate.h).
+#include <algorithm>
 #include <iostream>
 
 #include "btx/merge/open.h"
@@ -19,9 +20,10 @@ std::vector<Command> add_generate_commands(CLI::App& app) {
   };
   auto a = std::make_shared<GenerateArgs>();
   auto* cmd = app.add_subcommand(
-      "generate", "Generate text from a model (dense, MoE, SMEAR), streamed to stdout");
+      "generate",
+      "Generate text from a model (dense, MoE, SMEAR) or an ensemble, streamed to stdout");
   cmd->add_option("--model", a->model,
-                  "Checkpoint folder; with --run also seed, experts/X, merged/X")
+                  "Checkpoint or ensemble folder; with --run also seed, experts/X, merged/X")
       ->required();
   cmd->add_option("--run", a->run, "Run directory the model is named in");
   cmd->add_option("--prompt", a->prompt, "The prompt text");
@@ -38,29 +40,36 @@ std::vector<Command> add_generate_commands(CLI::App& app) {
   cmd->add_option("--seed", a->opts.sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--stop", a->opts.stop, "Stop before this string (repeat for several)");
   cmd->add_flag("--no-cache", a->no_cache, "Recompute the whole prefix for every token");
-  return {
-      {cmd, [a] {
-         const fs::path dir =
-             a->run.empty() ? fs::path(a->model) : resolve_model_path(RunDir{a->run}, a->model);
-         BTX_CHECK(is_checkpoint(dir),
-                   "{} is not one model (a {} description): generation needs a checkpoint "
-                   "(seed, an expert, or a merged model such as average, btx, smear)",
-                   dir.string(), read_merge_manifest(dir).value("method", "merge"));
-         BTX_CHECK(a->prompt.empty() != a->prompt_file.empty(),
-                   "give the prompt with --prompt TEXT or --prompt-file FILE (one of them)");
-         const std::string prompt = a->prompt_file.empty() ? a->prompt : read_file(a->prompt_file);
-         const fs::path tok_file =
-             a->tokenizer.empty() ? find_run_tokenizer(dir) : fs::path(a->tokenizer);
-         BTX_CHECK(!tok_file.empty(), "no tokenizer.model found for {}; pass --tokenizer",
-                   dir.string());
-         const Tokenizer tok = Tokenizer::load(tok_file);
-         CausalLM model = load_model(dir);
-         a->opts.use_cache = !a->no_cache;
-         const auto r = generate(model, tok, tok.encode(prompt), a->opts,
-                                 [](const std::string& text) { std::cout << text << std::flush; });
-         std::cout << "\n";
-         std::cerr << fmt::format("[{} tokens, finish: {}]\n", r.tokens.size(), r.finish_reason);
-       }}};
+  return {{cmd, [a] {
+             const fs::path dir =
+                 a->run.empty() ? fs::path(a->model) : resolve_model_path(RunDir{a->run}, a->model);
+             BTX_CHECK(a->prompt.empty() != a->prompt_file.empty(),
+                       "give the prompt with --prompt TEXT or --prompt-file FILE (one of them)");
+             const std::string prompt =
+                 a->prompt_file.empty() ? a->prompt : read_file(a->prompt_file);
+             const fs::path tok_file =
+                 a->tokenizer.empty() ? find_run_tokenizer(dir) : fs::path(a->tokenizer);
+             BTX_CHECK(!tok_file.empty(), "no tokenizer.model found for {}; pass --tokenizer",
+                       dir.string());
+             const Tokenizer tok = Tokenizer::load(tok_file);
+             a->opts.use_cache = !a->no_cache;
+             auto decoder = open_decoder(dir, a->opts.use_cache);
+             const auto r =
+                 generate(*decoder, tok, tok.encode(prompt), a->opts,
+                          [](const std::string& text) { std::cout << text << std::flush; });
+             std::cout << "\n";
+             std::string state;
+             if (const auto s = decoder->state(); s.contains("posterior")) {
+               // The ensemble's final posterior, most probable expert first.
+               std::vector<std::pair<double, std::string>> p;
+               for (const auto& [name, w] : s["posterior"].items()) p.emplace_back(w, name);
+               std::sort(p.rbegin(), p.rend());
+               state = ", posterior:";
+               for (const auto& [w, name] : p) state += fmt::format(" {} {:.3f}", name, w);
+             }
+             std::cerr << fmt::format("[{} tokens, finish: {}{}]\n", r.tokens.size(),
+                                      r.finish_reason, state);
+           }}};
 }
 
 }  // namespace btx::cli

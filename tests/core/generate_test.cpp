@@ -58,6 +58,85 @@ TEST(KVCache, ModelsReadingTheSequenceCannotBeCached) {
   EXPECT_THROW(dense->forward_cached(torch::zeros({1, 3}, torch::kInt64), c2), c10::Error);
 }
 
+// Three random experts of one shape: the ensemble decoder's scores after each prefix of `ids`.
+struct EnsembleFixture {
+  std::vector<std::string> names = {"a", "b", "c"};
+  std::vector<CausalLM> experts;
+  EnsembleFixture() {
+    torch::manual_seed(11);
+    for (int j = 0; j < 3; ++j) {
+      experts.emplace_back(small_model_config(40, 16, 24, 2, 4, 2, 32));
+      experts.back()->eval();
+    }
+  }
+};
+
+TEST(EnsembleDecoder, IncrementalPosteriorEqualsRecomputationAndBayesRule) {
+  EnsembleFixture f;
+  torch::NoGradGuard no_grad;
+  const auto ids = torch::randint(0, 40, {12}, torch::kInt64);
+  std::vector<int32_t> seq;
+  for (int64_t t = 0; t < ids.size(0); ++t)
+    seq.push_back(static_cast<int32_t>(ids[t].item<int64_t>()));
+  // Each expert's log-probs over the whole sequence, for the hand computation.
+  std::vector<torch::Tensor> lp;
+  for (auto& m : f.experts)
+    lp.push_back(torch::log_softmax(m->forward(ids.view({1, -1}))[0], -1).to(torch::kFloat64));
+  for (int64_t k : {0, 1, 2}) {
+    EnsembleDecoder cached(f.names, f.experts, k, /*use_cache=*/true);
+    EnsembleDecoder full(f.names, f.experts, k, /*use_cache=*/false);
+    // The prompt is the first 5 tokens, read at once; then one token at a time.
+    for (size_t n = 5; n <= seq.size(); ++n) {
+      const std::vector<int32_t> prefix(seq.begin(), seq.begin() + static_cast<long>(n));
+      const auto a = cached.next_scores(prefix);
+      const auto b = full.next_scores(prefix);
+      EXPECT_LT((a - b).abs().max().item<double>(), 1e-5) << "k " << k << " n " << n;
+      EXPECT_LT((cached.posterior() - full.posterior()).abs().max().item<double>(), 1e-6);
+      // Bayes' rule by hand: log w_j = Σ_{s=1}^{n-1} log p_j(x_s | x_<s), normalised; the top-k
+      // keep their share renormalised; the mixture is Σ_j w_j p_j(. | prefix).
+      std::vector<double> logw(3);
+      for (size_t j = 0; j < 3; ++j) {
+        double e = 0;
+        for (size_t s = 1; s < n; ++s)
+          e += lp[j][static_cast<int64_t>(s - 1)][seq[s]].item<double>();
+        logw[j] = e;
+      }
+      std::vector<size_t> order = {0, 1, 2};
+      std::sort(order.begin(), order.end(), [&](size_t x, size_t y) { return logw[x] > logw[y]; });
+      const size_t kept = k == 0 ? 3 : static_cast<size_t>(k);
+      double z = 0;
+      for (size_t i = 0; i < kept; ++i) z += std::exp(logw[order[i]] - logw[order[0]]);
+      auto mix = torch::zeros({40}, torch::kFloat64);
+      for (size_t i = 0; i < kept; ++i) {
+        const size_t j = order[i];
+        const double w = std::exp(logw[j] - logw[order[0]]) / z;
+        EXPECT_NEAR(cached.posterior()[static_cast<int64_t>(j)].item<double>(), w, 1e-6);
+        mix += w * lp[j][static_cast<int64_t>(n - 1)].exp();
+      }
+      EXPECT_LT((torch::softmax(a.to(torch::kFloat64), 0) - mix).abs().max().item<double>(), 1e-6);
+    }
+    // reset() starts a new sequence: the same scores again.
+    cached.reset();
+    full.reset();
+    const std::vector<int32_t> prompt(seq.begin(), seq.begin() + 5);
+    EXPECT_LT((cached.next_scores(prompt) - full.next_scores(prompt)).abs().max().item<double>(),
+              1e-5);
+  }
+  EXPECT_THROW(EnsembleDecoder(f.names, f.experts, 4, true), Error);  // top-4 of 3
+}
+
+TEST(Utf8, IncompleteTailIsHeldBack) {
+  EXPECT_EQ(utf8_incomplete_tail(""), 0u);
+  EXPECT_EQ(utf8_incomplete_tail("abc"), 0u);
+  EXPECT_EQ(utf8_incomplete_tail("caf\xC3"), 1u);      // é's first byte of 2
+  EXPECT_EQ(utf8_incomplete_tail("caf\xC3\xA9"), 0u);  // é complete
+  EXPECT_EQ(utf8_incomplete_tail("\xE2\x82"), 2u);     // € has 3 bytes
+  EXPECT_EQ(utf8_incomplete_tail("x\xE2\x82\xAC"), 0u);
+  EXPECT_EQ(utf8_incomplete_tail("\xF0\x9F\x98"), 3u);  // an emoji has 4
+  EXPECT_EQ(utf8_incomplete_tail("\xF0\x9F\x98\x80"), 0u);
+  EXPECT_EQ(utf8_incomplete_tail("\x80\x80\x80\x80\x80"), 0u);  // stray bytes: nothing to wait for
+}
+
 TEST(ChooseToken, FollowsTheHandComputedDistribution) {
   // p = (0.5, 0.3, 0.2): cumulative 0.5, 0.8, 1.0.
   const auto logits = torch::log(torch::tensor({0.5, 0.3, 0.2}));

@@ -17,7 +17,7 @@ using GenerateTest = ForestTest<GenerateSuite>;
 TEST_F(GenerateTest, CachedAndRecomputedGenerationAgreeAndOptionsWork) {
   const RunDir run = fresh_run("gen");
   const std::string R = run.root.string();
-  for (const char* m : {"btx", "smear", "ensemble"}) {
+  for (const char* m : {"btx", "smear", "ensemble", "weighted-average --target each"}) {
     auto r = run_btx(std::string("merge --run ") + R + " --method " + m);
     ASSERT_EQ(r.code, 0) << r.output;
   }
@@ -54,6 +54,30 @@ TEST_F(GenerateTest, CachedAndRecomputedGenerationAgreeAndOptionsWork) {
       EXPECT_EQ(out, b.text) << m;  // nothing of the stop string was streamed
     }
   }
+  // The ensemble: its posterior moves with the text; cached and recomputed decoding agree, and
+  // the final posterior is a distribution over the three experts that favours the code expert.
+  {
+    auto cached = open_decoder(run.root / "merged/ensemble", true);
+    auto full = open_decoder(run.root / "merged/ensemble", false);
+    GenerateOptions o;
+    o.max_tokens = 16;
+    o.stop_at_eos = false;
+    const auto a = generate(*cached, tok, prompt, o);
+    const auto b = generate(*full, tok, prompt, o);
+    EXPECT_EQ(a.tokens, b.tokens);
+    EXPECT_EQ(a.tokens.size(), 16u);
+    const auto post = cached->state().at("posterior");
+    ASSERT_EQ(post.size(), 3u) << post.dump();
+    // The prompt and its continuation are code: the code expert explains them best.
+    EXPECT_GT(post.at("code").get<double>(), 0.5) << post.dump();
+    double sum = 0;
+    for (const auto& [name, w] : post.items()) sum += w.get<double>();
+    EXPECT_NEAR(sum, 1.0, 1e-9);
+    auto r = run_btx("generate --run " + R +
+                     " --model merged/ensemble --max-tokens 16 --prompt 'def f_1(x):\n    return'");
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("posterior: "), std::string::npos) << r.output;
+  }
   // The CLI streams the same greedy text.
   CausalLM seed = load_model(run.seed());
   GenerateOptions g;
@@ -71,10 +95,9 @@ TEST_F(GenerateTest, CachedAndRecomputedGenerationAgreeAndOptionsWork) {
   r = run_btx("generate --run " + R + " --model seed --prompt '" + long_prompt + "'");
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.output.find("but the model's context is 64"), std::string::npos) << r.output;
-  r = run_btx("generate --run " + R + " --model merged/ensemble --prompt x");
+  r = run_btx("generate --run " + R + " --model merged/weighted-average --prompt x");
   EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.output.find("is not one model (a ensemble description)"), std::string::npos)
-      << r.output;
+  EXPECT_NE(r.output.find("has no single model to generate from"), std::string::npos) << r.output;
   r = run_btx("generate --run " + R + " --model seed --prompt x --top-p 0");
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.output.find("top_p must be in (0, 1]"), std::string::npos) << r.output;

@@ -110,6 +110,22 @@ std::pair<std::vector<std::string>, std::vector<CausalLM>> load_described_expert
   return {names, models};
 }
 
+EnsembleOptions described_ensemble_options(const fs::path& dir, const nlohmann::json& manifest) {
+  try {
+    const auto& params = manifest.at("params");
+    EnsembleOptions o;
+    o.prior = parse_ensemble_prior(params.at("prior").get<std::string>());
+    o.top_k = param_int(params, "top-k");
+    o.alpha = param_real(params, "alpha");
+    o.prior_windows = param_int(params, "prior-windows");
+    return o;
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: malformed merge.json ({})", (dir / "merge.json").string(), e.what());
+  } catch (const std::logic_error& e) {  // stoll/stod
+    fail("{}: malformed parameter in merge.json ({})", (dir / "merge.json").string(), e.what());
+  }
+}
+
 std::unique_ptr<Scorer> open_scorer(const fs::path& dir) {
   BTX_CHECK(fs::is_directory(dir), "model folder {} does not exist", dir.string());
   const nlohmann::json manifest = read_merge_manifest(dir);
@@ -131,12 +147,8 @@ std::unique_ptr<Scorer> open_scorer(const fs::path& dir) {
     const auto& params = manifest.at("params");
     auto [names, models] = load_described_experts(dir, manifest);
     if (kind == "ensemble") {
-      EnsembleOptions o;
-      o.prior = parse_ensemble_prior(params.at("prior").get<std::string>());
-      o.top_k = param_int(params, "top-k");
-      o.alpha = param_real(params, "alpha");
-      o.prior_windows = param_int(params, "prior-windows");
-      return std::make_unique<EnsembleScorer>(std::move(names), std::move(models), o);
+      return std::make_unique<EnsembleScorer>(std::move(names), std::move(models),
+                                              described_ensemble_options(dir, manifest));
     }
     if (kind == "posterior-average") {
       return std::make_unique<PosteriorAverageScorer>(std::move(names), std::move(models),

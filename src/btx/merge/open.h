@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "btx/eval/ensemble.h"
 #include "btx/eval/scorer.h"
 #include "btx/model/llama.h"
 
@@ -24,6 +25,11 @@ std::unique_ptr<Scorer> open_scorer(const std::filesystem::path& dir);
 // an error naming it. Returns their names and models, in the description's order.
 std::pair<std::vector<std::string>, std::vector<CausalLM>> load_described_experts(
     const std::filesystem::path& dir, const nlohmann::json& manifest);
+
+// The ensemble's options recorded in an ensemble description's merge.json (prior, top-k, alpha,
+// prior windows); a malformed value is an error naming the file.
+EnsembleOptions described_ensemble_options(const std::filesystem::path& dir,
+                                           const nlohmann::json& manifest);
 
 // merge.json of a merged folder, or null for a plain checkpoint folder.
 nlohmann::json read_merge_manifest(const std::filesystem::path& dir);

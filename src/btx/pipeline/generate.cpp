@@ -1,7 +1,10 @@
 #include "btx/pipeline/generate.h"
 
+#include <limits>
 #include <random>
 
+#include "btx/merge/open.h"
+#include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 
 namespace btx {
@@ -32,40 +35,204 @@ int64_t choose_token(const torch::Tensor& logits, const SamplingOptions& o, doub
   return order[i].item<int64_t>();
 }
 
-GenerateResult generate(CausalLM& model, const Tokenizer& tok, const std::vector<int32_t>& prompt,
-                        const GenerateOptions& o,
-                        const std::function<void(const std::string&)>& on_text) {
-  validate_sampling(o.sampling);
-  BTX_CHECK(!prompt.empty(), "the prompt is empty (it must have at least one token)");
-  BTX_CHECK(o.max_tokens >= 0, "max_tokens must be >= 0, got {}", o.max_tokens);
-  const auto& c = model->config();
+// ---- ModelDecoder ------------------------------------------------------------------------
+
+ModelDecoder::ModelDecoder(CausalLM model, bool use_cache) : model_(std::move(model)) {
+  const auto& c = model_->config();
   BTX_CHECK(c.is_causal(),
             "this model reads the whole sequence to route (router_mode {}), so it cannot "
             "generate left to right",
             c.router_mode);
-  const int64_t context = c.max_position_embeddings;
-  BTX_CHECK(static_cast<int64_t>(prompt.size()) < context,
+  BTX_CHECK(!(c.is_moe() && c.router_mode == "tag"),
+            "this model routes by the text's domain label (tag routing, an oracle baseline), "
+            "which a prompt does not have; generate from a learned-routing model (btx, upcycle) "
+            "or an expert instead");
+  model_->eval();
+  cached_ = use_cache && model_->supports_cache();
+}
+
+torch::Tensor ModelDecoder::next_scores(const std::vector<int32_t>& seq) {
+  torch::NoGradGuard no_grad;
+  const size_t from = cached_ ? static_cast<size_t>(cache_.length) : 0;
+  BTX_CHECK(seq.size() > from, "decoder: no new token to read ({} seen)", from);
+  std::vector<int64_t> x(seq.begin() + static_cast<std::ptrdiff_t>(from), seq.end());
+  auto ids = torch::tensor(x, torch::kInt64).view({1, -1});
+  auto logits = cached_ ? model_->forward_cached(ids, cache_) : model_->forward(ids);
+  return logits[0][-1];
+}
+
+std::string ModelDecoder::describe() const {
+  const auto& c = model_->config();
+  std::string kind =
+      c.is_smear() ? "SMEAR"
+      : c.is_moe() ? fmt::format("MoE ({} experts, {} routing)", c.num_local_experts, c.router_mode)
+                   : "dense";
+  return fmt::format("{} model, {}", kind, cached_ ? "KV cache" : "recomputed for every token");
+}
+
+// ---- EnsembleDecoder ---------------------------------------------------------------------
+
+EnsembleDecoder::EnsembleDecoder(std::vector<std::string> names, std::vector<CausalLM> experts,
+                                 int64_t top_k, bool use_cache)
+    : names_(std::move(names)), experts_(std::move(experts)), top_k_(top_k), cached_(use_cache) {
+  EnsembleOptions o;
+  o.prior = EnsemblePrior::kUpdating;
+  o.top_k = top_k;
+  // The scorer checks the options and that the experts share a vocabulary.
+  scorer_ = std::make_unique<EnsembleScorer>(names_, experts_, o);
+  for (size_t j = 0; j < experts_.size(); ++j) {
+    BTX_CHECK(experts_[j]->config().is_causal(), "ensemble: expert '{}' is not a causal model",
+              names_[j]);
+    BTX_CHECK(!use_cache || experts_[j]->supports_cache(),
+              "ensemble: expert '{}' cannot be decoded with a KV cache", names_[j]);
+  }
+  reset();
+}
+
+void EnsembleDecoder::reset() {
+  const auto E = static_cast<int64_t>(experts_.size());
+  caches_.assign(experts_.size(), KVCache{});
+  evidence_ = torch::zeros({E}, torch::kFloat64);
+  last_lp_ = torch::Tensor();
+  seen_ = 0;
+}
+
+int64_t EnsembleDecoder::context() const {
+  return scorer_->max_context();
+}
+
+torch::Tensor EnsembleDecoder::posterior() const {
+  auto logw = torch::log_softmax(evidence_, 0);
+  const auto E = static_cast<int64_t>(experts_.size());
+  if (top_k_ > 0 && top_k_ < E) {
+    auto keep = std::get<1>(logw.topk(top_k_));
+    auto mask =
+        torch::full_like(logw, -std::numeric_limits<double>::infinity()).index_fill_(0, keep, 0.0);
+    logw = torch::log_softmax(logw + mask, 0);
+  }
+  return logw.exp();
+}
+
+torch::Tensor EnsembleDecoder::next_scores(const std::vector<int32_t>& seq) {
+  torch::NoGradGuard no_grad;
+  BTX_CHECK(seq.size() > seen_, "decoder: no new token to read ({} seen)", seen_);
+  std::vector<int64_t> x(seq.begin() + static_cast<std::ptrdiff_t>(cached_ ? seen_ : 0), seq.end());
+  auto ids = torch::tensor(x, torch::kInt64).view({1, -1});
+  const auto n = ids.size(1);
+  if (!cached_) {
+    // Recompute: the evaluation's ensemble with its updating prior over the whole sequence (the
+    // reference the cached path is tested against), then the evidence again for state().
+    auto lp = scorer_->log_probs(ids);  // (1, T, V)
+    std::vector<torch::Tensor> ll;
+    for (auto& m : experts_) {
+      auto l = torch::log_softmax(m->forward(ids), -1).to(torch::kFloat64)[0];  // (T, V)
+      ll.push_back(
+          n > 1 ? l.narrow(0, 0, n - 1).gather(1, ids[0].narrow(0, 1, n - 1).unsqueeze(1)).sum()
+                : torch::zeros({}, torch::kFloat64));
+    }
+    evidence_ = torch::stack(ll);
+    seen_ = seq.size();
+    return lp[0][-1];
+  }
+  std::vector<torch::Tensor> lps;  // each (n, V)
+  for (size_t j = 0; j < experts_.size(); ++j) {
+    lps.push_back(torch::log_softmax(experts_[j]->forward_cached(ids, caches_[j])[0], -1)
+                      .to(torch::kFloat64));
+  }
+  auto lp = torch::stack(lps);  // (E, n, V)
+  // Evidence: the first new token under the last position seen, then each new token under the
+  // new position before it.
+  if (last_lp_.defined()) evidence_ += last_lp_.select(1, x[0]);
+  if (n > 1) {
+    auto targets = ids[0].narrow(0, 1, n - 1).view({1, n - 1, 1}).expand({lp.size(0), n - 1, 1});
+    evidence_ += lp.narrow(1, 0, n - 1).gather(2, targets).squeeze(2).sum(1);
+  }
+  last_lp_ = lp.select(1, n - 1);  // (E, V)
+  seen_ = seq.size();
+  return mix_log_probs(posterior().log().unsqueeze(1), last_lp_).to(torch::kFloat32);
+}
+
+nlohmann::json EnsembleDecoder::state() const {
+  nlohmann::json post = nlohmann::json::object();
+  auto p = posterior();
+  for (size_t j = 0; j < names_.size(); ++j)
+    post[names_[j]] = p[static_cast<int64_t>(j)].item<double>();
+  return {{"posterior", post}};
+}
+
+std::string EnsembleDecoder::describe() const {
+  return fmt::format("ensemble of {} experts, posterior updated per token{}, {}", experts_.size(),
+                     top_k_ > 0 && top_k_ < static_cast<int64_t>(experts_.size())
+                         ? fmt::format(" (top-{})", top_k_)
+                         : "",
+                     cached_ ? "KV caches" : "recomputed for every token");
+}
+
+std::unique_ptr<Decoder> open_decoder(const std::filesystem::path& dir, bool use_cache) {
+  BTX_CHECK(std::filesystem::is_directory(dir), "model folder {} does not exist", dir.string());
+  if (is_checkpoint(dir)) return std::make_unique<ModelDecoder>(load_model(dir), use_cache);
+  const nlohmann::json manifest = read_merge_manifest(dir);
+  BTX_CHECK(!manifest.is_null(),
+            "{} is neither a checkpoint (model.safetensors + config.json) nor a merged "
+            "description (merge.json)",
+            dir.string());
+  const std::string kind = manifest.value("kind", std::string("?"));
+  BTX_CHECK(kind == "ensemble",
+            "{} is a {} description ({}): it is one dense model per target domain, built from "
+            "that domain's held-out text, so it has no single model to generate from; generate "
+            "from the ensemble or an expert instead",
+            dir.string(), manifest.value("method", kind), kind);
+  const EnsembleOptions o = described_ensemble_options(dir, manifest);
+  auto [names, models] = load_described_experts(dir, manifest);
+  return std::make_unique<EnsembleDecoder>(std::move(names), std::move(models), o.top_k, use_cache);
+}
+
+size_t utf8_incomplete_tail(std::string_view s) {
+  // Look back over at most 3 continuation bytes (10xxxxxx) to the lead byte.
+  const size_t n = s.size();
+  for (size_t back = 1; back <= std::min<size_t>(4, n); ++back) {
+    const auto b = static_cast<unsigned char>(s[n - back]);
+    if ((b & 0xC0) == 0x80) continue;  // a continuation byte: keep looking
+    const size_t need = (b & 0xE0) == 0xC0   ? 2
+                        : (b & 0xF0) == 0xE0 ? 3
+                        : (b & 0xF8) == 0xF0 ? 4
+                                             : 1;
+    return back < need ? back : 0;
+  }
+  return 0;
+}
+
+// ---- generate ----------------------------------------------------------------------------
+
+void validate_request(const Decoder& d, const std::vector<int32_t>& prompt,
+                      const GenerateOptions& o) {
+  validate_sampling(o.sampling);
+  BTX_CHECK(!prompt.empty(), "the prompt is empty (it must have at least one token)");
+  BTX_CHECK(o.max_tokens >= 0, "max_tokens must be >= 0, got {}", o.max_tokens);
+  BTX_CHECK(static_cast<int64_t>(prompt.size()) < d.context(),
             "the prompt has {} tokens but the model's context is {} (it must leave room for at "
             "least one new token)",
-            prompt.size(), context);
+            prompt.size(), d.context());
+}
+
+GenerateResult generate(Decoder& d, const Tokenizer& tok, const std::vector<int32_t>& prompt,
+                        const GenerateOptions& o,
+                        const std::function<void(const std::string&)>& on_text) {
+  validate_request(d, prompt, o);
   torch::NoGradGuard no_grad;
-  model->eval();
-  const bool cached = o.use_cache && model->supports_cache();
+  d.reset();
+  const int64_t context = d.context();
   std::mt19937_64 rng(o.sampling.seed);
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
 
   GenerateResult r;
   std::vector<int32_t> all = prompt;
-  KVCache cache;
-  auto ids_of = [](const std::vector<int32_t>& v, size_t from) {
-    std::vector<int64_t> x(v.begin() + static_cast<std::ptrdiff_t>(from), v.end());
-    return torch::tensor(x, torch::kInt64).view({1, -1});
-  };
   // Text is final up to `emitted`; the rest waits while it could still begin a stop string.
   size_t emitted = 0;
   auto flush = [&](bool all_of_it) {
     size_t safe = r.text.size();
     if (!all_of_it) {
+      safe -= utf8_incomplete_tail(r.text);
       for (const auto& s : o.stop) {
         for (size_t k = std::min(s.size() - 1, r.text.size()); k > 0; --k) {
           if (r.text.compare(r.text.size() - k, k, s, 0, k) == 0) {
@@ -81,14 +248,13 @@ GenerateResult generate(CausalLM& model, const Tokenizer& tok, const std::vector
   r.finish_reason = "length";
   while (static_cast<int64_t>(r.tokens.size()) < o.max_tokens &&
          static_cast<int64_t>(all.size()) < context) {
-    torch::Tensor logits;
-    if (cached) {
-      logits = model->forward_cached(ids_of(all, static_cast<size_t>(cache.length)), cache);
-    } else {
-      logits = model->forward(ids_of(all, 0));
+    if (o.cancel && o.cancel->load()) {
+      r.finish_reason = "cancelled";
+      return r;
     }
+    const auto scores = d.next_scores(all);
     const double u = o.sampling.temperature > 0 ? uniform(rng) : 0.0;
-    const auto next = static_cast<int32_t>(choose_token(logits[0][-1], o.sampling, u));
+    const auto next = static_cast<int32_t>(choose_token(scores, o.sampling, u));
     if (o.stop_at_eos && next == tok.eos_id()) {
       r.finish_reason = "eos";
       break;
@@ -112,6 +278,13 @@ GenerateResult generate(CausalLM& model, const Tokenizer& tok, const std::vector
   }
   flush(true);
   return r;
+}
+
+GenerateResult generate(CausalLM& model, const Tokenizer& tok, const std::vector<int32_t>& prompt,
+                        const GenerateOptions& o,
+                        const std::function<void(const std::string&)>& on_text) {
+  ModelDecoder d(model, o.use_cache);
+  return generate(d, tok, prompt, o, on_text);
 }
 
 }  // namespace btx

@@ -1,16 +1,23 @@
-// Text generation from one model (dense, MoE, SMEAR): incremental decoding with a KV cache where
-// the model allows it (dense and per-token MoE routers), full recomputation otherwise (SMEAR's
-// prefix-mean router), greedy or sampled (temperature, top-k, top-p, a seed), with stop strings,
-// a token budget and streaming of the text as it is produced.
+// Text generation from a model (dense, MoE, SMEAR) or BTM's ensemble of experts: incremental
+// decoding with a KV cache where the model allows it (dense and per-token MoE routers), full
+// recomputation otherwise (SMEAR's prefix-mean router), greedy or sampled (temperature, top-k,
+// top-p, a seed), with stop strings, a token budget and streaming of the text as it is produced.
+// The ensemble mixes its experts' next-token distributions under BTM's updating posterior
+// p(expert | text so far), which moves as the prompt is read and as tokens are produced.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "btx/data/tokenizer.h"
+#include "btx/eval/ensemble.h"
 #include "btx/model/llama.h"
 
 namespace btx {
@@ -27,23 +34,111 @@ struct SamplingOptions {
 int64_t choose_token(const torch::Tensor& logits, const SamplingOptions& o, double u);
 void validate_sampling(const SamplingOptions& o);
 
+// What generation needs of a model: the next-token distribution after a sequence that grows by
+// appended tokens between calls (so a decoder may keep state, such as a KV cache, for the part
+// it has seen), until reset() starts a new one.
+class Decoder {
+ public:
+  virtual ~Decoder() = default;
+  // Scores (V) whose softmax is the next-token distribution after `seq` (logits or log-probs).
+  virtual torch::Tensor next_scores(const std::vector<int32_t>& seq) = 0;
+  virtual void reset() = 0;
+  virtual int64_t context() const = 0;  // the longest sequence it reads
+  virtual int64_t vocab_size() const = 0;
+  // What a generation left worth reporting (the ensemble's posterior over its experts), or null.
+  virtual nlohmann::json state() const { return nullptr; }
+  // A one-line description: the kind of model and how it decodes.
+  virtual std::string describe() const = 0;
+};
+
+// One causal model: with `use_cache` and a model that allows it, only the new tokens run through
+// the model (KV cache); otherwise the whole sequence is recomputed for every token. A model that
+// routes on the whole sequence, or on a domain label a prompt lacks (tag routing), is an error.
+class ModelDecoder : public Decoder {
+ public:
+  ModelDecoder(CausalLM model, bool use_cache);
+  torch::Tensor next_scores(const std::vector<int32_t>& seq) override;
+  void reset() override { cache_ = KVCache{}; }
+  int64_t context() const override { return model_->config().max_position_embeddings; }
+  int64_t vocab_size() const override { return model_->config().vocab_size; }
+  std::string describe() const override;
+  bool cached() const { return cached_; }
+
+ private:
+  CausalLM model_;
+  bool cached_;
+  KVCache cache_;
+};
+
+// BTM's ensemble for generation: p(x | prefix) = Σ_j p(x | prefix, j) · p(j | prefix), with the
+// posterior p(j | prefix) ∝ Π_s p(x_s | x_<s, j) from a uniform start (the target domain of a
+// prompt is unknown, so no cached prior), restricted to its `top_k` largest (0: all) and
+// renormalised, as the ensemble's updating prior does in evaluation. With `use_cache` each expert
+// keeps a KV cache and the posterior is updated token by token; without, the ensemble is
+// recomputed over the whole sequence (EnsembleScorer::log_probs) for every token.
+class EnsembleDecoder : public Decoder {
+ public:
+  EnsembleDecoder(std::vector<std::string> names, std::vector<CausalLM> experts, int64_t top_k,
+                  bool use_cache);
+  torch::Tensor next_scores(const std::vector<int32_t>& seq) override;
+  void reset() override;
+  int64_t context() const override;
+  int64_t vocab_size() const override { return experts_[0]->config().vocab_size; }
+  nlohmann::json state() const override;  // {"posterior": {expert: p(expert | text)}}
+  std::string describe() const override;
+  torch::Tensor posterior() const;  // (E) float64, after the last call
+
+ private:
+  std::vector<std::string> names_;
+  std::vector<CausalLM> experts_;
+  int64_t top_k_;
+  bool cached_;
+  std::unique_ptr<EnsembleScorer> scorer_;  // the recomputing path
+  std::vector<KVCache> caches_;
+  torch::Tensor evidence_;  // (E) float64: Σ log p(x_s | x_<s, j) over the tokens seen
+  torch::Tensor last_lp_;   // (E, V) float64: each expert's log-probs after the last token seen
+  size_t seen_ = 0;
+};
+
+// The decoder of a model folder: a checkpoint (dense, MoE, SMEAR) or an ensemble description
+// (merge.json, its experts checked against their recorded sha256). Other merged descriptions
+// (the per-domain posterior-weighted average) are refused with the reason.
+std::unique_ptr<Decoder> open_decoder(const std::filesystem::path& dir, bool use_cache);
+
+// The number of bytes at the end of `s` that begin a UTF-8 character not finished yet (0-3):
+// streamed text holds them back, since a byte-level token may be half of a character.
+size_t utf8_incomplete_tail(std::string_view s);
+
 struct GenerateOptions {
   int64_t max_tokens = 64;
   SamplingOptions sampling;
   std::vector<std::string> stop;  // generation ends before the first of these in the output
   bool use_cache = true;          // false: recompute the whole prefix for every token
   bool stop_at_eos = true;
+  // Checked before every token: when it reads true, generation ends ("cancelled").
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct GenerateResult {
   std::string text;             // the generated text (without the prompt, cut at a stop string)
   std::vector<int32_t> tokens;  // the generated tokens
-  std::string finish_reason;    // "length" (max_tokens or the context), "stop", "eos"
+  // "length" (max_tokens or the context), "stop", "eos", "cancelled"
+  std::string finish_reason;
 };
 
-// Generates from `prompt` (token ids). `on_text` receives the text as it becomes final (text
-// that could still turn into a stop string is held back until it cannot). A prompt that does not
-// fit the model's context, or an empty one, is an error.
+// Checks a request before any work: options valid, the prompt non-empty and shorter than the
+// context (room for one new token). The error names the bad value.
+void validate_request(const Decoder& d, const std::vector<int32_t>& prompt,
+                      const GenerateOptions& o);
+
+// Generates from `prompt` (token ids), starting the decoder afresh. `on_text` receives the text
+// as it becomes final (text that could still turn into a stop string is held back until it
+// cannot). A prompt that does not fit the model's context, or an empty one, is an error.
+// (`use_cache` is the decoder's: it is chosen when the decoder is made.)
+GenerateResult generate(Decoder& d, const Tokenizer& tok, const std::vector<int32_t>& prompt,
+                        const GenerateOptions& o,
+                        const std::function<void(const std::string&)>& on_text = {});
+// The same for one model, decoded as o.use_cache says.
 GenerateResult generate(CausalLM& model, const Tokenizer& tok, const std::vector<int32_t>& prompt,
                         const GenerateOptions& o,
                         const std::function<void(const std::string&)>& on_text = {});
