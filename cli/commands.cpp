@@ -16,7 +16,7 @@ void register_commands(CLI::App& app) {
   for (auto* add :
        {&add_corpus_commands, &add_cluster_commands, &add_train_commands, &add_expert_commands,
         &add_merge_commands, &add_routing_commands, &add_eval_commands, &add_run_commands,
-        &add_report_commands, &add_hf_commands, &add_generate_commands}) {
+        &add_report_commands, &add_hf_commands, &add_generate_commands, &add_serve_commands}) {
     for (auto& c : add(app)) registry().push_back(std::move(c));
   }
 }

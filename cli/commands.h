@@ -28,6 +28,7 @@ std::vector<Command> add_routing_commands(CLI::App& app);
 std::vector<Command> add_run_commands(CLI::App& app);
 std::vector<Command> add_hf_commands(CLI::App& app);
 std::vector<Command> add_generate_commands(CLI::App& app);
+std::vector<Command> add_serve_commands(CLI::App& app);
 std::vector<Command> add_report_commands(CLI::App& app);
 
 }  // namespace btx::cli

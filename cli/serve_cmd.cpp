@@ -1,0 +1,115 @@
+// `btx serve`: a model over HTTP with OpenAI's completions API (serve/server.h).
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <iostream>
+#include <thread>
+
+#include "btx/pipeline/generate.h"
+#include "btx/pipeline/hf.h"
+#include "btx/serve/server.h"
+#include "btx/train/checkpoint.h"
+#include "btx/util/error.h"
+#include "cli/commands.h"
+
+namespace btx::cli {
+
+namespace {
+volatile std::sig_atomic_t g_stop_requested = 0;
+}  // namespace
+
+std::vector<Command> add_serve_commands(CLI::App& app) {
+  struct ServeArgs {
+    std::string run, model, tokenizer;
+    serve::ServeOptions opts;
+    bool no_cache = false;
+  };
+  auto a = std::make_shared<ServeArgs>();
+  auto* cmd = app.add_subcommand(
+      "serve",
+      "Serve a model (dense, MoE, SMEAR, ensemble) over HTTP: POST /v1/completions (OpenAI "
+      "style, streaming with server-sent events), GET /v1/models, GET /health");
+  cmd->add_option("--model", a->model,
+                  "Checkpoint or ensemble folder; with --run also seed, experts/X, merged/X")
+      ->required();
+  cmd->add_option("--run", a->run, "Run directory the model is named in");
+  cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.model (default: the model's run's)");
+  cmd->add_option("--host", a->opts.host,
+                  "Address to listen on (0.0.0.0: every interface; there is no authentication)")
+      ->capture_default_str();
+  cmd->add_option("--port", a->opts.port, "Port (0: any free one, printed)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  cmd->add_option("--name", a->opts.model_id, "Model name clients use (default: the folder's)");
+  cmd->add_option("--queue", a->opts.queue,
+                  "Requests that may wait while one is generated; more get 503")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  cmd->add_option("--http-threads", a->opts.http_threads,
+                  "Connections served at once (beyond the queue they are answered 503 at once)")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 4096));
+  cmd->add_option("--max-tokens-limit", a->opts.limits.max_tokens,
+                  "The largest max_tokens a request may ask for")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  cmd->add_option("--max-body-bytes", a->opts.limits.max_body_bytes,
+                  "Largest request body (bigger ones get 413)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{64}, size_t{1} << 30));
+  cmd->add_option("--token-delay-ms", a->opts.token_delay_ms,
+                  "Sleep this long before every token: a slow model, for testing clients")
+      ->check(CLI::Range(0.0, 60000.0));
+  cmd->add_flag("--no-cache", a->no_cache, "Recompute the whole prefix for every token");
+  return {{cmd, [a] {
+             const fs::path dir =
+                 a->run.empty() ? fs::path(a->model) : resolve_model_path(RunDir{a->run}, a->model);
+             const fs::path tok_file =
+                 a->tokenizer.empty() ? find_run_tokenizer(dir) : fs::path(a->tokenizer);
+             BTX_CHECK(!tok_file.empty(), "no tokenizer.model found for {}; pass --tokenizer",
+                       dir.string());
+             auto decoder = open_decoder(dir, !a->no_cache);
+             const std::string what = decoder->describe();
+             auto& o = a->opts;
+             if (o.model_id.empty()) {
+               o.model_id = fs::absolute(dir).lexically_normal().filename().string();
+               if (o.model_id.empty()) o.model_id = fs::absolute(dir).parent_path().filename();
+             }
+             // SIGINT/SIGTERM set a flag that a watcher thread turns into a clean stop (threads
+             // started before main, such as OpenBLAS's, may be the ones a signal lands on, so
+             // sigwait in one thread would not do); a client that disconnects must not kill the
+             // process with SIGPIPE.
+             struct sigaction sa {};
+             sa.sa_handler = [](int) { g_stop_requested = 1; };
+             sigemptyset(&sa.sa_mask);
+             sigaction(SIGINT, &sa, nullptr);
+             sigaction(SIGTERM, &sa, nullptr);
+             signal(SIGPIPE, SIG_IGN);
+             serve::Server server(std::move(decoder), Tokenizer::load(tok_file), o);
+             const int port = server.bind();
+             std::atomic<bool> listening{true};
+             std::thread watcher([&] {
+               while (listening && !g_stop_requested) {
+                 std::this_thread::sleep_for(std::chrono::milliseconds(100));
+               }
+               if (g_stop_requested) {
+                 std::cerr << "btx serve: stopping\n";
+                 server.stop();
+               }
+             });
+             std::cerr << fmt::format(
+                 "btx serve: {} ({}) on http://{}:{} (queue {}, max_tokens <= {})\n", o.model_id,
+                 what, o.host, port, o.queue, o.limits.max_tokens);
+             if (o.host != "127.0.0.1" && o.host != "localhost" && o.host != "::1") {
+               std::cerr << "btx serve: warning: listening beyond this machine, with no "
+                            "authentication\n";
+             }
+             server.listen();
+             listening = false;
+             watcher.join();
+           }}};
+}
+
+}  // namespace btx::cli

@@ -1,0 +1,51 @@
+// `btx serve`: an HTTP server (cpp-httplib) for one model, with OpenAI's completions API.
+//   POST /v1/completions   a completion (completions.h), whole or streamed as server-sent events
+//   GET  /v1/models        the served model
+//   GET  /health           {"status": "ok", ...} with the queue's state
+// One engine thread runs the model, one request at a time, in arrival order; requests wait in a
+// bounded queue, and beyond it get 503 at once with Retry-After. HTTP threads only parse, wait
+// and write, so health checks are answered while the model works. A streaming client that goes
+// away stops its generation at the next token (and a queued one is dropped before it starts).
+// Errors are JSON in OpenAI's shape: 400 for a bad body or field, 404 for an unknown path or
+// model, 413 for a body over the size limit, 503 when the queue is full.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "btx/data/tokenizer.h"
+#include "btx/pipeline/generate.h"
+#include "btx/serve/completions.h"
+
+namespace btx::serve {
+
+struct ServeOptions {
+  std::string host = "127.0.0.1";
+  int port = 8000;           // 0: any free port (bind() says which)
+  std::string model_id;      // the name clients see in /v1/models and responses
+  size_t queue = 16;         // requests that may wait while one runs; more get 503
+  size_t http_threads = 64;  // connections served at once (health checks need a free one)
+  Limits limits;
+  double token_delay_ms = 0;  // sleep before every token: a slow model, for testing clients
+};
+
+class Server {
+ public:
+  Server(std::unique_ptr<Decoder> decoder, Tokenizer tok, ServeOptions opts);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds the listening socket; returns the port. An error names the address when it is taken.
+  int bind();
+  // Serves until stop() (from another thread or a signal handler's thread).
+  void listen();
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace btx::serve

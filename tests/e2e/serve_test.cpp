@@ -1,0 +1,316 @@
+// `btx serve` driven over loopback by a real HTTP client (curl): completions equal in-process
+// generation, whole and streamed as server-sent events; health and models; bad requests get
+// JSON errors with the right status; a flood beyond the queue gets 503 while health checks are
+// still answered; a streaming client that disconnects stops its generation; SIGTERM stops the
+// server cleanly.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <regex>
+#include <thread>
+
+#include "btx/pipeline/generate.h"
+#include "btx/train/checkpoint.h"
+#include "btx/util/error.h"
+#include "btx/util/subprocess.h"
+#include "e2e_util.h"
+#include "forest_fixture.h"
+
+namespace btx::testing {
+namespace {
+
+struct ServeSuite {};
+using ServeTest = ForestTest<ServeSuite>;
+
+// Skips (or fails under CI) when curl, the client the tests drive the server with, is missing.
+bool have_curl() {
+  try {
+    return run_process({"curl", "--version"}).exit_code == 0;
+  } catch (const Error&) {
+    return false;
+  }
+}
+#define REQUIRE_CURL()                                                           \
+  do {                                                                           \
+    if (!have_curl()) {                                                          \
+      if (std::getenv("CI")) FAIL() << "curl is missing (apt-get install curl)"; \
+      GTEST_SKIP() << "curl is missing; install it with: apt-get install curl";  \
+    }                                                                            \
+  } while (0)
+
+struct Reply {
+  int status = 0;
+  std::string body;
+  nlohmann::json json() const { return nlohmann::json::parse(body); }
+};
+
+// A `btx serve` child on a free port, stopped with SIGTERM when the test ends.
+class ServerProcess {
+ public:
+  ServerProcess(const fs::path& dir, const std::vector<std::string>& args)
+      : log_(dir / "serve.log") {
+    std::vector<std::string> argv = {BTX_BINARY, "serve", "--port", "0"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    pid_ = spawn_to_log(argv, log_);
+    const std::regex listening(R"(on http://127\.0\.0\.1:(\d+) )");
+    for (int i = 0; i < 600 && port_ == 0; ++i) {
+      std::smatch m;
+      const std::string text = fs::exists(log_) ? read_file(log_) : "";
+      if (std::regex_search(text, m, listening)) {
+        port_ = std::stoi(m[1]);
+      } else if (auto code = poll_exit(pid_)) {
+        pid_ = -1;
+        ADD_FAILURE() << "btx serve exited with " << *code << ":\n" << text;
+        return;
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+    EXPECT_GT(port_, 0) << "btx serve did not start:\n" << read_file(log_);
+    dir_ = dir;
+  }
+  ~ServerProcess() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      while (!poll_exit(pid_)) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  // SIGTERM, then the exit status (waits up to 30 s).
+  int terminate() {
+    ::kill(pid_, SIGTERM);
+    for (int i = 0; i < 300; ++i) {
+      if (auto code = poll_exit(pid_)) {
+        pid_ = -1;
+        return *code;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return -1;
+  }
+  bool running() {
+    if (pid_ > 0 && poll_exit(pid_)) pid_ = -1;
+    return pid_ > 0;
+  }
+  std::string url(const std::string& path) const {
+    return "http://127.0.0.1:" + std::to_string(port_) + path;
+  }
+  std::string log() const { return read_file(log_); }
+  int port() const { return port_; }
+
+  // curl: GET when `body` is empty, else POST it as JSON. Extra curl arguments go first.
+  Reply request(const std::string& path, const std::string& body = "",
+                const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> argv = {"curl", "-sS", "-N", "-w", "\n%{http_code}"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    if (!body.empty()) {
+      const fs::path file = dir_ / ("body-" + std::to_string(counter_++) + ".json");
+      write_file_atomic(file, body);
+      argv.insert(argv.end(),
+                  {"-H", "Content-Type: application/json", "--data-binary", "@" + file.string()});
+    }
+    argv.push_back(url(path));
+    const auto r = run_process(argv);
+    Reply out;
+    const auto nl = r.out.rfind('\n');
+    if (nl == std::string::npos) return out;
+    out.body = r.out.substr(0, nl);
+    out.status = std::atoi(r.out.substr(nl + 1).c_str());
+    return out;
+  }
+
+ private:
+  fs::path log_, dir_;
+  pid_t pid_ = -1;
+  int port_ = 0;
+  int counter_ = 0;
+};
+
+// The data of each event of a server-sent event stream ("data: X" lines; comments skipped).
+std::vector<std::string> sse_data(const std::string& stream) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  while (at < stream.size()) {
+    auto end = stream.find("\n\n", at);
+    if (end == std::string::npos) end = stream.size();
+    const std::string event = stream.substr(at, end - at);
+    if (event.rfind("data: ", 0) == 0) out.push_back(event.substr(6));
+    at = end + 2;
+  }
+  return out;
+}
+
+TEST_F(ServeTest, CompletionsOverLoopbackMatchGenerationAndRefuseBadRequests) {
+  REQUIRE_CURL();
+  const RunDir run = fresh_run("serve");
+  ServerProcess server(run.root, {"--run", run.root.string(), "--model", "seed",
+                                  "--max-tokens-limit", "40", "--max-body-bytes", "2000"});
+  ASSERT_GT(server.port(), 0);
+
+  auto health = server.request("/health");
+  ASSERT_EQ(health.status, 200) << health.body;
+  EXPECT_EQ(health.json().at("status"), "ok");
+  auto models = server.request("/v1/models");
+  ASSERT_EQ(models.status, 200) << models.body;
+  EXPECT_EQ(models.json().at("data").at(0).at("id"), "seed");
+
+  // Greedy text equals in-process generation of the same model.
+  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+  CausalLM seed = load_model(run.seed());
+  const std::string prompt = "def f_1(x):\n    return";
+  GenerateOptions g;
+  g.max_tokens = 12;
+  const auto expect = generate(seed, tok, tok.encode(prompt), g);
+  const nlohmann::json req = {{"prompt", prompt}, {"max_tokens", 12}, {"temperature", 0}};
+  auto r = server.request("/v1/completions", req.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto j = r.json();
+  EXPECT_EQ(j.at("object"), "text_completion");
+  EXPECT_EQ(j.at("model"), "seed");
+  EXPECT_EQ(j.at("choices").at(0).at("text"), expect.text);
+  EXPECT_EQ(j.at("choices").at(0).at("finish_reason"),
+            expect.finish_reason == "eos" ? "stop" : expect.finish_reason);
+  EXPECT_EQ(j.at("usage").at("prompt_tokens"), tok.encode(prompt).size());
+  EXPECT_EQ(j.at("usage").at("completion_tokens"), expect.tokens.size());
+
+  // Streamed: the chunks add up to the same text, then the finish reason, the usage, [DONE].
+  auto sreq = req;
+  sreq["stream"] = true;
+  sreq["stream_options"] = {{"include_usage", true}};
+  r = server.request("/v1/completions", sreq.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  const auto events = sse_data(r.body);
+  ASSERT_GE(events.size(), 3u) << r.body;
+  EXPECT_EQ(events.back(), "[DONE]");
+  std::string streamed;
+  nlohmann::json finish;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    const auto e = nlohmann::json::parse(events[i]);
+    if (e.at("choices").empty()) {
+      EXPECT_EQ(e.at("usage").at("completion_tokens"), expect.tokens.size());
+      continue;
+    }
+    streamed += e.at("choices").at(0).at("text").get<std::string>();
+    if (!e.at("choices").at(0).at("finish_reason").is_null())
+      finish = e.at("choices").at(0).at("finish_reason");
+  }
+  EXPECT_EQ(streamed, expect.text);
+  EXPECT_EQ(finish, expect.finish_reason == "eos" ? "stop" : expect.finish_reason);
+
+  // Seeded sampling repeats; a stop string cuts the text.
+  nlohmann::json sampled = {
+      {"prompt", prompt}, {"max_tokens", 20}, {"temperature", 1.0}, {"top_p", 0.9}, {"seed", 3}};
+  const auto a = server.request("/v1/completions", sampled.dump()).json();
+  const auto b = server.request("/v1/completions", sampled.dump()).json();
+  const std::string text = a.at("choices").at(0).at("text");
+  EXPECT_EQ(text, b.at("choices").at(0).at("text").get<std::string>());
+  if (text.size() > 4) {
+    sampled["stop"] = text.substr(2, 2);
+    const auto c = server.request("/v1/completions", sampled.dump()).json();
+    EXPECT_EQ(c.at("choices").at(0).at("finish_reason"), "stop");
+    EXPECT_EQ(c.at("choices").at(0).at("text"), text.substr(0, text.find(text.substr(2, 2))));
+  }
+
+  // Bad requests: status, OpenAI's error shape, a message naming the field.
+  std::string long_prompt;
+  for (int i = 0; i < 200; ++i) long_prompt += "the quick fox ";  // 2800 bytes
+  const std::vector<std::tuple<std::string, int, std::string>> bad = {
+      {"{not json", 400, "not valid JSON"},
+      {"[1, 2]", 400, "must be a JSON object"},
+      {R"({"max_tokens": 3})", 400, "prompt is required"},
+      {R"({"prompt": "x", "max_tokens": 41})", 400, "above this server's limit of 40"},
+      {R"({"prompt": "x", "max_tokens": -1})", 400, "max_tokens must be at least 0"},
+      {R"({"prompt": "x", "temperature": "hot"})", 400, "temperature must be a number"},
+      {R"({"prompt": "x", "top_p": 0})", 400, "top_p must be in (0, 1]"},
+      {R"({"prompt": "x", "stop": [1]})", 400, "each stop must be a non-empty string"},
+      {R"({"prompt": "x", "n": 2})", 400, "n = 2 is not supported"},
+      {R"({"prompt": "x", "max_tokns": 2})", 400, "unknown field 'max_tokns'"},
+      {R"({"prompt": "x", "model": "gpt-4"})", 404, "this server serves 'seed'"},
+      {R"({"prompt": [5, 99999]})", 400, "outside the vocabulary"},
+      {nlohmann::json({{"prompt", long_prompt}}).dump(), 413, "limit of 2000 bytes"},
+      {nlohmann::json({{"prompt", long_prompt.substr(0, 1500)}}).dump(), 400,
+       "but the model's context is 64"},
+  };
+  for (const auto& [body, status, message] : bad) {
+    const auto e = server.request("/v1/completions", body);
+    EXPECT_EQ(e.status, status) << body << " -> " << e.body;
+    const auto ej = nlohmann::json::parse(e.body, nullptr, /*allow_exceptions=*/false);
+    ASSERT_TRUE(ej.is_object() && ej.contains("error")) << body << " -> " << e.body;
+    EXPECT_NE(ej["error"].value("message", "").find(message), std::string::npos)
+        << body << " -> " << e.body;
+  }
+  const auto missing = server.request("/v2/nothing");
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_NE(missing.body.find("no route for GET /v2/nothing"), std::string::npos) << missing.body;
+  // Still healthy after all of it; SIGTERM ends it cleanly.
+  EXPECT_EQ(server.request("/health").status, 200);
+  EXPECT_EQ(server.terminate(), 0) << server.log();
+  EXPECT_NE(server.log().find("btx serve: stopping"), std::string::npos) << server.log();
+}
+
+TEST_F(ServeTest, FloodGets503DisconnectCancelsAndTheEnsembleServes) {
+  REQUIRE_CURL();
+  const RunDir run = fresh_run("flood");
+  auto m = run_btx("merge --run " + run.root.string() + " --method ensemble");
+  ASSERT_EQ(m.code, 0) << m.output;
+  // A slow model (30 ms a token) and a queue of 1: one request runs, one waits, the rest 503.
+  ServerProcess server(run.root, {"--run", run.root.string(), "--model", "merged/ensemble",
+                                  "--queue", "1", "--token-delay-ms", "30"});
+  ASSERT_GT(server.port(), 0);
+  const std::string body = R"({"prompt": "def f_1(x):", "max_tokens": 20, "temperature": 0})";
+  write_file_atomic(run.root / "flood.json", body);
+  const std::string post =
+      "curl -s -o /dev/null -w 'code=%{http_code}\\n' -H 'Content-Type: "
+      "application/json' --data-binary @" +
+      (run.root / "flood.json").string() + " " + server.url("/v1/completions");
+  const std::string script = "for i in 1 2 3 4 5 6; do " + post +
+                             " & done; sleep 0.3; curl -s -w ' health=%{http_code}\\n' " +
+                             server.url("/health") + "; wait";
+  const auto flood = run_process({"sh", "-c", script});
+  int ok = 0, busy = 0;
+  for (size_t at = flood.out.find("code="); at != std::string::npos;
+       at = flood.out.find("code=", at + 1)) {
+    const int code = std::atoi(flood.out.c_str() + at + 5);
+    ok += code == 200;
+    busy += code == 503;
+  }
+  EXPECT_EQ(ok + busy, 6) << flood.out;
+  EXPECT_GE(ok, 2) << flood.out;
+  EXPECT_GE(busy, 1) << flood.out;
+  // The health check made during the flood was answered, with the model busy.
+  EXPECT_NE(flood.out.find("\"running\":1"), std::string::npos) << flood.out;
+  EXPECT_NE(flood.out.find("health=200"), std::string::npos) << flood.out;
+
+  // The ensemble answers with its posterior over the experts, which favours the code expert.
+  auto r = server.request("/v1/completions", body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const auto post_w = r.json().at("btx").at("posterior");
+  EXPECT_EQ(post_w.size(), 3u);
+  EXPECT_GT(post_w.at("code").get<double>(), 0.5) << r.body;
+
+  // A streaming client that leaves after 0.6 s (of a 1.8 s generation): the server notices at
+  // its next write, cancels the generation and goes on serving.
+  const std::string long_body =
+      R"({"prompt": "def f_1(x):", "max_tokens": 60, "temperature": 0, "stream": true})";
+  const auto cut = server.request("/v1/completions", long_body, {"--max-time", "0.6"});
+  EXPECT_NE(cut.body.find("data: {"), std::string::npos) << cut.body;  // some text came
+  EXPECT_EQ(cut.body.find("[DONE]"), std::string::npos) << cut.body;
+  nlohmann::json stats;
+  for (int i = 0; i < 200; ++i) {
+    stats = server.request("/health").json();
+    if (stats.at("running") == 0 && stats.at("cancelled").get<int>() >= 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(stats.at("cancelled"), 1) << stats.dump();
+  EXPECT_EQ(stats.at("running"), 0) << stats.dump();
+  const std::regex cancelled(R"((\d+) generated, finish cancelled)");
+  std::smatch match;
+  const std::string log = server.log();
+  ASSERT_TRUE(std::regex_search(log, match, cancelled)) << log;
+  EXPECT_LT(std::stoi(match[1]), 60) << log;
+  EXPECT_EQ(server.request("/v1/completions", body).status, 200);
+  EXPECT_TRUE(server.running());
+}
+
+}  // namespace
+}  // namespace btx::testing
