@@ -47,6 +47,10 @@ std::vector<Command> add_serve_commands(CLI::App& app) {
                   "Requests that may wait while one is generated; more get 503")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
+  cmd->add_option("--batch", a->opts.max_batch,
+                  "Requests decoded together (continuous batching; models with a KV cache)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
   cmd->add_option("--http-threads", a->opts.http_threads,
                   "Connections served at once (beyond the queue they are answered 503 at once)")
       ->capture_default_str()
@@ -100,8 +104,8 @@ std::vector<Command> add_serve_commands(CLI::App& app) {
                }
              });
              std::cerr << fmt::format(
-                 "btx serve: {} ({}) on http://{}:{} (queue {}, max_tokens <= {})\n", o.model_id,
-                 what, o.host, port, o.queue, o.limits.max_tokens);
+                 "btx serve: {} ({}) on http://{}:{} (batch {}, queue {}, max_tokens <= {})\n",
+                 o.model_id, what, o.host, port, server.max_batch(), o.queue, o.limits.max_tokens);
              if (o.host != "127.0.0.1" && o.host != "localhost" && o.host != "::1") {
                std::cerr << "btx serve: warning: listening beyond this machine, with no "
                             "authentication\n";

@@ -45,6 +45,71 @@ TEST(KVCache, IncrementalLogitsEqualFullRecomputation) {
   expect_cache_matches(routed_config("mixtral", 4, 1, "hash"));
 }
 
+// Continuous batching: sequences join a running batch (left-padded) and leave it; every row's
+// scores equal that sequence's logits computed alone, for a dense model with grouped-query
+// heads and a top-2 MoE.
+void expect_batch_matches(const ModelConfig& c) {
+  torch::manual_seed(9);
+  torch::NoGradGuard no_grad;
+  CausalLM m(c);
+  m->eval();
+  const std::vector<int64_t> prompt_len = {3, 7, 5};
+  std::vector<std::vector<int32_t>> seq;  // prompt + continuation, 12 tokens each
+  std::vector<torch::Tensor> ref;         // (12, V): logits after each prefix, computed alone
+  for (size_t i = 0; i < 3; ++i) {
+    auto ids = torch::randint(0, c.vocab_size, {1, 12}, torch::kInt64);
+    ref.push_back(m->forward(ids)[0]);
+    seq.emplace_back();
+    for (int64_t t = 0; t < 12; ++t)
+      seq[i].push_back(static_cast<int32_t>(ids[0][t].item<int64_t>()));
+  }
+  BatchDecoder batch(m);
+  std::vector<size_t> rows;      // sequence of each row
+  std::vector<int64_t> read(3);  // tokens of each sequence read so far
+  auto check = [&](size_t i, const torch::Tensor& scores) {
+    EXPECT_LT((scores - ref[i][read[i] - 1]).abs().max().item<double>(), 1e-5)
+        << c.model_type << ": sequence " << i << " after " << read[i] << " tokens";
+  };
+  auto add = [&](size_t i) {
+    read[i] = prompt_len[i];
+    const std::vector<int32_t> prompt(seq[i].begin(), seq[i].begin() + read[i]);
+    check(i, batch.add(prompt));
+    rows.push_back(i);
+  };
+  auto step = [&](int times) {
+    for (int k = 0; k < times; ++k) {
+      std::vector<int32_t> tokens;
+      for (size_t i : rows) tokens.push_back(seq[i][static_cast<size_t>(read[i]++)]);
+      const auto scores = batch.step(tokens);
+      ASSERT_EQ(scores.size(0), static_cast<int64_t>(rows.size()));
+      for (size_t r = 0; r < rows.size(); ++r) check(rows[r], scores[static_cast<int64_t>(r)]);
+    }
+  };
+  auto keep = [&](const std::vector<int64_t>& which) {
+    std::vector<size_t> kept;
+    for (int64_t r : which) kept.push_back(rows[static_cast<size_t>(r)]);
+    batch.keep(which);
+    rows = kept;
+    EXPECT_EQ(batch.rows(), static_cast<int64_t>(rows.size()));
+  };
+  add(0);
+  step(2);  // sequence 0 has read 5
+  add(1);   // 7 > 5: the running row is padded
+  step(2);
+  add(2);  // 5 < 9: the new row is padded
+  step(2);
+  keep({0, 2});  // sequence 1 leaves
+  step(2);
+  keep({1});  // sequence 0 leaves; sequence 2 alone, its padding dropped
+  step(1);
+  EXPECT_EQ(read[2], 10);  // 5 of prompt, then 2 + 2 + 1 steps
+}
+
+TEST(KVCache, BatchedRowsJoiningAndLeavingMatchDecodingAlone) {
+  expect_batch_matches(small_model_config(40, 16, 24, 2, 4, 2, 32));
+  expect_batch_matches(routed_config("mixtral", 4, 2, "top-k"));
+}
+
 TEST(KVCache, ModelsReadingTheSequenceCannotBeCached) {
   CausalLM smear(routed_config("smear", 3, 1, "prefix"));
   EXPECT_FALSE(smear->supports_cache());

@@ -143,8 +143,10 @@ std::vector<std::string> sse_data(const std::string& stream) {
 TEST_F(ServeTest, CompletionsOverLoopbackMatchGenerationAndRefuseBadRequests) {
   REQUIRE_CURL();
   const RunDir run = fresh_run("serve");
-  ServerProcess server(run.root, {"--run", run.root.string(), "--model", "seed",
-                                  "--max-tokens-limit", "40", "--max-body-bytes", "2000"});
+  // 10 ms a step, so that concurrent requests overlap in the batch.
+  ServerProcess server(run.root,
+                       {"--run", run.root.string(), "--model", "seed", "--max-tokens-limit", "40",
+                        "--max-body-bytes", "2000", "--token-delay-ms", "10"});
   ASSERT_GT(server.port(), 0);
 
   auto health = server.request("/health");
@@ -196,6 +198,54 @@ TEST_F(ServeTest, CompletionsOverLoopbackMatchGenerationAndRefuseBadRequests) {
   }
   EXPECT_EQ(streamed, expect.text);
   EXPECT_EQ(finish, expect.finish_reason == "eos" ? "stop" : expect.finish_reason);
+
+  // Concurrent requests of different prompt lengths and budgets, decoded together in one batch
+  // (rows joining and leaving): each gets the text it gets alone.
+  {
+    const std::vector<std::string> prompts = {"def", "import os\nimport sys\n",
+                                              "class A:", "for i in range(10):\n    x ="};
+    std::string script;
+    std::vector<GenerateResult> alone;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      GenerateOptions gi;
+      gi.max_tokens = 6 + 4 * static_cast<int64_t>(i);
+      alone.push_back(generate(seed, tok, tok.encode(prompts[i]), gi));
+      const fs::path body = run.root / ("batch-" + std::to_string(i) + ".json");
+      write_file_atomic(
+          body, nlohmann::json(
+                    {{"prompt", prompts[i]}, {"max_tokens", gi.max_tokens}, {"temperature", 0}})
+                    .dump());
+      script += "curl -s -o " + (run.root / ("out-" + std::to_string(i) + ".json")).string() +
+                " -H 'Content-Type: application/json' --data-binary @" + body.string() + " " +
+                server.url("/v1/completions") + " & ";
+    }
+    ASSERT_EQ(run_process({"sh", "-c", script + "wait"}).exit_code, 0);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      const auto out =
+          nlohmann::json::parse(read_file(run.root / ("out-" + std::to_string(i) + ".json")));
+      EXPECT_EQ(out.at("choices").at(0).at("text"), alone[i].text) << prompts[i];
+      EXPECT_EQ(out.at("usage").at("completion_tokens"), alone[i].tokens.size()) << prompts[i];
+    }
+    const auto stats = server.request("/health").json();
+    EXPECT_GE(stats.at("peak_running").get<int>(), 2) << stats.dump();  // they did overlap
+  }
+
+  // A streaming client that leaves mid-generation: its row leaves the batch, cancelled.
+  {
+    const auto cut =
+        server.request("/v1/completions",
+                       R"({"prompt": "def", "max_tokens": 40, "temperature": 0, "stream": true})",
+                       {"--max-time", "0.2"});
+    EXPECT_EQ(cut.body.find("[DONE]"), std::string::npos) << cut.body;
+    nlohmann::json stats;
+    for (int i = 0; i < 200; ++i) {
+      stats = server.request("/health").json();
+      if (stats.at("cancelled") == 1 && stats.at("running") == 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_EQ(stats.at("cancelled"), 1) << stats.dump();
+    EXPECT_EQ(stats.at("running"), 0) << stats.dump();
+  }
 
   // Seeded sampling repeats; a stop string cuts the text.
   nlohmann::json sampled = {
@@ -277,7 +327,9 @@ TEST_F(ServeTest, FloodGets503DisconnectCancelsAndTheEnsembleServes) {
   EXPECT_EQ(ok + busy, 6) << flood.out;
   EXPECT_GE(ok, 2) << flood.out;
   EXPECT_GE(busy, 1) << flood.out;
-  // The health check made during the flood was answered, with the model busy.
+  // The health check made during the flood was answered, with the model busy. (The ensemble
+  // decodes one request at a time.)
+  EXPECT_NE(flood.out.find("\"batch_limit\":1"), std::string::npos) << flood.out;
   EXPECT_NE(flood.out.find("\"running\":1"), std::string::npos) << flood.out;
   EXPECT_NE(flood.out.find("health=200"), std::string::npos) << flood.out;
 

@@ -14,13 +14,25 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
   return weight * y.to(x.scalar_type());
 }
 
-RopeTables rope_tables(int64_t T, int64_t D, double base, int64_t offset, torch::Device device) {
+namespace {
+// cos and sin (..., D) of positions t (any shape, float64).
+RopeTables tables_of(const torch::Tensor& t, int64_t D, double base, torch::Device device) {
   auto opts = torch::TensorOptions().dtype(torch::kFloat64);
   auto inv_freq = torch::pow(base, -torch::arange(0, D, 2, opts) / static_cast<double>(D));
-  auto t = torch::arange(offset, offset + T, opts);
-  auto freqs = torch::outer(t, inv_freq);     // (T, D/2)
-  auto emb = torch::cat({freqs, freqs}, -1);  // (T, D)
+  auto freqs = t.unsqueeze(-1) * inv_freq;    // (..., D/2)
+  auto emb = torch::cat({freqs, freqs}, -1);  // (..., D)
   return {emb.cos().to(torch::kFloat32).to(device), emb.sin().to(torch::kFloat32).to(device)};
+}
+}  // namespace
+
+RopeTables rope_tables(int64_t T, int64_t D, double base, int64_t offset, torch::Device device) {
+  auto t = torch::arange(offset, offset + T, torch::TensorOptions().dtype(torch::kFloat64));
+  return tables_of(t, D, base, device);
+}
+
+RopeTables rope_tables_at(const torch::Tensor& positions, int64_t D, double base) {
+  auto r = tables_of(positions.to(torch::kCPU, torch::kFloat64), D, base, positions.device());
+  return {r.cos.unsqueeze(1), r.sin.unsqueeze(1)};
 }
 
 torch::Tensor apply_rope(const torch::Tensor& x, const RopeTables& rope) {
@@ -82,7 +94,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const RopeTables& r
 }
 
 torch::Tensor AttentionImpl::forward_cached(const torch::Tensor& x, const RopeTables& rope,
-                                            torch::Tensor& k_cache, torch::Tensor& v_cache) {
+                                            torch::Tensor& k_cache, torch::Tensor& v_cache,
+                                            const torch::Tensor& key_mask) {
   const int64_t B = x.size(0), T = x.size(1);
   auto q = apply_rope(q_proj(x).view({B, T, n_head, head_dim}).transpose(1, 2), rope);
   auto k = apply_rope(k_proj(x).view({B, T, n_kv_head, head_dim}).transpose(1, 2), rope);
@@ -96,9 +109,10 @@ torch::Tensor AttentionImpl::forward_cached(const torch::Tensor& x, const RopeTa
   }
   const int64_t total = keys.size(2), offset = total - T;
   // New position i (absolute offset + i) sees keys 0 .. offset + i.
-  auto mask = torch::full({T, total}, -std::numeric_limits<float>::infinity(),
-                          torch::TensorOptions().device(x.device()))
-                  .triu(offset + 1);
+  auto mask = key_mask.defined() ? key_mask
+                                 : torch::full({T, total}, -std::numeric_limits<float>::infinity(),
+                                               torch::TensorOptions().device(x.device()))
+                                       .triu(offset + 1);
   auto att = torch::matmul(q, keys.transpose(2, 3)) / std::sqrt(static_cast<double>(head_dim)) +
              mask;                                          // (B, H, T, S+T)
   auto y = torch::matmul(torch::softmax(att, -1), values);  // (B, H, T, D)

@@ -26,6 +26,9 @@ struct RopeTables {
 };
 RopeTables rope_tables(int64_t T, int64_t D, double base, int64_t offset = 0,
                        torch::Device device = torch::kCPU);
+// The tables for each row's own positions (B, T) (int64): cos and sin (B, 1, T, D), which
+// broadcast over the heads of (B, H, T, D).
+RopeTables rope_tables_at(const torch::Tensor& positions, int64_t D, double base);
 // x * cos + rotate_half(x) * sin, rotate_half(x) = cat(-x[..., D/2:], x[..., :D/2]).
 torch::Tensor apply_rope(const torch::Tensor& x /* (B, H, T, D) */, const RopeTables& rope);
 
@@ -38,9 +41,11 @@ struct AttentionImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */, const RopeTables& rope);
   // Incremental decoding: x holds the T positions after the S cached ones (rope for positions
   // [S, S+T)); their keys and values are appended to the cache (B, G, S, D) -> (B, G, S+T, D)
-  // and each new position attends to every cached position and the new ones up to itself.
+  // and each new position attends to every cached position and the new ones up to itself, or,
+  // when `mask` (additive, broadcastable to (B, H, T, S+T)) is given, to what it allows.
   torch::Tensor forward_cached(const torch::Tensor& x, const RopeTables& rope,
-                               torch::Tensor& k_cache, torch::Tensor& v_cache);
+                               torch::Tensor& k_cache, torch::Tensor& v_cache,
+                               const torch::Tensor& mask = {});
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   int64_t n_head, n_kv_head, head_dim;
 };

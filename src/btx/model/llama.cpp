@@ -1,5 +1,7 @@
 #include "btx/model/llama.h"
 
+#include <limits>
+
 #include "btx/model/moe.h"
 #include "btx/model/smear.h"
 
@@ -30,8 +32,9 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const RopeTables
 }
 
 torch::Tensor DecoderLayerImpl::forward_cached(const torch::Tensor& x, const RopeTables& rope,
-                                               torch::Tensor& k, torch::Tensor& v) {
-  auto h = x + self_attn->forward_cached(input_layernorm(x), rope, k, v);
+                                               torch::Tensor& k, torch::Tensor& v,
+                                               const torch::Tensor& mask) {
+  auto h = x + self_attn->forward_cached(input_layernorm(x), rope, k, v, mask);
   return h + ffn->forward(post_attention_layernorm(h));
 }
 
@@ -58,21 +61,100 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& ids) {
 }
 
 torch::Tensor LlamaModelImpl::forward_cached(const torch::Tensor& ids, KVCache& cache) {
-  const int64_t T = ids.size(1), S = cache.length;
-  TORCH_CHECK(S + T <= config.max_position_embeddings, "sequence length ", S + T,
-              " exceeds max_position_embeddings ", config.max_position_embeddings);
+  const int64_t B = ids.size(0), T = ids.size(1), S = cache.length;
   const auto L = static_cast<size_t>(config.num_hidden_layers);
+  RopeTables rope;
+  torch::Tensor mask;  // undefined: the plain causal mask over S + T slots
+  if (!cache.pad.defined()) {
+    TORCH_CHECK(S + T <= config.max_position_embeddings, "sequence length ", S + T,
+                " exceeds max_position_embeddings ", config.max_position_embeddings);
+    rope = rope_tables(T, config.head_dim(), config.rope_theta, S, ids.device());
+  } else {
+    TORCH_CHECK(cache.pad.size(0) == B, "KV cache has ", cache.pad.size(0), " rows for ", B);
+    // Each row at its own positions; slot j is visible to new position i of row b when it is
+    // not padding (j >= pad[b]) and not in the future (j <= S + i).
+    auto pad = cache.pad.to(ids.device());
+    auto positions = (S - pad).unsqueeze(1) + torch::arange(T, pad.options());  // (B, T)
+    const int64_t longest = positions.max().item<int64_t>() + 1;
+    TORCH_CHECK(longest <= config.max_position_embeddings, "sequence length ", longest,
+                " exceeds max_position_embeddings ", config.max_position_embeddings);
+    rope = rope_tables_at(positions, config.head_dim(), config.rope_theta);
+    auto slot = torch::arange(S + T, pad.options());                     // (S+T)
+    auto query = (S + torch::arange(T, pad.options())).view({1, T, 1});  // (1, T, 1)
+    auto visible = slot.view({1, 1, -1}).ge(pad.view({B, 1, 1})) &
+                   slot.view({1, 1, -1}).le(query);  // (B, T, S+T)
+    mask = torch::zeros(visible.sizes(), torch::TensorOptions().device(ids.device()))
+               .masked_fill(visible.logical_not(), -std::numeric_limits<float>::infinity())
+               .unsqueeze(1);  // (B, 1, T, S+T)
+  }
   cache.k.resize(L);
   cache.v.resize(L);
-  auto rope = rope_tables(T, config.head_dim(), config.rope_theta, S, ids.device());
   auto x = embed_tokens(ids);
   for (size_t i = 0; i < L; ++i) {
     auto* l = layers[i]->as<DecoderLayerImpl>();
     l->ffn->set_token_ids(ids);
-    x = l->forward_cached(x, rope, cache.k[i], cache.v[i]);
+    x = l->forward_cached(x, rope, cache.k[i], cache.v[i], mask);
   }
   cache.length = S + T;
   return norm(x);
+}
+
+int64_t kv_rows(const KVCache& cache) {
+  return cache.k.empty() || !cache.k[0].defined() ? 0 : cache.k[0].size(0);
+}
+
+namespace {
+// `t` (B, G, S, D) with `n` empty slots in front.
+torch::Tensor left_pad(const torch::Tensor& t, int64_t n) {
+  if (n == 0) return t;
+  auto sizes = t.sizes().vec();
+  sizes[2] = n;
+  return torch::cat({torch::zeros(sizes, t.options()), t}, 2);
+}
+torch::Tensor pads_of(const KVCache& c) {
+  return c.pad.defined() ? c.pad : torch::zeros({kv_rows(c)}, torch::kInt64);
+}
+}  // namespace
+
+void kv_append_rows(KVCache& batch, const KVCache& other) {
+  if (kv_rows(other) == 0) return;
+  if (kv_rows(batch) == 0) {
+    batch = other;
+    batch.pad = pads_of(other);
+    return;
+  }
+  TORCH_CHECK(batch.k.size() == other.k.size(), "KV caches of different models (", batch.k.size(),
+              " and ", other.k.size(), " layers)");
+  const int64_t S = std::max(batch.length, other.length);
+  const int64_t grow_batch = S - batch.length, grow_other = S - other.length;
+  for (size_t l = 0; l < batch.k.size(); ++l) {
+    batch.k[l] = torch::cat({left_pad(batch.k[l], grow_batch), left_pad(other.k[l], grow_other)});
+    batch.v[l] = torch::cat({left_pad(batch.v[l], grow_batch), left_pad(other.v[l], grow_other)});
+  }
+  batch.pad = torch::cat({pads_of(batch) + grow_batch, pads_of(other) + grow_other});
+  batch.length = S;
+}
+
+void kv_keep_rows(KVCache& batch, const std::vector<int64_t>& rows) {
+  if (rows.empty()) {
+    batch = KVCache{};
+    return;
+  }
+  auto index = torch::tensor(rows, torch::kInt64);
+  auto pad = pads_of(batch).index_select(0, index);
+  const int64_t drop = pad.min().item<int64_t>();  // slots that are padding in every kept row
+  for (size_t l = 0; l < batch.k.size(); ++l) {
+    batch.k[l] = batch.k[l]
+                     .index_select(0, index.to(batch.k[l].device()))
+                     .narrow(2, drop, batch.length - drop)
+                     .contiguous();
+    batch.v[l] = batch.v[l]
+                     .index_select(0, index.to(batch.v[l].device()))
+                     .narrow(2, drop, batch.length - drop)
+                     .contiguous();
+  }
+  batch.pad = pad - drop;
+  batch.length -= drop;
 }
 
 CausalLMImpl::CausalLMImpl(const ModelConfig& c, const FfnFactory& make_ffn) {

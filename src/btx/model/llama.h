@@ -25,14 +25,25 @@ std::shared_ptr<FeedForwardImpl> config_ffn(const ModelConfig& c, int64_t layer)
 // decoding: each new token costs one position's work instead of the whole prefix.
 struct KVCache {
   std::vector<torch::Tensor> k, v;
-  int64_t length = 0;  // S
+  int64_t length = 0;  // S: the slots each row holds, padding included
+  // A batch of sequences of different lengths is left-padded: the first pad[b] slots of row b
+  // hold no token and are masked out, and row b's next position is length - pad[b]. (B) int64;
+  // undefined when no row is padded.
+  torch::Tensor pad;
 };
+
+// Continuous batching: sequences join a running batch and leave it as they finish.
+// Appends the rows of `other` to `batch` (caches of the same model), left-padding the shorter.
+void kv_append_rows(KVCache& batch, const KVCache& other);
+// Keeps the rows `rows`, in that order, and drops leading slots that every row has as padding.
+void kv_keep_rows(KVCache& batch, const std::vector<int64_t>& rows);
+int64_t kv_rows(const KVCache& cache);  // B (0 for an empty cache)
 
 struct DecoderLayerImpl : torch::nn::Module {
   DecoderLayerImpl(const ModelConfig& c, std::shared_ptr<FeedForwardImpl> ffn);
   torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */, const RopeTables& rope);
   torch::Tensor forward_cached(const torch::Tensor& x, const RopeTables& rope, torch::Tensor& k,
-                               torch::Tensor& v);
+                               torch::Tensor& v, const torch::Tensor& mask = {});
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Attention self_attn{nullptr};
   std::shared_ptr<FeedForwardImpl> ffn;

@@ -343,7 +343,7 @@ double training_eta_seconds(const nlohmann::json& record, int64_t steps, int64_t
 namespace {
 StageStatus training_status(const std::string& name, const fs::path& dir, int64_t steps,
                             const fs::path& lock, const fs::path& failed) {
-  StageStatus s{name, "not started"};
+  StageStatus s{name, "not started", 0, 0, 0, ""};
   s.steps = steps;
   if (auto rec = last_training_record(dir / "metrics.jsonl")) {
     s.step = rec->value("step", int64_t{0});
@@ -373,8 +373,9 @@ StageStatus training_status(const std::string& name, const fs::path& dir, int64_
 std::vector<StageStatus> run_status(const RunDir& run) {
   const RunConfig c = load_run(run);
   std::vector<StageStatus> rows;
-  rows.push_back({"tokenizer", fs::exists(run.tokenizer()) ? "done" : "not started"});
-  rows.push_back({"data", fs::exists(run.data() / "manifest.json") ? "done" : "not started"});
+  auto done_or_not = [](bool done) { return done ? "done" : "not started"; };
+  rows.push_back({"tokenizer", done_or_not(fs::exists(run.tokenizer())), 0, 0, 0, ""});
+  rows.push_back({"data", done_or_not(fs::exists(run.data() / "manifest.json")), 0, 0, 0, ""});
   rows.push_back(training_status("seed", run.seed(), c.seed_train.steps, run.root / "seed.lock",
                                  run.root / "seed.failed"));
   for (const auto& e : list_experts(run)) {

@@ -70,6 +70,10 @@ std::string ModelDecoder::describe() const {
   return fmt::format("{} model, {}", kind, cached_ ? "KV cache" : "recomputed for every token");
 }
 
+std::unique_ptr<BatchDecoder> ModelDecoder::batch_decoder() const {
+  return cached_ ? std::make_unique<BatchDecoder>(model_) : nullptr;
+}
+
 // ---- EnsembleDecoder ---------------------------------------------------------------------
 
 EnsembleDecoder::EnsembleDecoder(std::vector<std::string> names, std::vector<CausalLM> experts,
@@ -204,80 +208,99 @@ size_t utf8_incomplete_tail(std::string_view s) {
 
 // ---- generate ----------------------------------------------------------------------------
 
-void validate_request(const Decoder& d, const std::vector<int32_t>& prompt,
+void validate_request(int64_t context, const std::vector<int32_t>& prompt,
                       const GenerateOptions& o) {
   validate_sampling(o.sampling);
   BTX_CHECK(!prompt.empty(), "the prompt is empty (it must have at least one token)");
   BTX_CHECK(o.max_tokens >= 0, "max_tokens must be >= 0, got {}", o.max_tokens);
-  BTX_CHECK(static_cast<int64_t>(prompt.size()) < d.context(),
+  BTX_CHECK(static_cast<int64_t>(prompt.size()) < context,
             "the prompt has {} tokens but the model's context is {} (it must leave room for at "
             "least one new token)",
-            prompt.size(), d.context());
+            prompt.size(), context);
+}
+
+Generation::Generation(const Tokenizer& tok, std::vector<int32_t> prompt, GenerateOptions o,
+                       int64_t context, std::function<void(const std::string&)> on_text)
+    : tok_(tok),
+      all_(std::move(prompt)),
+      o_(std::move(o)),
+      context_(context),
+      on_text_(std::move(on_text)),
+      rng_(o_.sampling.seed) {
+  validate_request(context_, all_, o_);
+  r_.finish_reason = "length";
+}
+
+bool Generation::wants_more() {
+  if (ended_) return false;
+  if (o_.cancel && o_.cancel->load()) {
+    r_.finish_reason = "cancelled";
+    ended_ = true;
+  }
+  if (static_cast<int64_t>(r_.tokens.size()) >= o_.max_tokens ||
+      static_cast<int64_t>(all_.size()) >= context_) {
+    ended_ = true;
+  }
+  return !ended_;
+}
+
+void Generation::take(const torch::Tensor& scores) {
+  BTX_CHECK(!ended_, "generation: a token taken after the end");
+  const double u =
+      o_.sampling.temperature > 0 ? std::uniform_real_distribution<double>(0.0, 1.0)(rng_) : 0.0;
+  const auto next = static_cast<int32_t>(choose_token(scores, o_.sampling, u));
+  if (o_.stop_at_eos && next == tok_.eos_id()) {
+    r_.finish_reason = "eos";
+    ended_ = true;
+    return;
+  }
+  all_.push_back(next);
+  r_.tokens.push_back(next);
+  r_.text += tok_.decode({next});
+  for (const auto& s : o_.stop) {
+    const auto at = s.empty() ? std::string::npos : r_.text.find(s);
+    if (at != std::string::npos) {
+      r_.text.resize(at);
+      r_.finish_reason = "stop";
+      ended_ = true;
+    }
+  }
+  if (!ended_) flush(false);
+}
+
+void Generation::flush(bool all_of_it) {
+  // Text is final up to `emitted_`; the rest waits while it could still begin a stop string or
+  // ends inside a UTF-8 character.
+  size_t safe = r_.text.size();
+  if (!all_of_it) {
+    safe -= utf8_incomplete_tail(r_.text);
+    for (const auto& s : o_.stop) {
+      for (size_t k = std::min(s.size() - 1, r_.text.size()); k > 0; --k) {
+        if (r_.text.compare(r_.text.size() - k, k, s, 0, k) == 0) {
+          safe = std::min(safe, r_.text.size() - k);
+          break;
+        }
+      }
+    }
+  }
+  if (safe > emitted_ && on_text_) on_text_(r_.text.substr(emitted_, safe - emitted_));
+  emitted_ = std::max(emitted_, safe);
+}
+
+GenerateResult Generation::finish() {
+  ended_ = true;
+  if (r_.finish_reason != "cancelled") flush(true);
+  return r_;
 }
 
 GenerateResult generate(Decoder& d, const Tokenizer& tok, const std::vector<int32_t>& prompt,
                         const GenerateOptions& o,
                         const std::function<void(const std::string&)>& on_text) {
-  validate_request(d, prompt, o);
   torch::NoGradGuard no_grad;
+  Generation g(tok, prompt, o, d.context(), on_text);
   d.reset();
-  const int64_t context = d.context();
-  std::mt19937_64 rng(o.sampling.seed);
-  std::uniform_real_distribution<double> uniform(0.0, 1.0);
-
-  GenerateResult r;
-  std::vector<int32_t> all = prompt;
-  // Text is final up to `emitted`; the rest waits while it could still begin a stop string.
-  size_t emitted = 0;
-  auto flush = [&](bool all_of_it) {
-    size_t safe = r.text.size();
-    if (!all_of_it) {
-      safe -= utf8_incomplete_tail(r.text);
-      for (const auto& s : o.stop) {
-        for (size_t k = std::min(s.size() - 1, r.text.size()); k > 0; --k) {
-          if (r.text.compare(r.text.size() - k, k, s, 0, k) == 0) {
-            safe = std::min(safe, r.text.size() - k);
-            break;
-          }
-        }
-      }
-    }
-    if (safe > emitted && on_text) on_text(r.text.substr(emitted, safe - emitted));
-    emitted = std::max(emitted, safe);
-  };
-  r.finish_reason = "length";
-  while (static_cast<int64_t>(r.tokens.size()) < o.max_tokens &&
-         static_cast<int64_t>(all.size()) < context) {
-    if (o.cancel && o.cancel->load()) {
-      r.finish_reason = "cancelled";
-      return r;
-    }
-    const auto scores = d.next_scores(all);
-    const double u = o.sampling.temperature > 0 ? uniform(rng) : 0.0;
-    const auto next = static_cast<int32_t>(choose_token(scores, o.sampling, u));
-    if (o.stop_at_eos && next == tok.eos_id()) {
-      r.finish_reason = "eos";
-      break;
-    }
-    all.push_back(next);
-    r.tokens.push_back(next);
-    r.text += tok.decode({next});
-    bool stopped = false;
-    for (const auto& s : o.stop) {
-      const auto at = s.empty() ? std::string::npos : r.text.find(s);
-      if (at != std::string::npos) {
-        r.text.resize(at);
-        stopped = true;
-      }
-    }
-    if (stopped) {
-      r.finish_reason = "stop";
-      break;
-    }
-    flush(false);
-  }
-  flush(true);
-  return r;
+  while (g.wants_more()) g.take(d.next_scores(g.sequence()));
+  return g.finish();
 }
 
 GenerateResult generate(CausalLM& model, const Tokenizer& tok, const std::vector<int32_t>& prompt,
@@ -285,6 +308,39 @@ GenerateResult generate(CausalLM& model, const Tokenizer& tok, const std::vector
                         const std::function<void(const std::string&)>& on_text) {
   ModelDecoder d(model, o.use_cache);
   return generate(d, tok, prompt, o, on_text);
+}
+
+// ---- BatchDecoder ------------------------------------------------------------------------
+
+BatchDecoder::BatchDecoder(CausalLM model) : model_(std::move(model)) {
+  BTX_CHECK(model_->config().is_causal() && model_->supports_cache(),
+            "batched decoding needs a model with a KV cache (router_mode {} has none)",
+            model_->config().router_mode);
+  model_->eval();
+}
+
+torch::Tensor BatchDecoder::add(const std::vector<int32_t>& prompt) {
+  torch::NoGradGuard no_grad;
+  BTX_CHECK(!prompt.empty() && static_cast<int64_t>(prompt.size()) < context(),
+            "batched decoding: a prompt of {} tokens for a context of {}", prompt.size(),
+            context());
+  std::vector<int64_t> x(prompt.begin(), prompt.end());
+  KVCache own;
+  auto logits = model_->forward_cached(torch::tensor(x, torch::kInt64).view({1, -1}), own);
+  kv_append_rows(cache_, own);
+  return logits[0][-1];
+}
+
+torch::Tensor BatchDecoder::step(const std::vector<int32_t>& tokens) {
+  torch::NoGradGuard no_grad;
+  BTX_CHECK(static_cast<int64_t>(tokens.size()) == rows(),
+            "batched decoding: {} tokens for {} rows", tokens.size(), rows());
+  std::vector<int64_t> x(tokens.begin(), tokens.end());
+  return model_->forward_cached(torch::tensor(x, torch::kInt64).view({-1, 1}), cache_).select(1, 0);
+}
+
+void BatchDecoder::keep(const std::vector<int64_t>& rows) {
+  kv_keep_rows(cache_, rows);
 }
 
 }  // namespace btx

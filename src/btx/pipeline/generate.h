@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,6 +35,8 @@ struct SamplingOptions {
 int64_t choose_token(const torch::Tensor& logits, const SamplingOptions& o, double u);
 void validate_sampling(const SamplingOptions& o);
 
+class BatchDecoder;
+
 // What generation needs of a model: the next-token distribution after a sequence that grows by
 // appended tokens between calls (so a decoder may keep state, such as a KV cache, for the part
 // it has seen), until reset() starts a new one.
@@ -49,6 +52,9 @@ class Decoder {
   virtual nlohmann::json state() const { return nullptr; }
   // A one-line description: the kind of model and how it decodes.
   virtual std::string describe() const = 0;
+  // A decoder of many sequences at once over the same model (BatchDecoder), or null when this
+  // one cannot batch (no KV cache, an ensemble).
+  virtual std::unique_ptr<BatchDecoder> batch_decoder() const { return nullptr; }
 };
 
 // One causal model: with `use_cache` and a model that allows it, only the new tokens run through
@@ -62,6 +68,7 @@ class ModelDecoder : public Decoder {
   int64_t context() const override { return model_->config().max_position_embeddings; }
   int64_t vocab_size() const override { return model_->config().vocab_size; }
   std::string describe() const override;
+  std::unique_ptr<BatchDecoder> batch_decoder() const override;
   bool cached() const { return cached_; }
 
  private:
@@ -127,9 +134,61 @@ struct GenerateResult {
 };
 
 // Checks a request before any work: options valid, the prompt non-empty and shorter than the
-// context (room for one new token). The error names the bad value.
-void validate_request(const Decoder& d, const std::vector<int32_t>& prompt,
+// model's context (room for one new token). The error names the bad value.
+void validate_request(int64_t context, const std::vector<int32_t>& prompt,
                       const GenerateOptions& o);
+
+// One generation, token by token: the sampling draws, the text, stop strings, the budget, and
+// the text that is final. generate() drives one with a Decoder; the server's batch drives
+// several at once, one row each.
+class Generation {
+ public:
+  // `prompt` is checked (validate_request); `on_text` receives the text as it becomes final.
+  Generation(const Tokenizer& tok, std::vector<int32_t> prompt, GenerateOptions o, int64_t context,
+             std::function<void(const std::string&)> on_text = {});
+  // Whether another token is wanted: within max_tokens and the context, not stopped, not
+  // cancelled.
+  bool wants_more();
+  // Chooses the next token from its scores (V) and takes it in.
+  void take(const torch::Tensor& scores);
+  // Prompt and generated tokens so far.
+  const std::vector<int32_t>& sequence() const { return all_; }
+  // Ends it: releases the text held back and returns the result.
+  GenerateResult finish();
+
+ private:
+  void flush(bool all_of_it);
+  const Tokenizer& tok_;
+  std::vector<int32_t> all_;
+  GenerateOptions o_;
+  int64_t context_;
+  std::function<void(const std::string&)> on_text_;
+  std::mt19937_64 rng_;
+  GenerateResult r_;
+  size_t emitted_ = 0;  // bytes of r_.text given to on_text
+  bool ended_ = false;
+};
+
+// Continuous batching over one model with a KV cache: sequences join at any step (the prompt is
+// read alone, then its cache joins the batch's, left-padded) and leave as they finish; each
+// step reads one new token of every row in one forward pass. Rows are numbered in join order
+// among those kept.
+class BatchDecoder {
+ public:
+  explicit BatchDecoder(CausalLM model);  // the model must allow a KV cache
+  // Reads a new sequence's prompt; it becomes the last row. Returns its next-token scores (V).
+  torch::Tensor add(const std::vector<int32_t>& prompt);
+  // Reads one token for every row, in row order: the next-token scores (B, V).
+  torch::Tensor step(const std::vector<int32_t>& tokens);
+  // Keeps these rows, in this order.
+  void keep(const std::vector<int64_t>& rows);
+  int64_t rows() const { return kv_rows(cache_); }
+  int64_t context() const { return model_->config().max_position_embeddings; }
+
+ private:
+  CausalLM model_;
+  KVCache cache_;
+};
 
 // Generates from `prompt` (token ids), starting the decoder afresh. `on_text` receives the text
 // as it becomes final (text that could still turn into a stop string is held back until it

@@ -3,6 +3,7 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -31,33 +32,23 @@ struct Job {
   std::string error;     // set when the generation failed
 };
 
-// Sleeps before every token: a slow model, so tests and demos can watch a stream in flight.
-class DelayedDecoder : public Decoder {
- public:
-  DelayedDecoder(Decoder& inner, double ms) : inner_(inner), ms_(ms) {}
-  torch::Tensor next_scores(const std::vector<int32_t>& seq) override {
-    std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(ms_));
-    return inner_.next_scores(seq);
-  }
-  void reset() override { inner_.reset(); }
-  int64_t context() const override { return inner_.context(); }
-  int64_t vocab_size() const override { return inner_.vocab_size(); }
-  nlohmann::json state() const override { return inner_.state(); }
-  std::string describe() const override {
-    return inner_.describe() + fmt::format(", {} ms per token added", ms_);
-  }
-
- private:
-  Decoder& inner_;
-  double ms_;
-};
-
-// Runs the model on one thread, for the jobs of a bounded queue in arrival order.
+// Runs the model on one thread for the jobs of a bounded queue, in arrival order. With a batch
+// decoder, up to `max_batch` jobs are decoded together (continuous batching: a job joins at the
+// next step and leaves when it ends); otherwise one at a time.
 class Engine {
  public:
-  Engine(Decoder& decoder, const Tokenizer& tok, size_t capacity)
-      : decoder_(decoder), tok_(tok), capacity_(capacity), worker_([this] { loop(); }) {}
+  // `delay_ms` is slept before every decoding step: a slow model, for testing clients.
+  Engine(Decoder& decoder, const Tokenizer& tok, size_t capacity, size_t max_batch, double delay_ms)
+      : decoder_(decoder),
+        tok_(tok),
+        capacity_(capacity),
+        delay_ms_(delay_ms),
+        batch_(max_batch > 1 ? decoder.batch_decoder() : nullptr),
+        max_batch_(batch_ ? max_batch : 1),
+        worker_([this] { batch_ ? batch_loop() : serial_loop(); }) {}
   ~Engine() { shutdown(); }
+
+  size_t max_batch() const { return max_batch_; }
 
   // False (and nothing queued) when the queue is full or the engine is stopping.
   bool submit(const std::shared_ptr<Job>& job) {
@@ -73,7 +64,7 @@ class Engine {
     return true;
   }
 
-  // Cancels the running job, fails the queued ones and joins the engine thread.
+  // Cancels the running jobs, fails the queued ones and joins the engine thread.
   void shutdown() {
     std::deque<std::shared_ptr<Job>> left;
     {
@@ -81,7 +72,7 @@ class Engine {
       if (stopping_) return;
       stopping_ = true;
       left.swap(queue_);
-      if (running_) running_->cancel = true;
+      for (auto& job : running_) job->cancel = true;
     }
     cv_.notify_all();
     for (auto& job : left) finish(*job, {}, "the server is shutting down");
@@ -95,75 +86,167 @@ class Engine {
 
   nlohmann::json stats() const {
     std::lock_guard<std::mutex> lock(m_);
-    return {{"queued", queue_.size()},     {"queue_limit", capacity_},
-            {"running", running_ ? 1 : 0}, {"completed", completed_},
-            {"cancelled", cancelled_},     {"rejected", rejected_},
-            {"failed", failed_},           {"generated_tokens", generated_tokens_}};
+    return {{"queued", queue_.size()},
+            {"queue_limit", capacity_},
+            {"running", running_.size()},
+            {"batch_limit", max_batch_},
+            {"peak_running", peak_running_},
+            {"completed", completed_},
+            {"cancelled", cancelled_},
+            {"rejected", rejected_},
+            {"failed", failed_},
+            {"generated_tokens", generated_tokens_}};
   }
 
  private:
-  void loop() {
+  // Waits for queued jobs and moves up to `room` of them to the running set. Empty when
+  // stopping.
+  std::vector<std::shared_ptr<Job>> take_jobs(size_t room, bool wait) {
+    std::unique_lock<std::mutex> lock(m_);
+    if (wait) cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    std::vector<std::shared_ptr<Job>> out;
+    while (!stopping_ && out.size() < room && !queue_.empty()) {
+      out.push_back(queue_.front());
+      queue_.pop_front();
+      running_.push_back(out.back());
+    }
+    peak_running_ = std::max(peak_running_, running_.size());
+    return out;
+  }
+
+  // The generation of a job, its text streamed into the job as it becomes final.
+  std::unique_ptr<Generation> start(const std::shared_ptr<Job>& job) {
+    GenerateOptions o = job->req.options;
+    o.cancel = &job->cancel;
+    Job* j = job.get();
+    return std::make_unique<Generation>(tok_, job->req.prompt, o, decoder_.context(),
+                                        [j](const std::string& t) {
+                                          {
+                                            std::lock_guard<std::mutex> lock(j->m);
+                                            j->pending += t;
+                                          }
+                                          j->cv.notify_all();
+                                        });
+  }
+
+  void serial_loop() {
     for (;;) {
-      std::shared_ptr<Job> job;
-      {
-        std::unique_lock<std::mutex> lock(m_);
-        cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-        if (stopping_) return;
-        job = queue_.front();
-        queue_.pop_front();
-        running_ = job;
-      }
-      run(*job);
-      std::lock_guard<std::mutex> lock(m_);
-      running_.reset();
-    }
-  }
-
-  void run(Job& job) {
-    const auto start = Clock::now();
-    if (job.cancel) {  // the client left while it waited
-      GenerateResult r;
-      r.finish_reason = "cancelled";
-      count(r, "");
-      finish(job, r, "");
-      return;
-    }
-    try {
-      GenerateOptions o = job.req.options;
-      o.cancel = &job.cancel;
-      GenerateResult r = generate(decoder_, tok_, job.req.prompt, o, [&](const std::string& t) {
-        {
-          std::lock_guard<std::mutex> lock(job.m);
-          job.pending += t;
+      auto jobs = take_jobs(1, /*wait=*/true);
+      if (jobs.empty()) return;
+      auto& job = jobs[0];
+      const auto t0 = Clock::now();
+      try {
+        auto g = start(job);
+        decoder_.reset();
+        while (g->wants_more()) {
+          delay();
+          g->take(decoder_.next_scores(g->sequence()));
         }
-        job.cv.notify_all();
-      });
-      {
-        std::lock_guard<std::mutex> lock(job.m);
-        job.state = decoder_.state();
+        complete(job, g->finish(), decoder_.state(), t0);
+      } catch (const std::exception& e) {
+        fail(job, e.what());
       }
-      spdlog::info("completion: {} prompt tokens, {} generated, finish {}, {:.3f} s",
-                   job.req.prompt.size(), r.tokens.size(), r.finish_reason,
-                   std::chrono::duration<double>(Clock::now() - start).count());
-      count(r, "");
-      finish(job, r, "");
-    } catch (const std::exception& e) {
-      spdlog::error("completion failed: {}", e.what());
-      count({}, e.what());
-      finish(job, {}, e.what());
     }
   }
 
-  void count(const GenerateResult& r, const std::string& error) {
-    std::lock_guard<std::mutex> lock(m_);
-    if (!error.empty()) {
-      ++failed_;
-    } else if (r.finish_reason == "cancelled") {
-      ++cancelled_;
-    } else {
-      ++completed_;
+  void batch_loop() {
+    struct Row {
+      std::shared_ptr<Job> job;
+      std::unique_ptr<Generation> gen;
+      Clock::time_point t0;
+    };
+    std::vector<Row> rows;  // in the batch decoder's row order
+    for (;;) {
+      // New jobs join: their prompts are read, their first token chosen.
+      for (auto& job : take_jobs(max_batch_ - rows.size(), /*wait=*/rows.empty())) {
+        const auto t0 = Clock::now();
+        try {
+          auto g = start(job);
+          if (!g->wants_more()) {  // max_tokens 0, or cancelled while queued
+            complete(job, g->finish(), nullptr, t0);
+            continue;
+          }
+          delay();
+          g->take(batch_->add(job->req.prompt));
+          rows.push_back({job, std::move(g), t0});
+        } catch (const std::exception& e) {
+          fail(job, e.what());
+        }
+      }
+      if (rows.empty()) {
+        if (stopping()) return;
+        continue;
+      }
+      // Finished rows leave.
+      std::vector<int64_t> keep;
+      std::vector<Row> kept;
+      for (size_t r = 0; r < rows.size(); ++r) {
+        if (rows[r].gen->wants_more()) {
+          keep.push_back(static_cast<int64_t>(r));
+          kept.push_back(std::move(rows[r]));
+        } else {
+          complete(rows[r].job, rows[r].gen->finish(), nullptr, rows[r].t0);
+        }
+      }
+      if (keep.size() != rows.size()) batch_->keep(keep);
+      rows = std::move(kept);
+      if (rows.empty()) continue;
+      // One step for every row.
+      try {
+        std::vector<int32_t> last;
+        for (auto& row : rows) last.push_back(row.gen->sequence().back());
+        delay();
+        const auto scores = batch_->step(last);
+        for (size_t r = 0; r < rows.size(); ++r) {
+          rows[r].gen->take(scores[static_cast<int64_t>(r)]);
+        }
+      } catch (const std::exception& e) {
+        for (auto& row : rows) fail(row.job, e.what());
+        rows.clear();
+        batch_->keep({});
+      }
     }
-    generated_tokens_ += r.tokens.size();
+  }
+
+  void delay() const {
+    if (delay_ms_ > 0) {
+      std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(delay_ms_));
+    }
+  }
+
+  void complete(const std::shared_ptr<Job>& job, const GenerateResult& r,
+                const nlohmann::json& state, Clock::time_point t0) {
+    spdlog::info("completion: {} prompt tokens, {} generated, finish {}, {:.3f} s",
+                 job->req.prompt.size(), r.tokens.size(), r.finish_reason,
+                 std::chrono::duration<double>(Clock::now() - t0).count());
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      (r.finish_reason == "cancelled" ? cancelled_ : completed_)++;
+      generated_tokens_ += r.tokens.size();
+      release(*job);
+    }
+    {
+      std::lock_guard<std::mutex> lock(job->m);
+      job->state = state;
+    }
+    finish(*job, r, "");
+  }
+
+  void fail(const std::shared_ptr<Job>& job, const std::string& error) {
+    spdlog::error("completion failed: {}", error);
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      ++failed_;
+      release(*job);
+    }
+    finish(*job, {}, error);
+  }
+
+  // Drops a job from the running set (m_ held).
+  void release(const Job& job) {
+    running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                  [&](const auto& j) { return j.get() == &job; }),
+                   running_.end());
   }
 
   static void finish(Job& job, const GenerateResult& r, const std::string& error) {
@@ -179,11 +262,15 @@ class Engine {
   Decoder& decoder_;
   const Tokenizer& tok_;
   const size_t capacity_;
+  const double delay_ms_;
+  std::unique_ptr<BatchDecoder> batch_;
+  const size_t max_batch_;
   mutable std::mutex m_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> queue_;
-  std::shared_ptr<Job> running_;
+  std::vector<std::shared_ptr<Job>> running_;
   bool stopping_ = false;
+  size_t peak_running_ = 0;  // the most jobs decoded at once so far
   size_t completed_ = 0, cancelled_ = 0, rejected_ = 0, failed_ = 0, generated_tokens_ = 0;
   std::thread worker_;  // last: it starts once the members above exist
 };
@@ -209,11 +296,9 @@ int64_t unix_now() {
 struct Server::Impl {
   Impl(std::unique_ptr<Decoder> d, Tokenizer t, ServeOptions o)
       : decoder(std::move(d)), tok(std::move(t)), opts(std::move(o)) {
-    if (opts.token_delay_ms > 0) {
-      delayed = std::make_unique<DelayedDecoder>(*decoder, opts.token_delay_ms);
-    }
     served = {opts.model_id, decoder->context(), decoder->vocab_size()};
-    engine = std::make_unique<Engine>(delayed ? *delayed : *decoder, tok, opts.queue);
+    engine =
+        std::make_unique<Engine>(*decoder, tok, opts.queue, opts.max_batch, opts.token_delay_ms);
     routes();
   }
 
@@ -230,7 +315,6 @@ struct Server::Impl {
   }
 
   std::unique_ptr<Decoder> decoder;
-  std::unique_ptr<Decoder> delayed;
   Tokenizer tok;
   ServeOptions opts;
   ServedModel served;
@@ -260,7 +344,10 @@ void Server::Impl::routes() {
                   {"object", "model"},
                   {"created", started},
                   {"owned_by", "btx"},
-                  {"btx", {{"decoder", decoder->describe()}, {"context", served.context}}}}}}});
+                  {"btx",
+                   {{"decoder", decoder->describe()},
+                    {"context", served.context},
+                    {"batch", engine->max_batch()}}}}}}});
   });
   http.Post("/v1/completions",
             [this](const httplib::Request& req, httplib::Response& res) { completions(req, res); });
@@ -379,6 +466,10 @@ Server::Server(std::unique_ptr<Decoder> decoder, Tokenizer tok, ServeOptions opt
 
 Server::~Server() {
   stop();
+}
+
+size_t Server::max_batch() const {
+  return impl_->engine->max_batch();
 }
 
 int Server::bind() {

@@ -2,12 +2,14 @@
 //   POST /v1/completions   a completion (completions.h), whole or streamed as server-sent events
 //   GET  /v1/models        the served model
 //   GET  /health           {"status": "ok", ...} with the queue's state
-// One engine thread runs the model, one request at a time, in arrival order; requests wait in a
-// bounded queue, and beyond it get 503 at once with Retry-After. HTTP threads only parse, wait
-// and write, so health checks are answered while the model works. A streaming client that goes
-// away stops its generation at the next token (and a queued one is dropped before it starts).
-// Errors are JSON in OpenAI's shape: 400 for a bad body or field, 404 for an unknown path or
-// model, 413 for a body over the size limit, 503 when the queue is full.
+// One engine thread runs the model for the requests in arrival order: up to --batch of them
+// decoded together with continuous batching (a request joins the running batch at the next
+// step and leaves it when it ends) where the model has a KV cache, otherwise one at a time.
+// Requests wait in a bounded queue, and beyond it get 503 at once with Retry-After. HTTP threads
+// only parse, wait and write, so health checks are answered while the model works. A streaming
+// client that goes away stops its generation at the next token (and a queued one is dropped before
+// it starts). Errors are JSON in OpenAI's shape: 400 for a bad body or field, 404 for an unknown
+// path or model, 413 for a body over the size limit, 503 when the queue is full.
 #pragma once
 
 #include <cstddef>
@@ -24,7 +26,8 @@ struct ServeOptions {
   std::string host = "127.0.0.1";
   int port = 8000;           // 0: any free port (bind() says which)
   std::string model_id;      // the name clients see in /v1/models and responses
-  size_t queue = 16;         // requests that may wait while one runs; more get 503
+  size_t queue = 16;         // requests that may wait while others run; more get 503
+  size_t max_batch = 8;      // requests decoded together (continuous batching; 1: one at a time)
   size_t http_threads = 64;  // connections served at once (health checks need a free one)
   Limits limits;
   double token_delay_ms = 0;  // sleep before every token: a slow model, for testing clients
@@ -42,6 +45,8 @@ class Server {
   // Serves until stop() (from another thread or a signal handler's thread).
   void listen();
   void stop();
+  // Requests decoded together: --batch where the model can batch (a KV cache), else 1.
+  size_t max_batch() const;
 
  private:
   struct Impl;
