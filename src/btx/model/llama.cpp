@@ -114,25 +114,30 @@ torch::Tensor left_pad(const torch::Tensor& t, int64_t n) {
 torch::Tensor pads_of(const KVCache& c) {
   return c.pad.defined() ? c.pad : torch::zeros({kv_rows(c)}, torch::kInt64);
 }
+// No padding left: back to the unpadded form (the plain causal mask, shared positions).
+void drop_zero_pad(KVCache& c) {
+  if (c.pad.defined() && c.pad.max().item<int64_t>() == 0) c.pad = torch::Tensor();
+}
 }  // namespace
 
 void kv_append_rows(KVCache& batch, const KVCache& other) {
   if (kv_rows(other) == 0) return;
   if (kv_rows(batch) == 0) {
     batch = other;
-    batch.pad = pads_of(other);
     return;
   }
   TORCH_CHECK(batch.k.size() == other.k.size(), "KV caches of different models (", batch.k.size(),
               " and ", other.k.size(), " layers)");
   const int64_t S = std::max(batch.length, other.length);
   const int64_t grow_batch = S - batch.length, grow_other = S - other.length;
+  auto pad = torch::cat({pads_of(batch) + grow_batch, pads_of(other) + grow_other});
   for (size_t l = 0; l < batch.k.size(); ++l) {
     batch.k[l] = torch::cat({left_pad(batch.k[l], grow_batch), left_pad(other.k[l], grow_other)});
     batch.v[l] = torch::cat({left_pad(batch.v[l], grow_batch), left_pad(other.v[l], grow_other)});
   }
-  batch.pad = torch::cat({pads_of(batch) + grow_batch, pads_of(other) + grow_other});
+  batch.pad = pad;
   batch.length = S;
+  drop_zero_pad(batch);
 }
 
 void kv_keep_rows(KVCache& batch, const std::vector<int64_t>& rows) {
@@ -155,6 +160,7 @@ void kv_keep_rows(KVCache& batch, const std::vector<int64_t>& rows) {
   }
   batch.pad = pad - drop;
   batch.length -= drop;
+  drop_zero_pad(batch);
 }
 
 CausalLMImpl::CausalLMImpl(const ModelConfig& c, const FfnFactory& make_ffn) {
