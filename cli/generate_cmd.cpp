@@ -47,10 +47,7 @@ std::vector<Command> add_generate_commands(CLI::App& app) {
                        "give the prompt with --prompt TEXT or --prompt-file FILE (one of them)");
              const std::string prompt =
                  a->prompt_file.empty() ? a->prompt : read_file(a->prompt_file);
-             const fs::path tok_file =
-                 a->tokenizer.empty() ? find_run_tokenizer(dir) : fs::path(a->tokenizer);
-             BTX_CHECK(!tok_file.empty(), "no tokenizer.model found for {}; pass --tokenizer",
-                       dir.string());
+             const fs::path tok_file = model_tokenizer(dir, a->tokenizer);
              const Tokenizer tok = Tokenizer::load(tok_file);
              a->opts.use_cache = !a->no_cache;
              auto decoder = open_decoder(dir, a->opts.use_cache);

@@ -70,10 +70,7 @@ std::vector<Command> add_serve_commands(CLI::App& app) {
   return {{cmd, [a] {
              const fs::path dir =
                  a->run.empty() ? fs::path(a->model) : resolve_model_path(RunDir{a->run}, a->model);
-             const fs::path tok_file =
-                 a->tokenizer.empty() ? find_run_tokenizer(dir) : fs::path(a->tokenizer);
-             BTX_CHECK(!tok_file.empty(), "no tokenizer.model found for {}; pass --tokenizer",
-                       dir.string());
+             const fs::path tok_file = model_tokenizer(dir, a->tokenizer);
              auto decoder = open_decoder(dir, !a->no_cache);
              const std::string what = decoder->describe();
              auto& o = a->opts;

@@ -172,6 +172,19 @@ fs::path find_run_tokenizer(const fs::path& model_dir) {
   return {};
 }
 
+fs::path model_tokenizer(const fs::path& model_dir, const fs::path& given) {
+  if (!given.empty()) {
+    BTX_CHECK(fs::exists(given), "tokenizer {} does not exist", given.string());
+    return given;
+  }
+  const fs::path found = find_run_tokenizer(model_dir);
+  BTX_CHECK(!found.empty(),
+            "no tokenizer.model for {} (looked in it and the two folders above it); pass "
+            "--tokenizer FILE",
+            model_dir.string());
+  return found;
+}
+
 nlohmann::json export_hf(const HfExportOptions& o) {
   BTX_CHECK(fs::is_directory(o.model), "model folder {} does not exist", o.model.string());
   BTX_CHECK(is_checkpoint(o.model),
@@ -181,11 +194,7 @@ nlohmann::json export_hf(const HfExportOptions& o) {
   const DtypeInfo dtype = parse_dtype(o.dtype);
   const ModelConfig c = load_model_config(o.model);
   const nlohmann::json config = hf_config(c, o.model.string(), dtype.hf_name);
-  const fs::path tok_file = o.tokenizer.empty() ? find_run_tokenizer(o.model) : o.tokenizer;
-  BTX_CHECK(!tok_file.empty() && fs::exists(tok_file),
-            "no tokenizer.model for {} (looked in it and the two folders above it); pass "
-            "--tokenizer FILE",
-            o.model.string());
+  const fs::path tok_file = model_tokenizer(o.model, o.tokenizer);
   const Tokenizer tok = Tokenizer::load(tok_file);
   BTX_CHECK(tok.vocab_size() == c.vocab_size, "{} has {} pieces but {} has vocab_size {}",
             tok_file.string(), tok.vocab_size(), o.model.string(), c.vocab_size);
