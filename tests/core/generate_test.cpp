@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "btx/model/llama.h"
 #include "btx/util/error.h"
 #include "core/moe_util.h"
@@ -45,30 +47,25 @@ TEST(KVCache, IncrementalLogitsEqualFullRecomputation) {
   expect_cache_matches(routed_config("mixtral", 4, 1, "hash"));
 }
 
-// Continuous batching: sequences join a running batch (left-padded) and leave it; every row's
-// scores equal that sequence's logits computed alone, for a dense model with grouped-query
-// heads and a top-2 MoE.
-void expect_batch_matches(const ModelConfig& c) {
-  torch::manual_seed(9);
-  torch::NoGradGuard no_grad;
-  CausalLM m(c);
-  m->eval();
+// Runs three sequences (12 tokens each; prompts of 3, 7 and 5) through `batch` on a schedule
+// of joins, steps and leaves, and checks every row's scores against `alone(i, n)`: sequence i's
+// scores after its first n tokens, computed alone.
+void expect_schedule_matches(BatchDecoder& batch, const std::vector<std::vector<int32_t>>& seq,
+                             const std::function<torch::Tensor(size_t, int64_t)>& alone,
+                             const std::string& what) {
   const std::vector<int64_t> prompt_len = {3, 7, 5};
-  std::vector<std::vector<int32_t>> seq;  // prompt + continuation, 12 tokens each
-  std::vector<torch::Tensor> ref;         // (12, V): logits after each prefix, computed alone
-  for (size_t i = 0; i < 3; ++i) {
-    auto ids = torch::randint(0, c.vocab_size, {1, 12}, torch::kInt64);
-    ref.push_back(m->forward(ids)[0]);
-    seq.emplace_back();
-    for (int64_t t = 0; t < 12; ++t)
-      seq[i].push_back(static_cast<int32_t>(ids[0][t].item<int64_t>()));
-  }
-  BatchDecoder batch(m);
   std::vector<size_t> rows;      // sequence of each row
   std::vector<int64_t> read(3);  // tokens of each sequence read so far
   auto check = [&](size_t i, const torch::Tensor& scores) {
-    EXPECT_LT((scores - ref[i][read[i] - 1]).abs().max().item<double>(), 1e-5)
-        << c.model_type << ": sequence " << i << " after " << read[i] << " tokens";
+    const auto expect = alone(i, read[i]);
+    // Compared as distributions: the ensemble's scores are log-probs, a model's are logits.
+    EXPECT_LT((torch::softmax(scores.to(torch::kFloat64), -1) -
+               torch::softmax(expect.to(torch::kFloat64), -1))
+                  .abs()
+                  .max()
+                  .item<double>(),
+              1e-6)
+        << what << ": sequence " << i << " after " << read[i] << " tokens";
   };
   auto add = [&](size_t i) {
     read[i] = prompt_len[i];
@@ -105,9 +102,72 @@ void expect_batch_matches(const ModelConfig& c) {
   EXPECT_EQ(read[2], 10);  // 5 of prompt, then 2 + 2 + 1 steps
 }
 
+std::vector<std::vector<int32_t>> random_sequences(int64_t vocab) {
+  std::vector<std::vector<int32_t>> seq(3);
+  for (auto& s : seq) {
+    auto ids = torch::randint(0, vocab, {12}, torch::kInt64);
+    for (int64_t t = 0; t < 12; ++t) s.push_back(static_cast<int32_t>(ids[t].item<int64_t>()));
+  }
+  return seq;
+}
+
+torch::Tensor ids_of(const std::vector<int32_t>& s, int64_t n) {
+  std::vector<int64_t> x(s.begin(), s.begin() + n);
+  return torch::tensor(x, torch::kInt64).view({1, -1});
+}
+
+// Continuous batching: sequences join a running batch (left-padded) and leave it; every row's
+// scores equal that sequence's logits computed alone, for a dense model with grouped-query
+// heads and a top-2 MoE.
+void expect_batch_matches(const ModelConfig& c) {
+  torch::manual_seed(9);
+  torch::NoGradGuard no_grad;
+  CausalLM m(c);
+  m->eval();
+  const auto seq = random_sequences(c.vocab_size);
+  ModelBatchDecoder batch(m);
+  expect_schedule_matches(
+      batch, seq, [&](size_t i, int64_t n) { return m->forward(ids_of(seq[i], n))[0][-1]; },
+      c.model_type);
+}
+
 TEST(KVCache, BatchedRowsJoiningAndLeavingMatchDecodingAlone) {
   expect_batch_matches(small_model_config(40, 16, 24, 2, 4, 2, 32));
   expect_batch_matches(routed_config("mixtral", 4, 2, "top-k"));
+}
+
+// The ensemble batched: each row's mixture and posterior equal the recomputing ensemble's on
+// that sequence alone (EnsembleScorer's updating prior), for all experts and for top-2 of 3.
+TEST(EnsembleBatchDecoder, RowsJoiningAndLeavingMatchTheEnsembleAlone) {
+  torch::NoGradGuard no_grad;
+  std::vector<std::string> names = {"a", "b", "c"};
+  torch::manual_seed(13);
+  std::vector<CausalLM> experts;
+  for (int j = 0; j < 3; ++j) {
+    experts.emplace_back(small_model_config(40, 16, 24, 2, 4, 2, 32));
+    experts.back()->eval();
+  }
+  const auto seq = random_sequences(40);
+  for (int64_t k : {0, 2}) {
+    EnsembleBatchDecoder batch(names, experts, k);
+    EnsembleDecoder alone(names, experts, k, /*use_cache=*/false);
+    expect_schedule_matches(
+        batch, seq,
+        [&](size_t i, int64_t n) {
+          alone.reset();
+          return alone.next_scores(std::vector<int32_t>(seq[i].begin(), seq[i].begin() + n));
+        },
+        "ensemble top-" + std::to_string(k));
+  }
+  // A row's posterior is that sequence's alone.
+  EnsembleBatchDecoder batch(names, experts, 0);
+  EnsembleDecoder alone(names, experts, 0, false);
+  batch.add(std::vector<int32_t>(seq[0].begin(), seq[0].begin() + 6));
+  batch.add(std::vector<int32_t>(seq[1].begin(), seq[1].begin() + 4));
+  batch.step({seq[0][6], seq[1][4]});
+  alone.next_scores(std::vector<int32_t>(seq[1].begin(), seq[1].begin() + 5));
+  EXPECT_LT((batch.posterior(1) - alone.posterior()).abs().max().item<double>(), 1e-6);
+  EXPECT_EQ(batch.row_state(1).at("posterior").size(), 3u);
 }
 
 TEST(KVCache, ModelsReadingTheSequenceCannotBeCached) {

@@ -49,7 +49,7 @@ struct Reply {
 class ServerProcess {
  public:
   ServerProcess(const fs::path& dir, const std::vector<std::string>& args)
-      : log_(dir / "serve.log") {
+      : log_(dir / ("serve-" + std::to_string(next_id()) + ".log")) {
     std::vector<std::string> argv = {BTX_BINARY, "serve", "--port", "0"};
     argv.insert(argv.end(), args.begin(), args.end());
     pid_ = spawn_to_log(argv, log_);
@@ -96,6 +96,10 @@ class ServerProcess {
     return "http://127.0.0.1:" + std::to_string(port_) + path;
   }
   std::string log() const { return read_file(log_); }
+  static int next_id() {
+    static int n = 0;
+    return n++;
+  }
   int port() const { return port_; }
 
   // curl: GET when `body` is empty, else POST it as JSON. Extra curl arguments go first.
@@ -305,7 +309,7 @@ TEST_F(ServeTest, FloodGets503DisconnectCancelsAndTheEnsembleServes) {
   ASSERT_EQ(m.code, 0) << m.output;
   // A slow model (30 ms a token) and a queue of 1: one request runs, one waits, the rest 503.
   ServerProcess server(run.root, {"--run", run.root.string(), "--model", "merged/ensemble",
-                                  "--queue", "1", "--token-delay-ms", "30"});
+                                  "--batch", "1", "--queue", "1", "--token-delay-ms", "30"});
   ASSERT_GT(server.port(), 0);
   const std::string body = R"({"prompt": "def f_1(x):", "max_tokens": 20, "temperature": 0})";
   write_file_atomic(run.root / "flood.json", body);
@@ -327,8 +331,8 @@ TEST_F(ServeTest, FloodGets503DisconnectCancelsAndTheEnsembleServes) {
   EXPECT_EQ(ok + busy, 6) << flood.out;
   EXPECT_GE(ok, 2) << flood.out;
   EXPECT_GE(busy, 1) << flood.out;
-  // The health check made during the flood was answered, with the model busy. (The ensemble
-  // decodes one request at a time.)
+  // The health check made during the flood was answered, with the model busy (one request at a
+  // time: --batch 1).
   EXPECT_NE(flood.out.find("\"batch_limit\":1"), std::string::npos) << flood.out;
   EXPECT_NE(flood.out.find("\"running\":1"), std::string::npos) << flood.out;
   EXPECT_NE(flood.out.find("health=200"), std::string::npos) << flood.out;
@@ -362,6 +366,41 @@ TEST_F(ServeTest, FloodGets503DisconnectCancelsAndTheEnsembleServes) {
   EXPECT_LT(std::stoi(match[1]), 60) << log;
   EXPECT_EQ(server.request("/v1/completions", body).status, 200);
   EXPECT_TRUE(server.running());
+  EXPECT_EQ(server.terminate(), 0);
+
+  // The ensemble batched: concurrent requests decoded together, each with its own posterior,
+  // the same texts and posteriors as one at a time.
+  ServerProcess batched(run.root, {"--run", run.root.string(), "--model", "merged/ensemble",
+                                   "--batch", "4", "--token-delay-ms", "10"});
+  ASSERT_GT(batched.port(), 0);
+  const std::vector<std::string> prompts = {"def f_1(x):", "In the beginning"};
+  std::string ens_script;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    write_file_atomic(
+        run.root / ("ens-" + std::to_string(i) + ".json"),
+        nlohmann::json({{"prompt", prompts[i]}, {"max_tokens", 12}, {"temperature", 0}}).dump());
+    ens_script += "curl -s -o " + (run.root / ("ens-out-" + std::to_string(i) + ".json")).string() +
+                  " -H 'Content-Type: application/json' --data-binary @" +
+                  (run.root / ("ens-" + std::to_string(i) + ".json")).string() + " " +
+                  batched.url("/v1/completions") + " & ";
+  }
+  ASSERT_EQ(run_process({"sh", "-c", ens_script + "wait"}).exit_code, 0);
+  auto ensemble = open_decoder(run.root / "merged/ensemble", true);
+  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto out =
+        nlohmann::json::parse(read_file(run.root / ("ens-out-" + std::to_string(i) + ".json")));
+    GenerateOptions g;
+    g.max_tokens = 12;
+    const auto expect = generate(*ensemble, tok, tok.encode(prompts[i]), g);
+    EXPECT_EQ(out.at("choices").at(0).at("text"), expect.text) << prompts[i];
+    const auto want = ensemble->state().at("posterior");
+    for (const auto& [name, w] : want.items()) {
+      EXPECT_NEAR(out.at("btx").at("posterior").at(name).get<double>(), w.get<double>(), 1e-6)
+          << prompts[i] << " " << name;
+    }
+  }
+  EXPECT_GE(batched.request("/health").json().at("peak_running").get<int>(), 2);
 }
 
 }  // namespace

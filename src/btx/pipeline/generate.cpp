@@ -71,10 +71,32 @@ std::string ModelDecoder::describe() const {
 }
 
 std::unique_ptr<BatchDecoder> ModelDecoder::batch_decoder() const {
-  return cached_ ? std::make_unique<BatchDecoder>(model_) : nullptr;
+  return cached_ ? std::make_unique<ModelBatchDecoder>(model_) : nullptr;
 }
 
 // ---- EnsembleDecoder ---------------------------------------------------------------------
+
+namespace {
+// {"posterior": {expert: p}} for a posterior p (E).
+nlohmann::json posterior_state(const std::vector<std::string>& names, const torch::Tensor& p) {
+  nlohmann::json post = nlohmann::json::object();
+  for (size_t j = 0; j < names.size(); ++j)
+    post[names[j]] = p[static_cast<int64_t>(j)].item<double>();
+  return {{"posterior", post}};
+}
+}  // namespace
+
+torch::Tensor ensemble_posterior(const torch::Tensor& evidence, int64_t top_k) {
+  auto logw = torch::log_softmax(evidence, -1);
+  const int64_t E = evidence.size(-1);
+  if (top_k > 0 && top_k < E) {
+    auto keep = std::get<1>(logw.topk(top_k, -1));
+    auto mask =
+        torch::full_like(logw, -std::numeric_limits<double>::infinity()).scatter_(-1, keep, 0.0);
+    logw = torch::log_softmax(logw + mask, -1);
+  }
+  return logw.exp();
+}
 
 EnsembleDecoder::EnsembleDecoder(std::vector<std::string> names, std::vector<CausalLM> experts,
                                  int64_t top_k, bool use_cache)
@@ -87,17 +109,14 @@ EnsembleDecoder::EnsembleDecoder(std::vector<std::string> names, std::vector<Cau
   for (size_t j = 0; j < experts_.size(); ++j) {
     BTX_CHECK(experts_[j]->config().is_causal(), "ensemble: expert '{}' is not a causal model",
               names_[j]);
-    BTX_CHECK(!use_cache || experts_[j]->supports_cache(),
-              "ensemble: expert '{}' cannot be decoded with a KV cache", names_[j]);
   }
+  if (cached_) batch_ = std::make_unique<EnsembleBatchDecoder>(names_, experts_, top_k_);
   reset();
 }
 
 void EnsembleDecoder::reset() {
-  const auto E = static_cast<int64_t>(experts_.size());
-  caches_.assign(experts_.size(), KVCache{});
-  evidence_ = torch::zeros({E}, torch::kFloat64);
-  last_lp_ = torch::Tensor();
+  if (batch_) batch_->keep({});
+  evidence_ = torch::zeros({static_cast<int64_t>(experts_.size())}, torch::kFloat64);
   seen_ = 0;
 }
 
@@ -105,63 +124,48 @@ int64_t EnsembleDecoder::context() const {
   return scorer_->max_context();
 }
 
+std::unique_ptr<BatchDecoder> EnsembleDecoder::batch_decoder() const {
+  return cached_ ? std::make_unique<EnsembleBatchDecoder>(names_, experts_, top_k_) : nullptr;
+}
+
 torch::Tensor EnsembleDecoder::posterior() const {
-  auto logw = torch::log_softmax(evidence_, 0);
-  const auto E = static_cast<int64_t>(experts_.size());
-  if (top_k_ > 0 && top_k_ < E) {
-    auto keep = std::get<1>(logw.topk(top_k_));
-    auto mask =
-        torch::full_like(logw, -std::numeric_limits<double>::infinity()).index_fill_(0, keep, 0.0);
-    logw = torch::log_softmax(logw + mask, 0);
-  }
-  return logw.exp();
+  if (batch_ && batch_->rows() == 1) return batch_->posterior(0);
+  return ensemble_posterior(evidence_, top_k_);
 }
 
 torch::Tensor EnsembleDecoder::next_scores(const std::vector<int32_t>& seq) {
   torch::NoGradGuard no_grad;
   BTX_CHECK(seq.size() > seen_, "decoder: no new token to read ({} seen)", seen_);
-  std::vector<int64_t> x(seq.begin() + static_cast<std::ptrdiff_t>(cached_ ? seen_ : 0), seq.end());
+  if (cached_) {
+    torch::Tensor scores;
+    if (batch_->rows() == 0) {
+      scores = batch_->add(seq);
+    } else {
+      for (size_t t = seen_; t < seq.size(); ++t) scores = batch_->step({seq[t]})[0];
+    }
+    seen_ = seq.size();
+    return scores;
+  }
+  // Recompute: the evaluation's ensemble with its updating prior over the whole sequence (the
+  // reference the cached path is tested against), then the evidence again for state().
+  std::vector<int64_t> x(seq.begin(), seq.end());
   auto ids = torch::tensor(x, torch::kInt64).view({1, -1});
   const auto n = ids.size(1);
-  if (!cached_) {
-    // Recompute: the evaluation's ensemble with its updating prior over the whole sequence (the
-    // reference the cached path is tested against), then the evidence again for state().
-    auto lp = scorer_->log_probs(ids);  // (1, T, V)
-    std::vector<torch::Tensor> ll;
-    for (auto& m : experts_) {
-      auto l = torch::log_softmax(m->forward(ids), -1).to(torch::kFloat64)[0];  // (T, V)
-      ll.push_back(
-          n > 1 ? l.narrow(0, 0, n - 1).gather(1, ids[0].narrow(0, 1, n - 1).unsqueeze(1)).sum()
-                : torch::zeros({}, torch::kFloat64));
-    }
-    evidence_ = torch::stack(ll);
-    seen_ = seq.size();
-    return lp[0][-1];
+  auto lp = scorer_->log_probs(ids);  // (1, T, V)
+  std::vector<torch::Tensor> ll;
+  for (auto& m : experts_) {
+    auto l = torch::log_softmax(m->forward(ids), -1).to(torch::kFloat64)[0];  // (T, V)
+    ll.push_back(
+        n > 1 ? l.narrow(0, 0, n - 1).gather(1, ids[0].narrow(0, 1, n - 1).unsqueeze(1)).sum()
+              : torch::zeros({}, torch::kFloat64));
   }
-  std::vector<torch::Tensor> lps;  // each (n, V)
-  for (size_t j = 0; j < experts_.size(); ++j) {
-    lps.push_back(torch::log_softmax(experts_[j]->forward_cached(ids, caches_[j])[0], -1)
-                      .to(torch::kFloat64));
-  }
-  auto lp = torch::stack(lps);  // (E, n, V)
-  // Evidence: the first new token under the last position seen, then each new token under the
-  // new position before it.
-  if (last_lp_.defined()) evidence_ += last_lp_.select(1, x[0]);
-  if (n > 1) {
-    auto targets = ids[0].narrow(0, 1, n - 1).view({1, n - 1, 1}).expand({lp.size(0), n - 1, 1});
-    evidence_ += lp.narrow(1, 0, n - 1).gather(2, targets).squeeze(2).sum(1);
-  }
-  last_lp_ = lp.select(1, n - 1);  // (E, V)
+  evidence_ = torch::stack(ll);
   seen_ = seq.size();
-  return mix_log_probs(posterior().log().unsqueeze(1), last_lp_).to(torch::kFloat32);
+  return lp[0][-1];
 }
 
 nlohmann::json EnsembleDecoder::state() const {
-  nlohmann::json post = nlohmann::json::object();
-  auto p = posterior();
-  for (size_t j = 0; j < names_.size(); ++j)
-    post[names_[j]] = p[static_cast<int64_t>(j)].item<double>();
-  return {{"posterior", post}};
+  return posterior_state(names_, posterior());
 }
 
 std::string EnsembleDecoder::describe() const {
@@ -310,16 +314,16 @@ GenerateResult generate(CausalLM& model, const Tokenizer& tok, const std::vector
   return generate(d, tok, prompt, o, on_text);
 }
 
-// ---- BatchDecoder ------------------------------------------------------------------------
+// ---- Batched decoding --------------------------------------------------------------------
 
-BatchDecoder::BatchDecoder(CausalLM model) : model_(std::move(model)) {
+ModelBatchDecoder::ModelBatchDecoder(CausalLM model) : model_(std::move(model)) {
   BTX_CHECK(model_->config().is_causal() && model_->supports_cache(),
             "batched decoding needs a model with a KV cache (router_mode {} has none)",
             model_->config().router_mode);
   model_->eval();
 }
 
-torch::Tensor BatchDecoder::add(const std::vector<int32_t>& prompt) {
+torch::Tensor ModelBatchDecoder::add_all(const std::vector<int32_t>& prompt) {
   torch::NoGradGuard no_grad;
   BTX_CHECK(!prompt.empty() && static_cast<int64_t>(prompt.size()) < context(),
             "batched decoding: a prompt of {} tokens for a context of {}", prompt.size(),
@@ -328,10 +332,14 @@ torch::Tensor BatchDecoder::add(const std::vector<int32_t>& prompt) {
   KVCache own;
   auto logits = model_->forward_cached(torch::tensor(x, torch::kInt64).view({1, -1}), own);
   kv_append_rows(cache_, own);
-  return logits[0][-1];
+  return logits[0];
 }
 
-torch::Tensor BatchDecoder::step(const std::vector<int32_t>& tokens) {
+torch::Tensor ModelBatchDecoder::add(const std::vector<int32_t>& prompt) {
+  return add_all(prompt)[-1];
+}
+
+torch::Tensor ModelBatchDecoder::step(const std::vector<int32_t>& tokens) {
   torch::NoGradGuard no_grad;
   BTX_CHECK(static_cast<int64_t>(tokens.size()) == rows(),
             "batched decoding: {} tokens for {} rows", tokens.size(), rows());
@@ -339,8 +347,88 @@ torch::Tensor BatchDecoder::step(const std::vector<int32_t>& tokens) {
   return model_->forward_cached(torch::tensor(x, torch::kInt64).view({-1, 1}), cache_).select(1, 0);
 }
 
-void BatchDecoder::keep(const std::vector<int64_t>& rows) {
-  kv_keep_rows(cache_, rows);
+EnsembleBatchDecoder::EnsembleBatchDecoder(std::vector<std::string> names,
+                                           std::vector<CausalLM> experts, int64_t top_k)
+    : names_(std::move(names)), top_k_(top_k) {
+  EnsembleOptions o;
+  o.prior = EnsemblePrior::kUpdating;
+  o.top_k = top_k;
+  validate_ensemble_options(o, static_cast<int64_t>(experts.size()));
+  BTX_CHECK(names_.size() == experts.size(), "ensemble: {} names for {} experts", names_.size(),
+            experts.size());
+  for (size_t j = 0; j < experts.size(); ++j) {
+    BTX_CHECK(experts[j]->config().vocab_size == experts[0]->config().vocab_size,
+              "ensemble: experts '{}' and '{}' have different vocabularies", names_[0], names_[j]);
+    experts_.emplace_back(experts[j]);
+  }
+}
+
+int64_t EnsembleBatchDecoder::context() const {
+  int64_t n = std::numeric_limits<int64_t>::max();
+  for (const auto& e : experts_) n = std::min(n, e.context());
+  return n;
+}
+
+torch::Tensor EnsembleBatchDecoder::mixture() const {
+  auto logw = ensemble_posterior(evidence_, top_k_).log();  // (B, E)
+  return torch::logsumexp(logw.unsqueeze(2) + last_lp_, 1).to(torch::kFloat32);
+}
+
+torch::Tensor EnsembleBatchDecoder::add(const std::vector<int32_t>& prompt) {
+  torch::NoGradGuard no_grad;
+  BTX_CHECK(static_cast<int64_t>(prompt.size()) < context(),
+            "batched decoding: a prompt of {} tokens for a context of {}", prompt.size(),
+            context());
+  const auto T = static_cast<int64_t>(prompt.size());
+  std::vector<int64_t> x(prompt.begin(), prompt.end());
+  auto next = torch::tensor(x, torch::kInt64).narrow(0, 1, T - 1).unsqueeze(1);  // (T-1, 1)
+  std::vector<torch::Tensor> evidence, last;
+  for (auto& e : experts_) {
+    auto lp = torch::log_softmax(e.add_all(prompt), -1).to(torch::kFloat64);  // (T, V)
+    // The evidence of the prompt: each token after the first under the position before it.
+    evidence.push_back(lp.narrow(0, 0, T - 1).gather(1, next).sum());
+    last.push_back(lp[T - 1]);
+  }
+  auto row_evidence = torch::stack(evidence).unsqueeze(0);  // (1, E)
+  auto row_last = torch::stack(last).unsqueeze(0);          // (1, E, V)
+  evidence_ = evidence_.defined() ? torch::cat({evidence_, row_evidence}) : row_evidence;
+  last_lp_ = last_lp_.defined() ? torch::cat({last_lp_, row_last}) : row_last;
+  return mixture()[-1];
+}
+
+torch::Tensor EnsembleBatchDecoder::step(const std::vector<int32_t>& tokens) {
+  torch::NoGradGuard no_grad;
+  BTX_CHECK(static_cast<int64_t>(tokens.size()) == rows(),
+            "batched decoding: {} tokens for {} rows", tokens.size(), rows());
+  std::vector<int64_t> x(tokens.begin(), tokens.end());
+  auto ids = torch::tensor(x, torch::kInt64);
+  const int64_t B = rows(), E = static_cast<int64_t>(experts_.size());
+  // Each row's token is evidence under the log-probs it was predicted with.
+  evidence_ += last_lp_.gather(2, ids.view({B, 1, 1}).expand({B, E, 1})).squeeze(2);
+  std::vector<torch::Tensor> lps;
+  for (auto& e : experts_)
+    lps.push_back(torch::log_softmax(e.step(tokens), -1).to(torch::kFloat64));
+  last_lp_ = torch::stack(lps, 1);  // (B, E, V)
+  return mixture();
+}
+
+void EnsembleBatchDecoder::keep(const std::vector<int64_t>& rows) {
+  for (auto& e : experts_) e.keep(rows);
+  if (rows.empty()) {
+    evidence_ = last_lp_ = torch::Tensor();
+    return;
+  }
+  auto index = torch::tensor(rows, torch::kInt64);
+  evidence_ = evidence_.index_select(0, index);
+  last_lp_ = last_lp_.index_select(0, index);
+}
+
+torch::Tensor EnsembleBatchDecoder::posterior(int64_t row) const {
+  return ensemble_posterior(evidence_[row], top_k_);
+}
+
+nlohmann::json EnsembleBatchDecoder::row_state(int64_t row) const {
+  return posterior_state(names_, posterior(row));
 }
 
 }  // namespace btx

@@ -77,12 +77,78 @@ class ModelDecoder : public Decoder {
   KVCache cache_;
 };
 
+// Continuous batching: many sequences decoded together, one row each. Sequences join at any
+// step (their prompt is read alone, then joins the batch) and leave as they finish; each step
+// reads one new token of every row at once. Rows are numbered in join order among those kept.
+class BatchDecoder {
+ public:
+  virtual ~BatchDecoder() = default;
+  // Reads a new sequence's prompt; it becomes the last row. Returns its next-token scores (V).
+  virtual torch::Tensor add(const std::vector<int32_t>& prompt) = 0;
+  // Reads one token for every row, in row order: the next-token scores (B, V).
+  virtual torch::Tensor step(const std::vector<int32_t>& tokens) = 0;
+  // Keeps these rows, in this order.
+  virtual void keep(const std::vector<int64_t>& rows) = 0;
+  virtual int64_t rows() const = 0;
+  virtual int64_t context() const = 0;
+  // What a row's generation left worth reporting (Decoder::state), or null.
+  virtual nlohmann::json row_state(int64_t /*row*/) const { return nullptr; }
+};
+
+// One model with a KV cache: the rows share one left-padded cache (KVCache.pad), so a step is
+// one forward pass of B tokens.
+class ModelBatchDecoder : public BatchDecoder {
+ public:
+  explicit ModelBatchDecoder(CausalLM model);  // the model must allow a KV cache
+  torch::Tensor add(const std::vector<int32_t>& prompt) override;
+  // add(), returning the scores after every prompt position (T, V).
+  torch::Tensor add_all(const std::vector<int32_t>& prompt);
+  torch::Tensor step(const std::vector<int32_t>& tokens) override;
+  void keep(const std::vector<int64_t>& rows) override { kv_keep_rows(cache_, rows); }
+  int64_t rows() const override { return kv_rows(cache_); }
+  int64_t context() const override { return model_->config().max_position_embeddings; }
+
+ private:
+  CausalLM model_;
+  KVCache cache_;
+};
+
+// p(expert | text) from the experts' summed log-likelihoods of the text, evidence (..., E)
+// float64: Bayes' rule from a uniform start, restricted to the top_k largest (0: all) and
+// renormalised.
+torch::Tensor ensemble_posterior(const torch::Tensor& evidence, int64_t top_k);
+
+// BTM's ensemble, batched: each expert decodes the rows with its own ModelBatchDecoder, and each
+// row keeps its own posterior over the experts, updated with every token it reads.
+class EnsembleBatchDecoder : public BatchDecoder {
+ public:
+  EnsembleBatchDecoder(std::vector<std::string> names, std::vector<CausalLM> experts,
+                       int64_t top_k);
+  torch::Tensor add(const std::vector<int32_t>& prompt) override;
+  torch::Tensor step(const std::vector<int32_t>& tokens) override;
+  void keep(const std::vector<int64_t>& rows) override;
+  int64_t rows() const override { return evidence_.defined() ? evidence_.size(0) : 0; }
+  int64_t context() const override;
+  nlohmann::json row_state(int64_t row) const override;  // {"posterior": {expert: p}}
+  torch::Tensor posterior(int64_t row) const;            // (E) float64
+
+ private:
+  // The mixture's scores (B, V) from each row's posterior and its experts' last log-probs.
+  torch::Tensor mixture() const;
+  std::vector<std::string> names_;
+  int64_t top_k_;
+  std::vector<ModelBatchDecoder> experts_;
+  torch::Tensor evidence_;  // (B, E) float64: Σ log p(x_s | x_<s, j) over each row's tokens
+  torch::Tensor last_lp_;   // (B, E, V) float64: each expert's log-probs after each row's last
+};
+
 // BTM's ensemble for generation: p(x | prefix) = Σ_j p(x | prefix, j) · p(j | prefix), with the
 // posterior p(j | prefix) ∝ Π_s p(x_s | x_<s, j) from a uniform start (the target domain of a
 // prompt is unknown, so no cached prior), restricted to its `top_k` largest (0: all) and
-// renormalised, as the ensemble's updating prior does in evaluation. With `use_cache` each expert
-// keeps a KV cache and the posterior is updated token by token; without, the ensemble is
-// recomputed over the whole sequence (EnsembleScorer::log_probs) for every token.
+// renormalised, as the ensemble's updating prior does in evaluation. With `use_cache` it is an
+// EnsembleBatchDecoder of one row (a KV cache per expert, the posterior updated token by token);
+// without, the ensemble is recomputed over the whole sequence (EnsembleScorer::log_probs) for
+// every token.
 class EnsembleDecoder : public Decoder {
  public:
   EnsembleDecoder(std::vector<std::string> names, std::vector<CausalLM> experts, int64_t top_k,
@@ -93,6 +159,7 @@ class EnsembleDecoder : public Decoder {
   int64_t vocab_size() const override { return experts_[0]->config().vocab_size; }
   nlohmann::json state() const override;  // {"posterior": {expert: p(expert | text)}}
   std::string describe() const override;
+  std::unique_ptr<BatchDecoder> batch_decoder() const override;
   torch::Tensor posterior() const;  // (E) float64, after the last call
 
  private:
@@ -100,10 +167,9 @@ class EnsembleDecoder : public Decoder {
   std::vector<CausalLM> experts_;
   int64_t top_k_;
   bool cached_;
-  std::unique_ptr<EnsembleScorer> scorer_;  // the recomputing path
-  std::vector<KVCache> caches_;
-  torch::Tensor evidence_;  // (E) float64: Σ log p(x_s | x_<s, j) over the tokens seen
-  torch::Tensor last_lp_;   // (E, V) float64: each expert's log-probs after the last token seen
+  std::unique_ptr<EnsembleScorer> scorer_;       // the recomputing path
+  std::unique_ptr<EnsembleBatchDecoder> batch_;  // the cached path: one row
+  torch::Tensor evidence_;  // recomputing: (E) float64, Σ log p(x_s | x_<s, j) over the text
   size_t seen_ = 0;
 };
 
@@ -167,27 +233,6 @@ class Generation {
   GenerateResult r_;
   size_t emitted_ = 0;  // bytes of r_.text given to on_text
   bool ended_ = false;
-};
-
-// Continuous batching over one model with a KV cache: sequences join at any step (the prompt is
-// read alone, then its cache joins the batch's, left-padded) and leave as they finish; each
-// step reads one new token of every row in one forward pass. Rows are numbered in join order
-// among those kept.
-class BatchDecoder {
- public:
-  explicit BatchDecoder(CausalLM model);  // the model must allow a KV cache
-  // Reads a new sequence's prompt; it becomes the last row. Returns its next-token scores (V).
-  torch::Tensor add(const std::vector<int32_t>& prompt);
-  // Reads one token for every row, in row order: the next-token scores (B, V).
-  torch::Tensor step(const std::vector<int32_t>& tokens);
-  // Keeps these rows, in this order.
-  void keep(const std::vector<int64_t>& rows);
-  int64_t rows() const { return kv_rows(cache_); }
-  int64_t context() const { return model_->config().max_position_embeddings; }
-
- private:
-  CausalLM model_;
-  KVCache cache_;
 };
 
 // Generates from `prompt` (token ids), starting the decoder afresh. `on_text` receives the text

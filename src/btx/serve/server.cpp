@@ -185,7 +185,8 @@ class Engine {
           keep.push_back(static_cast<int64_t>(r));
           kept.push_back(std::move(rows[r]));
         } else {
-          complete(rows[r].job, rows[r].gen->finish(), nullptr, rows[r].t0);
+          complete(rows[r].job, rows[r].gen->finish(), batch_->row_state(static_cast<int64_t>(r)),
+                   rows[r].t0);
         }
       }
       if (keep.size() != rows.size()) batch_->keep(keep);
