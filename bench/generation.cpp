@@ -1,8 +1,10 @@
 // Generation speed on CPU: tokens per second of greedy decoding with the KV cache (one position
 // per step after the prompt) and without it (the whole prefix recomputed for every token), for a
 // dense Llama and an MoE with the same active parameters per token (E experts of the dense inner
-// width, top-1 routing: a token uses one expert, as many weights as the dense FFN), at batch 1
-// and batch 8. The models are the tiny preset's shape with random weights (speed does not depend
+// width, top-1 routing: a token uses one expert, as many weights as the dense FFN), and SMEAR
+// with the same experts (prefix router: every token merges all of them, computed in the linear
+// form, so it runs every expert; cached decoding carries the router's running prefix sum), at
+// batch 1 and batch 8. The models are the tiny preset's shape with random weights (speed does not depend
 // on what they learned). Each configuration decodes `--new` tokens after a `--prompt`-token
 // prompt; the variants run interleaved over `--reps` rounds and the table gives each one's median
 // tokens/s (batch x new tokens / time) and the cache's speed-up. Prints a table.
@@ -25,7 +27,8 @@ struct Args {
   std::vector<int64_t> batches = {1, 8};
 };
 
-btx::ModelConfig config(const Args& a, bool moe) {
+// kind: "dense", "moe" (top-1) or "smear" (prefix router: every expert merged per token).
+btx::ModelConfig config(const Args& a, const std::string& kind) {
   btx::ModelConfig c;
   c.vocab_size = 4096;
   c.hidden_size = a.hidden;
@@ -34,8 +37,9 @@ btx::ModelConfig config(const Args& a, bool moe) {
   c.num_attention_heads = 4;
   c.num_key_value_heads = 4;
   c.max_position_embeddings = a.prompt + a.fresh;
-  if (moe) {
-    c.model_type = "mixtral";
+  if (kind != "dense") {
+    c.model_type = kind == "moe" ? "mixtral" : "smear";
+    c.router_mode = kind == "moe" ? "top-k" : "prefix";
     c.num_local_experts = a.experts;
     c.num_experts_per_tok = 1;
   }
@@ -62,7 +66,7 @@ double decode_seconds(btx::CausalLM& m, const Args& a, int64_t B, bool cached) {
 
 int main(int argc, char** argv) {
   Args a;
-  CLI::App app{"Greedy decoding tokens/s with and without the KV cache, dense vs MoE"};
+  CLI::App app{"Greedy decoding tokens/s with and without the KV cache, dense vs MoE vs SMEAR"};
   app.add_option("--hidden", a.hidden)->capture_default_str();
   app.add_option("--inner", a.inner)->capture_default_str();
   app.add_option("--layers", a.layers)->capture_default_str();
@@ -74,8 +78,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   torch::manual_seed(0);
-  std::map<std::string, btx::CausalLM> models = {{"dense", btx::CausalLM(config(a, false))},
-                                                 {"moe", btx::CausalLM(config(a, true))}};
+  std::map<std::string, btx::CausalLM> models;
+  for (const char* kind : {"dense", "moe", "smear"}) models.emplace(kind, config(a, kind));
   for (auto& [name, m] : models) m->eval();
   std::printf(
       "prompt %lld, %lld new tokens, hidden %lld, inner %lld, %lld layers, MoE %lld experts "
@@ -86,7 +90,7 @@ int main(int argc, char** argv) {
   std::printf("| model | batch | cached tok/s | recomputed tok/s | cache speed-up |\n");
   std::printf("|---|---:|---:|---:|---:|\n");
   for (int64_t B : a.batches) {
-    for (const char* name : {"dense", "moe"}) {
+    for (const char* name : {"dense", "moe", "smear"}) {
       auto& m = models.at(name);
       decode_seconds(m, a, B, true);  // warm-up
       std::vector<double> cached, full, ratio;

@@ -48,7 +48,7 @@ std::vector<Command> add_serve_commands(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
   cmd->add_option("--batch", a->opts.max_batch,
-                  "Requests decoded together (continuous batching; not for SMEAR or --no-cache)")
+                  "Requests decoded together (continuous batching; 1 with --no-cache)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
   cmd->add_option("--http-threads", a->opts.http_threads,

@@ -45,6 +45,7 @@ TEST(KVCache, IncrementalLogitsEqualFullRecomputation) {
   expect_cache_matches(small_model_config(40, 16, 24, 2, 4, 2, 32));  // GQA: 2 kv heads for 4
   expect_cache_matches(routed_config("mixtral", 4, 2, "top-k"));
   expect_cache_matches(routed_config("mixtral", 4, 1, "hash"));
+  expect_cache_matches(routed_config("smear", 3, 1, "prefix"));  // the prefix sums carried
 }
 
 // Runs three sequences (12 tokens each; prompts of 3, 7 and 5) through `batch` on a schedule
@@ -134,6 +135,7 @@ void expect_batch_matches(const ModelConfig& c) {
 TEST(KVCache, BatchedRowsJoiningAndLeavingMatchDecodingAlone) {
   expect_batch_matches(small_model_config(40, 16, 24, 2, 4, 2, 32));
   expect_batch_matches(routed_config("mixtral", 4, 2, "top-k"));
+  expect_batch_matches(routed_config("smear", 3, 1, "prefix"));
 }
 
 // The ensemble batched: each row's mixture and posterior equal the recomputing ensemble's on
@@ -171,8 +173,9 @@ TEST(EnsembleBatchDecoder, RowsJoiningAndLeavingMatchTheEnsembleAlone) {
 }
 
 TEST(KVCache, ModelsReadingTheSequenceCannotBeCached) {
-  CausalLM smear(routed_config("smear", 3, 1, "prefix"));
+  CausalLM smear(routed_config("smear", 3, 1, "sequence"));
   EXPECT_FALSE(smear->supports_cache());
+  EXPECT_TRUE(CausalLM(routed_config("smear", 3, 1, "prefix"))->supports_cache());
   KVCache cache;
   EXPECT_THROW(smear->forward_cached(torch::zeros({1, 2}, torch::kInt64), cache), c10::Error);
   EXPECT_FALSE(CausalLM(routed_config("mixtral", 3, 1, "sample"))->supports_cache());
@@ -181,6 +184,33 @@ TEST(KVCache, ModelsReadingTheSequenceCannotBeCached) {
   KVCache c2;
   dense->forward_cached(torch::zeros({1, 6}, torch::kInt64), c2);
   EXPECT_THROW(dense->forward_cached(torch::zeros({1, 3}, torch::kInt64), c2), c10::Error);
+}
+
+// SMEAR keeps its stacked expert weights between inference forwards, and restacks when a
+// weight changes (in place, or replaced), so a loaded or edited model is never run stale.
+TEST(SmearStacked, FollowsWeightChanges) {
+  torch::manual_seed(3);
+  torch::NoGradGuard no_grad;
+  CausalLM m(routed_config("smear", 3, 1, "prefix"));
+  m->eval();
+  const auto ids = torch::randint(0, 30, {2, 6}, torch::kInt64);
+  const auto before = m->forward(ids);
+  EXPECT_TRUE(torch::equal(before, m->forward(ids)));  // kept: the same result
+  for (auto& p : m->parameters()) {
+    if (p.dim() == 2 && p.size(0) == 12) {  // an expert's w1 / w3 (F=12, C=8)
+      p.mul_(2.0);
+      break;
+    }
+  }
+  const auto after = m->forward(ids);
+  EXPECT_FALSE(torch::allclose(before, after));
+  // The same as a model built with the changed weights from the start.
+  CausalLM fresh(routed_config("smear", 3, 1, "prefix"));
+  fresh->eval();
+  auto src = m->parameters();
+  auto dst = fresh->parameters();
+  for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
+  EXPECT_TRUE(torch::allclose(after, fresh->forward(ids), 1e-6, 1e-6));
 }
 
 // Three random experts of one shape: the ensemble decoder's scores after each prefix of `ids`.

@@ -1,5 +1,5 @@
 // `btx generate` on a tiny trained forest: greedy text is the same with and without the KV cache
-// (dense, MoE, and SMEAR, which recomputes), seeded sampling is reproducible, a stop string cuts
+// (dense, MoE, and SMEAR, whose prefix router carries its running sum), seeded sampling is reproducible, a stop string cuts
 // the text, and bad requests (a prompt longer than the context, an ensemble) are clear errors.
 #include "btx/pipeline/generate.h"
 

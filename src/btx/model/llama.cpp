@@ -32,10 +32,11 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const RopeTables
 }
 
 torch::Tensor DecoderLayerImpl::forward_cached(const torch::Tensor& x, const RopeTables& rope,
-                                               torch::Tensor& k, torch::Tensor& v,
+                                               const torch::Tensor& positions, torch::Tensor& k,
+                                               torch::Tensor& v, torch::Tensor& ffn_state,
                                                const torch::Tensor& mask) {
   auto h = x + self_attn->forward_cached(input_layernorm(x), rope, k, v, mask);
-  return h + ffn->forward(post_attention_layernorm(h));
+  return h + ffn->forward_cached(post_attention_layernorm(h), positions, ffn_state);
 }
 
 LlamaModelImpl::LlamaModelImpl(const ModelConfig& c, const FfnFactory& make_ffn) : config(c) {
@@ -64,17 +65,20 @@ torch::Tensor LlamaModelImpl::forward_cached(const torch::Tensor& ids, KVCache& 
   const int64_t B = ids.size(0), T = ids.size(1), S = cache.length;
   const auto L = static_cast<size_t>(config.num_hidden_layers);
   RopeTables rope;
-  torch::Tensor mask;  // undefined: the plain causal mask over S + T slots
+  torch::Tensor mask;       // undefined: the plain causal mask over S + T slots
+  torch::Tensor positions;  // (B, T): each new token's index in its own sequence
+  auto steps = torch::arange(T, torch::TensorOptions(torch::kInt64).device(ids.device()));
   if (!cache.pad.defined()) {
     TORCH_CHECK(S + T <= config.max_position_embeddings, "sequence length ", S + T,
                 " exceeds max_position_embeddings ", config.max_position_embeddings);
     rope = rope_tables(T, config.head_dim(), config.rope_theta, S, ids.device());
+    positions = (S + steps).unsqueeze(0).expand({B, T});
   } else {
     TORCH_CHECK(cache.pad.size(0) == B, "KV cache has ", cache.pad.size(0), " rows for ", B);
     // Each row at its own positions; slot j is visible to new position i of row b when it is
     // not padding (j >= pad[b]) and not in the future (j <= S + i).
     auto pad = cache.pad.to(ids.device());
-    auto positions = (S - pad).unsqueeze(1) + torch::arange(T, pad.options());  // (B, T)
+    positions = (S - pad).unsqueeze(1) + steps;  // (B, T)
     const int64_t longest = positions.max().item<int64_t>() + 1;
     TORCH_CHECK(longest <= config.max_position_embeddings, "sequence length ", longest,
                 " exceeds max_position_embeddings ", config.max_position_embeddings);
@@ -89,11 +93,12 @@ torch::Tensor LlamaModelImpl::forward_cached(const torch::Tensor& ids, KVCache& 
   }
   cache.k.resize(L);
   cache.v.resize(L);
+  cache.ffn.resize(L);
   auto x = embed_tokens(ids);
   for (size_t i = 0; i < L; ++i) {
     auto* l = layers[i]->as<DecoderLayerImpl>();
     l->ffn->set_token_ids(ids);
-    x = l->forward_cached(x, rope, cache.k[i], cache.v[i], mask);
+    x = l->forward_cached(x, rope, positions, cache.k[i], cache.v[i], cache.ffn[i], mask);
   }
   cache.length = S + T;
   return norm(x);
@@ -134,6 +139,9 @@ void kv_append_rows(KVCache& batch, const KVCache& other) {
   for (size_t l = 0; l < batch.k.size(); ++l) {
     batch.k[l] = torch::cat({left_pad(batch.k[l], grow_batch), left_pad(other.k[l], grow_other)});
     batch.v[l] = torch::cat({left_pad(batch.v[l], grow_batch), left_pad(other.v[l], grow_other)});
+    if (l < batch.ffn.size() && batch.ffn[l].defined()) {
+      batch.ffn[l] = torch::cat({batch.ffn[l], other.ffn[l]});
+    }
   }
   batch.pad = pad;
   batch.length = S;
@@ -157,6 +165,9 @@ void kv_keep_rows(KVCache& batch, const std::vector<int64_t>& rows) {
                      .index_select(0, index.to(batch.v[l].device()))
                      .narrow(2, drop, batch.length - drop)
                      .contiguous();
+    if (l < batch.ffn.size() && batch.ffn[l].defined()) {
+      batch.ffn[l] = batch.ffn[l].index_select(0, index.to(batch.ffn[l].device()));
+    }
   }
   batch.pad = pad - drop;
   batch.length -= drop;
@@ -180,7 +191,10 @@ torch::Tensor CausalLMImpl::forward(const torch::Tensor& ids) {
 
 bool CausalLMImpl::supports_cache() const {
   const auto& c = config();
-  return !c.is_smear() && !(c.is_moe() && (c.router_mode == "sample" || c.router_mode == "tag"));
+  // SMEAR's prefix router keeps a running sum (SmearFfnImpl::forward_cached); its sequence
+  // router reads the whole sequence, as do sampled and tag routing.
+  if (c.is_smear()) return c.router_mode == "prefix";
+  return !(c.is_moe() && (c.router_mode == "sample" || c.router_mode == "tag"));
 }
 
 torch::Tensor CausalLMImpl::forward_cached(const torch::Tensor& ids, KVCache& cache) {

@@ -30,6 +30,9 @@ struct KVCache {
   // hold no token and are masked out, and row b's next position is length - pad[b]. (B) int64;
   // undefined when no row is padded.
   torch::Tensor pad;
+  // Per layer, what the FFN keeps of earlier positions (FeedForwardImpl::forward_cached), rows
+  // like k and v; undefined for FFNs that keep nothing.
+  std::vector<torch::Tensor> ffn;
 };
 
 // Continuous batching: sequences join a running batch and leave it as they finish.
@@ -42,8 +45,9 @@ int64_t kv_rows(const KVCache& cache);  // B (0 for an empty cache)
 struct DecoderLayerImpl : torch::nn::Module {
   DecoderLayerImpl(const ModelConfig& c, std::shared_ptr<FeedForwardImpl> ffn);
   torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */, const RopeTables& rope);
-  torch::Tensor forward_cached(const torch::Tensor& x, const RopeTables& rope, torch::Tensor& k,
-                               torch::Tensor& v, const torch::Tensor& mask = {});
+  torch::Tensor forward_cached(const torch::Tensor& x, const RopeTables& rope,
+                               const torch::Tensor& positions, torch::Tensor& k, torch::Tensor& v,
+                               torch::Tensor& ffn_state, const torch::Tensor& mask = {});
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Attention self_attn{nullptr};
   std::shared_ptr<FeedForwardImpl> ffn;

@@ -60,6 +60,12 @@ torch::Tensor smear_merge_per_position(const torch::Tensor& x, const torch::Tens
   return torch::cat(out);
 }
 
+namespace {
+torch::Tensor rms_normalise(const torch::Tensor& m, double eps) {
+  return m * torch::rsqrt(m.pow(2).mean(-1, /*keepdim=*/true) + eps);
+}
+}  // namespace
+
 torch::Tensor smear_router_input(const torch::Tensor& x, bool causal, double eps) {
   torch::Tensor m;
   if (causal) {
@@ -69,7 +75,7 @@ torch::Tensor smear_router_input(const torch::Tensor& x, bool causal, double eps
   } else {
     m = x.mean(1, /*keepdim=*/true);
   }
-  return m * torch::rsqrt(m.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return rms_normalise(m, eps);
 }
 
 torch::Tensor expert_dropout(const torch::Tensor& p, double rate) {
@@ -106,7 +112,7 @@ torch::Tensor SmearFfnImpl::forward(const torch::Tensor& x) {
   record(x.reshape({B * T, C}));
   auto p = merge_weights(x);  // (B, T or 1, E)
   auto used = is_training() ? expert_dropout(p, dropout_rate) : p;
-  const StackedExperts w = stack_experts(experts);
+  const StackedExperts& w = stacked();
   torch::Tensor out;
   if (causal) {
     out = smear_mix_per_position(x.reshape({B * T, C}), used.reshape({B * T, num_experts}), w)
@@ -125,6 +131,35 @@ torch::Tensor SmearFfnImpl::forward(const torch::Tensor& x) {
   last_ = r;
   aux_loss_ = torch::Tensor();
   return out;
+}
+
+const StackedExperts& SmearFfnImpl::stacked() {
+  // Kept only for inference (eval mode, no autograd): a training stack is part of the graph.
+  std::vector<std::pair<const void*, int64_t>> key;
+  const bool keep = !is_training() && !torch::GradMode::is_enabled();
+  if (keep) {
+    for (const auto& p : experts->parameters()) key.emplace_back(p.data_ptr(), p._version());
+  }
+  if (!keep || key != stacked_key_) {
+    stacked_ = stack_experts(experts);
+    stacked_key_ = std::move(key);
+  }
+  return stacked_;
+}
+
+torch::Tensor SmearFfnImpl::forward_cached(const torch::Tensor& x, const torch::Tensor& positions,
+                                           torch::Tensor& state) {
+  TORCH_CHECK(causal, "SMEAR's sequence router reads the whole sequence: it cannot be cached");
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
+  auto sums = x.cumsum(1);  // (B, T, C): the prefix sums of the new positions
+  if (state.defined()) sums = sums + state.unsqueeze(1);
+  state = sums.select(1, T - 1).contiguous();
+  auto count = (positions + 1).to(x.dtype()).unsqueeze(-1);  // (B, T, 1)
+  auto p = forced_.defined()
+               ? torch::one_hot(forced_ids(B, T).to(x.device()), num_experts).to(x.dtype())
+               : torch::softmax(gate(rms_normalise(sums / count, eps)), -1);  // (B, T, E)
+  return smear_mix_per_position(x.reshape({B * T, C}), p.reshape({B * T, num_experts}), stacked())
+      .view({B, T, C});
 }
 
 int64_t SmearFfnImpl::active_params() const {

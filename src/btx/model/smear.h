@@ -70,10 +70,22 @@ struct SmearFfnImpl : MoeFfnImpl {
   int64_t ffn_flops_per_token(int64_t context) const override;
   // The merge weights of x: (B, T, E) for prefix, (B, 1, E) for sequence (no dropout).
   torch::Tensor merge_weights(const torch::Tensor& x);
+  // Incremental decoding (prefix router only): `state` (B, C) is the sum of the router inputs
+  // seen so far in each row, `positions` (B, T) the new tokens' indices; the prefix means
+  // continue from it, so the result equals forward() over the whole sequence.
+  torch::Tensor forward_cached(const torch::Tensor& x, const torch::Tensor& positions,
+                               torch::Tensor& state) override;
+  // The experts' weights stacked; in eval mode kept until a weight changes (checked by data
+  // pointer and version), so decoding and evaluation do not copy them on every forward.
+  const StackedExperts& stacked();
 
   bool causal;
   double dropout_rate;
   double eps;
+
+ private:
+  StackedExperts stacked_;
+  std::vector<std::pair<const void*, int64_t>> stacked_key_;  // (data_ptr, version) per weight
 };
 TORCH_MODULE(SmearFfn);
 

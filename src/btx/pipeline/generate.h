@@ -1,7 +1,8 @@
 // Text generation from a model (dense, MoE, SMEAR) or BTM's ensemble of experts: incremental
-// decoding with a KV cache where the model allows it (dense and per-token MoE routers), full
-// recomputation otherwise (SMEAR's prefix-mean router), greedy or sampled (temperature, top-k,
-// top-p, a seed), with stop strings, a token budget and streaming of the text as it is produced.
+// decoding with a KV cache where the model allows it (dense, per-token MoE routers, SMEAR's
+// prefix-mean router, which carries its running sum), full recomputation otherwise (sampled or
+// tag routing), greedy or sampled (temperature, top-k, top-p, a seed), with stop strings, a
+// token budget and streaming of the text as it is produced.
 // The ensemble mixes its experts' next-token distributions under BTM's updating posterior
 // p(expert | text so far), which moves as the prompt is read and as tokens are produced.
 #pragma once

@@ -4,8 +4,8 @@
 //   GET  /health           {"status": "ok", ...} with the queue's state
 // One engine thread runs the model for the requests in arrival order: up to --batch of them
 // decoded together with continuous batching (a request joins the running batch at the next
-// step and leaves it when it ends) where the decoder can batch (dense, MoE, the ensemble),
-// otherwise (SMEAR, --no-cache) one at a time.
+// step and leaves it when it ends) where the decoder can batch (a KV cache: dense, MoE, SMEAR,
+// the ensemble), otherwise (--no-cache) one at a time.
 // Requests wait in a bounded queue, and beyond it get 503 at once with Retry-After. HTTP threads
 // only parse, wait and write, so health checks are answered while the model works. A streaming
 // client that goes away stops its generation at the next token (and a queued one is dropped before
