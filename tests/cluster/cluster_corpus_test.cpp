@@ -13,6 +13,7 @@
 #include "btx/util/fs.h"
 #include "model_util.h"
 #include "test_util.h"
+#include "tokenizer_util.h"
 
 namespace btx {
 namespace {
@@ -104,12 +105,7 @@ TEST_F(ClusterCorpusTest, TfidfRecoversDomainsAndWritesACorpus) {
 
 TEST_F(ClusterCorpusTest, SeedEmbeddingRunsAndAssignsConsistently) {
   // A tiny random-weight LM with a tokenizer trained on the corpus: the path, not the quality.
-  TokenizerTrainOptions t;
-  t.corpus = *dir_ / "corpus";
-  t.out_model = *dir_ / "seed/tokenizer.model";
-  t.vocab_size = 400;
-  t.sample_bytes_per_domain = 20'000;
-  train_tokenizer(t);
+  testing::train_test_tokenizer(*dir_ / "corpus", *dir_ / "seed/tokenizer.model", 400, 20'000);
   ModelConfig c = testing::small_model_config(400, 32, 64, 1, 2, 2, 64);
   torch::manual_seed(0);
   CausalLM lm(c);

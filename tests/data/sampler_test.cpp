@@ -10,6 +10,7 @@
 
 #include "btx/util/error.h"
 #include "test_util.h"
+#include "tokenizer_util.h"
 
 namespace btx {
 namespace {
@@ -25,12 +26,7 @@ class SamplerTest : public ::testing::Test {
                         testing::tagged_lines('B', {"one", "two", "three", "four"}, 80'000, 'B'));
     testing::write_text(*dir_ / "corpus/c.txt",
                         testing::tagged_lines('C', {"red", "green", "blue", "black"}, 80'000, 'C'));
-    TokenizerTrainOptions t;
-    t.corpus = *dir_ / "corpus";
-    t.out_model = *dir_ / "tok.model";
-    t.vocab_size = 320;
-    t.sample_bytes_per_domain = 30'000;
-    train_tokenizer(t);
+    testing::train_test_tokenizer(*dir_ / "corpus", *dir_ / "tok.model", 320, 30'000);
     ShardOptions o;
     o.corpus = *dir_ / "corpus";
     o.out = *dir_ / "data";
@@ -38,7 +34,7 @@ class SamplerTest : public ::testing::Test {
     o.valid_tokens = 500;
     o.test_tokens = 500;
     o.chunk_bytes = 512;
-    prepare_shards(o, Tokenizer::load(t.out_model));
+    prepare_shards(o, Tokenizer::load(*dir_ / "tok.model"));
     set_ = new ShardSet(ShardSet::open(o.out));
   }
   static void TearDownTestSuite() {

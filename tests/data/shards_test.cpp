@@ -12,6 +12,7 @@
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
 #include "test_util.h"
+#include "tokenizer_util.h"
 
 namespace btx {
 namespace {
@@ -32,13 +33,8 @@ class ShardsTest : public ::testing::Test {
                         testing::tagged_lines('T', testing::kProseWords, 3'000, 5));
     testing::write_text(*dir_ / "small/prose.txt",
                         testing::tagged_lines('P', testing::kProseWords, 200'000, 1));
-    TokenizerTrainOptions t;
-    t.corpus = *dir_ / "corpus";
-    t.out_model = *dir_ / "tok.model";
-    t.vocab_size = 400;
-    t.sample_bytes_per_domain = 60'000;
-    train_tokenizer(t);
-    tok_ = new Tokenizer(Tokenizer::load(t.out_model));
+    tok_ = new Tokenizer(Tokenizer::load(
+        testing::train_test_tokenizer(*dir_ / "corpus", *dir_ / "tok.model", 400, 60'000)));
     prepare_shards(options(*dir_ / "data"), *tok_);
   }
   static void TearDownTestSuite() {

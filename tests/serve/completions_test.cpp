@@ -7,6 +7,7 @@
 
 #include "btx/data/tokenizer.h"
 #include "test_util.h"
+#include "tokenizer_util.h"
 
 namespace btx::serve {
 namespace {
@@ -17,13 +18,8 @@ class CompletionsTest : public ::testing::Test {
     dir_ = new testing::TempDir("btx-completions");
     testing::write_text(*dir_ / "corpus/prose.txt",
                         testing::tagged_lines('P', testing::kProseWords, 60'000, 1));
-    TokenizerTrainOptions t;
-    t.corpus = *dir_ / "corpus";
-    t.out_model = *dir_ / "tok.model";
-    t.vocab_size = 300;
-    t.sample_bytes_per_domain = 30'000;
-    train_tokenizer(t);
-    tok_ = new Tokenizer(Tokenizer::load(t.out_model));
+    tok_ = new Tokenizer(Tokenizer::load(
+        testing::train_test_tokenizer(*dir_ / "corpus", *dir_ / "tok.model", 300, 30'000)));
   }
   static void TearDownTestSuite() {
     delete tok_;
