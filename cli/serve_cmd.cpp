@@ -44,15 +44,16 @@ std::vector<Command> add_serve_commands(CLI::App& app) {
       ->check(CLI::Range(0, 65535));
   cmd->add_option("--name", a->opts.model_id, "Model name clients use (default: the folder's)");
   cmd->add_option("--queue", a->opts.queue,
-                  "Requests that may wait while one is generated; more get 503")
+                  "Requests that may wait while others are generated; more get 503")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
   cmd->add_option("--batch", a->opts.max_batch,
                   "Requests decoded together (continuous batching; 1 with --no-cache)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
-  cmd->add_option("--http-threads", a->opts.http_threads,
-                  "Connections served at once (beyond the queue they are answered 503 at once)")
+  cmd->add_option(
+         "--http-threads", a->opts.http_threads,
+         "Connections served at once, at least --queue + --batch + 8; more wait for a free thread")
       ->capture_default_str()
       ->check(CLI::Range(2, 4096));
   cmd->add_option("--max-tokens-limit", a->opts.limits.max_tokens,

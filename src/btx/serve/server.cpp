@@ -328,7 +328,9 @@ struct Server::Impl {
 };
 
 void Server::Impl::routes() {
-  const size_t threads = opts.http_threads;
+  // Every queued and running request holds a thread while it waits; a few more stay free for
+  // health checks and the requests answered 503.
+  const size_t threads = std::max(opts.http_threads, opts.queue + opts.max_batch + 8);
   http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http.set_payload_max_length(opts.limits.max_body_bytes);
   http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
