@@ -138,17 +138,26 @@ TEST(KVCache, BatchedRowsJoiningAndLeavingMatchDecodingAlone) {
   expect_batch_matches(routed_config("smear", 3, 1, "prefix"));
 }
 
+// Three random experts of one shape, for the ensemble decoders.
+struct EnsembleFixture {
+  std::vector<std::string> names = {"a", "b", "c"};
+  std::vector<CausalLM> experts;
+  EnsembleFixture() {
+    torch::manual_seed(11);
+    for (int j = 0; j < 3; ++j) {
+      experts.emplace_back(small_model_config(40, 16, 24, 2, 4, 2, 32));
+      experts.back()->eval();
+    }
+  }
+};
+
 // The ensemble batched: each row's mixture and posterior equal the recomputing ensemble's on
 // that sequence alone (EnsembleScorer's updating prior), for all experts and for top-2 of 3.
 TEST(EnsembleBatchDecoder, RowsJoiningAndLeavingMatchTheEnsembleAlone) {
   torch::NoGradGuard no_grad;
-  std::vector<std::string> names = {"a", "b", "c"};
-  torch::manual_seed(13);
-  std::vector<CausalLM> experts;
-  for (int j = 0; j < 3; ++j) {
-    experts.emplace_back(small_model_config(40, 16, 24, 2, 4, 2, 32));
-    experts.back()->eval();
-  }
+  EnsembleFixture f;
+  const auto& names = f.names;
+  const auto& experts = f.experts;
   const auto seq = random_sequences(40);
   for (int64_t k : {0, 2}) {
     EnsembleBatchDecoder batch(names, experts, k);
@@ -212,19 +221,6 @@ TEST(SmearStacked, FollowsWeightChanges) {
   for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
   EXPECT_TRUE(torch::allclose(after, fresh->forward(ids), 1e-6, 1e-6));
 }
-
-// Three random experts of one shape: the ensemble decoder's scores after each prefix of `ids`.
-struct EnsembleFixture {
-  std::vector<std::string> names = {"a", "b", "c"};
-  std::vector<CausalLM> experts;
-  EnsembleFixture() {
-    torch::manual_seed(11);
-    for (int j = 0; j < 3; ++j) {
-      experts.emplace_back(small_model_config(40, 16, 24, 2, 4, 2, 32));
-      experts.back()->eval();
-    }
-  }
-};
 
 TEST(EnsembleDecoder, IncrementalPosteriorEqualsRecomputationAndBayesRule) {
   EnsembleFixture f;

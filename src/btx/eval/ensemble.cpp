@@ -67,12 +67,14 @@ torch::Tensor ensemble_log_weights(const torch::Tensor& ll, EnsemblePrior prior,
   } else {
     logw = lp.expand({E, B, T}).contiguous();
   }
-  if (top_k > 0 && top_k < E) {
-    auto keep = std::get<1>(logw.topk(top_k, 0));
-    auto mask = torch::full_like(logw, kNegInf).scatter_(0, keep, 0.0);
-    logw = torch::log_softmax(logw + mask, 0);
-  }
-  return logw;
+  return keep_top_k(logw, top_k, 0);
+}
+
+torch::Tensor keep_top_k(const torch::Tensor& log_w, int64_t top_k, int64_t dim) {
+  if (top_k <= 0 || top_k >= log_w.size(dim)) return log_w;
+  auto keep = std::get<1>(log_w.topk(top_k, dim));
+  auto mask = torch::full_like(log_w, kNegInf).scatter_(dim, keep, 0.0);
+  return torch::log_softmax(log_w + mask, dim);
 }
 
 torch::Tensor mix_log_probs(const torch::Tensor& log_w, const torch::Tensor& lp) {
@@ -194,7 +196,7 @@ torch::Tensor EnsembleScorer::token_nll(const torch::Tensor& tokens) {
   return (-mix_log_probs(logw, ll)).to(torch::kFloat32);
 }
 
-torch::Tensor EnsembleScorer::log_probs(const torch::Tensor& inputs) {
+torch::Tensor EnsembleScorer::log_probs(const torch::Tensor& inputs, torch::Tensor* loglik) {
   torch::NoGradGuard no_grad;
   require_prior();
   const auto idx = active_experts();
@@ -214,6 +216,7 @@ torch::Tensor EnsembleScorer::log_probs(const torch::Tensor& inputs) {
     ll.narrow(2, 0, T - 1).copy_(lp.narrow(2, 0, T - 1).gather(3, next).squeeze(3));
   }
   auto logw = log_weights(idx, ll);
+  if (loglik) *loglik = ll;
   return mix_log_probs(logw.unsqueeze(-1), lp).to(torch::kFloat32);
 }
 

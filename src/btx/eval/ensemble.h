@@ -35,6 +35,10 @@ std::string to_string(EnsemblePrior prior);
 torch::Tensor ensemble_log_weights(const torch::Tensor& ll, EnsemblePrior prior,
                                    const torch::Tensor& log_prior, int64_t top_k);
 
+// Log weights `log_w` (normalised along `dim`) restricted to their top_k largest along `dim` and
+// renormalised; the others become -inf. top_k 0 or the size of `dim`: unchanged.
+torch::Tensor keep_top_k(const torch::Tensor& log_w, int64_t top_k, int64_t dim);
+
 // log p of the mixture: logsumexp_j(log_w + lp) over dim 0, for lp (E, ...) and log_w shaped
 // like lp or broadcastable to it.
 torch::Tensor mix_log_probs(const torch::Tensor& log_w, const torch::Tensor& lp);
@@ -67,7 +71,9 @@ class EnsembleScorer : public Scorer {
   torch::Tensor token_nll(const torch::Tensor& tokens) override;
   // The mixture's next-token distribution in log space: (B, T, V) for inputs (B, T); position t
   // predicts token t+1 from tokens 0..t (the updating prior uses tokens 1..t as evidence).
-  torch::Tensor log_probs(const torch::Tensor& inputs);
+  // `loglik`, when given, receives the log-likelihood (K, B, T) of each next input token under
+  // each expert run (0 at the last position, whose next token is unknown).
+  torch::Tensor log_probs(const torch::Tensor& inputs, torch::Tensor* loglik = nullptr);
 
   int64_t params_total() const override;
   int64_t params_active() const override;

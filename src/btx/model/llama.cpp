@@ -156,15 +156,14 @@ void kv_keep_rows(KVCache& batch, const std::vector<int64_t>& rows) {
   auto index = torch::tensor(rows, torch::kInt64);
   auto pad = pads_of(batch).index_select(0, index);
   const int64_t drop = pad.min().item<int64_t>();  // slots that are padding in every kept row
+  auto kept = [&](const torch::Tensor& t) {        // (B, G, S, D): the rows kept, from slot `drop`
+    return t.index_select(0, index.to(t.device()))
+        .narrow(2, drop, batch.length - drop)
+        .contiguous();
+  };
   for (size_t l = 0; l < batch.k.size(); ++l) {
-    batch.k[l] = batch.k[l]
-                     .index_select(0, index.to(batch.k[l].device()))
-                     .narrow(2, drop, batch.length - drop)
-                     .contiguous();
-    batch.v[l] = batch.v[l]
-                     .index_select(0, index.to(batch.v[l].device()))
-                     .narrow(2, drop, batch.length - drop)
-                     .contiguous();
+    batch.k[l] = kept(batch.k[l]);
+    batch.v[l] = kept(batch.v[l]);
     if (l < batch.ffn.size() && batch.ffn[l].defined()) {
       batch.ffn[l] = batch.ffn[l].index_select(0, index.to(batch.ffn[l].device()));
     }

@@ -87,15 +87,7 @@ nlohmann::json posterior_state(const std::vector<std::string>& names, const torc
 }  // namespace
 
 torch::Tensor ensemble_posterior(const torch::Tensor& evidence, int64_t top_k) {
-  auto logw = torch::log_softmax(evidence, -1);
-  const int64_t E = evidence.size(-1);
-  if (top_k > 0 && top_k < E) {
-    auto keep = std::get<1>(logw.topk(top_k, -1));
-    auto mask =
-        torch::full_like(logw, -std::numeric_limits<double>::infinity()).scatter_(-1, keep, 0.0);
-    logw = torch::log_softmax(logw + mask, -1);
-  }
-  return logw.exp();
+  return keep_top_k(torch::log_softmax(evidence, -1), top_k, -1).exp();
 }
 
 EnsembleDecoder::EnsembleDecoder(std::vector<std::string> names, std::vector<CausalLM> experts,
@@ -147,19 +139,12 @@ torch::Tensor EnsembleDecoder::next_scores(const std::vector<int32_t>& seq) {
     return scores;
   }
   // Recompute: the evaluation's ensemble with its updating prior over the whole sequence (the
-  // reference the cached path is tested against), then the evidence again for state().
+  // reference the cached path is tested against); its experts' log-likelihoods of the text are
+  // the evidence for state(). (Every expert runs under the updating prior.)
   std::vector<int64_t> x(seq.begin(), seq.end());
-  auto ids = torch::tensor(x, torch::kInt64).view({1, -1});
-  const auto n = ids.size(1);
-  auto lp = scorer_->log_probs(ids);  // (1, T, V)
-  std::vector<torch::Tensor> ll;
-  for (auto& m : experts_) {
-    auto l = torch::log_softmax(m->forward(ids), -1).to(torch::kFloat64)[0];  // (T, V)
-    ll.push_back(
-        n > 1 ? l.narrow(0, 0, n - 1).gather(1, ids[0].narrow(0, 1, n - 1).unsqueeze(1)).sum()
-              : torch::zeros({}, torch::kFloat64));
-  }
-  evidence_ = torch::stack(ll);
+  torch::Tensor ll;  // (E, 1, T)
+  auto lp = scorer_->log_probs(torch::tensor(x, torch::kInt64).view({1, -1}), &ll);
+  evidence_ = ll.sum({1, 2});
   seen_ = seq.size();
   return lp[0][-1];
 }
