@@ -4,7 +4,6 @@
 
 #include <iostream>
 #include <sstream>
-#include <thread>
 
 #include "btx/pipeline/experts.h"
 #include "btx/pipeline/launch.h"
@@ -49,23 +48,6 @@ std::map<std::string, double> parse_mixture(const std::vector<std::string>& item
     out[name] = w;
   }
   return out;
-}
-// Polls the experts' checkpoints until all are done (the Slurm tasks write them), printing
-// their status when it changes.
-void wait_for_experts(const RunDir& run, const std::vector<std::string>& names) {
-  std::string last;
-  while (true) {
-    size_t done = 0;
-    for (const auto& n : names) {
-      auto s = load_train_state(expert_dir(run, n));
-      done += s && s->done ? 1 : 0;
-    }
-    if (done == names.size()) return;
-    const std::string now = format_status(run_status(run));
-    if (now != last) std::cout << now << std::flush;
-    last = now;
-    std::this_thread::sleep_for(std::chrono::seconds(30));
-  }
 }
 }  // namespace
 
@@ -126,6 +108,7 @@ std::vector<Command> add_expert_commands(CLI::App& app) {
     LaunchOptions local;
     SlurmOptions slurm;
     bool use_slurm = false, submit = false, dry_run = false, wait = false;
+    double poll_seconds = 30;
   };
   auto l = std::make_shared<LaunchArgs>();
   auto* launch = app.add_subcommand(
@@ -140,7 +123,13 @@ std::vector<Command> add_expert_commands(CLI::App& app) {
   launch->add_flag("--dry-run", l->dry_run, "With --slurm: print the script, write nothing");
   launch->add_flag("--wait", l->wait,
                    "With --slurm --submit: wait until every expert has finished (`btx run` "
-                   "does), showing their progress");
+                   "does), showing their progress; fails naming the experts whose tasks "
+                   "ended unfinished");
+  launch
+      ->add_option("--poll-seconds", l->poll_seconds,
+                   "With --wait: seconds between looks at the checkpoints and squeue")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   launch->add_option("--cpus-per-task", l->slurm.cpus_per_task, "Slurm: CPUs per expert")
       ->capture_default_str();
   launch->add_option("--time", l->slurm.time, "Slurm: time limit per task")->capture_default_str();
@@ -181,9 +170,17 @@ std::vector<Command> add_expert_commands(CLI::App& app) {
                              "from this machine: it is at {}; run `sbatch {}` on a Slurm login "
                              "node that mounts the run directory",
                              path.string(), path.string());
-                   std::cout << check_output({"sbatch", path.string()}, "Slurm submission",
-                                             RunOptions{{}, true});
-                   if (l->wait) wait_for_experts(run, names);
+                   if (l->wait) {
+                     BTX_CHECK(on_path("squeue"),
+                               "--wait needs squeue to see the job's tasks, and it is not "
+                               "installed here");
+                   }
+                   const std::string job = submit_slurm(path);
+                   std::cout << fmt::format("submitted Slurm job {}: {} task(s), logs {}\n", job,
+                                            names.size(),
+                                            slurm_task_log(run, job, 0).parent_path().string() +
+                                                "/btx-experts-" + job + "_<task>.out");
+                   if (l->wait) wait_for_slurm(run, names, job, l->poll_seconds);
                  }});
 
   auto status_run = std::make_shared<std::string>();

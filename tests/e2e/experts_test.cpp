@@ -186,6 +186,92 @@ TEST_F(ExpertsTest, SlurmScriptHasTheArrayAndPerTaskCommand) {
   }
 }
 
+// A stand-in for Slurm on PATH: `sbatch --parsable SCRIPT` starts every task of the script's
+// --array in the background (SLURM_ARRAY_TASK_ID set, output to the script's --output pattern)
+// and prints the job id; `squeue --jobs ID` lists the tasks that have not exited, and calls a
+// finished job an invalid id, as Slurm does once the job has aged out. Task
+// $FAKE_SLURM_FAIL_TASK exits 3 without training, as a task killed by its time limit would.
+fs::path write_fake_slurm(const fs::path& dir) {
+  fs::create_directories(dir);
+  testing::write_text(dir / "sbatch", R"(#!/bin/bash
+set -eu
+[ "$1" = --parsable ] || { echo "fake sbatch: expected --parsable" >&2; exit 2; }
+script=$2 state=$(dirname "$0")
+id=$(( $(cat "$state/next" 2>/dev/null || echo 700) + 1 )); echo $id > "$state/next"
+range=$(sed -n 's/^#SBATCH --array=//p' "$script")
+out=$(sed -n 's/^#SBATCH --output=//p' "$script")
+echo $(( ${range#*-} + 1 )) > "$state/$id.tasks"
+for i in $(seq ${range%-*} ${range#*-}); do
+  log=${out//%x/btx-experts}; log=${log//%A/$id}; log=${log//%a/$i}
+  if [ "$i" = "${FAKE_SLURM_FAIL_TASK:-}" ]; then cmd="exit 3"; else cmd="bash $script"; fi
+  (rc=0; SLURM_ARRAY_JOB_ID=$id SLURM_ARRAY_TASK_ID=$i SLURM_CPUS_PER_TASK=1 bash -c "$cmd" ||
+   rc=$?; echo $rc > "$state/$id.$i.exit") > "$log" 2>&1 < /dev/null &
+done
+echo "$id;fakecluster"
+)");
+  testing::write_text(dir / "squeue", R"(#!/bin/bash
+state=$(dirname "$0") id=
+while [ $# -gt 0 ]; do [ "$1" = --jobs ] && id=$2; shift; done
+listed=0
+if [ -f "$state/$id.tasks" ]; then
+  for i in $(seq 0 $(( $(cat "$state/$id.tasks") - 1 ))); do
+    [ -f "$state/$id.$i.exit" ] || { echo "${id}_$i"; listed=1; }
+  done
+fi
+[ $listed = 1 ] || { echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1; }
+)");
+  for (const char* tool : {"sbatch", "squeue"}) {
+    fs::permissions(dir / tool, fs::perms::owner_all, fs::perm_options::add);
+  }
+  return dir;
+}
+
+TEST_F(ExpertsTest, SlurmSubmitWaitsForTheArrayAndNamesTheTaskThatEndedUnfinished) {
+  RunDir run = fresh_run("slurm-wait"), serial = fresh_run("slurm-serial");
+  for (auto* r : {&run, &serial}) ASSERT_EQ(run_btx("branch --run " + r->root.string()).code, 0);
+  const fs::path slurm = write_fake_slurm(dir_->path() / "fake-slurm");
+  const std::string env = "PATH=" + slurm.string() + ":$PATH";
+  const std::string launch =
+      "launch --run " + run.root.string() + " --slurm --submit --wait --poll-seconds 0.2";
+
+  // Task 1 (prose) ends without training: the wait ends with an error naming it and its log,
+  // once the other tasks have left the queue, instead of waiting for ever.
+  auto r = run_btx(launch, env + " FAKE_SLURM_FAIL_TASK=1");
+  ASSERT_NE(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("submitted Slurm job 701: 3 task(s)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Slurm job 701 has ended but 1 of 3 expert(s) did not finish"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("prose (array task 1): log " + slurm_task_log(run, "701", 1).string()),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find("code (array task"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::exists(slurm_task_log(run, "701", 0)));
+  for (const char* done : {"code", "verse"}) {
+    const auto s = load_train_state(expert_dir(run, done));
+    ASSERT_TRUE(s && s->done) << done;
+  }
+  EXPECT_FALSE(load_train_state(expert_dir(run, "prose")).has_value() &&
+               load_train_state(expert_dir(run, "prose"))->done);
+
+  // Submitted again, the array finishes prose (the others' tasks find them done) and the wait
+  // returns. Each task trained the expert its index names: prose equals one trained alone
+  // with the task's threads.
+  r = run_btx(launch, env);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("submitted Slurm job 702"), std::string::npos) << r.output;
+  r = run_btx("train --run " + serial.root.string() + " --expert prose --threads 1",
+              "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(read_file(expert_dir(run, "prose") / "model.safetensors"),
+            read_file(expert_dir(serial, "prose") / "model.safetensors"));
+
+  // sbatch printing something other than a job id is an error quoting it.
+  EXPECT_EQ(parse_sbatch_job_id("1234;cluster\n"), "1234");
+  EXPECT_EQ(parse_sbatch_job_id(" 99\n"), "99");
+  EXPECT_THROW(parse_sbatch_job_id("sbatch: error: Batch job submission failed"), Error);
+}
+
 TEST_F(ExpertsTest, BranchNeedsAFinishedSeed) {
   const fs::path root = dir_->path() / "noseed";
   fs::create_directories(root);

@@ -1,8 +1,13 @@
 #include "btx/pipeline/launch.h"
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -150,6 +155,82 @@ std::string slurm_script(const RunDir& run, const std::vector<std::string>& expe
   s += fmt::format("exec {} train --run {} --expert \"$NAME\" --resume --threads 1\n",
                    fs::absolute(o.btx_binary).string(), root.string());
   return s;
+}
+
+std::string parse_sbatch_job_id(const std::string& out) {
+  std::string id = out.substr(0, out.find_first_of(";\n"));
+  const auto first = id.find_first_not_of(" \t\r");
+  id = first == std::string::npos ? "" : id.substr(first);
+  while (!id.empty() && std::isspace(static_cast<unsigned char>(id.back()))) id.pop_back();
+  BTX_CHECK(!id.empty() && std::all_of(id.begin(), id.end(), ::isdigit),
+            "sbatch --parsable printed '{}', not a job id", out);
+  return id;
+}
+
+std::string submit_slurm(const fs::path& script) {
+  const std::string out = check_output({"sbatch", "--parsable", script.string()},
+                                       "Slurm submission", RunOptions{{}, true});
+  return parse_sbatch_job_id(out);
+}
+
+fs::path slurm_task_log(const RunDir& run, const std::string& job, size_t task) {
+  return fs::absolute(run.root) / "slurm" / fmt::format("btx-experts-{}_{}.out", job, task);
+}
+
+namespace {
+// How many of the job's array tasks squeue still lists (pending or running); nullopt when
+// squeue could not answer (the controller busy, say): the caller asks again later. A job that
+// has left the queue is "Invalid job id" for squeue: none left.
+std::optional<size_t> queued_tasks(const std::string& job) {
+  const RunResult r =
+      run_process({"squeue", "--noheader", "--jobs", job, "--format", "%i"}, RunOptions{{}, true});
+  if (r.exit_code != 0) {
+    if (r.err.find("Invalid job id") != std::string::npos) return size_t{0};
+    spdlog::warn("squeue --jobs {} failed (exit code {}): {}; asking again later", job, r.exit_code,
+                 r.err);
+    return std::nullopt;
+  }
+  size_t n = 0;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);)
+    n += line.find_first_not_of(" \t") != std::string::npos;
+  return n;
+}
+}  // namespace
+
+void wait_for_slurm(const RunDir& run, const std::vector<std::string>& names,
+                    const std::string& job, double poll_seconds) {
+  const auto unfinished = [&] {
+    std::vector<size_t> out;
+    for (size_t i = 0; i < names.size(); ++i) {
+      const auto s = load_train_state(expert_dir(run, names[i]));
+      if (!(s && s->done)) out.push_back(i);
+    }
+    return out;
+  };
+  std::string last;
+  while (true) {
+    // The queue is read before the checkpoints: a task that leaves it has written its
+    // checkpoint already, so "none queued" and an unfinished expert mean that task ended early.
+    const auto queued = queued_tasks(job);
+    const auto left = unfinished();
+    if (left.empty()) return;
+    if (queued && *queued == 0) {
+      std::string which;
+      for (size_t i : left) {
+        which += fmt::format("\n  {} (array task {}): log {}", names[i], i,
+                             slurm_task_log(run, job, i).string());
+      }
+      fail(
+          "Slurm job {} has ended but {} of {} expert(s) did not finish (a task failed or ran out "
+          "of time; run `btx launch --run {} --slurm --submit --wait` again to resume them):{}",
+          job, left.size(), names.size(), run.root.string(), which);
+    }
+    const std::string now = format_status(run_status(run));
+    if (now != last) std::cout << now << std::flush;
+    last = now;
+    std::this_thread::sleep_for(std::chrono::duration<double>(poll_seconds));
+  }
 }
 
 }  // namespace btx

@@ -43,4 +43,22 @@ std::string slurm_script(const RunDir& run, const std::vector<std::string>& expe
                          const SlurmOptions& o);
 fs::path slurm_script_path(const RunDir& run);
 
+// The job id in what `sbatch --parsable` printed: "1234" or "1234;cluster". Anything else is
+// a btx::Error quoting it.
+std::string parse_sbatch_job_id(const std::string& out);
+
+// Submits the script with `sbatch --parsable`; returns the job id.
+std::string submit_slurm(const fs::path& script);
+
+// Task i's log, as the script's --output pattern names it: slurm/btx-experts-<job>_<i>.out.
+fs::path slurm_task_log(const RunDir& run, const std::string& job, size_t task);
+
+// Waits until every expert of the array (task i trains names[i]) has a finished checkpoint,
+// printing the run's status when it changes. Every `poll_seconds` it reads the checkpoints and
+// asks `squeue` which of the job's tasks are still queued or running; once none is and some
+// expert is unfinished, that is a btx::Error naming each unfinished expert and its task's log
+// (a task that failed or ran out of time), instead of waiting for ever.
+void wait_for_slurm(const RunDir& run, const std::vector<std::string>& names,
+                    const std::string& job, double poll_seconds);
+
 }  // namespace btx
