@@ -124,6 +124,28 @@ TEST(StudyPlan, StagesComeAfterWhatTheyNeedAndCoverEveryMethod) {
   EXPECT_EQ(*(rs - 1), "merged/ensemble-all");
 }
 
+// The presets in configs/ load and plan: the small one (eight domains, sized for a GPU) is not
+// run by the tests, so this is what keeps it in step with the config keys and the methods.
+TEST(StudyPlan, EveryPresetLoadsAndPlans) {
+  for (const char* preset : {"tiny", "small"}) {
+    SCOPED_TRACE(preset);
+    TempDir tmp;
+    const RunConfig c =
+        load_run_config(fs::path(BTX_SOURCE_DIR) / "configs" / (std::string(preset) + ".toml"));
+    const auto stages = plan_study(RunDir{tmp.path() / "run"}, c);
+    size_t merges = 0;
+    for (const auto& s : stages) {
+      merges += s.name.rfind("merge/", 0) == 0;
+      if (s.name == "experts") EXPECT_EQ(s.progress.size(), c.corpus.domains.size());
+    }
+    EXPECT_EQ(merges, study_methods(c).size());
+    EXPECT_GE(c.corpus.domains.size(), 4u);
+  }
+  // The embedded default is configs/tiny.toml.
+  EXPECT_EQ(run_config_keys(default_config()),
+            run_config_keys(load_run_config(fs::path(BTX_SOURCE_DIR) / "configs" / "tiny.toml")));
+}
+
 TEST(StudyPlan, SlurmLauncherSubmitsAndWaits) {
   TempDir tmp;
   RunConfig c = default_config();
@@ -226,6 +248,36 @@ TEST(LiveView, PlainModePrintsChangedLinesOnly) {
   for (int ch; (ch = std::fgetc(f)) != EOF;) text += static_cast<char>(ch);
   std::fclose(f);
   EXPECT_EQ(text, "start\nstep 1\nstep 2\n");
+}
+
+// A job whose length the plan knows shows step/steps and an ETA from its tokens/s; one whose
+// length is decided when it starts (the dense baseline: 0 in the plan) takes its total from
+// its records; a job without records is left out.
+TEST(StageProgress, LinesShowStepsAndEtaAlsoWhenOnlyTheRecordsKnowTheTotal) {
+  TempDir tmp;
+  RunDir run{tmp.path() / "run"};
+  Stage s;
+  s.progress = {{"seed", "seed/metrics.jsonl", 100, 1000},
+                {"dense", "merged/dense/metrics.jsonl", 0, 0},
+                {"expert code", "experts/code/metrics.jsonl", 50, 1000}};
+  write_text(run.root / "seed" / "metrics.jsonl",
+             "{\"step\":10,\"loss\":5.0,\"tokens\":10000,\"tokens_per_s\":500}\n"
+             "{\"step\":40,\"loss\":4.5,\"tokens\":40000,\"tokens_per_s\":1000}\n");
+  // 30 of 90 steps of 4000 tokens at 2000 tokens/s: 60 steps, 240000 tokens, 2 minutes left.
+  write_text(run.root / "merged" / "dense" / "metrics.jsonl",
+             "{\"step\":30,\"steps\":90,\"loss\":3.25,\"tokens\":120000,"
+             "\"tokens_per_s\":2000}\n");
+  const auto lines = stage_progress_lines(run, s);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_NE(lines[0].find("40/100"), std::string::npos) << lines[0];
+  EXPECT_NE(lines[0].find("4.500"), std::string::npos) << lines[0];
+  EXPECT_NE(lines[0].find("ETA " + format_eta(60.0)), std::string::npos) << lines[0];
+  EXPECT_NE(lines[1].find("30/90"), std::string::npos) << lines[1];
+  EXPECT_NE(lines[1].find("ETA " + format_eta(120.0)), std::string::npos) << lines[1];
+  write_text(run.root / "merged" / "dense" / "metrics.jsonl",
+             "{\"step\":90,\"steps\":90,\"loss\":3.0,\"tokens\":360000,"
+             "\"tokens_per_s\":2000}\n");
+  EXPECT_NE(stage_progress_lines(run, s)[1].find("done"), std::string::npos);
 }
 
 TEST(Progress, DurationsReadAsPeopleWriteThem) {

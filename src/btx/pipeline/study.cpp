@@ -458,6 +458,30 @@ std::string record_stage(const RunDir& run, const Stage& s, const StageState& st
 
 // ---- running --------------------------------------------------------------------------------
 
+std::vector<std::string> stage_progress_lines(const RunDir& run, const Stage& s) {
+  std::vector<std::string> out;
+  for (const auto& p : s.progress) {
+    const auto rec = last_training_record(run.root / p.metrics);
+    if (!rec) continue;
+    const int64_t step = rec->value("step", int64_t{0});
+    // A job whose length the plan cannot know (0) writes its total into its records.
+    const int64_t steps = p.steps > 0 ? p.steps : rec->value("steps", int64_t{0});
+    const int64_t per_step = p.tokens_per_step > 0 ? p.tokens_per_step
+                             : step > 0            ? rec->value("tokens", int64_t{0}) / step
+                                                   : 0;
+    const double tps = rec->value("tokens_per_s", 0.0);
+    const bool finished = steps > 0 && step >= steps;
+    const double eta = training_eta_seconds(*rec, steps, per_step);
+    out.push_back(fmt::format(
+        "      {:<26} step {:>10}  loss {:>7}  {:>8} tok/s  {}", p.label,
+        steps > 0 ? fmt::format("{}/{}", step, steps) : std::to_string(step),
+        rec->contains("loss") ? fmt::format("{:.3f}", (*rec)["loss"].get<double>()) : "",
+        tps > 0 ? fmt::format("{:.0f}", tps) : "",
+        finished ? "done" : (eta >= 0 ? "ETA " + format_eta(eta) : "")));
+  }
+  return out;
+}
+
 namespace {
 
 void clean_outputs(const RunDir& run, const Stage& s) {
@@ -466,26 +490,6 @@ void clean_outputs(const RunDir& run, const Stage& s) {
     fs::remove_all(run.root / o);
   }
   fs::remove(stage_manifest_path(run, s.name));
-}
-
-// The live lines of a running stage: its training jobs' step, loss, tokens/s and ETA.
-std::vector<std::string> progress_lines(const RunDir& run, const Stage& s) {
-  std::vector<std::string> out;
-  for (const auto& p : s.progress) {
-    const auto rec = last_training_record(run.root / p.metrics);
-    if (!rec) continue;
-    const int64_t step = rec->value("step", int64_t{0});
-    const double tps = rec->value("tokens_per_s", 0.0);
-    const bool finished = p.steps > 0 && step >= p.steps;
-    const double eta = training_eta_seconds(*rec, p.steps, p.tokens_per_step);
-    out.push_back(fmt::format(
-        "      {:<26} step {:>10}  loss {:>7}  {:>8} tok/s  {}", p.label,
-        p.steps > 0 ? fmt::format("{}/{}", step, p.steps) : std::to_string(step),
-        rec->contains("loss") ? fmt::format("{:.3f}", (*rec)["loss"].get<double>()) : "",
-        tps > 0 ? fmt::format("{:.0f}", tps) : "",
-        finished ? "done" : (eta >= 0 ? "ETA " + format_eta(eta) : "")));
-  }
-  return out;
 }
 
 std::string tail_lines(const fs::path& file, size_t n) {
@@ -651,7 +655,7 @@ void run_study(const RunDir& run, const RunConfig& c, const StudyOptions& o) {
       lines.push_back(fmt::format("  {} running {}  (total {})", tag(r.index),
                                   format_duration(seconds_since(r.started)),
                                   format_duration(seconds_since(started))));
-      for (auto& l : progress_lines(run, stages[r.index])) lines.push_back(std::move(l));
+      for (auto& l : stage_progress_lines(run, stages[r.index])) lines.push_back(std::move(l));
     }
     view.update(lines);
     if (!running.empty())

@@ -75,6 +75,10 @@ void check_study_domains(const RunConfig& c);
 // The study's stages for the run, ordered so that every stage comes after those it needs.
 std::vector<Stage> plan_study(const RunDir& run, const RunConfig& c);
 
+// The live lines of a running stage: each training job's step, loss, tokens/s and ETA, from
+// the last record of its metrics.jsonl (jobs that have written none are left out).
+std::vector<std::string> stage_progress_lines(const RunDir& run, const Stage& s);
+
 // The models of the results table, as `btx eval` / `btx results` name them, in table order.
 std::vector<std::string> study_models(const RunConfig& c);
 

@@ -283,8 +283,11 @@ TrainResult train(const TrainJob& job) {
       const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
       const double eta =
           elapsed / static_cast<double>(step - first_step) * static_cast<double>(t.steps - step);
-      nlohmann::json record = {{"step", step},           {"loss", loss},     {"lr", lr},
-                               {"grad_norm", grad_norm}, {"tokens", tokens}, {"tokens_per_s", tps}};
+      // "steps" is the total, so that a progress view can show an ETA for jobs whose length is
+      // decided when they start (the compute-matched dense baseline).
+      nlohmann::json record = {{"step", step},       {"steps", t.steps},       {"loss", loss},
+                               {"lr", lr},           {"grad_norm", grad_norm}, {"tokens", tokens},
+                               {"tokens_per_s", tps}};
       if (has_aux) {
         record["aux_loss"] = dist.mean(aux_sum / static_cast<double>(t.grad_accum));
         record["expert_usage"] = expert_usage(model);
