@@ -48,12 +48,19 @@ TEST(KVCache, IncrementalLogitsEqualFullRecomputation) {
   expect_cache_matches(routed_config("smear", 3, 1, "prefix"));  // the prefix sums carried
 }
 
+// How sequences join the batch in expect_schedule_matches.
+enum class Joins {
+  kOneByOne,   // 0, then 1 (longer than the running row), then 2 (shorter)
+  kTwoAtOnce,  // 0, then 1 and 2 read together (7 and 5 tokens, the running row at 5)
+  kAllAtOnce,  // 0, 1 and 2 read together into an empty batch (3, 7 and 5 tokens)
+};
+
 // Runs three sequences (12 tokens each; prompts of 3, 7 and 5) through `batch` on a schedule
 // of joins, steps and leaves, and checks every row's scores against `alone(i, n)`: sequence i's
 // scores after its first n tokens, computed alone.
 void expect_schedule_matches(BatchDecoder& batch, const std::vector<std::vector<int32_t>>& seq,
                              const std::function<torch::Tensor(size_t, int64_t)>& alone,
-                             const std::string& what) {
+                             const std::string& what, Joins joins = Joins::kOneByOne) {
   const std::vector<int64_t> prompt_len = {3, 7, 5};
   std::vector<size_t> rows;      // sequence of each row
   std::vector<int64_t> read(3);  // tokens of each sequence read so far
@@ -68,11 +75,19 @@ void expect_schedule_matches(BatchDecoder& batch, const std::vector<std::vector<
               1e-6)
         << what << ": sequence " << i << " after " << read[i] << " tokens";
   };
-  auto add = [&](size_t i) {
-    read[i] = prompt_len[i];
-    const std::vector<int32_t> prompt(seq[i].begin(), seq[i].begin() + read[i]);
-    check(i, batch.add(prompt));
-    rows.push_back(i);
+  auto add = [&](const std::vector<size_t>& which) {
+    std::vector<std::vector<int32_t>> prompts;
+    for (size_t i : which) {
+      read[i] = prompt_len[i];
+      prompts.emplace_back(seq[i].begin(), seq[i].begin() + read[i]);
+    }
+    const auto scores = batch.add_rows(prompts);
+    ASSERT_EQ(scores.size(0), static_cast<int64_t>(which.size()));
+    for (size_t r = 0; r < which.size(); ++r) {
+      check(which[r], scores[static_cast<int64_t>(r)]);
+      rows.push_back(which[r]);
+    }
+    EXPECT_EQ(batch.rows(), static_cast<int64_t>(rows.size()));
   };
   auto step = [&](int times) {
     for (int k = 0; k < times; ++k) {
@@ -90,17 +105,27 @@ void expect_schedule_matches(BatchDecoder& batch, const std::vector<std::vector<
     rows = kept;
     EXPECT_EQ(batch.rows(), static_cast<int64_t>(rows.size()));
   };
-  add(0);
-  step(2);  // sequence 0 has read 5
-  add(1);   // 7 > 5: the running row is padded
+  if (joins == Joins::kAllAtOnce) {
+    add({0, 1, 2});
+    step(2);
+  } else {
+    add({0});
+    step(2);  // sequence 0 has read 5
+    if (joins == Joins::kOneByOne) {
+      add({1});  // 7 > 5: the running row is padded
+      step(2);
+      add({2});  // 5 < 9: the new row is padded
+    } else {
+      add({1, 2});  // 7 and 5 together; the running row at 5 is padded
+      step(2);
+    }
+  }
   step(2);
-  add(2);  // 5 < 9: the new row is padded
+  keep({0, 2});  // the second row leaves
   step(2);
-  keep({0, 2});  // sequence 1 leaves
-  step(2);
-  keep({1});  // sequence 0 leaves; sequence 2 alone, its padding dropped
+  keep({1});  // the first leaves; the last alone, its padding dropped
   step(1);
-  EXPECT_EQ(read[2], 10);  // 5 of prompt, then 2 + 2 + 1 steps
+  EXPECT_EQ(read[2], joins == Joins::kOneByOne ? 10 : 12) << what;
 }
 
 std::vector<std::vector<int32_t>> random_sequences(int64_t vocab) {
@@ -125,11 +150,19 @@ void expect_batch_matches(const ModelConfig& c) {
   torch::NoGradGuard no_grad;
   CausalLM m(c);
   m->eval();
+  // Routers of unit scale, so that routing, and what enters SMEAR's prefix mean, shows in the
+  // logits (at the default init a padding token in the prefix changes them by ~1e-5 only).
+  for (auto& p : m->named_parameters()) {
+    if (p.key().find(".gate.") != std::string::npos) p.value().normal_(0, 1);
+  }
   const auto seq = random_sequences(c.vocab_size);
-  ModelBatchDecoder batch(m);
-  expect_schedule_matches(
-      batch, seq, [&](size_t i, int64_t n) { return m->forward(ids_of(seq[i], n))[0][-1]; },
-      c.model_type);
+  for (auto joins : {Joins::kOneByOne, Joins::kTwoAtOnce, Joins::kAllAtOnce}) {
+    ModelBatchDecoder batch(m);
+    expect_schedule_matches(
+        batch, seq, [&](size_t i, int64_t n) { return m->forward(ids_of(seq[i], n))[0][-1]; },
+        c.model_type + " " + c.router_mode + " joins " + std::to_string(static_cast<int>(joins)),
+        joins);
+  }
 }
 
 TEST(KVCache, BatchedRowsJoiningAndLeavingMatchDecodingAlone) {
@@ -160,21 +193,24 @@ TEST(EnsembleBatchDecoder, RowsJoiningAndLeavingMatchTheEnsembleAlone) {
   const auto& experts = f.experts;
   const auto seq = random_sequences(40);
   for (int64_t k : {0, 2}) {
-    EnsembleBatchDecoder batch(names, experts, k);
-    EnsembleDecoder alone(names, experts, k, /*use_cache=*/false);
-    expect_schedule_matches(
-        batch, seq,
-        [&](size_t i, int64_t n) {
-          alone.reset();
-          return alone.next_scores(std::vector<int32_t>(seq[i].begin(), seq[i].begin() + n));
-        },
-        "ensemble top-" + std::to_string(k));
+    for (auto joins : {Joins::kOneByOne, Joins::kTwoAtOnce, Joins::kAllAtOnce}) {
+      EnsembleBatchDecoder batch(names, experts, k);
+      EnsembleDecoder alone(names, experts, k, /*use_cache=*/false);
+      expect_schedule_matches(
+          batch, seq,
+          [&](size_t i, int64_t n) {
+            alone.reset();
+            return alone.next_scores(std::vector<int32_t>(seq[i].begin(), seq[i].begin() + n));
+          },
+          "ensemble top-" + std::to_string(k) + " joins " + std::to_string(static_cast<int>(joins)),
+          joins);
+    }
   }
   // A row's posterior is that sequence's alone.
   EnsembleBatchDecoder batch(names, experts, 0);
   EnsembleDecoder alone(names, experts, 0, false);
-  batch.add(std::vector<int32_t>(seq[0].begin(), seq[0].begin() + 6));
-  batch.add(std::vector<int32_t>(seq[1].begin(), seq[1].begin() + 4));
+  batch.add_rows({std::vector<int32_t>(seq[0].begin(), seq[0].begin() + 6),
+                  std::vector<int32_t>(seq[1].begin(), seq[1].begin() + 4)});
   batch.step({seq[0][6], seq[1][4]});
   alone.next_scores(std::vector<int32_t>(seq[1].begin(), seq[1].begin() + 5));
   EXPECT_LT((batch.posterior(1) - alone.posterior()).abs().max().item<double>(), 1e-6);

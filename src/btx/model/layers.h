@@ -71,8 +71,9 @@ struct FeedForwardImpl : torch::nn::Module {
   // The token ids (B, T) of the forward about to run, for FFNs that route on them (hash).
   virtual void set_token_ids(const torch::Tensor& /*ids*/) {}
   // Incremental decoding: x holds new positions whose 0-based index in their own sequence is
-  // `positions` (B, T); `state` carries what the FFN keeps of earlier positions (undefined at
-  // the start; SMEAR's prefix sum of its router input). Token-wise FFNs need none.
+  // `positions` (B, T), negative for left padding (a prompt read beside longer ones), which
+  // must not enter `state`; `state` carries what the FFN keeps of earlier positions (undefined
+  // at the start; SMEAR's prefix sum of its router input). Token-wise FFNs need none.
   virtual torch::Tensor forward_cached(const torch::Tensor& x, const torch::Tensor& /*positions*/,
                                        torch::Tensor& /*state*/) {
     return forward(x);

@@ -76,7 +76,9 @@ torch::Tensor LlamaModelImpl::forward_cached(const torch::Tensor& ids, KVCache& 
   } else {
     TORCH_CHECK(cache.pad.size(0) == B, "KV cache has ", cache.pad.size(0), " rows for ", B);
     // Each row at its own positions; slot j is visible to new position i of row b when it is
-    // not padding (j >= pad[b]) and not in the future (j <= S + i).
+    // not padding (j >= pad[b]) and not in the future (j <= S + i). A padding position (a
+    // prompt shorter than the others read with them, at a negative position) sees itself only,
+    // so that it stays finite; no real position sees it.
     auto pad = cache.pad.to(ids.device());
     positions = (S - pad).unsqueeze(1) + steps;  // (B, T)
     const int64_t longest = positions.max().item<int64_t>() + 1;
@@ -85,8 +87,9 @@ torch::Tensor LlamaModelImpl::forward_cached(const torch::Tensor& ids, KVCache& 
     rope = rope_tables_at(positions, config.head_dim(), config.rope_theta);
     auto slot = torch::arange(S + T, pad.options());                     // (S+T)
     auto query = (S + torch::arange(T, pad.options())).view({1, T, 1});  // (1, T, 1)
-    auto visible = slot.view({1, 1, -1}).ge(pad.view({B, 1, 1})) &
-                   slot.view({1, 1, -1}).le(query);  // (B, T, S+T)
+    auto visible =
+        (slot.view({1, 1, -1}).ge(pad.view({B, 1, 1})) & slot.view({1, 1, -1}).le(query)) |
+        slot.view({1, 1, -1}).eq(query);  // (B, T, S+T)
     mask = torch::zeros(visible.sizes(), torch::TensorOptions().device(ids.device()))
                .masked_fill(visible.logical_not(), -std::numeric_limits<float>::infinity())
                .unsqueeze(1);  // (B, 1, T, S+T)

@@ -28,7 +28,8 @@ struct KVCache {
   int64_t length = 0;  // S: the slots each row holds, padding included
   // A batch of sequences of different lengths is left-padded: the first pad[b] slots of row b
   // hold no token and are masked out, and row b's next position is length - pad[b]. (B) int64;
-  // undefined when no row is padded.
+  // undefined when no row is padded. Set on an empty cache, it reads prompts of different
+  // lengths in one forward: row b's ids start with pad[b] padding tokens.
   torch::Tensor pad;
   // Per layer, what the FFN keeps of earlier positions (FeedForwardImpl::forward_cached), rows
   // like k and v; undefined for FFNs that keep nothing.

@@ -151,10 +151,13 @@ torch::Tensor SmearFfnImpl::forward_cached(const torch::Tensor& x, const torch::
                                            torch::Tensor& state) {
   TORCH_CHECK(causal, "SMEAR's sequence router reads the whole sequence: it cannot be cached");
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
-  auto sums = x.cumsum(1);  // (B, T, C): the prefix sums of the new positions
+  // Padding positions (negative: a shorter prompt read beside longer ones) add nothing to the
+  // prefix sums.
+  auto real = positions.ge(0).to(x.dtype()).unsqueeze(-1);  // (B, T, 1)
+  auto sums = (x * real).cumsum(1);  // (B, T, C): the prefix sums of the new positions
   if (state.defined()) sums = sums + state.unsqueeze(1);
   state = sums.select(1, T - 1).contiguous();
-  auto count = (positions + 1).to(x.dtype()).unsqueeze(-1);  // (B, T, 1)
+  auto count = (positions + 1).clamp_min(1).to(x.dtype()).unsqueeze(-1);  // (B, T, 1)
   auto p = forced_.defined()
                ? torch::one_hot(forced_ids(B, T).to(x.device()), num_experts).to(x.dtype())
                : torch::softmax(gate(rms_normalise(sums / count, eps)), -1);  // (B, T, E)

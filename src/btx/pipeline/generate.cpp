@@ -308,20 +308,37 @@ ModelBatchDecoder::ModelBatchDecoder(CausalLM model) : model_(std::move(model)) 
   model_->eval();
 }
 
-torch::Tensor ModelBatchDecoder::add_all(const std::vector<int32_t>& prompt) {
+torch::Tensor ModelBatchDecoder::add_rows_all(const std::vector<std::vector<int32_t>>& prompts) {
   torch::NoGradGuard no_grad;
-  BTX_CHECK(!prompt.empty() && static_cast<int64_t>(prompt.size()) < context(),
-            "batched decoding: a prompt of {} tokens for a context of {}", prompt.size(),
-            context());
-  std::vector<int64_t> x(prompt.begin(), prompt.end());
+  BTX_CHECK(!prompts.empty(), "batched decoding: no prompt to add");
+  size_t longest = 0, shortest = std::numeric_limits<size_t>::max();
+  for (const auto& p : prompts) {
+    BTX_CHECK(!p.empty() && static_cast<int64_t>(p.size()) < context(),
+              "batched decoding: a prompt of {} tokens for a context of {}", p.size(), context());
+    longest = std::max(longest, p.size());
+    shortest = std::min(shortest, p.size());
+  }
+  const auto n = static_cast<int64_t>(prompts.size()), T = static_cast<int64_t>(longest);
+  // Left-padded with token 0: the padding slots are masked out as keys (KVCache.pad) and
+  // excluded from SMEAR's prefix sums.
+  auto ids = torch::zeros({n, T}, torch::kInt64);
+  std::vector<int64_t> pad(prompts.size());
+  for (int64_t i = 0; i < n; ++i) {
+    const auto& p = prompts[static_cast<size_t>(i)];
+    pad[static_cast<size_t>(i)] = T - static_cast<int64_t>(p.size());
+    ids[i]
+        .narrow(0, pad[static_cast<size_t>(i)], static_cast<int64_t>(p.size()))
+        .copy_(torch::tensor(std::vector<int64_t>(p.begin(), p.end()), torch::kInt64));
+  }
   KVCache own;
-  auto logits = model_->forward_cached(torch::tensor(x, torch::kInt64).view({1, -1}), own);
+  if (shortest != longest) own.pad = torch::tensor(pad, torch::kInt64);
+  auto logits = model_->forward_cached(ids, own);
   kv_append_rows(cache_, own);
-  return logits[0];
+  return logits;
 }
 
-torch::Tensor ModelBatchDecoder::add(const std::vector<int32_t>& prompt) {
-  return add_all(prompt)[-1];
+torch::Tensor ModelBatchDecoder::add_rows(const std::vector<std::vector<int32_t>>& prompts) {
+  return add_rows_all(prompts).select(1, -1);
 }
 
 torch::Tensor ModelBatchDecoder::step(const std::vector<int32_t>& tokens) {
@@ -359,26 +376,43 @@ torch::Tensor EnsembleBatchDecoder::mixture() const {
   return torch::logsumexp(logw.unsqueeze(2) + last_lp_, 1).to(torch::kFloat32);
 }
 
-torch::Tensor EnsembleBatchDecoder::add(const std::vector<int32_t>& prompt) {
+torch::Tensor EnsembleBatchDecoder::add_rows(const std::vector<std::vector<int32_t>>& prompts) {
   torch::NoGradGuard no_grad;
-  BTX_CHECK(static_cast<int64_t>(prompt.size()) < context(),
-            "batched decoding: a prompt of {} tokens for a context of {}", prompt.size(),
-            context());
-  const auto T = static_cast<int64_t>(prompt.size());
-  std::vector<int64_t> x(prompt.begin(), prompt.end());
-  auto next = torch::tensor(x, torch::kInt64).narrow(0, 1, T - 1).unsqueeze(1);  // (T-1, 1)
+  BTX_CHECK(!prompts.empty(), "batched decoding: no prompt to add");
+  const auto n = static_cast<int64_t>(prompts.size());
+  int64_t T = 0;
+  for (const auto& p : prompts) {
+    BTX_CHECK(!p.empty() && static_cast<int64_t>(p.size()) < context(),
+              "batched decoding: a prompt of {} tokens for a context of {}", p.size(), context());
+    T = std::max(T, static_cast<int64_t>(p.size()));
+  }
+  // The evidence of each prompt: each of its tokens after the first, under the position
+  // before it. In the left-padded (n, T) layout, position t predicts the token at t + 1, and
+  // only the pairs inside a prompt count.
+  auto next = torch::zeros({n, T - 1, 1}, torch::kInt64);
+  auto inside = torch::zeros({n, T - 1}, torch::kFloat64);
+  for (int64_t i = 0; i < n; ++i) {
+    const auto& p = prompts[static_cast<size_t>(i)];
+    const auto len = static_cast<int64_t>(p.size()), pad = T - len;
+    if (len < 2) continue;
+    next[i]
+        .narrow(0, pad, len - 1)
+        .copy_(torch::tensor(std::vector<int64_t>(p.begin() + 1, p.end()), torch::kInt64)
+                   .unsqueeze(1));
+    inside[i].narrow(0, pad, len - 1).fill_(1.0);
+  }
   std::vector<torch::Tensor> evidence, last;
   for (auto& e : experts_) {
-    auto lp = torch::log_softmax(e.add_all(prompt), -1).to(torch::kFloat64);  // (T, V)
-    // The evidence of the prompt: each token after the first under the position before it.
-    evidence.push_back(lp.narrow(0, 0, T - 1).gather(1, next).sum());
-    last.push_back(lp[T - 1]);
+    auto lp = torch::log_softmax(e.add_rows_all(prompts), -1).to(torch::kFloat64);  // (n, T, V)
+    auto ll = lp.narrow(1, 0, T - 1).gather(2, next).squeeze(2);                    // (n, T-1)
+    evidence.push_back((ll * inside).sum(1));
+    last.push_back(lp.select(1, T - 1));
   }
-  auto row_evidence = torch::stack(evidence).unsqueeze(0);  // (1, E)
-  auto row_last = torch::stack(last).unsqueeze(0);          // (1, E, V)
-  evidence_ = evidence_.defined() ? torch::cat({evidence_, row_evidence}) : row_evidence;
-  last_lp_ = last_lp_.defined() ? torch::cat({last_lp_, row_last}) : row_last;
-  return mixture()[-1];
+  auto rows_evidence = torch::stack(evidence, 1);  // (n, E)
+  auto rows_last = torch::stack(last, 1);          // (n, E, V)
+  evidence_ = evidence_.defined() ? torch::cat({evidence_, rows_evidence}) : rows_evidence;
+  last_lp_ = last_lp_.defined() ? torch::cat({last_lp_, rows_last}) : rows_last;
+  return mixture().narrow(0, rows() - n, n);
 }
 
 torch::Tensor EnsembleBatchDecoder::step(const std::vector<int32_t>& tokens) {

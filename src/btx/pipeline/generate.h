@@ -79,13 +79,17 @@ class ModelDecoder : public Decoder {
 };
 
 // Continuous batching: many sequences decoded together, one row each. Sequences join at any
-// step (their prompt is read alone, then joins the batch) and leave as they finish; each step
+// step (the prompts of those joining together are read in one forward, left-padded, then join
+// the batch) and leave as they finish; each step
 // reads one new token of every row at once. Rows are numbered in join order among those kept.
 class BatchDecoder {
  public:
   virtual ~BatchDecoder() = default;
-  // Reads a new sequence's prompt; it becomes the last row. Returns its next-token scores (V).
-  virtual torch::Tensor add(const std::vector<int32_t>& prompt) = 0;
+  // Reads new sequences' prompts, together (one forward per model, the shorter prompts
+  // left-padded); they become the last rows, in order. Returns their next-token scores (n, V).
+  virtual torch::Tensor add_rows(const std::vector<std::vector<int32_t>>& prompts) = 0;
+  // One new sequence: its next-token scores (V).
+  torch::Tensor add(const std::vector<int32_t>& prompt) { return add_rows({prompt})[0]; }
   // Reads one token for every row, in row order: the next-token scores (B, V).
   virtual torch::Tensor step(const std::vector<int32_t>& tokens) = 0;
   // Keeps these rows, in this order.
@@ -101,9 +105,10 @@ class BatchDecoder {
 class ModelBatchDecoder : public BatchDecoder {
  public:
   explicit ModelBatchDecoder(CausalLM model);  // the model must allow a KV cache
-  torch::Tensor add(const std::vector<int32_t>& prompt) override;
-  // add(), returning the scores after every prompt position (T, V).
-  torch::Tensor add_all(const std::vector<int32_t>& prompt);
+  torch::Tensor add_rows(const std::vector<std::vector<int32_t>>& prompts) override;
+  // add_rows(), returning the scores after every prompt position: (n, T, V) for the longest
+  // prompt's T, prompt i in the last T_i positions of row i (the first T - T_i are padding).
+  torch::Tensor add_rows_all(const std::vector<std::vector<int32_t>>& prompts);
   torch::Tensor step(const std::vector<int32_t>& tokens) override;
   void keep(const std::vector<int64_t>& rows) override { kv_keep_rows(cache_, rows); }
   int64_t rows() const override { return kv_rows(cache_); }
@@ -125,7 +130,7 @@ class EnsembleBatchDecoder : public BatchDecoder {
  public:
   EnsembleBatchDecoder(std::vector<std::string> names, std::vector<CausalLM> experts,
                        int64_t top_k);
-  torch::Tensor add(const std::vector<int32_t>& prompt) override;
+  torch::Tensor add_rows(const std::vector<std::vector<int32_t>>& prompts) override;
   torch::Tensor step(const std::vector<int32_t>& tokens) override;
   void keep(const std::vector<int64_t>& rows) override;
   int64_t rows() const override { return evidence_.defined() ? evidence_.size(0) : 0; }

@@ -157,7 +157,10 @@ class Engine {
     };
     std::vector<Row> rows;  // in the batch decoder's row order
     for (;;) {
-      // New jobs join: their prompts are read, their first token chosen.
+      // New jobs join: their prompts are read together (one forward, the shorter prompts
+      // left-padded), their first tokens chosen.
+      std::vector<Row> joining;
+      std::vector<std::vector<int32_t>> prompts;
       for (auto& job : take_jobs(max_batch_ - rows.size(), /*wait=*/rows.empty())) {
         const auto t0 = Clock::now();
         try {
@@ -166,11 +169,23 @@ class Engine {
             complete(job, g->finish(), nullptr, t0);
             continue;
           }
-          delay();
-          g->take(batch_->add(job->req.prompt));
-          rows.push_back({job, std::move(g), t0});
+          prompts.push_back(job->req.prompt);
+          joining.push_back({job, std::move(g), t0});
         } catch (const std::exception& e) {
           fail(job, e.what());
+        }
+      }
+      if (!joining.empty()) {
+        try {
+          delay();
+          const auto scores = batch_->add_rows(prompts);
+          for (size_t r = 0; r < joining.size(); ++r) {
+            joining[r].gen->take(scores[static_cast<int64_t>(r)]);
+            rows.push_back(std::move(joining[r]));
+          }
+        } catch (const std::exception& e) {
+          // The prompts are checked before any forward, so the running rows stay as they were.
+          for (auto& row : joining) fail(row.job, e.what());
         }
       }
       if (rows.empty()) {
