@@ -4,12 +4,15 @@
 // width, top-1 routing: a token uses one expert, as many weights as the dense FFN), and SMEAR
 // with the same experts (prefix router: every token merges all of them, computed in the linear
 // form, so it runs every expert; cached decoding carries the router's running prefix sum), at
-// batch 1 and batch 8. The models are the tiny preset's shape with random weights (speed does not depend
-// on what they learned). Each configuration decodes `--new` tokens after a `--prompt`-token
+// batch 1 and batch 8. The models are the tiny preset's shape with random weights (speed does not
+// depend on what they learned). Each configuration decodes `--new` tokens after a `--prompt`-token
 // prompt; the variants run interleaved over `--reps` rounds and the table gives each one's median
 // tokens/s (batch x new tokens / time) and the cache's speed-up. Prints a table.
+// A second table times requests joining a continuous batch (ModelBatchDecoder): `--join`
+// prompts of random lengths between 4 and 2 x `--prompt` tokens, read one by one (a forward
+// each) and together (one left-padded forward), medians over the rounds.
 //   generation [--hidden 128 --inner 352 --layers 4 --experts 4 --prompt 16 --new 128
-//               --batches 1,8 --reps 3] (--help lists them)
+//               --batches 1,8 --join 8 --reps 3] (--help lists them)
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
@@ -19,11 +22,13 @@
 
 #include "bench_util.h"
 #include "btx/model/llama.h"
+#include "btx/pipeline/generate.h"
 
 namespace {
 
 struct Args {
-  int64_t hidden = 128, inner = 352, layers = 4, experts = 4, prompt = 16, fresh = 128, reps = 3;
+  int64_t hidden = 128, inner = 352, layers = 4, experts = 4, prompt = 16, fresh = 128, reps = 3,
+          join = 8;
   std::vector<int64_t> batches = {1, 8};
 };
 
@@ -36,7 +41,7 @@ btx::ModelConfig config(const Args& a, const std::string& kind) {
   c.num_hidden_layers = a.layers;
   c.num_attention_heads = 4;
   c.num_key_value_heads = 4;
-  c.max_position_embeddings = a.prompt + a.fresh;
+  c.max_position_embeddings = std::max(a.prompt + a.fresh, 2 * a.prompt + 1);
   if (kind != "dense") {
     c.model_type = kind == "moe" ? "mixtral" : "smear";
     c.router_mode = kind == "moe" ? "top-k" : "prefix";
@@ -62,6 +67,19 @@ double decode_seconds(btx::CausalLM& m, const Args& a, int64_t B, bool cached) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// Seconds for `prompts` to join an empty batch: one by one, or all in one forward.
+double join_seconds(btx::CausalLM& m, const std::vector<std::vector<int32_t>>& prompts,
+                    bool together) {
+  btx::ModelBatchDecoder batch(m);
+  const auto start = std::chrono::steady_clock::now();
+  if (together) {
+    batch.add_rows(prompts);
+  } else {
+    for (const auto& p : prompts) batch.add(p);
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -74,6 +92,7 @@ int main(int argc, char** argv) {
   app.add_option("--prompt", a.prompt, "Prompt tokens")->capture_default_str();
   app.add_option("--new", a.fresh, "Tokens decoded")->capture_default_str();
   app.add_option("--batches", a.batches)->delimiter(',');
+  app.add_option("--join", a.join, "Prompts joining the batch at once")->capture_default_str();
   app.add_option("--reps", a.reps)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -103,6 +122,29 @@ int main(int argc, char** argv) {
       std::printf("| %s | %lld | %.0f | %.0f | %.2fx |\n", name, (long long)B, median(cached),
                   median(full), median(ratio));
     }
+  }
+
+  std::vector<std::vector<int32_t>> prompts;
+  auto lengths = torch::randint(4, 2 * a.prompt + 1, {a.join}, torch::kInt64);
+  for (int64_t i = 0; i < a.join; ++i) {
+    auto ids = torch::randint(3, 4096, {lengths[i].item<int64_t>()}, torch::kInt64);
+    prompts.emplace_back(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel());
+  }
+  std::printf("\n%lld prompts of %lld to %lld tokens joining an empty batch\n", (long long)a.join,
+              (long long)lengths.min().item<int64_t>(), (long long)lengths.max().item<int64_t>());
+  std::printf("| model | one by one (ms) | together (ms) | speed-up |\n|---|---:|---:|---:|\n");
+  for (const char* name : {"dense", "moe", "smear"}) {
+    auto& m = models.at(name);
+    join_seconds(m, prompts, true);  // warm-up
+    std::vector<double> alone, together, ratio;
+    for (int64_t r = 0; r < a.reps; ++r) {
+      const double s1 = join_seconds(m, prompts, false), s2 = join_seconds(m, prompts, true);
+      alone.push_back(1e3 * s1);
+      together.push_back(1e3 * s2);
+      ratio.push_back(s1 / s2);
+    }
+    std::printf("| %s | %.2f | %.2f | %.2fx |\n", name, median(alone), median(together),
+                median(ratio));
   }
   return 0;
 }

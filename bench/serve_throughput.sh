@@ -7,6 +7,7 @@
 # health check timed during it. Prints a markdown table.
 #   bench/serve_throughput.sh [--models "runs/tiny/seed runs/tiny/merged/btx"] [--batches "1 8"]
 #                             [--concurrency "1 4 16"] [--requests 64] [--new 64]
+#                             [--prefills "0"]   (--prefill-rows values tried with batches > 1)
 # The default models come from the tiny study (scripts/study.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ BATCHES="1 8"
 CONCURRENCY="1 4 16"
 REQUESTS=64
 NEW=64
+PREFILLS="0"
 while (($#)); do
   case "$1" in
     --models) MODELS=$2; shift 2 ;;
@@ -22,6 +24,7 @@ while (($#)); do
     --concurrency) CONCURRENCY=$2; shift 2 ;;
     --requests) REQUESTS=$2; shift 2 ;;
     --new) NEW=$2; shift 2 ;;
+    --prefills) PREFILLS=$2; shift 2 ;;
     *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -64,21 +67,27 @@ busy = sum(r["status-code"] == "503" for r in rows)
 print(f"{len(rows) / wall:.1f} {pct(0.5):.3f} {pct(0.99):.3f} {ok} {busy} {wall:.3f}")'
 }
 
-echo "| model | batch | concurrency | requests/s | tokens/s | p50 latency (s) | p99 latency (s) | 200 | 503 |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| model | batch | prefill rows | concurrency | requests/s | tokens/s | p50 latency (s) | p99 latency (s) | 200 | 503 |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for model in $MODELS; do
   name=$(basename "$model")
   for batch in $BATCHES; do
-    start "$model" --batch "$batch" --queue 64
-    for c in $CONCURRENCY; do
-      before=$(tokens)
-      read -r rps p50 p99 ok busy wall < <(hey -n "$REQUESTS" -c "$c" -o csv -m POST \
-        -T application/json -d "$BODY" "$URL/v1/completions" | summary)
-      after=$(tokens)
-      tps=$(python3 -c "print(round(($after - $before) / $wall))")
-      echo "| $name | $batch | $c | $rps | $tps | $p50 | $p99 | $ok | $busy |"
+    prefills=$PREFILLS
+    [ "$batch" = 1 ] && prefills=1
+    for prefill in $prefills; do
+      start "$model" --batch "$batch" --queue 64 --prefill-rows "$prefill"
+      shown=$prefill
+      [ "$prefill" = 0 ] && shown=$batch
+      for c in $CONCURRENCY; do
+        before=$(tokens)
+        read -r rps p50 p99 ok busy wall < <(hey -n "$REQUESTS" -c "$c" -o csv -m POST \
+          -T application/json -d "$BODY" "$URL/v1/completions" | summary)
+        after=$(tokens)
+        tps=$(python3 -c "print(round(($after - $before) / $wall))")
+        echo "| $name | $batch | $shown | $c | $rps | $tps | $p50 | $p99 | $ok | $busy |"
+      done
+      stop
     done
-    stop
   done
 done
 

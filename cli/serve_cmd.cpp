@@ -51,6 +51,11 @@ std::vector<Command> add_serve_commands(CLI::App& app) {
                   "Requests decoded together (continuous batching; 1 with --no-cache)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
+  cmd->add_option("--prefill-rows", a->opts.prefill_rows,
+                  "Prompts of requests joining the batch that are read in one forward, "
+                  "left-padded (0: up to --batch; 1: each alone)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
   cmd->add_option(
          "--http-threads", a->opts.http_threads,
          "Connections served at once, at least --queue + --batch + 8; more wait for a free thread")

@@ -37,14 +37,16 @@ struct Job {
 // next step and leaves when it ends); otherwise one at a time.
 class Engine {
  public:
-  // `delay_ms` is slept before every decoding step: a slow model, for testing clients.
-  Engine(Decoder& decoder, const Tokenizer& tok, size_t capacity, size_t max_batch, double delay_ms)
+  // The queue holds o.queue jobs; o.token_delay_ms is slept before every decoding step (a slow
+  // model, for testing clients).
+  Engine(Decoder& decoder, const Tokenizer& tok, const ServeOptions& o)
       : decoder_(decoder),
         tok_(tok),
-        capacity_(capacity),
-        delay_ms_(delay_ms),
-        batch_(max_batch > 1 ? decoder.batch_decoder() : nullptr),
-        max_batch_(batch_ ? max_batch : 1),
+        capacity_(o.queue),
+        delay_ms_(o.token_delay_ms),
+        batch_(o.max_batch > 1 ? decoder.batch_decoder() : nullptr),
+        max_batch_(batch_ ? o.max_batch : 1),
+        prefill_rows_(o.prefill_rows == 0 ? max_batch_ : o.prefill_rows),
         worker_([this] { batch_ ? batch_loop() : serial_loop(); }) {}
   ~Engine() { shutdown(); }
 
@@ -90,6 +92,7 @@ class Engine {
             {"queue_limit", capacity_},
             {"running", running_.size()},
             {"batch_limit", max_batch_},
+            {"prefill_rows", prefill_rows_},
             {"peak_running", peak_running_},
             {"completed", completed_},
             {"cancelled", cancelled_},
@@ -157,8 +160,8 @@ class Engine {
     };
     std::vector<Row> rows;  // in the batch decoder's row order
     for (;;) {
-      // New jobs join: their prompts are read together (one forward, the shorter prompts
-      // left-padded), their first tokens chosen.
+      // New jobs join: their prompts are read together (one forward per `prefill_rows_` of
+      // them, the shorter prompts left-padded), their first tokens chosen.
       std::vector<Row> joining;
       std::vector<std::vector<int32_t>> prompts;
       for (auto& job : take_jobs(max_batch_ - rows.size(), /*wait=*/rows.empty())) {
@@ -175,17 +178,20 @@ class Engine {
           fail(job, e.what());
         }
       }
-      if (!joining.empty()) {
+      for (size_t first = 0; first < joining.size(); first += prefill_rows_) {
+        const size_t n = std::min(prefill_rows_, joining.size() - first);
         try {
           delay();
-          const auto scores = batch_->add_rows(prompts);
-          for (size_t r = 0; r < joining.size(); ++r) {
-            joining[r].gen->take(scores[static_cast<int64_t>(r)]);
-            rows.push_back(std::move(joining[r]));
+          const auto scores = batch_->add_rows(std::vector<std::vector<int32_t>>(
+              prompts.begin() + static_cast<std::ptrdiff_t>(first),
+              prompts.begin() + static_cast<std::ptrdiff_t>(first + n)));
+          for (size_t r = 0; r < n; ++r) {
+            joining[first + r].gen->take(scores[static_cast<int64_t>(r)]);
+            rows.push_back(std::move(joining[first + r]));
           }
         } catch (const std::exception& e) {
           // The prompts are checked before any forward, so the running rows stay as they were.
-          for (auto& row : joining) fail(row.job, e.what());
+          for (size_t r = 0; r < n; ++r) fail(joining[first + r].job, e.what());
         }
       }
       if (rows.empty()) {
@@ -281,6 +287,7 @@ class Engine {
   const double delay_ms_;
   std::unique_ptr<BatchDecoder> batch_;
   const size_t max_batch_;
+  const size_t prefill_rows_;  // prompts read in one forward at most
   mutable std::mutex m_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> queue_;
@@ -313,8 +320,7 @@ struct Server::Impl {
   Impl(std::unique_ptr<Decoder> d, Tokenizer t, ServeOptions o)
       : decoder(std::move(d)), tok(std::move(t)), opts(std::move(o)) {
     served = {opts.model_id, decoder->context(), decoder->vocab_size()};
-    engine =
-        std::make_unique<Engine>(*decoder, tok, opts.queue, opts.max_batch, opts.token_delay_ms);
+    engine = std::make_unique<Engine>(*decoder, tok, opts);
     routes();
   }
 

@@ -29,6 +29,7 @@ struct ServeOptions {
   std::string model_id;      // the name clients see in /v1/models and responses
   size_t queue = 16;         // requests that may wait while others run; more get 503
   size_t max_batch = 8;      // requests decoded together (continuous batching; 1: one at a time)
+  size_t prefill_rows = 0;   // prompts of joining requests read in one forward (0: max_batch)
   size_t http_threads = 64;  // connections served at once (at least queue + max_batch + 8)
   Limits limits;
   double token_delay_ms = 0;  // sleep before every token: a slow model, for testing clients
