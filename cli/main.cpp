@@ -3,8 +3,10 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <iostream>
 
+#include "btx/util/device.h"
 #include "btx/util/error.h"
 #include "cli/commands.h"
 
@@ -22,6 +24,14 @@ int main(int argc, char** argv) {
     }
     return "btx: error: " + std::string(e.what()) + " (see `btx " + path + "--help`)\n";
   });
+  std::string device = "cpu";
+  app.add_option("--device", device,
+                 "Where training runs (seed, experts, the dense baseline, finetuning): cpu, cuda "
+                 "or cuda:N; evaluation, generation and serving run on the CPU. Also read from "
+                 "BTX_DEVICE, and passed on to the processes a command starts")
+      ->envname("BTX_DEVICE")
+      ->capture_default_str();
+  app.fallthrough();  // --device may come after the subcommand too
   btx::cli::register_commands(app);
   try {
     app.parse(argc, argv);
@@ -29,6 +39,8 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
+    btx::set_default_device(btx::parse_device(device, "--device (or BTX_DEVICE)"));
+    ::setenv("BTX_DEVICE", device.c_str(), 1);  // `btx run` and `launch` children inherit it
     btx::cli::run_selected(app);
   } catch (const btx::Error& e) {
     std::cerr << "btx: error: " << e.what() << "\n";

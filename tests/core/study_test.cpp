@@ -136,7 +136,9 @@ TEST(StudyPlan, EveryPresetLoadsAndPlans) {
     size_t merges = 0;
     for (const auto& s : stages) {
       merges += s.name.rfind("merge/", 0) == 0;
-      if (s.name == "experts") EXPECT_EQ(s.progress.size(), c.corpus.domains.size());
+      if (s.name == "experts") {
+        EXPECT_EQ(s.progress.size(), c.corpus.domains.size());
+      }
     }
     EXPECT_EQ(merges, study_methods(c).size());
     EXPECT_GE(c.corpus.domains.size(), 4u);

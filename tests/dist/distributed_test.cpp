@@ -20,10 +20,13 @@
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
 #include "btx/util/subprocess.h"
-#include "e2e/tiny_corpus.h"
+#include "tiny_run.h"
 
 namespace btx {
 namespace {
+
+using testing::prepare_tiny_run;
+using testing::tiny_job;
 
 // A port nothing listens on right now (the kernel's pick for a socket bound to port 0).
 int free_port() {
@@ -39,20 +42,6 @@ int free_port() {
   }
   ::close(fd);
   return ntohs(a.sin_port);
-}
-
-// The job both the ranks and the single-process reference run on a prepared run folder.
-TrainJob tiny_job(const fs::path& run_root, const fs::path& out_dir) {
-  const RunDir run{run_root};
-  const RunConfig c = load_run(run);
-  TrainJob job;
-  job.name = "dp";
-  job.out_dir = out_dir;
-  job.model = c.model;
-  job.train = c.seed_train;
-  job.seed = c.seed;
-  job.data_dir = run.data();
-  return job;
 }
 
 std::vector<torch::Tensor> parameters_of(const CausalLM& model) {
@@ -119,25 +108,6 @@ std::vector<torch::Tensor> load_parameters(const fs::path& file) {
   std::vector<torch::Tensor> out;
   torch::load(out, file.string());
   return out;
-}
-
-// A prepared tiny run: hidden 32, 2 layers, 6 steps of 2 micro-batches of 8 rows, one thread.
-void prepare_tiny_run(const fs::path& dir, const fs::path& run_root) {
-  auto corpus = testing::make_tiny_corpus(dir / "corpus", 80'000);
-  RunConfig c = parse_run_config(testing::tiny_run_config(corpus, 6), "tiny.toml");
-  c.model.hidden_size = 32;
-  c.model.intermediate_size = 64;
-  c.seed_train.grad_accum = 2;
-  c.seed_train.warmup_steps = 2;
-  c.seed_train.log_every = 2;
-  c.seed_train.eval_every = 3;
-  c.seed_train.eval_tokens = 200;
-  c.seed_train.checkpoint_every = 100;
-  c.seed_train.threads = 1;
-  const RunDir run{run_root};
-  init_run(run, c);
-  ensure_tokenizer(run, c);
-  ensure_data(run, c);
 }
 
 double relative_difference(const torch::Tensor& a, const torch::Tensor& b) {

@@ -272,6 +272,33 @@ TEST_F(ExpertsTest, SlurmSubmitWaitsForTheArrayAndNamesTheTaskThatEndedUnfinishe
   EXPECT_THROW(parse_sbatch_job_id("sbatch: error: Batch job submission failed"), Error);
 }
 
+// --device (or BTX_DEVICE): cpu trains exactly what the default does; a device that is not
+// there is refused before anything is written.
+TEST_F(ExpertsTest, DeviceOptionTrainsOnTheCpuAndRefusesAMissingGpu) {
+  RunDir plain = fresh_run("dev-plain"), cpu = fresh_run("dev-cpu");
+  for (auto* r : {&plain, &cpu}) ASSERT_EQ(run_btx("branch --run " + r->root.string()).code, 0);
+  const std::string env = "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1";
+  auto r = run_btx("train --run " + plain.root.string() + " --expert code --threads 1", env);
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run_btx("train --run " + cpu.root.string() + " --expert code --threads 1 --device cpu", env);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(read_file(expert_dir(plain, "code") / "model.safetensors"),
+            read_file(expert_dir(cpu, "code") / "model.safetensors"));
+
+  r = run_btx("train --run " + cpu.root.string() + " --expert prose", "BTX_DEVICE=gpu");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("--device (or BTX_DEVICE) 'gpu' is not a device: use cpu, cuda or "
+                          "cuda:N"),
+            std::string::npos)
+      << r.output;
+  if (!torch::cuda::is_available()) {
+    r = run_btx("train --run " + cpu.root.string() + " --expert prose --device cuda:0");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.output.find("'cuda:0': no GPU is usable here"), std::string::npos) << r.output;
+  }
+  EXPECT_FALSE(fs::exists(expert_dir(cpu, "prose") / "metrics.jsonl"));
+}
+
 TEST_F(ExpertsTest, BranchNeedsAFinishedSeed) {
   const fs::path root = dir_->path() / "noseed";
   fs::create_directories(root);

@@ -4,6 +4,7 @@
 
 #include "btx/model/moe.h"
 #include "btx/model/smear.h"
+#include "btx/util/device.h"
 
 namespace btx {
 
@@ -254,7 +255,8 @@ int64_t CausalLMImpl::num_active_params() const {
   return n;
 }
 
-torch::Tensor token_nll(CausalLM& model, const torch::Tensor& tokens) {
+torch::Tensor token_nll(CausalLM& model, const torch::Tensor& batch) {
+  const auto tokens = batch.to(device_of(*model));  // a no-op where they already are
   const int64_t B = tokens.size(0), T = tokens.size(1) - 1;
   auto logits = model->forward(tokens.narrow(1, 0, T));  // (B, T, V)
   auto nll = torch::nn::functional::cross_entropy(

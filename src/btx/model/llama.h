@@ -96,7 +96,7 @@ struct CausalLMImpl : torch::nn::Module {
 TORCH_MODULE(CausalLM);
 
 // Next-token cross-entropy of each position of `tokens` (B, T+1): inputs [:, :-1], targets
-// [:, 1:] -> (B, T).
+// [:, 1:] -> (B, T), on the model's device (the tokens are moved there).
 torch::Tensor token_nll(CausalLM& model, const torch::Tensor& tokens);
 // Its mean.
 torch::Tensor lm_loss(CausalLM& model, const torch::Tensor& tokens);

@@ -14,6 +14,7 @@
 #include "btx/train/adamw.h"
 #include "btx/train/checkpoint.h"
 #include "btx/train/distributed.h"
+#include "btx/util/device.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
 
@@ -166,6 +167,12 @@ TrainResult train(const TrainJob& job) {
               job.init_from.string());
     load_weights(model, job.init_from);
   }
+  // Weights are read and written on the CPU; the steps run on the process's device.
+  const torch::Device device = default_device();
+  BTX_CHECK(device.is_cpu() || !dist.enabled(),
+            "[{}] data parallel training runs on the CPU only for now (--device {})", job.name,
+            device.str());
+  model->to(device);
   model->train();
   dist.broadcast(model->parameters());  // identical start even if a rank initialised differently
 
@@ -214,8 +221,9 @@ TrainResult train(const TrainJob& job) {
 
   const int64_t tokens_per_step = t.batch_size * t.grad_accum * t.seq_len;  // all ranks
   if (main) {
-    spdlog::info("[{}] {} params, {} steps x {} tokens, {} domains", job.name, model->num_params(),
-                 t.steps, tokens_per_step, data.domains().size());
+    spdlog::info("[{}] {} params, {} steps x {} tokens, {} domains{}", job.name,
+                 model->num_params(), t.steps, tokens_per_step, data.domains().size(),
+                 device.is_cpu() ? "" : ", on " + device.str());
   }
   if (main && dist.enabled()) {
     spdlog::info("[{}] data parallel: {} ranks x {} of the {} rows of each micro-batch", job.name,
@@ -241,6 +249,7 @@ TrainResult train(const TrainJob& job) {
       std::vector<int> row_domain;
       auto batch = sampler.rows(step * t.grad_accum + micro, first_row, first_row + rows,
                                 job.before_forward ? &row_domain : nullptr);  // (B/W, T+1)
+      if (device.is_cuda()) batch = batch.pin_memory().to(device, /*non_blocking=*/true);
       if (job.before_forward) {
         std::vector<std::string> names;
         for (int d : row_domain) names.push_back(sampler.domains()[static_cast<size_t>(d)]);
@@ -318,12 +327,14 @@ TrainResult train(const TrainJob& job) {
       result.steps = step;
       result.tokens = tokens;
       result.model = model;
+      result.model->to(torch::kCPU);
       return result;
     }
     if (step % t.checkpoint_every == 0 && step < t.steps) checkpoint(false);
   }
   checkpoint(true);
   dist.barrier();
+  model->to(torch::kCPU);  // what callers do with it next (evaluate, analyse) runs on the CPU
   result.model = model;
   result.finished = true;
   result.steps = step;

@@ -1,0 +1,91 @@
+// GPU tests (label `gpu`): each is skipped where LibTorch sees no CUDA device (Debian's LibTorch
+// has no CUDA; scripts/gpu_build.sh builds btx against PyTorch's CUDA LibTorch on a GPU machine).
+// - The same models give the same logits on the CPU and the GPU (fp32; dense, MoE, SMEAR).
+// - Training the tiny seed with the process's device set to cuda:0 follows the CPU run (losses
+//   and final weights), writes a checkpoint that loads on the CPU, and hands back a CPU model.
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "btx/train/checkpoint.h"
+#include "btx/util/device.h"
+#include "core/moe_util.h"
+#include "tiny_run.h"
+
+namespace btx {
+namespace {
+
+#define BTX_REQUIRE_CUDA()                                                                      \
+  if (!torch::cuda::is_available()) {                                                           \
+    GTEST_SKIP() << "no CUDA device visible to this LibTorch (build with scripts/gpu_build.sh " \
+                    "on a GPU machine)";                                                        \
+  }
+
+double max_abs(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kCPU, torch::kFloat64) - b.to(torch::kCPU, torch::kFloat64))
+      .abs()
+      .max()
+      .item<double>();
+}
+
+TEST(Gpu, LogitsAgreeBetweenCpuAndGpu) {
+  BTX_REQUIRE_CUDA();
+  torch::NoGradGuard no_grad;
+  const torch::Device gpu(torch::kCUDA, 0);
+  for (const auto& c : {testing::small_model_config(40, 16, 24, 2, 4, 2, 32),
+                        testing::routed_config("mixtral", 4, 2, "top-k"),
+                        testing::routed_config("smear", 3, 1, "prefix")}) {
+    torch::manual_seed(3);
+    CausalLM m(c);
+    m->eval();
+    const auto ids = torch::randint(0, c.vocab_size, {3, 12}, torch::kInt64);
+    const auto on_cpu = m->forward(ids);
+    m->to(gpu);
+    EXPECT_TRUE(device_of(*m).is_cuda());
+    const auto on_gpu = m->forward(ids.to(gpu));
+    EXPECT_LT(max_abs(on_cpu, on_gpu), 1e-4) << c.model_type;
+  }
+}
+
+TEST(Gpu, TrainingOnTheGpuFollowsTheCpu) {
+  BTX_REQUIRE_CUDA();
+  testing::TempDir dir("btx-gpu");
+  const fs::path run_root = dir / "run";
+  testing::prepare_tiny_run(dir.path(), run_root);
+
+  const TrainResult cpu = train(testing::tiny_job(run_root, dir / "cpu"));
+  set_default_device(torch::Device(torch::kCUDA, 0));
+  TrainResult gpu;
+  try {
+    gpu = train(testing::tiny_job(run_root, dir / "gpu"));
+  } catch (...) {
+    set_default_device(torch::kCPU);
+    throw;
+  }
+  set_default_device(torch::kCPU);
+  ASSERT_TRUE(cpu.finished && gpu.finished);
+  EXPECT_TRUE(device_of(*gpu.model).is_cpu()) << "the trained model comes back on the CPU";
+
+  // The logged losses follow each other (fp32 on both; summation order differs).
+  std::istringstream a(read_file(dir / "cpu" / "metrics.jsonl"));
+  std::istringstream b(read_file(dir / "gpu" / "metrics.jsonl"));
+  int compared = 0;
+  for (std::string la, lb; std::getline(a, la) && std::getline(b, lb);) {
+    const auto ja = nlohmann::json::parse(la), jb = nlohmann::json::parse(lb);
+    if (!ja.contains("loss")) continue;
+    EXPECT_NEAR(ja.at("loss").get<double>(), jb.at("loss").get<double>(), 1e-3) << la << lb;
+    ++compared;
+  }
+  EXPECT_GT(compared, 0);
+  // The final weights, and the checkpoint read back on the CPU.
+  const auto saved = load_model(dir / "gpu");
+  auto pc = cpu.model->parameters(), pg = gpu.model->parameters(), ps = saved->parameters();
+  ASSERT_EQ(pc.size(), pg.size());
+  for (size_t i = 0; i < pc.size(); ++i) {
+    EXPECT_LT(max_abs(pc[i], pg[i]), 1e-3) << "tensor " << i;
+    EXPECT_TRUE(torch::equal(pg[i], ps[i])) << "tensor " << i;
+  }
+}
+
+}  // namespace
+}  // namespace btx
