@@ -114,10 +114,18 @@ std::vector<Command> add_expert_commands(CLI::App& app) {
   auto* launch = app.add_subcommand(
       "launch", "Train every unfinished expert: a local pool of processes, or a Slurm job array");
   launch->add_option("--run", l->run, "Run directory")->required();
-  launch->add_option("--jobs,-j", l->local.jobs, "Experts training at once")->capture_default_str();
+  auto* jobs = launch
+                   ->add_option("--jobs,-j", l->local.jobs,
+                                "Experts training at once (with --gpus: one per GPU)")
+                   ->capture_default_str();
   launch->add_option("--threads-per-job", l->local.threads_per_job,
                      "BLAS threads per expert (0: cores / jobs; LibTorch keeps 1)");
   launch->add_option("--only", l->local.only, "Only these experts")->delimiter(',');
+  launch
+      ->add_option("--gpus", l->local.gpus,
+                   "GPU indices (e.g. 0,1,2,3): each expert trains on one of them, one expert "
+                   "per GPU at a time (--jobs, when given, caps them)")
+      ->delimiter(',');
   launch->add_flag("--slurm", l->use_slurm, "Write a Slurm job-array script instead");
   launch->add_flag("--submit", l->submit, "With --slurm: submit it with sbatch");
   launch->add_flag("--dry-run", l->dry_run, "With --slurm: print the script, write nothing");
@@ -135,8 +143,11 @@ std::vector<Command> add_expert_commands(CLI::App& app) {
   launch->add_option("--time", l->slurm.time, "Slurm: time limit per task")->capture_default_str();
   launch->add_option("--partition", l->slurm.partition, "Slurm: partition");
   launch->add_option("--sbatch-arg", l->slurm.sbatch_args, "Slurm: extra #SBATCH line (repeat)");
-  out.push_back({launch, [l] {
+  out.push_back({launch, [l, jobs] {
                    RunDir run{l->run};
+                   if (!l->local.gpus.empty() && jobs->count() == 0) {
+                     l->local.jobs = static_cast<int>(l->local.gpus.size());
+                   }
                    load_run(run);
                    if (!l->use_slurm) {
                      BTX_CHECK(!l->submit && !l->dry_run && !l->wait,

@@ -299,6 +299,44 @@ TEST_F(ExpertsTest, DeviceOptionTrainsOnTheCpuAndRefusesAMissingGpu) {
   EXPECT_FALSE(fs::exists(expert_dir(cpu, "prose") / "metrics.jsonl"));
 }
 
+// launch --gpus: each expert gets one GPU of the list as its only visible one (cuda:0), and
+// no GPU runs two experts at once. A stand-in for btx records what each expert was given and
+// fails if its GPU is already busy.
+TEST_F(ExpertsTest, LaunchGivesEachExpertItsOwnGpu) {
+  RunDir run = fresh_run("gpus");
+  ASSERT_EQ(run_btx("branch --run " + run.root.string()).code, 0);
+  const fs::path seen = dir_->path() / "gpus-seen";
+  fs::create_directories(seen);
+  const fs::path fake = dir_->path() / "fake-btx";
+  testing::write_text(fake,
+                      "#!/bin/bash\n"
+                      "# argv: train --run RUN --expert NAME --resume --threads 1\n"
+                      "busy=" +
+                          seen.string() +
+                          "/gpu$CUDA_VISIBLE_DEVICES.busy\n"
+                          "(set -o noclobber; : > \"$busy\") || exit 9\n"
+                          "sleep 0.5\n"
+                          "echo \"$CUDA_VISIBLE_DEVICES $BTX_DEVICE\" > " +
+                          seen.string() +
+                          "/$5\n"
+                          "rm \"$busy\"\n");
+  fs::permissions(fake, fs::perms::owner_all, fs::perm_options::add);
+  LaunchOptions o;
+  o.btx_binary = fake;
+  o.jobs = 3;
+  o.gpus = {5, 3};  // three experts, two GPUs: the third waits for a free one
+  o.refresh_seconds = 100;
+  const LaunchResult r = launch_local(run, o);
+  EXPECT_EQ(r.done.size(), 3u);
+  EXPECT_TRUE(r.failed.empty()) << "a GPU ran two experts at once";
+  for (const char* e : {"code", "prose", "verse"}) {
+    const std::string got = read_file(seen / e);
+    EXPECT_TRUE(got == "5 cuda:0\n" || got == "3 cuda:0\n") << e << ": " << got;
+  }
+  o.gpus = {1, 1};
+  EXPECT_THROW(launch_local(run, o), Error);
+}
+
 TEST_F(ExpertsTest, BranchNeedsAFinishedSeed) {
   const fs::path root = dir_->path() / "noseed";
   fs::create_directories(root);

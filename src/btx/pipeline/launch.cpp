@@ -26,6 +26,7 @@ struct Child {
   std::string name;
   pid_t pid = -1;
   std::chrono::steady_clock::time_point started;
+  int gpu = -1;  // the GPU it holds (-1: none)
 };
 
 // Rendezvous variables of a data-parallel launch: an expert started here is an independent job.
@@ -42,6 +43,13 @@ const std::vector<std::string> kRendezvousVars = {"WORLD_SIZE",
 LaunchResult launch_local(const RunDir& run, const LaunchOptions& o) {
   const RunConfig c = load_run(run);
   BTX_CHECK(o.jobs >= 1, "--jobs must be >= 1, got {}", o.jobs);
+  std::vector<int> free_gpus = o.gpus;  // those no running expert holds
+  for (size_t i = 0; i < o.gpus.size(); ++i) {
+    BTX_CHECK(o.gpus[i] >= 0, "--gpus: {} is not a GPU index", o.gpus[i]);
+    BTX_CHECK(std::count(o.gpus.begin(), o.gpus.end(), o.gpus[i]) == 1,
+              "--gpus: GPU {} is listed twice (one expert per GPU at a time)", o.gpus[i]);
+  }
+  const int jobs = o.gpus.empty() ? o.jobs : std::min(o.jobs, static_cast<int>(o.gpus.size()));
   BTX_CHECK(fs::exists(o.btx_binary), "btx binary {} not found", o.btx_binary.string());
   std::vector<std::string> queue;
   const auto experts = list_experts(run);
@@ -55,9 +63,10 @@ LaunchResult launch_local(const RunDir& run, const LaunchOptions& o) {
     if (!(s && s->done)) queue.push_back(e.name);
   }
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const int threads = o.threads_per_job > 0 ? o.threads_per_job : std::max(1, cores / o.jobs);
-  std::cout << fmt::format("launch: {} experts to train, {} at a time, {} BLAS thread(s) each\n",
-                           queue.size(), o.jobs, threads);
+  const int threads = o.threads_per_job > 0 ? o.threads_per_job : std::max(1, cores / jobs);
+  std::cout << fmt::format("launch: {} experts to train, {} at a time, {} BLAS thread(s) each{}\n",
+                           queue.size(), jobs, threads,
+                           o.gpus.empty() ? "" : fmt::format(", GPUs {}", fmt::join(o.gpus, ",")));
   const int64_t steps = c.experts.train.steps;
   const int64_t tokens_per_step =
       c.experts.train.batch_size * c.experts.train.grad_accum * c.experts.train.seq_len;
@@ -97,17 +106,24 @@ LaunchResult launch_local(const RunDir& run, const LaunchOptions& o) {
   };
 
   while (next < queue.size() || !running.empty()) {
-    while (next < queue.size() && static_cast<int>(running.size()) < o.jobs) {
+    while (next < queue.size() && static_cast<int>(running.size()) < jobs) {
       const std::string& name = queue[next++];
       const fs::path log = experts_dir(run) / (name + ".log");
       const std::vector<std::string> argv = {
           o.btx_binary.string(), "train", "--run", run.root.string(), "--expert", name, "--resume",
           "--threads",           "1"};
-      const std::map<std::string, std::string> env = {
-          {"OMP_NUM_THREADS", "1"}, {"OPENBLAS_NUM_THREADS", std::to_string(threads)}};
+      std::map<std::string, std::string> env = {{"OMP_NUM_THREADS", "1"},
+                                                {"OPENBLAS_NUM_THREADS", std::to_string(threads)}};
+      int gpu = -1;
+      if (!free_gpus.empty()) {  // the expert sees its GPU alone, as cuda:0
+        gpu = free_gpus.front();
+        free_gpus.erase(free_gpus.begin());
+        env["CUDA_VISIBLE_DEVICES"] = std::to_string(gpu);
+        env["BTX_DEVICE"] = "cuda:0";
+      }
       // Rendezvous variables of a data-parallel launch are dropped: each expert is its own job.
-      running.push_back(
-          {name, spawn_to_log(argv, log, env, kRendezvousVars), std::chrono::steady_clock::now()});
+      running.push_back({name, spawn_to_log(argv, log, env, kRendezvousVars),
+                         std::chrono::steady_clock::now(), gpu});
     }
     for (auto it = running.begin(); it != running.end();) {
       if (const auto code = poll_exit(it->pid)) {
@@ -116,6 +132,7 @@ LaunchResult launch_local(const RunDir& run, const LaunchOptions& o) {
           std::cout << fmt::format("launch: expert '{}' failed (exit code {}); log: {}\n", it->name,
                                    *code, (experts_dir(run) / (it->name + ".log")).string());
         }
+        if (it->gpu >= 0) free_gpus.push_back(it->gpu);
         it = running.erase(it);
         print_progress(true);
       } else {

@@ -20,6 +20,10 @@ struct LaunchOptions {
   int threads_per_job = 0;  // 0: the machine's cores / jobs (at least 1)
   double refresh_seconds = 5;
   std::vector<std::string> only;  // these experts (empty: every unfinished one)
+  // GPUs to spread the experts over, one expert per GPU at a time (CUDA_VISIBLE_DEVICES=g and
+  // BTX_DEVICE=cuda:0 in its environment); empty: the CPU. Caps the experts at once to their
+  // number.
+  std::vector<int> gpus;
 };
 
 struct LaunchResult {
