@@ -5,17 +5,13 @@
 #include <gtest/gtest.h>
 
 #include "btx/util/error.h"
+#include "test_util.h"
 
 namespace btx {
 namespace {
 
 std::string error_of(const std::string& spec) {
-  try {
-    parse_device(spec, "--device");
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
+  return testing::error_of([&] { parse_device(spec, "--device"); });
 }
 
 TEST(Device, ParsesCpuAndRefusesWhatIsNotADevice) {
