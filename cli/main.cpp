@@ -31,7 +31,13 @@ int main(int argc, char** argv) {
                  "BTX_DEVICE, and passed on to the processes a command starts")
       ->envname("BTX_DEVICE")
       ->capture_default_str();
-  app.fallthrough();  // --device may come after the subcommand too
+  std::string precision = "fp32";
+  app.add_option("--precision", precision,
+                 "fp32, or bf16 for autocast mixed precision in training and evaluation (weights "
+                 "and optimizer state stay fp32). Also read from BTX_PRECISION, and passed on")
+      ->envname("BTX_PRECISION")
+      ->capture_default_str();
+  app.fallthrough();  // --device and --precision may come after the subcommand too
   btx::cli::register_commands(app);
   try {
     app.parse(argc, argv);
@@ -40,7 +46,10 @@ int main(int argc, char** argv) {
   }
   try {
     btx::set_default_device(btx::parse_device(device, "--device (or BTX_DEVICE)"));
-    ::setenv("BTX_DEVICE", device.c_str(), 1);  // `btx run` and `launch` children inherit it
+    btx::set_default_bf16(btx::parse_precision(precision, "--precision (or BTX_PRECISION)"));
+    // The processes `btx run` and `launch` start inherit both.
+    ::setenv("BTX_DEVICE", device.c_str(), 1);
+    ::setenv("BTX_PRECISION", precision.c_str(), 1);
     btx::cli::run_selected(app);
   } catch (const btx::Error& e) {
     std::cerr << "btx: error: " << e.what() << "\n";

@@ -4,6 +4,7 @@
 
 #include "btx/data/shards.h"
 #include "btx/data/tokenizer.h"
+#include "btx/util/device.h"
 #include "btx/util/error.h"
 
 namespace btx {
@@ -19,6 +20,9 @@ double DomainScore::ppl() const {
 DomainScore score_stream(Scorer& scorer, const torch::Tensor& stream, int64_t seq_len,
                          int64_t batch_size, int64_t max_tokens) {
   torch::NoGradGuard no_grad;
+  // --precision bf16: autocast for the models on the CPU and on the process's GPU.
+  AutocastGuard on_cpu(torch::kCPU, default_bf16());
+  AutocastGuard on_gpu(default_device(), default_bf16() && !default_device().is_cpu());
   const int64_t n = stream.size(0);
   BTX_CHECK(n >= seq_len + 1, "cannot evaluate {} tokens with seq_len {}: need at least {}", n,
             seq_len, seq_len + 1);

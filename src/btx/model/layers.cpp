@@ -87,7 +87,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const RopeTables& r
       torch::baddbmm(causal_mask(T, q.device()), q.reshape({BH, T, head_dim}),
                      k.reshape({BH, T, head_dim}).transpose(1, 2), /*beta=*/1.0,
                      /*alpha=*/1.0 / std::sqrt(static_cast<double>(head_dim)));  // (BH, T, T)
-  y = torch::bmm(torch::softmax(att, -1), v.reshape({BH, T, head_dim}))
+  // The softmax in fp32 also under bf16 autocast (a no-op otherwise).
+  y = torch::bmm(torch::softmax(att, -1, torch::kFloat32), v.reshape({BH, T, head_dim}))
           .view({B, n_head, T, head_dim});  // (B, H, T, D)
 #endif
   return o_proj(y.transpose(1, 2).reshape({B, T, n_head * head_dim}));
@@ -114,8 +115,8 @@ torch::Tensor AttentionImpl::forward_cached(const torch::Tensor& x, const RopeTa
                                                torch::TensorOptions().device(x.device()))
                                        .triu(offset + 1);
   auto att = torch::matmul(q, keys.transpose(2, 3)) / std::sqrt(static_cast<double>(head_dim)) +
-             mask;                                          // (B, H, T, S+T)
-  auto y = torch::matmul(torch::softmax(att, -1), values);  // (B, H, T, D)
+             mask;                                                           // (B, H, T, S+T)
+  auto y = torch::matmul(torch::softmax(att, -1, torch::kFloat32), values);  // (B, H, T, D)
   return o_proj(y.transpose(1, 2).reshape({B, T, n_head * head_dim}));
 }
 

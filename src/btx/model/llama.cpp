@@ -259,8 +259,9 @@ torch::Tensor token_nll(CausalLM& model, const torch::Tensor& batch) {
   const auto tokens = batch.to(device_of(*model));  // a no-op where they already are
   const int64_t B = tokens.size(0), T = tokens.size(1) - 1;
   auto logits = model->forward(tokens.narrow(1, 0, T));  // (B, T, V)
+  // In fp32 also under bf16 autocast (a no-op otherwise).
   auto nll = torch::nn::functional::cross_entropy(
-      logits.reshape({B * T, -1}), tokens.narrow(1, 1, T).reshape({-1}),
+      logits.reshape({B * T, -1}).to(torch::kFloat32), tokens.narrow(1, 1, T).reshape({-1}),
       torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
   return nll.view({B, T});
 }

@@ -194,7 +194,7 @@ torch::Tensor MoeFfnImpl::forward(const torch::Tensor& x) {
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
   auto h = x.reshape({B * T, C});
   record(h);
-  Routing r = route(gate(h), B, T);
+  Routing r = route(gate(h).to(torch::kFloat32), B, T);  // fp32 also under bf16 autocast
   auto out = dispatch_experts(experts, h, r);
   if (mode == "reinforce" && is_training() && !forced_.defined()) {
     chosen_logp_ = torch::log_softmax(r.logits, -1).gather(1, r.experts).squeeze(1);

@@ -104,7 +104,7 @@ torch::Tensor SmearFfnImpl::merge_weights(const torch::Tensor& x) {
   if (forced_.defined()) {
     return torch::one_hot(forced_ids(B, T).to(x.device()), num_experts).to(x.dtype());
   }
-  return torch::softmax(gate(smear_router_input(x, causal, eps)), -1);
+  return torch::softmax(gate(smear_router_input(x, causal, eps)), -1, torch::kFloat32);
 }
 
 torch::Tensor SmearFfnImpl::forward(const torch::Tensor& x) {
@@ -160,7 +160,8 @@ torch::Tensor SmearFfnImpl::forward_cached(const torch::Tensor& x, const torch::
   auto count = (positions + 1).clamp_min(1).to(x.dtype()).unsqueeze(-1);  // (B, T, 1)
   auto p = forced_.defined()
                ? torch::one_hot(forced_ids(B, T).to(x.device()), num_experts).to(x.dtype())
-               : torch::softmax(gate(rms_normalise(sums / count, eps)), -1);  // (B, T, E)
+               : torch::softmax(gate(rms_normalise(sums / count, eps)), -1,
+                                torch::kFloat32);  // (B, T, E)
   return smear_mix_per_position(x.reshape({B * T, C}), p.reshape({B * T, num_experts}), stacked())
       .view({B, T, C});
 }

@@ -169,6 +169,7 @@ TrainResult train(const TrainJob& job) {
   }
   // Weights are read and written on the CPU; the steps run on the process's device.
   const torch::Device device = default_device();
+  const bool bf16 = default_bf16();
   BTX_CHECK(device.is_cpu() || !dist.enabled(),
             "[{}] data parallel training runs on the CPU only for now (--device {})", job.name,
             device.str());
@@ -221,9 +222,9 @@ TrainResult train(const TrainJob& job) {
 
   const int64_t tokens_per_step = t.batch_size * t.grad_accum * t.seq_len;  // all ranks
   if (main) {
-    spdlog::info("[{}] {} params, {} steps x {} tokens, {} domains{}", job.name,
+    spdlog::info("[{}] {} params, {} steps x {} tokens, {} domains{}{}", job.name,
                  model->num_params(), t.steps, tokens_per_step, data.domains().size(),
-                 device.is_cpu() ? "" : ", on " + device.str());
+                 device.is_cpu() ? "" : ", on " + device.str(), bf16 ? ", bf16 autocast" : "");
   }
   if (main && dist.enabled()) {
     spdlog::info("[{}] data parallel: {} ranks x {} of the {} rows of each micro-batch", job.name,
@@ -256,16 +257,20 @@ TrainResult train(const TrainJob& job) {
         job.before_forward(model, names);
       }
       // The mean over this rank's rows; averaged over ranks below, the mean over the batch.
-      auto nll = token_nll(model, batch);  // (B/W, T)
-      auto loss = nll.mean();
-      auto objective = loss;
-      if (auto aux = model->aux_loss(); aux.defined()) {  // MoE load balancing
-        objective = objective + aux;
-        aux_sum += aux.item<double>();
-        has_aux = true;
-      }
-      if (auto policy = model->policy_loss(nll.detach()); policy.defined()) {  // REINFORCE
-        objective = objective + policy;
+      torch::Tensor loss, objective;
+      {
+        AutocastGuard autocast(device, bf16);  // the forward only; backward follows its casts
+        auto nll = token_nll(model, batch);    // (B/W, T), fp32
+        loss = nll.mean();
+        objective = loss;
+        if (auto aux = model->aux_loss(); aux.defined()) {  // MoE load balancing
+          objective = objective + aux;
+          aux_sum += aux.item<double>();
+          has_aux = true;
+        }
+        if (auto policy = model->policy_loss(nll.detach()); policy.defined()) {  // REINFORCE
+          objective = objective + policy;
+        }
       }
       (objective / static_cast<double>(t.grad_accum)).backward();
       loss_sum += loss.item<double>();

@@ -1,5 +1,8 @@
 #include "btx/util/device.h"
 
+#include <ATen/autocast_mode.h>
+#include <torch/version.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cctype>
@@ -11,6 +14,38 @@ namespace btx {
 namespace {
 // Written once at start-up (the CLI), read by every model construction after it.
 std::atomic<int> g_index{-1};  // -1: the CPU; otherwise the CUDA device index
+std::atomic<bool> g_bf16{false};
+
+// LibTorch 2.4 made autocast's state per device type; 1.13 has one call per backend.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+bool autocast_enabled(torch::DeviceType t) {
+  return at::autocast::is_autocast_enabled(t);
+}
+void set_autocast(torch::DeviceType t, bool on) {
+  at::autocast::set_autocast_enabled(t, on);
+}
+torch::ScalarType autocast_dtype(torch::DeviceType t) {
+  return at::autocast::get_autocast_dtype(t);
+}
+void set_autocast_dtype(torch::DeviceType t, torch::ScalarType d) {
+  at::autocast::set_autocast_dtype(t, d);
+}
+#else
+bool autocast_enabled(torch::DeviceType t) {
+  return t == torch::kCUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+}
+void set_autocast(torch::DeviceType t, bool on) {
+  t == torch::kCUDA ? at::autocast::set_enabled(on) : at::autocast::set_cpu_enabled(on);
+}
+torch::ScalarType autocast_dtype(torch::DeviceType t) {
+  return t == torch::kCUDA ? at::autocast::get_autocast_gpu_dtype()
+                           : at::autocast::get_autocast_cpu_dtype();
+}
+void set_autocast_dtype(torch::DeviceType t, torch::ScalarType d) {
+  t == torch::kCUDA ? at::autocast::set_autocast_gpu_dtype(d)
+                    : at::autocast::set_autocast_cpu_dtype(d);
+}
+#endif
 }  // namespace
 
 torch::Device parse_device(const std::string& spec, const std::string& what) {
@@ -49,6 +84,38 @@ torch::Device default_device() {
 torch::Device device_of(const torch::nn::Module& module) {
   for (const auto& p : module.parameters()) return p.device();
   return torch::kCPU;
+}
+
+bool parse_precision(const std::string& spec, const std::string& what) {
+  BTX_CHECK(spec == "fp32" || spec == "bf16", "{} '{}' is not a precision: use fp32 or bf16", what,
+            spec);
+  return spec == "bf16";
+}
+
+void set_default_bf16(bool bf16) {
+  g_bf16 = bf16;
+}
+
+bool default_bf16() {
+  return g_bf16.load();
+}
+
+AutocastGuard::AutocastGuard(torch::Device device, bool enabled)
+    : type_(device.type()), enabled_(enabled) {
+  if (!enabled_) return;
+  was_enabled_ = autocast_enabled(type_);
+  was_dtype_ = autocast_dtype(type_);
+  set_autocast(type_, true);
+  set_autocast_dtype(type_, torch::kBFloat16);
+  at::autocast::increment_nesting();
+}
+
+AutocastGuard::~AutocastGuard() {
+  if (!enabled_) return;
+  // The casts of weights kept for the scope are dropped when the outermost scope ends.
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  set_autocast(type_, was_enabled_);
+  set_autocast_dtype(type_, was_dtype_);
 }
 
 }  // namespace btx
