@@ -1,6 +1,7 @@
 // Training throughput of one small dense model in btx and in PyTorch's Python front end (the same
 // LibTorch underneath), side by side in one run, with the ratio: the same model, batch and step
-// (forward, cross-entropy, backward, clip, AdamW). Prints a table.
+// (forward, cross-entropy, backward, clip, AdamW). Prints a table, with a row for btx under bf16
+// autocast on the CPU (--precision bf16).
 //   train_throughput [--hidden 256 --layers 4 --seq 256 --batch 8 --steps 10 --threads 0]
 #include <chrono>
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include "bench_model.h"
 #include "btx/model/llama.h"
 #include "btx/train/adamw.h"
+#include "btx/util/device.h"
 
 namespace {
 struct Args {
@@ -19,7 +21,7 @@ struct Args {
           warmup = 2, threads = 0;
 };
 
-double btx_tokens_per_s(const Args& a, double* step_ms, int64_t* params) {
+double btx_tokens_per_s(const Args& a, bool bf16, double* step_ms, int64_t* params) {
   if (a.threads > 0) torch::set_num_threads(static_cast<int>(a.threads));
   torch::manual_seed(0);
   btx::ModelConfig c = bench_model_config(a.vocab, a.hidden, a.layers, a.heads);
@@ -32,7 +34,11 @@ double btx_tokens_per_s(const Args& a, double* step_ms, int64_t* params) {
   auto batch = torch::randint(0, a.vocab, {a.batch, a.seq + 1}, torch::kLong);
   auto step = [&] {
     opt.zero_grad();
-    auto loss = btx::lm_loss(model, batch);
+    torch::Tensor loss;
+    {
+      btx::AutocastGuard autocast(torch::kCPU, bf16);
+      loss = btx::lm_loss(model, batch);
+    }
     loss.backward();
     torch::nn::utils::clip_grad_norm_(model->parameters(), 1.0);
     opt.step(1e-3);
@@ -98,7 +104,9 @@ int main(int argc, char** argv) {
   auto py1 = run_python();
   double btx_ms = 0;
   int64_t params = 0;
-  const double btx_tps = btx_tokens_per_s(a, &btx_ms, &params);
+  const double btx_tps = btx_tokens_per_s(a, false, &btx_ms, &params);
+  double bf16_ms = 0;
+  const double bf16_tps = btx_tokens_per_s(a, true, &bf16_ms, &params);
   auto py2 = run_python();
   if (py1.is_null() || py2.is_null()) {
     std::cerr << "python run failed (needs Debian's python3-torch): " << python_cmd(a) << "\n";
@@ -115,6 +123,8 @@ int main(int argc, char** argv) {
   std::printf("| impl          | step ms | tokens/s |\n|---------------|--------:|---------:|\n");
   std::printf("| btx (C++)     | %7.1f | %8.0f |\n", btx_ms, btx_tps);
   std::printf("| python eager  | %7.1f | %8.0f |\n", py_ms, py_tps);
-  std::printf("ratio btx / python tokens/s: %.2f\n", btx_tps / py_tps);
+  std::printf("| btx bf16 autocast | %7.1f | %8.0f |\n", bf16_ms, bf16_tps);
+  std::printf("ratio btx / python tokens/s: %.2f; btx bf16 / fp32: %.2f\n", btx_tps / py_tps,
+              bf16_tps / btx_tps);
   return 0;
 }
