@@ -7,6 +7,7 @@
 #include <optional>
 #include <sstream>
 
+#include "btx/data/prefetch.h"
 #include "btx/data/sampler.h"
 #include "btx/data/shards.h"
 #include "btx/eval/evaluate.h"
@@ -23,6 +24,9 @@ namespace btx {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Micro-batches made ahead of the step that uses them.
+constexpr size_t kPrefetchDepth = 2;
 
 std::string format_duration(double seconds) {
   const auto s = static_cast<int64_t>(seconds);
@@ -234,6 +238,18 @@ TrainResult train(const TrainJob& job) {
   for (const auto& [name, p] : trained) params.push_back(p);
   const int64_t rows = t.batch_size / dist.world_size;  // this rank's share of a micro-batch
   const int64_t first_row = dist.rank * rows;
+  // The micro-batches, made ahead on another thread (pinned for a GPU); index = step x
+  // grad_accum + micro, as the sampler numbers them.
+  const bool with_domains = static_cast<bool>(job.before_forward);
+  BatchPrefetcher batches(
+      [&](int64_t index) {
+        PrefetchedBatch b;
+        b.tokens = sampler.rows(index, first_row, first_row + rows,
+                                with_domains ? &b.domains : nullptr);  // (B/W, T+1)
+        if (device.is_cuda()) b.tokens = b.tokens.pin_memory();
+        return b;
+      },
+      step * t.grad_accum, t.steps * t.grad_accum, kPrefetchDepth);
   auto interval_start = Clock::now();
   const auto run_start = Clock::now();
   const int64_t first_step = step;
@@ -247,10 +263,10 @@ TrainResult train(const TrainJob& job) {
     double loss_sum = 0, aux_sum = 0;
     bool has_aux = false;
     for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
-      std::vector<int> row_domain;
-      auto batch = sampler.rows(step * t.grad_accum + micro, first_row, first_row + rows,
-                                job.before_forward ? &row_domain : nullptr);  // (B/W, T+1)
-      if (device.is_cuda()) batch = batch.pin_memory().to(device, /*non_blocking=*/true);
+      PrefetchedBatch next = batches.next();
+      const std::vector<int>& row_domain = next.domains;
+      auto batch = next.tokens;  // (B/W, T+1)
+      if (device.is_cuda()) batch = batch.to(device, /*non_blocking=*/true);
       if (job.before_forward) {
         std::vector<std::string> names;
         for (int d : row_domain) names.push_back(sampler.domains()[static_cast<size_t>(d)]);
