@@ -18,6 +18,9 @@ int main(int argc, char** argv) {
   app.set_help_all_flag("--help-all", "Show help for every subcommand");
   // Usage errors read like every other error: one line, then a non-zero exit.
   app.failure_message([](const CLI::App* a, const CLI::Error& e) {
+    // The subcommand being parsed: an unknown option falls through to the top (--device), so
+    // the error may surface there.
+    while (!a->get_subcommands().empty()) a = a->get_subcommands().front();
     std::string path;  // "corpus build " for `btx corpus build`
     for (const CLI::App* s = a; s && s->get_parent(); s = s->get_parent()) {
       path = s->get_name() + " " + path;

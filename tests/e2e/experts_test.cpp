@@ -297,6 +297,11 @@ TEST_F(ExpertsTest, DeviceOptionTrainsOnTheCpuAndRefusesAMissingGpu) {
     EXPECT_NE(r.output.find("'cuda:0': no GPU is usable here"), std::string::npos) << r.output;
   }
   EXPECT_FALSE(fs::exists(expert_dir(cpu, "prose") / "metrics.jsonl"));
+  // --device is an option of btx itself, accepted after the subcommand too; an unknown option
+  // there still points to the subcommand's help.
+  r = run_btx("train --run " + cpu.root.string() + " --expert prose --bogus");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("(see `btx train --help`)"), std::string::npos) << r.output;
 }
 
 // launch --gpus: each expert gets one GPU of the list as its only visible one (cuda:0), and
