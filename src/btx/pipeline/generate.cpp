@@ -1,5 +1,6 @@
 #include "btx/pipeline/generate.h"
 
+#include <algorithm>
 #include <limits>
 #include <random>
 
@@ -301,6 +302,21 @@ GenerateResult generate(CausalLM& model, const Tokenizer& tok, const std::vector
 
 // ---- Batched decoding --------------------------------------------------------------------
 
+namespace {
+// The longest of prompts that are to be read together; each must be non-empty and shorter
+// than the context. Checked before any forward, so a refused batch appends nothing.
+int64_t longest_prompt(const std::vector<std::vector<int32_t>>& prompts, int64_t context) {
+  BTX_CHECK(!prompts.empty(), "batched decoding: no prompt to add");
+  int64_t longest = 0;
+  for (const auto& p : prompts) {
+    BTX_CHECK(!p.empty() && static_cast<int64_t>(p.size()) < context,
+              "batched decoding: a prompt of {} tokens for a context of {}", p.size(), context);
+    longest = std::max(longest, static_cast<int64_t>(p.size()));
+  }
+  return longest;
+}
+}  // namespace
+
 ModelBatchDecoder::ModelBatchDecoder(CausalLM model) : model_(std::move(model)) {
   BTX_CHECK(model_->config().is_causal() && model_->supports_cache(),
             "batched decoding needs a model with a KV cache (router_mode {} has none)",
@@ -310,15 +326,8 @@ ModelBatchDecoder::ModelBatchDecoder(CausalLM model) : model_(std::move(model)) 
 
 torch::Tensor ModelBatchDecoder::add_rows_all(const std::vector<std::vector<int32_t>>& prompts) {
   torch::NoGradGuard no_grad;
-  BTX_CHECK(!prompts.empty(), "batched decoding: no prompt to add");
-  size_t longest = 0, shortest = std::numeric_limits<size_t>::max();
-  for (const auto& p : prompts) {
-    BTX_CHECK(!p.empty() && static_cast<int64_t>(p.size()) < context(),
-              "batched decoding: a prompt of {} tokens for a context of {}", p.size(), context());
-    longest = std::max(longest, p.size());
-    shortest = std::min(shortest, p.size());
-  }
-  const auto n = static_cast<int64_t>(prompts.size()), T = static_cast<int64_t>(longest);
+  const int64_t T = longest_prompt(prompts, context());
+  const auto n = static_cast<int64_t>(prompts.size());
   // Left-padded with token 0: the padding slots are masked out as keys (KVCache.pad) and
   // excluded from SMEAR's prefix sums.
   auto ids = torch::zeros({n, T}, torch::kInt64);
@@ -331,7 +340,7 @@ torch::Tensor ModelBatchDecoder::add_rows_all(const std::vector<std::vector<int3
         .copy_(torch::tensor(std::vector<int64_t>(p.begin(), p.end()), torch::kInt64));
   }
   KVCache own;
-  if (shortest != longest) own.pad = torch::tensor(pad, torch::kInt64);
+  if (*std::max_element(pad.begin(), pad.end()) > 0) own.pad = torch::tensor(pad, torch::kInt64);
   auto logits = model_->forward_cached(ids, own);
   kv_append_rows(cache_, own);
   return logits;
@@ -378,14 +387,9 @@ torch::Tensor EnsembleBatchDecoder::mixture() const {
 
 torch::Tensor EnsembleBatchDecoder::add_rows(const std::vector<std::vector<int32_t>>& prompts) {
   torch::NoGradGuard no_grad;
-  BTX_CHECK(!prompts.empty(), "batched decoding: no prompt to add");
+  // Checked here, before the first expert reads them (the experts' contexts may differ).
+  const int64_t T = longest_prompt(prompts, context());
   const auto n = static_cast<int64_t>(prompts.size());
-  int64_t T = 0;
-  for (const auto& p : prompts) {
-    BTX_CHECK(!p.empty() && static_cast<int64_t>(p.size()) < context(),
-              "batched decoding: a prompt of {} tokens for a context of {}", p.size(), context());
-    T = std::max(T, static_cast<int64_t>(p.size()));
-  }
   // The evidence of each prompt: each of its tokens after the first, under the position
   // before it. In the left-padded (n, T) layout, position t predicts the token at t + 1, and
   // only the pairs inside a prompt count.

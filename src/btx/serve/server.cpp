@@ -163,7 +163,6 @@ class Engine {
       // New jobs join: their prompts are read together (one forward per `prefill_rows_` of
       // them, the shorter prompts left-padded), their first tokens chosen.
       std::vector<Row> joining;
-      std::vector<std::vector<int32_t>> prompts;
       for (auto& job : take_jobs(max_batch_ - rows.size(), /*wait=*/rows.empty())) {
         const auto t0 = Clock::now();
         try {
@@ -172,7 +171,6 @@ class Engine {
             complete(job, g->finish(), nullptr, t0);
             continue;
           }
-          prompts.push_back(job->req.prompt);
           joining.push_back({job, std::move(g), t0});
         } catch (const std::exception& e) {
           fail(job, e.what());
@@ -180,11 +178,11 @@ class Engine {
       }
       for (size_t first = 0; first < joining.size(); first += prefill_rows_) {
         const size_t n = std::min(prefill_rows_, joining.size() - first);
+        std::vector<std::vector<int32_t>> prompts;
+        for (size_t r = 0; r < n; ++r) prompts.push_back(joining[first + r].job->req.prompt);
         try {
           delay();
-          const auto scores = batch_->add_rows(std::vector<std::vector<int32_t>>(
-              prompts.begin() + static_cast<std::ptrdiff_t>(first),
-              prompts.begin() + static_cast<std::ptrdiff_t>(first + n)));
+          const auto scores = batch_->add_rows(prompts);
           for (size_t r = 0; r < n; ++r) {
             joining[first + r].gen->take(scores[static_cast<int64_t>(r)]);
             rows.push_back(std::move(joining[first + r]));
