@@ -4,7 +4,6 @@
 
 #include "btx/model/moe.h"
 #include "btx/model/smear.h"
-#include "btx/util/device.h"
 
 namespace btx {
 
@@ -256,7 +255,9 @@ int64_t CausalLMImpl::num_active_params() const {
 }
 
 torch::Tensor token_nll(CausalLM& model, const torch::Tensor& batch) {
-  const auto tokens = batch.to(device_of(*model));  // a no-op where they already are
+  // To the model's device (a no-op where they already are), read off one weight: listing every
+  // parameter for each batch would be work on the hot path.
+  const auto tokens = batch.to(model->model->embed_tokens->weight.device());
   const int64_t B = tokens.size(0), T = tokens.size(1) - 1;
   auto logits = model->forward(tokens.narrow(1, 0, T));  // (B, T, V)
   // In fp32 also under bf16 autocast (a no-op otherwise).

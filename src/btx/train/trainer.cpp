@@ -347,8 +347,8 @@ TrainResult train(const TrainJob& job) {
       }
       result.steps = step;
       result.tokens = tokens;
+      model->to(torch::kCPU);  // as at the end
       result.model = model;
-      result.model->to(torch::kCPU);
       return result;
     }
     if (step % t.checkpoint_every == 0 && step < t.steps) checkpoint(false);
