@@ -21,8 +21,8 @@
 #include <vector>
 
 #include "bench_util.h"
+#include "btx/generate/generate.h"
 #include "btx/model/llama.h"
-#include "btx/pipeline/generate.h"
 
 namespace {
 

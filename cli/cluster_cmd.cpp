@@ -9,7 +9,7 @@
 
 #include "btx/cluster/cluster_corpus.h"
 #include "btx/cluster/cluster_model.h"
-#include "btx/data/corpus.h"
+#include "btx/corpus/corpus.h"
 #include "btx/data/shards.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "btx/run/run_dir.h"
 #include "btx/util/error.h"
 
 namespace btx::cli {
@@ -11,6 +12,18 @@ std::vector<Command>& registry() {
   return commands;
 }
 }  // namespace
+
+std::filesystem::path ModelArg::dir() const {
+  if (!run.empty()) return resolve_model_path(RunDir{run}, model);
+  BTX_CHECK(std::filesystem::exists(model), "model {} does not exist", model);
+  return model;
+}
+
+void add_model_arg(CLI::App* cmd, ModelArg& arg, const std::string& what) {
+  cmd->add_option("--model", arg.model, what + "; with --run also seed, experts/X, merged/X")
+      ->required();
+  cmd->add_option("--run", arg.run, "Run directory the model is named in");
+}
 
 void register_commands(CLI::App& app) {
   for (auto* add :

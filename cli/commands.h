@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
@@ -13,6 +14,16 @@ struct Command {
   CLI::App* app;
   std::function<void()> run;
 };
+
+// The --model MODEL [--run DIR] pair of the commands that open one model: a model folder, or
+// with --run a name inside that run (seed, experts/NAME, merged/NAME).
+struct ModelArg {
+  std::string model, run;
+  // The model's folder; one that does not exist is an error naming it.
+  std::filesystem::path dir() const;
+};
+// Adds both options; `what` says which folders the command takes ("Checkpoint folder").
+void add_model_arg(CLI::App* cmd, ModelArg& arg, const std::string& what);
 
 void register_commands(CLI::App& app);
 void run_selected(CLI::App& app);

@@ -1,12 +1,12 @@
 // `btx corpus build` and `btx corpus list`: argument parsing only; the work is in
-// btx/data/corpus_build.h (building from Debian packages) and btx/data/corpus.h (any folder).
+// btx/corpus/corpus_build.h (building from Debian packages) and btx/corpus/corpus.h (any folder).
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include <memory>
 
-#include "btx/data/corpus.h"
-#include "btx/data/corpus_build.h"
+#include "btx/corpus/corpus.h"
+#include "btx/corpus/corpus_build.h"
 #include "cli/commands.h"
 
 namespace btx::cli {

@@ -5,13 +5,13 @@
 #include <iostream>
 #include <optional>
 
-#include "btx/data/corpus.h"
+#include "btx/analysis/results.h"
+#include "btx/corpus/corpus.h"
 #include "btx/data/shards.h"
 #include "btx/data/tokenizer.h"
 #include "btx/eval/evaluate.h"
-#include "btx/merge/open.h"
-#include "btx/pipeline/results.h"
-#include "btx/pipeline/run_dir.h"
+#include "btx/run/open.h"
+#include "btx/run/run_dir.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
 #include "cli/commands.h"
@@ -44,9 +44,7 @@ fs::path find_tokenizer(const EvalArgs& a, const fs::path& model) {
 
 // A model named relative to the run (seed, experts/x, merged/y) or a path.
 fs::path resolve_model(const EvalArgs& a, const std::string& model) {
-  if (!a.run.empty()) return resolve_model_path(RunDir{a.run}, model);
-  BTX_CHECK(fs::exists(model), "model {} does not exist", model);
-  return model;
+  return ModelArg{model, a.run}.dir();
 }
 
 nlohmann::json evaluate_one(EvalArgs& a, const std::string& model_arg) {

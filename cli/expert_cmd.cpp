@@ -5,8 +5,9 @@
 #include <iostream>
 #include <sstream>
 
-#include "btx/pipeline/experts.h"
-#include "btx/pipeline/launch.h"
+#include "btx/merge/grow.h"
+#include "btx/run/experts.h"
+#include "btx/run/launch.h"
 #include "btx/train/checkpoint.h"
 #include "btx/train/distributed.h"
 #include "btx/util/error.h"

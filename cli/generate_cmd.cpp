@@ -1,10 +1,10 @@
-// `btx generate`: text from a model, streamed as it is produced (pipeline/generate.h).
+// `btx generate`: text from a model, streamed as it is produced (generate/generate.h).
 #include <algorithm>
 #include <iostream>
 
-#include "btx/merge/open.h"
-#include "btx/pipeline/generate.h"
-#include "btx/pipeline/hf.h"
+#include "btx/generate/generate.h"
+#include "btx/hf/hf.h"
+#include "btx/run/open.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
@@ -14,7 +14,8 @@ namespace btx::cli {
 
 std::vector<Command> add_generate_commands(CLI::App& app) {
   struct GenerateArgs {
-    std::string run, model, prompt, prompt_file, tokenizer;
+    ModelArg model;
+    std::string prompt, prompt_file, tokenizer;
     GenerateOptions opts;
     bool no_cache = false;
   };
@@ -22,10 +23,7 @@ std::vector<Command> add_generate_commands(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "generate",
       "Generate text from a model (dense, MoE, SMEAR) or an ensemble, streamed to stdout");
-  cmd->add_option("--model", a->model,
-                  "Checkpoint or ensemble folder; with --run also seed, experts/X, merged/X")
-      ->required();
-  cmd->add_option("--run", a->run, "Run directory the model is named in");
+  add_model_arg(cmd, a->model, "Checkpoint or ensemble folder");
   cmd->add_option("--prompt", a->prompt, "The prompt text");
   cmd->add_option("--prompt-file", a->prompt_file, "Read the prompt from this file");
   cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.model (default: the model's run's)");
@@ -41,8 +39,7 @@ std::vector<Command> add_generate_commands(CLI::App& app) {
   cmd->add_option("--stop", a->opts.stop, "Stop before this string (repeat for several)");
   cmd->add_flag("--no-cache", a->no_cache, "Recompute the whole prefix for every token");
   return {{cmd, [a] {
-             const fs::path dir =
-                 a->run.empty() ? fs::path(a->model) : resolve_model_path(RunDir{a->run}, a->model);
+             const fs::path dir = a->model.dir();
              BTX_CHECK(a->prompt.empty() != a->prompt_file.empty(),
                        "give the prompt with --prompt TEXT or --prompt-file FILE (one of them)");
              const std::string prompt =

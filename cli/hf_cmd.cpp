@@ -1,8 +1,8 @@
-// `btx export` and `btx import`: Hugging Face checkpoints out of and into btx (pipeline/hf.h).
+// `btx export` and `btx import`: Hugging Face checkpoints out of and into btx (hf/hf.h).
 #include <iostream>
 
-#include "btx/pipeline/hf.h"
-#include "btx/pipeline/study.h"
+#include "btx/hf/hf.h"
+#include "btx/study/study.h"
 #include "btx/util/error.h"
 #include "cli/commands.h"
 
@@ -10,7 +10,7 @@ namespace btx::cli {
 
 std::vector<Command> add_hf_commands(CLI::App& app) {
   struct ExportArgs {
-    std::string run, model;
+    ModelArg model;
     HfExportOptions opts;
     double max_shard_gb = 2.0;
   };
@@ -19,10 +19,7 @@ std::vector<Command> add_hf_commands(CLI::App& app) {
       "export",
       "Write a model as a Hugging Face checkpoint: dense as LlamaForCausalLM, MoE as "
       "MixtralForCausalLM (config.json, safetensors, tokenizer files, generation_config.json)");
-  exp->add_option("--model", e->model,
-                  "Checkpoint folder; with --run also seed, experts/X, merged/X")
-      ->required();
-  exp->add_option("--run", e->run, "Run directory the model is named in");
+  add_model_arg(exp, e->model, "Checkpoint folder");
   exp->add_option("--out", e->opts.out, "New folder to write")->required();
   exp->add_option("--dtype", e->opts.dtype, "float32, bfloat16 or float16")
       ->check(CLI::IsMember({"float32", "bfloat16", "float16"}))
@@ -51,8 +48,7 @@ std::vector<Command> add_hf_commands(CLI::App& app) {
 
   return {{exp,
            [e] {
-             e->opts.model =
-                 e->run.empty() ? fs::path(e->model) : resolve_model_path(RunDir{e->run}, e->model);
+             e->opts.model = e->model.dir();
              e->opts.max_shard_bytes = static_cast<int64_t>(e->max_shard_gb * 1e9);
              const auto r = export_hf(e->opts);
              std::cout << fmt::format("{} -> {} ({}, {} parameters, {} shard(s))\n",

@@ -17,8 +17,8 @@ std::string method_list() {
     out += fmt::format("  {:<18} {}\n  {:<18} [{}]\n", m.name, m.description, "", m.paper);
     for (const auto& p : m.params) {
       out +=
-          fmt::format("  {:<18}   --{} {}{}\n", "", p.name, p.help,
-                      p.default_value.empty() ? "" : fmt::format(" (default {})", p.default_value));
+          fmt::format("  {:<18}   --{} {} [{}{}]\n", "", p.name, p.help, p.expected(),
+                      p.default_value.empty() ? "" : fmt::format("; default {}", p.default_value));
     }
   }
   return out;

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <iostream>
 
-#include "btx/pipeline/analysis.h"
-#include "btx/pipeline/report.h"
+#include "btx/analysis/analysis.h"
+#include "btx/analysis/report.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
 #include "cli/commands.h"

@@ -1,7 +1,7 @@
 // `btx routing`: which experts the tokens of each domain go to, per MoE layer.
 #include <iostream>
 
-#include "btx/pipeline/routing.h"
+#include "btx/analysis/routing.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
 #include "cli/commands.h"

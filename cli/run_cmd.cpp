@@ -1,7 +1,7 @@
-// `btx run`: the whole study (pipeline/study.h), from a config file or the embedded tiny preset.
+// `btx run`: the whole study (study/study.h), from a config file or the embedded tiny preset.
 #include <iostream>
 
-#include "btx/pipeline/study.h"
+#include "btx/study/study.h"
 #include "btx/util/error.h"
 #include "cli/commands.h"
 

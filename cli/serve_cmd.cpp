@@ -7,8 +7,8 @@
 #include <iostream>
 #include <thread>
 
-#include "btx/pipeline/generate.h"
-#include "btx/pipeline/hf.h"
+#include "btx/generate/generate.h"
+#include "btx/hf/hf.h"
 #include "btx/serve/server.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
@@ -22,7 +22,8 @@ volatile std::sig_atomic_t g_stop_requested = 0;
 
 std::vector<Command> add_serve_commands(CLI::App& app) {
   struct ServeArgs {
-    std::string run, model, tokenizer;
+    ModelArg model;
+    std::string tokenizer;
     serve::ServeOptions opts;
     bool no_cache = false;
   };
@@ -31,10 +32,7 @@ std::vector<Command> add_serve_commands(CLI::App& app) {
       "serve",
       "Serve a model (dense, MoE, SMEAR, ensemble) over HTTP: POST /v1/completions (OpenAI "
       "style, streaming with server-sent events), GET /v1/models, GET /health");
-  cmd->add_option("--model", a->model,
-                  "Checkpoint or ensemble folder; with --run also seed, experts/X, merged/X")
-      ->required();
-  cmd->add_option("--run", a->run, "Run directory the model is named in");
+  add_model_arg(cmd, a->model, "Checkpoint or ensemble folder");
   cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.model (default: the model's run's)");
   cmd->add_option("--host", a->opts.host,
                   "Address to listen on (0.0.0.0: every interface; there is no authentication)")
@@ -74,8 +72,7 @@ std::vector<Command> add_serve_commands(CLI::App& app) {
       ->check(CLI::Range(0.0, 60000.0));
   cmd->add_flag("--no-cache", a->no_cache, "Recompute the whole prefix for every token");
   return {{cmd, [a] {
-             const fs::path dir =
-                 a->run.empty() ? fs::path(a->model) : resolve_model_path(RunDir{a->run}, a->model);
+             const fs::path dir = a->model.dir();
              const fs::path tok_file = model_tokenizer(dir, a->tokenizer);
              auto decoder = open_decoder(dir, !a->no_cache);
              const std::string what = decoder->describe();

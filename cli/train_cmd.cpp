@@ -4,8 +4,8 @@
 
 #include <iostream>
 
-#include "btx/pipeline/finetune.h"
-#include "btx/pipeline/run_dir.h"
+#include "btx/merge/finetune.h"
+#include "btx/run/run_dir.h"
 #include "btx/train/checkpoint.h"
 #include "btx/train/distributed.h"
 #include "cli/commands.h"

@@ -5,7 +5,7 @@
 #include <filesystem>
 
 #include "btx/config/run_config.h"
-#include "btx/pipeline/run_dir.h"
+#include "btx/run/run_dir.h"
 #include "btx/train/trainer.h"
 #include "e2e/tiny_corpus.h"
 

@@ -6,7 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "btx/cluster/cluster_model.h"
-#include "btx/data/corpus.h"
+#include "btx/corpus/corpus.h"
 #include "btx/data/tokenizer.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"

@@ -2,7 +2,7 @@
 // list; and the config errors that name the key.
 #include <gtest/gtest.h>
 
-#include "btx/pipeline/experts.h"
+#include "btx/run/experts.h"
 #include "btx/util/error.h"
 
 namespace btx {

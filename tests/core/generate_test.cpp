@@ -1,7 +1,7 @@
 // Incremental decoding and token choice: the KV cache gives the logits of full recomputation
 // (dense with grouped-query heads, top-2 MoE, hash routing), models that cannot be cached say so,
 // and choose_token follows hand-computed cumulative distributions for temperature, top-k, top-p.
-#include "btx/pipeline/generate.h"
+#include "btx/generate/generate.h"
 
 #include <gtest/gtest.h>
 
@@ -46,6 +46,32 @@ TEST(KVCache, IncrementalLogitsEqualFullRecomputation) {
   expect_cache_matches(routed_config("mixtral", 4, 2, "top-k"));
   expect_cache_matches(routed_config("mixtral", 4, 1, "hash"));
   expect_cache_matches(routed_config("smear", 3, 1, "prefix"));  // the prefix sums carried
+}
+
+// Prefill with LogitsAt::kLast applies the LM head to the last position only; its logits are
+// the last position's of the full prefill, for tied and untied heads, padded rows included.
+TEST(KVCache, LastPositionLogitsEqualThoseOfTheFullPrefill) {
+  torch::NoGradGuard no_grad;
+  for (bool tied : {true, false}) {
+    ModelConfig c = small_model_config(40, 16, 24, 2, 4, 2, 32);
+    c.tie_word_embeddings = tied;
+    torch::manual_seed(6);
+    CausalLM m(c);
+    m->eval();
+    const auto ids = torch::randint(0, c.vocab_size, {2, 9}, torch::kInt64);
+    KVCache all_cache, last_cache;
+    all_cache.pad = last_cache.pad = torch::tensor({0, 3}, torch::kInt64);
+    const auto all = m->forward_cached(ids, all_cache);
+    const auto last = m->forward_cached(ids, last_cache, LogitsAt::kLast);
+    ASSERT_EQ(last.sizes(), (std::vector<int64_t>{2, c.vocab_size}));
+    EXPECT_LT((all.select(1, -1) - last).abs().max().item<double>(), 1e-6) << tied;
+    EXPECT_EQ(last_cache.length, all_cache.length);
+    // Uncached decoding takes the last position of the whole forward the same way.
+    ModelDecoder uncached(m, /*use_cache=*/false);
+    const std::vector<int32_t> seq = {3, 1, 4, 1, 5};
+    const auto want = m->forward(torch::tensor({3, 1, 4, 1, 5}, torch::kInt64).view({1, -1}));
+    EXPECT_LT((uncached.next_scores(seq) - want[0][-1]).abs().max().item<double>(), 1e-6);
+  }
 }
 
 // How sequences join the batch in expect_schedule_matches.

@@ -75,7 +75,7 @@ TEST(MoeRouting, HashOfTheTokenId) {
   m->eval();
   auto ids = torch::tensor({{5, 9, 5, 17}}, torch::kInt64);
   m->forward(ids);
-  for (auto* l : moe_layers(m)) {
+  for (auto* l : routed_layers(m)) {
     auto e = l->last_routing()->experts.view({-1});
     EXPECT_EQ(e[0].item<int64_t>(), e[2].item<int64_t>());
   }
@@ -84,7 +84,7 @@ TEST(MoeRouting, HashOfTheTokenId) {
   EXPECT_NE(testing::error_of([&] { t->forward(ids); }).find("domain label"), std::string::npos);
   force_experts(t, torch::tensor({2}));
   t->forward(ids);
-  EXPECT_EQ(moe_layers(t)[0]->last_routing()->experts.view({-1})[3].item<int64_t>(), 2);
+  EXPECT_EQ(routed_layers(t)[0]->last_routing()->experts.view({-1})[3].item<int64_t>(), 2);
 }
 
 TEST(MoeLoadBalancing, SwitchFormulaByHand) {

@@ -23,7 +23,7 @@ inline ModelConfig routed_config(const std::string& model_type, int64_t experts,
 
 // Copies a dense SwiGLU's weights into expert e of an MoE / SMEAR layer (w1 = gate, w3 = up,
 // w2 = down).
-inline void load_expert(MoeFfnImpl& moe, int64_t e, SwiGluMlpImpl& mlp) {
+inline void load_expert(RoutedFfnImpl& moe, int64_t e, SwiGluMlpImpl& mlp) {
   torch::NoGradGuard ng;
   auto* ex = moe.experts[e]->as<MoeExpertImpl>();
   ex->w1->weight.copy_(mlp.gate_proj->weight);

@@ -1,7 +1,7 @@
-// The study's plan (pipeline/study.h): [study] parsing and its errors, stage order and content,
+// The study's plan (study/study.h): [study] parsing and its errors, stage order and content,
 // config key diffs, stage manifests (skip, corrupt output, changed inputs), and the live view's
 // plain mode.
-#include "btx/pipeline/study.h"
+#include "btx/study/study.h"
 
 #include <gtest/gtest.h>
 
@@ -65,6 +65,37 @@ TEST(StudyMethods, BadEntriesAreErrorsNamingTheEntry) {
   EXPECT_NE(e.find("--top-k has no value"), std::string::npos) << e;
   e = err({"average --name random-split"});
   EXPECT_NE(e.find("used twice"), std::string::npos) << e;  // reserved for the baseline
+}
+
+// Parameter values are checked against their declared types and ranges when the study is
+// planned, before anything trains; the error names the entry, the parameter, the value and what
+// was expected.
+TEST(StudyMethods, ParameterValuesAreCheckedWhenTheStudyIsPlanned) {
+  RunConfig c = default_config();
+  auto err = [&](std::vector<std::string> methods) {
+    c.study.methods = std::move(methods);
+    return error_of([&] { study_methods(c); });
+  };
+  EXPECT_EQ(err({"average", "btx --top-k two"}),
+            "study.methods[1] \"btx --top-k two\": --top-k 'two': expected an integer >= 1");
+  EXPECT_EQ(err({"btx --top-k 0"}),
+            "study.methods[0] \"btx --top-k 0\": --top-k '0': expected an integer >= 1");
+  EXPECT_EQ(err({"smear --expert-dropout 1"}),
+            "study.methods[0] \"smear --expert-dropout 1\": --expert-dropout '1': expected a "
+            "number in [0, 1)");
+  EXPECT_EQ(err({"ensemble --alpha 0"}),
+            "study.methods[0] \"ensemble --alpha 0\": --alpha '0': expected a number in (0, 1]");
+  EXPECT_EQ(err({"btx --aux-loss -0.5"}),
+            "study.methods[0] \"btx --aux-loss -0.5\": --aux-loss '-0.5': expected a number >= 0");
+  EXPECT_EQ(err({"dense --extra-tokens 1.5"}),
+            "study.methods[0] \"dense --extra-tokens 1.5\": --extra-tokens '1.5': expected an "
+            "integer >= 0");
+  // Across parameters: weighted-average needs exactly one of --weights and --target.
+  std::string e = err({"weighted-average"});
+  EXPECT_NE(e.find("study.methods[0] \"weighted-average\": weighted-average needs exactly one of"),
+            std::string::npos)
+      << e;
+  EXPECT_EQ(err({"weighted-average --target each", "btx --top-k 1 --aux-loss 0 --name b1"}), "");
 }
 
 TEST(StudyPlan, UnknownDomainIsAnErrorListingTheKnownOnes) {

@@ -1,6 +1,6 @@
 // The domain table, name resolution and the manifest / skip rule of `btx corpus build`. Nothing
 // here installs packages or runs an extractor.
-#include "btx/data/corpus_build.h"
+#include "btx/corpus/corpus_build.h"
 
 #include <gtest/gtest.h>
 

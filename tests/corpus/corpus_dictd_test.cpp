@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
-#include "btx/data/corpus_text.h"
+#include "btx/corpus/corpus_text.h"
 #include "btx/util/error.h"
 #include "test_util.h"
 

@@ -1,7 +1,7 @@
 // Any folder with one text file or sub-folder per domain is a corpus (corpus.h).
 #include <gtest/gtest.h>
 
-#include "btx/data/corpus.h"
+#include "btx/corpus/corpus.h"
 #include "btx/util/error.h"
 #include "test_util.h"
 

@@ -1,10 +1,10 @@
 // Byte repair, document layout and the small format parsers of corpus_text.h.
-#include "btx/data/corpus_text.h"
+#include "btx/corpus/corpus_text.h"
 
 #include <gtest/gtest.h>
 #include <zlib.h>
 
-#include "btx/data/corpus.h"
+#include "btx/corpus/corpus.h"
 #include "btx/util/error.h"
 #include "test_util.h"
 

@@ -14,7 +14,7 @@
 #include <iostream>
 #include <sstream>
 
-#include "btx/pipeline/run_dir.h"
+#include "btx/run/run_dir.h"
 #include "btx/train/checkpoint.h"
 #include "btx/train/trainer.h"
 #include "btx/util/error.h"

@@ -2,7 +2,7 @@
 // trains the same experts as one by one; a killed expert resumes; a failing expert is named and
 // does not stop the others; the lock refuses a second trainer; the Slurm array script; status;
 // growing the forest from the posterior-weighted average.
-#include "btx/pipeline/experts.h"
+#include "btx/run/experts.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "btx/io/safetensors.h"
-#include "btx/pipeline/launch.h"
+#include "btx/run/launch.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "e2e_util.h"

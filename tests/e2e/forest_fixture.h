@@ -7,7 +7,7 @@
 
 #include <string>
 
-#include "btx/pipeline/run_dir.h"
+#include "btx/run/run_dir.h"
 #include "tiny_corpus.h"
 
 namespace btx::testing {

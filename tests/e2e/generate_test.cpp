@@ -1,7 +1,8 @@
 // `btx generate` on a tiny trained forest: greedy text is the same with and without the KV cache
-// (dense, MoE, and SMEAR, whose prefix router carries its running sum), seeded sampling is reproducible, a stop string cuts
-// the text, and bad requests (a prompt longer than the context, an ensemble) are clear errors.
-#include "btx/pipeline/generate.h"
+// (dense, MoE, and SMEAR, whose prefix router carries its running sum), seeded sampling is
+// reproducible, a stop string cuts the text, and bad requests (a prompt longer than the context, an
+// ensemble) are clear errors.
+#include "btx/generate/generate.h"
 
 #include <gtest/gtest.h>
 

@@ -5,7 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "btx/io/safetensors.h"
-#include "btx/pipeline/experts.h"
+#include "btx/run/experts.h"
 #include "btx/train/checkpoint.h"
 #include "e2e_util.h"
 #include "forest_fixture.h"
@@ -155,7 +155,7 @@ TEST_F(MergeTest, BadInputIsRefusedAndWritesNothing) {
   expect_error("--method ensemble --top-k 4", "top-k 4 is larger than the number of experts (3)");
   expect_error("--method ensemble --top-k 1 --prior uniform", "uniform prior every expert ties");
   expect_error("--method ensemble --prior sometimes", "is not one of: uniform, updating, cached");
-  expect_error("--method ensemble --top-k two", "--top-k: expected an integer, got 'two'");
+  expect_error("--method ensemble --top-k two", "--top-k 'two': expected an integer >= 0");
 
   // Experts that cannot be merged: unfinished, from another seed, of another shape.
   {

@@ -6,8 +6,8 @@
 
 #include "btx/io/safetensors.h"
 #include "btx/model/moe.h"
-#include "btx/pipeline/experts.h"
-#include "btx/pipeline/run_dir.h"
+#include "btx/run/experts.h"
+#include "btx/run/run_dir.h"
 #include "btx/train/checkpoint.h"
 #include "e2e_util.h"
 #include "forest_fixture.h"
@@ -88,14 +88,14 @@ TEST_F(MoeMergeTest, CentroidRouterPointsEachDomainAtItsExpert) {
   for (size_t j = 0; j < names.size(); ++j) {
     auto data = domain_heldout_windows(run, c, names[j], 8, 32);
     ASSERT_GE(data.size(0), 1);
-    for (auto* l : moe_layers(model)) {
+    for (auto* l : routed_layers(model)) {
       l->force_experts(torch::tensor({static_cast<int64_t>(j)}));
       l->record_inputs = true;
       l->input_sum = torch::Tensor();
       l->input_count = 0;
     }
     model->forward(data.narrow(1, 0, 32));
-    for (auto* l : moe_layers(model)) {
+    for (auto* l : routed_layers(model)) {
       auto mean = (l->input_sum / static_cast<double>(l->input_count)).to(torch::kFloat32);
       EXPECT_EQ(l->gate(mean.unsqueeze(0)).argmax(-1).item<int64_t>(), static_cast<int64_t>(j))
           << names[j];

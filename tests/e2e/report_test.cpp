@@ -4,7 +4,7 @@
 // writes one self-contained page, rendered in headless Chromium with no console message or
 // script error, showing the results table, heatmaps, token views and drawn charts. Token text
 // like "</script><b>" stays text.
-#include "btx/pipeline/report.h"
+#include "btx/analysis/report.h"
 
 #include <gtest/gtest.h>
 
@@ -13,9 +13,9 @@
 #include <regex>
 #include <sstream>
 
+#include "btx/analysis/analysis.h"
+#include "btx/analysis/routing.h"
 #include "btx/eval/ensemble.h"
-#include "btx/pipeline/analysis.h"
-#include "btx/pipeline/routing.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/fs.h"
 #include "e2e_util.h"

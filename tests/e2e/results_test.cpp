@@ -1,6 +1,6 @@
 // The results table of a tiny study: one row per evaluated model with its perplexities, costs and
 // training tokens, the best per column marked, findings in numbers, results.md / results.json.
-#include "btx/pipeline/results.h"
+#include "btx/analysis/results.h"
 
 #include <gtest/gtest.h>
 
@@ -77,6 +77,49 @@ TEST_F(ResultsTest, TableBestColumnsTokensAndFindings) {
   for (const auto& row : all["rows"]) order.push_back(row["model"]);
   EXPECT_EQ(order, (std::vector<std::string>{"seed", "expert-code", "average", "ensemble-all"}));
   EXPECT_EQ(all["rows"][1]["training_tokens"], seed_tokens + expert_tokens);
+}
+
+// The findings find their rows by what each model is (its merge.json and config), whatever
+// its folder is called: a uniform average, an ensemble of all experts, a learned-routing MoE
+// and sparse upcycling under names of their own.
+TEST_F(ResultsTest, FindingsKeyOnWhatEachModelIsNotOnItsName) {
+  RunDir run = fresh_run("results-named");
+  const std::string r_ = " --run " + run.root.string();
+  for (const char* m : {"average --name plain-mean", "ensemble --prior uniform --name all-of-them",
+                        "btx --name mixer", "upcycle --name copies", "hash --name hashed"}) {
+    ASSERT_EQ(run_btx("merge" + r_ + " --method " + m).code, 0) << m;
+  }
+  const std::string models =
+      "seed,merged/plain-mean,merged/all-of-them,merged/mixer,merged/copies,merged/hashed";
+  ASSERT_EQ(run_btx("eval" + r_ + " --model " + models).code, 0);
+  const auto r = run_btx("results" + r_ + " --model " + models);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto j = read_json_file(run.root / "results.json");
+  ASSERT_EQ(j["rows"].size(), 6u);
+  const auto& mixer = j["rows"][3];
+  EXPECT_EQ(mixer["method"], "btx");
+  EXPECT_TRUE(mixer["routed"].get<bool>());
+  EXPECT_TRUE(mixer["learned_routing"].get<bool>());
+  EXPECT_TRUE(mixer["from_experts"].get<bool>());
+  EXPECT_TRUE(j["rows"][2]["ensemble"].get<bool>());
+  EXPECT_FALSE(j["rows"][4]["from_experts"].get<bool>());  // upcycling: copies of the seed
+  EXPECT_TRUE(j["rows"][5]["routed"].get<bool>());
+  EXPECT_FALSE(j["rows"][5]["learned_routing"].get<bool>());  // hash routing learns nothing
+  // Upcycling spends no expert tokens; the others count the experts'.
+  const int64_t seed_tokens = 40 * 8 * 32, expert_tokens = 30 * 8 * 32;
+  EXPECT_EQ(j["rows"][4]["training_tokens"], seed_tokens);
+  EXPECT_EQ(mixer["training_tokens"], seed_tokens + 3 * expert_tokens);
+  std::string findings;
+  for (const auto& f : j["findings"]) findings += f.get<std::string>() + "\n";
+  EXPECT_NE(findings.find("Uniform parameter averaging (no routing): "), std::string::npos)
+      << findings;
+  EXPECT_NE(findings.find("the best learned-routing model, mixer ("), std::string::npos)
+      << findings;
+  EXPECT_NE(findings.find("mixer (0.03M training tokens) vs sparse upcycling (0.01M"),
+            std::string::npos)
+      << findings;
+  EXPECT_NE(findings.find("the ensemble of all experts (0.03M"), std::string::npos) << findings;
+  EXPECT_EQ(findings.find("hashed"), std::string::npos) << findings;  // not learned routing
 }
 
 }  // namespace

@@ -7,7 +7,7 @@
 #include <sstream>
 
 #include "btx/data/shards.h"
-#include "btx/pipeline/run_dir.h"
+#include "btx/run/run_dir.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"

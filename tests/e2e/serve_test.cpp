@@ -10,7 +10,7 @@
 #include <regex>
 #include <thread>
 
-#include "btx/pipeline/generate.h"
+#include "btx/generate/generate.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "btx/util/subprocess.h"

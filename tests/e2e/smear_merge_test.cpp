@@ -6,8 +6,8 @@
 
 #include "btx/io/safetensors.h"
 #include "btx/model/smear.h"
-#include "btx/pipeline/experts.h"
-#include "btx/pipeline/run_dir.h"
+#include "btx/run/experts.h"
+#include "btx/run/run_dir.h"
 #include "btx/train/checkpoint.h"
 #include "e2e_util.h"
 #include "forest_fixture.h"
@@ -96,7 +96,7 @@ TEST_F(SmearMergeTest, FinetuneResumesExactlyThenEvalAndRouting) {
 
   r = run_btx("merge" + r_ + " --method smear --expert-dropout 1.5 --name bad");
   EXPECT_NE(r.code, 0);
-  EXPECT_NE(r.output.find("--expert-dropout must be in [0, 1), got 1.5"), std::string::npos)
+  EXPECT_NE(r.output.find("--expert-dropout '1.5': expected a number in [0, 1)"), std::string::npos)
       << r.output;
   EXPECT_FALSE(fs::exists(run.root / "merged/bad"));
 }

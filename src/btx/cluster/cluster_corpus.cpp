@@ -10,7 +10,7 @@
 #include <chrono>
 
 #include "btx/cluster/cluster_model.h"
-#include "btx/data/corpus.h"
+#include "btx/corpus/corpus.h"
 #include "btx/data/shards.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"

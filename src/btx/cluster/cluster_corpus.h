@@ -20,7 +20,7 @@ namespace fs = std::filesystem;
 inline constexpr int kClusteredCorpusFormatVersion = 1;
 
 struct ClusterCorpusOptions {
-  fs::path corpus;                   // corpus folder (see data/corpus.h)
+  fs::path corpus;                   // corpus folder (see corpus/corpus.h)
   std::vector<std::string> domains;  // empty = all domains of the corpus
   fs::path out;                      // the clustered corpus; replaced atomically
   std::string embed = "tfidf";       // "tfidf" or "seed"

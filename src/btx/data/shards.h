@@ -17,7 +17,7 @@
 #include <utility>
 #include <vector>
 
-#include "btx/data/corpus.h"
+#include "btx/corpus/corpus.h"
 #include "btx/data/tokenizer.h"
 
 namespace btx {

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cstdlib>
 
-#include "btx/data/corpus.h"
+#include "btx/corpus/corpus.h"
 #include "btx/data/shards.h"
 #include "btx/data/tokenizer.h"
 #include "btx/util/error.h"

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "btx/data/corpus.h"
+#include "btx/corpus/corpus.h"
 #include "btx/eval/scorer.h"
 
 namespace btx {

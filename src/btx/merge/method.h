@@ -4,7 +4,8 @@
 // merged/<name>/ from the experts. registry.cpp lists them explicitly; nothing registers itself.
 //
 // Every merged folder holds merge.json: the method, its resolved parameters, the experts it was
-// made from (name + sha256 of their weights) and what the method reports. A folder is either a
+// made from (name + sha256 of their weights), whether its weights come from them, and what the
+// method reports. A folder is either a
 // checkpoint (model.safetensors + config.json: one dense or routed model) or a description that
 // open_scorer() turns into a model (the ensemble, the per-domain posterior average).
 #pragma once
@@ -18,18 +19,12 @@
 
 #include "btx/config/run_config.h"
 #include "btx/merge/param_average.h"
-#include "btx/pipeline/run_dir.h"
+#include "btx/merge/params.h"
+#include "btx/run/run_dir.h"
 
 namespace btx {
 
 namespace fs = std::filesystem;
-
-struct MergeParam {
-  std::string name;                  // as on the command line, without "--": "top-k"
-  std::string help;                  // one line
-  std::string default_value;         // "" when the parameter is optional with no default
-  std::vector<std::string> choices;  // when non-empty, the value must be one of these
-};
 
 // A trained expert as a merge sees it.
 struct MergeExpert {
@@ -62,12 +57,19 @@ struct MergeMethod {
   std::string description;  // one line
   std::string paper;        // citation
   std::vector<MergeParam> params;
+  // Checks that involve several parameters (e.g. exactly one of --weights and --target), on the
+  // resolved values, before anything runs; empty when there are none.
+  std::function<void(const std::map<std::string, std::string>&)> check_params;
   // Methods that train (dense) write their checkpoints into the output folder as they go and
   // can resume; the others build into a temporary folder that is renamed into place.
   bool trains = false;
   // Its result is a routed model (MoE or SMEAR) whose routers start untrained: the study
   // (`btx run`) finetunes it on the mixture ([finetune]) after merging.
   bool routed = false;
+  // Its result is built from the trained experts' weights (false: sparse upcycling copies the
+  // seed's FFN, the dense baseline trains the seed further). Recorded in merge.json: what the
+  // experts' training tokens are counted for.
+  bool from_experts = true;
   // Builds the merged model into `out` and returns what merge.json should record of it (e.g.
   // the weights used). May check parameters against the experts (e.g. top-k <= N).
   std::function<nlohmann::json(const MergeContext&, const fs::path& out)> build;
@@ -90,8 +92,10 @@ struct MergeRequest {
 
 // merged/<name>'s name for a request: --name, else the method's; not a plain name is an error.
 std::string merge_output_name(const MergeRequest& request);
-// The method's parameters for the given ones: each checked (known to the method, one of its
-// choices), defaults filled in. A bad one is an error naming it.
+// The method's parameters for the given ones: each checked (known to the method, of its
+// declared type and range), defaults filled in, then the method's check_params. A bad one is
+// an error naming the parameter, the value and what was expected. `btx merge` and the study's
+// planner (every [study] methods entry, before anything trains) both call it.
 std::map<std::string, std::string> resolve_merge_params(
     const MergeMethod& method, const std::map<std::string, std::string>& given);
 

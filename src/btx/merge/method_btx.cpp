@@ -15,13 +15,12 @@ MergeMethod btx_method() {
       "token-level router (finetune it with `btx finetune`)";
   m.paper = "Sukhbaatar et al. 2024, Branch-Train-MiX (arXiv:2403.07816)";
   m.params = moe_params("random");
-  m.params.push_back(
-      {"seed-expert", "also keep the seed's FFN as a generalist expert", "no", {"no", "yes"}});
-  m.params.push_back({"shared",
-                      "attention, norms and embeddings: average (BTX) of the experts' or the "
-                      "seed's own (which the experts' FFNs were not trained with)",
-                      "average",
-                      {"average", "seed"}});
+  m.params.push_back(choice_param("seed-expert", "no", {"no", "yes"},
+                                  "also keep the seed's FFN as a generalist expert"));
+  m.params.push_back(choice_param("shared", "average", {"average", "seed"},
+                                  "attention, norms and embeddings: average (BTX) of the "
+                                  "experts' or the seed's own (which the experts' FFNs were not "
+                                  "trained with)"));
   m.build = [](const MergeContext& ctx, const fs::path& out) {
     auto slots = expert_moe_slots(ctx, /*from_seed=*/false);
     if (ctx.str("seed-expert") == "yes") {
@@ -39,6 +38,7 @@ MergeMethod upcycle_method() {
   MergeMethod m;
   m.name = "upcycle";
   m.routed = true;
+  m.from_experts = false;
   m.description =
       "sparse upcycling: an MoE whose experts are all copies of the seed's FFN (no expert "
       "training), finetuned like btx: what the expert training bought";

@@ -22,23 +22,19 @@ MergeMethod dense_method() {
       "compute-matched dense baseline";
   m.paper = "Li et al. 2022, Branch-Train-Merge (arXiv:2208.03306), the TRANSFORMER-LM baseline";
   m.params = {
-      {"match",
-       "experts: the experts' tokens; experts+finetune: plus the run's [finetune] budget (what "
-       "btx and upcycle spend)",
-       "experts",
-       {"experts", "experts+finetune"}},
-      {"extra-tokens", "tokens added on top", "0", {}},
-      {"schedule",
-       "wider: as many steps as one expert with the experts' batches side by side (BTM's "
-       "protocol: the dense model has all the experts' devices); longer: the experts' batch "
-       "for N times the steps",
-       "wider",
-       {"wider", "longer"}},
+      choice_param("match", "experts", {"experts", "experts+finetune"},
+                   "experts: the experts' tokens; experts+finetune: plus the run's [finetune] "
+                   "budget (what btx and upcycle spend)"),
+      integer_param("extra-tokens", "0", "tokens added on top", 0),
+      choice_param("schedule", "wider", {"wider", "longer"},
+                   "wider: as many steps as one expert with the experts' batches side by side "
+                   "(BTM's protocol: the dense model has all the experts' devices); longer: the "
+                   "experts' batch for N times the steps"),
   };
   m.trains = true;
+  m.from_experts = false;
   m.build = [](const MergeContext& ctx, const fs::path& out) {
     const int64_t extra = ctx.integer("extra-tokens");
-    BTX_CHECK(extra >= 0, "--extra-tokens must be >= 0, got {}", extra);
     const TrainConfig& ft = ctx.config.finetune;
     const int64_t finetune_tokens = ctx.str("match") == "experts+finetune"
                                         ? ft.steps * ft.batch_size * ft.seq_len * ft.grad_accum
@@ -57,14 +53,9 @@ MergeMethod dense_method() {
     BTX_CHECK(t.steps >= 1, "dense baseline: the experts used no tokens");
     spdlog::info("dense baseline: {} tokens to match ({} steps of {} sequences of {} tokens)",
                  matched, t.steps, t.batch_size * t.grad_accum, t.seq_len);
-    TrainJob job;
-    job.name = ctx.output_name;
-    job.out_dir = out;
+    TrainJob job =
+        run_train_job(ctx.run, ctx.config, ctx.output_name, out, t, "dense/" + ctx.output_name);
     job.init_from = ctx.run.seed();
-    job.model = ctx.config.model;
-    job.train = t;
-    job.seed = derive_seed(ctx.config.seed, "dense/" + ctx.output_name);
-    job.data_dir = ctx.run.data();
     job.resume = ctx.resume;
     const TrainResult r = train(job);
     BTX_CHECK(r.finished || r.skipped,

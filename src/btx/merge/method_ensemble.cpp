@@ -15,13 +15,13 @@ MergeMethod ensemble_method() {
       "Li et al. 2022, Branch-Train-Merge (arXiv:2208.03306); Gururangan et al. 2021, "
       "DEMix (arXiv:2108.05036)";
   m.params = {
-      {"prior",
-       "uniform | updating (Bayes over the prefix) | cached (EMA, then fixed)",
-       "cached",
-       {"uniform", "updating", "cached"}},
-      {"top-k", "keep the k most probable experts and renormalise (0: all)", "0", {}},
-      {"alpha", "cached prior: EMA rate over the held-out sequences", "0.3", {}},
-      {"prior-windows", "cached prior: held-out sequences of the target domain", "16", {}},
+      choice_param("prior", "cached", {"uniform", "updating", "cached"},
+                   "uniform | updating (Bayes over the prefix) | cached (EMA, then fixed)"),
+      integer_param("top-k", "0", "keep the k most probable experts and renormalise (0: all)", 0),
+      real_param("alpha", "0.3", "cached prior: EMA rate over the held-out sequences", 0, 1,
+                 /*min_open=*/true),
+      integer_param("prior-windows", "16", "cached prior: held-out sequences of the target domain",
+                    1),
   };
   m.build = [](const MergeContext& ctx, const fs::path&) {
     EnsembleOptions o;

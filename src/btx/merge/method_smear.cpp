@@ -4,6 +4,7 @@
 // the whole sequence).
 #include "btx/merge/method.h"
 #include "btx/merge/moe_build.h"
+#include "btx/model/router.h"
 #include "btx/util/error.h"
 
 namespace btx {
@@ -19,16 +20,12 @@ MergeMethod smear_method() {
       "Muqeeth, Liu, Raffel 2023, Soft Merging of Experts with Adaptive Routing "
       "(arXiv:2306.03745)";
   m.params = {
-      {"router",
-       "prefix (causal: the mean of positions <= t) | sequence (the whole sequence, SMEAR's "
-       "example-level routing: not causal)",
-       "prefix",
-       {"prefix", "sequence"}},
-      {"router-init",
-       "random (small normal) | centroid (each domain's mean hidden state)",
-       "random",
-       {"random", "centroid"}},
-      {"expert-dropout", "drop each merge weight with this probability in training", "0.1", {}},
+      choice_param("router", "prefix", router_names("smear"), router_help("smear")),
+      choice_param("router-init", "random", {"random", "centroid"},
+                   "random (small normal) | centroid (each domain's mean hidden state)"),
+      real_param("expert-dropout", "0.1",
+                 "drop each merge weight with this probability in training", 0, 1,
+                 /*min_open=*/false, /*max_open=*/true),
   };
   m.build = [](const MergeContext& ctx, const fs::path& out) {
     MoeBuildOptions o;
@@ -38,8 +35,6 @@ MergeMethod smear_method() {
     o.expert_dropout = ctx.real("expert-dropout");
     o.aux_loss = 0;
     o.seed = derive_seed(ctx.config.seed, "router/" + ctx.output_name);
-    BTX_CHECK(o.expert_dropout >= 0 && o.expert_dropout < 1,
-              "--expert-dropout must be in [0, 1), got {}", o.expert_dropout);
     return build_moe(ctx, ctx.uniform_inputs(), expert_moe_slots(ctx, /*from_seed=*/false), o, out);
   };
   return m;

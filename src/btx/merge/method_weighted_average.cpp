@@ -8,7 +8,7 @@
 #include "btx/eval/ensemble.h"
 #include "btx/merge/method.h"
 #include "btx/merge/param_average.h"
-#include "btx/pipeline/experts.h"
+#include "btx/run/experts.h"
 #include "btx/util/error.h"
 
 namespace btx {
@@ -57,19 +57,20 @@ MergeMethod weighted_average_method() {
       "domain: one dense model, no routing at inference";
   m.paper = "Li et al. 2022, Branch-Train-Merge (arXiv:2208.03306)";
   m.params = {
-      {"weights", "EXPERT=W,... one weight per expert (normalised)", "", {}},
-      {"target",
-       "a domain of the run: weight by the posterior on its held-out text; 'each': every "
-       "evaluated domain gets its own posterior weights (BTM's protocol)",
-       "",
-       {}},
-      {"alpha", "posterior: EMA rate over the held-out sequences", "0.3", {}},
-      {"prior-windows", "posterior: held-out sequences of the target domain", "16", {}},
+      text_param("weights", "EXPERT=W,... one weight per expert (normalised)"),
+      text_param("target",
+                 "a domain of the run: weight by the posterior on its held-out text; 'each': "
+                 "every evaluated domain gets its own posterior weights (BTM's protocol)"),
+      real_param("alpha", "0.3", "posterior: EMA rate over the held-out sequences", 0, 1,
+                 /*min_open=*/true),
+      integer_param("prior-windows", "16", "posterior: held-out sequences of the target domain", 1),
   };
-  m.build = [](const MergeContext& ctx, const fs::path& out) {
-    BTX_CHECK(ctx.has("weights") != ctx.has("target"),
+  m.check_params = [](const std::map<std::string, std::string>& p) {
+    BTX_CHECK(p.at("weights").empty() != p.at("target").empty(),
               "weighted-average needs exactly one of --weights EXPERT=W,... or --target DOMAIN "
               "(or --target each)");
+  };
+  m.build = [](const MergeContext& ctx, const fs::path& out) {
     const double alpha = ctx.real("alpha");
     const int64_t windows = ctx.integer("prior-windows");
     validate_ensemble_options({EnsemblePrior::kCached, 0, alpha, windows},

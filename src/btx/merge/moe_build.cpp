@@ -8,8 +8,9 @@
 #include "btx/data/shards.h"
 #include "btx/io/safetensors.h"
 #include "btx/model/moe.h"
-#include "btx/pipeline/experts.h"
-#include "btx/pipeline/run_dir.h"
+#include "btx/model/router.h"
+#include "btx/run/experts.h"
+#include "btx/run/run_dir.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
@@ -34,7 +35,7 @@ void centroid_init(const MergeContext& ctx, CausalLM& model, const std::vector<M
                    int64_t windows) {
   torch::NoGradGuard no_grad;
   model->eval();
-  const std::vector<MoeFfnImpl*> layers = moe_layers(model);
+  const std::vector<RoutedFfnImpl*> layers = routed_layers(model);
   const int64_t T = ctx.config.experts.train.seq_len;
   for (size_t j = 0; j < slots.size(); ++j) {
     const auto& s = slots[j];
@@ -85,18 +86,13 @@ std::vector<MoeSlot> expert_moe_slots(const MergeContext& ctx, bool from_seed) {
 
 std::vector<MergeParam> moe_params(const std::string& default_init) {
   return {
-      {"top-k", "experts per token", "2", {}},
-      {"router",
-       "top-k | soft (all experts) | sample (per sequence, not causal) | gumbel (top-1, "
-       "straight-through Gumbel-softmax) | reinforce (top-1, REINFORCE with a learned baseline)",
-       "top-k",
-       {"top-k", "soft", "sample", "gumbel", "reinforce"}},
-      {"aux-loss", "load-balancing weight alpha (0: none, experts may die)", "0.01", {}},
-      {"z-loss", "router z-loss weight", "0", {}},
-      {"router-init",
-       "random (small normal) | centroid (each domain's mean hidden state)",
-       default_init,
-       {"random", "centroid"}},
+      integer_param("top-k", "2", "experts per token", 1),
+      choice_param("router", "top-k", router_names("mixtral", /*learned_only=*/true),
+                   router_help("mixtral", /*learned_only=*/true)),
+      real_param("aux-loss", "0.01", "load-balancing weight alpha (0: none, experts may die)", 0),
+      real_param("z-loss", "0", "router z-loss weight", 0),
+      choice_param("router-init", default_init, {"random", "centroid"},
+                   "random (small normal) | centroid (each domain's mean hidden state)"),
   };
 }
 
@@ -108,8 +104,6 @@ MoeBuildOptions moe_options(const MergeContext& ctx, const std::string& tag) {
   o.z_loss = ctx.real("z-loss");
   o.router_init = ctx.str("router-init");
   o.seed = derive_seed(ctx.config.seed, "router/" + tag);
-  BTX_CHECK(o.aux_loss >= 0, "--aux-loss must be >= 0, got {}", o.aux_loss);
-  BTX_CHECK(o.z_loss >= 0, "--z-loss must be >= 0, got {}", o.z_loss);
   return o;
 }
 
@@ -133,9 +127,11 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
   moe.router_mode = opts.router_mode;
   moe.router_aux_loss_coef = opts.aux_loss;
   moe.router_z_loss_coef = opts.z_loss;
-  if (smear) moe.num_experts_per_tok = moe.num_local_experts;  // every expert is merged
-  if (opts.router_mode == "gumbel" || opts.router_mode == "reinforce") {
-    moe.num_experts_per_tok = 1;  // the gradient estimators pick one expert
+  const RouterTraits& router = router_traits(moe.model_type, moe.router_mode, "--router");
+  if (router.experts == ExpertsPerToken::kMerged) {
+    moe.num_experts_per_tok = moe.num_local_experts;  // every expert is merged
+  } else if (router.experts == ExpertsPerToken::kOne) {
+    moe.num_experts_per_tok = 1;  // hash, tag and the gradient estimators pick one expert
   }
   BTX_CHECK(moe.num_experts_per_tok >= 1 && moe.num_experts_per_tok <= moe.num_local_experts,
             "--top-k {} must be between 1 and the number of experts ({})", opts.top_k,
@@ -162,7 +158,7 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
   for (int64_t i = 0; i < dense.num_hidden_layers; ++i) {
     layout[fmt::format("model.layers.{}.{}.gate.weight", i, module)] = {
         f32, {moe.num_local_experts, dense.hidden_size}};
-    if (moe.router_mode == "reinforce") {
+    if (router.training == RouterTraining::kPolicyGradient) {
       layout[fmt::format("model.layers.{}.{}.baseline.weight", i, module)] = {
           f32, {1, dense.hidden_size}};
     }

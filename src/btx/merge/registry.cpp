@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "btx/merge/method.h"
-#include "btx/pipeline/experts.h"
+#include "btx/run/experts.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
@@ -49,29 +49,16 @@ bool MergeContext::has(const std::string& name) const {
 
 int64_t MergeContext::integer(const std::string& name) const {
   const std::string& v = str(name);
-  size_t used = 0;
-  int64_t x = 0;
-  try {
-    x = std::stoll(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  BTX_CHECK(!v.empty() && used == v.size(), "--{}: expected an integer, got '{}'", name, v);
-  return x;
+  const auto x = parse_integer(v);
+  BTX_CHECK(x.has_value(), "--{}: expected an integer, got '{}'", name, v);
+  return *x;
 }
 
 double MergeContext::real(const std::string& name) const {
   const std::string& v = str(name);
-  size_t used = 0;
-  double x = 0;
-  try {
-    x = std::stod(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  BTX_CHECK(!v.empty() && used == v.size() && std::isfinite(x), "--{}: expected a number, got '{}'",
-            name, v);
-  return x;
+  const auto x = parse_real(v);
+  BTX_CHECK(x.has_value(), "--{}: expected a number, got '{}'", name, v);
+  return *x;
 }
 
 std::vector<WeightedCheckpoint> MergeContext::uniform_inputs() const {
@@ -150,12 +137,10 @@ std::map<std::string, std::string> resolve_merge_params(
   for (const auto& p : method.params) {
     auto it = given.find(p.name);
     const std::string value = it != given.end() ? it->second : p.default_value;
-    if (!p.choices.empty() && !value.empty()) {
-      BTX_CHECK(std::find(p.choices.begin(), p.choices.end(), value) != p.choices.end(),
-                "--{} '{}' is not one of: {}", p.name, value, fmt::join(p.choices, ", "));
-    }
+    p.check(value);
     out[p.name] = value;
   }
+  if (method.check_params) method.check_params(out);
   return out;
 }
 
@@ -197,7 +182,8 @@ nlohmann::json run_merge(const RunDir& run, const MergeRequest& request) {
 
   auto finish = [&](const nlohmann::json& result, const fs::path& dir) {
     nlohmann::json j = provenance;
-    j["format_version"] = 1;
+    j["format_version"] = 2;  // 2: from_experts
+    j["from_experts"] = method.from_experts;
     j["name"] = ctx.output_name;
     j["description"] = method.description;
     j["paper"] = method.paper;

@@ -3,9 +3,19 @@
 #include <set>
 #include <vector>
 
+#include "btx/model/router.h"
 #include "btx/util/error.h"
 
 namespace btx {
+
+const RouterTraits& ModelConfig::router() const {
+  BTX_CHECK(is_routed(), "model_type '{}' has no router", model_type);
+  return router_traits(model_type, router_mode, "model config");
+}
+
+bool ModelConfig::is_causal() const {
+  return !is_routed() || router().causal;
+}
 
 void ModelConfig::validate(const std::string& where) const {
   auto positive = [&](const char* key, int64_t v) {
@@ -17,23 +27,18 @@ void ModelConfig::validate(const std::string& where) const {
             where, model_type);
   if (is_smear()) {
     positive("num_local_experts", num_local_experts);
-    BTX_CHECK(router_mode == "prefix" || router_mode == "sequence",
-              "{}: SMEAR router_mode '{}' is not one of prefix, sequence", where, router_mode);
+    router_traits(model_type, router_mode, where);
     BTX_CHECK(smear_expert_dropout >= 0 && smear_expert_dropout < 1,
               "{}: smear_expert_dropout {} must be in [0, 1)", where, smear_expert_dropout);
   }
   if (is_moe()) {
     positive("num_local_experts", num_local_experts);
-    BTX_CHECK(router_mode == "top-k" || router_mode == "soft" || router_mode == "sample" ||
-                  router_mode == "hash" || router_mode == "tag" || router_mode == "gumbel" ||
-                  router_mode == "reinforce",
-              "{}: router_mode '{}' is not one of top-k, soft, sample, hash, tag, gumbel, "
-              "reinforce",
-              where, router_mode);
+    const RouterTraits& r = router_traits(model_type, router_mode, where);
     BTX_CHECK(num_experts_per_tok >= 1 && num_experts_per_tok <= num_local_experts,
               "{}: num_experts_per_tok {} must be between 1 and num_local_experts {}", where,
               num_experts_per_tok, num_local_experts);
-    BTX_CHECK((router_mode != "gumbel" && router_mode != "reinforce") || num_experts_per_tok == 1,
+    // A learned router that picks one expert (gumbel, reinforce) computes top-1 at inference.
+    BTX_CHECK(r.experts != ExpertsPerToken::kOne || !r.learned || num_experts_per_tok == 1,
               "{}: router_mode {} picks one expert: num_experts_per_tok must be 1, got {}", where,
               router_mode, num_experts_per_tok);
     BTX_CHECK(router_aux_loss_coef >= 0 && router_z_loss_coef >= 0,

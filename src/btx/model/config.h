@@ -9,6 +9,8 @@
 
 namespace btx {
 
+struct RouterTraits;  // router.h
+
 struct ModelConfig {
   // "llama": dense SwiGLU FFN; "mixtral": MoE FFN (moe.h); "smear": merged-expert FFN (smear.h)
   std::string model_type = "llama";
@@ -65,11 +67,13 @@ struct ModelConfig {
   bool is_smear() const { return model_type == "smear"; }
   // A router and N experts per layer (MoE or SMEAR).
   bool is_routed() const { return is_moe() || is_smear(); }
+  // The traits of router_mode (router.h) for a routed model; an error for a dense one or an
+  // unknown mode.
+  const RouterTraits& router() const;
   // False when routing reads the whole sequence (MoE "sample", SMEAR "sequence"): position t's
-  // output then depends on later tokens, and its perplexity is not a language model's.
-  bool is_causal() const {
-    return !((is_moe() && router_mode == "sample") || (is_smear() && router_mode == "sequence"));
-  }
+  // output then depends on later tokens, and its perplexity is not a language model's. A dense
+  // model is causal.
+  bool is_causal() const;
 
   int64_t head_dim() const { return hidden_size / num_attention_heads; }  // D
   // Throws btx::Error naming the offending key (`where` prefixes it, e.g. the file).

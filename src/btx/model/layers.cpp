@@ -1,6 +1,7 @@
 #include "btx/model/layers.h"
 
 #include <cmath>
+#include <limits>
 
 namespace btx {
 
@@ -54,6 +55,42 @@ torch::Tensor causal_mask(int64_t T, torch::Device device) {
   return cached;
 }
 
+namespace {
+// softmax(q k^T / sqrt(D) + causal mask) v for q, k, v (B, H, T, D) of the same T positions.
+torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
+                               const torch::Tensor& v) {
+#if TORCH_VERSION_MAJOR >= 2
+  return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                          /*is_causal=*/true);
+#else
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
+  // One pass for scale, causal mask and QK^T: baddbmm(mask, q, k^T) with an additive mask.
+  const int64_t BH = B * H;
+  auto att = torch::baddbmm(causal_mask(T, q.device()), q.reshape({BH, T, D}),
+                            k.reshape({BH, T, D}).transpose(1, 2), /*beta=*/1.0,
+                            /*alpha=*/1.0 / std::sqrt(static_cast<double>(D)));  // (BH, T, T)
+  // The softmax in fp32 also under bf16 autocast (a no-op otherwise).
+  return torch::bmm(torch::softmax(att, -1, torch::kFloat32), v.reshape({BH, T, D}))
+      .view({B, H, T, D});
+#endif
+}
+
+// The same for T new positions after S cached ones: q (B, H, T, D), k and v (B, H, S+T, D).
+// New position i (absolute S + i) sees keys 0 .. S + i, or what `mask` (additive, broadcastable
+// to (B, H, T, S+T)) allows when it is given.
+torch::Tensor masked_attention(const torch::Tensor& q, const torch::Tensor& k,
+                               const torch::Tensor& v, const torch::Tensor& mask, int64_t S) {
+  const int64_t T = q.size(2), total = k.size(2);
+  auto m = mask.defined() ? mask
+                          : torch::full({T, total}, -std::numeric_limits<float>::infinity(),
+                                        torch::TensorOptions().device(q.device()))
+                                .triu(S + 1);
+  auto att = torch::matmul(q, k.transpose(2, 3)) / std::sqrt(static_cast<double>(q.size(3))) +
+             m;                                                        // (B, H, T, S+T)
+  return torch::matmul(torch::softmax(att, -1, torch::kFloat32), v);  // (B, H, T, D)
+}
+}  // namespace
+
 AttentionImpl::AttentionImpl(const ModelConfig& c)
     : n_head(c.num_attention_heads), n_kv_head(c.num_key_value_heads), head_dim(c.head_dim()) {
   auto lin = [](int64_t in, int64_t out) {
@@ -65,65 +102,38 @@ AttentionImpl::AttentionImpl(const ModelConfig& c)
   o_proj = register_module("o_proj", lin(n_head * head_dim, c.hidden_size));
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const RopeTables& rope) {
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const RopeTables& rope,
+                                     LayerCache* cache, const torch::Tensor& mask) {
   const int64_t B = x.size(0), T = x.size(1);
   auto q = q_proj(x).view({B, T, n_head, head_dim}).transpose(1, 2);     // (B, H, T, D)
   auto k = k_proj(x).view({B, T, n_kv_head, head_dim}).transpose(1, 2);  // (B, G, T, D)
   auto v = v_proj(x).view({B, T, n_kv_head, head_dim}).transpose(1, 2);  // (B, G, T, D)
   q = apply_rope(q, rope);
   k = apply_rope(k, rope);
+  if (cache != nullptr) {  // after the S cached positions: (B, G, S+T, D)
+    cache->k = cache->k.defined() ? torch::cat({cache->k, k}, 2) : k;
+    cache->v = cache->v.defined() ? torch::cat({cache->v, v}, 2) : v;
+    k = cache->k;
+    v = cache->v;
+  }
   if (n_kv_head != n_head) {  // each key/value head serves H/G query heads, as HF's repeat_kv
-    k = k.repeat_interleave(n_head / n_kv_head, 1);  // (B, H, T, D)
+    k = k.repeat_interleave(n_head / n_kv_head, 1);  // (B, H, S+T, D)
     v = v.repeat_interleave(n_head / n_kv_head, 1);
   }
-  torch::Tensor y;
-#if TORCH_VERSION_MAJOR >= 2
-  y = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                       /*is_causal=*/true);
-#else
-  // One pass for scale, causal mask and QK^T: baddbmm(mask, q, k^T) with an additive mask.
-  const int64_t BH = B * n_head;
-  auto att =
-      torch::baddbmm(causal_mask(T, q.device()), q.reshape({BH, T, head_dim}),
-                     k.reshape({BH, T, head_dim}).transpose(1, 2), /*beta=*/1.0,
-                     /*alpha=*/1.0 / std::sqrt(static_cast<double>(head_dim)));  // (BH, T, T)
-  // The softmax in fp32 also under bf16 autocast (a no-op otherwise).
-  y = torch::bmm(torch::softmax(att, -1, torch::kFloat32), v.reshape({BH, T, head_dim}))
-          .view({B, n_head, T, head_dim});  // (B, H, T, D)
-#endif
+  const int64_t S = k.size(2) - T;
+  const auto y = S == 0 && !mask.defined() ? causal_attention(q, k, v)
+                                           : masked_attention(q, k, v, mask, S);  // (B, H, T, D)
   return o_proj(y.transpose(1, 2).reshape({B, T, n_head * head_dim}));
 }
 
-torch::Tensor AttentionImpl::forward_cached(const torch::Tensor& x, const RopeTables& rope,
-                                            torch::Tensor& k_cache, torch::Tensor& v_cache,
-                                            const torch::Tensor& key_mask) {
-  const int64_t B = x.size(0), T = x.size(1);
-  auto q = apply_rope(q_proj(x).view({B, T, n_head, head_dim}).transpose(1, 2), rope);
-  auto k = apply_rope(k_proj(x).view({B, T, n_kv_head, head_dim}).transpose(1, 2), rope);
-  auto v = v_proj(x).view({B, T, n_kv_head, head_dim}).transpose(1, 2);
-  k_cache = k_cache.defined() ? torch::cat({k_cache, k}, 2) : k;  // (B, G, S+T, D)
-  v_cache = v_cache.defined() ? torch::cat({v_cache, v}, 2) : v;
-  auto keys = k_cache, values = v_cache;
-  if (n_kv_head != n_head) {
-    keys = keys.repeat_interleave(n_head / n_kv_head, 1);
-    values = values.repeat_interleave(n_head / n_kv_head, 1);
-  }
-  const int64_t total = keys.size(2), offset = total - T;
-  // New position i (absolute offset + i) sees keys 0 .. offset + i.
-  auto mask = key_mask.defined() ? key_mask
-                                 : torch::full({T, total}, -std::numeric_limits<float>::infinity(),
-                                               torch::TensorOptions().device(x.device()))
-                                       .triu(offset + 1);
-  auto att = torch::matmul(q, keys.transpose(2, 3)) / std::sqrt(static_cast<double>(head_dim)) +
-             mask;                                                           // (B, H, T, S+T)
-  auto y = torch::matmul(torch::softmax(att, -1, torch::kFloat32), values);  // (B, H, T, D)
-  return o_proj(y.transpose(1, 2).reshape({B, T, n_head * head_dim}));
+int64_t count_params(const torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
 }
 
 int64_t FeedForwardImpl::active_params() const {
-  int64_t n = 0;
-  for (const auto& p : parameters()) n += p.numel();
-  return n;
+  return count_params(*this);
 }
 
 SwiGluMlpImpl::SwiGluMlpImpl(int64_t hidden, int64_t inner) {
@@ -135,7 +145,7 @@ SwiGluMlpImpl::SwiGluMlpImpl(int64_t hidden, int64_t inner) {
   down_proj = register_module("down_proj", lin(inner, hidden));
 }
 
-torch::Tensor SwiGluMlpImpl::forward(const torch::Tensor& x) {
+torch::Tensor SwiGluMlpImpl::forward(const torch::Tensor& x, const FfnContext& /*ctx*/) {
   return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
 }
 

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "btx/model/config.h"
+#include "btx/model/kv_cache.h"
 
 namespace btx {
 
@@ -35,26 +36,40 @@ torch::Tensor apply_rope(const torch::Tensor& x /* (B, H, T, D) */, const RopeTa
 // (T, T) additive mask: 0 on and below the diagonal, -inf above (position t sees <= t).
 torch::Tensor causal_mask(int64_t T, torch::Device device = torch::kCPU);
 
-// Causal self-attention with RoPE and optional grouped-query heads (G divides H).
+// Causal self-attention with RoPE and optional grouped-query heads (G divides H): one forward
+// for training and decoding, one place for the q/k/v projections, RoPE and the grouped-query
+// repeat. x holds T positions (rope: theirs). Without a cache they are the whole sequence,
+// attended causally. With one, they come after its S positions: their keys and values are
+// appended to it, (B, G, S, D) -> (B, G, S+T, D), and each new position attends to every cached
+// position and the new ones up to itself, or, when `mask` (additive, broadcastable to
+// (B, H, T, S+T)) is given, to what it allows. An empty cache without a mask is the plain case.
 struct AttentionImpl : torch::nn::Module {
   explicit AttentionImpl(const ModelConfig& c);
-  torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */, const RopeTables& rope);
-  // Incremental decoding: x holds the T positions after the S cached ones (rope for positions
-  // [S, S+T)); their keys and values are appended to the cache (B, G, S, D) -> (B, G, S+T, D)
-  // and each new position attends to every cached position and the new ones up to itself, or,
-  // when `mask` (additive, broadcastable to (B, H, T, S+T)) is given, to what it allows.
-  torch::Tensor forward_cached(const torch::Tensor& x, const RopeTables& rope,
-                               torch::Tensor& k_cache, torch::Tensor& v_cache,
-                               const torch::Tensor& mask = {});
+  torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */, const RopeTables& rope,
+                        LayerCache* cache = nullptr, const torch::Tensor& mask = {});
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   int64_t n_head, n_kv_head, head_dim;
 };
 TORCH_MODULE(Attention);
 
-// The FFN slot of a decoder layer. Dense SwiGLU now; mixtures of experts and SMEAR plug in here
-// without touching attention. Each kind registers under its Hugging Face module name.
+// The number of parameters of a module (its weights' elements).
+int64_t count_params(const torch::nn::Module& m);
+
+// What one forward gives every FFN besides its input, set once per forward (not per layer).
+struct FfnContext {
+  torch::Tensor token_ids;  // (B, T) the tokens of this forward (hash routing reads them)
+  // Incremental decoding: each new token's 0-based index in its own sequence (B, T), negative
+  // for left padding (a prompt read beside longer ones); undefined in a full forward.
+  torch::Tensor positions;
+};
+
+// The FFN slot of a decoder layer: dense SwiGLU, mixtures of experts and SMEAR plug in here
+// without touching attention. Each kind registers under its Hugging Face module name. What only
+// routed FFNs have (routers, their losses) is RoutedFfnImpl's (moe.h).
 struct FeedForwardImpl : torch::nn::Module {
-  virtual torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */) = 0;
+  virtual torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */, const FfnContext& ctx) = 0;
+  // A forward that needs no context (e.g. a layer run on its own).
+  torch::Tensor forward(const torch::Tensor& x) { return forward(x, FfnContext{}); }
   // Name of this module inside the layer ("mlp" for Llama, "block_sparse_moe" for Mixtral).
   virtual const char* hf_name() const = 0;
   // Parameters a token actually uses (== all of them for a dense FFN).
@@ -62,28 +77,20 @@ struct FeedForwardImpl : torch::nn::Module {
   // Forward FLOPs per token of this FFN's matrix products at context length `context`
   // (2 per multiply-add of each active weight by default).
   virtual int64_t ffn_flops_per_token(int64_t /*context*/) const { return 2 * active_params(); }
-  // Auxiliary training loss of the last forward (an MoE's load balancing), undefined if none.
-  virtual torch::Tensor aux_loss() const { return {}; }
-  // A policy-gradient loss for routing decisions that are sampled, not differentiated
-  // (REINFORCE), given the last training forward's per-token loss (B, T), detached: undefined
-  // if none.
-  virtual torch::Tensor policy_loss(const torch::Tensor& /*token_nll*/) const { return {}; }
-  // The token ids (B, T) of the forward about to run, for FFNs that route on them (hash).
-  virtual void set_token_ids(const torch::Tensor& /*ids*/) {}
-  // Incremental decoding: x holds new positions whose 0-based index in their own sequence is
-  // `positions` (B, T), negative for left padding (a prompt read beside longer ones), which
-  // must not enter `state`; `state` carries what the FFN keeps of earlier positions (undefined
-  // at the start; SMEAR's prefix sum of its router input). Token-wise FFNs need none.
-  virtual torch::Tensor forward_cached(const torch::Tensor& x, const torch::Tensor& /*positions*/,
+  // Incremental decoding: x holds new positions (ctx.positions; padding must not enter
+  // `state`); `state` carries what the FFN keeps of earlier positions (undefined at the start;
+  // SMEAR's prefix sum of its router input). Token-wise FFNs need none.
+  virtual torch::Tensor forward_cached(const torch::Tensor& x, const FfnContext& ctx,
                                        torch::Tensor& /*state*/) {
-    return forward(x);
+    return forward(x, ctx);
   }
 };
 
 // down(silu(gate(x)) * up(x)).
 struct SwiGluMlpImpl : FeedForwardImpl {
   SwiGluMlpImpl(int64_t hidden, int64_t inner);
-  torch::Tensor forward(const torch::Tensor& x) override;
+  using FeedForwardImpl::forward;
+  torch::Tensor forward(const torch::Tensor& x, const FfnContext& ctx) override;
   const char* hf_name() const override { return "mlp"; }
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };

@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "btx/model/moe.h"
+#include "btx/model/router.h"
 #include "btx/model/smear.h"
 
 namespace btx {
@@ -26,17 +27,17 @@ DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, std::shared_ptr<FeedFor
   ffn = register_module(name, std::move(f));
 }
 
-torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const RopeTables& rope) {
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const RopeTables& rope,
+                                        const FfnContext& ctx) {
   auto h = x + self_attn(input_layernorm(x), rope);
-  return h + ffn->forward(post_attention_layernorm(h));
+  return h + ffn->forward(post_attention_layernorm(h), ctx);
 }
 
 torch::Tensor DecoderLayerImpl::forward_cached(const torch::Tensor& x, const RopeTables& rope,
-                                               const torch::Tensor& positions, torch::Tensor& k,
-                                               torch::Tensor& v, torch::Tensor& ffn_state,
+                                               const FfnContext& ctx, LayerCache& cache,
                                                const torch::Tensor& mask) {
-  auto h = x + self_attn->forward_cached(input_layernorm(x), rope, k, v, mask);
-  return h + ffn->forward_cached(post_attention_layernorm(h), positions, ffn_state);
+  auto h = x + self_attn->forward(input_layernorm(x), rope, &cache, mask);
+  return h + ffn->forward_cached(post_attention_layernorm(h), ctx, cache.ffn);
 }
 
 LlamaModelImpl::LlamaModelImpl(const ModelConfig& c, const FfnFactory& make_ffn) : config(c) {
@@ -53,11 +54,8 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& ids) {
               " exceeds max_position_embeddings ", config.max_position_embeddings);
   auto rope = rope_tables(T, config.head_dim(), config.rope_theta, 0, ids.device());
   auto x = embed_tokens(ids);  // (B, T, C)
-  for (auto& layer : *layers) {
-    auto* l = layer->as<DecoderLayerImpl>();
-    l->ffn->set_token_ids(ids);
-    x = l->forward(x, rope);
-  }
+  const FfnContext ctx{ids, {}};
+  for (auto& layer : *layers) x = layer->as<DecoderLayerImpl>()->forward(x, rope, ctx);
   return norm(x);
 }
 
@@ -94,86 +92,14 @@ torch::Tensor LlamaModelImpl::forward_cached(const torch::Tensor& ids, KVCache& 
                .masked_fill(visible.logical_not(), -std::numeric_limits<float>::infinity())
                .unsqueeze(1);  // (B, 1, T, S+T)
   }
-  cache.k.resize(L);
-  cache.v.resize(L);
-  cache.ffn.resize(L);
+  cache.layers.resize(L);
   auto x = embed_tokens(ids);
+  const FfnContext ctx{ids, positions};
   for (size_t i = 0; i < L; ++i) {
-    auto* l = layers[i]->as<DecoderLayerImpl>();
-    l->ffn->set_token_ids(ids);
-    x = l->forward_cached(x, rope, positions, cache.k[i], cache.v[i], cache.ffn[i], mask);
+    x = layers[i]->as<DecoderLayerImpl>()->forward_cached(x, rope, ctx, cache.layers[i], mask);
   }
   cache.length = S + T;
   return norm(x);
-}
-
-int64_t kv_rows(const KVCache& cache) {
-  return cache.k.empty() || !cache.k[0].defined() ? 0 : cache.k[0].size(0);
-}
-
-namespace {
-// `t` (B, G, S, D) with `n` empty slots in front.
-torch::Tensor left_pad(const torch::Tensor& t, int64_t n) {
-  if (n == 0) return t;
-  auto sizes = t.sizes().vec();
-  sizes[2] = n;
-  return torch::cat({torch::zeros(sizes, t.options()), t}, 2);
-}
-torch::Tensor pads_of(const KVCache& c) {
-  return c.pad.defined() ? c.pad : torch::zeros({kv_rows(c)}, torch::kInt64);
-}
-// No padding left: back to the unpadded form (the plain causal mask, shared positions).
-void drop_zero_pad(KVCache& c) {
-  if (c.pad.defined() && c.pad.max().item<int64_t>() == 0) c.pad = torch::Tensor();
-}
-}  // namespace
-
-void kv_append_rows(KVCache& batch, const KVCache& other) {
-  if (kv_rows(other) == 0) return;
-  if (kv_rows(batch) == 0) {
-    batch = other;
-    return;
-  }
-  TORCH_CHECK(batch.k.size() == other.k.size(), "KV caches of different models (", batch.k.size(),
-              " and ", other.k.size(), " layers)");
-  const int64_t S = std::max(batch.length, other.length);
-  const int64_t grow_batch = S - batch.length, grow_other = S - other.length;
-  auto pad = torch::cat({pads_of(batch) + grow_batch, pads_of(other) + grow_other});
-  for (size_t l = 0; l < batch.k.size(); ++l) {
-    batch.k[l] = torch::cat({left_pad(batch.k[l], grow_batch), left_pad(other.k[l], grow_other)});
-    batch.v[l] = torch::cat({left_pad(batch.v[l], grow_batch), left_pad(other.v[l], grow_other)});
-    if (l < batch.ffn.size() && batch.ffn[l].defined()) {
-      batch.ffn[l] = torch::cat({batch.ffn[l], other.ffn[l]});
-    }
-  }
-  batch.pad = pad;
-  batch.length = S;
-  drop_zero_pad(batch);
-}
-
-void kv_keep_rows(KVCache& batch, const std::vector<int64_t>& rows) {
-  if (rows.empty()) {
-    batch = KVCache{};
-    return;
-  }
-  auto index = torch::tensor(rows, torch::kInt64);
-  auto pad = pads_of(batch).index_select(0, index);
-  const int64_t drop = pad.min().item<int64_t>();  // slots that are padding in every kept row
-  auto kept = [&](const torch::Tensor& t) {        // (B, G, S, D): the rows kept, from slot `drop`
-    return t.index_select(0, index.to(t.device()))
-        .narrow(2, drop, batch.length - drop)
-        .contiguous();
-  };
-  for (size_t l = 0; l < batch.k.size(); ++l) {
-    batch.k[l] = kept(batch.k[l]);
-    batch.v[l] = kept(batch.v[l]);
-    if (l < batch.ffn.size() && batch.ffn[l].defined()) {
-      batch.ffn[l] = batch.ffn[l].index_select(0, index.to(batch.ffn[l].device()));
-    }
-  }
-  batch.pad = pad - drop;
-  batch.length -= drop;
-  drop_zero_pad(batch);
 }
 
 CausalLMImpl::CausalLMImpl(const ModelConfig& c, const FfnFactory& make_ffn) {
@@ -186,25 +112,26 @@ CausalLMImpl::CausalLMImpl(const ModelConfig& c, const FfnFactory& make_ffn) {
   init_weights();
 }
 
+torch::Tensor CausalLMImpl::lm_logits(const torch::Tensor& h) {
+  return lm_head ? lm_head(h) : torch::matmul(h, model->embed_tokens->weight.t());
+}
+
 torch::Tensor CausalLMImpl::forward(const torch::Tensor& ids) {
-  auto h = model(ids);                                                              // (B, T, C)
-  return lm_head ? lm_head(h) : torch::matmul(h, model->embed_tokens->weight.t());  // (B, T, V)
+  return lm_logits(model(ids));  // (B, T, C) -> (B, T, V)
 }
 
 bool CausalLMImpl::supports_cache() const {
-  const auto& c = config();
-  // SMEAR's prefix router keeps a running sum (SmearFfnImpl::forward_cached); its sequence
-  // router reads the whole sequence, as do sampled and tag routing.
-  if (c.is_smear()) return c.router_mode == "prefix";
-  return !(c.is_moe() && (c.router_mode == "sample" || c.router_mode == "tag"));
+  // Token-wise FFNs need no state; SMEAR's prefix router keeps a running sum
+  // (SmearFfnImpl::forward_cached); per-sequence and tag routing read the whole sequence.
+  return !config().is_routed() || config().router().cacheable;
 }
 
-torch::Tensor CausalLMImpl::forward_cached(const torch::Tensor& ids, KVCache& cache) {
+torch::Tensor CausalLMImpl::forward_cached(const torch::Tensor& ids, KVCache& cache, LogitsAt at) {
   TORCH_CHECK(supports_cache(), "incremental decoding needs token-by-token FFNs; model_type ",
               config().model_type, " with router_mode ", config().router_mode,
               " must be recomputed with forward()");
-  auto h = model->forward_cached(ids, cache);
-  return lm_head ? lm_head(h) : torch::matmul(h, model->embed_tokens->weight.t());
+  auto h = model->forward_cached(ids, cache);  // (B, T, C)
+  return lm_logits(at == LogitsAt::kLast ? h.select(1, -1) : h);
 }
 
 void CausalLMImpl::init_weights() {
@@ -219,37 +146,39 @@ void CausalLMImpl::init_weights() {
   }
 }
 
-torch::Tensor CausalLMImpl::aux_loss() const {
+namespace {
+// Σ over the layers of a per-FFN loss, skipping the layers that have none; undefined if none.
+template <typename F>
+torch::Tensor sum_over_routed(const LlamaModel& model, F loss_of) {
   torch::Tensor total;
   for (const auto& layer : *model->layers) {
-    auto a = layer->as<DecoderLayerImpl>()->ffn->aux_loss();
+    const auto* routed = dynamic_cast<const RoutedFfnImpl*>(layer->as<DecoderLayerImpl>()->ffn.get());
+    if (routed == nullptr) continue;
+    auto a = loss_of(*routed);
     if (a.defined()) total = total.defined() ? total + a : a;
   }
   return total;
+}
+}  // namespace
+
+torch::Tensor CausalLMImpl::aux_loss() const {
+  return sum_over_routed(model, [](const RoutedFfnImpl& f) { return f.aux_loss(); });
 }
 
 torch::Tensor CausalLMImpl::policy_loss(const torch::Tensor& token_nll) const {
-  torch::Tensor total;
-  for (const auto& layer : *model->layers) {
-    auto a = layer->as<DecoderLayerImpl>()->ffn->policy_loss(token_nll);
-    if (a.defined()) total = total.defined() ? total + a : a;
-  }
-  return total;
+  return sum_over_routed(model,
+                         [&](const RoutedFfnImpl& f) { return f.policy_loss(token_nll); });
 }
 
 int64_t CausalLMImpl::num_params() const {
-  int64_t n = 0;
-  for (const auto& p : parameters()) n += p.numel();
-  return n;
+  return count_params(*this);
 }
 
 int64_t CausalLMImpl::num_active_params() const {
   int64_t n = num_params();
   for (const auto& layer : *model->layers) {
-    auto& ffn = *layer->as<DecoderLayerImpl>()->ffn;
-    int64_t all = 0;
-    for (const auto& p : ffn.parameters()) all += p.numel();
-    n -= all - ffn.active_params();
+    const auto& ffn = *layer->as<DecoderLayerImpl>()->ffn;
+    n -= count_params(ffn) - ffn.active_params();
   }
   return n;
 }

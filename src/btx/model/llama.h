@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "btx/model/config.h"
+#include "btx/model/kv_cache.h"
 #include "btx/model/layers.h"
 
 namespace btx {
@@ -21,34 +22,14 @@ std::shared_ptr<FeedForwardImpl> dense_ffn(const ModelConfig& c, int64_t layer);
 // The FFN the config names: dense for "llama", the MoE FFN (moe.h) for "mixtral".
 std::shared_ptr<FeedForwardImpl> config_ffn(const ModelConfig& c, int64_t layer);
 
-// Keys and values of the positions decoded so far, per layer (B, G, S, D), for incremental
-// decoding: each new token costs one position's work instead of the whole prefix.
-struct KVCache {
-  std::vector<torch::Tensor> k, v;
-  int64_t length = 0;  // S: the slots each row holds, padding included
-  // A batch of sequences of different lengths is left-padded: the first pad[b] slots of row b
-  // hold no token and are masked out, and row b's next position is length - pad[b]. (B) int64;
-  // undefined when no row is padded. Set on an empty cache, it reads prompts of different
-  // lengths in one forward: row b's ids start with pad[b] padding tokens.
-  torch::Tensor pad;
-  // Per layer, what the FFN keeps of earlier positions (FeedForwardImpl::forward_cached), rows
-  // like k and v; undefined for FFNs that keep nothing.
-  std::vector<torch::Tensor> ffn;
-};
-
-// Continuous batching: sequences join a running batch and leave it as they finish.
-// Appends the rows of `other` to `batch` (caches of the same model), left-padding the shorter.
-void kv_append_rows(KVCache& batch, const KVCache& other);
-// Keeps the rows `rows`, in that order, and drops leading slots that every row has as padding.
-void kv_keep_rows(KVCache& batch, const std::vector<int64_t>& rows);
-int64_t kv_rows(const KVCache& cache);  // B (0 for an empty cache)
-
 struct DecoderLayerImpl : torch::nn::Module {
   DecoderLayerImpl(const ModelConfig& c, std::shared_ptr<FeedForwardImpl> ffn);
-  torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */, const RopeTables& rope);
+  torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */, const RopeTables& rope,
+                        const FfnContext& ctx);
+  // The positions after the cached ones (cache and mask as in AttentionImpl::forward).
   torch::Tensor forward_cached(const torch::Tensor& x, const RopeTables& rope,
-                               const torch::Tensor& positions, torch::Tensor& k, torch::Tensor& v,
-                               torch::Tensor& ffn_state, const torch::Tensor& mask = {});
+                               const FfnContext& ctx, LayerCache& cache,
+                               const torch::Tensor& mask = {});
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Attention self_attn{nullptr};
   std::shared_ptr<FeedForwardImpl> ffn;
@@ -68,14 +49,21 @@ struct LlamaModelImpl : torch::nn::Module {
 };
 TORCH_MODULE(LlamaModel);
 
+// Which positions' logits a forward computes: the LM head (C x V per position) dominates a
+// small model's prefill, and decoding needs only the last position's.
+enum class LogitsAt { kAll, kLast };
+
 struct CausalLMImpl : torch::nn::Module {
   explicit CausalLMImpl(const ModelConfig& c, const FfnFactory& make_ffn = config_ffn);
   torch::Tensor forward(const torch::Tensor& ids /* (B, T) */);  // -> logits (B, T, V)
-  // Incremental decoding: logits (B, T, V) of the T tokens after the cached ones; equals the
-  // last T positions of forward() on the whole sequence. Needs an FFN that works token by token
-  // (dense, MoE with a per-token router): SMEAR's prefix mean and per-sequence routers are an
-  // error (recompute them with forward()).
-  torch::Tensor forward_cached(const torch::Tensor& ids, KVCache& cache);
+  // Incremental decoding: logits (B, T, V) of the T tokens after the cached ones (kLast: of
+  // the last one, (B, V)); equals the last T positions of forward() on the whole sequence.
+  // Needs an FFN that works token by token (dense, MoE with a per-token router): SMEAR's
+  // prefix mean and per-sequence routers are an error (recompute them with forward()).
+  torch::Tensor forward_cached(const torch::Tensor& ids, KVCache& cache,
+                               LogitsAt at = LogitsAt::kAll);
+  // The LM head on hidden states (..., C) -> logits (..., V): lm_head, or the tied embedding.
+  torch::Tensor lm_logits(const torch::Tensor& h);
   // Whether forward_cached() can run this model.
   bool supports_cache() const;
   // Draws fresh weights (normal(0, initializer_range), norms 1) from torch's global generator.

@@ -1,6 +1,7 @@
 // The mixture-of-experts FFN of Branch-Train-MiX (Sukhbaatar et al. 2024, arXiv:2403.07816), in
 // Hugging Face Mixtral's layout: N SwiGLU experts (w1 = gate, w3 = up, w2 = down) and a linear
-// router `gate` on the hidden state entering the FFN. Routing modes (ModelConfig::router_mode):
+// router `gate` on the hidden state entering the FFN. Routing modes (ModelConfig::router_mode;
+// their traits and routing functions are router.h's):
 //   top-k   keep the k largest router logits per token, softmax over them (k = 1: Switch,
 //           with the chosen expert's probability as a straight-through gate: 1 forward, its
 //           gradient backward, since a softmax over one logit would teach the router nothing);
@@ -36,6 +37,7 @@
 #include "btx/model/config.h"
 #include "btx/model/layers.h"
 #include "btx/model/llama.h"
+#include "btx/model/router.h"
 
 namespace btx {
 
@@ -47,56 +49,15 @@ struct MoeExpertImpl : torch::nn::Module {
 };
 TORCH_MODULE(MoeExpert);
 
-// The routing decision for N tokens: which k experts each uses and with which weights.
-struct Routing {
-  torch::Tensor logits;   // (N, E) router logits
-  torch::Tensor probs;    // (N, E) full softmax
-  torch::Tensor experts;  // (N, k) chosen expert ids (int64)
-  torch::Tensor weights;  // (N, k) their gates (sum to 1 per token)
-};
-
-// Top-k of `logits` (N, E) per row, softmax over the kept ones.
-Routing route_top_k(const torch::Tensor& logits, int64_t k);
-// Every expert, weighted by the full softmax (k = E).
-Routing route_soft(const torch::Tensor& logits);
-// Expert (ids * 2654435761 mod 2^32) mod E of each token id (B*T), gate 1.
-Routing route_hash(const torch::Tensor& logits, const torch::Tensor& ids, int64_t num_experts);
-// Per sequence: top-k of the mean logits of each of B sequences of T tokens (logits (B*T, E)),
-// the same experts and gates for all its tokens.
-Routing route_sample(const torch::Tensor& logits, int64_t B, int64_t T, int64_t k);
-
-// α · E · Σ_i f_i P_i: f_i = fraction of tokens whose chosen experts include i, P_i = mean
-// probability of i. Equals α · k when routing is perfectly balanced.
-torch::Tensor load_balancing_loss(const Routing& r, int64_t num_experts, double alpha);
-// β · mean over tokens of logsumexp(logits)².
-torch::Tensor router_z_loss(const torch::Tensor& logits, double beta);
-
 // Σ_j weights[:, j] · expert_{experts[:, j]}(x) for x (N, C), grouped by expert.
 torch::Tensor dispatch_experts(const torch::nn::ModuleList& experts, const torch::Tensor& x,
                                const Routing& r);
 
-// Straight-through Gumbel-softmax top-1 (noise from torch's global generator; tau the softmax
-// temperature).
-Routing route_gumbel(const torch::Tensor& logits, double tau = 1.0);
-// Top-1 sampled from softmax(logits).
-Routing route_sampled(const torch::Tensor& logits);
-
-struct MoeFfnImpl : FeedForwardImpl {
-  // The weight of the REINFORCE baseline's regression loss: small, so that its gradient (token
-  // losses spread over several nats) does not dominate gradient clipping.
-  static constexpr double kBaselineLossWeight = 0.01;
-
-  explicit MoeFfnImpl(const ModelConfig& c);
-  torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */) override;
-  const char* hf_name() const override { return "block_sparse_moe"; }
-  int64_t active_params() const override;
-  torch::Tensor aux_loss() const override { return aux_loss_; }
-  torch::Tensor policy_loss(const torch::Tensor& token_nll) const override;
-  void set_token_ids(const torch::Tensor& ids) override { ids_ = ids; }
-
-  // The same routing applied by hand: (B*T, E) router logits -> the mode's Routing, or the
-  // forced experts when set.
-  Routing route(const torch::Tensor& logits, int64_t B, int64_t T) const;
+// What MoE and SMEAR layers share: N Mixtral experts and a linear router on the FFN input, a
+// way to force every token of a sequence to one expert (BTX's centroid router init, tag
+// routing), a record of the FFN inputs (centroids), and the last forward's routing (analysis).
+struct RoutedFfnImpl : FeedForwardImpl {
+  explicit RoutedFfnImpl(const ModelConfig& c);
   // Sends every token of sequence b to expert experts[b] with gate 1, whatever the router says
   // (experts: (B) or (1) for all sequences; undefined: the router decides again). For BTX's
   // centroid router init and the tag-routing baseline.
@@ -110,15 +71,16 @@ struct MoeFfnImpl : FeedForwardImpl {
   const std::optional<Routing>& last_routing() const { return last_; }
   // Fraction of the last forward's tokens whose chosen experts include each expert: (E).
   torch::Tensor last_usage() const;
+  // Auxiliary training loss of the last forward (an MoE's load balancing), undefined if none.
+  virtual torch::Tensor aux_loss() const { return {}; }
+  // A policy-gradient loss for routing decisions that are sampled, not differentiated
+  // (REINFORCE), given the last training forward's per-token loss (B, T), detached: undefined
+  // if none.
+  virtual torch::Tensor policy_loss(const torch::Tensor& /*token_nll*/) const { return {}; }
 
   torch::nn::Linear gate{nullptr};  // router, (E, C) without bias
   torch::nn::ModuleList experts;
-  // reinforce only: the learned baseline (1, C) without bias, on the detached FFN input
-  // ("baseline" in the checkpoint; not part of Mixtral's layout).
-  torch::nn::Linear baseline{nullptr};
-  int64_t num_experts, top_k;
-  std::string mode;
-  double aux_coef, z_coef;
+  int64_t num_experts;
 
  protected:
   // Adds h (N, C) to input_sum / input_count when record_inputs is on.
@@ -127,18 +89,45 @@ struct MoeFfnImpl : FeedForwardImpl {
   // the batch and the number of experts.
   torch::Tensor forced_ids(int64_t B, int64_t T) const;
 
-  torch::Tensor aux_loss_;
   std::optional<Routing> last_;
   torch::Tensor forced_;
-  torch::Tensor ids_;
+};
+
+struct MoeFfnImpl : RoutedFfnImpl {
+  // The weight of the REINFORCE baseline's regression loss: small, so that its gradient (token
+  // losses spread over several nats) does not dominate gradient clipping.
+  static constexpr double kBaselineLossWeight = 0.01;
+
+  explicit MoeFfnImpl(const ModelConfig& c);
+  using FeedForwardImpl::forward;
+  torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */, const FfnContext& ctx) override;
+  const char* hf_name() const override { return "block_sparse_moe"; }
+  int64_t active_params() const override;
+  torch::Tensor aux_loss() const override { return aux_loss_; }
+  torch::Tensor policy_loss(const torch::Tensor& token_nll) const override;
+
+  // The same routing applied by hand: (B*T, E) router logits -> the mode's Routing, or the
+  // forced experts when set; `token_ids` (B, T) for hash routing.
+  Routing route(const torch::Tensor& logits, int64_t B, int64_t T,
+                const torch::Tensor& token_ids = {}) const;
+
+  // reinforce only: the learned baseline (1, C) without bias, on the detached FFN input
+  // ("baseline" in the checkpoint; not part of Mixtral's layout).
+  torch::nn::Linear baseline{nullptr};
+  int64_t top_k;
+  const RouterTraits* router;  // the config's router kind
+  double aux_coef, z_coef;
+
+ private:
+  torch::Tensor aux_loss_;
   // reinforce: log-probability of each token's sampled expert and its baseline, (N).
   torch::Tensor chosen_logp_, baseline_pred_;
 };
 TORCH_MODULE(MoeFfn);
 
-// The MoE layers of a model, in order (empty for a dense model).
-std::vector<MoeFfnImpl*> moe_layers(const CausalLM& model);
-// force_experts on every MoE layer of the model.
+// The routed layers (MoE or SMEAR) of a model, in order (empty for a dense model).
+std::vector<RoutedFfnImpl*> routed_layers(const CausalLM& model);
+// force_experts on every routed layer of the model.
 void force_experts(const CausalLM& model, const torch::Tensor& experts);
 
 }  // namespace btx

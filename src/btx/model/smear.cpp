@@ -91,23 +91,25 @@ torch::Tensor expert_dropout(const torch::Tensor& p, double rate) {
 }
 
 SmearFfnImpl::SmearFfnImpl(const ModelConfig& c)
-    : MoeFfnImpl(c),
-      causal(c.router_mode == "prefix"),
+    : RoutedFfnImpl(c),
+      causal(c.router().causal),
       dropout_rate(c.smear_expert_dropout),
-      eps(c.rms_norm_eps) {
-  BTX_CHECK(c.router_mode == "prefix" || c.router_mode == "sequence",
-            "SMEAR router_mode '{}' is not one of prefix, sequence", c.router_mode);
+      eps(c.rms_norm_eps) {}
+
+torch::Tensor SmearFfnImpl::weights_of(const torch::Tensor& router_input) {
+  const int64_t B = router_input.size(0), T = router_input.size(1);
+  if (forced_.defined()) {
+    return torch::one_hot(forced_ids(B, T).to(router_input.device()), num_experts)
+        .to(router_input.dtype());
+  }
+  return torch::softmax(gate(router_input), -1, torch::kFloat32);
 }
 
 torch::Tensor SmearFfnImpl::merge_weights(const torch::Tensor& x) {
-  const int64_t B = x.size(0), T = causal ? x.size(1) : 1;
-  if (forced_.defined()) {
-    return torch::one_hot(forced_ids(B, T).to(x.device()), num_experts).to(x.dtype());
-  }
-  return torch::softmax(gate(smear_router_input(x, causal, eps)), -1, torch::kFloat32);
+  return weights_of(smear_router_input(x, causal, eps));
 }
 
-torch::Tensor SmearFfnImpl::forward(const torch::Tensor& x) {
+torch::Tensor SmearFfnImpl::forward(const torch::Tensor& x, const FfnContext& /*ctx*/) {
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
   record(x.reshape({B * T, C}));
   auto p = merge_weights(x);  // (B, T or 1, E)
@@ -129,7 +131,6 @@ torch::Tensor SmearFfnImpl::forward(const torch::Tensor& x) {
                   .expand({B * T, num_experts});
   r.weights = probs;
   last_ = r;
-  aux_loss_ = torch::Tensor();
   return out;
 }
 
@@ -147,8 +148,9 @@ const StackedExperts& SmearFfnImpl::stacked() {
   return stacked_;
 }
 
-torch::Tensor SmearFfnImpl::forward_cached(const torch::Tensor& x, const torch::Tensor& positions,
+torch::Tensor SmearFfnImpl::forward_cached(const torch::Tensor& x, const FfnContext& ctx,
                                            torch::Tensor& state) {
+  const torch::Tensor& positions = ctx.positions;
   TORCH_CHECK(causal, "SMEAR's sequence router reads the whole sequence: it cannot be cached");
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
   // Padding positions (negative: a shorter prompt read beside longer ones) add nothing to the
@@ -158,10 +160,7 @@ torch::Tensor SmearFfnImpl::forward_cached(const torch::Tensor& x, const torch::
   if (state.defined()) sums = sums + state.unsqueeze(1);
   state = sums.select(1, T - 1).contiguous();
   auto count = (positions + 1).clamp_min(1).to(x.dtype()).unsqueeze(-1);  // (B, T, 1)
-  auto p = forced_.defined()
-               ? torch::one_hot(forced_ids(B, T).to(x.device()), num_experts).to(x.dtype())
-               : torch::softmax(gate(rms_normalise(sums / count, eps)), -1,
-                                torch::kFloat32);  // (B, T, E)
+  auto p = weights_of(rms_normalise(sums / count, eps));                  // (B, T, E)
   return smear_mix_per_position(x.reshape({B * T, C}), p.reshape({B * T, num_experts}), stacked())
       .view({B, T, C});
 }

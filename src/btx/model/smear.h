@@ -23,7 +23,7 @@
 // Expert dropout (training only): each probability is zeroed with probability
 // expert_dropout (per sequence and layer) and the rest renormalised; a sequence whose every
 // expert was dropped keeps its probabilities.
-// force_experts (inherited) makes the merge weights one-hot: centroid router init and tag
+// force_experts (RoutedFfnImpl's) makes the merge weights one-hot: centroid router init and tag
 // routing use it exactly as with the MoE layer.
 #pragma once
 
@@ -59,9 +59,10 @@ torch::Tensor smear_router_input(const torch::Tensor& x, bool causal, double eps
 // Rows left all zero keep their original values.
 torch::Tensor expert_dropout(const torch::Tensor& p, double rate);
 
-struct SmearFfnImpl : MoeFfnImpl {
+struct SmearFfnImpl : RoutedFfnImpl {
   explicit SmearFfnImpl(const ModelConfig& c);
-  torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */) override;
+  using FeedForwardImpl::forward;
+  torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */, const FfnContext& ctx) override;
   const char* hf_name() const override { return "smear"; }
   // One merged expert and the router.
   int64_t active_params() const override;
@@ -70,10 +71,13 @@ struct SmearFfnImpl : MoeFfnImpl {
   int64_t ffn_flops_per_token(int64_t context) const override;
   // The merge weights of x: (B, T, E) for prefix, (B, 1, E) for sequence (no dropout).
   torch::Tensor merge_weights(const torch::Tensor& x);
+  // The merge weights of router inputs (B, T, C) (one per position; T = 1: per sequence):
+  // the router's softmax, or one-hot on the forced experts.
+  torch::Tensor weights_of(const torch::Tensor& router_input);
   // Incremental decoding (prefix router only): `state` (B, C) is the sum of the router inputs
-  // seen so far in each row, `positions` (B, T) the new tokens' indices; the prefix means
+  // seen so far in each row, ctx.positions (B, T) the new tokens' indices; the prefix means
   // continue from it, so the result equals forward() over the whole sequence.
-  torch::Tensor forward_cached(const torch::Tensor& x, const torch::Tensor& positions,
+  torch::Tensor forward_cached(const torch::Tensor& x, const FfnContext& ctx,
                                torch::Tensor& state) override;
   // The experts' weights stacked; in eval mode kept until a weight changes (checked by data
   // pointer and version), so decoding and evaluation do not copy them on every forward.

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "btx/data/tokenizer.h"
-#include "btx/pipeline/generate.h"
+#include "btx/generate/generate.h"
 #include "btx/util/error.h"
 
 namespace btx::serve {

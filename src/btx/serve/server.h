@@ -18,7 +18,7 @@
 #include <string>
 
 #include "btx/data/tokenizer.h"
-#include "btx/pipeline/generate.h"
+#include "btx/generate/generate.h"
 #include "btx/serve/completions.h"
 
 namespace btx::serve {

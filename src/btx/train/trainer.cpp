@@ -110,257 +110,326 @@ void check_same_state(const DistributedContext& dist, const std::optional<TrainS
 // Per MoE layer, the fraction of the last micro-batch's tokens routed to each expert.
 nlohmann::json expert_usage(const CausalLM& model) {
   nlohmann::json layers = nlohmann::json::array();
-  for (auto* moe : moe_layers(model)) {
+  for (auto* moe : routed_layers(model)) {
     if (!moe->last_routing()) continue;
     auto u = moe->last_usage();
     layers.push_back(std::vector<double>(u.data_ptr<double>(), u.data_ptr<double>() + u.numel()));
   }
   return layers;
 }
-}  // namespace
+// One training job, from its checkpoint (or start point) to its last step, in the phases that
+// train() below runs: skip a finished run, set up model, optimizer and data, then step, log,
+// validate and checkpoint until the end or stop_after.
+class Trainer {
+ public:
+  Trainer(const TrainJob& job, const DistributedContext& dist)
+      : job_(job), t_(job.train), dist_(dist), main_(dist.is_main()) {}
 
-TrainResult train(const TrainJob& job) {
-  const TrainConfig& t = job.train;
-  t.validate(job.name);
-  if (t.threads > 0) torch::set_num_threads(t.threads);
-  TrainResult result;
-  const DistributedContext* found = job.dist != nullptr ? job.dist : current_distributed();
-  const DistributedContext single;
-  const DistributedContext& dist = found != nullptr ? *found : single;
-  const bool main = dist.is_main();  // logs and writes files
-  BTX_CHECK(t.batch_size % dist.world_size == 0,
-            "[{}] batch_size {} is not divisible by WORLD_SIZE {}: every rank takes an equal "
-            "share of each micro-batch",
-            job.name, t.batch_size, dist.world_size);
-
-  // Rank 0 owns the files: it completes a checkpoint swap a crash cut short, the others wait.
-  if (main && recover_dir(job.out_dir)) {
-    spdlog::warn("[{}] restored {} from a checkpoint swap cut short by a crash", job.name,
-                 job.out_dir.string());
-  }
-  dist.barrier();
-  auto state = load_train_state(job.out_dir);
-  check_same_state(dist, state, job);
-  if (state && state->done) {
-    if (main) {
-      spdlog::info("[{}] already trained ({} steps) in {}: skipping", job.name, state->step,
-                   job.out_dir.string());
+  // The result of a run that out_dir already holds finished (nothing else is done), or nullopt
+  // after checking that an unfinished one may be resumed.
+  std::optional<TrainResult> finished_before() {
+    // Rank 0 owns the files: it completes a checkpoint swap a crash cut short, the others wait.
+    if (main_ && recover_dir(job_.out_dir)) {
+      spdlog::warn("[{}] restored {} from a checkpoint swap cut short by a crash", job_.name,
+                   job_.out_dir.string());
     }
-    result.skipped = true;
-    result.finished = true;
-    result.steps = state->step;
-    result.tokens = state->tokens;
-    return result;
+    dist_.barrier();
+    state_ = load_train_state(job_.out_dir);
+    check_same_state(dist_, state_, job_);
+    if (state_ && state_->done) {
+      if (main_) {
+        spdlog::info("[{}] already trained ({} steps) in {}: skipping", job_.name, state_->step,
+                     job_.out_dir.string());
+      }
+      TrainResult r;
+      r.skipped = true;
+      r.finished = true;
+      r.steps = state_->step;
+      r.tokens = state_->tokens;
+      return r;
+    }
+    BTX_CHECK(!state_ || job_.resume,
+              "{} holds an unfinished checkpoint at step {}: pass --resume to continue it, or "
+              "remove the folder to start over",
+              job_.out_dir.string(), state_ ? state_->step : 0);
+    return std::nullopt;
   }
-  BTX_CHECK(!state || job.resume,
-            "{} holds an unfinished checkpoint at step {}: pass --resume to continue it, or "
-            "remove the folder to start over",
-            job.out_dir.string(), state ? state->step : 0);
 
-  // Model: a resumed checkpoint, a start checkpoint, or fresh weights.
-  torch::manual_seed(job.seed);
-  CausalLM model(job.model);
-  if (state) {
-    BTX_CHECK(load_model_config(job.out_dir) == job.model,
-              "{}: checkpoint config differs from the run's [model] config", job.out_dir.string());
-    load_weights(model, job.out_dir);
-  } else if (!job.init_from.empty()) {
-    BTX_CHECK(load_model_config(job.init_from) == job.model,
-              "{}: its config.json differs from the run's [model] config (a checkpoint of a "
-              "different architecture)",
-              job.init_from.string());
-    load_weights(model, job.init_from);
-  }
-  // Weights are read and written on the CPU; the steps run on the process's device.
-  const torch::Device device = default_device();
-  const bool bf16 = default_bf16();
-  BTX_CHECK(device.is_cpu() || !dist.enabled(),
-            "[{}] data parallel training runs on the CPU only for now (--device {})", job.name,
-            device.str());
-  model->to(device);
-  model->train();
-  dist.broadcast(model->parameters());  // identical start even if a rank initialised differently
+  // The model (a resumed checkpoint, a start checkpoint, or fresh weights) on the process's
+  // device, the optimizer of its trainable parameters, the data and the metrics file.
+  void setup() {
+    torch::manual_seed(job_.seed);
+    model_ = CausalLM(job_.model);
+    if (state_) {
+      BTX_CHECK(load_model_config(job_.out_dir) == job_.model,
+                "{}: checkpoint config differs from the run's [model] config",
+                job_.out_dir.string());
+      load_weights(model_, job_.out_dir);
+    } else if (!job_.init_from.empty()) {
+      BTX_CHECK(load_model_config(job_.init_from) == job_.model,
+                "{}: its config.json differs from the run's [model] config (a checkpoint of a "
+                "different architecture)",
+                job_.init_from.string());
+      load_weights(model_, job_.init_from);
+    }
+    // Weights are read and written on the CPU; the steps run on the process's device.
+    device_ = default_device();
+    bf16_ = default_bf16();
+    BTX_CHECK(device_.is_cpu() || !dist_.enabled(),
+              "[{}] data parallel training runs on the CPU only for now (--device {})", job_.name,
+              device_.str());
+    model_->to(device_);
+    model_->train();
+    dist_.broadcast(model_->parameters());  // identical start even if a rank initialised differently
 
-  // The parameters this job trains (all, unless job.trainable says otherwise); the others are
-  // frozen: no gradient, no optimizer state.
-  std::vector<std::pair<std::string, torch::Tensor>> trained;
-  for (auto& p : model->named_parameters()) {
-    if (!job.trainable || job.trainable(p.key())) {
-      trained.emplace_back(p.key(), p.value());
-    } else {
-      p.value().set_requires_grad(false);
+    // The parameters this job trains (all, unless job.trainable says otherwise); the others are
+    // frozen: no gradient, no optimizer state.
+    std::vector<std::pair<std::string, torch::Tensor>> trained;
+    for (auto& p : model_->named_parameters()) {
+      if (!job_.trainable || job_.trainable(p.key())) {
+        trained.emplace_back(p.key(), p.value());
+      } else {
+        p.value().set_requires_grad(false);
+      }
+    }
+    BTX_CHECK(!trained.empty(), "[{}] no parameter is trainable", job_.name);
+    opt_ = std::make_unique<AdamW>(trained, AdamWOptions{t_.beta1, t_.beta2, t_.eps, t_.weight_decay});
+    if (state_) {
+      load_optimizer(*opt_, job_.out_dir, state_->step);
+      step_ = state_->step;
+      tokens_ = state_->tokens;
+      if (main_) {
+        spdlog::info("[{}] resuming from step {} in {}", job_.name, step_, job_.out_dir.string());
+      }
+    }
+    for (const auto& [name, p] : trained) params_.push_back(p);
+
+    data_ = std::make_unique<ShardSet>(ShardSet::open(job_.data_dir));
+    sampler_ = std::make_unique<MixtureSampler>(*data_, "train", t_.domain_weights, t_.seq_len,
+                                                job_.seed, job_.partition);
+    metrics_file_ = job_.out_dir / "metrics.jsonl";
+    if (main_) {
+      fs::create_directories(job_.out_dir);
+      truncate_metrics(metrics_file_, step_);
+    }
+    if (main_) {
+      spdlog::info("[{}] {} params, {} steps x {} tokens, {} domains{}{}", job_.name,
+                   model_->num_params(), t_.steps, tokens_per_step(), data_->domains().size(),
+                   device_.is_cpu() ? "" : ", on " + device_.str(), bf16_ ? ", bf16 autocast" : "");
+    }
+    if (main_ && dist_.enabled()) {
+      spdlog::info("[{}] data parallel: {} ranks x {} of the {} rows of each micro-batch",
+                   job_.name, dist_.world_size, t_.batch_size / dist_.world_size, t_.batch_size);
     }
   }
-  BTX_CHECK(!trained.empty(), "[{}] no parameter is trainable", job.name);
-  AdamW opt(trained, AdamWOptions{t.beta1, t.beta2, t.eps, t.weight_decay});
-  int64_t step = 0, tokens = 0;
-  if (state) {
-    load_optimizer(opt, job.out_dir, state->step);
-    step = state->step;
-    tokens = state->tokens;
-    if (main) {
-      spdlog::info("[{}] resuming from step {} in {}", job.name, step, job.out_dir.string());
+
+  // Trains from the current step to the end, or to stop_after with a resumable checkpoint.
+  TrainResult run() {
+    BatchPrefetcher batches = prefetcher();
+    interval_start_ = Clock::now();
+    run_start_ = Clock::now();
+    first_step_ = step_;
+    while (step_ < t_.steps) {
+      const Step s = train_step(batches);
+      if (main_ && (step_ % t_.log_every == 0 || step_ == t_.steps)) log(s);
+      if (main_ && (step_ % t_.eval_every == 0 || step_ == t_.steps)) validate_now();
+      if (job_.stop_after > 0 && step_ >= job_.stop_after && step_ < t_.steps) {
+        checkpoint(false);
+        dist_.barrier();  // returns once the checkpoint is in place, on every rank
+        if (main_) {
+          spdlog::info("[{}] stopped after step {} as asked; --resume continues", job_.name,
+                       step_);
+        }
+        return result(/*finished=*/false);
+      }
+      if (step_ % t_.checkpoint_every == 0 && step_ < t_.steps) checkpoint(false);
     }
+    checkpoint(true);
+    dist_.barrier();
+    return result(/*finished=*/true);
   }
 
-  const ShardSet data = ShardSet::open(job.data_dir);
-  const MixtureSampler sampler(data, "train", t.domain_weights, t.seq_len, job.seed, job.partition);
-  const fs::path metrics_file = job.out_dir / "metrics.jsonl";
-  if (main) {
-    fs::create_directories(job.out_dir);
-    truncate_metrics(metrics_file, step);
-  }
-  MetricsLog metrics(metrics_file);
-
-  auto checkpoint = [&](bool done) {
-    if (!main) return;
-    TrainState s;
-    s.step = step;
-    s.tokens = tokens;
-    s.data_seed = job.seed;
-    s.done = done;
-    std::vector<fs::path> carried = {metrics_file};
-    for (const auto& f : job.keep_files) carried.push_back(job.out_dir / f);
-    save_checkpoint(job.out_dir, {&model, &opt, &s, carried});
+ private:
+  // What one optimizer step measured.
+  struct Step {
+    double loss = 0;     // mean over the micro-batches and ranks
+    double aux_sum = 0;  // this rank's load-balancing losses, summed over micro-batches
+    bool has_aux = false;
+    double lr = 0, grad_norm = 0;
   };
 
-  const int64_t tokens_per_step = t.batch_size * t.grad_accum * t.seq_len;  // all ranks
-  if (main) {
-    spdlog::info("[{}] {} params, {} steps x {} tokens, {} domains{}{}", job.name,
-                 model->num_params(), t.steps, tokens_per_step, data.domains().size(),
-                 device.is_cpu() ? "" : ", on " + device.str(), bf16 ? ", bf16 autocast" : "");
+  int64_t tokens_per_step() const { return t_.batch_size * t_.grad_accum * t_.seq_len; }
+
+  // The micro-batches of this rank, made ahead on another thread (pinned for a GPU); index =
+  // step x grad_accum + micro, as the sampler numbers them.
+  BatchPrefetcher prefetcher() const {
+    const int64_t rows = t_.batch_size / dist_.world_size;  // this rank's share of a micro-batch
+    const int64_t first_row = dist_.rank * rows;
+    const bool with_domains = static_cast<bool>(job_.before_forward);
+    const MixtureSampler* sampler = sampler_.get();
+    const bool cuda = device_.is_cuda();
+    return BatchPrefetcher(
+        [sampler, first_row, rows, with_domains, cuda](int64_t index) {
+          PrefetchedBatch b;
+          b.tokens = sampler->rows(index, first_row, first_row + rows,
+                                   with_domains ? &b.domains : nullptr);  // (B/W, T+1)
+          if (cuda) b.tokens = b.tokens.pin_memory();
+          return b;
+        },
+        step_ * t_.grad_accum, t_.steps * t_.grad_accum, kPrefetchDepth);
   }
-  if (main && dist.enabled()) {
-    spdlog::info("[{}] data parallel: {} ranks x {} of the {} rows of each micro-batch", job.name,
-                 dist.world_size, t.batch_size / dist.world_size, t.batch_size);
-  }
-  std::vector<torch::Tensor> params;
-  for (const auto& [name, p] : trained) params.push_back(p);
-  const int64_t rows = t.batch_size / dist.world_size;  // this rank's share of a micro-batch
-  const int64_t first_row = dist.rank * rows;
-  // The micro-batches, made ahead on another thread (pinned for a GPU); index = step x
-  // grad_accum + micro, as the sampler numbers them.
-  const bool with_domains = static_cast<bool>(job.before_forward);
-  BatchPrefetcher batches(
-      [&](int64_t index) {
-        PrefetchedBatch b;
-        b.tokens = sampler.rows(index, first_row, first_row + rows,
-                                with_domains ? &b.domains : nullptr);  // (B/W, T+1)
-        if (device.is_cuda()) b.tokens = b.tokens.pin_memory();
-        return b;
-      },
-      step * t.grad_accum, t.steps * t.grad_accum, kPrefetchDepth);
-  auto interval_start = Clock::now();
-  const auto run_start = Clock::now();
-  const int64_t first_step = step;
-  int64_t interval_tokens = 0;
-  while (step < t.steps) {
-    opt.zero_grad();
+
+  // One optimizer step: grad_accum micro-batches forward and backward, gradients averaged over
+  // ranks and clipped, one AdamW update.
+  Step train_step(BatchPrefetcher& batches) {
+    Step s;
+    opt_->zero_grad();
     // Training-time randomness (expert dropout, sampled routing) is a function of the step, so
     // a resumed run draws exactly what an uninterrupted one would.
-    torch::manual_seed(derive_seed(job.seed, "step/rank" + std::to_string(dist.rank),
-                                   static_cast<uint64_t>(step)));
-    double loss_sum = 0, aux_sum = 0;
-    bool has_aux = false;
-    for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
+    torch::manual_seed(derive_seed(job_.seed, "step/rank" + std::to_string(dist_.rank),
+                                   static_cast<uint64_t>(step_)));
+    double loss_sum = 0;
+    for (int64_t micro = 0; micro < t_.grad_accum; ++micro) {
       PrefetchedBatch next = batches.next();
       const std::vector<int>& row_domain = next.domains;
       auto batch = next.tokens;  // (B/W, T+1)
-      if (device.is_cuda()) batch = batch.to(device, /*non_blocking=*/true);
-      if (job.before_forward) {
+      if (device_.is_cuda()) batch = batch.to(device_, /*non_blocking=*/true);
+      if (job_.before_forward) {
         std::vector<std::string> names;
-        for (int d : row_domain) names.push_back(sampler.domains()[static_cast<size_t>(d)]);
-        job.before_forward(model, names);
+        for (int d : row_domain) names.push_back(sampler_->domains()[static_cast<size_t>(d)]);
+        job_.before_forward(model_, names);
       }
       // The mean over this rank's rows; averaged over ranks below, the mean over the batch.
       torch::Tensor loss, objective;
       {
-        AutocastGuard autocast(device, bf16);  // the forward only; backward follows its casts
-        auto nll = token_nll(model, batch);    // (B/W, T), fp32
+        AutocastGuard autocast(device_, bf16_);  // the forward only; backward follows its casts
+        auto nll = token_nll(model_, batch);     // (B/W, T), fp32
         loss = nll.mean();
         objective = loss;
-        if (auto aux = model->aux_loss(); aux.defined()) {  // MoE load balancing
+        if (auto aux = model_->aux_loss(); aux.defined()) {  // MoE load balancing
           objective = objective + aux;
-          aux_sum += aux.item<double>();
-          has_aux = true;
+          s.aux_sum += aux.item<double>();
+          s.has_aux = true;
         }
-        if (auto policy = model->policy_loss(nll.detach()); policy.defined()) {  // REINFORCE
+        if (auto policy = model_->policy_loss(nll.detach()); policy.defined()) {  // REINFORCE
           objective = objective + policy;
         }
       }
-      (objective / static_cast<double>(t.grad_accum)).backward();
+      (objective / static_cast<double>(t_.grad_accum)).backward();
       loss_sum += loss.item<double>();
     }
-    allreduce_gradients(dist, params);
-    double grad_norm = 0;
-    if (t.grad_clip > 0) {
-      grad_norm = torch::nn::utils::clip_grad_norm_(params, t.grad_clip);
+    allreduce_gradients(dist_, params_);
+    if (t_.grad_clip > 0) {
+      s.grad_norm = torch::nn::utils::clip_grad_norm_(params_, t_.grad_clip);
     }
-    const double lr = lr_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr);
-    opt.step(lr);
-    ++step;
-    tokens += tokens_per_step;
-    interval_tokens += tokens_per_step;
-    const double loss = dist.mean(loss_sum / static_cast<double>(t.grad_accum));
-    BTX_CHECK(std::isfinite(loss),
+    s.lr = lr_at(step_, t_.steps, t_.warmup_steps, t_.lr, t_.min_lr);
+    opt_->step(s.lr);
+    ++step_;
+    tokens_ += tokens_per_step();
+    interval_tokens_ += tokens_per_step();
+    s.loss = dist_.mean(loss_sum / static_cast<double>(t_.grad_accum));
+    BTX_CHECK(std::isfinite(s.loss),
               "[{}] loss became {} at step {}: lower lr (now {}) or check "
               "the data",
-              job.name, loss, step, t.lr);
-
-    if (main && (step % t.log_every == 0 || step == t.steps)) {
-      const double dt = std::chrono::duration<double>(Clock::now() - interval_start).count();
-      const double tps = interval_tokens / std::max(dt, 1e-9);
-      const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
-      const double eta =
-          elapsed / static_cast<double>(step - first_step) * static_cast<double>(t.steps - step);
-      // "steps" is the total, so that a progress view can show an ETA for jobs whose length is
-      // decided when they start (the compute-matched dense baseline).
-      nlohmann::json record = {{"step", step},       {"steps", t.steps},       {"loss", loss},
-                               {"lr", lr},           {"grad_norm", grad_norm}, {"tokens", tokens},
-                               {"tokens_per_s", tps}};
-      if (has_aux) {
-        record["aux_loss"] = dist.mean(aux_sum / static_cast<double>(t.grad_accum));
-        record["expert_usage"] = expert_usage(model);
-      }
-      metrics.write(record);
-      spdlog::info("[{}] step {}/{} | loss {:.4f} | lr {:.2e} | {:.1f}k tok/s | ETA {}", job.name,
-                   step, t.steps, loss, lr, tps / 1000.0, format_duration(eta));
-      interval_start = Clock::now();
-      interval_tokens = 0;
-    }
-    if (main && (step % t.eval_every == 0 || step == t.steps)) {
-      result.valid_loss = validate(model, data, job.domains, job);
-      nlohmann::json v = nlohmann::json::object();
-      std::string line;
-      for (auto& [d, l] : result.valid_loss) {
-        v[d] = l;
-        line += fmt::format(" {} {:.2f}", d, std::exp(l));
-      }
-      metrics.write({{"step", step}, {"tokens", tokens}, {"valid_loss", v}});
-      spdlog::info("[{}] step {} valid ppl:{}", job.name, step, line);
-    }
-    if (job.stop_after > 0 && step >= job.stop_after && step < t.steps) {
-      checkpoint(false);
-      dist.barrier();  // returns once the checkpoint is in place, on every rank
-      if (main) {
-        spdlog::info("[{}] stopped after step {} as asked; --resume continues", job.name, step);
-      }
-      result.steps = step;
-      result.tokens = tokens;
-      model->to(torch::kCPU);  // as at the end
-      result.model = model;
-      return result;
-    }
-    if (step % t.checkpoint_every == 0 && step < t.steps) checkpoint(false);
+              job_.name, s.loss, step_, t_.lr);
+    return s;
   }
-  checkpoint(true);
-  dist.barrier();
-  model->to(torch::kCPU);  // what callers do with it next (evaluate, analyse) runs on the CPU
-  result.model = model;
-  result.finished = true;
-  result.steps = step;
-  result.tokens = tokens;
-  return result;
+
+  // A training record in metrics.jsonl and a log line.
+  void log(const Step& s) {
+    const double dt = std::chrono::duration<double>(Clock::now() - interval_start_).count();
+    const double tps = interval_tokens_ / std::max(dt, 1e-9);
+    const double elapsed = std::chrono::duration<double>(Clock::now() - run_start_).count();
+    const double eta =
+        elapsed / static_cast<double>(step_ - first_step_) * static_cast<double>(t_.steps - step_);
+    // "steps" is the total, so that a progress view can show an ETA for jobs whose length is
+    // decided when they start (the compute-matched dense baseline).
+    nlohmann::json record = {{"step", step_},     {"steps", t_.steps},        {"loss", s.loss},
+                             {"lr", s.lr},        {"grad_norm", s.grad_norm}, {"tokens", tokens_},
+                             {"tokens_per_s", tps}};
+    if (s.has_aux) {
+      record["aux_loss"] = dist_.mean(s.aux_sum / static_cast<double>(t_.grad_accum));
+      record["expert_usage"] = expert_usage(model_);
+    }
+    MetricsLog(metrics_file_).write(record);
+    spdlog::info("[{}] step {}/{} | loss {:.4f} | lr {:.2e} | {:.1f}k tok/s | ETA {}", job_.name,
+                 step_, t_.steps, s.loss, s.lr, tps / 1000.0, format_duration(eta));
+    interval_start_ = Clock::now();
+    interval_tokens_ = 0;
+  }
+
+  // Per-domain validation loss: a record in metrics.jsonl, a log line, and the result's.
+  void validate_now() {
+    valid_loss_ = validate(model_, *data_, job_.domains, job_);
+    nlohmann::json v = nlohmann::json::object();
+    std::string line;
+    for (auto& [d, l] : valid_loss_) {
+      v[d] = l;
+      line += fmt::format(" {} {:.2f}", d, std::exp(l));
+    }
+    MetricsLog(metrics_file_).write({{"step", step_}, {"tokens", tokens_}, {"valid_loss", v}});
+    spdlog::info("[{}] step {} valid ppl:{}", job_.name, step_, line);
+  }
+
+  // Rank 0 saves the model, the optimizer and the state (with the carried files) into out_dir.
+  void checkpoint(bool done) {
+    if (!main_) return;
+    TrainState s;
+    s.step = step_;
+    s.tokens = tokens_;
+    s.data_seed = job_.seed;
+    s.done = done;
+    std::vector<fs::path> carried = {metrics_file_};
+    for (const auto& f : job_.keep_files) carried.push_back(job_.out_dir / f);
+    save_checkpoint(job_.out_dir, {&model_, opt_.get(), &s, carried});
+  }
+
+  TrainResult result(bool finished) {
+    TrainResult r;
+    r.steps = step_;
+    r.tokens = tokens_;
+    r.finished = finished;
+    r.valid_loss = valid_loss_;
+    model_->to(torch::kCPU);  // what callers do with it next (evaluate, analyse) runs on the CPU
+    r.model = model_;
+    return r;
+  }
+
+  const TrainJob& job_;
+  const TrainConfig& t_;
+  const DistributedContext& dist_;
+  const bool main_;  // logs and writes files
+  std::optional<TrainState> state_;
+  CausalLM model_{nullptr};
+  torch::Device device_ = torch::kCPU;
+  bool bf16_ = false;
+  std::unique_ptr<AdamW> opt_;
+  std::vector<torch::Tensor> params_;  // the trained ones
+  std::unique_ptr<ShardSet> data_;
+  std::unique_ptr<MixtureSampler> sampler_;
+  fs::path metrics_file_;
+  int64_t step_ = 0, tokens_ = 0;
+  std::map<std::string, double> valid_loss_;  // the last validation (rank 0)
+  Clock::time_point interval_start_, run_start_;
+  int64_t first_step_ = 0, interval_tokens_ = 0;
+};
+
+}  // namespace
+
+TrainResult train(const TrainJob& job) {
+  job.train.validate(job.name);
+  if (job.train.threads > 0) torch::set_num_threads(job.train.threads);
+  const DistributedContext* found = job.dist != nullptr ? job.dist : current_distributed();
+  const DistributedContext single;
+  const DistributedContext& dist = found != nullptr ? *found : single;
+  BTX_CHECK(job.train.batch_size % dist.world_size == 0,
+            "[{}] batch_size {} is not divisible by WORLD_SIZE {}: every rank takes an equal "
+            "share of each micro-batch",
+            job.name, job.train.batch_size, dist.world_size);
+  Trainer trainer(job, dist);
+  if (auto done = trainer.finished_before()) return *done;
+  trainer.setup();
+  return trainer.run();
 }
 
 }  // namespace btx

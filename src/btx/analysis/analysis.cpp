@@ -1,0 +1,88 @@
+#include "btx/analysis/analysis.h"
+
+#include "btx/analysis/routing.h"
+#include "btx/data/tokenizer.h"
+#include "btx/eval/ensemble.h"
+#include "btx/model/router.h"
+#include "btx/run/open.h"
+#include "btx/train/checkpoint.h"
+#include "btx/util/error.h"
+
+namespace btx {
+
+namespace {
+
+bool is_ensemble(const nlohmann::json& manifest) {
+  return !manifest.is_null() && manifest.value("method", "") == "ensemble";
+}
+
+nlohmann::json ensemble_analysis(const RunDir& run, const RunConfig& c, const fs::path& model_dir,
+                                 const nlohmann::json& manifest) {
+  torch::NoGradGuard no_grad;
+  auto [names, experts] = load_described_experts(model_dir, manifest);
+  for (auto& m : experts) m->eval();
+  const auto E = static_cast<int64_t>(experts.size());
+  BTX_CHECK(E >= 1, "{}: the ensemble names no expert", (model_dir / "merge.json").string());
+  const int64_t n = std::min(kAnalysisPosteriorTokens, c.seed_train.seq_len);
+  const auto uniform = torch::full({E}, -std::log(static_cast<double>(E)), torch::kFloat64);
+  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+
+  std::vector<std::string> domains, novel;
+  nlohmann::json samples = nlohmann::json::object();
+  for (const auto& [d, is_novel, windows] : analysis_windows(run, c, run_novel_domains(c), 1)) {
+    domains.push_back(d);
+    if (is_novel) novel.push_back(d);
+    const auto x = windows.narrow(0, 0, 1).narrow(1, 0, n + 1);  // (1, n+1)
+    std::vector<torch::Tensor> ll;
+    for (auto& m : experts) ll.push_back(-token_nll(m, x));
+    // (E, 1, n): row t is p(j | x_0..x_t), the weights that predict x_{t+1}.
+    const auto w = ensemble_log_weights(torch::stack(ll), EnsemblePrior::kUpdating, uniform, 0)
+                       .exp()
+                       .squeeze(1)
+                       .t()
+                       .contiguous();  // (n, E)
+    nlohmann::json posterior = nlohmann::json::array();
+    for (int64_t t = 0; t < n; ++t) {
+      const double* row = w[t].data_ptr<double>();
+      posterior.push_back(std::vector<double>(row, row + E));
+    }
+    std::vector<std::string> pieces;
+    for (int64_t t = 0; t <= n; ++t)
+      pieces.push_back(piece_for_display(tok, x[0][t].item<int64_t>()));
+    samples[d] = {{"pieces", pieces}, {"posterior", posterior}};
+  }
+  return {{"kind", "ensemble"}, {"model", eval_name(model_dir)}, {"experts", names},
+          {"domains", domains}, {"novel_domains", novel},        {"samples", samples}};
+}
+
+}  // namespace
+
+bool has_analysis(const fs::path& model_dir) {
+  if (is_ensemble(read_merge_manifest(model_dir))) return true;
+  if (!is_checkpoint(model_dir)) return false;
+  const ModelConfig config = load_model_config(model_dir);
+  // A router whose choice is the text's label has nothing to show.
+  return config.is_routed() && !config.router().needs_labels;
+}
+
+fs::path analysis_path(const RunDir& run, const std::string& eval_name) {
+  return run.root / "analysis" / (eval_name + ".json");
+}
+
+nlohmann::json model_analysis(const RunDir& run, const RunConfig& c, const fs::path& model_dir) {
+  const auto manifest = read_merge_manifest(model_dir);
+  if (is_ensemble(manifest)) return ensemble_analysis(run, c, model_dir, manifest);
+  BTX_CHECK(has_analysis(model_dir),
+            "{}: nothing to analyse (analysis covers MoE and SMEAR models with a learned or hashed "
+            "router, and ensembles)",
+            model_dir.string());
+  RoutingOptions opts;
+  opts.novel = run_novel_domains(c);
+  opts.sample_tokens = kAnalysisSampleTokens;
+  auto out = routing_analysis(run, c, model_dir, opts);
+  out["kind"] = "routing";
+  out["model"] = eval_name(model_dir);
+  return out;
+}
+
+}  // namespace btx

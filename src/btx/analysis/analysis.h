@@ -1,0 +1,38 @@
+// What the report shows of one model beyond its scores, computed once by the study's analysis
+// stage and kept as analysis/<eval name>.json:
+//   routed models (MoE / SMEAR): routing_analysis() over the training and novel domains, plus a
+//     token sample of each (the first tokens of a test window: per token its piece and per layer
+//     its experts and weights);
+//   ensembles (a merged folder whose merge.json method is "ensemble"): BTM's updating posterior
+//     over the experts p(j | x_<=t) along a test window of each domain (Li et al. 2022,
+//     arXiv:2208.03306), whatever prior the ensemble evaluates with, plus the pieces;
+//   other models: nothing to analyse.
+#pragma once
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "btx/run/run_dir.h"
+
+namespace btx {
+
+// Tokens per domain of a routed model's token sample.
+inline constexpr int64_t kAnalysisSampleTokens = 48;
+// Tokens per domain along which the ensemble's posterior is followed (at most the seq_len).
+inline constexpr int64_t kAnalysisPosteriorTokens = 128;
+
+// True for routed models (except tag routing, which only follows the domain label) and ensembles.
+bool has_analysis(const fs::path& model_dir);
+// run/analysis/<eval_name>.json
+fs::path analysis_path(const RunDir& run, const std::string& eval_name);
+
+// Routed: {"kind": "routing", "model": eval name, ...routing_analysis's fields, "samples":
+//   {domain: [{"piece", "layers": [{"experts", "weights"}]}]}}.
+// Ensemble: {"kind": "ensemble", "model", "experts": [names], "domains": [...], "novel_domains":
+//   [...], "samples": {domain: {"pieces": [n+1], "posterior": [n][E]}}}, posterior row t the
+//   weights p(j | x_0..x_t) that predict piece t+1 (row 0 uniform: no evidence yet).
+// Any other model is an error saying so.
+nlohmann::json model_analysis(const RunDir& run, const RunConfig& c, const fs::path& model_dir);
+
+}  // namespace btx

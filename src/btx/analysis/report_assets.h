@@ -1,0 +1,14 @@
+// The HTML report's embedded files (cmake/report_assets.cmake generates their definitions at
+// build time): Chart.js and the page's template, style and script from src/btx/analysis/report/.
+#pragma once
+
+#include <string_view>
+
+namespace btx::report_assets {
+
+std::string_view chart_js();   // Debian's chart.min.js (Chart.js 3.9)
+std::string_view page_html();  // report/report.html: the page, with @BTX_...@ markers
+std::string_view page_css();   // report/report.css
+std::string_view page_js();    // report/report.js: builds the page from the data blob
+
+}  // namespace btx::report_assets

@@ -1,0 +1,39 @@
+// The study's results: one row per evaluated model of a run (its eval/<name>.json), with the
+// per-domain test perplexities, their means, parameters total / active, forward FLOPs per
+// token, and the training tokens spent to make the model (seed, experts, finetuning or the
+// dense baseline's extra training); the best value of every column marked; and a few sentences
+// stating the findings in numbers. Written as results.json and results.md in the run folder.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "btx/run/run_dir.h"
+
+namespace btx {
+
+// Training tokens behind a model of the run (seed, experts/x, merged/y): the seed's, plus every
+// expert it uses (its merge.json; upcycling uses none), plus its own training (finetuning, or
+// the dense baseline's continued training).
+int64_t training_tokens(const RunDir& run, const std::string& model);
+
+// {"train_domains": [...], "novel_domains": [...], "rows": [{"model", "causal", "ppl": {domain:
+//  ppl}, "train_mean_ppl", "novel_mean_ppl", "params_total", "params_active",
+//  "flops_per_token", "training_tokens", and what the model is (run/open.h's ModelFacts):
+//  "method", "routed", "learned_routing", "ensemble", "from_experts"}], "best": {column: model},
+//  "findings": [sentences]}. The findings find their rows by what the models are: the uniform
+//  average, the ensemble of all the run's experts, the dense model matched to the experts'
+//  tokens, sparse upcycling, and the best learned-routing model built from the experts.
+// `models` are names as given to `btx eval` (seed, merged/btx, ...); each needs its
+// eval/<name>.json (an error names the missing ones and the command that makes them).
+nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& models);
+
+// The results as a Markdown table (best value per column in bold; non-causal rows marked and
+// left out of "best") followed by the findings.
+std::string results_markdown(const nlohmann::json& results);
+
+// Writes results.json and results.md into the run folder (each atomically).
+void write_results(const RunDir& run, const nlohmann::json& results);
+
+}  // namespace btx

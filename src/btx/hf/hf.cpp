@@ -1,0 +1,391 @@
+#include "btx/hf/hf.h"
+
+#include <spdlog/spdlog.h>
+
+#include <set>
+
+#include "btx/data/tokenizer.h"
+#include "btx/io/safetensors.h"
+#include "btx/model/router.h"
+#include "btx/run/open.h"
+#include "btx/train/checkpoint.h"
+#include "btx/util/error.h"
+#include "btx/util/fs.h"
+
+namespace btx {
+
+namespace {
+
+struct DtypeInfo {
+  torch::ScalarType type;
+  const char* hf_name;
+};
+
+DtypeInfo parse_dtype(const std::string& name) {
+  if (name == "float32") return {torch::kFloat32, "float32"};
+  if (name == "bfloat16") return {torch::kBFloat16, "bfloat16"};
+  if (name == "float16") return {torch::kHalf, "float16"};
+  fail("--dtype '{}': expected float32, bfloat16 or float16", name);
+}
+
+// Tensors btx keeps that are no part of the HF model: the REINFORCE router's learned baseline
+// (training only).
+bool btx_only_tensor(const std::string& name) {
+  return name.find(".block_sparse_moe.baseline.") != std::string::npos;
+}
+
+// The MoE router kinds that export, "top-k, soft, gumbel or reinforce".
+std::string exportable_routers() {
+  std::vector<std::string> names;
+  for (const auto& r : router_table()) {
+    if (std::string(r.model_type) == "mixtral" && r.hf != HfRouting::kNone) {
+      names.push_back(r.name);
+    }
+  }
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) {
+    out += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+  }
+  return out;
+}
+
+// Why a merged folder that is not one checkpoint has no HF form.
+std::string not_one_model(const fs::path& dir) {
+  const auto manifest = read_merge_manifest(dir);
+  const std::string method = manifest.is_null() ? "" : manifest.value("method", "");
+  if (method == "ensemble") {
+    return "a BTM ensemble: its experts stay separate models whose next-token distributions are "
+           "mixed at every token, which no single Hugging Face model computes";
+  }
+  if (!method.empty()) {
+    return fmt::format(
+        "a '{}' description evaluated per domain (one merged model per target domain), not one "
+        "model",
+        method);
+  }
+  return "not a checkpoint folder (no model.safetensors with config.json)";
+}
+
+int64_t numel_of(const TensorInfo& t) {
+  int64_t n = 1;
+  for (auto d : t.shape) n *= d;
+  return n;
+}
+
+// Reads a HF checkpoint's weights (model.safetensors, or the shards of
+// model.safetensors.index.json), as float32.
+TensorMap read_hf_weights(const fs::path& dir) {
+  const fs::path index = dir / "model.safetensors.index.json";
+  TensorMap out;
+  auto read_all = [&](const fs::path& file, const std::set<std::string>* expected) {
+    SafetensorsReader r(file);
+    for (const auto& [name, info] : r.tensors()) {
+      const auto type = info.scalar_type();
+      BTX_CHECK(type == torch::kFloat32 || type == torch::kBFloat16 || type == torch::kHalf,
+                "{}: tensor {} is {}; expected F32, BF16 or F16", file.string(), name, info.dtype);
+      if (expected && !expected->count(name)) continue;  // the index puts it elsewhere
+      out[name] = r.read(name).to(torch::kFloat32);
+    }
+  };
+  if (!fs::exists(index)) {
+    const fs::path single = dir / "model.safetensors";
+    BTX_CHECK(fs::exists(single), "{}: no model.safetensors and no model.safetensors.index.json",
+              dir.string());
+    read_all(single, nullptr);
+    return out;
+  }
+  const auto j = read_json_file(index);
+  BTX_CHECK(j.contains("weight_map") && j["weight_map"].is_object(), "{}: no \"weight_map\" object",
+            index.string());
+  std::map<std::string, std::set<std::string>> by_shard;
+  for (const auto& [name, file] : j["weight_map"].items()) {
+    BTX_CHECK(file.is_string(), "{}: weight_map[\"{}\"] is not a file name", index.string(), name);
+    by_shard[file.get<std::string>()].insert(name);
+  }
+  for (const auto& [file, names] : by_shard) {
+    BTX_CHECK(fs::path(file).filename() == file, "{}: shard name '{}' is not a plain file name",
+              index.string(), file);
+    BTX_CHECK(fs::exists(dir / file), "{}: shard {} named by the index is missing", index.string(),
+              (dir / file).string());
+    read_all(dir / file, &names);
+    for (const auto& n : names) {
+      BTX_CHECK(out.count(n), "{}: the index puts tensor {} in {}, which does not hold it",
+                index.string(), n, file);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+nlohmann::json hf_config(const ModelConfig& c, const std::string& what,
+                         const std::string& torch_dtype) {
+  BTX_CHECK(!c.is_smear(),
+            "{} is a SMEAR model: each layer merges its experts' weights with router weights "
+            "computed from the sequence so far, which no Hugging Face architecture computes; "
+            "export a dense merge (average, weighted-average) or a BTX MoE instead",
+            what);
+  int64_t k = c.num_experts_per_tok;
+  if (c.is_moe()) {
+    const RouterTraits& r = c.router();
+    switch (r.hf) {
+      case HfRouting::kTopK:
+        break;
+      case HfRouting::kAllTopE:  // every expert, softmax weights: Mixtral's top-E
+        k = c.num_local_experts;
+        break;
+      case HfRouting::kTopOne:  // the argmax at inference, gate 1: Mixtral's top-1
+        k = 1;
+        break;
+      case HfRouting::kNone:
+        fail(
+            "{} routes with router_mode \"{}\", which Hugging Face Mixtral does not compute "
+            "(its router is a learned top-k softmax): btx models with {} routing export",
+            what, r.name, exportable_routers());
+    }
+  }
+  nlohmann::json j = {
+      {"architectures", {c.is_moe() ? "MixtralForCausalLM" : "LlamaForCausalLM"}},
+      {"model_type", c.is_moe() ? "mixtral" : "llama"},
+      {"vocab_size", c.vocab_size},
+      {"hidden_size", c.hidden_size},
+      {"intermediate_size", c.intermediate_size},
+      {"num_hidden_layers", c.num_hidden_layers},
+      {"num_attention_heads", c.num_attention_heads},
+      {"num_key_value_heads", c.num_key_value_heads},
+      {"head_dim", c.head_dim()},
+      {"max_position_embeddings", c.max_position_embeddings},
+      {"rope_theta", c.rope_theta},
+      {"rope_scaling", nullptr},
+      {"rms_norm_eps", c.rms_norm_eps},
+      {"tie_word_embeddings", c.tie_word_embeddings},
+      {"initializer_range", c.initializer_range},
+      {"bos_token_id", c.bos_token_id},
+      {"eos_token_id", c.eos_token_id},
+      {"hidden_act", "silu"},
+      {"attention_bias", false},
+      {"attention_dropout", 0.0},
+      {"use_cache", true},
+      {"torch_dtype", torch_dtype},
+  };
+  if (c.is_moe()) {
+    j["num_local_experts"] = c.num_local_experts;
+    j["num_experts_per_tok"] = k;
+    j["router_aux_loss_coef"] = c.router_aux_loss_coef;
+    j["output_router_logits"] = false;
+    j["router_jitter_noise"] = 0.0;
+    j["sliding_window"] = nullptr;
+  } else {
+    j["mlp_bias"] = false;
+    j["pretraining_tp"] = 1;
+  }
+  return j;
+}
+
+fs::path find_run_tokenizer(const fs::path& model_dir) {
+  fs::path dir = fs::absolute(model_dir).lexically_normal();
+  if (dir.filename().empty()) dir = dir.parent_path();
+  for (int up = 0; up < 3; ++up) {
+    if (fs::exists(dir / "tokenizer.model")) return dir / "tokenizer.model";
+    dir = dir.parent_path();
+  }
+  return {};
+}
+
+fs::path model_tokenizer(const fs::path& model_dir, const fs::path& given) {
+  if (!given.empty()) {
+    BTX_CHECK(fs::exists(given), "tokenizer {} does not exist", given.string());
+    return given;
+  }
+  const fs::path found = find_run_tokenizer(model_dir);
+  BTX_CHECK(!found.empty(),
+            "no tokenizer.model for {} (looked in it and the two folders above it); pass "
+            "--tokenizer FILE",
+            model_dir.string());
+  return found;
+}
+
+nlohmann::json export_hf(const HfExportOptions& o) {
+  BTX_CHECK(fs::is_directory(o.model), "model folder {} does not exist", o.model.string());
+  BTX_CHECK(is_checkpoint(o.model),
+            "{} is {}; export one of its experts (experts/NAME) or a merged "
+            "model (average, weighted-average, btx, upcycle, dense)",
+            o.model.string(), not_one_model(o.model));
+  const DtypeInfo dtype = parse_dtype(o.dtype);
+  const ModelConfig c = load_model_config(o.model);
+  const nlohmann::json config = hf_config(c, o.model.string(), dtype.hf_name);
+  const fs::path tok_file = model_tokenizer(o.model, o.tokenizer);
+  const Tokenizer tok = Tokenizer::load(tok_file);
+  BTX_CHECK(tok.vocab_size() == c.vocab_size, "{} has {} pieces but {} has vocab_size {}",
+            tok_file.string(), tok.vocab_size(), o.model.string(), c.vocab_size);
+  BTX_CHECK(o.max_shard_bytes > 0, "--max-shard-size must be positive");
+  BTX_CHECK(!fs::exists(o.out),
+            "{} exists: export writes a new folder (remove it or pick another "
+            "--out)",
+            o.out.string());
+
+  // Shards: tensors in name order, a new shard when the next would pass the limit.
+  const SafetensorsReader reader(o.model / "model.safetensors");
+  std::vector<std::vector<std::string>> shards(1);
+  int64_t shard_bytes = 0, total_bytes = 0, params = 0;
+  const int64_t elem = static_cast<int64_t>(c10::elementSize(dtype.type));
+  for (const auto& [name, info] : reader.tensors()) {
+    if (btx_only_tensor(name)) continue;
+    const int64_t bytes = numel_of(info) * elem;
+    if (!shards.back().empty() && shard_bytes + bytes > o.max_shard_bytes) {
+      shards.emplace_back();
+      shard_bytes = 0;
+    }
+    shards.back().push_back(name);
+    shard_bytes += bytes;
+    total_bytes += bytes;
+    params += numel_of(info);
+  }
+  const size_t n = shards.size();
+  auto shard_file = [&](size_t i) {
+    return n == 1 ? std::string("model.safetensors")
+                  : fmt::format("model-{:05}-of-{:05}.safetensors", i + 1, n);
+  };
+  const int bos = tok.bos_id(), eos = tok.eos_id(), unk = tok.unk_id();
+  auto piece_or_null = [&](int id) -> nlohmann::json {
+    return id >= 0 ? nlohmann::json(tok.piece(id)) : nlohmann::json(nullptr);
+  };
+  write_dir_atomic(o.out, [&](const fs::path& tmp) {
+    nlohmann::json weight_map = nlohmann::json::object();
+    for (size_t i = 0; i < n; ++i) {
+      TensorLayout layout;
+      for (const auto& name : shards[i]) {
+        const auto& info = reader.tensors().at(name);
+        layout[name] = {dtype.type, info.shape};
+        weight_map[name] = shard_file(i);
+      }
+      save_safetensors_streaming(
+          tmp / shard_file(i), layout, {{"format", "pt"}},
+          [&](const std::string& name) { return reader.read(name).to(dtype.type); });
+    }
+    if (n > 1) {
+      const nlohmann::json index = {{"metadata", {{"total_size", total_bytes}}},
+                                    {"weight_map", weight_map}};
+      write_file_atomic(tmp / "model.safetensors.index.json", index.dump(2));
+    }
+    write_file_atomic(tmp / "config.json", config.dump(2));
+    write_file_atomic(tmp / "generation_config.json",
+                      nlohmann::json{{"bos_token_id", c.bos_token_id},
+                                     {"eos_token_id", c.eos_token_id},
+                                     {"max_length", c.max_position_embeddings}}
+                          .dump(2));
+    fs::copy_file(tok_file, tmp / "tokenizer.model");
+    // btx trains on the plain token stream: no BOS or EOS is added when encoding.
+    write_file_atomic(tmp / "tokenizer_config.json",
+                      nlohmann::json{{"tokenizer_class", "LlamaTokenizer"},
+                                     {"bos_token", piece_or_null(bos)},
+                                     {"eos_token", piece_or_null(eos)},
+                                     {"unk_token", piece_or_null(unk)},
+                                     {"pad_token", nullptr},
+                                     {"add_bos_token", false},
+                                     {"add_eos_token", false},
+                                     {"legacy", true},
+                                     {"clean_up_tokenization_spaces", false},
+                                     {"model_max_length", c.max_position_embeddings},
+                                     {"sp_model_kwargs", nlohmann::json::object()}}
+                          .dump(2));
+    nlohmann::json special = nlohmann::json::object();
+    if (bos >= 0) special["bos_token"] = tok.piece(bos);
+    if (eos >= 0) special["eos_token"] = tok.piece(eos);
+    if (unk >= 0) special["unk_token"] = tok.piece(unk);
+    write_file_atomic(tmp / "special_tokens_map.json", special.dump(2));
+  });
+  return {{"architecture", config["architectures"][0]},
+          {"shards", n},
+          {"parameters", params},
+          {"bytes", total_bytes}};
+}
+
+RunConfig import_hf(const HfImportOptions& o) {
+  const fs::path cfg_file = o.hf / "config.json";
+  BTX_CHECK(fs::exists(cfg_file), "{}: no config.json, so not a Hugging Face checkpoint folder",
+            o.hf.string());
+  nlohmann::json j = read_json_file(cfg_file);
+  std::string arch = j.value("model_type", "?");
+  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
+      j["architectures"][0].is_string())
+    arch = j["architectures"][0].get<std::string>();
+  BTX_CHECK(arch == "LlamaForCausalLM",
+            "{}: architecture '{}' cannot be imported as a seed (supported: LlamaForCausalLM)",
+            cfg_file.string(), arch);
+  // Llama variants btx does not compute are refused, not silently computed differently.
+  BTX_CHECK(!j.contains("rope_scaling") || j["rope_scaling"].is_null(),
+            "{}: rope_scaling {} is not supported (plain RoPE only)", cfg_file.string(),
+            j["rope_scaling"].dump());
+  for (const char* key : {"attention_bias", "mlp_bias"}) {
+    BTX_CHECK(!j.value(key, false), "{}: {} = true is not supported (btx's Llama has no biases)",
+              cfg_file.string(), key);
+  }
+  if (j.contains("head_dim") && !j["head_dim"].is_null()) {
+    const int64_t heads = j.value("num_attention_heads", int64_t{1});
+    BTX_CHECK(j["head_dim"].get<int64_t>() * heads == j.value("hidden_size", int64_t{0}),
+              "{}: head_dim {} x {} heads differs from hidden_size: not supported",
+              cfg_file.string(), j["head_dim"].get<int64_t>(), heads);
+  }
+  const fs::path tok_file = o.hf / "tokenizer.model";
+  BTX_CHECK(
+      fs::exists(tok_file),
+      "{}: no tokenizer.model{}; btx needs the sentencepiece model (Llama checkpoints ship "
+      "it as tokenizer.model)",
+      o.hf.string(),
+      fs::exists(o.hf / "tokenizer.json") ? " (only tokenizer.json, which btx does not read)" : "");
+  const Tokenizer tok = Tokenizer::load(tok_file);
+  ModelConfig mc = model_config_from_json(j, cfg_file.string());
+  mc.model_type = "llama";
+  BTX_CHECK(tok.vocab_size() == mc.vocab_size,
+            "{} has {} pieces but {} says vocab_size {}: they must be equal", tok_file.string(),
+            tok.vocab_size(), cfg_file.string(), mc.vocab_size);
+
+  // The weights, name for name and shape for shape.
+  TensorMap weights = read_hf_weights(o.hf);
+  torch::NoGradGuard no_grad;
+  CausalLM model(mc);
+  std::set<std::string> used;
+  for (auto& p : model->named_parameters()) {
+    auto it = weights.find(p.key());
+    BTX_CHECK(it != weights.end(), "{}: tensor {} is missing", o.hf.string(), p.key());
+    BTX_CHECK(it->second.sizes() == p.value().sizes(), "{}: tensor {} has shape {}, expected {}",
+              o.hf.string(), p.key(), fmt::join(it->second.sizes(), "x"),
+              fmt::join(p.value().sizes(), "x"));
+    p.value().copy_(it->second);
+    used.insert(p.key());
+  }
+  std::vector<std::string> unexpected;
+  for (const auto& [name, t] : weights) {
+    if (used.count(name) || name.find("rotary_emb.inv_freq") != std::string::npos) continue;
+    if (name == "lm_head.weight" && mc.tie_word_embeddings) continue;  // a copy of the embedding
+    unexpected.push_back(name);
+  }
+  BTX_CHECK(unexpected.empty(), "{}: tensors a Llama of this config does not have: {}",
+            o.hf.string(), fmt::join(unexpected, ", "));
+
+  // The run: the given config with the HF model, validated as if read from a file.
+  RunConfig rc = o.config;
+  rc.model = mc;
+  rc.tokenizer.vocab_size = static_cast<int>(mc.vocab_size);
+  rc = parse_run_config(run_config_to_toml(rc), "the imported run's config");
+  BTX_CHECK(!fs::exists(o.run.seed()), "{} already has a seed: import into a new run folder",
+            o.run.root.string());
+  if (fs::exists(o.run.tokenizer())) {
+    BTX_CHECK(sha256_file(o.run.tokenizer()) == sha256_file(tok_file),
+              "{} has another tokenizer.model: import into a new run folder", o.run.root.string());
+  }
+  init_run(o.run, rc, o.force);
+  if (!fs::exists(o.run.tokenizer())) {
+    write_file_atomic(o.run.tokenizer(), read_file(tok_file));
+  }
+  TrainState state;
+  state.done = true;
+  state.extra = {{"imported_from", fs::absolute(o.hf).string()}, {"architecture", arch}};
+  save_checkpoint(o.run.seed(), {&model, nullptr, &state, {}});
+  spdlog::info("imported {} ({} parameters) as the seed of {}", o.hf.string(), model->num_params(),
+               o.run.root.string());
+  return rc;
+}
+
+}  // namespace btx

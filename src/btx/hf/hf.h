@@ -1,0 +1,64 @@
+// Hugging Face interop: a btx model leaves the toolkit as a checkpoint every other tool reads, and
+// a pretrained HF Llama can be the seed of a run.
+//
+// btx's checkpoints already use HF tensor names and config keys, and its RoPE is HF's (rotary
+// embedding on the two halves of each head, `rotate_half`), so export is a matter of writing
+// exactly what HF expects around the weights: config.json with HF's keys only, the weights
+// (sharded with model.safetensors.index.json above a size), tokenizer.model with
+// tokenizer_config.json and special_tokens_map.json, generation_config.json. Dense models become
+// LlamaForCausalLM; MoEs whose routing HF Mixtral computes (top-k; soft = top-E; Gumbel and
+// REINFORCE routers, which take the argmax at inference = top-1) become MixtralForCausalLM.
+// Models that are not one HF model (a BTM ensemble, SMEAR's merged experts, hash / tag / per-
+// sequence routing) are refused with the reason, never written wrong.
+#pragma once
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "btx/model/config.h"
+#include "btx/run/run_dir.h"
+
+namespace btx {
+
+namespace fs = std::filesystem;
+
+// HF's config.json for a btx model config; `what` names the model in errors. A model HF cannot
+// express is an error saying why.
+nlohmann::json hf_config(const ModelConfig& c, const std::string& what,
+                         const std::string& torch_dtype = "float32");
+
+struct HfExportOptions {
+  fs::path model;      // a checkpoint folder (seed, experts/x, merged/x)
+  fs::path tokenizer;  // tokenizer.model (default: the model's run's, found above the model)
+  fs::path out;        // written whole (a temporary folder renamed into place); must not exist
+  std::string dtype = "float32";            // float32 | bfloat16 | float16
+  int64_t max_shard_bytes = 2'000'000'000;  // larger weights are sharded with an index
+};
+
+// Writes the HF checkpoint; returns a summary {"architecture", "shards", "parameters", "bytes"}.
+nlohmann::json export_hf(const HfExportOptions& o);
+
+struct HfImportOptions {
+  fs::path hf;       // a HF Llama checkpoint folder
+  RunDir run;        // the run whose seed it becomes (created)
+  RunConfig config;  // the run's config; its [model] and vocab size are replaced by the HF model's
+  bool force = false;  // adopt into a run folder made with another config
+};
+
+// Makes the HF Llama checkpoint the finished seed of the run: its weights (single or sharded
+// safetensors, float32 / bfloat16 / float16, stored as float32), its config as the run's [model],
+// and its sentencepiece tokenizer.model as the run's tokenizer (data is tokenized with it). Bad
+// checkpoints are errors naming the file and what is wrong: an unsupported architecture (with
+// the supported ones), a missing or mismatched shard, a missing tokenizer.model (tokenizer.json
+// alone is not enough), tensors missing or of the wrong shape. Returns the resolved run config.
+RunConfig import_hf(const HfImportOptions& o);
+
+// The tokenizer.model of the run a model folder belongs to (the folder itself, or up to two
+// folders above it); "" when there is none.
+fs::path find_run_tokenizer(const fs::path& model_dir);
+// The tokenizer of a model: `given` when not empty, else its run's (find_run_tokenizer). An error
+// when there is none, saying where it looked and that --tokenizer FILE names one.
+fs::path model_tokenizer(const fs::path& model_dir, const fs::path& given);
+
+}  // namespace btx

@@ -1,0 +1,58 @@
+#include "btx/merge/finetune.h"
+
+#include "btx/data/shards.h"
+#include "btx/model/moe.h"
+#include "btx/run/open.h"
+#include "btx/train/checkpoint.h"
+#include "btx/util/error.h"
+
+namespace btx {
+
+TrainResult finetune_model(const RunDir& run, const RunConfig& c, const fs::path& model_dir,
+                           const std::string& train_what, bool resume, int64_t stop_after) {
+  BTX_CHECK(train_what == "all" || train_what == "router",
+            "--train '{}' is not one of: all, router", train_what);
+  BTX_CHECK(fs::exists(model_dir / "config.json"), "{} is not a model folder (no config.json)",
+            model_dir.string());
+  const ModelConfig mc = load_model_config(model_dir);
+  BTX_CHECK(mc.is_routed(),
+            "{} is not an MoE or SMEAR model (model_type \"{}\"): finetune trains the routers "
+            "and experts of `btx merge --method btx`, `upcycle` or `smear` models",
+            model_dir.string(), mc.model_type);
+  BTX_CHECK(c.finetune.seq_len <= mc.max_position_embeddings,
+            "[finetune] seq_len {} exceeds the model's max_position_embeddings {}",
+            c.finetune.seq_len, mc.max_position_embeddings);
+  const std::string name = model_dir.filename().string();
+  TrainJob job = run_train_job(run, c, name, model_dir, c.finetune, "finetune/" + name);
+  job.init_from = model_dir;  // the merge, until the first checkpoint replaces it
+  job.model = mc;
+  job.train.domain_weights.clear();  // the balanced mixture
+  job.resume = resume;
+  job.stop_after = stop_after;
+  job.keep_files = {"merge.json"};
+  if (train_what == "router") {
+    job.trainable = [](const std::string& name) {
+      for (const char* router :
+           {".block_sparse_moe.gate.", ".smear.gate.", ".block_sparse_moe.baseline."}) {
+        if (name.find(router) != std::string::npos) return true;
+      }
+      return false;
+    };
+  }
+  if (mc.router().needs_labels) {  // each row to its domain's expert
+    const auto routes = domain_experts(read_merge_manifest(model_dir));
+    job.before_forward = [routes, model_dir](CausalLM& m, const std::vector<std::string>& rows) {
+      std::vector<int64_t> ids;
+      for (const auto& d : rows) {
+        auto it = routes.find(d);
+        BTX_CHECK(it != routes.end(), "{}: tag routing has no expert for domain '{}'",
+                  model_dir.string(), d);
+        ids.push_back(it->second);
+      }
+      force_experts(m, torch::tensor(ids));
+    };
+  }
+  return train(job);
+}
+
+}  // namespace btx

@@ -1,0 +1,229 @@
+#include "btx/serve/engine.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace btx::serve {
+
+bool Engine::submit(const std::shared_ptr<Job>& job) {
+  {
+    std::lock_guard<std::mutex> lock(m_);
+    if (stopping_ || queue_.size() >= capacity_) {
+      ++rejected_;
+      return false;
+    }
+    queue_.push_back(job);
+  }
+  cv_.notify_one();
+  return true;
+}
+
+void Engine::shutdown() {
+  std::deque<std::shared_ptr<Job>> left;
+  {
+    std::lock_guard<std::mutex> lock(m_);
+    if (stopping_) return;
+    stopping_ = true;
+    left.swap(queue_);
+    for (auto& job : running_) job->cancel = true;
+  }
+  cv_.notify_all();
+  for (auto& job : left) finish(*job, {}, "the server is shutting down");
+  if (worker_.joinable()) worker_.join();
+}
+
+bool Engine::stopping() const {
+  std::lock_guard<std::mutex> lock(m_);
+  return stopping_;
+}
+
+nlohmann::json Engine::stats() const {
+  std::lock_guard<std::mutex> lock(m_);
+  return {{"queued", queue_.size()},
+          {"queue_limit", capacity_},
+          {"running", running_.size()},
+          {"batch_limit", max_batch_},
+          {"prefill_rows", prefill_rows_},
+          {"peak_running", peak_running_},
+          {"completed", completed_},
+          {"cancelled", cancelled_},
+          {"rejected", rejected_},
+          {"failed", failed_},
+          {"generated_tokens", generated_tokens_}};
+}
+
+std::vector<std::shared_ptr<Job>> Engine::take_jobs(size_t room, bool wait) {
+  std::unique_lock<std::mutex> lock(m_);
+  if (wait) cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+  std::vector<std::shared_ptr<Job>> out;
+  while (!stopping_ && out.size() < room && !queue_.empty()) {
+    out.push_back(queue_.front());
+    queue_.pop_front();
+    running_.push_back(out.back());
+  }
+  peak_running_ = std::max(peak_running_, running_.size());
+  return out;
+}
+
+std::unique_ptr<Generation> Engine::start(const std::shared_ptr<Job>& job) {
+  GenerateOptions o = job->req.options;
+  o.cancel = &job->cancel;
+  Job* j = job.get();
+  return std::make_unique<Generation>(tok_, job->req.prompt, o, decoder_.context(),
+                                      [j](const std::string& t) {
+                                        {
+                                          std::lock_guard<std::mutex> lock(j->m);
+                                          j->pending += t;
+                                        }
+                                        j->cv.notify_all();
+                                      });
+}
+
+void Engine::serial_loop() {
+  for (;;) {
+    auto jobs = take_jobs(1, /*wait=*/true);
+    if (jobs.empty()) return;
+    auto& job = jobs[0];
+    const auto t0 = Clock::now();
+    try {
+      auto g = start(job);
+      decoder_.reset();
+      while (g->wants_more()) {
+        delay();
+        g->take(decoder_.next_scores(g->sequence()));
+      }
+      complete(job, g->finish(), decoder_.state(), t0);
+    } catch (const std::exception& e) {
+      fail(job, e.what());
+    }
+  }
+}
+
+void Engine::batch_loop() {
+  struct Row {
+    std::shared_ptr<Job> job;
+    std::unique_ptr<Generation> gen;
+    Clock::time_point t0;
+  };
+  std::vector<Row> rows;  // in the batch decoder's row order
+  for (;;) {
+    // New jobs join: their prompts are read together (one forward per `prefill_rows_` of
+    // them, the shorter prompts left-padded), their first tokens chosen.
+    std::vector<Row> joining;
+    for (auto& job : take_jobs(max_batch_ - rows.size(), /*wait=*/rows.empty())) {
+      const auto t0 = Clock::now();
+      try {
+        auto g = start(job);
+        if (!g->wants_more()) {  // max_tokens 0, or cancelled while queued
+          complete(job, g->finish(), nullptr, t0);
+          continue;
+        }
+        joining.push_back({job, std::move(g), t0});
+      } catch (const std::exception& e) {
+        fail(job, e.what());
+      }
+    }
+    for (size_t first = 0; first < joining.size(); first += prefill_rows_) {
+      const size_t n = std::min(prefill_rows_, joining.size() - first);
+      std::vector<std::vector<int32_t>> prompts;
+      for (size_t r = 0; r < n; ++r) prompts.push_back(joining[first + r].job->req.prompt);
+      try {
+        delay();
+        const auto scores = batch_->add_rows(prompts);
+        for (size_t r = 0; r < n; ++r) {
+          joining[first + r].gen->take(scores[static_cast<int64_t>(r)]);
+          rows.push_back(std::move(joining[first + r]));
+        }
+      } catch (const std::exception& e) {
+        // The prompts are checked before any forward, so the running rows stay as they were.
+        for (size_t r = 0; r < n; ++r) fail(joining[first + r].job, e.what());
+      }
+    }
+    if (rows.empty()) {
+      if (stopping()) return;
+      continue;
+    }
+    // Finished rows leave.
+    std::vector<int64_t> keep;
+    std::vector<Row> kept;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      if (rows[r].gen->wants_more()) {
+        keep.push_back(static_cast<int64_t>(r));
+        kept.push_back(std::move(rows[r]));
+      } else {
+        complete(rows[r].job, rows[r].gen->finish(), batch_->row_state(static_cast<int64_t>(r)),
+                 rows[r].t0);
+      }
+    }
+    if (keep.size() != rows.size()) batch_->keep(keep);
+    rows = std::move(kept);
+    if (rows.empty()) continue;
+    // One step for every row.
+    try {
+      std::vector<int32_t> last;
+      for (auto& row : rows) last.push_back(row.gen->sequence().back());
+      delay();
+      const auto scores = batch_->step(last);
+      for (size_t r = 0; r < rows.size(); ++r) {
+        rows[r].gen->take(scores[static_cast<int64_t>(r)]);
+      }
+    } catch (const std::exception& e) {
+      for (auto& row : rows) fail(row.job, e.what());
+      rows.clear();
+      batch_->keep({});
+    }
+  }
+}
+
+void Engine::delay() const {
+  if (delay_ms_ > 0) {
+    std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(delay_ms_));
+  }
+}
+
+void Engine::complete(const std::shared_ptr<Job>& job, const GenerateResult& r,
+              const nlohmann::json& state, Clock::time_point t0) {
+  spdlog::info("completion: {} prompt tokens, {} generated, finish {}, {:.3f} s",
+               job->req.prompt.size(), r.tokens.size(), r.finish_reason,
+               std::chrono::duration<double>(Clock::now() - t0).count());
+  {
+    std::lock_guard<std::mutex> lock(m_);
+    (r.finish_reason == "cancelled" ? cancelled_ : completed_)++;
+    generated_tokens_ += r.tokens.size();
+    release(*job);
+  }
+  {
+    std::lock_guard<std::mutex> lock(job->m);
+    job->state = state;
+  }
+  finish(*job, r, "");
+}
+
+void Engine::fail(const std::shared_ptr<Job>& job, const std::string& error) {
+  spdlog::error("completion failed: {}", error);
+  {
+    std::lock_guard<std::mutex> lock(m_);
+    ++failed_;
+    release(*job);
+  }
+  finish(*job, {}, error);
+}
+
+void Engine::release(const Job& job) {
+  running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                [&](const auto& j) { return j.get() == &job; }),
+                 running_.end());
+}
+
+void Engine::finish(Job& job, const GenerateResult& r, const std::string& error) {
+  {
+    std::lock_guard<std::mutex> lock(job.m);
+    job.result = r;
+    job.error = error;
+    job.done = true;
+  }
+  job.cv.notify_all();
+}
+
+}  // namespace btx::serve

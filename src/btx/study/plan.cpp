@@ -1,0 +1,331 @@
+// The study's plan: [study] parsed and checked against the merge registry, and the run's stages
+// in order, each a list of ordinary btx commands with the stages it needs, its outputs and the
+// config keys it reads (study.h).
+#include <set>
+#include <sstream>
+
+#include "btx/corpus/corpus.h"
+#include "btx/corpus/corpus_build.h"
+#include "btx/merge/method.h"
+#include "btx/run/experts.h"
+#include "btx/study/study.h"
+#include "btx/util/error.h"
+#include "btx/util/fs.h"
+
+namespace btx {
+
+namespace {
+
+constexpr const char* kRandomSplit = "random-split";  // sub-run folder, merge and row name
+
+std::vector<std::string> split_words(const std::string& s) {
+  std::istringstream in(s);
+  std::vector<std::string> out;
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+// The run folder of the random-split experts: a run of its own whose tokenizer, data and seed
+// are links to the parent's, so only its experts differ.
+fs::path random_split_dir(const RunDir& run) {
+  return run.root / kRandomSplit;
+}
+
+RunConfig random_split_config(const RunConfig& c) {
+  RunConfig r = c;
+  r.name = c.name + "-" + kRandomSplit;
+  r.experts.split = "random";
+  r.experts.count = static_cast<int>(c.corpus.domains.size());
+  r.experts.custom.clear();
+  r.study.methods.clear();
+  r.study.random_split = false;
+  return r;
+}
+
+void prepare_random_split(const RunDir& run, const RunConfig& c) {
+  const RunDir sub{random_split_dir(run)};
+  init_run(sub, random_split_config(c), /*force=*/true);
+  for (const char* item : {"tokenizer.model", "data", "seed"}) {
+    const fs::path link = sub.root / item;
+    if (fs::is_symlink(link) || fs::exists(link)) continue;
+    fs::create_symlink(fs::path("..") / item, link);
+  }
+}
+
+}  // namespace
+
+// ---- [study] --------------------------------------------------------------------------------
+
+std::vector<StudyMethod> study_methods(const RunConfig& c) {
+  std::vector<StudyMethod> out;
+  std::set<std::string> names = {"seed", kRandomSplit};
+  for (size_t i = 0; i < c.study.methods.size(); ++i) {
+    const std::string& line = c.study.methods[i];
+    const std::string where = fmt::format("study.methods[{}] \"{}\"", i, line);
+    try {
+      const auto words = split_words(line);
+      BTX_CHECK(!words.empty(), "empty entry (expected \"METHOD [--param value ...]\")");
+      const MergeMethod& m = find_merge_method(words[0]);
+      MergeRequest request;
+      request.method = m.name;
+      for (size_t w = 1; w < words.size(); w += 2) {
+        BTX_CHECK(words[w].rfind("--", 0) == 0 && words[w].size() > 2,
+                  "expected --PARAM VALUE pairs after the method, got '{}'", words[w]);
+        BTX_CHECK(w + 1 < words.size(), "{} has no value", words[w]);
+        const std::string key = words[w].substr(2);
+        if (key == "name") {
+          request.output_name = words[w + 1];
+        } else {
+          BTX_CHECK(!request.params.count(key), "{} given twice", words[w]);
+          request.params[key] = words[w + 1];
+        }
+      }
+      resolve_merge_params(m, request.params);  // unknown parameters and choices are errors
+      StudyMethod s{m.name, merge_output_name(request), request.params, m.routed, m.trains};
+      BTX_CHECK(names.insert(s.name).second,
+                "the name '{}' is used twice (give one of them --name NAME)", s.name);
+      out.push_back(std::move(s));
+    } catch (const Error& e) {
+      fail("{}: {}", where, e.what());
+    }
+  }
+  return out;
+}
+
+void check_study_domains(const RunConfig& c) {
+  std::set<std::string> known;
+  if (fs::is_directory(c.corpus.dir)) {
+    for (const auto& d : list_corpus(c.corpus.dir)) known.insert(d.name);
+  }
+  if (c.study.build_corpus) {
+    for (const auto& s : corpus_domain_specs()) known.insert(s.name);
+  }
+  BTX_CHECK(!c.corpus.domains.empty(),
+            "[corpus] domains is empty: the study needs its training domains named");
+  for (const auto* list : {&c.corpus.domains, &c.corpus.novel}) {
+    for (const auto& d : *list) {
+      BTX_CHECK(known.count(d), "[corpus] {}: unknown domain '{}' (known: {})",
+                list == &c.corpus.domains ? "domains" : "novel", d, fmt::join(known, ", "));
+    }
+  }
+}
+
+std::vector<std::string> study_models(const RunConfig& c) {
+  std::vector<std::string> models = {"seed"};
+  size_t after_ensembles = 1;
+  for (const auto& m : study_methods(c)) {
+    models.push_back("merged/" + m.name);
+    if (m.method == "ensemble") after_ensembles = models.size();
+  }
+  if (c.study.random_split) {
+    models.insert(models.begin() + static_cast<std::ptrdiff_t>(after_ensembles),
+                  fmt::format("{}/merged/{}", kRandomSplit, kRandomSplit));
+  }
+  return models;
+}
+
+// ---- the plan -------------------------------------------------------------------------------
+
+namespace {
+
+int64_t tokens_per_step(const TrainConfig& t) { return t.batch_size * t.grad_accum * t.seq_len; }
+
+// The stage names among `names` that are not empty.
+std::vector<std::string> needs(std::initializer_list<std::string> names) {
+  std::vector<std::string> out;
+  for (const auto& n : names) {
+    if (!n.empty()) out.push_back(n);
+  }
+  return out;
+}
+
+// Builds the plan stage by stage, in the order they run; `evals` and `analyses` collect what
+// the results table and the report read.
+struct Planner {
+  const RunDir& run;
+  const RunConfig& c;
+  const std::string R;  // the run folder, as the commands name it
+  std::vector<Stage> stages;
+  std::vector<std::string> evals = {"seed"}, analyses;
+
+  Planner(const RunDir& r, const RunConfig& config) : run(r), c(config), R(r.root.string()) {}
+
+  // The corpus (when the study builds it), the tokenizer and shards, and the seed.
+  void data_and_seed() {
+    std::vector<std::string> domains = c.corpus.domains;
+    domains.insert(domains.end(), c.corpus.novel.begin(), c.corpus.novel.end());
+    std::string corpus_stage;
+    if (c.study.build_corpus) {
+      Stage s{"corpus", "real multi-domain text from Debian packages", {}, {}, {}, {"corpus."}};
+      s.commands.push_back({"corpus", "build", "--out", c.corpus.dir, "--domains",
+                            fmt::format("{}", fmt::join(domains, ","))});
+      for (const auto& d : domains)
+        s.outputs.push_back(fs::absolute(fs::path(c.corpus.dir) / (d + ".txt")));
+      stages.push_back(std::move(s));
+      corpus_stage = "corpus";
+    }
+    stages.push_back({"data",
+                      "tokenizer and token shards",
+                      needs({corpus_stage}),
+                      {{"prepare", "--run", R}},
+                      {"tokenizer.model", "data"},
+                      {"corpus.", "tokenizer.", "data.", "random_seed"}});
+    Stage seed{"seed",
+               "the dense seed on the balanced mixture",
+               {"data"},
+               {{"seed", "--run", R, "--resume"}},
+               {"seed", "eval/seed.json"},
+               {"model.", "seed.", "random_seed"}};
+    seed.progress.push_back(
+        {"seed", "seed/metrics.jsonl", c.seed_train.steps, tokens_per_step(c.seed_train)});
+    stages.push_back(std::move(seed));
+  }
+
+  // Branching and training the experts of `run_dir`: a local pool of processes, or Slurm.
+  std::vector<std::vector<std::string>> expert_commands(const std::string& run_dir) const {
+    std::vector<std::vector<std::string>> cmds = {{"branch", "--run", run_dir}};
+    if (c.study.launcher == "slurm") {
+      cmds.push_back({"launch", "--run", run_dir, "--slurm", "--submit", "--wait"});
+    } else {
+      cmds.push_back({"launch", "--run", run_dir, "--jobs", std::to_string(c.study.jobs)});
+    }
+    return cmds;
+  }
+
+  // The experts: branched from the seed, each trained alone.
+  void experts() {
+    const auto& et = c.experts.train;
+    Stage s{"experts",   "one expert per domain, each trained alone from the seed",
+            {"seed"},    expert_commands(R),
+            {"experts"}, {"experts.", "random_seed"}};
+    s.exclusive = true;
+    for (const auto& e : resolve_experts(c, c.corpus.domains)) {
+      s.progress.push_back({"expert " + e.name, fs::path("experts") / e.name / "metrics.jsonl",
+                            et.steps, tokens_per_step(et)});
+    }
+    stages.push_back(std::move(s));
+  }
+
+  // One combination: merge (+ finetuning of routed models), evaluation, analysis.
+  void combination(const StudyMethod& m) {
+    const auto& ft = c.finetune;
+    Stage s{"merge/" + m.name,
+            fmt::format("{}{}", m.method, m.routed ? ", then finetuned on the mixture" : ""),
+            {"experts"},
+            {},
+            {fs::path("merged") / m.name},
+            {}};
+    std::vector<std::string> merge = {"merge", "--run", R, "--method", m.method, "--name", m.name};
+    for (const auto& [k, v] : m.params) {
+      merge.push_back("--" + k);
+      merge.push_back(v);
+    }
+    if (m.trains) {
+      merge.push_back("--resume");
+      s.config_keys.push_back("finetune.");  // its budget may be matched to finetuning's
+      s.progress.push_back({m.name, fs::path("merged") / m.name / "metrics.jsonl", 0, 0});
+    }
+    s.commands.push_back(merge);
+    if (m.routed) {
+      s.commands.push_back({"finetune", "--run", R, "--model", "merged/" + m.name, "--resume"});
+      s.config_keys.push_back("finetune.");
+      s.progress.push_back({"finetune " + m.name, fs::path("merged") / m.name / "metrics.jsonl",
+                            ft.steps, tokens_per_step(ft)});
+    }
+    stages.push_back(std::move(s));
+    const std::string model = "merged/" + m.name;
+    stages.push_back({"eval/" + m.name,
+                      "test perplexity per domain",
+                      {"merge/" + m.name},
+                      {{"eval", "--run", R, "--model", model}},
+                      {fs::path("eval") / (m.name + ".json")},
+                      {}});
+    evals.push_back("eval/" + m.name);
+    // Routed models and ensembles are analysed for the report; tag routing has nothing to
+    // learn (its routing is the domain label itself, which the analysis does not pass).
+    if ((m.routed && m.method != "tag") || m.method == "ensemble") {
+      stages.push_back({"analysis/" + m.name,
+                        m.routed ? "routing per layer and token" : "posterior along sequences",
+                        {"merge/" + m.name},
+                        {{"analyze", "--run", R, "--model", model}},
+                        {fs::path("analysis") / (m.name + ".json")},
+                        {}});
+      analyses.push_back("analysis/" + m.name);
+    }
+  }
+
+  // BTM's random-split baseline: a sub-run sharing the seed, its experts ensembled.
+  void random_split() {
+    const auto& et = c.experts.train;
+    const std::string sub = random_split_dir(run).string();
+    Stage s{kRandomSplit,
+            "BTM's baseline: experts on random equal shares, ensembled",
+            {"seed"},
+            expert_commands(sub),
+            {fs::path(kRandomSplit) / "config.toml", fs::path(kRandomSplit) / "experts",
+             fs::path(kRandomSplit) / "merged"},
+            {"experts.", "random_seed"}};
+    s.commands.push_back({"merge", "--run", sub, "--method", "ensemble", "--name", kRandomSplit});
+    for (const auto& e : resolve_experts(random_split_config(c), c.corpus.domains)) {
+      s.progress.push_back({"random-split " + e.name,
+                            fs::path(kRandomSplit) / "experts" / e.name / "metrics.jsonl",
+                            et.steps, tokens_per_step(et)});
+    }
+    s.prepare = [run = run, c = c] { prepare_random_split(run, c); };
+    s.exclusive = true;
+    stages.push_back(std::move(s));
+    stages.push_back(
+        {std::string("eval/") + kRandomSplit,
+         "test perplexity per domain",
+         {kRandomSplit},
+         {{"eval", "--run", R, "--model", fmt::format("{}/merged/{}", kRandomSplit, kRandomSplit)}},
+         {fs::path("eval") / (std::string(kRandomSplit) + ".json")},
+         {}});
+    evals.push_back(std::string("eval/") + kRandomSplit);
+  }
+
+  // The results table after every evaluation; the report after it and every analysis.
+  void results_and_report() {
+    std::vector<std::string> results_cmd = {"results", "--run", R, "--model",
+                                            fmt::format("{}", fmt::join(study_models(c), ","))};
+    stages.push_back({"results",
+                      "the results table (results.md, results.json)",
+                      evals,
+                      {results_cmd},
+                      {"results.json", "results.md"},
+                      {}});
+    if (c.study.report) {
+      std::vector<std::string> after = {"results"};
+      after.insert(after.end(), analyses.begin(), analyses.end());
+      stages.push_back({"report",
+                        "report.html: table, curves, heatmaps, token views",
+                        after,
+                        {{"report", "--run", R}},
+                        {"report.html"},
+                        {}});
+    }
+  }
+};
+
+}  // namespace
+
+std::vector<Stage> plan_study(const RunDir& run, const RunConfig& c) {
+  check_study_domains(c);
+  const auto methods = study_methods(c);
+  Planner p(run, c);
+  p.data_and_seed();
+  p.experts();
+  for (const auto& m : methods) p.combination(m);
+  if (c.study.random_split) p.random_split();
+  p.results_and_report();
+  return std::move(p.stages);
+}
+
+const std::string& default_study_config() {
+  static const std::string text =
+#include "btx/default_config.inc"
+      ;
+  return text;
+}
+
+}  // namespace btx
