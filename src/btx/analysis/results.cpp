@@ -31,12 +31,16 @@ std::string percent(double worse, double better) {
   return fmt::format("{:.1f}%", 100.0 * (worse / better - 1.0));
 }
 
-}  // namespace
+// The folder of a model as the results name it (seed, experts/x, merged/y, or a path).
+fs::path model_dir(const RunDir& run, const std::string& model) {
+  return model == "seed" ? run.seed() : resolve_model_path(run, model);
+}
 
-int64_t training_tokens(const RunDir& run, const std::string& model) {
+// training_tokens() of `model`, whose folder and facts are known.
+int64_t tokens_behind(const RunDir& run, const std::string& model, const fs::path& dir,
+                      const ModelFacts& facts) {
   const int64_t seed = state_tokens(run.seed());
   if (model == "seed") return seed;
-  const fs::path dir = resolve_model_path(run, model);
   const auto manifest = read_merge_manifest(dir);
   if (manifest.is_null()) return seed + state_tokens(dir);  // an expert or a plain checkpoint
   const auto result = manifest.value("result", nlohmann::json::object());
@@ -44,11 +48,18 @@ int64_t training_tokens(const RunDir& run, const std::string& model) {
     return seed + result.at("tokens").get<int64_t>();
   }
   int64_t experts = 0;
-  if (model_facts(dir).from_experts) {  // not upcycling, which copies the seed's FFN
+  if (facts.from_experts) {  // not upcycling, which copies the seed's FFN
     for (const auto& e : manifest.value("experts", nlohmann::json::array()))
       experts += e.value("tokens", int64_t{0});
   }
   return seed + experts + state_tokens(dir);  // + finetuning, if any
+}
+
+}  // namespace
+
+int64_t training_tokens(const RunDir& run, const std::string& model) {
+  const fs::path dir = model_dir(run, model);
+  return tokens_behind(run, model, dir, model_facts(dir));
 }
 
 nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& models) {
@@ -63,10 +74,11 @@ nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& 
 
   nlohmann::json rows = nlohmann::json::array();
   std::vector<std::string> train, novel;
-  std::vector<ModelFacts> facts;  // what each row's model is, in row order
+  std::vector<fs::path> dirs;     // each row's model folder, in row order
+  std::vector<ModelFacts> facts;  // what each row's model is
   for (const auto& m : models) {
-    facts.push_back(m == "seed" ? model_facts(run.seed())
-                                : model_facts(resolve_model_path(run, m)));
+    dirs.push_back(model_dir(run, m));
+    facts.push_back(model_facts(dirs.back()));
     const auto e = read_json_file(run.eval(eval_name(m)));
     if (train.empty() && novel.empty()) {
       for (auto& [d, v] : e.at("domains").items())
@@ -83,7 +95,7 @@ nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& 
                     {"params_total", e.value("params_total", int64_t{0})},
                     {"params_active", e.value("params_active", int64_t{0})},
                     {"flops_per_token", e.value("flops_per_token", int64_t{0})},
-                    {"training_tokens", training_tokens(run, m)},
+                    {"training_tokens", tokens_behind(run, m, dirs.back(), facts.back())},
                     {"method", facts.back().method},
                     {"routed", facts.back().routed},
                     {"learned_routing", facts.back().learned},
@@ -124,31 +136,30 @@ nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& 
     return nullptr;
   };
   // The first causal row whose model fits `is`.
-  auto first = [&](const std::function<bool(const ModelFacts&, const std::string&)>& is)
+  auto first = [&](const std::function<bool(const ModelFacts&, const fs::path&)>& is)
       -> const nlohmann::json* {
     for (size_t i = 0; i < models.size(); ++i) {
-      if (rows[i]["causal"].get<bool>() && is(facts[i], models[i])) return &rows[i];
+      if (rows[i]["causal"].get<bool>() && is(facts[i], dirs[i])) return &rows[i];
     }
     return nullptr;
   };
   // A model of this run's own merged/ (not of the random-split sub-run).
-  auto own = [&](const std::string& m) {
+  auto own = [&](const fs::path& dir) {
     auto absolute = [](const fs::path& p) { return fs::absolute(p).lexically_normal(); };
-    return m != "seed" &&
-           absolute(resolve_model_path(run, m)).parent_path() == absolute(run.root / "merged");
+    return absolute(dir).parent_path() == absolute(run.root / "merged");
   };
   // The references: the routing-free uniform average, the ensemble of all the run's experts,
   // and the dense model matched to the experts' tokens.
   const auto* average =
-      first([](const ModelFacts& f, const std::string&) { return f.method == "average"; });
-  const auto* ensemble_all = first([&](const ModelFacts& f, const std::string& m) {
-    return f.ensemble && f.ensemble_top_k == 0 && own(m);
+      first([](const ModelFacts& f, const fs::path&) { return f.method == "average"; });
+  const auto* ensemble_all = first([&](const ModelFacts& f, const fs::path& dir) {
+    return f.ensemble && f.ensemble_top_k == 0 && own(dir);
   });
-  const auto* dense_matched = first([](const ModelFacts& f, const std::string&) {
+  const auto* dense_matched = first([](const ModelFacts& f, const fs::path&) {
     return f.method == "dense" && f.params.value("match", "") == "experts";
   });
   const auto* upcycled =
-      first([](const ModelFacts& f, const std::string&) { return f.learned && !f.from_experts; });
+      first([](const ModelFacts& f, const fs::path&) { return f.learned && !f.from_experts; });
   auto mean = [](const nlohmann::json* r) { return r->at("train_mean_ppl").get<double>(); };
   auto flops = [](const nlohmann::json* r) {
     return static_cast<double>(r->at("flops_per_token").get<int64_t>());

@@ -96,6 +96,8 @@ struct TrainConfig {
     v.field("threads", threads);
   }
   void validate(const std::string& where) const;
+  // Tokens one optimizer step reads: batch_size x grad_accum sequences of seq_len.
+  int64_t tokens_per_step() const { return batch_size * grad_accum * seq_len; }
 };
 
 // One expert of a custom list ([[experts.custom]]): its name and training mixture.

@@ -36,9 +36,8 @@ MergeMethod dense_method() {
   m.build = [](const MergeContext& ctx, const fs::path& out) {
     const int64_t extra = ctx.integer("extra-tokens");
     const TrainConfig& ft = ctx.config.finetune;
-    const int64_t finetune_tokens = ctx.str("match") == "experts+finetune"
-                                        ? ft.steps * ft.batch_size * ft.seq_len * ft.grad_accum
-                                        : 0;
+    const int64_t finetune_tokens =
+        ctx.str("match") == "experts+finetune" ? ft.steps * ft.tokens_per_step() : 0;
     int64_t matched = extra + finetune_tokens;
     nlohmann::json per_expert = nlohmann::json::object();
     for (const auto& e : ctx.experts) {
@@ -47,7 +46,7 @@ MergeMethod dense_method() {
     }
     TrainConfig t = ctx.config.experts.train;
     if (ctx.str("schedule") == "wider") t.batch_size *= static_cast<int64_t>(ctx.experts.size());
-    const int64_t per_step = t.batch_size * t.seq_len * t.grad_accum;
+    const int64_t per_step = t.tokens_per_step();
     t.steps = (matched + per_step - 1) / per_step;
     t.domain_weights.clear();  // the balanced mixture of every training domain
     BTX_CHECK(t.steps >= 1, "dense baseline: the experts used no tokens");

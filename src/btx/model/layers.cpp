@@ -86,7 +86,7 @@ torch::Tensor masked_attention(const torch::Tensor& q, const torch::Tensor& k,
                                         torch::TensorOptions().device(q.device()))
                                 .triu(S + 1);
   auto att = torch::matmul(q, k.transpose(2, 3)) / std::sqrt(static_cast<double>(q.size(3))) +
-             m;                                                        // (B, H, T, S+T)
+             m;                                                       // (B, H, T, S+T)
   return torch::matmul(torch::softmax(att, -1, torch::kFloat32), v);  // (B, H, T, D)
 }
 }  // namespace

@@ -152,7 +152,8 @@ template <typename F>
 torch::Tensor sum_over_routed(const LlamaModel& model, F loss_of) {
   torch::Tensor total;
   for (const auto& layer : *model->layers) {
-    const auto* routed = dynamic_cast<const RoutedFfnImpl*>(layer->as<DecoderLayerImpl>()->ffn.get());
+    const auto* routed =
+        dynamic_cast<const RoutedFfnImpl*>(layer->as<DecoderLayerImpl>()->ffn.get());
     if (routed == nullptr) continue;
     auto a = loss_of(*routed);
     if (a.defined()) total = total.defined() ? total + a : a;
@@ -166,8 +167,7 @@ torch::Tensor CausalLMImpl::aux_loss() const {
 }
 
 torch::Tensor CausalLMImpl::policy_loss(const torch::Tensor& token_nll) const {
-  return sum_over_routed(model,
-                         [&](const RoutedFfnImpl& f) { return f.policy_loss(token_nll); });
+  return sum_over_routed(model, [&](const RoutedFfnImpl& f) { return f.policy_loss(token_nll); });
 }
 
 int64_t CausalLMImpl::num_params() const {

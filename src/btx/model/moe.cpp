@@ -81,7 +81,7 @@ torch::Tensor RoutedFfnImpl::forced_ids(int64_t B, int64_t T) const {
 
 Routing MoeFfnImpl::route(const torch::Tensor& logits, int64_t B, int64_t T,
                           const torch::Tensor& token_ids) const {
-  if (forced_.defined()) return route_forced(logits, forced_, B, T, num_experts);
+  if (forced_.defined()) return route_forced(logits, forced_ids(B, T));
   return btx::route(*router, {logits, B, T, top_k, token_ids, is_training()});
 }
 

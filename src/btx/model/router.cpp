@@ -70,20 +70,27 @@ const RouterTraits& router_traits(const std::string& model_type, const std::stri
        router_mode, fmt::join(names, ", "));
 }
 
+namespace {
+// The rows of `model_type` (only the learned ones with `learned_only`), in table order.
+std::vector<const RouterTraits*> rows_of(const std::string& model_type, bool learned_only) {
+  std::vector<const RouterTraits*> out;
+  for (const auto& r : kRouters) {
+    if (r.model_type == model_type && (r.learned || !learned_only)) out.push_back(&r);
+  }
+  return out;
+}
+}  // namespace
+
 std::vector<std::string> router_names(const std::string& model_type, bool learned_only) {
   std::vector<std::string> out;
-  for (const auto& r : kRouters) {
-    if (r.model_type == model_type && (r.learned || !learned_only)) out.push_back(r.name);
-  }
+  for (const auto* r : rows_of(model_type, learned_only)) out.push_back(r->name);
   return out;
 }
 
 std::string router_help(const std::string& model_type, bool learned_only) {
   std::vector<std::string> parts;
-  for (const auto& r : kRouters) {
-    if (r.model_type == model_type && (r.learned || !learned_only)) {
-      parts.push_back(fmt::format("{} ({}{})", r.name, r.summary, r.causal ? "" : "; not causal"));
-    }
+  for (const auto* r : rows_of(model_type, learned_only)) {
+    parts.push_back(fmt::format("{} ({}{})", r->name, r->summary, r->causal ? "" : "; not causal"));
   }
   return fmt::format("{}", fmt::join(parts, " | "));
 }
@@ -173,19 +180,11 @@ Routing route_sampled(const torch::Tensor& logits) {
   return r;
 }
 
-Routing route_forced(const torch::Tensor& logits, const torch::Tensor& experts, int64_t B,
-                     int64_t T, int64_t num_experts) {
-  BTX_CHECK(experts.numel() == 1 || experts.numel() == B, "forced experts: {} ids for {} sequences",
-            experts.numel(), B);
-  BTX_CHECK(experts.min().item<int64_t>() >= 0 && experts.max().item<int64_t>() < num_experts,
-            "forced expert id out of range [0, {})", num_experts);
+Routing route_forced(const torch::Tensor& logits, const torch::Tensor& experts) {
+  const int64_t N = experts.numel();
   Routing r = routing_of(logits);
-  r.experts = experts.to(torch::kInt64)
-                  .reshape({-1, 1})
-                  .expand({B, T})
-                  .to(logits.device())
-                  .reshape({B * T, 1});
-  r.weights = torch::ones({B * T, 1}, logits.options());
+  r.experts = experts.to(logits.device()).reshape({N, 1});
+  r.weights = torch::ones({N, 1}, logits.options());
   return r;
 }
 

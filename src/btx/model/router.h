@@ -118,9 +118,9 @@ Routing route_sample(const torch::Tensor& logits, int64_t B, int64_t T, int64_t 
 Routing route_gumbel(const torch::Tensor& logits, double tau = 1.0);
 // Top-1 sampled from softmax(logits).
 Routing route_sampled(const torch::Tensor& logits);
-// Every token to the expert of its sequence, gate 1: experts (B) or (1) for all sequences.
-Routing route_forced(const torch::Tensor& logits, const torch::Tensor& experts, int64_t B,
-                     int64_t T, int64_t num_experts);
+// Every token to the expert given for it, gate 1: experts (B, T) int64, checked by the caller
+// (RoutedFfnImpl::forced_ids).
+Routing route_forced(const torch::Tensor& logits, const torch::Tensor& experts);
 
 // α · E · Σ_i f_i P_i: f_i = fraction of tokens whose chosen experts include i, P_i = mean
 // probability of i. Equals α · k when routing is perfectly balanced.

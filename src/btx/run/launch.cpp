@@ -68,8 +68,7 @@ LaunchResult launch_local(const RunDir& run, const LaunchOptions& o) {
                            queue.size(), jobs, threads,
                            o.gpus.empty() ? "" : fmt::format(", GPUs {}", fmt::join(o.gpus, ",")));
   const int64_t steps = c.experts.train.steps;
-  const int64_t tokens_per_step =
-      c.experts.train.batch_size * c.experts.train.grad_accum * c.experts.train.seq_len;
+  const int64_t tokens_per_step = c.experts.train.tokens_per_step();
 
   LaunchResult result;
   std::vector<Child> running;

@@ -183,7 +183,7 @@ void Engine::delay() const {
 }
 
 void Engine::complete(const std::shared_ptr<Job>& job, const GenerateResult& r,
-              const nlohmann::json& state, Clock::time_point t0) {
+                      const nlohmann::json& state, Clock::time_point t0) {
   spdlog::info("completion: {} prompt tokens, {} generated, finish {}, {:.3f} s",
                job->req.prompt.size(), r.tokens.size(), r.finish_reason,
                std::chrono::duration<double>(Clock::now() - t0).count());

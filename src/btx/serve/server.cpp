@@ -38,7 +38,8 @@ struct Server::Impl {
       : decoder(std::move(d)), tok(std::move(t)), opts(std::move(o)) {
     served = {opts.model_id, decoder->context(), decoder->vocab_size()};
     engine = std::make_unique<Engine>(
-        *decoder, tok, EngineOptions{opts.queue, opts.max_batch, opts.prefill_rows, opts.token_delay_ms});
+        *decoder, tok,
+        EngineOptions{opts.queue, opts.max_batch, opts.prefill_rows, opts.token_delay_ms});
     routes();
   }
 

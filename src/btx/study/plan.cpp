@@ -128,8 +128,6 @@ std::vector<std::string> study_models(const RunConfig& c) {
 
 namespace {
 
-int64_t tokens_per_step(const TrainConfig& t) { return t.batch_size * t.grad_accum * t.seq_len; }
-
 // The stage names among `names` that are not empty.
 std::vector<std::string> needs(std::initializer_list<std::string> names) {
   std::vector<std::string> out;
@@ -177,7 +175,7 @@ struct Planner {
                {"seed", "eval/seed.json"},
                {"model.", "seed.", "random_seed"}};
     seed.progress.push_back(
-        {"seed", "seed/metrics.jsonl", c.seed_train.steps, tokens_per_step(c.seed_train)});
+        {"seed", "seed/metrics.jsonl", c.seed_train.steps, c.seed_train.tokens_per_step()});
     stages.push_back(std::move(seed));
   }
 
@@ -201,7 +199,7 @@ struct Planner {
     s.exclusive = true;
     for (const auto& e : resolve_experts(c, c.corpus.domains)) {
       s.progress.push_back({"expert " + e.name, fs::path("experts") / e.name / "metrics.jsonl",
-                            et.steps, tokens_per_step(et)});
+                            et.steps, et.tokens_per_step()});
     }
     stages.push_back(std::move(s));
   }
@@ -230,7 +228,7 @@ struct Planner {
       s.commands.push_back({"finetune", "--run", R, "--model", "merged/" + m.name, "--resume"});
       s.config_keys.push_back("finetune.");
       s.progress.push_back({"finetune " + m.name, fs::path("merged") / m.name / "metrics.jsonl",
-                            ft.steps, tokens_per_step(ft)});
+                            ft.steps, ft.tokens_per_step()});
     }
     stages.push_back(std::move(s));
     const std::string model = "merged/" + m.name;
@@ -268,8 +266,8 @@ struct Planner {
     s.commands.push_back({"merge", "--run", sub, "--method", "ensemble", "--name", kRandomSplit});
     for (const auto& e : resolve_experts(random_split_config(c), c.corpus.domains)) {
       s.progress.push_back({"random-split " + e.name,
-                            fs::path(kRandomSplit) / "experts" / e.name / "metrics.jsonl",
-                            et.steps, tokens_per_step(et)});
+                            fs::path(kRandomSplit) / "experts" / e.name / "metrics.jsonl", et.steps,
+                            et.tokens_per_step()});
     }
     s.prepare = [run = run, c = c] { prepare_random_split(run, c); };
     s.exclusive = true;

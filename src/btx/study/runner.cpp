@@ -1,7 +1,5 @@
 // Running the study: the stages that are not done, each command a child process with its log,
 // several stages side by side where they are independent, one live view (study.h).
-#include "btx/study/study.h"
-
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
 
@@ -20,6 +18,7 @@
 #include "btx/corpus/corpus_build.h"
 #include "btx/merge/method.h"
 #include "btx/run/experts.h"
+#include "btx/study/study.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
 #include "btx/util/progress.h"

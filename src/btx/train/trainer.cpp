@@ -180,7 +180,8 @@ class Trainer {
               device_.str());
     model_->to(device_);
     model_->train();
-    dist_.broadcast(model_->parameters());  // identical start even if a rank initialised differently
+    dist_.broadcast(
+        model_->parameters());  // identical start even if a rank initialised differently
 
     // The parameters this job trains (all, unless job.trainable says otherwise); the others are
     // frozen: no gradient, no optimizer state.
@@ -193,7 +194,8 @@ class Trainer {
       }
     }
     BTX_CHECK(!trained.empty(), "[{}] no parameter is trainable", job_.name);
-    opt_ = std::make_unique<AdamW>(trained, AdamWOptions{t_.beta1, t_.beta2, t_.eps, t_.weight_decay});
+    opt_ =
+        std::make_unique<AdamW>(trained, AdamWOptions{t_.beta1, t_.beta2, t_.eps, t_.weight_decay});
     if (state_) {
       load_optimizer(*opt_, job_.out_dir, state_->step);
       step_ = state_->step;
@@ -214,7 +216,7 @@ class Trainer {
     }
     if (main_) {
       spdlog::info("[{}] {} params, {} steps x {} tokens, {} domains{}{}", job_.name,
-                   model_->num_params(), t_.steps, tokens_per_step(), data_->domains().size(),
+                   model_->num_params(), t_.steps, t_.tokens_per_step(), data_->domains().size(),
                    device_.is_cpu() ? "" : ", on " + device_.str(), bf16_ ? ", bf16 autocast" : "");
     }
     if (main_ && dist_.enabled()) {
@@ -237,8 +239,7 @@ class Trainer {
         checkpoint(false);
         dist_.barrier();  // returns once the checkpoint is in place, on every rank
         if (main_) {
-          spdlog::info("[{}] stopped after step {} as asked; --resume continues", job_.name,
-                       step_);
+          spdlog::info("[{}] stopped after step {} as asked; --resume continues", job_.name, step_);
         }
         return result(/*finished=*/false);
       }
@@ -257,8 +258,6 @@ class Trainer {
     bool has_aux = false;
     double lr = 0, grad_norm = 0;
   };
-
-  int64_t tokens_per_step() const { return t_.batch_size * t_.grad_accum * t_.seq_len; }
 
   // The micro-batches of this rank, made ahead on another thread (pinned for a GPU); index =
   // step x grad_accum + micro, as the sampler numbers them.
@@ -325,8 +324,8 @@ class Trainer {
     s.lr = lr_at(step_, t_.steps, t_.warmup_steps, t_.lr, t_.min_lr);
     opt_->step(s.lr);
     ++step_;
-    tokens_ += tokens_per_step();
-    interval_tokens_ += tokens_per_step();
+    tokens_ += t_.tokens_per_step();
+    interval_tokens_ += t_.tokens_per_step();
     s.loss = dist_.mean(loss_sum / static_cast<double>(t_.grad_accum));
     BTX_CHECK(std::isfinite(s.loss),
               "[{}] loss became {} at step {}: lower lr (now {}) or check "
@@ -344,8 +343,8 @@ class Trainer {
         elapsed / static_cast<double>(step_ - first_step_) * static_cast<double>(t_.steps - step_);
     // "steps" is the total, so that a progress view can show an ETA for jobs whose length is
     // decided when they start (the compute-matched dense baseline).
-    nlohmann::json record = {{"step", step_},     {"steps", t_.steps},        {"loss", s.loss},
-                             {"lr", s.lr},        {"grad_norm", s.grad_norm}, {"tokens", tokens_},
+    nlohmann::json record = {{"step", step_},      {"steps", t_.steps},        {"loss", s.loss},
+                             {"lr", s.lr},         {"grad_norm", s.grad_norm}, {"tokens", tokens_},
                              {"tokens_per_s", tps}};
     if (s.has_aux) {
       record["aux_loss"] = dist_.mean(s.aux_sum / static_cast<double>(t_.grad_accum));
