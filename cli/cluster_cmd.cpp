@@ -11,6 +11,7 @@
 #include "btx/cluster/cluster_model.h"
 #include "btx/corpus/corpus.h"
 #include "btx/data/shards.h"
+#include "btx/run/open.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
 #include "cli/commands.h"
@@ -35,52 +36,22 @@ struct AssignArgs {
 };
 
 // The seed checkpoint and tokenizer: --checkpoint/--tokenizer, else RUN/seed and
-// RUN/tokenizer.model; a checkpoint's tokenizer is looked for beside it, then one folder up.
+// RUN/tokenizer.model; a checkpoint's tokenizer is its run's (model_tokenizer).
 void resolve_seed(ClusterArgs& a) {
   if (a.opts.embed != "seed") return;
   BTX_CHECK(!a.run.empty() || !a.checkpoint.empty(),
             "cluster: --embed seed needs --run RUN (uses RUN/seed) or --checkpoint DIR");
   const fs::path ckpt = !a.checkpoint.empty() ? fs::path(a.checkpoint) : fs::path(a.run) / "seed";
-  fs::path tok = a.tokenizer;
-  if (tok.empty()) {
-    std::vector<fs::path> candidates = {ckpt / "tokenizer.model",
-                                        ckpt.parent_path() / "tokenizer.model"};
-    if (!a.run.empty()) candidates.insert(candidates.begin(), fs::path(a.run) / "tokenizer.model");
-    for (const auto& p : candidates) {
-      if (fs::is_regular_file(p)) {
-        tok = p;
-        break;
-      }
-    }
-    BTX_CHECK(!tok.empty(), "cluster: no tokenizer.model found for checkpoint {}: pass --tokenizer",
-              ckpt.string());
-  }
+  const fs::path run_tok = fs::path(a.run) / "tokenizer.model";
   a.opts.seed_checkpoint = ckpt;
-  a.opts.seed_tokenizer = tok;
+  a.opts.seed_tokenizer = a.tokenizer.empty() && !a.run.empty() && fs::is_regular_file(run_tok)
+                              ? run_tok
+                              : model_tokenizer(ckpt, a.tokenizer);
 }
 
 void run_assign(const AssignArgs& a) {
-  BTX_CHECK(a.chunk_bytes == 0 || a.chunk_bytes >= 64,
-            "cluster assign: --chunk-bytes must be 0 (whole files) or >= 64, got {}",
-            a.chunk_bytes);
-  const ClusterModel model = ClusterModel::load(a.model, a.batch_size);
-  nlohmann::json out = nlohmann::json::array();
-  for (const auto& f : a.text) {
-    BTX_CHECK(fs::is_regular_file(f), "cluster assign: --text {} is not a file", f);
-    CorpusDomain dom{fs::path(f).filename().string(), {f}, fs::file_size(f)};
-    const DomainText text = read_domain_chunks(dom, a.chunk_bytes > 0 ? a.chunk_bytes : 1LL << 50);
-    std::vector<std::string_view> docs;
-    for (size_t i = 0; i < text.chunks.size(); ++i) docs.push_back(text.chunk(i));
-    if (docs.empty()) docs.push_back("");  // an empty file still gets a line
-    const auto got = model.assign(docs);
-    for (size_t i = 0; i < got.size(); ++i) {
-      out.push_back({{"file", f},
-                     {"chunk", i},
-                     {"bytes", docs[i].size()},
-                     {"cluster", model.names[got[i].first]},
-                     {"similarity", got[i].second}});
-    }
-  }
+  const nlohmann::json out =
+      assign_files(ClusterModel::load(a.model, a.batch_size), a.text, a.chunk_bytes);
   if (a.json) {
     std::cout << out.dump(2) << "\n";
     return;

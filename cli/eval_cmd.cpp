@@ -1,7 +1,6 @@
 // `btx eval`: per-domain loss / perplexity of any model (checkpoint, merged model, ensemble) on
 // token shards and novel text; with --run, on the run's own data with its settings, recorded as
 // eval/<name>.json, several models at once with a comparison table.
-#include <algorithm>
 #include <iostream>
 #include <optional>
 
@@ -31,15 +30,14 @@ struct EvalArgs {
   bool json = false;
 };
 
-// The tokenizer for novel text: --tokenizer, else the model's, else the run's (data/..).
+// The tokenizer for novel text: --tokenizer, else the model's run's, else the one beside the
+// shards (data/..).
 fs::path find_tokenizer(const EvalArgs& a, const fs::path& model) {
-  if (!a.tokenizer.empty()) return a.tokenizer;
-  for (const fs::path& p :
-       {model / "tokenizer.model", fs::path(a.data).parent_path() / "tokenizer.model"}) {
-    if (fs::exists(p)) return p;
+  const fs::path beside_data = fs::path(a.data).parent_path() / "tokenizer.model";
+  if (a.tokenizer.empty() && find_run_tokenizer(model).empty() && fs::exists(beside_data)) {
+    return beside_data;
   }
-  fail("no tokenizer found for the novel domains: pass --tokenizer (looked in {} and {})",
-       model.string(), fs::path(a.data).parent_path().string());
+  return model_tokenizer(model, a.tokenizer);
 }
 
 // A model named relative to the run (seed, experts/x, merged/y) or a path.
@@ -131,20 +129,7 @@ std::vector<Command> add_eval_commands(CLI::App& app) {
       ->delimiter(',');
   auto results_run = [r] {
     RunDir run{r->run};
-    std::vector<std::string> models = r->models;
-    if (models.empty()) {
-      BTX_CHECK(fs::is_directory(run.root / "eval"), "{}: no evaluations yet (run `btx eval`)",
-                (run.root / "eval").string());
-      for (const auto& f : fs::directory_iterator(run.root / "eval")) {
-        if (f.path().extension() == ".json") {
-          models.push_back(model_of_eval_name(f.path().stem().string()));
-        }
-      }
-      // The seed, then the experts, then the merged models, each by name.
-      std::sort(models.begin(), models.end());
-      std::stable_partition(models.begin(), models.end(),
-                            [](const std::string& m) { return m == "seed"; });
-    }
+    const std::vector<std::string> models = r->models.empty() ? evaluated_models(run) : r->models;
     const auto results = study_results(run, models);
     write_results(run, results);
     std::cout << results_markdown(results);

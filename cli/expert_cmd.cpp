@@ -1,9 +1,7 @@
 // `btx branch`, `btx train`, `btx launch`, `btx status`: the experts of Branch-Train-Merge.
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <iostream>
-#include <sstream>
 
 #include "btx/merge/grow.h"
 #include "btx/run/experts.h"
@@ -11,8 +9,6 @@
 #include "btx/train/checkpoint.h"
 #include "btx/train/distributed.h"
 #include "btx/util/error.h"
-#include "btx/util/fs.h"
-#include "btx/util/subprocess.h"
 #include "cli/commands.h"
 
 namespace btx::cli {
@@ -20,15 +16,6 @@ namespace btx::cli {
 namespace {
 fs::path self_binary() {
   return fs::read_symlink("/proc/self/exe");
-}
-
-bool on_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  std::istringstream dirs(path ? path : "");
-  for (std::string d; std::getline(dirs, d, ':');) {
-    if (!d.empty() && ::access((fs::path(d) / program).c_str(), X_OK) == 0) return true;
-  }
-  return false;
 }
 
 // "a=2,b" -> {a: 2, b: 1}
@@ -108,8 +95,8 @@ std::vector<Command> add_expert_commands(CLI::App& app) {
     std::string run;
     LaunchOptions local;
     SlurmOptions slurm;
-    bool use_slurm = false, submit = false, dry_run = false, wait = false;
-    double poll_seconds = 30;
+    SlurmLaunch launch;
+    bool use_slurm = false;
   };
   auto l = std::make_shared<LaunchArgs>();
   auto* launch = app.add_subcommand(
@@ -128,14 +115,14 @@ std::vector<Command> add_expert_commands(CLI::App& app) {
                    "per GPU at a time (--jobs, when given, caps them)")
       ->delimiter(',');
   launch->add_flag("--slurm", l->use_slurm, "Write a Slurm job-array script instead");
-  launch->add_flag("--submit", l->submit, "With --slurm: submit it with sbatch");
-  launch->add_flag("--dry-run", l->dry_run, "With --slurm: print the script, write nothing");
-  launch->add_flag("--wait", l->wait,
+  launch->add_flag("--submit", l->launch.submit, "With --slurm: submit it with sbatch");
+  launch->add_flag("--dry-run", l->launch.dry_run, "With --slurm: print the script, write nothing");
+  launch->add_flag("--wait", l->launch.wait,
                    "With --slurm --submit: wait until every expert has finished (`btx run` "
                    "does), showing their progress; fails naming the experts whose tasks "
                    "ended unfinished");
   launch
-      ->add_option("--poll-seconds", l->poll_seconds,
+      ->add_option("--poll-seconds", l->launch.poll_seconds,
                    "With --wait: seconds between looks at the checkpoints and squeue")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -151,7 +138,7 @@ std::vector<Command> add_expert_commands(CLI::App& app) {
                    }
                    load_run(run);
                    if (!l->use_slurm) {
-                     BTX_CHECK(!l->submit && !l->dry_run && !l->wait,
+                     BTX_CHECK(!l->launch.submit && !l->launch.dry_run && !l->launch.wait,
                                "--submit, --dry-run and --wait need --slurm");
                      l->local.btx_binary = self_binary();
                      const auto r = launch_local(run, l->local);
@@ -162,37 +149,8 @@ std::vector<Command> add_expert_commands(CLI::App& app) {
                      std::cout << fmt::format("launch: {} expert(s) trained\n", r.done.size());
                      return;
                    }
-                   std::vector<std::string> names;
-                   for (const auto& e : list_experts(run)) names.push_back(e.name);
-                   BTX_CHECK(!names.empty(), "{} has no experts: run `btx branch --run {}` first",
-                             run.root.string(), run.root.string());
                    l->slurm.btx_binary = self_binary();
-                   const std::string script = slurm_script(run, names, l->slurm);
-                   if (l->dry_run) {
-                     std::cout << script;
-                     return;
-                   }
-                   const fs::path path = slurm_script_path(run);
-                   write_file_atomic(path, script);
-                   fs::permissions(path, fs::perms::owner_exec, fs::perm_options::add);
-                   std::cout << "wrote " << path.string() << "\n";
-                   if (!l->submit) return;
-                   BTX_CHECK(on_path("sbatch"),
-                             "sbatch is not installed here, so the script cannot be submitted "
-                             "from this machine: it is at {}; run `sbatch {}` on a Slurm login "
-                             "node that mounts the run directory",
-                             path.string(), path.string());
-                   if (l->wait) {
-                     BTX_CHECK(on_path("squeue"),
-                               "--wait needs squeue to see the job's tasks, and it is not "
-                               "installed here");
-                   }
-                   const std::string job = submit_slurm(path);
-                   std::cout << fmt::format("submitted Slurm job {}: {} task(s), logs {}\n", job,
-                                            names.size(),
-                                            slurm_task_log(run, job, 0).parent_path().string() +
-                                                "/btx-experts-" + job + "_<task>.out");
-                   if (l->wait) wait_for_slurm(run, names, job, l->poll_seconds);
+                   launch_slurm(run, l->slurm, l->launch, std::cout);
                  }});
 
   auto status_run = std::make_shared<std::string>();

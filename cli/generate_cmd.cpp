@@ -3,7 +3,6 @@
 #include <iostream>
 
 #include "btx/generate/generate.h"
-#include "btx/hf/hf.h"
 #include "btx/run/open.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"

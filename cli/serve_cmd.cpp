@@ -8,7 +8,7 @@
 #include <thread>
 
 #include "btx/generate/generate.h"
-#include "btx/hf/hf.h"
+#include "btx/run/open.h"
 #include "btx/serve/server.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"

@@ -88,8 +88,8 @@ std::vector<Command> add_train_commands(CLI::App& app) {
       "Finetune a merged MoE model (btx, upcycle) in place on the domain mixture ([finetune])");
   finetune->add_option("--run", f->run, "Run directory")->required();
   finetune->add_option("--model", f->model, "The merged model, e.g. merged/btx")->required();
-  finetune->add_option("--train", f->train, "all (BTX) or router (the routers only)")
-      ->check(CLI::IsMember({"all", "router"}))
+  finetune->add_option("--train", f->train, "What trains: " + finetune_selections_help())
+      ->check(CLI::IsMember(finetune_selections()))
       ->capture_default_str();
   finetune->add_flag("--resume", f->resume, "Continue an interrupted finetuning");
   finetune->add_option("--stop-after", f->stop_after,

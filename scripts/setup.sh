@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs btx's build dependencies from Debian (sudo when not root) and builds it in Release
 # into build/. Safe to re-run: installs only what is missing, rebuilds only what changed.
+#   scripts/setup.sh            every target (the btx program, the tests, the benchmarks)
+#   scripts/setup.sh btx        only the targets named
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,4 +32,4 @@ fi
 
 JOBS="${BTX_BUILD_JOBS:-$(nproc)}"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
-cmake --build build -j "$JOBS"
+cmake --build build -j "$JOBS" ${1:+--target "$@"}

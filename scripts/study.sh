@@ -10,5 +10,5 @@
 #   any `btx run` option may follow: --run DIR, --force, --dry-run
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh btx  # the study runs only the btx program
 exec build/btx run "$@"

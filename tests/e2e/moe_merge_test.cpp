@@ -1,11 +1,14 @@
 // BTX end to end at tiny size: `merge --method btx` / `upcycle` build MoE checkpoints from the
 // trained experts (identical experts give the dense model back for any router; the centroid
 // router points each domain's mean hidden state at its own expert); `finetune` trains them in
-// place, all parameters or the routers only, logs load balancing and usage, and resumes exactly.
+// place, all parameters, the routers only or the routers and shared layers, logs load balancing and
+// usage, and resumes exactly.
 #include <gtest/gtest.h>
 
 #include "btx/io/safetensors.h"
+#include "btx/merge/moe_build.h"
 #include "btx/model/moe.h"
+#include "btx/model/param_roles.h"
 #include "btx/run/experts.h"
 #include "btx/run/run_dir.h"
 #include "btx/train/checkpoint.h"
@@ -103,12 +106,64 @@ TEST_F(MoeMergeTest, CentroidRouterPointsEachDomainAtItsExpert) {
   }
 }
 
+TEST_F(MoeMergeTest, RidgeRouterIsTheLeastSquaresFitOfEachDomainsHiddenStates) {
+  RunDir run = fresh_run("ridge");
+  auto r = run_btx("merge --run " + run.root.string() + " --method btx --router-init ridge");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(read_json_file(run.root / "merged/btx/merge.json").at("result").at("router_init"),
+            "ridge");
+  const RunConfig c = load_run(run);
+  auto model = load_model(run.root / "merged/btx");
+  model->eval();
+  torch::NoGradGuard ng;
+  const std::vector<std::string> names = {"code", "prose", "verse"};  // experts sorted by name
+  const auto layers = routed_layers(model);
+  std::vector<std::vector<torch::Tensor>> grams(layers.size()), sums(layers.size());
+  std::vector<torch::Tensor> means;
+  const int64_t T = c.experts.train.seq_len;
+  for (size_t j = 0; j < names.size(); ++j) {
+    // The statistics the merge took: 16 held-out windows of the expert's domain, every token
+    // sent to its expert.
+    auto data = domain_heldout_windows(run, c, names[j], 16, T);
+    for (auto* l : layers) {
+      l->force_experts(torch::tensor({static_cast<int64_t>(j)}));
+      l->record_inputs = l->record_gram = true;
+      l->input_sum = l->input_gram = torch::Tensor();
+      l->input_count = 0;
+    }
+    model->forward(data.narrow(1, 0, T));
+    for (size_t i = 0; i < layers.size(); ++i) {
+      grams[i].push_back(layers[i]->input_gram);
+      sums[i].push_back(layers[i]->input_sum);
+    }
+  }
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const auto w = ridge_router_weights(grams[i], sums[i], 0.01);
+    EXPECT_TRUE(torch::allclose(layers[i]->gate->weight, w, 1e-3, 1e-5)) << "layer " << i;
+    // Each domain's mean hidden state (a positive multiple of the sum) scores its own expert
+    // highest.
+    for (size_t j = 0; j < names.size(); ++j) {
+      auto sum = sums[i][j].to(torch::kFloat32);
+      EXPECT_EQ(layers[i]->gate(sum.unsqueeze(0)).argmax(-1).item<int64_t>(),
+                static_cast<int64_t>(j))
+          << names[j] << " layer " << i;
+    }
+  }
+  r = run_btx("merge --run " + run.root.string() +
+              " --method btx --name bad --router-init ridge --ridge-lambda -1");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("--ridge-lambda '-1': expected a number >= 0"), std::string::npos)
+      << r.output;
+  EXPECT_FALSE(fs::exists(run.root / "merged/bad"));
+}
+
 TEST_F(MoeMergeTest, FinetuneAllOrRouterOnlyAndResumeExactly) {
   // Two copies of the run: one finetunes straight through, the other is stopped and resumed.
   RunDir run = fresh_run("finetune"), ref = fresh_run("finetune-ref");
   const std::string r_ = " --run " + run.root.string();
   for (const std::string& args :
-       {std::string("--method btx"), std::string("--method btx --name router")}) {
+       {std::string("--method btx"), std::string("--method btx --name router"),
+        std::string("--method btx --name shared")}) {
     ASSERT_EQ(run_btx("merge" + r_ + " " + args).code, 0) << args;
   }
   ASSERT_EQ(run_btx("merge --run " + ref.root.string() + " --method btx").code, 0);
@@ -149,6 +204,22 @@ TEST_F(MoeMergeTest, FinetuneAllOrRouterOnlyAndResumeExactly) {
     EXPECT_EQ(torch::equal(tuned.at(name), t), !router) << name;
   }
   EXPECT_EQ(routers, 2);
+
+  // Routers and shared layers: the expert FFNs are exactly the merge's, everything else moved.
+  const auto merged_shared = load_safetensors(run.root / "merged/shared/model.safetensors").tensors;
+  r = run_btx("finetune" + r_ + " --model merged/shared --train router+shared");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto tuned_shared = load_safetensors(run.root / "merged/shared/model.safetensors").tensors;
+  int frozen = 0;
+  for (const auto& [name, t] : merged_shared) {
+    const bool ffn = param_role(name) == ParamRole::kFfn;
+    frozen += ffn;
+    EXPECT_EQ(torch::equal(tuned_shared.at(name), t), ffn) << name;
+  }
+  EXPECT_EQ(frozen, 2 * 3 * 3);  // 2 layers x 3 experts x {w1, w2, w3}
+  r = run_btx("finetune" + r_ + " --model merged/shared --train experts");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("router+shared"), std::string::npos) << r.output;
 
   // The finetuned MoE evaluates like any model, with fewer active than total parameters.
   r = run_btx("eval" + r_ + " --model merged/btx");

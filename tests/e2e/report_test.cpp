@@ -287,8 +287,12 @@ TEST_F(ReportTest, ReportRendersInHeadlessChromium) {
        it != std::sregex_iterator(); ++it) {
     canvases.push_back(it->str());
   }
-  // perplexity 2, training 5 (seed, experts x2, finetuning x2), routing 2, posteriors 4
-  EXPECT_GE(canvases.size(), 13u);
+  // perplexity 3 (means, the gap to the ensemble, per domain), training 5 (seed, experts x2,
+  // finetuning x2), routing 2, posteriors 4
+  EXPECT_GE(canvases.size(), 14u);
+  EXPECT_NE(out.dom.find("Gap to the ensemble of all experts vs training tokens"),
+            std::string::npos);
+  EXPECT_NE(out.dom.find(">vs ensemble-all<"), std::string::npos);  // the table's column
   for (const auto& cv : canvases) {
     EXPECT_NE(cv.find("box-sizing: border-box"), std::string::npos) << cv;
     EXPECT_TRUE(std::regex_search(cv, std::regex(" width=\"[1-9][0-9]*\""))) << cv;

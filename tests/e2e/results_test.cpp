@@ -56,6 +56,11 @@ TEST_F(ResultsTest, TableBestColumnsTokensAndFindings) {
     }
   }
   EXPECT_EQ(j["best"]["train_mean_ppl"], best_mean);
+  // Every one-model row states its gap to the ensemble of all experts; ensembles do not.
+  EXPECT_DOUBLE_EQ(avg["gap_to_ensemble_all"].get<double>(),
+                   avg["train_mean_ppl"].get<double>() / ens["train_mean_ppl"].get<double>() - 1);
+  EXPECT_TRUE(seed.contains("gap_to_ensemble_all"));
+  EXPECT_FALSE(ens.contains("gap_to_ensemble_all"));
   EXPECT_EQ(j["best"]["params_active"], "seed");  // the ensemble runs three models
   EXPECT_EQ(j["best"]["training_tokens"], "seed");
   ASSERT_GE(j["findings"].size(), 1u);
@@ -63,7 +68,11 @@ TEST_F(ResultsTest, TableBestColumnsTokensAndFindings) {
             std::string::npos);
 
   const std::string md = read_file(run.root / "results.md");
-  EXPECT_NE(md.find("| model | code | prose | verse | mean |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| model | code | prose | verse | mean | vs ensemble-all |"), std::string::npos)
+      << md;
+  EXPECT_NE(md.find(fmt::format(" {:+.1f}% |", 100 * avg["gap_to_ensemble_all"].get<double>())),
+            std::string::npos)
+      << md;
   EXPECT_NE(md.find(fmt::format("**{:.2f}**", lo)), std::string::npos) << md;
   EXPECT_NE(r.output.find("| ensemble-all |"), std::string::npos) << r.output;
 

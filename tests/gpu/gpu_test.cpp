@@ -9,7 +9,7 @@
 
 #include "btx/train/checkpoint.h"
 #include "btx/util/device.h"
-#include "core/moe_util.h"
+#include "moe_util.h"
 #include "tiny_run.h"
 
 namespace btx {

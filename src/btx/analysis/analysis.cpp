@@ -57,12 +57,22 @@ nlohmann::json ensemble_analysis(const RunDir& run, const RunConfig& c, const fs
 
 }  // namespace
 
-bool has_analysis(const fs::path& model_dir) {
-  if (is_ensemble(read_merge_manifest(model_dir))) return true;
-  if (!is_checkpoint(model_dir)) return false;
-  const ModelConfig config = load_model_config(model_dir);
+AnalysisKind analysis_kind(bool ensemble, const RouterTraits* router) {
+  if (ensemble) return AnalysisKind::kPosterior;
   // A router whose choice is the text's label has nothing to show.
-  return config.is_routed() && !config.router().needs_labels;
+  if (router && !router->needs_labels) return AnalysisKind::kRouting;
+  return AnalysisKind::kNone;
+}
+
+AnalysisKind analysis_kind(const fs::path& model_dir) {
+  if (is_ensemble(read_merge_manifest(model_dir))) return analysis_kind(true, nullptr);
+  if (!is_checkpoint(model_dir)) return AnalysisKind::kNone;
+  const ModelConfig config = load_model_config(model_dir);
+  return analysis_kind(false, config.is_routed() ? &config.router() : nullptr);
+}
+
+bool has_analysis(const fs::path& model_dir) {
+  return analysis_kind(model_dir) != AnalysisKind::kNone;
 }
 
 fs::path analysis_path(const RunDir& run, const std::string& eval_name) {

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "btx/model/router.h"
 #include "btx/run/run_dir.h"
 
 namespace btx {
@@ -22,7 +23,14 @@ inline constexpr int64_t kAnalysisSampleTokens = 48;
 // Tokens per domain along which the ensemble's posterior is followed (at most the seq_len).
 inline constexpr int64_t kAnalysisPosteriorTokens = 128;
 
-// True for routed models (except tag routing, which only follows the domain label) and ensembles.
+// What the analysis shows of a model: its routing (routed models, except those routed by the
+// domain label, which only follows the label the analysis does not pass), the posterior along
+// sequences (ensembles), or nothing. One rule for the model folders the report reads and for
+// the study's planner, which knows the merge methods' results before they exist.
+enum class AnalysisKind { kNone, kRouting, kPosterior };
+AnalysisKind analysis_kind(bool ensemble, const RouterTraits* router);
+// analysis_kind() of a model folder (a checkpoint or a merged description).
+AnalysisKind analysis_kind(const fs::path& model_dir);
 bool has_analysis(const fs::path& model_dir);
 // run/analysis/<eval_name>.json
 fs::path analysis_path(const RunDir& run, const std::string& eval_name);

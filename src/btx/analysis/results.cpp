@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -161,6 +162,12 @@ nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& 
   const auto* upcycled =
       first([](const ModelFacts& f, const fs::path&) { return f.learned && !f.from_experts; });
   auto mean = [](const nlohmann::json* r) { return r->at("train_mean_ppl").get<double>(); };
+  // Each one-model row's gap to the ensemble of all experts: what a unified model has still to
+  // buy back (a fraction: 0.05 is 5% higher mean perplexity on the training domains).
+  for (size_t i = 0; ensemble_all && i < rows.size(); ++i) {
+    if (facts[i].ensemble || !rows[i]["causal"].get<bool>()) continue;
+    rows[i]["gap_to_ensemble_all"] = mean(&rows[i]) / mean(ensemble_all) - 1.0;
+  }
   auto flops = [](const nlohmann::json* r) {
     return static_cast<double>(r->at("flops_per_token").get<int64_t>());
   };
@@ -237,6 +244,7 @@ std::string results_markdown(const nlohmann::json& r) {
   std::string rule = "|---|";
   for (const auto& d : train) out += " " + d + " |", rule += "---:|";
   out += " mean |", rule += "---:|";
+  out += " vs ensemble-all |", rule += "---:|";
   for (const auto& d : novel) out += " " + d + "* |", rule += "---:|";
   if (!novel.empty()) out += " mean* |", rule += "---:|";
   out += " params | active | GFLOP/token | training tokens |\n";
@@ -253,6 +261,9 @@ std::string results_markdown(const nlohmann::json& r) {
     };
     for (const auto& d : train) out += ppl_cell(d, row["ppl"][d]);
     out += ppl_cell("train_mean_ppl", row["train_mean_ppl"]);
+    out += row.contains("gap_to_ensemble_all")
+               ? fmt::format(" {:+.1f}% |", 100.0 * row["gap_to_ensemble_all"].get<double>())
+               : std::string("  |");
     for (const auto& d : novel) out += ppl_cell(d, row["ppl"][d]);
     if (!novel.empty()) out += ppl_cell("novel_mean_ppl", row["novel_mean_ppl"]);
     out += fmt::format(
@@ -264,7 +275,9 @@ std::string results_markdown(const nlohmann::json& r) {
   }
   out +=
       "\nTest perplexity per domain (* novel: no expert trained on it); mean = exp(mean loss); "
-      "best of each column in bold";
+      "vs ensemble-all: a one-model row's mean against the ensemble of all experts; training "
+      "tokens: every token behind the row (seed, experts, finetuning); best of each column in "
+      "bold";
   out +=
       any_noncausal ? "; [nc] not causal (routing reads the whole sequence): not ranked.\n" : ".\n";
   if (!r.at("findings").empty()) {
@@ -277,6 +290,21 @@ std::string results_markdown(const nlohmann::json& r) {
 void write_results(const RunDir& run, const nlohmann::json& results) {
   write_file_atomic(run.root / "results.json", results.dump(2) + "\n");
   write_file_atomic(run.root / "results.md", results_markdown(results));
+}
+
+std::vector<std::string> evaluated_models(const RunDir& run) {
+  BTX_CHECK(fs::is_directory(run.root / "eval"), "{}: no evaluations yet (run `btx eval`)",
+            (run.root / "eval").string());
+  std::vector<std::string> models;
+  for (const auto& f : fs::directory_iterator(run.root / "eval")) {
+    if (f.path().extension() == ".json") {
+      models.push_back(model_of_eval_name(f.path().stem().string()));
+    }
+  }
+  std::sort(models.begin(), models.end());
+  std::stable_partition(models.begin(), models.end(),
+                        [](const std::string& m) { return m == "seed"; });
+  return models;
 }
 
 }  // namespace btx

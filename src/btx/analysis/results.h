@@ -29,6 +29,10 @@ int64_t training_tokens(const RunDir& run, const std::string& model);
 // eval/<name>.json (an error names the missing ones and the command that makes them).
 nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& models);
 
+// Every model evaluated in the run (eval/*.json), as `btx eval` names them: the seed first,
+// then the others by name (the experts, then the merged models). No eval/ is an error.
+std::vector<std::string> evaluated_models(const RunDir& run);
+
 // The results as a Markdown table (best value per column in bold; non-causal rows marked and
 // left out of "best") followed by the findings.
 std::string results_markdown(const nlohmann::json& results);

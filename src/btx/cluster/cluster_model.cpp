@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "btx/cluster/kmeans.h"
+#include "btx/data/shards.h"
 #include "btx/io/safetensors.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
@@ -201,6 +202,30 @@ ClusterModel ClusterModel::load(const fs::path& path, int64_t batch_size) {
             "{}: centroids have {} dimensions but the {} embedding has {}", st_path.string(),
             m.centroids.size(1), m.embed, dim);
   return m;
+}
+
+nlohmann::json assign_files(const ClusterModel& model, const std::vector<std::string>& files,
+                            int64_t chunk_bytes) {
+  BTX_CHECK(chunk_bytes == 0 || chunk_bytes >= 64,
+            "cluster assign: --chunk-bytes must be 0 (whole files) or >= 64, got {}", chunk_bytes);
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& f : files) {
+    BTX_CHECK(fs::is_regular_file(f), "cluster assign: --text {} is not a file", f);
+    CorpusDomain dom{fs::path(f).filename().string(), {f}, fs::file_size(f)};
+    const DomainText text = read_domain_chunks(dom, chunk_bytes > 0 ? chunk_bytes : 1LL << 50);
+    std::vector<std::string_view> docs;
+    for (size_t i = 0; i < text.chunks.size(); ++i) docs.push_back(text.chunk(i));
+    if (docs.empty()) docs.push_back("");  // an empty file still gets a line
+    const auto got = model.assign(docs);
+    for (size_t i = 0; i < got.size(); ++i) {
+      out.push_back({{"file", f},
+                     {"chunk", i},
+                     {"bytes", docs[i].size()},
+                     {"cluster", model.names[got[i].first]},
+                     {"similarity", got[i].second}});
+    }
+  }
+  return out;
 }
 
 }  // namespace btx

@@ -71,4 +71,11 @@ struct ClusterModel {
   static ClusterModel load(const fs::path& path, int64_t batch_size = 4);
 };
 
+// `btx cluster assign`: each file (whole, or in line-aligned chunks of about `chunk_bytes`; 0:
+// whole) assigned to its nearest cluster: [{"file", "chunk", "bytes", "cluster", "similarity"}],
+// in file then chunk order; an empty file still gets a row. A path that is not a file, or
+// chunk_bytes in 1..63, is an error naming it.
+nlohmann::json assign_files(const ClusterModel& model, const std::vector<std::string>& files,
+                            int64_t chunk_bytes);
+
 }  // namespace btx

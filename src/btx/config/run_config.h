@@ -117,19 +117,31 @@ struct ExpertsConfig {
   // "random": `count` experts, each on a random equal share of the whole mixture (BTM's
   // baseline: ensembling without domain specialisation).
   std::string split = "domain";
-  int count = 0;                         // random split: number of experts (0: one per domain)
+  int count = 0;  // random split: number of experts (0: one per domain)
+  // What an expert trains (expert_modes(); model/param_roles.h): "all" its whole copy of the
+  // seed; "ffn" only its FFNs, the embeddings, attention, norms and LM head staying the seed's,
+  // so that merging the experts averages nothing but identical tensors; "flexolmo" (FlexOlmo,
+  // run/flexolmo.h) a two-expert MoE beside the seed's frozen FFN, shared layers frozen, whose
+  // experts the `flexolmo` merge concatenates with their routers. Same token budget.
+  std::string mode = "all";
   std::vector<ExpertSpecConfig> custom;  // if given, exactly these experts
   TrainConfig train;                     // [experts.train]
   template <typename V>
   void visit(V& v) {
     v.field("split", split);
     v.field("count", count);
+    v.field("mode", mode);
     v.table_array("custom", custom);
     auto t = v.child("train");
     train.visit(t);
     t.finish();
   }
 };
+
+// The expert-training modes [experts] mode accepts, in the order help lists them.
+const std::vector<std::string>& expert_modes();
+// Checks that `mode` is one of them; another is an error naming `where`.
+void check_expert_mode(const std::string& mode, const std::string& where);
 
 // What `btx run` does after the experts ([study]): the combinations it builds, how it trains
 // the experts, and the baselines it adds. Not part of a run's identity: changing it adds or
@@ -155,6 +167,11 @@ struct StudyConfig {
   // BTM's random-split baseline: as many experts, each on a random equal share of the whole
   // mixture, ensembled like ensemble-all (row "random-split"; its experts in random-split/).
   bool random_split = true;
+  // Expert-training modes ([experts] mode) studied beside the main experts' mode: for each, a
+  // sub-run sharing the seed (like the random split) whose experts train in that mode, with
+  // three rows: "<mode>-ensemble" (all experts), "<mode>-average" and the mode's one-model
+  // merge ("<mode>-btx" for dense experts, "flexolmo" for flexolmo experts).
+  std::vector<std::string> modes;
   std::string launcher = "local";  // experts: "local" (a pool of processes) or "slurm"
   int jobs = 2;                    // local: experts training at once
   bool build_corpus = true;        // run `btx corpus build` for the domains (Debian packages)
@@ -163,6 +180,7 @@ struct StudyConfig {
   void visit(V& v) {
     v.field("methods", methods);
     v.field("random_split", random_split);
+    v.field("modes", modes);
     v.field("launcher", launcher);
     v.field("jobs", jobs);
     v.field("build_corpus", build_corpus);

@@ -63,7 +63,7 @@ class Tokenizer {
   const fs::path& path() const;
   const std::string& sha256() const;  // of the model file's bytes
 
-  struct Model;  // parsed model, shared by copies (defined in tokenizer.cpp)
+  struct Model;  // parsed model, shared by copies (defined in tokenizer_model.h)
 
  private:
   Tokenizer() = default;  // made by load() / from_bytes() only

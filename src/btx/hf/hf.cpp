@@ -182,29 +182,6 @@ nlohmann::json hf_config(const ModelConfig& c, const std::string& what,
   return j;
 }
 
-fs::path find_run_tokenizer(const fs::path& model_dir) {
-  fs::path dir = fs::absolute(model_dir).lexically_normal();
-  if (dir.filename().empty()) dir = dir.parent_path();
-  for (int up = 0; up < 3; ++up) {
-    if (fs::exists(dir / "tokenizer.model")) return dir / "tokenizer.model";
-    dir = dir.parent_path();
-  }
-  return {};
-}
-
-fs::path model_tokenizer(const fs::path& model_dir, const fs::path& given) {
-  if (!given.empty()) {
-    BTX_CHECK(fs::exists(given), "tokenizer {} does not exist", given.string());
-    return given;
-  }
-  const fs::path found = find_run_tokenizer(model_dir);
-  BTX_CHECK(!found.empty(),
-            "no tokenizer.model for {} (looked in it and the two folders above it); pass "
-            "--tokenizer FILE",
-            model_dir.string());
-  return found;
-}
-
 nlohmann::json export_hf(const HfExportOptions& o) {
   BTX_CHECK(fs::is_directory(o.model), "model folder {} does not exist", o.model.string());
   BTX_CHECK(is_checkpoint(o.model),

@@ -54,11 +54,4 @@ struct HfImportOptions {
 // alone is not enough), tensors missing or of the wrong shape. Returns the resolved run config.
 RunConfig import_hf(const HfImportOptions& o);
 
-// The tokenizer.model of the run a model folder belongs to (the folder itself, or up to two
-// folders above it); "" when there is none.
-fs::path find_run_tokenizer(const fs::path& model_dir);
-// The tokenizer of a model: `given` when not empty, else its run's (find_run_tokenizer). An error
-// when there is none, saying where it looked and that --tokenizer FILE names one.
-fs::path model_tokenizer(const fs::path& model_dir, const fs::path& given);
-
 }  // namespace btx

@@ -214,52 +214,6 @@ Header read_header(const InputFile& f) {
   return h;
 }
 
-// A temporary sibling of `path`, written in order and renamed onto `path` by commit(); removed
-// when destroyed uncommitted (an error on the way), so `path` is never left half-written.
-class OutputFile {
- public:
-  explicit OutputFile(const fs::path& path) : path_(path), tmp_(temp_sibling(path)) {
-    if (!path.parent_path().empty()) fs::create_directories(path.parent_path());
-    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    BTX_CHECK(fd_ >= 0, "cannot create {}: {}", tmp_.string(), std::strerror(errno));
-  }
-  ~OutputFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) {
-      std::error_code ec;
-      fs::remove(tmp_, ec);
-    }
-  }
-  OutputFile(const OutputFile&) = delete;
-  OutputFile& operator=(const OutputFile&) = delete;
-
-  void write(const void* src, uint64_t n) {
-    const auto* p = static_cast<const char*>(src);
-    while (n > 0) {
-      const size_t chunk = static_cast<size_t>(std::min<uint64_t>(n, 1u << 30));
-      const ssize_t put = ::write(fd_, p, chunk);
-      if (put < 0 && errno == EINTR) continue;
-      BTX_CHECK(put > 0, "cannot write {}: {}", tmp_.string(), std::strerror(errno));
-      p += put;
-      n -= static_cast<uint64_t>(put);
-    }
-  }
-
-  void commit() {
-    BTX_CHECK(::fsync(fd_) == 0, "cannot write {}: fsync: {}", tmp_.string(), std::strerror(errno));
-    const int fd = fd_;
-    fd_ = -1;
-    BTX_CHECK(::close(fd) == 0, "cannot write {}: close: {}", tmp_.string(), std::strerror(errno));
-    fs::rename(tmp_, path_);
-    committed_ = true;
-  }
-
- private:
-  fs::path path_, tmp_;
-  int fd_ = -1;
-  bool committed_ = false;
-};
-
 // Bytes of a tensor of `spec`, checking that its shape is valid and its size fits in 64 bits.
 uint64_t byte_size(const std::string& file, const std::string& name, const TensorSpec& spec) {
   uint64_t n = torch::elementSize(spec.dtype);
@@ -313,7 +267,7 @@ void save_safetensors_streaming(const fs::path& path, const TensorLayout& layout
   text.append((8 - text.size() % 8) % 8, ' ');
 
   try {
-    OutputFile out(path);
+    AtomicFile out(path);
     const uint64_t n = text.size();
     out.write(&n, 8);
     out.write(text.data(), n);

@@ -2,16 +2,30 @@
 
 #include "btx/data/shards.h"
 #include "btx/model/moe.h"
+#include "btx/model/param_roles.h"
 #include "btx/run/open.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 
 namespace btx {
 
+const std::vector<std::string>& finetune_selections() {
+  static const std::vector<std::string> names = {"all", "router", "router+shared"};
+  return names;
+}
+
+std::string finetune_selections_help() {
+  std::vector<std::string> parts;
+  for (const auto& name : finetune_selections()) {
+    const auto& s = param_selection(name, finetune_selections(), "--train");
+    parts.push_back(fmt::format("{} ({})", s.name, s.summary));
+  }
+  return fmt::format("{}", fmt::join(parts, " | "));
+}
+
 TrainResult finetune_model(const RunDir& run, const RunConfig& c, const fs::path& model_dir,
                            const std::string& train_what, bool resume, int64_t stop_after) {
-  BTX_CHECK(train_what == "all" || train_what == "router",
-            "--train '{}' is not one of: all, router", train_what);
+  const ParamSelection& selection = param_selection(train_what, finetune_selections(), "--train");
   BTX_CHECK(fs::exists(model_dir / "config.json"), "{} is not a model folder (no config.json)",
             model_dir.string());
   const ModelConfig mc = load_model_config(model_dir);
@@ -30,14 +44,8 @@ TrainResult finetune_model(const RunDir& run, const RunConfig& c, const fs::path
   job.resume = resume;
   job.stop_after = stop_after;
   job.keep_files = {"merge.json"};
-  if (train_what == "router") {
-    job.trainable = [](const std::string& name) {
-      for (const char* router :
-           {".block_sparse_moe.gate.", ".smear.gate.", ".block_sparse_moe.baseline."}) {
-        if (name.find(router) != std::string::npos) return true;
-      }
-      return false;
-    };
+  if (!selection.all()) {
+    job.trainable = [selection](const std::string& name) { return selection.trains(name); };
   }
   if (mc.router().needs_labels) {  // each row to its domain's expert
     const auto routes = domain_experts(read_merge_manifest(model_dir));

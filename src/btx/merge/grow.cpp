@@ -22,7 +22,7 @@ ExpertSpec grow_expert(const RunDir& run, const RunConfig& c, const std::string&
     auto s = load_train_state(expert_dir(run, e.name));
     if (s && s->done) trained.push_back(e.name);
   }
-  ExpertSpec spec{name, domains, {}};
+  ExpertSpec spec{name, domains, {}, c.experts.mode};
   nlohmann::json init;
   std::vector<WeightedCheckpoint> weights;
   if (trained.empty()) {

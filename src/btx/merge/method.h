@@ -20,6 +20,7 @@
 #include "btx/config/run_config.h"
 #include "btx/merge/param_average.h"
 #include "btx/merge/params.h"
+#include "btx/model/router.h"
 #include "btx/run/run_dir.h"
 
 namespace btx {
@@ -63,9 +64,21 @@ struct MergeMethod {
   // Methods that train (dense) write their checkpoints into the output folder as they go and
   // can resume; the others build into a temporary folder that is renamed into place.
   bool trains = false;
-  // Its result is a routed model (MoE or SMEAR) whose routers start untrained: the study
-  // (`btx run`) finetunes it on the mixture ([finetune]) after merging.
-  bool routed = false;
+  // The router of its result, from its resolved parameters, when the result is a routed model
+  // (MoE or SMEAR) whose routers start untrained: the study (`btx run`) finetunes it on the
+  // mixture ([finetune]) after merging. Empty: the result is not routed.
+  std::function<const RouterTraits&(const std::map<std::string, std::string>&)> router;
+  // The expert-training modes ([experts] mode) whose experts it combines: the MoE builders take
+  // dense experts, flexolmo its own two-expert models, averages and ensembles any. Checked by
+  // `btx merge` on the experts and by the study's planner on the config, before anything runs.
+  std::vector<std::string> expert_modes = {"all", "ffn"};
+  // Its result is BTM's ensemble (a description; open_scorer() mixes the experts).
+  bool ensemble = false;
+  bool routed() const { return static_cast<bool>(router); }
+  // What the study's `btx finetune --train` trains after merging a routed result (a
+  // finetune_selections() name), or "" when the study does not finetune it (its router is
+  // trained already). A [study] methods entry's --finetune overrides it.
+  std::string study_finetune = "all";
   // Its result is built from the trained experts' weights (false: sparse upcycling copies the
   // seed's FFN, the dense baseline trains the seed further). Recorded in merge.json: what the
   // experts' training tokens are counted for.
@@ -104,6 +117,11 @@ std::map<std::string, std::string> resolve_merge_params(
 // parameters and expert weights. Returns merge.json's content.
 nlohmann::json run_merge(const RunDir& run, const MergeRequest& request);
 
+// Checks that `method` combines experts trained in `mode`; otherwise an error naming both and
+// `where` the mode comes from (an expert, the config).
+void check_merge_expert_mode(const MergeMethod& method, const std::string& mode,
+                             const std::string& where);
+
 // The trained experts of a run as merges see them; an expert not finished is an error naming
 // it, and experts branched from different seeds are refused.
 std::vector<MergeExpert> trained_experts(const RunDir& run);
@@ -118,5 +136,6 @@ MergeMethod upcycle_method();
 MergeMethod tag_method();
 MergeMethod hash_method();
 MergeMethod smear_method();
+MergeMethod flexolmo_method();
 
 }  // namespace btx

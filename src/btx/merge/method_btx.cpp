@@ -6,10 +6,17 @@
 
 namespace btx {
 
+namespace {
+// The learned MoE router that a btx-style method's --router names.
+const RouterTraits& mixtral_router(const std::map<std::string, std::string>& params) {
+  return router_traits("mixtral", params.at("router"), "--router");
+}
+}  // namespace
+
 MergeMethod btx_method() {
   MergeMethod m;
   m.name = "btx";
-  m.routed = true;
+  m.router = mixtral_router;
   m.description =
       "one MoE model: each layer's experts are the experts' FFNs, everything else averaged, a new "
       "token-level router (finetune it with `btx finetune`)";
@@ -37,7 +44,7 @@ MergeMethod btx_method() {
 MergeMethod upcycle_method() {
   MergeMethod m;
   m.name = "upcycle";
-  m.routed = true;
+  m.router = mixtral_router;
   m.from_experts = false;
   m.description =
       "sparse upcycling: an MoE whose experts are all copies of the seed's FFN (no expert "
@@ -56,7 +63,9 @@ namespace {
 MergeMethod fixed_routing_method(const std::string& mode) {
   MergeMethod m;
   m.name = mode;
-  m.routed = true;
+  m.router = [mode](const auto&) -> const RouterTraits& {
+    return router_traits("mixtral", mode, "--method");
+  };
   m.params = {};
   m.build = [mode](const MergeContext& ctx, const fs::path& out) {
     MoeBuildOptions o;

@@ -16,6 +16,7 @@ namespace btx {
 
 MergeMethod dense_method() {
   MergeMethod m;
+  m.expert_modes = {"all", "ffn", "flexolmo"};  // any experts of one shape
   m.name = "dense";
   m.description =
       "the seed trained further on the balanced mixture for the experts' total tokens: the "

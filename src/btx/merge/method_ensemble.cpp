@@ -7,7 +7,9 @@ namespace btx {
 
 MergeMethod ensemble_method() {
   MergeMethod m;
+  m.expert_modes = {"all", "ffn", "flexolmo"};  // any experts of one shape
   m.name = "ensemble";
+  m.ensemble = true;
   m.description =
       "the experts kept apart, their next-token probabilities mixed by a domain posterior over "
       "the prefix (uniform / updating / cached prior, top-k)";

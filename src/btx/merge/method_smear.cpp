@@ -12,7 +12,9 @@ namespace btx {
 MergeMethod smear_method() {
   MergeMethod m;
   m.name = "smear";
-  m.routed = true;
+  m.router = [](const std::map<std::string, std::string>& params) -> const RouterTraits& {
+    return router_traits("smear", params.at("router"), "--router");
+  };
   m.description =
       "one model whose FFN is the experts' FFNs averaged with router weights (per prefix: "
       "causal), everything else averaged; finetune it with `btx finetune`";
@@ -21,8 +23,8 @@ MergeMethod smear_method() {
       "(arXiv:2306.03745)";
   m.params = {
       choice_param("router", "prefix", router_names("smear"), router_help("smear")),
-      choice_param("router-init", "random", {"random", "centroid"},
-                   "random (small normal) | centroid (each domain's mean hidden state)"),
+      router_init_param("random"),
+      ridge_lambda_param(),
       real_param("expert-dropout", "0.1",
                  "drop each merge weight with this probability in training", 0, 1,
                  /*min_open=*/false, /*max_open=*/true),
@@ -32,6 +34,7 @@ MergeMethod smear_method() {
     o.model_type = "smear";
     o.router_mode = ctx.str("router");
     o.router_init = ctx.str("router-init");
+    o.ridge_lambda = ctx.real("ridge-lambda");
     o.expert_dropout = ctx.real("expert-dropout");
     o.aux_loss = 0;
     o.seed = derive_seed(ctx.config.seed, "router/" + ctx.output_name);

@@ -51,6 +51,7 @@ std::map<std::string, double> parse_weights(const std::string& text,
 
 MergeMethod weighted_average_method() {
   MergeMethod m;
+  m.expert_modes = {"all", "ffn", "flexolmo"};  // any experts of one shape
   m.name = "weighted-average";
   m.description =
       "parameter mean weighted by given weights or by the experts' domain posterior on a target "

@@ -29,48 +29,83 @@ std::string dense_name(int64_t layer, const std::string& w) {
   return fmt::format("model.layers.{}.mlp.{}_proj.weight", layer, proj);
 }
 
-// Sets each layer's router row j to the normalised mean FFN input of slot j's held-out data,
-// with every token sent to expert j.
-void centroid_init(const MergeContext& ctx, CausalLM& model, const std::vector<MoeSlot>& slots,
-                   int64_t windows) {
-  torch::NoGradGuard no_grad;
-  model->eval();
-  const std::vector<RoutedFfnImpl*> layers = routed_layers(model);
+// Each layer's FFN inputs on each slot's held-out data with every token sent to its expert.
+FfnInputStatistics slot_statistics(const MergeContext& ctx, CausalLM model,
+                                   const std::vector<MoeSlot>& slots, int64_t windows, bool grams,
+                                   const std::string& init) {
   const int64_t T = ctx.config.experts.train.seq_len;
+  std::vector<torch::Tensor> data;
+  std::vector<int64_t> forced;
   for (size_t j = 0; j < slots.size(); ++j) {
     const auto& s = slots[j];
     BTX_CHECK(!s.domains.empty(),
-              "centroid router init: expert '{}' has no domains to take "
-              "its centroid from",
+              "{} router init: expert '{}' has no domains to take its hidden states from", init,
               s.name);
     std::vector<torch::Tensor> parts;
     const int64_t per = std::max<int64_t>(1, windows / static_cast<int64_t>(s.domains.size()));
     for (const auto& d : s.domains)
       parts.push_back(domain_heldout_windows(ctx.run, ctx.config, d, per, T));
-    auto data = torch::cat(parts);
-    BTX_CHECK(data.size(0) >= 1, "centroid router init: no held-out data for expert '{}' ({})",
-              s.name, fmt::join(s.domains, ", "));
-    for (auto* l : layers) {
-      l->force_experts(torch::tensor({static_cast<int64_t>(j)}));
-      l->record_inputs = true;
-      l->input_sum = torch::Tensor();
-      l->input_count = 0;
-    }
-    for (int64_t r = 0; r < data.size(0); r += 16) {
-      model->forward(data.narrow(0, r, std::min<int64_t>(16, data.size(0) - r)).narrow(1, 0, T));
-    }
-    for (auto* l : layers) {
-      auto mean = (l->input_sum / static_cast<double>(l->input_count)).to(torch::kFloat32);
-      l->gate->weight[static_cast<int64_t>(j)].copy_(mean / mean.norm());
-    }
+    data.push_back(torch::cat(parts));
+    BTX_CHECK(data.back().size(0) >= 1, "{} router init: no held-out data for expert '{}' ({})",
+              init, s.name, fmt::join(s.domains, ", "));
+    forced.push_back(static_cast<int64_t>(j));
   }
-  for (auto* l : layers) {
-    l->force_experts(torch::Tensor());
-    l->record_inputs = false;
-    l->input_sum = torch::Tensor();
+  return ffn_input_statistics(model, data, forced, T, grams);
+}
+
+// Sets each layer's router from its slot statistics: `centroid` makes row j the normalised mean
+// FFN input of slot j's data; `ridge` the least-squares router of ridge_router_weights.
+void init_router_from_domains(const MergeContext& ctx, CausalLM& model,
+                              const std::vector<MoeSlot>& slots, const MoeBuildOptions& opts) {
+  const bool ridge = opts.router_init == "ridge";
+  const FfnInputStatistics st =
+      slot_statistics(ctx, model, slots, opts.centroid_windows, ridge, opts.router_init);
+  const std::vector<RoutedFfnImpl*> layers = routed_layers(model);
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    auto& w = layers[i]->gate->weight;
+    if (ridge) {
+      w.copy_(ridge_router_weights(st.grams[i], st.sums[i], opts.ridge_lambda).to(w.dtype()));
+      continue;
+    }
+    for (size_t j = 0; j < slots.size(); ++j) {
+      auto mean = (st.sums[i][j] / static_cast<double>(st.counts[j])).to(torch::kFloat32);
+      w[static_cast<int64_t>(j)].copy_(mean / mean.norm());
+    }
   }
 }
 }  // namespace
+
+torch::Tensor ridge_router_weights(const std::vector<torch::Tensor>& grams,
+                                   const std::vector<torch::Tensor>& sums, double lambda) {
+  BTX_CHECK(!grams.empty() && grams.size() == sums.size(),
+            "ridge router: {} Gram matrices for {} slots", grams.size(), sums.size());
+  BTX_CHECK(lambda >= 0, "ridge router: lambda {} is negative", lambda);
+  auto g = grams.front().to(torch::kFloat64).clone();
+  for (size_t j = 1; j < grams.size(); ++j) g += grams[j].to(torch::kFloat64);
+  const int64_t C = g.size(0);
+  // XᵀY: column j is the sum of slot j's inputs (its rows of Y are one-hot at j).
+  auto xty = torch::stack(sums, 1).to(torch::kFloat64);  // (C, E)
+  const double scale = g.diagonal().sum().item<double>() / static_cast<double>(C);
+  BTX_CHECK(scale > 0, "ridge router: the hidden states are all zero");
+  // λ relative to the mean eigenvalue of XᵀX, and never below a trace of it: XᵀX of fewer
+  // tokens than dimensions is singular.
+  const double ridge = std::max(lambda, 1e-10) * scale;
+  auto a = g + ridge * torch::eye(C, torch::kFloat64);
+  auto l = torch::linalg_cholesky(a);
+  return torch::cholesky_solve(xty, l).t().contiguous().to(torch::kFloat32);  // (E, C)
+}
+
+MergeParam router_init_param(const std::string& default_init) {
+  return choice_param("router-init", default_init, {"random", "centroid", "ridge"},
+                      "random (small normal) | centroid (each domain's mean hidden state) | ridge "
+                      "(least-squares router from the hidden states to the expert labels, DUME)");
+}
+
+MergeParam ridge_lambda_param() {
+  return real_param("ridge-lambda", "0.01",
+                    "ridge router init: λ relative to the mean eigenvalue of XᵀX", 0);
+}
 
 std::vector<MoeSlot> expert_moe_slots(const MergeContext& ctx, bool from_seed) {
   std::vector<MoeSlot> slots;
@@ -91,8 +126,8 @@ std::vector<MergeParam> moe_params(const std::string& default_init) {
                    router_help("mixtral", /*learned_only=*/true)),
       real_param("aux-loss", "0.01", "load-balancing weight alpha (0: none, experts may die)", 0),
       real_param("z-loss", "0", "router z-loss weight", 0),
-      choice_param("router-init", default_init, {"random", "centroid"},
-                   "random (small normal) | centroid (each domain's mean hidden state)"),
+      router_init_param(default_init),
+      ridge_lambda_param(),
   };
 }
 
@@ -103,6 +138,7 @@ MoeBuildOptions moe_options(const MergeContext& ctx, const std::string& tag) {
   o.aux_loss = ctx.real("aux-loss");
   o.z_loss = ctx.real("z-loss");
   o.router_init = ctx.str("router-init");
+  o.ridge_lambda = ctx.real("ridge-lambda");
   o.seed = derive_seed(ctx.config.seed, "router/" + tag);
   return o;
 }
@@ -187,9 +223,9 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
       });
   write_file_atomic(out / "config.json", model_config_to_json(moe).dump(2));
 
-  if (opts.router_init == "centroid") {
+  if (opts.router_init != "random") {
     CausalLM model = load_model(out);
-    centroid_init(ctx, model, slots, opts.centroid_windows);
+    init_router_from_domains(ctx, model, slots, opts);
     TensorMap tensors;
     for (const auto& p : model->named_parameters()) tensors[p.key()] = p.value();
     save_safetensors(out / "model.safetensors", tensors, {{"format", "pt"}});

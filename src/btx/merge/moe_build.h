@@ -2,9 +2,11 @@
 // arXiv:2403.07816): expert slot j of every layer takes the dense FFN of one source checkpoint
 // (mlp.gate_proj / up_proj / down_proj -> block_sparse_moe.experts.j.w1 / w3 / w2); every other
 // tensor (embeddings, attention, norms, LM head) is the average of the `shared` checkpoints; a
-// new router per layer is initialised `random` (normal(0, initializer_range)) or `centroid` (row
+// new router per layer is initialised `random` (normal(0, initializer_range)), `centroid` (row
 // j = the normalised mean FFN input of slot j's domains when every token is sent to expert j, so
-// routing starts where the domains are). Streams like the parameter average.
+// routing starts where the domains are) or `ridge` (DUME; arXiv:2603.29765: the closed-form
+// least-squares map from those FFN inputs to one-hot expert labels). Streams like the parameter
+// average.
 #pragma once
 
 #include <filesystem>
@@ -30,8 +32,9 @@ struct MoeBuildOptions {
   std::string router_mode = "top-k";
   double aux_loss = 0.01;
   double z_loss = 0.0;
-  std::string router_init = "random";  // random | centroid
-  int64_t centroid_windows = 16;       // held-out windows per slot for the centroids
+  std::string router_init = "random";  // random | centroid | ridge
+  int64_t centroid_windows = 16;       // held-out windows per slot for centroid and ridge
+  double ridge_lambda = 0.01;          // ridge: λ relative to the mean eigenvalue of XᵀX
   uint64_t seed = 0;                   // random router init
 };
 
@@ -48,5 +51,15 @@ std::vector<MoeSlot> expert_moe_slots(const MergeContext& ctx, bool from_seed);
 MoeBuildOptions moe_options(const MergeContext& ctx, const std::string& tag);
 // Those parameters' declarations, shared by btx and upcycle.
 std::vector<MergeParam> moe_params(const std::string& default_init);
+// The router-init and ridge-lambda declarations (also SMEAR's).
+MergeParam router_init_param(const std::string& default_init);
+MergeParam ridge_lambda_param();
+
+// The ridge-regression router (E, C) float32 from each slot's FFN-input statistics: grams[j] =
+// X_jᵀX_j (C, C) and sums[j] = X_jᵀ1 (C) of the tokens X_j labelled expert j. Solves
+// W = (XᵀX + λ'I)⁻¹XᵀY for X the stacked X_j and Y their one-hot labels, with λ' = lambda times
+// the mean eigenvalue of XᵀX (trace / C), and returns Wᵀ: logits h·Wᵀ estimate h's labels.
+torch::Tensor ridge_router_weights(const std::vector<torch::Tensor>& grams,
+                                   const std::vector<torch::Tensor>& sums, double lambda);
 
 }  // namespace btx

@@ -2,6 +2,7 @@
 // validation, the experts' checks, provenance in merge.json, and skipping up-to-date merges.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "btx/merge/method.h"
@@ -16,7 +17,7 @@ const std::vector<MergeMethod>& merge_methods() {
   static const std::vector<MergeMethod> methods = {
       average_method(), weighted_average_method(), ensemble_method(), dense_method(),
       btx_method(),     upcycle_method(),          tag_method(),      hash_method(),
-      smear_method(),
+      smear_method(),   flexolmo_method(),
   };
   return methods;
 }
@@ -144,6 +145,14 @@ std::map<std::string, std::string> resolve_merge_params(
   return out;
 }
 
+void check_merge_expert_mode(const MergeMethod& method, const std::string& mode,
+                             const std::string& where) {
+  const auto& modes = method.expert_modes;
+  BTX_CHECK(std::find(modes.begin(), modes.end(), mode) != modes.end(),
+            "{} merges experts trained in mode {}, not '{}' ({})", method.name,
+            fmt::join(modes, " or "), mode, where);
+}
+
 nlohmann::json run_merge(const RunDir& run, const MergeRequest& request) {
   const MergeMethod& method = find_merge_method(request.method);
   MergeContext ctx;
@@ -153,6 +162,9 @@ nlohmann::json run_merge(const RunDir& run, const MergeRequest& request) {
   ctx.output_name = merge_output_name(request);
   ctx.params = resolve_merge_params(method, request.params);
   ctx.experts = trained_experts(run);
+  for (const auto& e : ctx.experts) {
+    check_merge_expert_mode(method, find_expert(run, e.name).mode, "expert '" + e.name + "'");
+  }
 
   nlohmann::json provenance = {{"method", method.name}, {"params", ctx.params}};
   nlohmann::json experts = nlohmann::json::array();

@@ -66,8 +66,13 @@ MoeFfnImpl::MoeFfnImpl(const ModelConfig& c)
 
 void RoutedFfnImpl::record(const torch::Tensor& h) {
   if (!record_inputs) return;
-  auto sum = h.detach().to(torch::kFloat64).sum(0);
+  const auto h64 = h.detach().to(torch::kFloat64);
+  auto sum = h64.sum(0);
   input_sum = input_sum.defined() ? input_sum + sum : sum;
+  if (record_gram) {
+    auto gram = h64.t().mm(h64);
+    input_gram = input_gram.defined() ? input_gram + gram : gram;
+  }
   input_count += h.size(0);
 }
 
@@ -146,6 +151,49 @@ std::vector<RoutedFfnImpl*> routed_layers(const CausalLM& model) {
 
 void force_experts(const CausalLM& model, const torch::Tensor& experts) {
   for (auto* l : routed_layers(model)) l->force_experts(experts);
+}
+
+FfnInputStatistics ffn_input_statistics(CausalLM model, const std::vector<torch::Tensor>& data,
+                                        const std::vector<int64_t>& forced, int64_t seq_len,
+                                        bool grams) {
+  BTX_CHECK(data.size() == forced.size(), "FFN input statistics: {} datasets, {} forced experts",
+            data.size(), forced.size());
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  const std::vector<RoutedFfnImpl*> layers = routed_layers(model);
+  BTX_CHECK(!layers.empty(), "FFN input statistics: the model has no routed layers");
+  FfnInputStatistics st;
+  st.sums.resize(layers.size());
+  st.grams.resize(layers.size());
+  for (size_t i = 0; i < data.size(); ++i) {
+    for (auto* l : layers) {
+      l->force_experts(torch::tensor({forced[i]}));
+      l->record_inputs = true;
+      l->record_gram = grams;
+      l->input_sum = torch::Tensor();
+      l->input_gram = torch::Tensor();
+      l->input_count = 0;
+    }
+    const auto& d = data[i];
+    for (int64_t r = 0; r < d.size(0); r += 16) {
+      model->forward(d.narrow(0, r, std::min<int64_t>(16, d.size(0) - r)).narrow(1, 0, seq_len));
+    }
+    for (size_t l = 0; l < layers.size(); ++l) {
+      st.sums[l].push_back(layers[l]->input_sum);
+      if (grams) st.grams[l].push_back(layers[l]->input_gram);
+    }
+    st.counts.push_back(layers.front()->input_count);
+  }
+  for (auto* l : layers) {
+    l->force_experts(torch::Tensor());
+    l->record_inputs = false;
+    l->record_gram = false;
+    l->input_sum = torch::Tensor();
+    l->input_gram = torch::Tensor();
+  }
+  if (was_training) model->train();
+  return st;
 }
 
 }  // namespace btx

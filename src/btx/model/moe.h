@@ -62,10 +62,13 @@ struct RoutedFfnImpl : FeedForwardImpl {
   // (experts: (B) or (1) for all sequences; undefined: the router decides again). For BTX's
   // centroid router init and the tag-routing baseline.
   void force_experts(const torch::Tensor& experts) { forced_ = experts; }
-  // While true, forward adds its FFN inputs (the normalised hidden states) to input_sum and
-  // their number to input_count.
+  // While true, forward adds its FFN inputs h (the normalised hidden states, N x C) to
+  // input_sum (C), their number to input_count and, with record_gram too, hᵀh to input_gram
+  // (C x C), all in float64: the statistics of the centroid and ridge router inits.
   bool record_inputs = false;
+  bool record_gram = false;
   torch::Tensor input_sum;
+  torch::Tensor input_gram;
   int64_t input_count = 0;
   // The last forward's routing (for analysis and usage logs), detached.
   const std::optional<Routing>& last_routing() const { return last_; }
@@ -83,7 +86,7 @@ struct RoutedFfnImpl : FeedForwardImpl {
   int64_t num_experts;
 
  protected:
-  // Adds h (N, C) to input_sum / input_count when record_inputs is on.
+  // Adds h (N, C) to input_sum / input_count (and input_gram) when record_inputs is on.
   void record(const torch::Tensor& h);
   // The forced expert of every position of B sequences of T, (B, T) int64, checked against
   // the batch and the number of experts.
@@ -129,5 +132,18 @@ TORCH_MODULE(MoeFfn);
 std::vector<RoutedFfnImpl*> routed_layers(const CausalLM& model);
 // force_experts on every routed layer of the model.
 void force_experts(const CausalLM& model, const torch::Tensor& experts);
+
+// What each routed layer's FFN sees on several datasets: per layer l and dataset i, the sum of
+// its FFN inputs (C) and, with grams, their Gram matrix hᵀh (C x C), in float64, and per dataset
+// the number of tokens. Dataset i is token windows (B, >= seq_len), read seq_len at a time with
+// every token sent to expert forced[i] (the statistics of the centroid and ridge router inits).
+struct FfnInputStatistics {
+  std::vector<std::vector<torch::Tensor>> sums;   // [layer][dataset]
+  std::vector<std::vector<torch::Tensor>> grams;  // [layer][dataset]; empty without grams
+  std::vector<int64_t> counts;                    // [dataset]
+};
+FfnInputStatistics ffn_input_statistics(CausalLM model, const std::vector<torch::Tensor>& data,
+                                        const std::vector<int64_t>& forced, int64_t seq_len,
+                                        bool grams);
 
 }  // namespace btx

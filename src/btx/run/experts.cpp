@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -14,6 +15,8 @@
 #include "btx/data/shards.h"
 #include "btx/eval/ensemble.h"
 #include "btx/io/safetensors.h"
+#include "btx/model/param_roles.h"
+#include "btx/run/flexolmo.h"
 #include "btx/train/checkpoint.h"
 #include "btx/train/distributed.h"
 #include "btx/util/error.h"
@@ -23,6 +26,7 @@ namespace btx {
 
 nlohmann::json ExpertSpec::to_json() const {
   nlohmann::json j = {{"name", name}, {"domains", domains}};
+  if (mode != "all") j["mode"] = mode;
   if (partition.count > 1) {
     j["partition"] = {{"index", partition.index},
                       {"count", partition.count},
@@ -37,6 +41,8 @@ ExpertSpec ExpertSpec::from_json(const nlohmann::json& j, const std::string& whe
     ExpertSpec s;
     s.name = j.at("name").get<std::string>();
     s.domains = j.at("domains").get<std::map<std::string, double>>();
+    s.mode = j.value("mode", std::string("all"));
+    check_expert_mode(s.mode, "mode");
     if (j.contains("partition")) {
       const auto& p = j["partition"];
       s.partition = {p.at("index").get<int>(), p.at("count").get<int>(),
@@ -77,16 +83,17 @@ std::vector<ExpertSpec> resolve_experts(const RunConfig& c,
   if (!c.experts.custom.empty()) {
     for (const auto& e : c.experts.custom) {
       check_domains(e.domains, domains, e.name);
-      out.push_back({e.name, e.domains, {}});
+      out.push_back({e.name, e.domains, {}, c.experts.mode});
     }
   } else if (c.experts.split == "domain") {
-    for (const auto& d : domains) out.push_back({d, {{d, 1.0}}, {}});
+    for (const auto& d : domains) out.push_back({d, {{d, 1.0}}, {}, c.experts.mode});
   } else {  // random: equal shares of the whole mixture
     const int n = c.experts.count > 0 ? c.experts.count : static_cast<int>(domains.size());
     std::map<std::string, double> all;
     for (const auto& d : domains) all[d] = 1.0;
     for (int i = 0; i < n; ++i) {
-      out.push_back({fmt::format("random_{}", i), all, DataPartition{i, n, c.seed, 8192}});
+      out.push_back(
+          {fmt::format("random_{}", i), all, DataPartition{i, n, c.seed, 8192}, c.experts.mode});
     }
   }
   return out;
@@ -129,12 +136,47 @@ ExpertSpec find_expert(const RunDir& run, const std::string& name) {
        run.root.string());
 }
 
+namespace {
+// The domains an expert trains on (weight > 0), sorted.
+std::vector<std::string> trained_domains(const ExpertSpec& spec) {
+  std::vector<std::string> out;
+  for (const auto& [d, w] : spec.domains) {
+    if (w > 0) out.push_back(d);
+  }
+  return out;
+}
+
+// kFlexolmoInitWindows held-out windows shared among `domains`.
+torch::Tensor heldout_windows(const RunDir& run, const RunConfig& c,
+                              const std::vector<std::string>& domains) {
+  BTX_CHECK(!domains.empty(), "no training domains to take held-out windows from");
+  const int64_t per =
+      std::max<int64_t>(1, kFlexolmoInitWindows / static_cast<int64_t>(domains.size()));
+  std::vector<torch::Tensor> parts;
+  for (const auto& d : domains) {
+    parts.push_back(domain_heldout_windows(run, c, d, per, c.experts.train.seq_len));
+  }
+  return torch::cat(parts);
+}
+}  // namespace
+
 std::vector<std::string> branch_experts(const RunDir& run, const RunConfig& c) {
   const TrainState seed_state = require_finished_seed(run);
   const ShardSet data = ShardSet::open(run.data());
   const std::string seed_sha = sha256_file(run.seed() / "model.safetensors");
   std::vector<std::string> branched;
-  for (const auto& spec : resolve_experts(c, data.domains())) {
+  const std::vector<ExpertSpec> specs = resolve_experts(c, data.domains());
+  // FlexOlmo's anchor stands for the whole training mixture: every expert's domains.
+  std::vector<std::string> anchor_domains;
+  for (const auto& spec : specs) {
+    for (const auto& d : trained_domains(spec)) {
+      if (std::find(anchor_domains.begin(), anchor_domains.end(), d) == anchor_domains.end()) {
+        anchor_domains.push_back(d);
+      }
+    }
+  }
+  std::sort(anchor_domains.begin(), anchor_domains.end());
+  for (const auto& spec : specs) {
     const fs::path dir = expert_dir(run, spec.name);
     if (fs::exists(dir / "expert.json")) {
       const auto have = ExpertSpec::from_json(read_json_file(dir / "expert.json"), dir.string());
@@ -144,8 +186,14 @@ std::vector<std::string> branch_experts(const RunDir& run, const RunConfig& c) {
       continue;
     }
     write_dir_atomic(dir, [&](const fs::path& tmp) {
-      fs::copy_file(run.seed() / "model.safetensors", tmp / "model.safetensors");
-      fs::copy_file(run.seed() / "config.json", tmp / "config.json");
+      if (spec.mode == "flexolmo") {
+        write_flexolmo_expert(run.seed(), heldout_windows(run, c, trained_domains(spec)),
+                              heldout_windows(run, c, anchor_domains), c.experts.train.seq_len,
+                              tmp);
+      } else {
+        fs::copy_file(run.seed() / "model.safetensors", tmp / "model.safetensors");
+        fs::copy_file(run.seed() / "config.json", tmp / "config.json");
+      }
       auto j = spec.to_json();
       j["init"] = {{"from", "seed"}, {"seed_step", seed_state.step}, {"seed_sha256", seed_sha}};
       write_file_atomic(tmp / "expert.json", j.dump(2));
@@ -264,6 +312,16 @@ TrainResult train_expert(const RunDir& run, const RunConfig& c, const std::strin
   job.stop_after = stop_after;
   job.partition = spec.partition;
   job.keep_files = {"expert.json"};
+  if (spec.mode == "flexolmo") {
+    job.model = load_model_config(job.init_from);  // the two-expert MoE it was branched as
+    job.trainable = flexolmo_trains;
+    job.update_masks = flexolmo_update_masks(job.model);
+  } else {
+    const ParamSelection& trains = param_selection(spec.mode, {"all", "ffn"}, name + " mode");
+    if (!trains.all()) {
+      job.trainable = [trains](const std::string& param) { return trains.trains(param); };
+    }
+  }
   try {
     return train(job);
   } catch (const std::exception& e) {

@@ -249,4 +249,35 @@ void wait_for_slurm(const RunDir& run, const std::vector<std::string>& names,
   }
 }
 
+void launch_slurm(const RunDir& run, const SlurmOptions& o, const SlurmLaunch& l,
+                  std::ostream& out) {
+  std::vector<std::string> names;
+  for (const auto& e : list_experts(run)) names.push_back(e.name);
+  BTX_CHECK(!names.empty(), "{} has no experts: run `btx branch --run {}` first", run.root.string(),
+            run.root.string());
+  const std::string script = slurm_script(run, names, o);
+  if (l.dry_run) {
+    out << script;
+    return;
+  }
+  const fs::path path = slurm_script_path(run);
+  write_file_atomic(path, script);
+  fs::permissions(path, fs::perms::owner_exec, fs::perm_options::add);
+  out << "wrote " << path.string() << "\n";
+  if (!l.submit) return;
+  BTX_CHECK(on_path("sbatch"),
+            "sbatch is not installed here, so the script cannot be submitted from this machine: "
+            "it is at {}; run `sbatch {}` on a Slurm login node that mounts the run directory",
+            path.string(), path.string());
+  if (l.wait) {
+    BTX_CHECK(on_path("squeue"),
+              "--wait needs squeue to see the job's tasks, and it is not installed here");
+  }
+  const std::string job = submit_slurm(path);
+  out << fmt::format(
+      "submitted Slurm job {}: {} task(s), logs {}\n", job, names.size(),
+      slurm_task_log(run, job, 0).parent_path().string() + "/btx-experts-" + job + "_<task>.out");
+  if (l.wait) wait_for_slurm(run, names, job, l.poll_seconds);
+}
+
 }  // namespace btx

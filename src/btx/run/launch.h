@@ -5,6 +5,7 @@
 #pragma once
 
 #include <filesystem>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -64,5 +65,19 @@ fs::path slurm_task_log(const RunDir& run, const std::string& job, size_t task);
 // (a task that failed or ran out of time), instead of waiting for ever.
 void wait_for_slurm(const RunDir& run, const std::vector<std::string>& names,
                     const std::string& job, double poll_seconds);
+
+struct SlurmLaunch {
+  bool submit = false;   // submit the script with sbatch
+  bool dry_run = false;  // print the script to `out`, write nothing
+  bool wait = false;     // after submitting: wait_for_slurm()
+  double poll_seconds = 30;
+};
+
+// `btx launch --slurm`: writes the job-array script of every expert of the run (executable,
+// slurm_script_path()), then as `l` says submits it and waits; what it did goes to `out`. A run
+// without experts, or sbatch/squeue missing where they are needed, is an error saying what to do
+// instead, before anything is written.
+void launch_slurm(const RunDir& run, const SlurmOptions& o, const SlurmLaunch& l,
+                  std::ostream& out);
 
 }  // namespace btx

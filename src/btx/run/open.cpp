@@ -193,4 +193,27 @@ std::unique_ptr<Scorer> open_scorer(const fs::path& dir) {
        (dir / "merge.json").string(), kind);
 }
 
+fs::path find_run_tokenizer(const fs::path& model_dir) {
+  fs::path dir = fs::absolute(model_dir).lexically_normal();
+  if (dir.filename().empty()) dir = dir.parent_path();
+  for (int up = 0; up < 3; ++up) {
+    if (fs::exists(dir / "tokenizer.model")) return dir / "tokenizer.model";
+    dir = dir.parent_path();
+  }
+  return {};
+}
+
+fs::path model_tokenizer(const fs::path& model_dir, const fs::path& given) {
+  if (!given.empty()) {
+    BTX_CHECK(fs::exists(given), "tokenizer {} does not exist", given.string());
+    return given;
+  }
+  const fs::path found = find_run_tokenizer(model_dir);
+  BTX_CHECK(!found.empty(),
+            "no tokenizer.model for {} (looked in it and the two folders above it); pass "
+            "--tokenizer FILE",
+            model_dir.string());
+  return found;
+}
+
 }  // namespace btx

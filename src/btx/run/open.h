@@ -15,6 +15,7 @@
 #include "btx/eval/ensemble.h"
 #include "btx/eval/scorer.h"
 #include "btx/model/llama.h"
+#include "btx/util/fs.h"
 
 namespace btx {
 
@@ -54,5 +55,12 @@ ModelFacts model_facts(const std::filesystem::path& dir);
 // For an MoE merge: each training domain -> the expert slot trained on it (the first slot whose
 // domains include it), from merge.json's record of the slots. Tag routing follows it.
 std::map<std::string, int64_t> domain_experts(const nlohmann::json& manifest);
+
+// The tokenizer.model of the run a model folder belongs to (the folder itself, or up to two
+// folders above it); "" when there is none.
+fs::path find_run_tokenizer(const fs::path& model_dir);
+// The tokenizer of a model: `given` when not empty, else its run's (find_run_tokenizer). An error
+// when there is none, saying where it looked and that --tokenizer FILE names one.
+fs::path model_tokenizer(const fs::path& model_dir, const fs::path& given);
 
 }  // namespace btx

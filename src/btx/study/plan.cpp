@@ -1,12 +1,15 @@
 // The study's plan: [study] parsed and checked against the merge registry, and the run's stages
 // in order, each a list of ordinary btx commands with the stages it needs, its outputs and the
 // config keys it reads (study.h).
+#include <optional>
 #include <set>
 #include <sstream>
 
 #include "btx/corpus/corpus.h"
 #include "btx/corpus/corpus_build.h"
+#include "btx/merge/finetune.h"
 #include "btx/merge/method.h"
+#include "btx/model/param_roles.h"
 #include "btx/run/experts.h"
 #include "btx/study/study.h"
 #include "btx/util/error.h"
@@ -31,25 +34,54 @@ fs::path random_split_dir(const RunDir& run) {
   return run.root / kRandomSplit;
 }
 
-RunConfig random_split_config(const RunConfig& c) {
+// A sub-run's config: the parent's, with no study of its own.
+RunConfig sub_run_config(const RunConfig& c, const std::string& suffix) {
   RunConfig r = c;
-  r.name = c.name + "-" + kRandomSplit;
-  r.experts.split = "random";
-  r.experts.count = static_cast<int>(c.corpus.domains.size());
-  r.experts.custom.clear();
+  r.name = c.name + "-" + suffix;
   r.study.methods.clear();
   r.study.random_split = false;
+  r.study.modes.clear();
   return r;
 }
 
-void prepare_random_split(const RunDir& run, const RunConfig& c) {
-  const RunDir sub{random_split_dir(run)};
-  init_run(sub, random_split_config(c), /*force=*/true);
+RunConfig random_split_config(const RunConfig& c) {
+  RunConfig r = sub_run_config(c, kRandomSplit);
+  r.experts.split = "random";
+  r.experts.count = static_cast<int>(c.corpus.domains.size());
+  r.experts.custom.clear();
+  return r;
+}
+
+// A sub-run in run/<folder> with config `sub`, its tokenizer, data and seed linked to the
+// parent's.
+void prepare_sub_run(const RunDir& run, const std::string& folder, const RunConfig& sub) {
+  const RunDir s{run.root / folder};
+  init_run(s, sub, /*force=*/true);
   for (const char* item : {"tokenizer.model", "data", "seed"}) {
-    const fs::path link = sub.root / item;
+    const fs::path link = s.root / item;
     if (fs::is_symlink(link) || fs::exists(link)) continue;
     fs::create_symlink(fs::path("..") / item, link);
   }
+}
+
+// ---- expert-mode sub-runs ([study] modes) ----
+
+std::string mode_folder(const std::string& mode) {
+  return "experts-" + mode;
+}
+
+RunConfig mode_config(const RunConfig& c, const std::string& mode) {
+  RunConfig r = sub_run_config(c, mode_folder(mode));
+  r.experts.mode = mode;
+  return r;
+}
+
+// A mode sub-run's rows: (method, merged name), its one-model merge last.
+std::vector<std::pair<std::string, std::string>> mode_rows(const std::string& mode) {
+  const std::string unified = mode == "flexolmo" ? "flexolmo" : "btx";
+  return {{"ensemble", mode + "-ensemble"},
+          {"average", mode + "-average"},
+          {unified, unified == mode ? mode : mode + "-" + unified}};
 }
 
 }  // namespace
@@ -59,6 +91,9 @@ void prepare_random_split(const RunDir& run, const RunConfig& c) {
 std::vector<StudyMethod> study_methods(const RunConfig& c) {
   std::vector<StudyMethod> out;
   std::set<std::string> names = {"seed", kRandomSplit};
+  for (const auto& mode : c.study.modes) {
+    for (const auto& row : mode_rows(mode)) names.insert(row.second);  // the sub-runs' rows
+  }
   for (size_t i = 0; i < c.study.methods.size(); ++i) {
     const std::string& line = c.study.methods[i];
     const std::string where = fmt::format("study.methods[{}] \"{}\"", i, line);
@@ -68,6 +103,7 @@ std::vector<StudyMethod> study_methods(const RunConfig& c) {
       const MergeMethod& m = find_merge_method(words[0]);
       MergeRequest request;
       request.method = m.name;
+      std::optional<std::string> finetune;  // the entry's --finetune (not a merge parameter)
       for (size_t w = 1; w < words.size(); w += 2) {
         BTX_CHECK(words[w].rfind("--", 0) == 0 && words[w].size() > 2,
                   "expected --PARAM VALUE pairs after the method, got '{}'", words[w]);
@@ -75,13 +111,30 @@ std::vector<StudyMethod> study_methods(const RunConfig& c) {
         const std::string key = words[w].substr(2);
         if (key == "name") {
           request.output_name = words[w + 1];
+        } else if (key == "finetune") {
+          BTX_CHECK(!finetune, "--finetune given twice");
+          finetune = words[w + 1];
         } else {
           BTX_CHECK(!request.params.count(key), "{} given twice", words[w]);
           request.params[key] = words[w + 1];
         }
       }
-      resolve_merge_params(m, request.params);  // unknown parameters and choices are errors
-      StudyMethod s{m.name, merge_output_name(request), request.params, m.routed, m.trains};
+      // Unknown parameters, choices and values out of range are errors.
+      const auto resolved = resolve_merge_params(m, request.params);
+      const RouterTraits* router = m.routed() ? &m.router(resolved) : nullptr;
+      check_merge_expert_mode(m, c.experts.mode, "[experts] mode");
+      if (finetune) {
+        BTX_CHECK(m.routed(), "--finetune: the {} method makes no routed model to finetune",
+                  m.name);
+        if (*finetune == "none") {
+          finetune = "";
+        } else {
+          param_selection(*finetune, finetune_selections(), "--finetune");
+        }
+      }
+      StudyMethod s{m.name,         merge_output_name(request),
+                    request.params, finetune.value_or(m.routed() ? m.study_finetune : ""),
+                    m.trains,       analysis_kind(m.ensemble, router)};
       BTX_CHECK(names.insert(s.name).second,
                 "the name '{}' is used twice (give one of them --name NAME)", s.name);
       out.push_back(std::move(s));
@@ -121,12 +174,29 @@ std::vector<std::string> study_models(const RunConfig& c) {
     models.insert(models.begin() + static_cast<std::ptrdiff_t>(after_ensembles),
                   fmt::format("{}/merged/{}", kRandomSplit, kRandomSplit));
   }
+  for (const auto& mode : c.study.modes) {
+    for (const auto& row : mode_rows(mode)) {
+      models.push_back(fmt::format("{}/merged/{}", mode_folder(mode), row.second));
+    }
+  }
   return models;
 }
 
 // ---- the plan -------------------------------------------------------------------------------
 
 namespace {
+
+// `btx finetune` of run_dir/merged/<name>, training `train` (finetune_selections()).
+std::vector<std::string> finetune_command(const std::string& run_dir, const std::string& name,
+                                          const std::string& train) {
+  std::vector<std::string> cmd = {"finetune", "--run",          run_dir,
+                                  "--model",  "merged/" + name, "--resume"};
+  if (train != "all") {
+    cmd.push_back("--train");
+    cmd.push_back(train);
+  }
+  return cmd;
+}
 
 // The stage names among `names` that are not empty.
 std::vector<std::string> needs(std::initializer_list<std::string> names) {
@@ -208,7 +278,10 @@ struct Planner {
   void combination(const StudyMethod& m) {
     const auto& ft = c.finetune;
     Stage s{"merge/" + m.name,
-            fmt::format("{}{}", m.method, m.routed ? ", then finetuned on the mixture" : ""),
+            m.finetune.empty()    ? m.method
+            : m.finetune == "all" ? m.method + ", then finetuned on the mixture"
+                                  : fmt::format("{}, then finetuned on the mixture (--train {})",
+                                                m.method, m.finetune),
             {"experts"},
             {},
             {fs::path("merged") / m.name},
@@ -224,8 +297,8 @@ struct Planner {
       s.progress.push_back({m.name, fs::path("merged") / m.name / "metrics.jsonl", 0, 0});
     }
     s.commands.push_back(merge);
-    if (m.routed) {
-      s.commands.push_back({"finetune", "--run", R, "--model", "merged/" + m.name, "--resume"});
+    if (!m.finetune.empty()) {
+      s.commands.push_back(finetune_command(R, m.name, m.finetune));
       s.config_keys.push_back("finetune.");
       s.progress.push_back({"finetune " + m.name, fs::path("merged") / m.name / "metrics.jsonl",
                             ft.steps, ft.tokens_per_step()});
@@ -239,11 +312,11 @@ struct Planner {
                       {fs::path("eval") / (m.name + ".json")},
                       {}});
     evals.push_back("eval/" + m.name);
-    // Routed models and ensembles are analysed for the report; tag routing has nothing to
-    // learn (its routing is the domain label itself, which the analysis does not pass).
-    if ((m.routed && m.method != "tag") || m.method == "ensemble") {
+    // Routed models and ensembles are analysed for the report (analysis_kind()).
+    if (m.analysis != AnalysisKind::kNone) {
       stages.push_back({"analysis/" + m.name,
-                        m.routed ? "routing per layer and token" : "posterior along sequences",
+                        m.analysis == AnalysisKind::kRouting ? "routing per layer and token"
+                                                             : "posterior along sequences",
                         {"merge/" + m.name},
                         {{"analyze", "--run", R, "--model", model}},
                         {fs::path("analysis") / (m.name + ".json")},
@@ -269,7 +342,7 @@ struct Planner {
                             fs::path(kRandomSplit) / "experts" / e.name / "metrics.jsonl", et.steps,
                             et.tokens_per_step()});
     }
-    s.prepare = [run = run, c = c] { prepare_random_split(run, c); };
+    s.prepare = [run = run, c = c] { prepare_sub_run(run, kRandomSplit, random_split_config(c)); };
     s.exclusive = true;
     stages.push_back(std::move(s));
     stages.push_back(
@@ -280,6 +353,53 @@ struct Planner {
          {fs::path("eval") / (std::string(kRandomSplit) + ".json")},
          {}});
     evals.push_back(std::string("eval/") + kRandomSplit);
+  }
+
+  // Experts trained in another mode ([study] modes): a sub-run sharing the seed, its experts'
+  // ensemble and average, and its one-model merge (finetuned as the method says).
+  void mode_sub_run(const std::string& mode) {
+    const auto& et = c.experts.train;
+    const auto& ft = c.finetune;
+    const std::string folder = mode_folder(mode);
+    const std::string sub = (run.root / folder).string();
+    const RunConfig sc = mode_config(c, mode);
+    const auto rows = mode_rows(mode);
+    Stage s{folder,
+            fmt::format("experts trained in mode {} (a sub-run sharing the seed): their "
+                        "ensemble, average and {}",
+                        mode, rows.back().first),
+            {"seed"},
+            expert_commands(sub),
+            {fs::path(folder) / "config.toml", fs::path(folder) / "experts",
+             fs::path(folder) / "merged"},
+            {"experts.", "random_seed", "finetune."}};
+    for (const auto& e : resolve_experts(sc, c.corpus.domains)) {
+      s.progress.push_back({folder + " " + e.name,
+                            fs::path(folder) / "experts" / e.name / "metrics.jsonl", et.steps,
+                            et.tokens_per_step()});
+    }
+    for (const auto& [method, name] : rows) {
+      s.commands.push_back({"merge", "--run", sub, "--method", method, "--name", name});
+      const MergeMethod& m = find_merge_method(method);
+      if (!m.routed() || m.study_finetune.empty()) continue;
+      s.commands.push_back(finetune_command(sub, name, m.study_finetune));
+      s.progress.push_back({"finetune " + name,
+                            fs::path(folder) / "merged" / name / "metrics.jsonl", ft.steps,
+                            ft.tokens_per_step()});
+    }
+    s.prepare = [run = run, folder, sc] { prepare_sub_run(run, folder, sc); };
+    s.exclusive = true;
+    stages.push_back(std::move(s));
+    for (const auto& row : rows) {
+      const std::string model = fmt::format("{}/merged/{}", folder, row.second);
+      stages.push_back({"eval/" + row.second,
+                        "test perplexity per domain",
+                        {folder},
+                        {{"eval", "--run", R, "--model", model}},
+                        {fs::path("eval") / (row.second + ".json")},
+                        {}});
+      evals.push_back("eval/" + row.second);
+    }
   }
 
   // The results table after every evaluation; the report after it and every analysis.
@@ -315,6 +435,7 @@ std::vector<Stage> plan_study(const RunDir& run, const RunConfig& c) {
   p.experts();
   for (const auto& m : methods) p.combination(m);
   if (c.study.random_split) p.random_split();
+  for (const auto& mode : c.study.modes) p.mode_sub_run(mode);
   p.results_and_report();
   return std::move(p.stages);
 }

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "btx/analysis/analysis.h"
 #include "btx/run/run_dir.h"
 
 namespace btx {
@@ -59,8 +60,11 @@ struct Stage {
 struct StudyMethod {
   std::string method, name;
   std::map<std::string, std::string> params;
-  bool routed = false;  // finetuned after merging
-  bool trains = false;  // the merge itself trains (dense): resumable
+  // What `btx finetune --train` trains after merging (finetune_selections()), "" for none:
+  // the method's study_finetune for a routed result, or the entry's --finetune.
+  std::string finetune;
+  bool trains = false;                          // the merge itself trains (dense): resumable
+  AnalysisKind analysis = AnalysisKind::kNone;  // what its analysis stage shows, if it has one
 };
 
 // Parses and checks [study] methods: an unknown method, parameter or choice, or a name used

@@ -10,7 +10,7 @@ AdamW::AdamW(const std::vector<std::pair<std::string, torch::Tensor>>& named_par
     : opt_(o) {
   for (const auto& [name, p] : named_params) {
     if (!p.requires_grad()) continue;
-    slots_.push_back({name, p, torch::zeros_like(p), torch::zeros_like(p), p.dim() >= 2});
+    slots_.push_back({name, p, torch::zeros_like(p), torch::zeros_like(p), p.dim() >= 2, {}, {}});
   }
 }
 
@@ -18,6 +18,19 @@ void AdamW::zero_grad() {
   for (auto& s : slots_) {
     if (s.param.grad().defined()) s.param.mutable_grad().zero_();
   }
+}
+
+void AdamW::set_update_mask(const std::string& name, const torch::Tensor& mask) {
+  for (auto& s : slots_) {
+    if (s.name != name) continue;
+    BTX_CHECK(mask.sizes() == s.param.sizes(), "AdamW: the update mask of '{}' is {}, not {}", name,
+              fmt::format("{}", fmt::join(mask.sizes(), "x")),
+              fmt::format("{}", fmt::join(s.param.sizes(), "x")));
+    s.frozen = mask.to(s.param.device()).eq(0);
+    s.frozen_values = s.param.detach().clone();
+    return;
+  }
+  fail("AdamW: no trained parameter '{}' to mask", name);
 }
 
 void AdamW::step(double lr) {
@@ -33,6 +46,7 @@ void AdamW::step(double lr) {
     s.exp_avg_sq.mul_(opt_.beta2).addcmul_(g, g, 1.0 - opt_.beta2);
     auto denom = (s.exp_avg_sq.sqrt() / std::sqrt(bc2)).add_(opt_.eps);
     s.param.addcdiv_(s.exp_avg, denom, -lr / bc1);
+    if (s.frozen.defined()) s.param.copy_(torch::where(s.frozen, s.frozen_values, s.param));
   }
 }
 

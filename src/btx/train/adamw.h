@@ -24,6 +24,10 @@ class AdamW {
   // One update with learning rate `lr` from the parameters' current .grad().
   void step(double lr);
   void zero_grad();
+  // Where `mask` (the parameter's shape, 0/1) is 0 the parameter keeps its current value
+  // bitwise through every later step (no update, no decay); the caller zeroes the gradient there
+  // too (the trainer does, with a hook), so clipping and the moments do not see it.
+  void set_update_mask(const std::string& name, const torch::Tensor& mask);
   int64_t steps() const { return step_; }
   // "<param>.exp_avg" / "<param>.exp_avg_sq" -> tensor; the step count is saved separately.
   std::map<std::string, torch::Tensor> state() const;
@@ -36,6 +40,7 @@ class AdamW {
     std::string name;
     torch::Tensor param, exp_avg, exp_avg_sq;
     bool decay;
+    torch::Tensor frozen, frozen_values;  // set_update_mask: where it is 0, and the values kept
   };
   std::vector<Slot> slots_;
   AdamWOptions opt_;

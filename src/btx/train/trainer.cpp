@@ -196,6 +196,16 @@ class Trainer {
     BTX_CHECK(!trained.empty(), "[{}] no parameter is trainable", job_.name);
     opt_ =
         std::make_unique<AdamW>(trained, AdamWOptions{t_.beta1, t_.beta2, t_.eps, t_.weight_decay});
+    for (const auto& [name, mask] : job_.update_masks) {
+      auto it = std::find_if(trained.begin(), trained.end(),
+                             [&](const auto& p) { return p.first == name; });
+      BTX_CHECK(it != trained.end(), "[{}] update mask for '{}', which is not a trained parameter",
+                job_.name, name);
+      const auto m = mask.to(it->second.device(), it->second.scalar_type());
+      // The masked gradient is zero before clipping and AdamW, so its moments stay zero too.
+      it->second.register_hook([m](const torch::Tensor& g) { return g * m; });
+      opt_->set_update_mask(name, m);
+    }
     if (state_) {
       load_optimizer(*opt_, job_.out_dir, state_->step);
       step_ = state_->step;

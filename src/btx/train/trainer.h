@@ -38,6 +38,10 @@ struct TrainJob {
   // Which parameters train (by name); empty: all. The others are frozen (e.g. router-only MoE
   // finetuning).
   std::function<bool(const std::string&)> trainable;
+  // Parts of trainable parameters that stay frozen: per parameter name, a 0/1 tensor of its
+  // shape, 0 where the parameter must keep its starting value bitwise (no gradient, no weight
+  // decay). E.g. FlexOlmo's anchor row of each router. A name the model lacks is an error.
+  std::map<std::string, torch::Tensor> update_masks;
   // Called before each micro-batch's forward with the domain of each of its rows (tag-routed
   // models send each row to its domain's expert).
   std::function<void(CausalLM&, const std::vector<std::string>& row_domains)> before_forward;

@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -41,25 +42,45 @@ nlohmann::json read_json_file(const fs::path& path) {
   }
 }
 
-void write_file_atomic(const fs::path& path, std::string_view data) {
+AtomicFile::AtomicFile(const fs::path& path) : path_(path), tmp_(temp_sibling(path)) {
   if (!path.parent_path().empty()) fs::create_directories(path.parent_path());
-  const fs::path tmp = temp_sibling(path);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  BTX_CHECK(fd >= 0, "cannot create {}: {}", tmp.string(), std::strerror(errno));
-  size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      fs::remove(tmp);
-      fail("cannot write {}: {}", tmp.string(), std::strerror(err));
-    }
-    off += static_cast<size_t>(n);
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  BTX_CHECK(fd_ >= 0, "cannot create {}: {}", tmp_.string(), std::strerror(errno));
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) {
+    std::error_code ec;
+    fs::remove(tmp_, ec);
   }
-  ::fsync(fd);
-  ::close(fd);
-  fs::rename(tmp, path);
+}
+
+void AtomicFile::write(const void* src, uint64_t n) {
+  const auto* p = static_cast<const char*>(src);
+  while (n > 0) {
+    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(n, 1u << 30));
+    const ssize_t put = ::write(fd_, p, chunk);
+    if (put < 0 && errno == EINTR) continue;
+    BTX_CHECK(put > 0, "cannot write {}: {}", tmp_.string(), std::strerror(errno));
+    p += put;
+    n -= static_cast<uint64_t>(put);
+  }
+}
+
+void AtomicFile::commit() {
+  BTX_CHECK(::fsync(fd_) == 0, "cannot write {}: fsync: {}", tmp_.string(), std::strerror(errno));
+  const int fd = fd_;
+  fd_ = -1;
+  BTX_CHECK(::close(fd) == 0, "cannot write {}: close: {}", tmp_.string(), std::strerror(errno));
+  fs::rename(tmp_, path_);
+  committed_ = true;
+}
+
+void write_file_atomic(const fs::path& path, std::string_view data) {
+  AtomicFile out(path);
+  out.write(data.data(), data.size());
+  out.commit();
 }
 
 bool recover_dir(const fs::path& dir) {

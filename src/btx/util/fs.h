@@ -19,6 +19,25 @@ std::string read_file(const fs::path& path);
 nlohmann::json read_json_file(const fs::path& path);
 // Writes `data` to `path` atomically (temporary file + fsync + rename).
 void write_file_atomic(const fs::path& path, std::string_view data);
+
+// A file written in order under a temporary sibling name and renamed onto `path` by commit()
+// (after fsync); removed when destroyed uncommitted (an error on the way), so `path` is never
+// left half-written. For output too large to hold in memory (checkpoints).
+class AtomicFile {
+ public:
+  explicit AtomicFile(const fs::path& path);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(const void* src, uint64_t n);
+  void commit();
+
+ private:
+  fs::path path_, tmp_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
 // Runs `fill(tmp_dir)` on a fresh temporary folder beside `dir`, then renames it onto `dir`
 // (replacing an old `dir` only after the new one is complete). On exception the temporary folder
 // is removed and `dir` is untouched.

@@ -12,12 +12,25 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <sstream>
 
 #include "btx/util/error.h"
 
 extern char** environ;
 
 namespace btx {
+
+bool on_path(const std::string& program) {
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path ? path : "");
+  for (std::string d; std::getline(dirs, d, ':');) {
+    if (!d.empty() && ::access((std::filesystem::path(d) / program).c_str(), X_OK) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
 
 namespace {
 

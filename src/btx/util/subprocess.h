@@ -31,8 +31,12 @@ struct RunResult {
 // cannot be started at all (e.g. not installed); a non-zero exit is reported in the result.
 RunResult run_process(const std::vector<std::string>& argv, const RunOptions& opts = {});
 
+// Whether `program` is an executable file in one of PATH's folders.
+bool on_path(const std::string& program);
+
 // Like run_process, but a non-zero exit throws btx::Error naming `what` (e.g. the domain being
 // built), the command line and the tail of its stderr. Returns stdout.
+
 std::string check_output(const std::vector<std::string>& argv, const std::string& what,
                          const RunOptions& opts = {});
 

@@ -183,6 +183,11 @@
     for (const d of trainDomains) columns.push({ key: d, label: d, value: ppl(d), text: (v) => fixed(v, 2) });
     columns.push({ key: "train_mean_ppl", label: "mean", value: (r) => r.train_mean_ppl, text: (v) => fixed(v, 2),
       title: "exp(mean loss over the training domains)" });
+    if (rows.some((r) => isNum(r.gap_to_ensemble_all))) {
+      columns.push({ key: "gap_to_ensemble_all", label: "vs ensemble-all", value: (r) => r.gap_to_ensemble_all,
+        text: (v) => (isNum(v) ? (v >= 0 ? "+" : "") + (100 * v).toFixed(1) + "%" : ""),
+        title: "a one-model row's mean perplexity against the ensemble of all experts" });
+    }
     for (const d of novelDomains) {
       columns.push({ key: d, label: d + "*", value: ppl(d), text: (v) => fixed(v, 2), novel: true,
         title: "novel domain: no expert trained on it" });
@@ -280,6 +285,29 @@
         plugins: { legend: { position: "top" } },
       },
     }, { height: Math.max(260, 60 + rows.length * (novelDomains.length ? 26 : 18)) });
+
+    // One model vs the ensemble: each one-model row's gap against the tokens it spent.
+    const gaps = rows.filter((r) => isNum(r.gap_to_ensemble_all) && isNum(r.training_tokens));
+    if (gaps.length) {
+      chartBox(grid, "Gap to the ensemble of all experts vs training tokens", {
+        type: "scatter",
+        data: {
+          datasets: gaps.map((r) => ({
+            label: r.model,
+            data: [{ x: r.training_tokens / 1e6, y: 100 * r.gap_to_ensemble_all }],
+            backgroundColor: modelColour(r.model),
+            pointRadius: 6,
+          })),
+        },
+        options: {
+          scales: {
+            x: { title: { display: true, text: "training tokens (millions): seed + experts + its own" } },
+            y: { title: { display: true, text: "mean perplexity vs ensemble-all (%)" } },
+          },
+          plugins: { legend: { position: "right" } },
+        },
+      }, { height: 320 });
+    }
 
     // Per domain: the seed, the best model of each column, the ensemble and dense baselines.
     const shown = new Set(rows.length <= 8 ? rows.map((r) => r.model) : ["seed", "ensemble-all", "dense"]);

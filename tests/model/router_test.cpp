@@ -12,7 +12,7 @@
 
 #include "btx/model/llama.h"
 #include "btx/model/moe.h"
-#include "core/moe_util.h"
+#include "moe_util.h"
 #include "test_util.h"
 
 namespace btx {

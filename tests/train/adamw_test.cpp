@@ -17,6 +17,32 @@ TEST(LrSchedule, WarmupThenCosine) {
   EXPECT_DOUBLE_EQ(lr_at(0, 10, 0, 2.0, 0.0), 2.0);     // no warmup
 }
 
+TEST(AdamW, MaskedElementsKeepTheirValueAndTheOthersUpdateAsWithoutAMask) {
+  torch::manual_seed(1);
+  auto w0 = torch::randn({3, 4});
+  auto masked = w0.clone().requires_grad_(true), plain = w0.clone().requires_grad_(true);
+  AdamW a({{"w", masked}}, AdamWOptions{0.9, 0.95, 1e-8, 0.1});
+  AdamW b({{"w", plain}}, AdamWOptions{0.9, 0.95, 1e-8, 0.1});
+  auto mask = torch::ones({3, 4});
+  mask[0].zero_();  // row 0 frozen, as FlexOlmo's anchor router row
+  a.set_update_mask("w", mask);
+  const auto x = torch::randn({5, 4});
+  for (int i = 0; i < 3; ++i) {
+    a.zero_grad();
+    b.zero_grad();
+    x.mm(masked.t()).pow(2).sum().backward();
+    x.mm(plain.t()).pow(2).sum().backward();
+    masked.mutable_grad().mul_(mask);  // the trainer masks the gradient with a hook
+    a.step(0.01);
+    b.step(0.01);
+  }
+  EXPECT_TRUE(torch::equal(masked.detach()[0], w0[0]));  // no update, no weight decay
+  EXPECT_TRUE(torch::equal(masked.detach().narrow(0, 1, 2), plain.detach().narrow(0, 1, 2)));
+  EXPECT_FALSE(torch::equal(plain.detach()[0], w0[0]));
+  EXPECT_THROW(a.set_update_mask("w", torch::ones({4, 3})), std::exception);
+  EXPECT_THROW(a.set_update_mask("nope", mask), std::exception);
+}
+
 TEST(AdamW, MatchesTorchAdamW) {
   torch::manual_seed(0);
   auto w0 = torch::randn({3, 4});

@@ -38,12 +38,71 @@ TEST(StudyMethods, ParsesEntriesIntoMergeRequests) {
   const auto m = study_methods(c);
   ASSERT_EQ(m.size(), 3u);
   EXPECT_EQ(m[0].name, "average");
-  EXPECT_FALSE(m[0].routed);
+  EXPECT_EQ(m[0].finetune, "");  // not routed: nothing to finetune
   EXPECT_EQ(m[1].method, "ensemble");
   EXPECT_EQ(m[1].name, "ensemble-top2");
   EXPECT_EQ(m[1].params.at("top-k"), "2");
   EXPECT_EQ(m[2].name, "btx");
-  EXPECT_TRUE(m[2].routed);
+  EXPECT_EQ(m[2].finetune, "all");  // a routed result: finetuned whole by default
+}
+
+TEST(StudyMethods, FinetuneFollowsTheMethodOrTheEntry) {
+  RunConfig c = default_config();
+  c.study.methods = {"btx --finetune router+shared --name btx-rs", "btx --finetune none"};
+  auto m = study_methods(c);
+  ASSERT_EQ(m.size(), 2u);
+  EXPECT_EQ(m[0].finetune, "router+shared");
+  EXPECT_EQ(m[0].params.count("finetune"), 0u);  // the planner's, not a merge parameter
+  EXPECT_EQ(m[1].finetune, "");
+  c.experts.mode = "flexolmo";
+  c.study.methods = {"flexolmo", "flexolmo --finetune router --name flexolmo-ft", "average"};
+  m = study_methods(c);
+  ASSERT_EQ(m.size(), 3u);
+  EXPECT_EQ(m[0].finetune, "");  // flexolmo's routers were trained with its experts
+  EXPECT_EQ(m[1].finetune, "router");
+  // The MoE builders take dense experts: refused before anything trains.
+  c.study.methods = {"btx"};
+  EXPECT_EQ(error_of([&] { study_methods(c); }),
+            "study.methods[0] \"btx\": btx merges experts trained in mode all or ffn, not "
+            "'flexolmo' ([experts] mode)");
+  c.experts.mode = "all";
+  c.study.methods = {"flexolmo"};
+  EXPECT_EQ(error_of([&] { study_methods(c); }),
+            "study.methods[0] \"flexolmo\": flexolmo merges experts trained in mode flexolmo, "
+            "not 'all' ([experts] mode)");
+  c.study.methods = {"average --finetune all"};
+  EXPECT_EQ(error_of([&] { study_methods(c); }),
+            "study.methods[0] \"average --finetune all\": --finetune: the average method makes "
+            "no routed model to finetune");
+  c.study.methods = {"btx --finetune experts"};
+  EXPECT_EQ(error_of([&] { study_methods(c); }),
+            "study.methods[0] \"btx --finetune experts\": --finetune: 'experts' is not one of "
+            "all, router, router+shared");
+}
+
+// The planner decides which combinations get an analysis stage with the rule the report applies
+// to the model folders (analysis_kind): routing for learned and hashed routers, the posterior
+// for ensembles, nothing for tag routing (the label) and unrouted models.
+TEST(StudyMethods, AnalysisFollowsTheResultsRouter) {
+  RunConfig c = default_config();
+  c.study.methods = {"average",
+                     "ensemble",
+                     "btx --router sample --name s",
+                     "tag",
+                     "hash",
+                     "smear --router sequence",
+                     "upcycle --top-k 1",
+                     "dense"};
+  const auto m = study_methods(c);
+  ASSERT_EQ(m.size(), 8u);
+  const std::vector<AnalysisKind> want = {AnalysisKind::kNone,    AnalysisKind::kPosterior,
+                                          AnalysisKind::kRouting, AnalysisKind::kNone,
+                                          AnalysisKind::kRouting, AnalysisKind::kRouting,
+                                          AnalysisKind::kRouting, AnalysisKind::kNone};
+  for (size_t i = 0; i < m.size(); ++i) EXPECT_EQ(m[i].analysis, want[i]) << m[i].name;
+  EXPECT_EQ(analysis_kind(false, &router_traits(RouterKind::kTag)), AnalysisKind::kNone);
+  EXPECT_EQ(analysis_kind(false, nullptr), AnalysisKind::kNone);
+  EXPECT_EQ(analysis_kind(true, nullptr), AnalysisKind::kPosterior);
 }
 
 TEST(StudyMethods, BadEntriesAreErrorsNamingTheEntry) {
@@ -111,6 +170,64 @@ TEST(StudyPlan, UnknownDomainIsAnErrorListingTheKnownOnes) {
   EXPECT_NE(error_of([&] {
               plan_study(RunDir{tmp.path() / "run"}, c);
             }).find("unknown domain 'scripture'"),
+            std::string::npos);
+}
+
+TEST(StudyPlan, FinetuneStagesTrainWhatTheEntrySays) {
+  TempDir tmp;
+  RunConfig c = default_config();
+  c.study.methods = {"btx --finetune router+shared", "smear"};
+  std::map<std::string, std::vector<std::vector<std::string>>> commands;
+  for (const auto& s : plan_study(RunDir{tmp.path() / "run"}, c)) commands[s.name] = s.commands;
+  ASSERT_EQ(commands.at("merge/btx").size(), 2u);
+  const auto& ft = commands.at("merge/btx")[1];
+  EXPECT_EQ(ft[0], "finetune");
+  ASSERT_GE(ft.size(), 2u);
+  EXPECT_EQ(ft[ft.size() - 2], "--train");
+  EXPECT_EQ(ft.back(), "router+shared");
+  ASSERT_EQ(commands.at("merge/smear").size(), 2u);
+  EXPECT_EQ(commands.at("merge/smear")[1].back(), "--resume");  // all: no --train
+  c.experts.mode = "flexolmo";
+  c.study.methods = {"flexolmo"};
+  commands.clear();
+  for (const auto& s : plan_study(RunDir{tmp.path() / "run2"}, c)) commands[s.name] = s.commands;
+  EXPECT_EQ(commands.at("merge/flexolmo").size(), 1u);  // merged, not finetuned
+}
+
+TEST(StudyPlan, EachStudiedModeIsASubRunSharingTheSeed) {
+  TempDir tmp;
+  RunConfig c = default_config();
+  c.study.modes = {"ffn", "flexolmo"};
+  std::map<std::string, Stage> stages;
+  for (auto& s : plan_study(RunDir{tmp.path() / "run"}, c)) stages.emplace(s.name, s);
+  for (const std::string mode : {"ffn", "flexolmo"}) {
+    const Stage& s = stages.at("experts-" + mode);
+    EXPECT_EQ(s.after, std::vector<std::string>{"seed"});
+    EXPECT_TRUE(s.exclusive);
+    const std::string sub = (tmp.path() / "run" / ("experts-" + mode)).string();
+    ASSERT_GE(s.commands.size(), 5u);
+    EXPECT_EQ(s.commands[0], (std::vector<std::string>{"branch", "--run", sub}));
+  }
+  // ffn experts are dense: their one model is btx, finetuned; flexolmo's is not finetuned.
+  const auto& ffn = stages.at("experts-ffn").commands;
+  EXPECT_EQ(ffn.back()[0], "finetune");
+  EXPECT_EQ(ffn[ffn.size() - 2],
+            (std::vector<std::string>{"merge", "--run", (tmp.path() / "run/experts-ffn").string(),
+                                      "--method", "btx", "--name", "ffn-btx"}));
+  EXPECT_EQ(
+      stages.at("experts-flexolmo").commands.back(),
+      (std::vector<std::string>{"merge", "--run", (tmp.path() / "run/experts-flexolmo").string(),
+                                "--method", "flexolmo", "--name", "flexolmo"}));
+  for (const char* row : {"ffn-ensemble", "ffn-average", "ffn-btx", "flexolmo-ensemble",
+                          "flexolmo-average", "flexolmo"}) {
+    EXPECT_TRUE(stages.count(std::string("eval/") + row)) << row;
+  }
+  const auto models = study_models(c);
+  EXPECT_EQ(models.back(), "experts-flexolmo/merged/flexolmo");
+  EXPECT_NE(std::find(models.begin(), models.end(), "experts-ffn/merged/ffn-btx"), models.end());
+  // A main method may not take a sub-run row's name.
+  c.study.methods = {"average --name ffn-average"};
+  EXPECT_NE(error_of([&] { study_methods(c); }).find("the name 'ffn-average' is used twice"),
             std::string::npos);
 }
 

@@ -34,6 +34,19 @@ TEST(RunConfig, UnknownKeysAreNamed) {
   EXPECT_NE(error_of("[seed]\nseq_len = 999\n").find("max_position_embeddings"), std::string::npos);
 }
 
+TEST(RunConfig, ExpertModesAndStudiedModesAreChecked) {
+  EXPECT_EQ(error_of("[experts]\nmode = \"attn\"\n"),
+            "cfg.toml experts.mode: 'attn' is not one of all, ffn, flexolmo");
+  EXPECT_EQ(error_of("[study]\nmodes = [\"ffn\", \"moe\"]\n"),
+            "cfg.toml study.modes[1]: 'moe' is not one of all, ffn, flexolmo");
+  EXPECT_EQ(error_of("[study]\nmodes = [\"all\"]\n"),
+            "cfg.toml study.modes[0]: 'all' is the main experts' mode ([experts] mode): its rows "
+            "are the study's own");
+  EXPECT_EQ(error_of("[study]\nmodes = [\"ffn\", \"ffn\"]\n"),
+            "cfg.toml study.modes[1]: 'ffn' appears twice");
+  EXPECT_EQ(error_of("[study]\nmodes = [\"ffn\", \"flexolmo\"]\n"), "");
+}
+
 TEST(RunConfig, ResolvedTomlRoundTrips) {
   auto c = parse_run_config(
       "name = \"r\"\nrandom_seed = 7\n[corpus]\ndomains = [\"a\", \"b\"]\n[seed]\nsteps = 12\n"

@@ -9,8 +9,8 @@
 
 #include "btx/model/llama.h"
 #include "btx/util/error.h"
-#include "core/moe_util.h"
 #include "model_util.h"
+#include "moe_util.h"
 
 namespace btx {
 namespace {

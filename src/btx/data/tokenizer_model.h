@@ -1,0 +1,44 @@
+// The parsed form of a sentencepiece model, shared by the loader (tokenizer_load.cpp: the
+// protobuf file to this) and the encoder (tokenizer.cpp). Internal to data/.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "btx/data/tokenizer.h"
+
+namespace btx {
+
+namespace spm {
+inline constexpr std::string_view kSpaceMark = "\xE2\x96\x81";  // U+2581, sentencepiece's space
+enum PieceType {
+  kNormal = 1,
+  kUnknown = 2,
+  kControl = 3,
+  kUserDefined = 4,
+  kUnused = 5,
+  kByte = 6
+};
+}  // namespace spm
+
+struct Tokenizer::Model {
+  fs::path path;
+  std::string sha256;
+  std::vector<std::string> pieces;                          // [V]
+  std::vector<float> scores;                                // [V]
+  std::vector<int> types;                                   // [V] PieceType
+  std::vector<std::string> surface;                         // [V] decode text of each id
+  std::unordered_map<std::string_view, int32_t> mergeable;  // normal, user-defined, unused
+  std::vector<std::string_view> user_defined;               // longest first
+  std::vector<int32_t> byte_id;                             // [256] <0xNN>, or unk
+  int32_t unk = 0, bos = -1, eos = -1;
+  bool byte_fallback = false, add_dummy_prefix = false, escape_whitespaces = true;
+  bool has_unused = false;
+  bool cut_at_newlines = false;  // no piece joins "\n" to another character
+  bool cut_at_spaces = false;    // "▁" only starts pieces (or follows another "▁")
+};
+
+}  // namespace btx

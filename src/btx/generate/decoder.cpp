@@ -1,0 +1,141 @@
+#include "btx/generate/decoder.h"
+
+#include "btx/model/router.h"
+#include "btx/run/open.h"
+#include "btx/train/checkpoint.h"
+#include "btx/util/error.h"
+
+namespace btx {
+
+// ---- ModelDecoder ------------------------------------------------------------------------
+
+ModelDecoder::ModelDecoder(CausalLM model, bool use_cache) : model_(std::move(model)) {
+  const auto& c = model_->config();
+  BTX_CHECK(c.is_causal(),
+            "this model reads the whole sequence to route (router_mode {}), so it cannot "
+            "generate left to right",
+            c.router_mode);
+  BTX_CHECK(!(c.is_routed() && c.router().needs_labels),
+            "this model routes by the text's domain label (tag routing, an oracle baseline), "
+            "which a prompt does not have; generate from a learned-routing model (btx, upcycle) "
+            "or an expert instead");
+  model_->eval();
+  cached_ = use_cache && model_->supports_cache();
+}
+
+torch::Tensor ModelDecoder::next_scores(const std::vector<int32_t>& seq) {
+  torch::NoGradGuard no_grad;
+  const size_t from = cached_ ? static_cast<size_t>(cache_.length) : 0;
+  BTX_CHECK(seq.size() > from, "decoder: no new token to read ({} seen)", from);
+  std::vector<int64_t> x(seq.begin() + static_cast<std::ptrdiff_t>(from), seq.end());
+  auto ids = torch::tensor(x, torch::kInt64).view({1, -1});
+  if (cached_) return model_->forward_cached(ids, cache_, LogitsAt::kLast)[0];
+  return model_->lm_logits(model_->model(ids).select(1, -1))[0];
+}
+
+std::string ModelDecoder::describe() const {
+  const auto& c = model_->config();
+  std::string kind =
+      c.is_smear() ? "SMEAR"
+      : c.is_moe() ? fmt::format("MoE ({} experts, {} routing)", c.num_local_experts, c.router_mode)
+                   : "dense";
+  return fmt::format("{} model, {}", kind, cached_ ? "KV cache" : "recomputed for every token");
+}
+
+std::unique_ptr<BatchDecoder> ModelDecoder::batch_decoder() const {
+  return cached_ ? std::make_unique<ModelBatchDecoder>(model_) : nullptr;
+}
+
+// ---- EnsembleDecoder ---------------------------------------------------------------------
+
+EnsembleDecoder::EnsembleDecoder(std::vector<std::string> names, std::vector<CausalLM> experts,
+                                 int64_t top_k, bool use_cache)
+    : names_(std::move(names)), experts_(std::move(experts)), top_k_(top_k), cached_(use_cache) {
+  EnsembleOptions o;
+  o.prior = EnsemblePrior::kUpdating;
+  o.top_k = top_k;
+  // The scorer checks the options and that the experts share a vocabulary.
+  scorer_ = std::make_unique<EnsembleScorer>(names_, experts_, o);
+  for (size_t j = 0; j < experts_.size(); ++j) {
+    BTX_CHECK(experts_[j]->config().is_causal(), "ensemble: expert '{}' is not a causal model",
+              names_[j]);
+  }
+  if (cached_) batch_ = std::make_unique<EnsembleBatchDecoder>(names_, experts_, top_k_);
+  reset();
+}
+
+void EnsembleDecoder::reset() {
+  if (batch_) batch_->keep({});
+  evidence_ = torch::zeros({static_cast<int64_t>(experts_.size())}, torch::kFloat64);
+  seen_ = 0;
+}
+
+int64_t EnsembleDecoder::context() const {
+  return scorer_->max_context();
+}
+
+std::unique_ptr<BatchDecoder> EnsembleDecoder::batch_decoder() const {
+  return cached_ ? std::make_unique<EnsembleBatchDecoder>(names_, experts_, top_k_) : nullptr;
+}
+
+torch::Tensor EnsembleDecoder::posterior() const {
+  if (batch_ && batch_->rows() == 1) return batch_->posterior(0);
+  return ensemble_posterior(evidence_, top_k_);
+}
+
+torch::Tensor EnsembleDecoder::next_scores(const std::vector<int32_t>& seq) {
+  torch::NoGradGuard no_grad;
+  BTX_CHECK(seq.size() > seen_, "decoder: no new token to read ({} seen)", seen_);
+  if (cached_) {
+    torch::Tensor scores;
+    if (batch_->rows() == 0) {
+      scores = batch_->add(seq);
+    } else {
+      for (size_t t = seen_; t < seq.size(); ++t) scores = batch_->step({seq[t]})[0];
+    }
+    seen_ = seq.size();
+    return scores;
+  }
+  // Recompute: the evaluation's ensemble with its updating prior over the whole sequence (the
+  // reference the cached path is tested against); its experts' log-likelihoods of the text are
+  // the evidence for state(). (Every expert runs under the updating prior.)
+  std::vector<int64_t> x(seq.begin(), seq.end());
+  torch::Tensor ll;  // (E, 1, T)
+  auto lp = scorer_->log_probs(torch::tensor(x, torch::kInt64).view({1, -1}), &ll);
+  evidence_ = ll.sum({1, 2});
+  seen_ = seq.size();
+  return lp[0][-1];
+}
+
+nlohmann::json EnsembleDecoder::state() const {
+  return posterior_json(names_, posterior());
+}
+
+std::string EnsembleDecoder::describe() const {
+  return fmt::format("ensemble of {} experts, posterior updated per token{}, {}", experts_.size(),
+                     top_k_ > 0 && top_k_ < static_cast<int64_t>(experts_.size())
+                         ? fmt::format(" (top-{})", top_k_)
+                         : "",
+                     cached_ ? "KV caches" : "recomputed for every token");
+}
+
+std::unique_ptr<Decoder> open_decoder(const std::filesystem::path& dir, bool use_cache) {
+  BTX_CHECK(std::filesystem::is_directory(dir), "model folder {} does not exist", dir.string());
+  if (is_checkpoint(dir)) return std::make_unique<ModelDecoder>(load_model(dir), use_cache);
+  const nlohmann::json manifest = read_merge_manifest(dir);
+  BTX_CHECK(!manifest.is_null(),
+            "{} is neither a checkpoint (model.safetensors + config.json) nor a merged "
+            "description (merge.json)",
+            dir.string());
+  const std::string kind = manifest.value("kind", std::string("?"));
+  BTX_CHECK(kind == "ensemble",
+            "{} is a {} description ({}): it is one dense model per target domain, built from "
+            "that domain's held-out text, so it has no single model to generate from; generate "
+            "from the ensemble or an expert instead",
+            dir.string(), manifest.value("method", kind), kind);
+  const EnsembleOptions o = described_ensemble_options(dir, manifest);
+  auto [names, models] = load_described_experts(dir, manifest);
+  return std::make_unique<EnsembleDecoder>(std::move(names), std::move(models), o.top_k, use_cache);
+}
+
+}  // namespace btx
