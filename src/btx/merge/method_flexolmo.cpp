@@ -12,6 +12,7 @@
 
 #include "btx/io/safetensors.h"
 #include "btx/merge/method.h"
+#include "btx/model/moe.h"
 #include "btx/run/experts.h"
 #include "btx/run/flexolmo.h"
 #include "btx/train/checkpoint.h"
@@ -47,8 +48,8 @@ class FlexolmoMerge {
       if (std::regex_match(name, m, kExpertFfn)) {
         if (std::stoll(m[2].str()) != kFlexolmoAnchor) continue;
         for (int64_t slot = 0; slot <= n; ++slot) {
-          out[fmt::format("model.layers.{}.block_sparse_moe.experts.{}.{}.weight", m[1].str(), slot,
-                          m[3].str())] = {info.scalar_type(), info.shape};
+          out[moe_ffn_name(std::stoll(m[1].str()), slot, m[3].str())] = {info.scalar_type(),
+                                                                         info.shape};
         }
       } else if (name.find(".block_sparse_moe.gate.") != std::string::npos) {
         out[name] = {info.scalar_type(), {n + 1, info.shape.at(1)}};
@@ -65,23 +66,20 @@ class FlexolmoMerge {
       const int64_t slot = std::stoll(m[2].str());
       if (slot == kFlexolmoAnchor) return same_in_every_expert(name);
       return readers_.at(static_cast<size_t>(slot - 1))
-          .read(fmt::format("model.layers.{}.block_sparse_moe.experts.{}.{}.weight", m[1].str(),
-                            kFlexolmoOwn, m[3].str()));
+          .read(moe_ffn_name(std::stoll(m[1].str()), kFlexolmoOwn, m[3].str()));
     }
     if (name.find(".block_sparse_moe.gate.") != std::string::npos) {
-      std::vector<torch::Tensor> rows;
+      // Row 0 the anchor's (the same in every expert), then each expert's own: one read each.
+      std::vector<torch::Tensor> rows(readers_.size() + 1);
       for (size_t i = 0; i < readers_.size(); ++i) {
         const auto w = readers_[i].read(name);
-        if (i == 0) {
-          rows.push_back(w[kFlexolmoAnchor]);
-        } else {
-          BTX_CHECK(torch::equal(w[kFlexolmoAnchor], rows.front()),
-                    "{}: expert '{}' has another anchor router row than '{}' (flexolmo experts "
-                    "keep the same frozen anchor)",
-                    name, ctx_.experts[i].name, ctx_.experts.front().name);
-        }
+        if (i == 0) rows[0] = w[kFlexolmoAnchor];
+        BTX_CHECK(torch::equal(w[kFlexolmoAnchor], rows[0]),
+                  "{}: expert '{}' has another anchor router row than '{}' (flexolmo experts "
+                  "keep the same frozen anchor)",
+                  name, ctx_.experts[i].name, ctx_.experts.front().name);
+        rows[i + 1] = w[kFlexolmoOwn];
       }
-      for (const auto& r : readers_) rows.push_back(r.read(name)[kFlexolmoOwn]);
       return torch::stack(rows);
     }
     // A shared tensor: the seed's, unchanged in every expert.
@@ -149,11 +147,8 @@ MergeMethod flexolmo_method() {
     nlohmann::json experts = nlohmann::json::array();
     experts.push_back({{"name", "seed"}, {"domains", ctx.config.corpus.domains}});
     for (const auto& e : ctx.experts) {
-      std::vector<std::string> domains;
-      for (const auto& [d, w] : find_expert(ctx.run, e.name).domains) {
-        if (w > 0) domains.push_back(d);
-      }
-      experts.push_back({{"name", e.name}, {"domains", domains}});
+      experts.push_back(
+          {{"name", e.name}, {"domains", find_expert(ctx.run, e.name).trained_domains()}});
     }
     return nlohmann::json{
         {"kind", "checkpoint"}, {"moe_experts", experts}, {"router_init", "flexolmo"}};

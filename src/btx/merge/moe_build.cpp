@@ -24,11 +24,6 @@ const std::regex kMoeExpert(
 const std::regex kRouter(R"(model\.layers\.(\d+)\.(block_sparse_moe|smear)\.gate\.weight)");
 const std::regex kBaseline(R"(model\.layers\.(\d+)\.block_sparse_moe\.baseline\.weight)");
 
-std::string dense_name(int64_t layer, const std::string& w) {
-  const char* proj = w == "w1" ? "gate" : w == "w3" ? "up" : "down";
-  return fmt::format("model.layers.{}.mlp.{}_proj.weight", layer, proj);
-}
-
 // Each layer's FFN inputs on each slot's held-out data with every token sent to its expert.
 FfnInputStatistics slot_statistics(const MergeContext& ctx, CausalLM model,
                                    const std::vector<MoeSlot>& slots, int64_t windows, bool grams,
@@ -110,11 +105,8 @@ MergeParam ridge_lambda_param() {
 std::vector<MoeSlot> expert_moe_slots(const MergeContext& ctx, bool from_seed) {
   std::vector<MoeSlot> slots;
   for (const auto& e : ctx.experts) {
-    std::vector<std::string> domains;
-    for (const auto& [d, w] : find_expert(ctx.run, e.name).domains) {
-      if (w > 0) domains.push_back(d);
-    }
-    slots.push_back({e.name, from_seed ? ctx.run.seed() : e.dir, domains});
+    slots.push_back({e.name, from_seed ? ctx.run.seed() : e.dir,
+                     find_expert(ctx.run, e.name).trained_domains()});
   }
   return slots;
 }
@@ -201,7 +193,7 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
     for (int64_t j = 0; j < moe.num_local_experts; ++j) {
       for (const char* w : {"w1", "w2", "w3"}) {
         layout[fmt::format("model.layers.{}.{}.experts.{}.{}.weight", i, module, j, w)] =
-            avg.layout().at(dense_name(i, w));
+            avg.layout().at(dense_ffn_name(i, w));
       }
     }
   }
@@ -212,7 +204,8 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
         std::smatch m;
         if (std::regex_match(name, m, kMoeExpert)) {
           const auto& slot = slots.at(std::stoul(m[3].str()));
-          return sources.at(slot.checkpoint).read(dense_name(std::stoll(m[1].str()), m[4].str()));
+          return sources.at(slot.checkpoint)
+              .read(dense_ffn_name(std::stoll(m[1].str()), m[4].str()));
         }
         if (std::regex_match(name, kBaseline)) return torch::zeros({1, dense.hidden_size});
         if (std::regex_match(name, m, kRouter)) {

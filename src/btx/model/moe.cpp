@@ -140,6 +140,19 @@ int64_t MoeFfnImpl::active_params() const {
   return gate->weight.numel() + used * per_expert;
 }
 
+std::string dense_ffn_name(int64_t layer, const std::string& w) {
+  const char* proj = w == "w1" ? "gate" : w == "w3" ? "up" : "down";
+  return fmt::format("model.layers.{}.mlp.{}_proj.weight", layer, proj);
+}
+
+std::string moe_ffn_name(int64_t layer, int64_t expert, const std::string& w) {
+  return fmt::format("model.layers.{}.block_sparse_moe.experts.{}.{}.weight", layer, expert, w);
+}
+
+std::string moe_router_name(int64_t layer) {
+  return fmt::format("model.layers.{}.block_sparse_moe.gate.weight", layer);
+}
+
 std::vector<RoutedFfnImpl*> routed_layers(const CausalLM& model) {
   std::vector<RoutedFfnImpl*> out;
   for (const auto& layer : *model->model->layers) {

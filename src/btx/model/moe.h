@@ -128,6 +128,12 @@ struct MoeFfnImpl : RoutedFfnImpl {
 };
 TORCH_MODULE(MoeFfn);
 
+// Hugging Face names of FFN weights, w one of "w1" | "w2" | "w3" (Mixtral's gate, down and up
+// projections): a dense layer's mlp.{gate,down,up}_proj, a Mixtral expert's and a router's.
+std::string dense_ffn_name(int64_t layer, const std::string& w);
+std::string moe_ffn_name(int64_t layer, int64_t expert, const std::string& w);
+std::string moe_router_name(int64_t layer);
+
 // The routed layers (MoE or SMEAR) of a model, in order (empty for a dense model).
 std::vector<RoutedFfnImpl*> routed_layers(const CausalLM& model);
 // force_experts on every routed layer of the model.

@@ -36,6 +36,14 @@ nlohmann::json ExpertSpec::to_json() const {
   return j;
 }
 
+std::vector<std::string> ExpertSpec::trained_domains() const {
+  std::vector<std::string> out;
+  for (const auto& [d, w] : domains) {
+    if (w > 0) out.push_back(d);
+  }
+  return out;
+}
+
 ExpertSpec ExpertSpec::from_json(const nlohmann::json& j, const std::string& where) {
   try {
     ExpertSpec s;
@@ -137,15 +145,6 @@ ExpertSpec find_expert(const RunDir& run, const std::string& name) {
 }
 
 namespace {
-// The domains an expert trains on (weight > 0), sorted.
-std::vector<std::string> trained_domains(const ExpertSpec& spec) {
-  std::vector<std::string> out;
-  for (const auto& [d, w] : spec.domains) {
-    if (w > 0) out.push_back(d);
-  }
-  return out;
-}
-
 // kFlexolmoInitWindows held-out windows shared among `domains`.
 torch::Tensor heldout_windows(const RunDir& run, const RunConfig& c,
                               const std::vector<std::string>& domains) {
@@ -169,7 +168,7 @@ std::vector<std::string> branch_experts(const RunDir& run, const RunConfig& c) {
   // FlexOlmo's anchor stands for the whole training mixture: every expert's domains.
   std::vector<std::string> anchor_domains;
   for (const auto& spec : specs) {
-    for (const auto& d : trained_domains(spec)) {
+    for (const auto& d : spec.trained_domains()) {
       if (std::find(anchor_domains.begin(), anchor_domains.end(), d) == anchor_domains.end()) {
         anchor_domains.push_back(d);
       }
@@ -187,7 +186,7 @@ std::vector<std::string> branch_experts(const RunDir& run, const RunConfig& c) {
     }
     write_dir_atomic(dir, [&](const fs::path& tmp) {
       if (spec.mode == "flexolmo") {
-        write_flexolmo_expert(run.seed(), heldout_windows(run, c, trained_domains(spec)),
+        write_flexolmo_expert(run.seed(), heldout_windows(run, c, spec.trained_domains()),
                               heldout_windows(run, c, anchor_domains), c.experts.train.seq_len,
                               tmp);
       } else {
@@ -305,9 +304,7 @@ TrainResult train_expert(const RunDir& run, const RunConfig& c, const std::strin
   job.init_from = job.out_dir;  // the branch point, until the first checkpoint replaces it
   job.train.domain_weights = spec.domains;
   if (threads > 0) job.train.threads = threads;
-  for (const auto& [d, w] : spec.domains) {
-    if (w > 0) job.domains.push_back(d);
-  }
+  job.domains = spec.trained_domains();
   job.resume = resume;
   job.stop_after = stop_after;
   job.partition = spec.partition;

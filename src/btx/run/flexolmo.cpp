@@ -2,8 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <regex>
-
 #include "btx/io/safetensors.h"
 #include "btx/model/moe.h"
 #include "btx/model/param_roles.h"
@@ -11,18 +9,6 @@
 #include "btx/util/error.h"
 
 namespace btx {
-
-namespace {
-const std::regex kDenseFfn(R"(model\.layers\.(\d+)\.mlp\.(gate|up|down)_proj\.weight)");
-
-const char* moe_weight(const std::string& proj) {
-  return proj == "gate" ? "w1" : proj == "up" ? "w3" : "w2";
-}
-}  // namespace
-
-std::string moe_router_name(int64_t layer) {
-  return fmt::format("model.layers.{}.block_sparse_moe.gate.weight", layer);
-}
 
 void write_flexolmo_expert(const fs::path& seed_dir, const torch::Tensor& own_windows,
                            const torch::Tensor& anchor_windows, int64_t seq_len,
@@ -43,19 +29,15 @@ void write_flexolmo_expert(const fs::path& seed_dir, const torch::Tensor& own_wi
   moe.router_z_loss_coef = 0;
   moe.validate("flexolmo expert config");
 
-  TensorMap tensors;
-  for (auto& [name, t] : load_safetensors(seed_dir / "model.safetensors").tensors) {
-    std::smatch m;
-    if (!std::regex_match(name, m, kDenseFfn)) {
-      tensors[name] = t;
-      continue;
-    }
-    for (int64_t slot : {kFlexolmoAnchor, kFlexolmoOwn}) {
-      tensors[fmt::format("model.layers.{}.block_sparse_moe.experts.{}.{}.weight", m[1].str(), slot,
-                          moe_weight(m[2].str()))] = t.clone();
-    }
-  }
+  TensorMap tensors = load_safetensors(seed_dir / "model.safetensors").tensors;
   for (int64_t i = 0; i < dense.num_hidden_layers; ++i) {
+    for (const char* w : {"w1", "w2", "w3"}) {
+      auto node = tensors.extract(dense_ffn_name(i, w));
+      BTX_CHECK(!node.empty(), "{}: no {}", seed_dir.string(), dense_ffn_name(i, w));
+      for (int64_t slot : {kFlexolmoAnchor, kFlexolmoOwn}) {
+        tensors[moe_ffn_name(i, slot, w)] = node.mapped().clone();
+      }
+    }
     tensors[moe_router_name(i)] = torch::zeros({2, dense.hidden_size});
   }
   fs::create_directories(out);

@@ -38,7 +38,4 @@ bool flexolmo_trains(const std::string& param);
 // Per router of a model of config `c`, the trainer's update mask: 0 on the anchor's row.
 std::map<std::string, torch::Tensor> flexolmo_update_masks(const ModelConfig& c);
 
-// The name of layer `layer`'s router weight in a Mixtral-layout model.
-std::string moe_router_name(int64_t layer);
-
 }  // namespace btx
