@@ -7,6 +7,7 @@
 
 #include "btx/io/safetensors.h"
 #include "btx/merge/moe_build.h"
+#include "btx/model/attention_experts.h"
 #include "btx/model/moe.h"
 #include "btx/model/param_roles.h"
 #include "btx/run/experts.h"
@@ -306,6 +307,69 @@ TEST_F(MoeMergeTest, TagAndHashBaselines) {
   // Tag routing on its own domain beats routing by token hash.
   EXPECT_LT(tag["summary"]["train_mean_loss"].get<double>(),
             hash["summary"]["train_mean_loss"].get<double>());
+}
+
+// BAM keeps every expert's attention: attention expert j of each layer is expert j's attention
+// bit for bit, the FFN experts are btx's, and only norms and embeddings are averaged. A merge of
+// one expert is that expert; the result finetunes (both routers learn), generates with its KV
+// cache, and export refuses it with the reason.
+TEST_F(MoeMergeTest, BamKeepsEachExpertsAttentionAndOneExpertIsTheDenseModel) {
+  RunDir run = fresh_run("bam");
+  const std::string r_ = " --run " + run.root.string();
+  auto r = run_btx("merge" + r_ + " --method bam");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto bam = load_safetensors(run.root / "merged/bam/model.safetensors").tensors;
+  const ModelConfig c = load_model_config(run.root / "merged/bam");
+  EXPECT_TRUE(c.is_moe());
+  EXPECT_EQ(c.num_attention_experts, 3);
+  std::vector<std::map<std::string, torch::Tensor>> experts;
+  for (const char* e : {"code", "prose", "verse"}) {
+    experts.push_back(load_safetensors(expert_dir(run, e) / "model.safetensors").tensors);
+  }
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    for (int64_t j = 0; j < 3; ++j) {
+      for (const char* p : {"q", "k", "v", "o"}) {
+        EXPECT_TRUE(torch::equal(bam.at(attention_expert_name(l, j, p)),
+                                 experts[j].at(attention_name(l, p))))
+            << l << " " << j << " " << p;
+      }
+      EXPECT_TRUE(
+          torch::equal(bam.at(moe_ffn_name(l, j, "w1")), experts[j].at(dense_ffn_name(l, "w1"))));
+    }
+    EXPECT_EQ(bam.count(attention_name(l, "q")), 0u);
+    EXPECT_EQ(bam.at(attention_router_name(l)).sizes(), (std::vector<int64_t>{3, c.hidden_size}));
+  }
+  const auto mean = (experts[0].at("model.norm.weight") + experts[1].at("model.norm.weight") +
+                     experts[2].at("model.norm.weight")) /
+                    3;
+  EXPECT_TRUE(torch::allclose(bam.at("model.norm.weight"), mean, 1e-6, 1e-7));
+
+  // Finetuning trains both routers; the attention experts are generated from with a cache.
+  r = run_btx("finetune" + r_ + " --model merged/bam --steps 4");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto tuned = load_safetensors(run.root / "merged/bam/model.safetensors").tensors;
+  EXPECT_FALSE(torch::equal(tuned.at(attention_router_name(0)), bam.at(attention_router_name(0))));
+  EXPECT_FALSE(torch::equal(tuned.at(moe_router_name(0)), bam.at(moe_router_name(0))));
+  r = run_btx("generate" + r_ + " --model merged/bam --prompt 'def f' --max-tokens 8");
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run_btx("export" + r_ + " --model merged/bam --out " + (run.root / "hf-bam").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("is a BAM model"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(run.root / "hf-bam"));
+
+  // One expert: the dense expert itself.
+  RunDir one = fresh_run("bam-one");
+  for (const char* gone : {"prose", "verse"}) fs::remove_all(expert_dir(one, gone));
+  r = run_btx("merge --run " + one.root.string() + " --method bam --top-k 1");
+  ASSERT_EQ(r.code, 0) << r.output;
+  torch::NoGradGuard ng;
+  auto single = load_model(one.root / "merged/bam");
+  auto code = load_model(expert_dir(one, "code"));
+  single->eval();
+  code->eval();
+  torch::manual_seed(0);
+  const auto x = torch::randint(0, 320, {2, 20});
+  EXPECT_TRUE(torch::allclose(single->forward(x), code->forward(x), 1e-5, 1e-6));
 }
 
 }  // namespace

@@ -29,6 +29,15 @@ torch::Tensor incremental(CausalLM& m, const torch::Tensor& ids, int64_t prompt)
   return torch::cat(parts, 1);
 }
 
+// BAM: a top-2 MoE of 3 experts with 3 attention experts of 4 query heads over 2 key/value heads.
+ModelConfig bam_config() {
+  ModelConfig c = routed_config("mixtral", 3, 2, "top-k");
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.num_attention_experts = 3;
+  return c;
+}
+
 void expect_cache_matches(const ModelConfig& c) {
   torch::manual_seed(5);
   torch::NoGradGuard no_grad;
@@ -46,6 +55,7 @@ TEST(KVCache, IncrementalLogitsEqualFullRecomputation) {
   expect_cache_matches(routed_config("mixtral", 4, 2, "top-k"));
   expect_cache_matches(routed_config("mixtral", 4, 1, "hash"));
   expect_cache_matches(routed_config("smear", 3, 1, "prefix"));  // the prefix sums carried
+  expect_cache_matches(bam_config());  // every attention expert's keys and values cached
 }
 
 // Prefill with LogitsAt::kLast applies the LM head to the last position only; its logits are
@@ -195,6 +205,7 @@ TEST(KVCache, BatchedRowsJoiningAndLeavingMatchDecodingAlone) {
   expect_batch_matches(small_model_config(40, 16, 24, 2, 4, 2, 32));
   expect_batch_matches(routed_config("mixtral", 4, 2, "top-k"));
   expect_batch_matches(routed_config("smear", 3, 1, "prefix"));
+  expect_batch_matches(bam_config());
 }
 
 // Three random experts of one shape, for the ensemble decoders.

@@ -39,6 +39,9 @@ std::string ModelDecoder::describe() const {
       c.is_smear() ? "SMEAR"
       : c.is_moe() ? fmt::format("MoE ({} experts, {} routing)", c.num_local_experts, c.router_mode)
                    : "dense";
+  if (c.has_attention_experts()) {
+    kind += fmt::format(" with {} attention experts (BAM)", c.num_attention_experts);
+  }
   return fmt::format("{} model, {}", kind, cached_ ? "KV cache" : "recomputed for every token");
 }
 

@@ -125,6 +125,12 @@ nlohmann::json hf_config(const ModelConfig& c, const std::string& what,
             "computed from the sequence so far, which no Hugging Face architecture computes; "
             "export a dense merge (average, weighted-average) or a BTX MoE instead",
             what);
+  BTX_CHECK(!c.has_attention_experts(),
+            "{} is a BAM model: each layer mixes {} attention experts with a soft router, which "
+            "no Hugging Face architecture computes (Mixtral has one attention per layer); export a "
+            "BTX MoE (btx, upcycle) or a dense merge instead, or use `btx generate` / `btx serve` "
+            "on it",
+            what, c.num_attention_experts);
   int64_t k = c.num_experts_per_tok;
   if (c.is_moe()) {
     const RouterTraits& r = c.router();

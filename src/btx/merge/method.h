@@ -137,5 +137,6 @@ MergeMethod tag_method();
 MergeMethod hash_method();
 MergeMethod smear_method();
 MergeMethod flexolmo_method();
+MergeMethod bam_method();
 
 }  // namespace btx

@@ -7,6 +7,7 @@
 
 #include "btx/data/shards.h"
 #include "btx/io/safetensors.h"
+#include "btx/model/attention_experts.h"
 #include "btx/model/moe.h"
 #include "btx/model/router.h"
 #include "btx/run/experts.h"
@@ -23,6 +24,10 @@ const std::regex kMoeExpert(
     R"(model\.layers\.(\d+)\.(block_sparse_moe|smear)\.experts\.(\d+)\.(w1|w2|w3)\.weight)");
 const std::regex kRouter(R"(model\.layers\.(\d+)\.(block_sparse_moe|smear)\.gate\.weight)");
 const std::regex kBaseline(R"(model\.layers\.(\d+)\.block_sparse_moe\.baseline\.weight)");
+const std::regex kAttention(R"(model\.layers\.(\d+)\.self_attn\.(q|k|v|o)_proj\.weight)");
+const std::regex kAttentionExpert(
+    R"(model\.layers\.(\d+)\.self_attn\.experts\.(\d+)\.(q|k|v|o)_proj\.weight)");
+const std::regex kAttentionRouter(R"(model\.layers\.(\d+)\.self_attn\.gate\.weight)");
 
 // Each layer's FFN inputs on each slot's held-out data with every token sent to its expert.
 FfnInputStatistics slot_statistics(const MergeContext& ctx, CausalLM model,
@@ -143,6 +148,9 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
   BTX_CHECK(!dense.is_routed(),
             "{}: the checkpoints to mix are already {} models; btx mixes dense experts",
             shared.front().dir.string(), dense.model_type);
+  BTX_CHECK(!dense.has_attention_experts(),
+            "{}: the checkpoints to mix already have attention experts; btx mixes dense experts",
+            shared.front().dir.string());
   BTX_CHECK(opts.model_type == "mixtral" || opts.model_type == "smear",
             "MoE build: model_type '{}' is not mixtral or smear", opts.model_type);
   const bool smear = opts.model_type == "smear";
@@ -150,6 +158,10 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
   ModelConfig moe = dense;
   moe.model_type = opts.model_type;
   moe.smear_expert_dropout = opts.expert_dropout;
+  BTX_CHECK(!opts.attention_experts || !smear,
+            "MoE build: attention experts need model_type "
+            "mixtral, not smear");
+  moe.num_attention_experts = opts.attention_experts ? static_cast<int64_t>(slots.size()) : 0;
   moe.num_local_experts = static_cast<int64_t>(slots.size());
   moe.num_experts_per_tok = opts.top_k;
   moe.router_mode = opts.router_mode;
@@ -180,7 +192,9 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
 
   TensorLayout layout;
   for (const auto& [name, spec] : avg.layout()) {
-    if (!std::regex_match(name, kDenseFfn)) layout[name] = spec;
+    if (std::regex_match(name, kDenseFfn)) continue;
+    if (opts.attention_experts && std::regex_match(name, kAttention)) continue;
+    layout[name] = spec;
   }
   const auto f32 = torch::kFloat32;
   for (int64_t i = 0; i < dense.num_hidden_layers; ++i) {
@@ -196,6 +210,14 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
             avg.layout().at(dense_ffn_name(i, w));
       }
     }
+    for (int64_t j = 0; j < moe.num_attention_experts; ++j) {
+      for (const char* p : {"q", "k", "v", "o"}) {
+        layout[attention_expert_name(i, j, p)] = avg.layout().at(attention_name(i, p));
+      }
+    }
+    if (moe.has_attention_experts()) {
+      layout[attention_router_name(i)] = {f32, {moe.num_attention_experts, dense.hidden_size}};
+    }
   }
   auto gen = at::make_generator<at::CPUGeneratorImpl>(opts.seed);
   fs::create_directories(out);
@@ -206,6 +228,15 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
           const auto& slot = slots.at(std::stoul(m[3].str()));
           return sources.at(slot.checkpoint)
               .read(dense_ffn_name(std::stoll(m[1].str()), m[4].str()));
+        }
+        if (std::regex_match(name, m, kAttentionExpert)) {
+          const auto& slot = slots.at(std::stoul(m[2].str()));
+          return sources.at(slot.checkpoint)
+              .read(attention_name(std::stoll(m[1].str()), m[3].str()));
+        }
+        if (std::regex_match(name, kAttentionRouter)) {
+          return torch::normal(0.0, dense.initializer_range,
+                               {moe.num_attention_experts, dense.hidden_size}, gen);
         }
         if (std::regex_match(name, kBaseline)) return torch::zeros({1, dense.hidden_size});
         if (std::regex_match(name, m, kRouter)) {
@@ -225,10 +256,14 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
   }
   nlohmann::json experts = nlohmann::json::array();
   for (const auto& s : slots) experts.push_back({{"name", s.name}, {"domains", s.domains}});
-  spdlog::info("{}: {} experts per layer, router {} (k {}), router init {}",
-               smear ? "SMEAR" : "MoE", slots.size(), opts.router_mode, moe.num_experts_per_tok,
-               opts.router_init);
-  return {{"kind", "checkpoint"}, {"moe_experts", experts}, {"router_init", opts.router_init}};
+  spdlog::info("{}: {} experts per layer{}, router {} (k {}), router init {}",
+               smear ? "SMEAR" : "MoE", slots.size(),
+               moe.has_attention_experts() ? " (FFN and attention)" : "", opts.router_mode,
+               moe.num_experts_per_tok, opts.router_init);
+  nlohmann::json recorded = {
+      {"kind", "checkpoint"}, {"moe_experts", experts}, {"router_init", opts.router_init}};
+  if (moe.has_attention_experts()) recorded["attention_experts"] = moe.num_attention_experts;
+  return recorded;
 }
 
 }  // namespace btx

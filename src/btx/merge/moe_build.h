@@ -5,8 +5,8 @@
 // new router per layer is initialised `random` (normal(0, initializer_range)), `centroid` (row
 // j = the normalised mean FFN input of slot j's domains when every token is sent to expert j, so
 // routing starts where the domains are) or `ridge` (DUME; arXiv:2603.29765: the closed-form
-// least-squares map from those FFN inputs to one-hot expert labels). Streams like the parameter
-// average.
+// least-squares map from those FFN inputs to one-hot expert labels). With attention experts
+// (BAM), slot j's attention joins too. Streams like the parameter average.
 #pragma once
 
 #include <filesystem>
@@ -36,6 +36,9 @@ struct MoeBuildOptions {
   int64_t centroid_windows = 16;       // held-out windows per slot for centroid and ridge
   double ridge_lambda = 0.01;          // ridge: λ relative to the mean eigenvalue of XᵀX
   uint64_t seed = 0;                   // random router init
+  // BAM: slot j's attention (q, k, v, o) too becomes attention expert j of each layer, mixed by
+  // a soft router (random init); only norms and embeddings are averaged. mixtral only.
+  bool attention_experts = false;
 };
 
 // Writes out/model.safetensors and out/config.json; returns what merge.json records.

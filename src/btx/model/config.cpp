@@ -44,6 +44,8 @@ void ModelConfig::validate(const std::string& where) const {
     BTX_CHECK(router_aux_loss_coef >= 0 && router_z_loss_coef >= 0,
               "{}: router_aux_loss_coef and router_z_loss_coef must be >= 0", where);
   }
+  BTX_CHECK(num_attention_experts >= 0, "{}: num_attention_experts must be >= 0, got {}", where,
+            num_attention_experts);
   positive("vocab_size", vocab_size);
   positive("hidden_size", hidden_size);
   positive("intermediate_size", intermediate_size);
@@ -111,9 +113,10 @@ std::string model_config_difference(const ModelConfig& a, const ModelConfig& b) 
 
 nlohmann::json model_config_to_json(const ModelConfig& c) {
   nlohmann::json j = nlohmann::json::object();
-  j["architectures"] = {c.is_moe()     ? "MixtralForCausalLM"
-                        : c.is_smear() ? "BtxSmearForCausalLM"
-                                       : "LlamaForCausalLM"};
+  j["architectures"] = {c.has_attention_experts() ? "BtxBamForCausalLM"
+                        : c.is_moe()              ? "MixtralForCausalLM"
+                        : c.is_smear()            ? "BtxSmearForCausalLM"
+                                                  : "LlamaForCausalLM"};
   JsonWriter w{&j};
   const_cast<ModelConfig&>(c).visit(w);
   j["hidden_act"] = "silu";

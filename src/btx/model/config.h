@@ -38,6 +38,9 @@ struct ModelConfig {
   double router_aux_loss_coef = 0.01;  // Switch load-balancing weight alpha (0: none)
   double router_z_loss_coef = 0.0;     // router z-loss weight (0: none)
   double smear_expert_dropout = 0.0;   // SMEAR: drop each merge weight with this probability
+  // BAM (attention_experts.h): E attention experts per layer mixed by a soft router; 0: one
+  // plain attention. Not a Hugging Face key: such models are btx's own architecture.
+  int64_t num_attention_experts = 0;
 
   template <typename V>
   void visit(V& v) {
@@ -61,10 +64,13 @@ struct ModelConfig {
     v.field("router_aux_loss_coef", router_aux_loss_coef);
     v.field("router_z_loss_coef", router_z_loss_coef);
     v.field("smear_expert_dropout", smear_expert_dropout);
+    v.field("num_attention_experts", num_attention_experts);
   }
 
   bool is_moe() const { return model_type == "mixtral"; }
   bool is_smear() const { return model_type == "smear"; }
+  // A mixture of attention experts in every layer (BAM).
+  bool has_attention_experts() const { return num_attention_experts > 0; }
   // A router and N experts per layer (MoE or SMEAR).
   bool is_routed() const { return is_moe() || is_smear(); }
   // The traits of router_mode (router.h) for a routed model; an error for a dense one or an

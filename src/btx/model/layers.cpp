@@ -102,12 +102,9 @@ AttentionImpl::AttentionImpl(const ModelConfig& c)
   o_proj = register_module("o_proj", lin(n_head * head_dim, c.hidden_size));
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const RopeTables& rope,
-                                     LayerCache* cache, const torch::Tensor& mask) {
-  const int64_t B = x.size(0), T = x.size(1);
-  auto q = q_proj(x).view({B, T, n_head, head_dim}).transpose(1, 2);     // (B, H, T, D)
-  auto k = k_proj(x).view({B, T, n_kv_head, head_dim}).transpose(1, 2);  // (B, G, T, D)
-  auto v = v_proj(x).view({B, T, n_kv_head, head_dim}).transpose(1, 2);  // (B, G, T, D)
+torch::Tensor attend(torch::Tensor q, torch::Tensor k, torch::Tensor v, const RopeTables& rope,
+                     LayerCache* cache, const torch::Tensor& mask) {
+  const int64_t T = q.size(2), n_head = q.size(1), n_kv_head = k.size(1);
   q = apply_rope(q, rope);
   k = apply_rope(k, rope);
   if (cache != nullptr) {  // after the S cached positions: (B, G, S+T, D)
@@ -121,8 +118,17 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const RopeTables& r
     v = v.repeat_interleave(n_head / n_kv_head, 1);
   }
   const int64_t S = k.size(2) - T;
-  const auto y = S == 0 && !mask.defined() ? causal_attention(q, k, v)
-                                           : masked_attention(q, k, v, mask, S);  // (B, H, T, D)
+  return S == 0 && !mask.defined() ? causal_attention(q, k, v)
+                                   : masked_attention(q, k, v, mask, S);  // (B, H, T, D)
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const RopeTables& rope,
+                                     LayerCache* cache, const torch::Tensor& mask) {
+  const int64_t B = x.size(0), T = x.size(1);
+  auto q = q_proj(x).view({B, T, n_head, head_dim}).transpose(1, 2);     // (B, H, T, D)
+  auto k = k_proj(x).view({B, T, n_kv_head, head_dim}).transpose(1, 2);  // (B, G, T, D)
+  auto v = v_proj(x).view({B, T, n_kv_head, head_dim}).transpose(1, 2);  // (B, G, T, D)
+  const auto y = attend(q, k, v, rope, cache, mask);                     // (B, H, T, D)
   return o_proj(y.transpose(1, 2).reshape({B, T, n_head * head_dim}));
 }
 

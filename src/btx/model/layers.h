@@ -43,14 +43,33 @@ torch::Tensor causal_mask(int64_t T, torch::Device device = torch::kCPU);
 // appended to it, (B, G, S, D) -> (B, G, S+T, D), and each new position attends to every cached
 // position and the new ones up to itself, or, when `mask` (additive, broadcastable to
 // (B, H, T, S+T)) is given, to what it allows. An empty cache without a mask is the plain case.
-struct AttentionImpl : torch::nn::Module {
+// The attention slot of a decoder layer, registered as "self_attn": one attention
+// (AttentionImpl) or BAM's mixture of attention experts (attention_experts.h).
+struct AttentionSlotImpl : torch::nn::Module {
+  virtual torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */, const RopeTables& rope,
+                                LayerCache* cache = nullptr, const torch::Tensor& mask = {}) = 0;
+  // Forward FLOPs per token of the attention scores and the weighted values at context length
+  // `context` (2 * T * C for one attention), besides its projections' weights.
+  virtual int64_t score_flops_per_token(int64_t context) const = 0;
+};
+
+struct AttentionImpl : AttentionSlotImpl {
   explicit AttentionImpl(const ModelConfig& c);
   torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */, const RopeTables& rope,
-                        LayerCache* cache = nullptr, const torch::Tensor& mask = {});
+                        LayerCache* cache = nullptr, const torch::Tensor& mask = {}) override;
+  int64_t score_flops_per_token(int64_t context) const override {
+    return 2 * context * n_head * head_dim;
+  }
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   int64_t n_head, n_kv_head, head_dim;
 };
 TORCH_MODULE(Attention);
+
+// What AttentionImpl does after its projections, for any number of heads: RoPE on q (B, H, T, D)
+// and k (B, G, T, D), k and v appended to `cache` (as AttentionImpl::forward says), each
+// key/value head shared by H/G query heads, and the attention -> (B, H, T, D).
+torch::Tensor attend(torch::Tensor q, torch::Tensor k, torch::Tensor v, const RopeTables& rope,
+                     LayerCache* cache, const torch::Tensor& mask);
 
 // The number of parameters of a module (its weights' elements).
 int64_t count_params(const torch::nn::Module& m);

@@ -2,6 +2,7 @@
 
 #include <limits>
 
+#include "btx/model/attention_experts.h"
 #include "btx/model/moe.h"
 #include "btx/model/router.h"
 #include "btx/model/smear.h"
@@ -20,7 +21,7 @@ std::shared_ptr<FeedForwardImpl> config_ffn(const ModelConfig& c, int64_t layer)
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, std::shared_ptr<FeedForwardImpl> f) {
   input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
-  self_attn = register_module("self_attn", Attention(c));
+  self_attn = register_module("self_attn", config_attention(c));
   post_attention_layernorm =
       register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
   const std::string name = f->hf_name();
@@ -29,7 +30,7 @@ DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, std::shared_ptr<FeedFor
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const RopeTables& rope,
                                         const FfnContext& ctx) {
-  auto h = x + self_attn(input_layernorm(x), rope);
+  auto h = x + self_attn->forward(input_layernorm(x), rope);
   return h + ffn->forward(post_attention_layernorm(h), ctx);
 }
 
@@ -206,14 +207,14 @@ int64_t forward_flops_per_token(const CausalLM& model, int64_t context) {
   const int64_t untied_head = c.tie_word_embeddings ? 0 : embedding;
   int64_t norms = (2 * c.num_hidden_layers + 1) * c.hidden_size;
   int64_t matmul_weights = model->num_active_params() - embedding - untied_head - norms;
-  int64_t ffn_flops = 0;
+  int64_t ffn_flops = 0, score_flops = 0;
   for (const auto& layer : *model->model->layers) {
-    const auto& ffn = *layer->as<DecoderLayerImpl>()->ffn;
-    matmul_weights -= ffn.active_params();
-    ffn_flops += ffn.ffn_flops_per_token(context);
+    const auto& l = *layer->as<DecoderLayerImpl>();
+    matmul_weights -= l.ffn->active_params();
+    ffn_flops += l.ffn->ffn_flops_per_token(context);
+    score_flops += l.self_attn->score_flops_per_token(context);
   }
-  return 2 * (matmul_weights + embedding) + ffn_flops +
-         2 * c.num_hidden_layers * context * c.hidden_size;
+  return 2 * (matmul_weights + embedding) + ffn_flops + score_flops;
 }
 
 }  // namespace btx

@@ -31,7 +31,7 @@ struct DecoderLayerImpl : torch::nn::Module {
                                const FfnContext& ctx, LayerCache& cache,
                                const torch::Tensor& mask = {});
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
-  Attention self_attn{nullptr};
+  std::shared_ptr<AttentionSlotImpl> self_attn;  // attention, or attention experts (BAM)
   std::shared_ptr<FeedForwardImpl> ffn;
 };
 TORCH_MODULE(DecoderLayer);
@@ -90,8 +90,8 @@ torch::Tensor token_nll(CausalLM& model, const torch::Tensor& tokens);
 torch::Tensor lm_loss(CausalLM& model, const torch::Tensor& tokens);
 
 // Forward FLOPs per token at context length T (Kaplan et al. 2020): 2 * (active non-embedding
-// weights + the LM head's C*V) + 2 * L * T * C for attention scores and values. Training costs
-// three times that (forward + backward).
+// weights + the LM head's C*V) + 2 * L * T * C for attention scores and values (E times that
+// with E attention experts). Training costs three times that (forward + backward).
 int64_t forward_flops_per_token(const CausalLM& model, int64_t context);
 
 }  // namespace btx

@@ -41,6 +41,7 @@ ParamRole param_role(const std::string& name) {
   if (name == "lm_head.weight") return ParamRole::kLmHead;
   if (name == "model.norm.weight" || ends_with(name, "layernorm.weight")) return ParamRole::kNorm;
   if (name.rfind("model.layers.", 0) == 0) {
+    if (has(name, ".self_attn.gate.")) return ParamRole::kRouter;  // BAM's attention router
     if (has(name, ".self_attn.")) return ParamRole::kAttention;
     if (has(name, ".mlp.") || has(name, ".block_sparse_moe.experts.") ||
         has(name, ".smear.experts.")) {

@@ -12,11 +12,12 @@ namespace btx {
 
 enum class ParamRole {
   kEmbedding,  // model.embed_tokens (also the LM head when tied)
-  kAttention,  // model.layers.i.self_attn.{q,k,v,o}_proj
+  kAttention,  // model.layers.i.self_attn.{q,k,v,o}_proj (BAM: self_attn.experts.j.*_proj)
   kNorm,       // the RMSNorms: input_layernorm, post_attention_layernorm, model.norm
   kLmHead,     // lm_head (untied models only)
   kFfn,        // mlp.{gate,up,down}_proj, block_sparse_moe.experts.j.w*, smear.experts.j.w*
-  kRouter,     // block_sparse_moe.gate, block_sparse_moe.baseline (REINFORCE), smear.gate
+  kRouter,     // block_sparse_moe.gate, block_sparse_moe.baseline (REINFORCE), smear.gate,
+               // self_attn.gate (BAM's attention router)
 };
 
 const char* role_name(ParamRole role);
