@@ -6,11 +6,13 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "btx/util/allocator.h"
 #include "btx/util/device.h"
 #include "btx/util/error.h"
 #include "cli/commands.h"
 
 int main(int argc, char** argv) {
+  btx::keep_freed_memory();  // training steps reuse their memory instead of faulting it in
   CLI::App app{
       "btx: train expert language models in parallel and combine them\n"
       "(Branch-Train-Merge, Branch-Train-MiX, SMEAR)"};

@@ -352,6 +352,20 @@ TEST_F(MoeMergeTest, BamKeepsEachExpertsAttentionAndOneExpertIsTheDenseModel) {
   EXPECT_FALSE(torch::equal(tuned.at(moe_router_name(0)), bam.at(moe_router_name(0))));
   r = run_btx("generate" + r_ + " --model merged/bam --prompt 'def f' --max-tokens 8");
   ASSERT_EQ(r.code, 0) << r.output;
+  // The routing analysis shows the attention router's weights too: a distribution per domain.
+  const fs::path routing = run.root / "bam-routing.json";
+  r = run_btx("routing" + r_ + " --model merged/bam --layer 0 --out " + routing.string());
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("mean weight of each attention expert per domain"), std::string::npos)
+      << r.output;
+  const auto analysis = read_json_file(routing);
+  for (const auto& layer : analysis["layers"]) {
+    for (const char* d : {"code", "prose", "verse"}) {
+      const auto w = layer["attention_mean_weight"][d].get<std::vector<double>>();
+      ASSERT_EQ(w.size(), 3u);
+      EXPECT_NEAR(w[0] + w[1] + w[2], 1.0, 1e-6) << d;
+    }
+  }
   r = run_btx("export" + r_ + " --model merged/bam --out " + (run.root / "hf-bam").string());
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.output.find("is a BAM model"), std::string::npos) << r.output;

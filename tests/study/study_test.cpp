@@ -233,7 +233,9 @@ TEST(StudyPlan, EachStudiedModeIsASubRunSharingTheSeed) {
 
 TEST(StudyPlan, StagesComeAfterWhatTheyNeedAndCoverEveryMethod) {
   TempDir tmp;
-  const RunConfig c = default_config();
+  RunConfig c = default_config();
+  c.study.random_split = true;  // in the ablations preset; planned here too
+  c.study.modes = {"ffn", "flexolmo"};
   const auto stages = plan_study(RunDir{tmp.path() / "run"}, c);
   std::set<std::string> seen;
   for (const auto& s : stages) {
@@ -275,7 +277,7 @@ TEST(StudyPlan, StagesComeAfterWhatTheyNeedAndCoverEveryMethod) {
 // The presets in configs/ load and plan: the small one (eight domains, sized for a GPU) is not
 // run by the tests, so this is what keeps it in step with the config keys and the methods.
 TEST(StudyPlan, EveryPresetLoadsAndPlans) {
-  for (const char* preset : {"tiny", "small"}) {
+  for (const char* preset : {"tiny", "tiny-ablations", "small"}) {
     SCOPED_TRACE(preset);
     TempDir tmp;
     const RunConfig c =

@@ -3,6 +3,7 @@
 #include "btx/data/shards.h"
 #include "btx/data/tokenizer.h"
 #include "btx/eval/evaluate.h"
+#include "btx/model/attention_experts.h"
 #include "btx/model/moe.h"
 #include "btx/run/open.h"
 #include "btx/train/checkpoint.h"
@@ -84,6 +85,12 @@ nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs:
             model_dir.string(), model->config().model_type);
   model->eval();
   auto layers = routed_layers(model);
+  // BAM: each layer's attention experts (one per FFN expert, in the same order); else none.
+  std::vector<AttentionExpertsImpl*> attention;
+  for (auto& l : *model->model->layers) {
+    auto* a = dynamic_cast<AttentionExpertsImpl*>(l->as<DecoderLayerImpl>()->self_attn.get());
+    if (a != nullptr) attention.push_back(a);
+  }
   const int64_t E = model->config().num_local_experts;
   const int64_t T = c.seed_train.seq_len;
 
@@ -117,7 +124,7 @@ nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs:
     domains.push_back(d);
     if (is_novel) novel.push_back(d);
     std::vector<torch::Tensor> t1(layers.size()), tk(layers.size()), ent(layers.size()),
-        mw(layers.size());
+        mw(layers.size()), aw(attention.size());
     int64_t n = 0;
     for (int64_t r = 0; r < windows.size(0); r += 16) {
       auto batch = windows.narrow(0, r, std::min<int64_t>(16, windows.size(0) - r)).narrow(1, 0, T);
@@ -135,6 +142,11 @@ nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs:
         tk[l] = tk[l].defined() ? tk[l] + ck : ck;
         ent[l] = ent[l].defined() ? ent[l] + h : h;
       }
+      for (size_t l = 0; l < attention.size(); ++l) {
+        const auto& g = attention[l]->last_gates();  // (B, T, E)
+        auto w = g.reshape({-1, g.size(-1)}).sum(0).to(torch::kFloat64);
+        aw[l] = aw[l].defined() ? aw[l] + w : w;
+      }
       // The sample: the first window's first tokens, as routed within the whole window (so
       // sequence-level routing shows what evaluation saw).
       if (r == 0 && opts.sample_tokens > 0) {
@@ -148,6 +160,9 @@ nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs:
       per_layer[l]["topk"][d] = to_vector(tk[l] / static_cast<double>(n));
       per_layer[l]["entropy"][d] = ent[l].item<double>() / static_cast<double>(n);
       per_layer[l]["mean_weight"][d] = to_vector(mw[l] / static_cast<double>(n));
+      if (l < attention.size()) {  // BAM: the mean soft weight of each attention expert
+        per_layer[l]["attention_mean_weight"][d] = to_vector(aw[l] / static_cast<double>(n));
+      }
       double own = 0;
       bool any = false;
       for (int64_t e = 0; e < E; ++e) {
@@ -203,6 +218,16 @@ std::string format_routing_layer(const nlohmann::json& a, int64_t layer) {
     const auto& own = l.at("own_expert_top1");
     out += own.contains(dn) ? fmt::format(" {:>6.3f}\n", own[dn].get<double>())
                             : fmt::format(" {:>6}\n", "-");
+  }
+  if (l.contains("attention_mean_weight")) {  // BAM's attention experts
+    out += "  mean weight of each attention expert per domain\n";
+    for (const auto& d : a.at("domains")) {
+      const std::string dn = d.get<std::string>();
+      out += fmt::format("  {:<14}", dn);
+      for (double f : l.at("attention_mean_weight").at(dn).get<std::vector<double>>())
+        out += fmt::format(" {:>11.3f}", f);
+      out += "\n";
+    }
   }
   return out;
 }

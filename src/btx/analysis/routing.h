@@ -45,7 +45,8 @@ std::vector<DomainWindows> analysis_windows(const RunDir& run, const RunConfig& 
 
 // {"model", "experts": [names], "domains": [...], "novel_domains": [...], "layers": [{"layer",
 //  "top1": {domain: [E]}, "topk": {domain: [E]}, "entropy": {domain: nats}, "mean_weight":
-//  {domain: [E]}, "own_expert_top1": {domain: fraction}}],
+//  {domain: [E]}, "own_expert_top1": {domain: fraction}, and for BAM models
+//  "attention_mean_weight": {domain: [E]}, the attention router's mean soft weights}],
 //  "tokens": [{"piece", "layers": [{"experts": [..], "weights": [..]}]}],   (with opts.text)
 //  "samples": {domain: [tokens as in "tokens"]}}                          (with sample_tokens)
 // "domains" lists the training domains, then the novel ones.

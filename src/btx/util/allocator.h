@@ -1,0 +1,18 @@
+// How the process's C allocator treats the memory LibTorch frees. A training step allocates and
+// frees the same large CPU tensors (activations, logits, gradients: up to tens of MB each) every
+// step. glibc's malloc by default gives freed memory at the top of its heap back to the kernel
+// (above M_TRIM_THRESHOLD, 128 kB at start) and serves big blocks with mmap, so the next step
+// faults the same pages in again, zeroed by the kernel, one 4 kB page at a time. Measured on the
+// tiny model (docs/benchmarks.md, "The allocator"): 2.7M minor page faults in a 30-step
+// benchmark and a quarter of the CPU time in the kernel; keeping freed memory made the fp32
+// step 1.13x faster (bf16 autocast: no gain). The cost is memory: the heap stays at its peak (the
+// peak is what a step needs anyway).
+#pragma once
+
+namespace btx {
+
+// Keeps freed memory in the process (trim threshold 2 GB) and serves blocks up to glibc's
+// largest mmap threshold (32 MB) from the heap. Call once at the start of main; a no-op where
+// the C library is not glibc.
+void keep_freed_memory();
+}  // namespace btx
