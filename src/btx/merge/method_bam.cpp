@@ -10,9 +10,7 @@ namespace btx {
 MergeMethod bam_method() {
   MergeMethod m;
   m.name = "bam";
-  m.router = [](const std::map<std::string, std::string>& params) -> const RouterTraits& {
-    return router_traits("mixtral", params.at("router"), "--router");
-  };
+  m.router = mixtral_router;
   m.description =
       "one model with the experts' FFNs as MoE experts (top-k router) and their attention as "
       "attention experts (soft router); norms and embeddings averaged; finetune like btx. Not a "

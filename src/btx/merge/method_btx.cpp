@@ -6,12 +6,9 @@
 
 namespace btx {
 
-namespace {
-// The learned MoE router that a btx-style method's --router names.
 const RouterTraits& mixtral_router(const std::map<std::string, std::string>& params) {
   return router_traits("mixtral", params.at("router"), "--router");
 }
-}  // namespace
 
 MergeMethod btx_method() {
   MergeMethod m;

@@ -159,8 +159,7 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
   moe.model_type = opts.model_type;
   moe.smear_expert_dropout = opts.expert_dropout;
   BTX_CHECK(!opts.attention_experts || !smear,
-            "MoE build: attention experts need model_type "
-            "mixtral, not smear");
+            "MoE build: attention experts need model_type mixtral, not smear");
   moe.num_attention_experts = opts.attention_experts ? static_cast<int64_t>(slots.size()) : 0;
   moe.num_local_experts = static_cast<int64_t>(slots.size());
   moe.num_experts_per_tok = opts.top_k;

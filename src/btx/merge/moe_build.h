@@ -50,6 +50,9 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
 // expert itself, or (sparse upcycling) from the seed.
 std::vector<MoeSlot> expert_moe_slots(const MergeContext& ctx, bool from_seed);
 
+// The learned MoE router that a btx-style method's --router names (btx, upcycle, bam).
+const RouterTraits& mixtral_router(const std::map<std::string, std::string>& params);
+
 // The MoE options of a method's parameters (top-k, router, aux-loss, z-loss, router-init).
 MoeBuildOptions moe_options(const MergeContext& ctx, const std::string& tag);
 // Those parameters' declarations, shared by btx and upcycle.

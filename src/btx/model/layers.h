@@ -36,13 +36,6 @@ torch::Tensor apply_rope(const torch::Tensor& x /* (B, H, T, D) */, const RopeTa
 // (T, T) additive mask: 0 on and below the diagonal, -inf above (position t sees <= t).
 torch::Tensor causal_mask(int64_t T, torch::Device device = torch::kCPU);
 
-// Causal self-attention with RoPE and optional grouped-query heads (G divides H): one forward
-// for training and decoding, one place for the q/k/v projections, RoPE and the grouped-query
-// repeat. x holds T positions (rope: theirs). Without a cache they are the whole sequence,
-// attended causally. With one, they come after its S positions: their keys and values are
-// appended to it, (B, G, S, D) -> (B, G, S+T, D), and each new position attends to every cached
-// position and the new ones up to itself, or, when `mask` (additive, broadcastable to
-// (B, H, T, S+T)) is given, to what it allows. An empty cache without a mask is the plain case.
 // The attention slot of a decoder layer, registered as "self_attn": one attention
 // (AttentionImpl) or BAM's mixture of attention experts (attention_experts.h).
 struct AttentionSlotImpl : torch::nn::Module {
@@ -53,6 +46,13 @@ struct AttentionSlotImpl : torch::nn::Module {
   virtual int64_t score_flops_per_token(int64_t context) const = 0;
 };
 
+// Causal self-attention with RoPE and optional grouped-query heads (G divides H): one forward
+// for training and decoding, one place for the q/k/v projections, RoPE and the grouped-query
+// repeat. x holds T positions (rope: theirs). Without a cache they are the whole sequence,
+// attended causally. With one, they come after its S positions: their keys and values are
+// appended to it, (B, G, S, D) -> (B, G, S+T, D), and each new position attends to every cached
+// position and the new ones up to itself, or, when `mask` (additive, broadcastable to
+// (B, H, T, S+T)) is given, to what it allows. An empty cache without a mask is the plain case.
 struct AttentionImpl : AttentionSlotImpl {
   explicit AttentionImpl(const ModelConfig& c);
   torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */, const RopeTables& rope,

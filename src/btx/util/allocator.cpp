@@ -11,7 +11,7 @@ namespace btx {
 void keep_freed_memory() {
 #if defined(__GLIBC__)
   // Both: the trim threshold alone measured 1.7x slower than glibc's defaults (its dynamic mmap
-  // threshold no longer rises), both together 1.13x faster (docs/benchmarks.md).
+  // threshold no longer rises), both together 1.17x faster (docs/benchmarks.md).
   mallopt(M_TRIM_THRESHOLD, INT_MAX);
   // glibc refuses an mmap threshold above HEAP_MAX_SIZE / 2 (32 MB on 64-bit systems).
   mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
