@@ -3,7 +3,8 @@
 // (forward, cross-entropy, backward, clip, AdamW). Prints a table, with a row for btx under bf16
 // autocast on the CPU (--precision bf16).
 //   train_throughput [--hidden 256 --layers 4 --seq 256 --batch 8 --steps 10 --threads 0
-//                     --keep-freed 1]   (0: glibc's allocator defaults, not btx's; allocator.h)
+//                     --keep-freed 2]   (allocator.h: 0 glibc's defaults, 1 heap up to 32 MB,
+//                                        2 btx's: every block from the heap)
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -20,7 +21,7 @@
 namespace {
 struct Args {
   int64_t hidden = 256, layers = 4, heads = 4, vocab = 4096, seq = 256, batch = 8, steps = 10,
-          warmup = 2, threads = 0, keep_freed = 1;
+          warmup = 2, threads = 0, keep_freed = 2;
 };
 
 double btx_tokens_per_s(const Args& a, bool bf16, double* step_ms, int64_t* params) {
@@ -94,8 +95,12 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  // As btx's main does (util/allocator.h); --keep-freed 0 leaves glibc's defaults untouched.
-  if (a.keep_freed) btx::keep_freed_memory();
+  // As btx's main does (util/allocator.h) with 2; 0 leaves glibc's defaults untouched.
+  if (a.keep_freed < 0 || a.keep_freed > 2) {
+    std::cerr << "--keep-freed " << a.keep_freed << ": expected 0, 1 or 2\n";
+    return 2;
+  }
+  btx::keep_freed_memory(static_cast<btx::FreedMemory>(a.keep_freed));
   // Python first, btx second, then Python again: the mean of the two Python runs offsets drift
   // of a shared, noisy machine.
   auto run_python = [&] {
@@ -122,10 +127,10 @@ int main(int argc, char** argv) {
   const double py_ms = (py1["step_ms"].get<double>() + py2["step_ms"].get<double>()) / 2;
   std::printf(
       "model: d=%lld L=%lld H=%lld V=%lld T=%lld B=%lld, %lld params; %lld timed steps; "
-      "intra-op threads: btx %d, python %d; allocator keeps freed memory: %s\n",
+      "intra-op threads: btx %d, python %d; allocator mode (--keep-freed): %lld\n",
       (long long)a.hidden, (long long)a.layers, (long long)a.heads, (long long)a.vocab,
       (long long)a.seq, (long long)a.batch, (long long)params, (long long)a.steps,
-      torch::get_num_threads(), py1["threads"].get<int>(), a.keep_freed ? "yes" : "no");
+      torch::get_num_threads(), py1["threads"].get<int>(), (long long)a.keep_freed);
   std::printf("| impl          | step ms | tokens/s |\n|---------------|--------:|---------:|\n");
   std::printf("| btx (C++)     | %7.1f | %8.0f |\n", btx_ms, btx_tps);
   std::printf("| python eager  | %7.1f | %8.0f |\n", py_ms, py_tps);

@@ -1,6 +1,8 @@
-// `btx routing`: which experts the tokens of each domain go to, per MoE layer.
+// `btx routing`: which experts the tokens of each domain go to, per MoE layer. `btx graft`: which
+// parameter group of the merge costs what (each expert against the average, group by group).
 #include <iostream>
 
+#include "btx/analysis/graft.h"
 #include "btx/analysis/routing.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
@@ -28,22 +30,63 @@ std::vector<Command> add_routing_commands(CLI::App& app) {
   cmd->add_option("--layer", a->layer, "Layer to print (default: the middle one)");
   cmd->add_flag("--json", a->json, "Print the whole analysis as JSON");
   cmd->add_option("--out", a->out, "Also write the JSON to this file");
-  return {{cmd, [a] {
-             RunDir run{a->run};
-             const RunConfig c = load_run(run);
-             const fs::path model = resolve_model_path(run, a->model);
-             if (!a->text_file.empty()) a->opts.text = read_file(a->text_file);
-             const auto result = routing_analysis(run, c, model, a->opts);
-             if (!a->out.empty()) write_file_atomic(a->out, result.dump(2));
-             if (a->json) {
-               std::cout << result.dump(2) << "\n";
-               return;
-             }
-             const auto n = static_cast<int64_t>(result["layers"].size());
-             const int64_t layer = a->layer >= 0 ? a->layer : n / 2;
-             BTX_CHECK(layer < n, "--layer {}: the model has {} MoE layers", layer, n);
-             std::cout << format_routing_layer(result, layer);
-           }}};
+  auto routing =
+      Command{cmd, [a] {
+                RunDir run{a->run};
+                const RunConfig c = load_run(run);
+                const fs::path model = resolve_model_path(run, a->model);
+                if (!a->text_file.empty()) a->opts.text = read_file(a->text_file);
+                const auto result = routing_analysis(run, c, model, a->opts);
+                if (!a->out.empty()) write_file_atomic(a->out, result.dump(2));
+                if (a->json) {
+                  std::cout << result.dump(2) << "\n";
+                  return;
+                }
+                const auto n = static_cast<int64_t>(result["layers"].size());
+                const int64_t layer = a->layer >= 0 ? a->layer : n / 2;
+                BTX_CHECK(layer < n, "--layer {}: the model has {} MoE layers", layer, n);
+                std::cout << format_routing_layer(result, layer);
+              }};
+
+  struct GraftArgs {
+    std::string run;
+    bool json = false;
+    GraftOptions opts;
+  };
+  auto g = std::make_shared<GraftArgs>();
+  auto* graft = app.add_subcommand(
+      "graft",
+      "Which part of the merge costs what: each expert on its own domain's test text with every "
+      "parameter group (embedding, attention, norms, FFN) taken from it or from the reference "
+      "(the experts' uniform average, the seed, a dense merge): 16 hybrids per domain and each "
+      "group's "
+      "Shapley share of the loss gap; written to analysis/graft-<reference>.json");
+  graft->add_option("--run", g->run, "Run directory (a mode sub-run: runs/X/experts-ffn)")
+      ->required();
+  graft
+      ->add_option("--reference", g->opts.reference,
+                   "What each expert is compared with: average (the experts' uniform mean), "
+                   "seed, or a dense model of the run (merged/fisher, merged/average, ...)")
+      ->capture_default_str();
+  graft->add_option("--tokens", g->opts.max_tokens, "Test tokens per domain (0: the whole split)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  graft->add_flag("--json", g->json, "Print the whole analysis as JSON");
+  auto grafting = Command{graft, [g] {
+                            RunDir run{g->run};
+                            const RunConfig c = load_run(run);
+                            const auto result = graft_analysis(run, c, g->opts);
+                            const fs::path out = graft_path(run, g->opts.reference);
+                            fs::create_directories(out.parent_path());
+                            write_file_atomic(out, result.dump(2));
+                            if (g->json) {
+                              std::cout << result.dump(2) << "\n";
+                              return;
+                            }
+                            std::cout << format_graft(result) << "\nwritten to " << out.string()
+                                      << "\n";
+                          }};
+  return {routing, grafting};
 }
 
 }  // namespace btx::cli

@@ -108,6 +108,7 @@ TEST_F(MergeTest, IdenticalExpertsGiveTheOriginalBack) {
        {std::string("--method average"),
         std::string("--method weighted-average --weights code=0.5,prose=0.3,verse=0.2"),
         std::string("--method weighted-average --target verse --name wa-verse"),
+        std::string("--method fisher --fisher-windows 4"),
         std::string("--method ensemble --name ens"),
         std::string("--method ensemble --prior updating --top-k 2 --name ens-upd")}) {
     auto r = run_btx("merge" + r_ + " " + args);
@@ -121,6 +122,11 @@ TEST_F(MergeTest, IdenticalExpertsGiveTheOriginalBack) {
       EXPECT_TRUE(torch::equal(merged.at(name), t)) << m << " " << name;
     }
   }
+  // Fisher-weighted: Σ F θ / Σ F of one θ is θ, up to float64 rounding.
+  const auto fisher = load_safetensors(run.root / "merged/fisher/model.safetensors").tensors;
+  for (const auto& [name, t] : original) {
+    EXPECT_TRUE(torch::allclose(fisher.at(name), t, 1e-6, 1e-9)) << name;
+  }
   auto r = run_btx("eval" + r_ + " --model experts/code,merged/ens,merged/ens-upd");
   ASSERT_EQ(r.code, 0) << r.output;
   const auto single = read_json_file(run.eval("expert-code"));
@@ -133,6 +139,99 @@ TEST_F(MergeTest, IdenticalExpertsGiveTheOriginalBack) {
   }
 }
 
+// btx graft: every hybrid of each domain's expert and the average; the two ends are the
+// evaluated expert and the evaluated `average` merge, and the Shapley shares add up to the gap.
+TEST_F(MergeTest, GraftHybridsEndAtTheExpertAndTheAverageAndSharesAddUp) {
+  RunDir run = fresh_run("graft");
+  const std::string r_ = " --run " + run.root.string();
+  for (const std::string& cmd :
+       {"merge" + r_ + " --method average", "graft" + r_, "graft" + r_ + " --reference seed",
+        "eval" + r_ + " --model seed,merged/average,experts/code,experts/prose,experts/verse"}) {
+    auto r = run_btx(cmd);
+    ASSERT_EQ(r.code, 0) << cmd << "\n" << r.output;
+  }
+  for (const std::string reference : {"average", "seed"}) {
+    const auto g = read_json_file(run.root / "analysis" / ("graft-" + reference + ".json"));
+    EXPECT_EQ(g["reference"], reference);
+    const auto ref_eval = read_json_file(run.eval(reference == "seed" ? "seed" : "average"));
+    ASSERT_EQ(g["domains"].size(), 3u);
+    for (const auto& d : g["domains"]) {
+      const std::string domain = d["domain"];
+      EXPECT_EQ(d["expert"], domain);  // the forest's experts are named after their domains
+      const auto& hybrids = d["hybrids"];
+      ASSERT_EQ(hybrids.size(), 16u);
+      EXPECT_TRUE(hybrids[0]["from_expert"].empty());
+      EXPECT_EQ(hybrids[15]["from_expert"].size(), 4u);
+      // Nothing from the expert: the reference; everything: the expert itself.
+      EXPECT_NEAR(hybrids[0]["loss"].get<double>(),
+                  ref_eval["domains"][domain]["loss"].get<double>(), 1e-5)
+          << reference << " " << domain;
+      const auto own = read_json_file(run.eval("expert-" + domain));
+      EXPECT_DOUBLE_EQ(hybrids[15]["loss"].get<double>(),
+                       own["domains"][domain]["loss"].get<double>())
+          << domain;
+      double sum = 0, shares = 0;
+      for (const auto& [group, phi] : d["shapley"].items()) sum += phi.get<double>();
+      for (const auto& [group, s] : d["share"].items()) shares += s.get<double>();
+      EXPECT_NEAR(sum, d["gap"].get<double>(), 1e-9) << domain;
+      EXPECT_NEAR(sum, hybrids[0]["loss"].get<double>() - hybrids[15]["loss"].get<double>(), 1e-9);
+      EXPECT_NEAR(shares, 1.0, 1e-9) << domain;
+    }
+  }
+  auto bad = run_btx("graft" + r_ + " --reference soup");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.output.find("--reference"), std::string::npos) << bad.output;
+}
+
+// Fisher-weighted averaging: each expert's mean weight per parameter group adds up to 1 over
+// the experts; an MoE merge whose shared layers are the Fisher average (--shared fisher) holds
+// exactly the `fisher` merge's tensors outside its FFNs and routers; a graft against it works.
+TEST_F(MergeTest, FisherAverageWeighsEachExpertAndServesAsTheSharedLayers) {
+  RunDir run = fresh_run("fisher");
+  const std::string r_ = " --run " + run.root.string();
+  for (const std::string& cmd :
+       {"merge" + r_ + " --method fisher --fisher-windows 6",
+        "merge" + r_ + " --method btx --shared fisher --fisher-windows 6 --name btx-fisher",
+        "graft" + r_ + " --reference merged/fisher", "eval" + r_ + " --model merged/fisher"}) {
+    auto r = run_btx(cmd);
+    ASSERT_EQ(r.code, 0) << cmd << "\n" << r.output;
+  }
+  const auto m = read_json_file(run.root / "merged/fisher/merge.json");
+  const auto& w = m["result"]["mean_fisher_weight"];
+  for (const char* group : {"embedding", "attention", "norm", "ffn"}) {
+    double sum = 0;
+    for (const char* e : {"code", "prose", "verse"}) {
+      const double x = w[group][e].get<double>();
+      EXPECT_GT(x, 0.0) << group << " " << e;
+      sum += x;
+    }
+    EXPECT_NEAR(sum, 1.0, 1e-6) << group;
+  }
+  EXPECT_EQ(m["result"]["fisher_windows"], 6);
+  const auto fisher = load_safetensors(run.root / "merged/fisher/model.safetensors").tensors;
+  const auto moe = load_safetensors(run.root / "merged/btx-fisher/model.safetensors").tensors;
+  int shared = 0;
+  for (const auto& [name, t] : moe) {
+    if (name.find(".block_sparse_moe.") != std::string::npos) continue;
+    ASSERT_TRUE(fisher.count(name)) << name;
+    EXPECT_TRUE(torch::equal(t, fisher.at(name))) << name;
+    ++shared;
+  }
+  EXPECT_GT(shared, 0);
+  EXPECT_FALSE(fs::exists(run.root / "merged/btx-fisher/fisher-shared"));
+  EXPECT_TRUE(read_json_file(run.root / "merged/btx-fisher/merge.json")["result"].contains(
+      "shared_fisher"));
+  const auto g = read_json_file(run.root / "analysis/graft-fisher.json");
+  EXPECT_EQ(g["reference"], "merged/fisher");
+  const auto ev = read_json_file(run.eval("fisher"));
+  EXPECT_EQ(g["domains"].size(), 3u);
+  // The graft's reference end is the fisher model itself.
+  for (const auto& d : g["domains"]) {
+    EXPECT_DOUBLE_EQ(d["hybrids"][0]["loss"].get<double>(),
+                     ev["domains"][d["domain"].get<std::string>()]["loss"].get<double>());
+  }
+}
+
 TEST_F(MergeTest, BadInputIsRefusedAndWritesNothing) {
   const std::string r_ = " --run " + trained().root.string();
   auto expect_error = [&](const std::string& args, const std::string& says) {
@@ -141,7 +240,7 @@ TEST_F(MergeTest, BadInputIsRefusedAndWritesNothing) {
     EXPECT_NE(r.output.find(says), std::string::npos) << args << "\n" << r.output;
     EXPECT_FALSE(fs::exists(trained().root / "merged" / "bad")) << args;
   };
-  expect_error("--method soup", "the methods: average, weighted-average, ensemble, dense");
+  expect_error("--method soup", "the methods: average, weighted-average, fisher, ensemble, dense");
   expect_error("--method average --top-k 2", "--top-k does not apply to method 'average'");
   expect_error("--method weighted-average", "exactly one of --weights");
   expect_error("--method weighted-average --weights code=1,prose=1",

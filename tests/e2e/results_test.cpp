@@ -94,17 +94,19 @@ TEST_F(ResultsTest, TableBestColumnsTokensAndFindings) {
 TEST_F(ResultsTest, FindingsKeyOnWhatEachModelIsNotOnItsName) {
   RunDir run = fresh_run("results-named");
   const std::string r_ = " --run " + run.root.string();
-  for (const char* m : {"average --name plain-mean", "ensemble --prior uniform --name all-of-them",
-                        "btx --name mixer", "upcycle --name copies", "hash --name hashed"}) {
+  for (const char* m :
+       {"average --name plain-mean", "ensemble --prior uniform --name all-of-them",
+        "btx --name mixer", "upcycle --name copies", "hash --name hashed", "dense --name wide"}) {
     ASSERT_EQ(run_btx("merge" + r_ + " --method " + m).code, 0) << m;
   }
   const std::string models =
-      "seed,merged/plain-mean,merged/all-of-them,merged/mixer,merged/copies,merged/hashed";
+      "seed,merged/plain-mean,merged/all-of-them,merged/mixer,merged/copies,merged/hashed,"
+      "merged/wide";
   ASSERT_EQ(run_btx("eval" + r_ + " --model " + models).code, 0);
   const auto r = run_btx("results" + r_ + " --model " + models);
   ASSERT_EQ(r.code, 0) << r.output;
   const auto j = read_json_file(run.root / "results.json");
-  ASSERT_EQ(j["rows"].size(), 6u);
+  ASSERT_EQ(j["rows"].size(), 7u);
   const auto& mixer = j["rows"][3];
   EXPECT_EQ(mixer["method"], "btx");
   EXPECT_TRUE(mixer["routed"].get<bool>());
@@ -129,6 +131,12 @@ TEST_F(ResultsTest, FindingsKeyOnWhatEachModelIsNotOnItsName) {
       << findings;
   EXPECT_NE(findings.find("the ensemble of all experts (0.03M"), std::string::npos) << findings;
   EXPECT_EQ(findings.find("hashed"), std::string::npos) << findings;  // not learned routing
+  // The dense model of the experts' tokens is the one trained on as many tokens as the
+  // unfinetuned mixer.
+  EXPECT_EQ(j["rows"][6]["training_tokens"], mixer["training_tokens"]);
+  EXPECT_NE(findings.find("mixer vs the dense model trained on as many tokens (wide, 0.03M): "),
+            std::string::npos)
+      << findings;
 }
 
 }  // namespace

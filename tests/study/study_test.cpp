@@ -78,6 +78,22 @@ TEST(StudyMethods, FinetuneFollowsTheMethodOrTheEntry) {
   EXPECT_EQ(error_of([&] { study_methods(c); }),
             "study.methods[0] \"btx --finetune experts\": --finetune: 'experts' is not one of "
             "all, router, router+shared");
+  // A budget of its own: --finetune-steps (not a merge parameter either).
+  c.study.methods = {"btx --finetune-steps 400 --name btx-400", "tag"};
+  m = study_methods(c);
+  EXPECT_EQ(m[0].finetune_steps, 400);
+  EXPECT_EQ(m[0].params.count("finetune-steps"), 0u);
+  EXPECT_EQ(m[1].finetune_steps, 0);  // [finetune] steps
+  for (const auto& [entry, says] : std::vector<std::pair<std::string, std::string>>{
+           {"btx --finetune-steps 0", "--finetune-steps '0': expected an integer >= 1"},
+           {"btx --finetune-steps 4x", "--finetune-steps '4x': expected an integer >= 1"},
+           {"btx --finetune none --finetune-steps 40",
+            "--finetune-steps: the btx model of this entry is not finetuned"},
+           {"average --finetune-steps 40",
+            "--finetune-steps: the average model of this entry is not finetuned"}}) {
+    c.study.methods = {entry};
+    EXPECT_EQ(error_of([&] { study_methods(c); }), "study.methods[0] \"" + entry + "\": " + says);
+  }
 }
 
 // The planner decides which combinations get an analysis stage with the rule the report applies
@@ -187,6 +203,13 @@ TEST(StudyPlan, FinetuneStagesTrainWhatTheEntrySays) {
   EXPECT_EQ(ft.back(), "router+shared");
   ASSERT_EQ(commands.at("merge/smear").size(), 2u);
   EXPECT_EQ(commands.at("merge/smear")[1].back(), "--resume");  // all: no --train
+  c.study.methods = {"btx --finetune-steps 400"};
+  commands.clear();
+  for (const auto& s : plan_study(RunDir{tmp.path() / "run1"}, c)) commands[s.name] = s.commands;
+  const auto& longer = commands.at("merge/btx")[1];
+  ASSERT_GE(longer.size(), 2u);
+  EXPECT_EQ(longer[longer.size() - 2], "--steps");
+  EXPECT_EQ(longer.back(), "400");
   c.experts.mode = "flexolmo";
   c.study.methods = {"flexolmo"};
   commands.clear();

@@ -212,6 +212,24 @@ nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& 
         mean(routed) <= mean(ens) ? "better than" : percent(mean(routed), mean(ens)) + " behind",
         millions(ens), mean(routed), mean(ens), 100.0 * flops(routed) / flops(ens)));
   }
+  // The dense model trained on exactly as many tokens as the best learned-routing model: what
+  // routing is worth at equal training compute.
+  const nlohmann::json* dense_as_many = nullptr;
+  for (size_t i = 0; routed && i < rows.size(); ++i) {
+    if (facts[i].method == "dense" && rows[i]["causal"].get<bool>() &&
+        rows[i]["training_tokens"] == routed->at("training_tokens")) {
+      dense_as_many = &rows[i];
+      break;
+    }
+  }
+  if (const auto* dense = dense_as_many) {
+    findings.push_back(fmt::format(
+        "{} vs the dense model trained on as many tokens ({}, {}): {:.2f} vs {:.2f} on the "
+        "training domains, {:.2f} vs {:.2f} on the novel domains.",
+        routed->at("model").get<std::string>(), dense->at("model").get<std::string>(),
+        millions(dense), mean(routed), mean(dense), routed->value("novel_mean_ppl", 0.0),
+        dense->value("novel_mean_ppl", 0.0)));
+  }
   if (const auto* ens = ensemble_all, *dense = dense_matched; ens && dense) {
     findings.push_back(fmt::format(
         "The ensemble ({:.2f}) vs the compute-matched dense model ({:.2f}) on the training "

@@ -129,6 +129,7 @@ std::vector<MergeExpert> trained_experts(const RunDir& run);
 // Method implementations (merge/method_*.cpp), listed by registry.cpp.
 MergeMethod average_method();
 MergeMethod weighted_average_method();
+MergeMethod fisher_method();
 MergeMethod ensemble_method();
 MergeMethod dense_method();
 MergeMethod btx_method();

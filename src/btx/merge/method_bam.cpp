@@ -19,10 +19,12 @@ MergeMethod bam_method() {
       "Zhang et al. 2024, BAM! Just Like That: Simple and Efficient Parameter Upcycling "
       "for Mixture of Experts (arXiv:2408.08274)";
   m.params = moe_params("random");
+  m.params.push_back(shared_param());
+  m.params.push_back(fisher_windows_param());
   m.build = [](const MergeContext& ctx, const fs::path& out) {
     MoeBuildOptions o = moe_options(ctx, ctx.output_name);
     o.attention_experts = true;
-    return build_moe(ctx, ctx.uniform_inputs(), expert_moe_slots(ctx, /*from_seed=*/false), o, out);
+    return build_moe_with_shared(ctx, expert_moe_slots(ctx, /*from_seed=*/false), o, out);
   };
   return m;
 }

@@ -21,19 +21,14 @@ MergeMethod btx_method() {
   m.params = moe_params("random");
   m.params.push_back(choice_param("seed-expert", "no", {"no", "yes"},
                                   "also keep the seed's FFN as a generalist expert"));
-  m.params.push_back(choice_param("shared", "average", {"average", "seed"},
-                                  "attention, norms and embeddings: average (BTX) of the "
-                                  "experts' or the seed's own (which the experts' FFNs were not "
-                                  "trained with)"));
+  m.params.push_back(shared_param());
+  m.params.push_back(fisher_windows_param());
   m.build = [](const MergeContext& ctx, const fs::path& out) {
     auto slots = expert_moe_slots(ctx, /*from_seed=*/false);
     if (ctx.str("seed-expert") == "yes") {
       slots.push_back({"seed", ctx.run.seed(), ctx.config.corpus.domains});
     }
-    const auto shared = ctx.str("shared") == "seed"
-                            ? std::vector<WeightedCheckpoint>{{ctx.run.seed(), 1.0}}
-                            : ctx.uniform_inputs();
-    return build_moe(ctx, shared, slots, moe_options(ctx, ctx.output_name), out);
+    return build_moe_with_shared(ctx, slots, moe_options(ctx, ctx.output_name), out);
   };
   return m;
 }
@@ -63,14 +58,14 @@ MergeMethod fixed_routing_method(const std::string& mode) {
   m.router = [mode](const auto&) -> const RouterTraits& {
     return router_traits("mixtral", mode, "--method");
   };
-  m.params = {};
+  m.params = {shared_param(), fisher_windows_param()};
   m.build = [mode](const MergeContext& ctx, const fs::path& out) {
     MoeBuildOptions o;
     o.top_k = 1;
     o.router_mode = mode;
     o.aux_loss = 0;
     o.seed = derive_seed(ctx.config.seed, "router/" + ctx.output_name);
-    return build_moe(ctx, ctx.uniform_inputs(), expert_moe_slots(ctx, /*from_seed=*/false), o, out);
+    return build_moe_with_shared(ctx, expert_moe_slots(ctx, /*from_seed=*/false), o, out);
   };
   return m;
 }

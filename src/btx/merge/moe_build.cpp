@@ -29,6 +29,25 @@ const std::regex kAttentionExpert(
     R"(model\.layers\.(\d+)\.self_attn\.experts\.(\d+)\.(q|k|v|o)_proj\.weight)");
 const std::regex kAttentionRouter(R"(model\.layers\.(\d+)\.self_attn\.gate\.weight)");
 
+}  // namespace
+
+torch::Tensor slot_heldout_windows(const MergeContext& ctx, const MoeSlot& slot, int64_t windows,
+                                   int64_t seq_len, const std::string& what) {
+  BTX_CHECK(!slot.domains.empty(), "{}: expert '{}' has no domains to take held-out text from",
+            what, slot.name);
+  std::vector<torch::Tensor> parts;
+  const int64_t per = std::max<int64_t>(1, windows / static_cast<int64_t>(slot.domains.size()));
+  for (const auto& d : slot.domains) {
+    parts.push_back(domain_heldout_windows(ctx.run, ctx.config, d, per, seq_len));
+  }
+  auto out = torch::cat(parts);
+  BTX_CHECK(out.size(0) >= 1, "{}: no held-out data for expert '{}' ({})", what, slot.name,
+            fmt::join(slot.domains, ", "));
+  return out;
+}
+
+namespace {
+
 // Each layer's FFN inputs on each slot's held-out data with every token sent to its expert.
 FfnInputStatistics slot_statistics(const MergeContext& ctx, CausalLM model,
                                    const std::vector<MoeSlot>& slots, int64_t windows, bool grams,
@@ -37,17 +56,7 @@ FfnInputStatistics slot_statistics(const MergeContext& ctx, CausalLM model,
   std::vector<torch::Tensor> data;
   std::vector<int64_t> forced;
   for (size_t j = 0; j < slots.size(); ++j) {
-    const auto& s = slots[j];
-    BTX_CHECK(!s.domains.empty(),
-              "{} router init: expert '{}' has no domains to take its hidden states from", init,
-              s.name);
-    std::vector<torch::Tensor> parts;
-    const int64_t per = std::max<int64_t>(1, windows / static_cast<int64_t>(s.domains.size()));
-    for (const auto& d : s.domains)
-      parts.push_back(domain_heldout_windows(ctx.run, ctx.config, d, per, T));
-    data.push_back(torch::cat(parts));
-    BTX_CHECK(data.back().size(0) >= 1, "{} router init: no held-out data for expert '{}' ({})",
-              init, s.name, fmt::join(s.domains, ", "));
+    data.push_back(slot_heldout_windows(ctx, slots[j], windows, T, init + " router init"));
     forced.push_back(static_cast<int64_t>(j));
   }
   return ffn_input_statistics(model, data, forced, T, grams);

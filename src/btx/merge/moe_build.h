@@ -46,9 +46,25 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
                          const std::vector<MoeSlot>& slots, const MoeBuildOptions& opts,
                          const fs::path& out);
 
+// Up to `windows` held-out windows (n, T+1) of a slot's domains, split evenly over them (a
+// training domain's validation split, a novel domain's set-aside chunks); none is an error
+// naming `what` needs them.
+torch::Tensor slot_heldout_windows(const MergeContext& ctx, const MoeSlot& slot, int64_t windows,
+                                   int64_t seq_len, const std::string& what);
+
 // One slot per expert of the run, standing for the domains it trained on: its FFN from the
 // expert itself, or (sparse upcycling) from the seed.
 std::vector<MoeSlot> expert_moe_slots(const MergeContext& ctx, bool from_seed);
+
+// build_moe() with the shared layers its --shared parameter names (btx, bam, tag, hash): the
+// experts' uniform average, the seed, or their Fisher-weighted average (merge/fisher_merge.h,
+// built in out/fisher-shared while the MoE is written, then removed; merge.json records its
+// weights as "shared_fisher").
+nlohmann::json build_moe_with_shared(const MergeContext& ctx, const std::vector<MoeSlot>& slots,
+                                     const MoeBuildOptions& opts, const fs::path& out);
+// The --shared and --fisher-windows declarations.
+MergeParam shared_param();
+MergeParam fisher_windows_param();
 
 // The learned MoE router that a btx-style method's --router names (btx, upcycle, bam).
 const RouterTraits& mixtral_router(const std::map<std::string, std::string>& params);

@@ -15,9 +15,12 @@ namespace btx {
 
 const std::vector<MergeMethod>& merge_methods() {
   static const std::vector<MergeMethod> methods = {
-      average_method(), weighted_average_method(), ensemble_method(), dense_method(),
-      btx_method(),     upcycle_method(),          tag_method(),      hash_method(),
-      smear_method(),   flexolmo_method(),          bam_method(),
+      average_method(),  weighted_average_method(),
+      fisher_method(),   ensemble_method(),
+      dense_method(),    btx_method(),
+      upcycle_method(),  tag_method(),
+      hash_method(),     smear_method(),
+      flexolmo_method(), bam_method(),
   };
   return methods;
 }

@@ -1,6 +1,8 @@
 // The study's plan: [study] parsed and checked against the merge registry, and the run's stages
 // in order, each a list of ordinary btx commands with the stages it needs, its outputs and the
 // config keys it reads (study.h).
+#include <algorithm>
+#include <limits>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -103,7 +105,8 @@ std::vector<StudyMethod> study_methods(const RunConfig& c) {
       const MergeMethod& m = find_merge_method(words[0]);
       MergeRequest request;
       request.method = m.name;
-      std::optional<std::string> finetune;  // the entry's --finetune (not a merge parameter)
+      std::optional<std::string> finetune;        // the entry's --finetune (not a merge parameter)
+      std::optional<std::string> finetune_steps;  // its --finetune-steps (neither)
       for (size_t w = 1; w < words.size(); w += 2) {
         BTX_CHECK(words[w].rfind("--", 0) == 0 && words[w].size() > 2,
                   "expected --PARAM VALUE pairs after the method, got '{}'", words[w]);
@@ -114,6 +117,9 @@ std::vector<StudyMethod> study_methods(const RunConfig& c) {
         } else if (key == "finetune") {
           BTX_CHECK(!finetune, "--finetune given twice");
           finetune = words[w + 1];
+        } else if (key == "finetune-steps") {
+          BTX_CHECK(!finetune_steps, "--finetune-steps given twice");
+          finetune_steps = words[w + 1];
         } else {
           BTX_CHECK(!request.params.count(key), "{} given twice", words[w]);
           request.params[key] = words[w + 1];
@@ -135,6 +141,14 @@ std::vector<StudyMethod> study_methods(const RunConfig& c) {
       StudyMethod s{m.name,         merge_output_name(request),
                     request.params, finetune.value_or(m.routed() ? m.study_finetune : ""),
                     m.trains,       analysis_kind(m.ensemble, router)};
+      if (finetune_steps) {
+        BTX_CHECK(!s.finetune.empty(),
+                  "--finetune-steps: the {} model of this entry is not finetuned", s.method);
+        const auto steps = parse_integer(*finetune_steps);
+        BTX_CHECK(steps && *steps >= 1, "--finetune-steps '{}': expected an integer >= 1",
+                  *finetune_steps);
+        s.finetune_steps = *steps;
+      }
       BTX_CHECK(names.insert(s.name).second,
                 "the name '{}' is used twice (give one of them --name NAME)", s.name);
       out.push_back(std::move(s));
@@ -186,14 +200,19 @@ std::vector<std::string> study_models(const RunConfig& c) {
 
 namespace {
 
-// `btx finetune` of run_dir/merged/<name>, training `train` (finetune_selections()).
+// `btx finetune` of run_dir/merged/<name>, training `train` (finetune_selections()) for `steps`
+// steps (0: [finetune] steps).
 std::vector<std::string> finetune_command(const std::string& run_dir, const std::string& name,
-                                          const std::string& train) {
+                                          const std::string& train, int64_t steps = 0) {
   std::vector<std::string> cmd = {"finetune", "--run",          run_dir,
                                   "--model",  "merged/" + name, "--resume"};
   if (train != "all") {
     cmd.push_back("--train");
     cmd.push_back(train);
+  }
+  if (steps > 0) {
+    cmd.push_back("--steps");
+    cmd.push_back(std::to_string(steps));
   }
   return cmd;
 }
@@ -298,10 +317,11 @@ struct Planner {
     }
     s.commands.push_back(merge);
     if (!m.finetune.empty()) {
-      s.commands.push_back(finetune_command(R, m.name, m.finetune));
+      s.commands.push_back(finetune_command(R, m.name, m.finetune, m.finetune_steps));
       s.config_keys.push_back("finetune.");
       s.progress.push_back({"finetune " + m.name, fs::path("merged") / m.name / "metrics.jsonl",
-                            ft.steps, ft.tokens_per_step()});
+                            m.finetune_steps > 0 ? m.finetune_steps : ft.steps,
+                            ft.tokens_per_step()});
     }
     stages.push_back(std::move(s));
     const std::string model = "merged/" + m.name;
@@ -433,7 +453,20 @@ std::vector<Stage> plan_study(const RunDir& run, const RunConfig& c) {
   Planner p(run, c);
   p.data_and_seed();
   p.experts();
-  for (const auto& m : methods) p.combination(m);
+  // Longest first: the merges that train (the dense baselines), then the routed ones by their
+  // finetuning steps, then the rest, each group in the config's order. The runner starts ready
+  // stages in plan order, so a long stage starts as soon as the experts are done and the short
+  // ones fill the other slots beside it instead of leaving it alone at the end. (The results
+  // table keeps the config's order: study_models().)
+  auto work = [&](const StudyMethod& m) -> int64_t {
+    if (m.trains) return std::numeric_limits<int64_t>::max();
+    if (m.finetune.empty()) return 0;
+    return m.finetune_steps > 0 ? m.finetune_steps : c.finetune.steps;
+  };
+  auto order = methods;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](const StudyMethod& a, const StudyMethod& b) { return work(a) > work(b); });
+  for (const auto& m : order) p.combination(m);
   if (c.study.random_split) p.random_split();
   for (const auto& mode : c.study.modes) p.mode_sub_run(mode);
   p.results_and_report();

@@ -65,6 +65,8 @@ struct StudyMethod {
   std::string finetune;
   bool trains = false;                          // the merge itself trains (dense): resumable
   AnalysisKind analysis = AnalysisKind::kNone;  // what its analysis stage shows, if it has one
+  // The entry's --finetune-steps: its finetuning budget in steps (0: [finetune] steps).
+  int64_t finetune_steps = 0;
 };
 
 // Parses and checks [study] methods: an unknown method, parameter or choice, or a name used
