@@ -59,8 +59,7 @@ std::vector<Command> add_routing_commands(CLI::App& app) {
       "Which part of the merge costs what: each expert on its own domain's test text with every "
       "parameter group (embedding, attention, norms, FFN) taken from it or from the reference "
       "(the experts' uniform average, the seed, a dense merge): 16 hybrids per domain and each "
-      "group's "
-      "Shapley share of the loss gap; written to analysis/graft-<reference>.json");
+      "group's Shapley share of the loss gap; written to analysis/graft-<reference>.json");
   graft->add_option("--run", g->run, "Run directory (a mode sub-run: runs/X/experts-ffn)")
       ->required();
   graft

@@ -217,6 +217,25 @@ TEST(StudyPlan, FinetuneStagesTrainWhatTheEntrySays) {
   EXPECT_EQ(commands.at("merge/flexolmo").size(), 1u);  // merged, not finetuned
 }
 
+// The longest merges are planned first (the runner starts ready stages in plan order): the
+// dense baselines, then routed merges by finetuning steps, then the rest; the results table
+// keeps the config's order.
+TEST(StudyPlan, LongestMergesArePlannedFirstAndResultsKeepTheConfigsOrder) {
+  TempDir tmp;
+  RunConfig c = default_config();
+  c.study.methods = {"average", "btx", "btx --finetune-steps 400 --name btx-400", "dense",
+                     "tag --finetune none"};
+  c.study.modes = {};
+  std::vector<std::string> merges;
+  for (const auto& s : plan_study(RunDir{tmp.path() / "run"}, c)) {
+    if (s.name.rfind("merge/", 0) == 0) merges.push_back(s.name.substr(6));
+  }
+  EXPECT_EQ(merges, (std::vector<std::string>{"dense", "btx-400", "btx", "average", "tag"}));
+  EXPECT_EQ(study_models(c), (std::vector<std::string>{"seed", "merged/average", "merged/btx",
+                                                       "merged/btx-400", "merged/dense",
+                                                       "merged/tag"}));
+}
+
 TEST(StudyPlan, EachStudiedModeIsASubRunSharingTheSeed) {
   TempDir tmp;
   RunConfig c = default_config();
