@@ -231,9 +231,9 @@ TEST(StudyPlan, LongestMergesArePlannedFirstAndResultsKeepTheConfigsOrder) {
     if (s.name.rfind("merge/", 0) == 0) merges.push_back(s.name.substr(6));
   }
   EXPECT_EQ(merges, (std::vector<std::string>{"dense", "btx-400", "btx", "average", "tag"}));
-  EXPECT_EQ(study_models(c), (std::vector<std::string>{"seed", "merged/average", "merged/btx",
-                                                       "merged/btx-400", "merged/dense",
-                                                       "merged/tag"}));
+  EXPECT_EQ(study_models(c),
+            (std::vector<std::string>{"seed", "merged/average", "merged/btx", "merged/btx-400",
+                                      "merged/dense", "merged/tag"}));
 }
 
 TEST(StudyPlan, EachStudiedModeIsASubRunSharingTheSeed) {
