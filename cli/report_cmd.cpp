@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "btx/analysis/analysis.h"
+#include "btx/analysis/divergence.h"
 #include "btx/analysis/report.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
@@ -26,18 +27,25 @@ std::vector<Command> add_report_commands(CLI::App& app) {
   struct AnalyzeArgs {
     std::string run;
     std::vector<std::string> models;
+    bool divergence = false;
   };
   auto a = std::make_shared<AnalyzeArgs>();
   auto* analyze = app.add_subcommand(
       "analyze",
       "Analyse routed models (routing per domain, token samples) and ensembles (posterior over "
-      "the experts along a text) for the report: writes <run>/analysis/<name>.json");
+      "the experts along a text), each with its per-token gain over the experts' average and "
+      "the seed binned by the seed's entropy, for the report: writes "
+      "<run>/analysis/<name>.json. With --divergence: how far the experts moved from the seed "
+      "and from one another, per layer and parameter group (analysis/divergence.json)");
   analyze->add_option("--run", a->run, "Run directory")->required();
   analyze
       ->add_option("--model", a->models,
                    "Models, e.g. merged/btx,merged/ensemble-all (default: every routed model and "
                    "ensemble in <run>/merged)")
       ->delimiter(',');
+  analyze->add_flag("--divergence", a->divergence,
+                    "Only the experts' divergence: relative L2 distance from the seed and "
+                    "between experts, cosine of their updates, per layer and group");
 
   return {{report,
            [r] {
@@ -46,6 +54,16 @@ std::vector<Command> add_report_commands(CLI::App& app) {
            }},
           {analyze, [a] {
              const RunDir run{a->run};
+             if (a->divergence) {
+               BTX_CHECK(a->models.empty(),
+                         "--divergence compares the run's experts with its seed: give no --model");
+               const auto result = divergence_analysis(run);
+               const fs::path out = divergence_path(run);
+               fs::create_directories(out.parent_path());
+               write_file_atomic(out, result.dump(1));
+               std::cout << format_divergence(result) << "\nwritten to " << out.string() << "\n";
+               return;
+             }
              const RunConfig c = load_run(run);
              std::vector<std::string> models = a->models;
              if (models.empty() && fs::is_directory(run.root / "merged")) {

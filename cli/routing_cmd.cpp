@@ -1,7 +1,9 @@
 // `btx routing`: which experts the tokens of each domain go to, per MoE layer. `btx graft`: which
 // parameter group of the merge costs what (each expert against the average, group by group).
+// `btx barrier`: the test loss along the straight path between two models (mode connectivity).
 #include <iostream>
 
+#include "btx/analysis/barrier.h"
 #include "btx/analysis/graft.h"
 #include "btx/analysis/routing.h"
 #include "btx/util/error.h"
@@ -85,7 +87,48 @@ std::vector<Command> add_routing_commands(CLI::App& app) {
                             std::cout << format_graft(result) << "\nwritten to " << out.string()
                                       << "\n";
                           }};
-  return {routing, grafting};
+  struct BarrierArgs {
+    std::string run, a, b;
+    bool pairs = false, json = false;
+    BarrierOptions opts;
+  };
+  auto b = std::make_shared<BarrierArgs>();
+  auto* barrier = app.add_subcommand(
+      "barrier",
+      "Loss barrier (linear mode connectivity): test loss of each training domain along the "
+      "straight line (1-a)*A + a*B between two models of one seed, and the barrier's height "
+      "(max on the path - the mean of the ends). --pairs: every pair of experts and each expert "
+      "with the seed. Written to analysis/barrier-A--B.json (--pairs: analysis/barriers.json)");
+  barrier->add_option("--run", b->run, "Run directory")->required();
+  barrier->add_option("--a", b->a, "One end: experts/X, seed, merged/X (a dense checkpoint)");
+  barrier->add_option("--b", b->b, "The other end");
+  barrier->add_flag("--pairs", b->pairs, "Every pair of the run's experts, and each with the seed");
+  barrier->add_option("--points", b->opts.points, "Points along the path, both ends included")
+      ->capture_default_str();
+  barrier->add_option("--tokens", b->opts.max_tokens, "Test tokens per domain (0: the whole split)")
+      ->capture_default_str();
+  barrier->add_flag("--json", b->json, "Print the whole result as JSON");
+  auto barriers =
+      Command{barrier, [b] {
+                RunDir run{b->run};
+                const RunConfig c = load_run(run);
+                BTX_CHECK(b->pairs == (b->a.empty() && b->b.empty()),
+                          "give --a MODEL and --b MODEL, or --pairs");
+                BTX_CHECK(b->pairs || (!b->a.empty() && !b->b.empty()),
+                          "--a and --b go together: give both ends of the path");
+                const auto result = b->pairs ? expert_barriers(run, c, b->opts)
+                                             : loss_barrier(run, c, b->a, b->b, b->opts);
+                const fs::path out = b->pairs ? barriers_path(run) : barrier_path(run, b->a, b->b);
+                fs::create_directories(out.parent_path());
+                write_file_atomic(out, result.dump(1));
+                if (b->json) {
+                  std::cout << result.dump(2) << "\n";
+                  return;
+                }
+                std::cout << (b->pairs ? format_barriers(result) : format_barrier(result))
+                          << "\nwritten to " << out.string() << "\n";
+              }};
+  return {routing, grafting, barriers};
 }
 
 }  // namespace btx::cli

@@ -57,7 +57,7 @@ TEST(StudyRun, RunsEveryStageThenSkipsThemAndRedoesACorruptOne) {
   const auto seed_mtime = fs::last_write_time(run / "seed" / "model.safetensors");
   r = run_btx("run " + args);
   ASSERT_EQ(r.code, 0) << r.output;
-  EXPECT_NE(r.output.find("(0 run now, 15 already done)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("(0 run now, 17 already done)"), std::string::npos) << r.output;
   EXPECT_EQ(fs::last_write_time(run / "seed" / "model.safetensors"), seed_mtime);
 
   // A corrupt output: the merge runs again. It rebuilds the same bytes, so the stages that read
@@ -73,7 +73,7 @@ TEST(StudyRun, RunsEveryStageThenSkipsThemAndRedoesACorruptOne) {
   EXPECT_NE(r.output.find("output merged/average/model.safetensors is corrupt"), std::string::npos)
       << r.output;
   EXPECT_EQ(fs::last_write_time(run / "seed" / "model.safetensors"), seed_mtime);
-  EXPECT_NE(r.output.find("(1 run now, 14 already done)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("(1 run now, 16 already done)"), std::string::npos) << r.output;
   // An evaluation whose output is gone runs again, and the table after it (its input changed
   // only if the numbers did: they are the same here, so results stays done).
   fs::remove(run / "eval" / "average.json");
@@ -82,7 +82,7 @@ TEST(StudyRun, RunsEveryStageThenSkipsThemAndRedoesACorruptOne) {
   EXPECT_NE(r.output.find("output eval/average.json is missing"), std::string::npos) << r.output;
   EXPECT_TRUE(fs::exists(run / "eval" / "average.json"));
   r = run_btx("run " + args);  // and all is done again
-  EXPECT_NE(r.output.find("(0 run now, 15 already done)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("(0 run now, 17 already done)"), std::string::npos) << r.output;
 
   // Another config for the same folder: refused, naming the keys; nothing changed.
   const fs::path other = tmp.path() / "other.toml";
@@ -124,6 +124,68 @@ TEST(StudyRun, BadStudyEntriesFailBeforeAnythingIsWritten) {
   EXPECT_NE(r.output.find("unknown domain 'verses' (known: code, prose, verse)"), std::string::npos)
       << r.output;
   EXPECT_FALSE(fs::exists(run));
+}
+
+// btx sweep of the finetuning budget: the second point copies every stage that does not read
+// [finetune] (its manifest says 0 s, its log is absent) with the same outputs, runs the others,
+// and the sweep's table holds both points; run again, nothing runs; values that change nothing
+// are refused before any folder is made.
+TEST(StudyRun, SweepSharesTheStagesItsValuesDoNotChange) {
+  TempDir tmp;
+  const auto corpus = make_tiny_corpus(tmp.path() / "corpus", 80'000);
+  const fs::path cfg = tmp.path() / "study.toml";
+  write_text(cfg, study_config(corpus, R"("average", "btx --top-k 1 --name btx-top1")"));
+  const fs::path root = tmp.path() / "sweep";
+  const std::string args = "sweep " + cfg.string() + " --run " + root.string();
+
+  auto bad = run_btx(args + " --set name=a,b");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.output.find("run exactly the same stages"), std::string::npos) << bad.output;
+  EXPECT_FALSE(fs::exists(root));
+
+  auto r = run_btx(args + " --set finetune.steps=2,3");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const fs::path a = root / "finetune.steps=2", b = root / "finetune.steps=3";
+  EXPECT_NE(r.output.find("finetune.steps=3: runs"), std::string::npos) << r.output;
+  auto manifest = [](const fs::path& run, const std::string& stage) {
+    return read_json_file(run / "stages" / (stage + ".json"));
+  };
+  auto log = [](const fs::path& run, std::string stage) {  // logs/merge-average.log
+    std::replace(stage.begin(), stage.end(), '/', '-');
+    return run / "logs" / (stage + ".log");
+  };
+  for (const char* s : {"data", "seed", "experts", "analysis/divergence", "analysis/barriers",
+                        "merge/average", "eval/average"}) {
+    SCOPED_TRACE(s);
+    EXPECT_EQ(manifest(a, s)["outputs_digest"], manifest(b, s)["outputs_digest"]);
+    EXPECT_EQ(manifest(b, s)["seconds"].get<double>(), 0.0);  // copied, not run
+    EXPECT_TRUE(fs::exists(log(a, s)));
+    EXPECT_FALSE(fs::exists(log(b, s)));
+  }
+  // The finetuned merge ran at each point, to its own budget.
+  EXPECT_TRUE(fs::exists(log(b, "merge/btx-top1")));
+  EXPECT_NE(manifest(a, "merge/btx-top1")["outputs_digest"],
+            manifest(b, "merge/btx-top1")["outputs_digest"]);
+  EXPECT_EQ(read_json_file(b / "merged" / "btx-top1" / "state.json")["step"], 3);
+  // The table: both points, the shared rows equal, the finetuned one not.
+  const auto sweep = read_json_file(root / "sweep.json");
+  ASSERT_EQ(sweep["points"].size(), 2u);
+  EXPECT_EQ(sweep["axes"][0]["key"], "finetune.steps");
+  const auto& pa = sweep["points"][0]["rows"];
+  const auto& pb = sweep["points"][1]["rows"];
+  EXPECT_EQ(pa["average"]["train_mean_ppl"], pb["average"]["train_mean_ppl"]);
+  EXPECT_NE(pa["btx-top1"]["train_mean_ppl"], pb["btx-top1"]["train_mean_ppl"]);
+  const std::string md = read_file(root / "sweep.md");
+  EXPECT_NE(md.find("| model | finetune.steps=2 | finetune.steps=3 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| btx-top1 |"), std::string::npos) << md;
+  EXPECT_NE(read_file(root / "sweep.html").find("btx-data"), std::string::npos);
+
+  // Everything is done: nothing runs again, at either point.
+  r = run_btx(args + " --set finetune.steps=2,3");
+  ASSERT_EQ(r.code, 0) << r.output;
+  size_t done = 0;
+  for (size_t at = 0; (at = r.output.find("(0 run now", at)) != std::string::npos; ++at) ++done;
+  EXPECT_EQ(done, 2u) << r.output;
 }
 
 }  // namespace

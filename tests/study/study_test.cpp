@@ -291,8 +291,9 @@ TEST(StudyPlan, StagesComeAfterWhatTheyNeedAndCoverEveryMethod) {
     EXPECT_TRUE(seen.count("merge/" + m.name)) << m.name;
     EXPECT_TRUE(seen.count("eval/" + m.name)) << m.name;
   }
-  for (const char* s : {"corpus", "data", "seed", "experts", "random-split", "eval/random-split",
-                        "analysis/btx", "analysis/ensemble-all", "results", "report"})
+  for (const char* s : {"corpus", "data", "seed", "experts", "analysis/divergence",
+                        "analysis/barriers", "random-split", "eval/random-split", "analysis/btx",
+                        "analysis/ensemble-all", "results", "report"})
     EXPECT_TRUE(seen.count(s)) << s;
   // A routed merge is finetuned in the same stage (finetuning rewrites the merge's output).
   for (const auto& s : stages) {
@@ -319,7 +320,7 @@ TEST(StudyPlan, StagesComeAfterWhatTheyNeedAndCoverEveryMethod) {
 // The presets in configs/ load and plan: the small one (eight domains, sized for a GPU) is not
 // run by the tests, so this is what keeps it in step with the config keys and the methods.
 TEST(StudyPlan, EveryPresetLoadsAndPlans) {
-  for (const char* preset : {"tiny", "tiny-ablations", "small"}) {
+  for (const char* preset : {"tiny", "tiny-ablations", "small", "sweep-seed-share"}) {
     SCOPED_TRACE(preset);
     TempDir tmp;
     const RunConfig c =

@@ -1,6 +1,7 @@
 #include "btx/analysis/analysis.h"
 
 #include "btx/analysis/routing.h"
+#include "btx/analysis/token_gain.h"
 #include "btx/data/tokenizer.h"
 #include "btx/eval/ensemble.h"
 #include "btx/model/router.h"
@@ -81,7 +82,11 @@ fs::path analysis_path(const RunDir& run, const std::string& eval_name) {
 
 nlohmann::json model_analysis(const RunDir& run, const RunConfig& c, const fs::path& model_dir) {
   const auto manifest = read_merge_manifest(model_dir);
-  if (is_ensemble(manifest)) return ensemble_analysis(run, c, model_dir, manifest);
+  if (is_ensemble(manifest)) {
+    auto out = ensemble_analysis(run, c, model_dir, manifest);
+    out["token_gain"] = token_gain_analysis(run, c, model_dir, {});
+    return out;
+  }
   BTX_CHECK(has_analysis(model_dir),
             "{}: nothing to analyse (analysis covers MoE and SMEAR models with a learned or hashed "
             "router, and ensembles)",
@@ -92,6 +97,10 @@ nlohmann::json model_analysis(const RunDir& run, const RunConfig& c, const fs::p
   auto out = routing_analysis(run, c, model_dir, opts);
   out["kind"] = "routing";
   out["model"] = eval_name(model_dir);
+  // Sequence-level routers read the whole window: their per-token gains are not comparable.
+  if (load_model_config(model_dir).is_causal()) {
+    out["token_gain"] = token_gain_analysis(run, c, model_dir, {});
+  }
   return out;
 }
 

@@ -20,7 +20,7 @@ const std::vector<std::string>& graft_groups() {
   return groups;
 }
 
-int graft_group(const std::string& param) {
+int param_group(const std::string& param) {
   switch (param_role(param)) {
     case ParamRole::kEmbedding:
     case ParamRole::kLmHead:
@@ -34,7 +34,13 @@ int graft_group(const std::string& param) {
     case ParamRole::kRouter:
       break;
   }
-  fail("parameter '{}' is a router: grafting takes dense checkpoints", param);
+  return -1;
+}
+
+int graft_group(const std::string& param) {
+  const int g = param_group(param);
+  BTX_CHECK(g >= 0, "parameter '{}' is a router: grafting takes dense checkpoints", param);
+  return g;
 }
 
 std::vector<double> shapley_values(const std::vector<double>& value, int n) {

@@ -22,8 +22,10 @@ namespace btx {
 
 // The parameter groups a hybrid takes from the expert or the reference, in bit order.
 const std::vector<std::string>& graft_groups();
-// The group of a dense model's parameter (its HF name); a router is an error (grafting takes
-// dense checkpoints).
+// The group of a parameter (its HF name), an index into graft_groups(); -1 for a router.
+int param_group(const std::string& param);
+// The same for a dense model's parameter; a router is an error (grafting takes dense
+// checkpoints).
 int graft_group(const std::string& param);
 
 // Exact Shapley values of n players from the value of every coalition: value[mask] with bit g of

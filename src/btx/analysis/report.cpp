@@ -5,6 +5,8 @@
 #include <sstream>
 
 #include "btx/analysis/analysis.h"
+#include "btx/analysis/barrier.h"
+#include "btx/analysis/divergence.h"
 #include "btx/analysis/report_assets.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
@@ -148,7 +150,18 @@ nlohmann::json report_data(const RunDir& run) {
                                   name, file.string(), run.root.string(), model));
     }
   }
+  // Why merging fails: the experts' divergence and the loss barriers between them.
+  nlohmann::json why = nlohmann::json::object();
+  for (const auto& [key, file] :
+       {std::pair<std::string, fs::path>{"divergence", divergence_path(run)},
+        std::pair<std::string, fs::path>{"barriers", barriers_path(run)}}) {
+    if (!fs::exists(file)) continue;
+    why[key] = read_json_file(file);
+    round_numbers(why[key]);
+  }
   return {{"run", run.root.filename().string()},
+          {"divergence", why.value("divergence", nlohmann::json())},
+          {"barriers", why.value("barriers", nlohmann::json())},
           {"results", results},
           {"choices", choices},
           {"curves", curves},
@@ -157,6 +170,10 @@ nlohmann::json report_data(const RunDir& run) {
 }
 
 std::string render_report_html(const nlohmann::json& data) {
+  return render_page_html(data, report_assets::page_js());
+}
+
+std::string render_page_html(const nlohmann::json& data, std::string_view js) {
   // Invalid UTF-8 (a byte piece of a token) becomes U+FFFD rather than an exception. Every "<"
   // is written as \u003c: inside the <script> element no "</script" or "<!--" can then appear,
   // and JSON.parse gives the same strings back.
@@ -173,7 +190,7 @@ std::string render_report_html(const nlohmann::json& data) {
   return fill_template(report_assets::page_html(), {{"CSS", report_assets::page_css()},
                                                     {"CHARTJS", report_assets::chart_js()},
                                                     {"DATA", blob},
-                                                    {"JS", report_assets::page_js()}});
+                                                    {"JS", js}});
 }
 
 std::string render_report(const RunDir& run) {

@@ -10,12 +10,14 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 
 #include "btx/run/run_dir.h"
 
 namespace btx {
 
-// Everything the page shows, as one JSON document: {"run", "results", "choices": {model:
+// Everything the page shows, as one JSON document: {"run", "divergence" and "barriers" (the
+// run's analysis/divergence.json and barriers.json, or null), "results", "choices": {model:
 // {domain: what the model chose}}, "curves": [{"name", "group": "seed" | "expert" | "merged",
 // "train": [[tokens, loss]], "valid": {domain: [[tokens, loss]]}}], "analysis": {model: ...},
 // "notes": [sentences]}. Numbers of curves and analyses are rounded to 4 significant digits.
@@ -24,6 +26,9 @@ nlohmann::json report_data(const RunDir& run);
 // The page for `data` (report_data's shape); text reaches the page only as JSON, shown by the
 // page's script as text, never parsed as HTML.
 std::string render_report_html(const nlohmann::json& data);
+// The report's page (its template, style and Chart.js) with another script `js` drawing `data`
+// (the sweep's page).
+std::string render_page_html(const nlohmann::json& data, std::string_view js);
 
 // The whole self-contained HTML page of a run; missing results.json is an error naming the file
 // and the command that makes it.

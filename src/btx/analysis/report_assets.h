@@ -10,5 +10,6 @@ std::string_view chart_js();   // Debian's chart.min.js (Chart.js 3.9)
 std::string_view page_html();  // report/report.html: the page, with @BTX_...@ markers
 std::string_view page_css();   // report/report.css
 std::string_view page_js();    // report/report.js: builds the page from the data blob
+std::string_view sweep_js();   // report/sweep.js: builds a sweep's page from its data
 
 }  // namespace btx::report_assets

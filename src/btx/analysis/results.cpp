@@ -8,6 +8,9 @@
 #include <limits>
 #include <optional>
 
+#include "btx/analysis/analysis.h"
+#include "btx/analysis/barrier.h"
+#include "btx/analysis/divergence.h"
 #include "btx/run/open.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
@@ -62,6 +65,87 @@ int64_t training_tokens(const RunDir& run, const std::string& model) {
   const fs::path dir = model_dir(run, model);
   return tokens_behind(run, model, dir, model_facts(dir));
 }
+
+namespace {
+
+// The findings of the analyses that say why merging fails, from whichever the run has: how far
+// the experts moved and how much of it the average keeps (analysis/divergence.json), whether the
+// paths between them cross a barrier (analysis/barriers.json), and which tokens carry the gain
+// of the best learned-routing row and of the ensemble (analysis/<row>.json's token_gain).
+std::vector<std::string> why_findings(const RunDir& run, const nlohmann::json* routed,
+                                      const nlohmann::json* ensemble) {
+  std::vector<std::string> out;
+  auto read = [](const fs::path& p) {
+    return fs::exists(p) ? read_json_file(p) : nlohmann::json();
+  };
+  if (const auto dv = read(divergence_path(run)); dv.contains("total")) {
+    const auto& t = dv["total"];
+    std::vector<std::string> groups;
+    const auto by_group = dv.value("by_group", nlohmann::json::object());
+    for (const auto& [g, c] : by_group.items()) {
+      groups.push_back(fmt::format("{} {:.1f}%", g, 100 * c.at("mean_from_seed").get<double>()));
+    }
+    const double from = t.at("mean_from_seed").get<double>();
+    out.push_back(fmt::format(
+        "The experts moved {:.1f}% of the seed's norm from it ({}); their updates are at a mean "
+        "cosine of {:.2f}, so the uniform average moved {:.1f}%: it keeps {:.0f}% of an expert's "
+        "update.",
+        100 * from, fmt::join(groups, ", "),
+        t.at("mean_cosine").is_null() ? 0.0 : t["mean_cosine"].get<double>(),
+        100 * t.at("mean_update").get<double>(),
+        from > 0 ? 100 * t.at("mean_update").get<double>() / from : 0.0));
+  }
+  if (const auto br = read(barriers_path(run)); br.contains("paths")) {
+    double chord = 0, mid_cost = 0;
+    int64_t pairs = 0, cells = 0;
+    for (const auto& p : br["paths"]) {
+      chord = std::max(chord, p.at("mean").at("barrier_linear").get<double>());
+      if (p.at("a") == "seed") continue;
+      ++pairs;
+      for (const auto& d : p.at("domains")) {
+        const auto ppl = d.at("ppl").get<std::vector<double>>();
+        mid_cost += ppl[ppl.size() / 2] / std::min(ppl.front(), ppl.back()) - 1;
+        ++cells;
+      }
+    }
+    if (pairs > 0 && cells > 0) {
+      out.push_back(fmt::format(
+          "Along the straight paths between {} pairs of experts the mean test loss rises at most "
+          "{:.4f} nats above the line between the ends: {}; on each domain the midpoint (the "
+          "pair's average) is {:.1f}% worse on average than the better end.",
+          pairs, chord,
+          chord < 0.01 ? "no barrier, the experts are linearly connected and averaging loses by "
+                         "compromise"
+                       : "a barrier",
+          100 * mid_cost / static_cast<double>(cells)));
+    }
+  }
+  for (const auto* r : {routed, ensemble}) {
+    if (!r) continue;
+    const std::string name = r->at("model").get<std::string>();
+    const auto a = read(analysis_path(run, name));
+    if (!a.contains("token_gain")) continue;
+    const auto& g = a["token_gain"];
+    const auto& avg = g.at("references").at("average");
+    if (!avg.contains("training") || avg["training"].at("top_share").is_null()) continue;
+    const auto& t = avg["training"];
+    const double top = g.at("top_fraction").get<double>();
+    std::string novel;
+    if (avg.contains("novel") && !avg["novel"].at("top_share").is_null()) {
+      novel =
+          fmt::format(" (novel domains: {:.1f}%)", 100 * avg["novel"]["top_share"].get<double>());
+    }
+    out.push_back(fmt::format(
+        "{}'s gain over the experts' average is {:.3f} nats per test token; the {:.0f}% of tokens "
+        "where the seed is least sure carry {:.1f}% of it, where {:.0f}% would mean no "
+        "concentration{}.",
+        name, t.at("gain").get<double>(), 100 * top, 100 * t.at("top_share").get<double>(),
+        100 * top, novel));
+  }
+  return out;
+}
+
+}  // namespace
 
 nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& models) {
   BTX_CHECK(!models.empty(), "no models to tabulate");
@@ -237,6 +321,7 @@ nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& 
         mean(ens), mean(dense), ens->at("novel_mean_ppl").get<double>(),
         dense->at("novel_mean_ppl").get<double>()));
   }
+  for (auto& f : why_findings(run, routed, ensemble_all)) findings.push_back(std::move(f));
   if (best.contains("novel_mean_ppl")) {
     const auto* b = row(best["novel_mean_ppl"]);
     findings.push_back(fmt::format("Best on the novel domains: {} (mean perplexity {:.2f}).",

@@ -18,13 +18,38 @@ std::vector<double> to_vector(const torch::Tensor& t) {
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
 }
 
-// Top-1 expert of each token: the first chosen one (top-k and sample order them by logit), or
-// the most probable for soft routing, where every expert is "chosen".
-torch::Tensor top1(const Routing& r) {
+}  // namespace
+
+torch::Tensor routing_top1(const Routing& r) {
   if (r.experts.size(1) == r.probs.size(1) && r.experts.size(1) > 1) return r.probs.argmax(1);
   return r.experts.select(1, 0);
 }
-}  // namespace
+
+ExpertSlots expert_slots(const fs::path& model_dir, int64_t E) {
+  ExpertSlots out;
+  out.domains.resize(static_cast<size_t>(E));
+  const auto manifest = read_merge_manifest(model_dir);
+  if (!manifest.is_null() && manifest.contains("result") &&
+      manifest["result"].contains("moe_experts")) {
+    for (const auto& e : manifest["result"]["moe_experts"]) {
+      if (static_cast<int64_t>(out.names.size()) >= E) break;
+      out.names.push_back(e.value("name", ""));
+      out.domains[out.names.size() - 1] = e.value("domains", std::vector<std::string>{});
+    }
+  }
+  for (int64_t e = static_cast<int64_t>(out.names.size()); e < E; ++e)
+    out.names.push_back(std::to_string(e));
+  return out;
+}
+
+std::vector<int64_t> own_expert_slots(const ExpertSlots& slots, const std::string& domain) {
+  std::vector<int64_t> out;
+  for (size_t e = 0; e < slots.domains.size(); ++e) {
+    const auto& ds = slots.domains[e];
+    if (ds.size() == 1 && ds[0] == domain) out.push_back(static_cast<int64_t>(e));
+  }
+  return out;
+}
 
 std::vector<DomainWindows> analysis_windows(const RunDir& run, const RunConfig& c,
                                             const std::vector<CorpusDomain>& novel,
@@ -95,18 +120,8 @@ nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs:
   const int64_t T = c.seed_train.seq_len;
 
   // Expert names and the domains they stand for, from merge.json when there is one.
-  std::vector<std::string> names;
-  std::vector<std::vector<std::string>> expert_domains(static_cast<size_t>(E));
-  const auto manifest = read_merge_manifest(model_dir);
-  if (!manifest.is_null() && manifest.contains("result") &&
-      manifest["result"].contains("moe_experts")) {
-    for (const auto& e : manifest["result"]["moe_experts"]) {
-      names.push_back(e.value("name", ""));
-      expert_domains[names.size() - 1] = e.value("domains", std::vector<std::string>{});
-    }
-  }
-  for (int64_t e = static_cast<int64_t>(names.size()); e < E; ++e)
-    names.push_back(std::to_string(e));
+  const ExpertSlots slots = expert_slots(model_dir, E);
+  const auto& names = slots.names;
 
   const Tokenizer tok = Tokenizer::load(run.tokenizer());
   nlohmann::json per_layer = nlohmann::json::array();
@@ -132,7 +147,7 @@ nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs:
       n += batch.numel();
       for (size_t l = 0; l < layers.size(); ++l) {
         const Routing& ro = *layers[l]->last_routing();
-        auto c1 = torch::bincount(top1(ro), {}, E).to(torch::kFloat64);
+        auto c1 = torch::bincount(routing_top1(ro), {}, E).to(torch::kFloat64);
         auto ck = torch::bincount(ro.experts.reshape({-1}), {}, E).to(torch::kFloat64);
         auto h =
             -(ro.probs * torch::log(ro.probs.clamp_min(1e-30))).sum(1).sum().to(torch::kFloat64);
@@ -163,16 +178,12 @@ nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs:
       if (l < attention.size()) {  // BAM: the mean soft weight of each attention expert
         per_layer[l]["attention_mean_weight"][d] = to_vector(aw[l] / static_cast<double>(n));
       }
-      double own = 0;
-      bool any = false;
-      for (int64_t e = 0; e < E; ++e) {
-        const auto& ds = expert_domains[static_cast<size_t>(e)];
-        if (ds.size() == 1 && ds[0] == d) {  // an expert of this domain alone
-          own += f1[e].item<double>();
-          any = true;
-        }
+      const auto own = own_expert_slots(slots, d);
+      if (!own.empty()) {
+        double f = 0;
+        for (int64_t e : own) f += f1[e].item<double>();
+        per_layer[l]["own_expert_top1"][d] = f;
       }
-      if (any) per_layer[l]["own_expert_top1"][d] = own;
     }
   }
   nlohmann::json out = {{"model", model_dir.filename().string()},

@@ -18,6 +18,7 @@
 namespace btx {
 
 class Tokenizer;
+struct Routing;
 
 struct RoutingOptions {
   int64_t windows = 16;  // test windows per domain
@@ -52,6 +53,21 @@ std::vector<DomainWindows> analysis_windows(const RunDir& run, const RunConfig& 
 // "domains" lists the training domains, then the novel ones.
 nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs::path& model_dir,
                                 const RoutingOptions& opts);
+
+// The top-1 expert of each token of a forward's routing (N): the first chosen one (top-k and
+// sample order them by logit), or the most probable for soft routing, where every expert is
+// "chosen".
+torch::Tensor routing_top1(const Routing& r);
+
+// The names of a routed model's E expert slots and the domains each stands for, from its
+// merge.json (slot numbers and no domains where it records none).
+struct ExpertSlots {
+  std::vector<std::string> names;
+  std::vector<std::vector<std::string>> domains;
+};
+ExpertSlots expert_slots(const fs::path& model_dir, int64_t E);
+// The slots that stand for `domain` alone (an expert trained on it and nothing else).
+std::vector<int64_t> own_expert_slots(const ExpertSlots& slots, const std::string& domain);
 
 // The usage matrix of one layer as a readable table.
 std::string format_routing_layer(const nlohmann::json& analysis, int64_t layer);

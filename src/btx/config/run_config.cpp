@@ -122,6 +122,62 @@ std::string run_config_to_toml(const RunConfig& c) {
   return out.str();
 }
 
+RunConfig set_run_config_value(const RunConfig& c, const std::string& key, const std::string& value,
+                               const std::string& where) {
+  toml::table table;
+  TomlWriter w(&table);
+  const_cast<RunConfig&>(c).visit(w);
+  auto unknown = [&] {
+    fail("{}: unknown config key '{}' (`btx run --print-config` lists every key)", where, key);
+  };
+  toml::table* t = &table;
+  std::string rest = key;
+  for (size_t dot; (dot = rest.find('.')) != std::string::npos;) {
+    toml::node* n = t->get(rest.substr(0, dot));
+    if (!n || !n->is_table()) unknown();
+    t = n->as_table();
+    rest = rest.substr(dot + 1);
+  }
+  toml::node* leaf = t->get(rest);
+  if (!leaf || leaf->is_table()) unknown();
+  toml::table parsed;
+  bool parses = true;
+  try {
+    parsed = toml::parse("v = " + value);
+  } catch (const toml::parse_error&) {
+    parses = false;
+  }
+  const toml::node* v = parses ? parsed.get("v") : nullptr;
+  const char* type = leaf->is_string()           ? "a string"
+                     : leaf->is_integer()        ? "an integer"
+                     : leaf->is_floating_point() ? "a number"
+                     : leaf->is_boolean()        ? "true or false"
+                                                 : "an array";
+  auto wrong = [&] {
+    fail("{}: expected {} for {} (as its current value, {})", where, type, key,
+         run_config_keys(c).at(key));
+  };
+  if (leaf->is_string()) {
+    // Bare text is the string itself; a quoted TOML string is read as TOML.
+    t->insert_or_assign(rest, v && v->is_string() ? v->as_string()->get() : value);
+  } else if (!v) {
+    wrong();
+  } else if (leaf->is_integer()) {
+    if (!v->is_integer()) wrong();
+    t->insert_or_assign(rest, v->as_integer()->get());
+  } else if (leaf->is_floating_point()) {
+    if (!v->is_number()) wrong();
+    t->insert_or_assign(rest, v->value<double>().value());
+  } else if (leaf->is_boolean()) {
+    if (!v->is_boolean()) wrong();
+    t->insert_or_assign(rest, v->as_boolean()->get());
+  } else {
+    if (!v->is_array()) wrong();
+    t->insert_or_assign(rest, *v->as_array());
+  }
+  return run_config_from_table(table, where);
+}
+
 namespace {
 void flatten(const toml::table& t, const std::string& prefix,
              std::map<std::string, std::string>& out) {

@@ -176,6 +176,8 @@ struct StudyConfig {
   int jobs = 2;                    // local: experts training at once
   bool build_corpus = true;        // run `btx corpus build` for the domains (Debian packages)
   bool report = true;              // write report.html
+  // What `btx sweep` varies when it is given no --set: "KEY=V1,V2,..." entries (sweep.h).
+  std::vector<std::string> sweep;
   template <typename V>
   void visit(V& v) {
     v.field("methods", methods);
@@ -185,6 +187,7 @@ struct StudyConfig {
     v.field("jobs", jobs);
     v.field("build_corpus", build_corpus);
     v.field("report", report);
+    v.field("sweep", sweep);
   }
 };
 
@@ -230,6 +233,13 @@ struct RunConfig {
 RunConfig load_run_config(const fs::path& path);
 RunConfig parse_run_config(const std::string& toml_text, const std::string& where);
 std::string run_config_to_toml(const RunConfig& c);
+// `c` with one key set, as `btx sweep --set KEY=VALUE` does: KEY is a dotted key of the config
+// file (run_config_keys()), VALUE its TOML text (a string key also takes bare text). The result
+// is checked as a whole config file is; an unknown key, a value that does not parse or has
+// another type than the key's (an integer key given 128.7), or a value the config refuses is an
+// error naming `where`, the key and the value.
+RunConfig set_run_config_value(const RunConfig& c, const std::string& key, const std::string& value,
+                               const std::string& where);
 
 // Every key of the config as "section.key" -> its value in TOML form (arrays and tables of
 // arrays whole), for naming the keys in which two configs differ.

@@ -65,6 +65,7 @@ StageState check_stage(const RunDir& run, const RunConfig& c, const Stage& s,
                        const std::map<std::string, std::string>& output_digests) {
   // The inputs: the commands, the config values the stage reads, the outputs it reads.
   nlohmann::json inputs = {{"commands", s.commands}};
+  if (s.version != 0) inputs["version"] = s.version;
   const auto keys = run_config_keys(c);
   for (const auto& [k, v] : keys) {
     for (const auto& prefix : s.config_keys) {
@@ -103,6 +104,8 @@ StageState check_stage(const RunDir& run, const RunConfig& c, const Stage& s,
     }
     if (old.value("commands", nlohmann::json()) != inputs["commands"])
       changed.push_back("commands");
+    if (old.value("version", 0) != inputs.value("version", 0))
+      changed.push_back(fmt::format("what it makes: version {}", inputs.value("version", 0)));
     if (old.value("config", nlohmann::json::object()) !=
         inputs.value("config", nlohmann::json::object()))
       changed.push_back("config");

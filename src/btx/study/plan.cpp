@@ -22,6 +22,10 @@ namespace btx {
 namespace {
 
 constexpr const char* kRandomSplit = "random-split";  // sub-run folder, merge and row name
+// The study's loss barriers: every pair of experts and each with the seed, at 5 points along the
+// path, on the first 8192 test tokens of each domain.
+constexpr int64_t kStudyBarrierPoints = 5;
+constexpr int64_t kStudyBarrierTokens = 8192;
 
 std::vector<std::string> split_words(const std::string& s) {
   std::istringstream in(s);
@@ -291,6 +295,26 @@ struct Planner {
                             et.steps, et.tokens_per_step()});
     }
     stages.push_back(std::move(s));
+    // Why merging loses what the experts learned (dense experts only: the others' shapes differ
+    // from the seed's): how far they moved, and the loss along the straight paths between them.
+    if (c.experts.mode == "all" || c.experts.mode == "ffn") {
+      stages.push_back({"analysis/divergence",
+                        "how far the experts moved from the seed and from one another",
+                        {"experts"},
+                        {{"analyze", "--run", R, "--divergence"}},
+                        {fs::path("analysis") / "divergence.json"},
+                        {}});
+      stages.push_back(
+          {"analysis/barriers",
+           "test loss along the straight path between experts, and from the seed",
+           {"experts"},
+           {{"barrier", "--run", R, "--pairs", "--points", std::to_string(kStudyBarrierPoints),
+             "--tokens", std::to_string(kStudyBarrierTokens)}},
+           {fs::path("analysis") / "barriers.json"},
+           {}});
+      analyses.push_back("analysis/divergence");
+      analyses.push_back("analysis/barriers");
+    }
   }
 
   // One combination: merge (+ finetuning of routed models), evaluation, analysis.
@@ -334,13 +358,16 @@ struct Planner {
     evals.push_back("eval/" + m.name);
     // Routed models and ensembles are analysed for the report (analysis_kind()).
     if (m.analysis != AnalysisKind::kNone) {
-      stages.push_back({"analysis/" + m.name,
-                        m.analysis == AnalysisKind::kRouting ? "routing per layer and token"
-                                                             : "posterior along sequences",
-                        {"merge/" + m.name},
-                        {{"analyze", "--run", R, "--model", model}},
-                        {fs::path("analysis") / (m.name + ".json")},
-                        {}});
+      Stage a{"analysis/" + m.name,
+              m.analysis == AnalysisKind::kRouting
+                  ? "routing per layer and token, gains per token by the seed's entropy"
+                  : "posterior along sequences, gains per token by the seed's entropy",
+              {"merge/" + m.name},
+              {{"analyze", "--run", R, "--model", model}},
+              {fs::path("analysis") / (m.name + ".json")},
+              {}};
+      a.version = 2;  // 2: with token_gain
+      stages.push_back(std::move(a));
       analyses.push_back("analysis/" + m.name);
     }
   }
@@ -426,9 +453,12 @@ struct Planner {
   void results_and_report() {
     std::vector<std::string> results_cmd = {"results", "--run", R, "--model",
                                             fmt::format("{}", fmt::join(study_models(c), ","))};
+    // Its findings read the analyses too.
+    std::vector<std::string> inputs = evals;
+    inputs.insert(inputs.end(), analyses.begin(), analyses.end());
     stages.push_back({"results",
                       "the results table (results.md, results.json)",
-                      evals,
+                      inputs,
                       {results_cmd},
                       {"results.json", "results.md"},
                       {}});

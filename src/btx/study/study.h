@@ -52,6 +52,10 @@ struct Stage {
   std::vector<std::string> config_keys;  // prefixes of run_config_keys() it depends on
   std::vector<StageProgress> progress;
   std::function<void()> prepare;  // in-process set-up before the commands (may be empty)
+  // What its commands make, when it changes without the commands changing (a model analysis
+  // that gained a field): part of its inputs when not 0, so a stage made by an older btx runs
+  // again.
+  int version = 0;
   bool exclusive = false;         // runs alone: it starts a pool of processes of its own
 };
 

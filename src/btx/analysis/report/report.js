@@ -653,6 +653,169 @@
     });
   });
 
+  // ---- why merging fails ---------------------------------------------------------------------
+
+  function pct(v) {
+    return isNum(v) ? (100 * v).toFixed(1) + "%" : "–";
+  }
+
+  function buildDivergence(s, dv) {
+    s.append(el("h3", { text: "How far the experts moved" }));
+    s.append(el("p", { class: "hint", text: "Distances relative to the norm of the seed's parameters in each group. " +
+      "Averaging moves the model by the mean update: with updates at a low cosine it keeps only part of what each expert " +
+      "learned (the last bar against the first)." }));
+    const groups = (dv.groups || []).filter((g) => (dv.by_group || {})[g]);
+    const cells = groups.map((g) => dv.by_group[g]).concat([dv.total || {}]);
+    const labels = groups.concat(["all"]);
+    const grid = el("div", { class: "grid" });
+    s.append(grid);
+    chartBox(grid, "Distance per parameter group", {
+      type: "bar",
+      data: { labels: labels, datasets: [
+        { label: "expert from the seed", data: cells.map((c) => c.mean_from_seed), backgroundColor: "#4e79a7" },
+        { label: "between two experts", data: cells.map((c) => c.mean_between), backgroundColor: "#f28e2b" },
+        { label: "the average from the seed", data: cells.map((c) => c.mean_update), backgroundColor: "#59a14f" },
+      ] },
+      options: { scales: { y: { beginAtZero: true, title: { display: true, text: "‖Δθ‖ / ‖θ seed‖" } } },
+        plugins: { legend: { position: "bottom" } } },
+    });
+    const layerCells = (dv.cells || []).filter((c) => typeof c.layer === "number");
+    const layers = [...new Set(layerCells.map((c) => c.layer))].sort((a, b) => a - b);
+    const layerGroups = [...new Set(layerCells.map((c) => c.group))];
+    const find = (l, g) => layerCells.find((c) => c.layer === l && c.group === g) || {};
+    chartBox(grid, "Per layer: distance from the seed (solid) and cosine between updates (dashed)", {
+      type: "line",
+      data: { labels: layers.map((l) => "layer " + l), datasets: layerGroups.flatMap((g, i) => [
+        { label: g, data: layers.map((l) => find(l, g).mean_from_seed), borderColor: PALETTE[i], backgroundColor: PALETTE[i],
+          yAxisID: "y", pointRadius: 3 },
+        { label: g + " cosine", data: layers.map((l) => find(l, g).mean_cosine), borderColor: PALETTE[i],
+          backgroundColor: PALETTE[i], borderDash: [5, 3], yAxisID: "y2", pointRadius: 2 },
+      ]) },
+      options: { scales: {
+        y: { beginAtZero: true, position: "left", title: { display: true, text: "‖Δθ‖ / ‖θ seed‖" } },
+        y2: { min: 0, max: 1, position: "right", grid: { drawOnChartArea: false }, title: { display: true, text: "cosine" } },
+      }, plugins: { legend: { position: "bottom" } } },
+    });
+    const experts = dv.experts || [];
+    const total = dv.total || {};
+    if (experts.length > 1 && total.cosine) {
+      const t = el("table", { class: "heatmap", "data-kind": "cosine" }, el("caption", { text: "cosine between the experts' updates (all parameters)" }));
+      t.append(el("tr", {}, el("th"), ...experts.map((e) => el("th", { class: "col", text: e, title: e }))));
+      experts.forEach((a, i) => {
+        const row = el("tr", {}, el("th", { class: "row", text: a }));
+        experts.forEach((b, j) => {
+          const v = total.cosine[i][j];
+          const c = heat(v);
+          row.append(el("td", { class: "cell", text: fixed(v, 2), title: a + " · " + b + ": " + fixed(v, 3),
+            style: { background: c.bg, color: c.fg } }));
+        });
+        t.append(row);
+      });
+      s.append(t);
+    }
+  }
+
+  function buildBarriers(s, br) {
+    const paths = br.paths || [];
+    if (!paths.length) return;
+    s.append(el("h3", { text: "Loss along the straight path between two models" }));
+    s.append(el("p", { class: "hint", text: "Test perplexity at (1-α)·A + α·B (" + paths[0].alphas.length +
+      " points). A bump above the straight line between the ends (\"vs chord\") is a barrier: the two models sit in " +
+      "different basins. A path that bends down means they are linearly connected, and averaging pays only the " +
+      "compromise between them. Barrier = highest loss on the path minus the mean of the ends' (nats)." }));
+    const domains = (paths[0].domains || []).map((d) => d.domain);
+    const grid = el("div", { class: "grid" });
+    const pick = [["mean", "mean over the domains"]].concat(domains.map((d) => [d, d]));
+    function draw(which) {
+      grid.replaceChildren();
+      chartBox(grid, "Test perplexity along each path: " + (which === "mean" ? "exp(mean loss over the training domains)" : which), {
+        type: "line",
+        data: { labels: paths[0].alphas.map((a) => a.toFixed(2)), datasets: paths.map((p, i) => {
+          const curve = which === "mean" ? p.mean : (p.domains || []).find((d) => d.domain === which) || {};
+          const colour = PALETTE[i % PALETTE.length];
+          return { label: p.a + " → " + p.b, data: curve.ppl || [], borderColor: colour, backgroundColor: colour,
+            borderDash: p.a === "seed" ? [5, 3] : undefined, pointRadius: 3 };
+        }) },
+        options: { scales: { x: { title: { display: true, text: "α" } },
+          y: { type: "logarithmic", title: { display: true, text: "perplexity (log scale)" } } },
+          plugins: { legend: { position: "bottom" } } },
+      }, { tall: true });
+    }
+    s.append(el("div", { class: "controls" }, "Domain:", segmented(pick, "mean", draw)));
+    s.append(grid);
+    const t = el("table", { class: "results", "data-kind": "barriers" });
+    t.append(el("tr", {}, ...["path", "ppl(A)", "ppl(α=½)", "ppl(B)", "barrier", "vs chord"].map((h) => el("th", { text: h }))));
+    for (const p of paths) {
+      const ppl = p.mean.ppl || [];
+      t.append(el("tr", {}, el("td", { text: p.a + " → " + p.b }), el("td", { text: fixed(ppl[0], 2) }),
+        el("td", { text: fixed(ppl[Math.floor(ppl.length / 2)], 2) }), el("td", { text: fixed(ppl[ppl.length - 1], 2) }),
+        el("td", { text: fixed(p.mean.barrier, 4) }), el("td", { text: fixed(p.mean.barrier_linear, 4) })));
+    }
+    s.append(t);
+  }
+
+  function buildTokenGains(s, gains) {
+    s.append(el("h3", { text: "Which tokens carry the gain" }));
+    const first = gains[0][1];
+    s.append(el("p", { class: "hint", text: "Each model's gain per test token over a reference (nats: the reference's loss minus the " +
+      "model's), with the training domains' tokens ranked by the seed's predictive entropy into " + first.bins +
+      " equal bins. If the few high-entropy (\"forking\") tokens carried the gain, the top " +
+      Math.round(100 * first.top_fraction) + "% would hold far more than " + Math.round(100 * first.top_fraction) +
+      "% of it." }));
+    const t = el("table", { class: "results", "data-kind": "token-gain" });
+    t.append(el("tr", {}, ...["model", "gain vs average", "top " + Math.round(100 * first.top_fraction) + "% share",
+      "novel: gain", "novel: top share", "gain vs seed", "top share"].map((h) => el("th", { text: h }))));
+    for (const [model, g] of gains) {
+      const avg = g.references.average || {}, seed = g.references.seed || {};
+      const tr = avg.training || {}, nv = avg.novel || {}, sd = seed.training || {};
+      t.append(el("tr", { "data-model": model }, el("td", { text: model }), el("td", { text: fixed(tr.gain, 4) }),
+        el("td", { text: pct(tr.top_share) }), el("td", { text: fixed(nv.gain, 4) }), el("td", { text: pct(nv.top_share) }),
+        el("td", { text: fixed(sd.gain, 4) }), el("td", { text: pct(sd.top_share) })));
+    }
+    s.append(t);
+    const grid = el("div", { class: "grid" });
+    s.append(grid);
+    const binLabels = ((first.references.average.training || {}).bins || []).map((b, k) =>
+      (k + 1) + (isNum(b.entropy_mean) ? " (H " + b.entropy_mean.toFixed(1) + ")" : ""));
+    for (const ref of ["average", "seed"]) {
+      chartBox(grid, "Mean gain per token over the " + (ref === "average" ? "experts' average" : "seed") + ", by seed-entropy decile", {
+        type: "bar",
+        data: { labels: binLabels, datasets: gains.map(([model, g]) => ({
+          label: model, data: (((g.references[ref] || {}).training || {}).bins || []).map((b) => b.gain_mean),
+          backgroundColor: modelColour(model) })) },
+        options: { scales: { x: { title: { display: true, text: "decile of the seed's entropy (mean nats)" } },
+          y: { title: { display: true, text: "nats per token" } } }, plugins: { legend: { position: "bottom" } } },
+      });
+    }
+    const routed = gains.filter(([, g]) => g.router && g.router.training);
+    if (routed.length) {
+      chartBox(grid, "Routers by seed-entropy decile: own-domain top-1 (solid), router entropy (dashed)", {
+        type: "line",
+        data: { labels: binLabels, datasets: routed.flatMap(([model, g]) => [
+          { label: model + " own top-1", data: g.router.training.own_top1 || [], borderColor: modelColour(model),
+            backgroundColor: modelColour(model), yAxisID: "y", pointRadius: 3 },
+          { label: model + " router entropy", data: g.router.training.router_entropy || [], borderColor: modelColour(model),
+            backgroundColor: modelColour(model), borderDash: [5, 3], yAxisID: "y2", pointRadius: 2 },
+        ]) },
+        options: { scales: {
+          y: { min: 0, max: 1, position: "left", title: { display: true, text: "share of choices" } },
+          y2: { beginAtZero: true, position: "right", grid: { drawOnChartArea: false }, title: { display: true, text: "nats" } },
+        }, plugins: { legend: { position: "bottom" } } },
+      });
+    }
+  }
+
+  guard("why", () => {
+    const gains = rows.map((r) => [r.model, ((data.analysis || {})[r.model] || {}).token_gain]).filter(([, g]) => g && g.references);
+    if (!data.divergence && !data.barriers && !gains.length) return;
+    const s = section("why", "Why merging fails",
+      "How far the experts moved from their seed and from one another, whether the straight paths between them cross a " +
+      "loss barrier, and which tokens carry what routing buys back.");
+    if (data.divergence) guard("divergence", () => buildDivergence(s, data.divergence));
+    if (data.barriers) guard("barriers", () => buildBarriers(s, data.barriers));
+    if (gains.length) guard("token gains", () => buildTokenGains(s, gains));
+  });
+
   // ---- notes ---------------------------------------------------------------------------------
 
   guard("notes", () => {

@@ -1,0 +1,131 @@
+// btx sweep's page: builds itself from the JSON blob #btx-data (sweep_report.cpp). Every piece
+// of data reaches the DOM as text, never as HTML.
+(function () {
+  "use strict";
+
+  const started = performance.now();
+  const data = JSON.parse(document.getElementById("btx-data").textContent);
+  const points = data.points || [];
+  const models = data.models || [];
+  const axes = data.axes || [];
+  const main = document.getElementById("main");
+  const toc = document.getElementById("toc");
+  Chart.defaults.animation = false;
+  Chart.defaults.maintainAspectRatio = false;
+  Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
+  Chart.defaults.font.size = 12;
+  Chart.defaults.color = "#5c6677";
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === "class") node.className = v;
+      else if (k === "text") node.textContent = v;
+      else if (k === "style") Object.assign(node.style, v);
+      else node.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const c of children) {
+      if (c === undefined || c === null || c === false) continue;
+      node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return node;
+  }
+  const isNum = (v) => typeof v === "number" && isFinite(v);
+  const fixed = (v, d) => (isNum(v) ? v.toFixed(d) : "–");
+  function guard(where, fn) {
+    try {
+      fn();
+    } catch (err) {
+      const message = where + ": " + (err && err.stack ? err.stack : err);
+      if (window.btxRecordError) window.btxRecordError(message);
+      main.prepend(el("div", { class: "errors", text: "The page could not draw " + message }));
+    }
+  }
+  const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1",
+    "#ff9da7", "#9c755f", "#bab0ac", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b"];
+  toc.append(el("div", { class: "toc-title", text: "Contents" }));
+  function section(id, title, lead) {
+    const s = el("section", { class: "card", id: id }, el("h2", { text: title }));
+    if (lead) s.append(el("p", { class: "lead", text: lead }));
+    main.append(s);
+    toc.append(el("a", { href: "#" + id, text: title }));
+    return s;
+  }
+  function chartBox(parent, title, config) {
+    const canvas = el("canvas", { role: "img", "aria-label": title });
+    parent.append(el("div", { class: "chart-box" }, el("div", { class: "chart-title", text: title }),
+      el("div", { class: "chart tall" }, canvas)));
+    new Chart(canvas, config);
+    canvas.setAttribute("data-chart", "drawn");
+  }
+
+  const swept = axes.map((a) => a.key).join(", ");
+  document.title = "btx sweep: " + swept;
+  document.getElementById("title").textContent = "Sweep: " + swept;
+  document.getElementById("subtitle").textContent = points.length + " points · " + models.length + " rows";
+  // One numeric axis: the values on a linear scale; otherwise the points in order.
+  const numeric = axes.length === 1 && axes[0].values.every((v) => isFinite(Number(v)));
+  const xOf = (p) => (numeric ? Number(p.settings[axes[0].key]) : p.label);
+
+  function measure(key, title, yTitle, digits, lead) {
+    guard(key, () => {
+      const rows = models.filter((m) => points.some((p) => p.rows[m] && isNum(p.rows[m][key])));
+      if (!rows.length) return;
+      const s = section(key, title, lead);
+      chartBox(s, title + " against " + swept, {
+        type: "line",
+        data: {
+          labels: numeric ? undefined : points.map((p) => p.label),
+          datasets: rows.map((m, i) => ({
+            label: m, borderColor: PALETTE[i % PALETTE.length], backgroundColor: PALETTE[i % PALETTE.length],
+            pointRadius: 4,
+            data: points.map((p) => (numeric ? { x: xOf(p), y: (p.rows[m] || {})[key] } : (p.rows[m] || {})[key])),
+          })),
+        },
+        options: {
+          scales: {
+            x: numeric ? { type: "linear", title: { display: true, text: axes[0].key } } : { title: { display: true, text: swept } },
+            y: { title: { display: true, text: yTitle } },
+          },
+          plugins: { legend: { position: "bottom" } },
+        },
+      });
+      const t = el("table", { class: "results", "data-kind": key });
+      t.append(el("tr", {}, el("th", { text: "model" }), ...points.map((p) => el("th", { text: p.label }))));
+      for (const m of rows) {
+        const values = points.map((p) => (p.rows[m] || {})[key]);
+        const best = Math.min(...values.filter(isNum));
+        t.append(el("tr", { "data-model": m }, el("td", { text: m }), ...values.map((v) =>
+          el("td", { class: v === best ? "best" : null, text: key === "gap_to_ensemble_all" ? (isNum(v) ? (100 * v).toFixed(1) + "%" : "–") : fixed(v, digits) }))));
+      }
+      s.append(t);
+    });
+  }
+  measure("train_mean_ppl", "Mean perplexity on the training domains", "perplexity", 2,
+    "exp(mean test loss over the training domains) of every row of the study at each point.");
+  measure("novel_mean_ppl", "Mean perplexity on the novel domains", "perplexity", 2,
+    "The same on the domains no expert trained on.");
+  measure("gap_to_ensemble_all", "One-model rows against the ensemble of all experts", "mean perplexity vs ensemble-all", 1,
+    "How far each one-model row is behind (above 0) or ahead of (below 0) the ensemble at each point.");
+
+  guard("points", () => {
+    const s = section("points", "Points", "Each point's token split, wall time (stages shared with earlier points copied) and findings.");
+    const t = el("table", { class: "results" });
+    t.append(el("tr", {}, ...["point", "seed tokens", "expert tokens", "seed share", "time"].map((h) => el("th", { text: h }))));
+    for (const p of points) {
+      t.append(el("tr", {}, el("td", { text: p.label }), el("td", { text: (p.seed_tokens / 1e6).toFixed(2) + "M" }),
+        el("td", { text: (p.expert_tokens / 1e6).toFixed(2) + "M" }), el("td", { text: (100 * p.seed_share).toFixed(1) + "%" }),
+        el("td", { text: Math.floor(p.seconds / 60) + "m" + String(Math.round(p.seconds % 60)).padStart(2, "0") + "s" })));
+    }
+    s.append(t);
+    for (const p of points) {
+      if (!(p.findings || []).length) continue;
+      s.append(el("details", { class: "model" }, el("summary", {}, el("span", { text: p.label + ": findings" })),
+        el("div", { class: "body" }, el("ul", {}, ...p.findings.map((f) => el("li", { text: f }))))));
+    }
+  });
+
+  document.documentElement.setAttribute("data-render-ms", String(Math.round(performance.now() - started)));
+  document.documentElement.setAttribute("data-rendered", "1");
+})();
