@@ -15,6 +15,7 @@
 
 #include "btx/analysis/analysis.h"
 #include "btx/analysis/routing.h"
+#include "btx/analysis/sweep_report.h"
 #include "btx/eval/ensemble.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/fs.h"
@@ -256,6 +257,8 @@ TEST_F(ReportTest, ReportRendersInHeadlessChromium) {
             std::string::npos);
 
   ASSERT_EQ(run_btx("analyze" + r_).code, 0);
+  ASSERT_EQ(run_btx("analyze" + r_ + " --divergence").code, 0);
+  ASSERT_EQ(run_btx("barrier" + r_ + " --pairs --points 3 --tokens 256").code, 0);
   res = run_btx("report" + r_);
   ASSERT_EQ(res.code, 0) << res.output;
   const fs::path page = r.root / "report.html";
@@ -287,9 +290,21 @@ TEST_F(ReportTest, ReportRendersInHeadlessChromium) {
        it != std::sregex_iterator(); ++it) {
     canvases.push_back(it->str());
   }
+  // Why merging fails: the divergence's bars and layers and its cosine table, the barriers'
+  // chart and table, the token gains' table for the routed model and the ensemble.
+  EXPECT_NE(out.dom.find("id=\"why\""), std::string::npos);
+  EXPECT_NE(out.dom.find("data-kind=\"cosine\""), std::string::npos);
+  EXPECT_NE(out.dom.find("data-kind=\"barriers\""), std::string::npos);
+  EXPECT_NE(out.dom.find("expert-code → expert-prose"), std::string::npos);
+  const size_t gains = out.dom.find("data-kind=\"token-gain\"");
+  ASSERT_NE(gains, std::string::npos);
+  for (const char* m : {"btx", "ensemble-all"}) {
+    EXPECT_NE(out.dom.find(std::string("<tr data-model=\"") + m + "\"", gains), std::string::npos)
+        << m;
+  }
   // perplexity 3 (means, the gap to the ensemble, per domain), training 5 (seed, experts x2,
-  // finetuning x2), routing 2, posteriors 4
-  EXPECT_GE(canvases.size(), 14u);
+  // finetuning x2), routing 2, posteriors 4, why 6 (divergence 2, barriers 1, gains 2, router 1)
+  EXPECT_GE(canvases.size(), 20u);
   EXPECT_NE(out.dom.find("Gap to the ensemble of all experts vs training tokens"),
             std::string::npos);
   EXPECT_NE(out.dom.find(">vs ensemble-all<"), std::string::npos);  // the table's column
@@ -302,6 +317,47 @@ TEST_F(ReportTest, ReportRendersInHeadlessChromium) {
   EXPECT_GT(fs::file_size(png), 20'000u);
   EXPECT_EQ(read_file(png).substr(1, 3), "PNG");
   fs::copy_file(png, "/tmp/btx-report.png", fs::copy_options::overwrite_existing);
+}
+
+// The sweep's page (btx sweep): a chart and a table per measure, every point's row.
+TEST(SweepPage, RendersInHeadlessChromium) {
+  TempDir work("btx-sweep-render");
+  std::vector<SweepPointResult> points;
+  for (const char* v : {"0.1", "0.5", "0.9"}) {
+    const fs::path run = work.path() / (std::string("seed_share=") + v);
+    fs::create_directories(run);
+    const double s = std::stod(v);
+    const nlohmann::json results = {{"rows",
+                                     {{{"model", "average"},
+                                       {"train_mean_ppl", 150 - 40 * s},
+                                       {"novel_mean_ppl", 350.0},
+                                       {"gap_to_ensemble_all", 0.5 - s / 2}},
+                                      {{"model", "ensemble-all"},
+                                       {"train_mean_ppl", 100 + 10 * s},
+                                       {"novel_mean_ppl", 320.0}}}},
+                                    {"findings", {"a finding <b>not bold</b>"}}};
+    testing::write_text(run / "results.json", results.dump());
+    points.push_back({std::string("seed_share=") + v,
+                      {{"seed_share", v}},
+                      run,
+                      61.0 + s,
+                      static_cast<int64_t>(s * 1e6),
+                      static_cast<int64_t>((1 - s) * 1e6)});
+  }
+  const auto sweep = sweep_results({{"seed_share", {"0.1", "0.5", "0.9"}}}, points);
+  EXPECT_EQ(sweep["models"], (nlohmann::json{"average", "ensemble-all"}));
+  EXPECT_NEAR(sweep["points"][1]["seed_share"].get<double>(), 0.5, 1e-12);
+  const std::string md = sweep_markdown(sweep);
+  EXPECT_NE(md.find("| average | 146.00 | 130.00 | **114.00** |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| seed_share=0.5 | 0.50M | 0.50M | 50.0% | 1m01s |"), std::string::npos) << md;
+  write_sweep(work.path(), sweep);
+  REQUIRE_CHROMIUM(chromium);
+  const Rendered out = render(chromium, work.path() / "sweep.html", work.path());
+  expect_clean_render(out);
+  EXPECT_EQ(count(out.dom, "data-chart=\"drawn\""), 3u);  // training, novel, gap
+  EXPECT_EQ(count(out.dom, "<tr data-model=\"average\""), 3u);
+  EXPECT_EQ(count(out.dom, "<tr data-model=\"ensemble-all\""), 2u);  // it has no gap
+  EXPECT_NE(out.dom.find("a finding &lt;b&gt;not bold&lt;/b&gt;"), std::string::npos);
 }
 
 // ---- escaping, without a run ---------------------------------------------------------------
