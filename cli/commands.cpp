@@ -2,8 +2,11 @@
 
 #include <torch/torch.h>
 
+#include <iostream>
+
 #include "btx/run/run_dir.h"
 #include "btx/util/error.h"
+#include "btx/util/fs.h"
 
 namespace btx::cli {
 namespace {
@@ -23,6 +26,17 @@ void add_model_arg(CLI::App* cmd, ModelArg& arg, const std::string& what) {
   cmd->add_option("--model", arg.model, what + "; with --run also seed, experts/X, merged/X")
       ->required();
   cmd->add_option("--run", arg.run, "Run directory the model is named in");
+}
+
+void write_analysis(const std::filesystem::path& out, const nlohmann::json& result, bool json,
+                    const std::string& text) {
+  std::filesystem::create_directories(out.parent_path());
+  write_file_atomic(out, result.dump(1));
+  if (json) {
+    std::cout << result.dump(2) << "\n";
+  } else {
+    std::cout << text << "\nwritten to " << out.string() << "\n";
+  }
 }
 
 void register_commands(CLI::App& app) {

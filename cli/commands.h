@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <filesystem>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,11 @@ struct ModelArg {
 };
 // Adds both options; `what` says which folders the command takes ("Checkpoint folder").
 void add_model_arg(CLI::App* cmd, ModelArg& arg, const std::string& what);
+
+// Writes an analysis's `result` to `out` (atomically, its folder made), then prints it: as JSON
+// with `json`, else as `text` and where it was written.
+void write_analysis(const std::filesystem::path& out, const nlohmann::json& result, bool json,
+                    const std::string& text);
 
 void register_commands(CLI::App& app);
 void run_selected(CLI::App& app);

@@ -58,10 +58,7 @@ std::vector<Command> add_report_commands(CLI::App& app) {
                BTX_CHECK(a->models.empty(),
                          "--divergence compares the run's experts with its seed: give no --model");
                const auto result = divergence_analysis(run);
-               const fs::path out = divergence_path(run);
-               fs::create_directories(out.parent_path());
-               write_file_atomic(out, result.dump(1));
-               std::cout << format_divergence(result) << "\nwritten to " << out.string() << "\n";
+               write_analysis(divergence_path(run), result, false, format_divergence(result));
                return;
              }
              const RunConfig c = load_run(run);

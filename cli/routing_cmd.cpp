@@ -77,16 +77,10 @@ std::vector<Command> add_routing_commands(CLI::App& app) {
                             RunDir run{g->run};
                             const RunConfig c = load_run(run);
                             const auto result = graft_analysis(run, c, g->opts);
-                            const fs::path out = graft_path(run, g->opts.reference);
-                            fs::create_directories(out.parent_path());
-                            write_file_atomic(out, result.dump(2));
-                            if (g->json) {
-                              std::cout << result.dump(2) << "\n";
-                              return;
-                            }
-                            std::cout << format_graft(result) << "\nwritten to " << out.string()
-                                      << "\n";
+                            write_analysis(graft_path(run, g->opts.reference), result, g->json,
+                                           g->json ? "" : format_graft(result));
                           }};
+
   struct BarrierArgs {
     std::string run, a, b;
     bool pairs = false, json = false;
@@ -118,15 +112,9 @@ std::vector<Command> add_routing_commands(CLI::App& app) {
                           "--a and --b go together: give both ends of the path");
                 const auto result = b->pairs ? expert_barriers(run, c, b->opts)
                                              : loss_barrier(run, c, b->a, b->b, b->opts);
-                const fs::path out = b->pairs ? barriers_path(run) : barrier_path(run, b->a, b->b);
-                fs::create_directories(out.parent_path());
-                write_file_atomic(out, result.dump(1));
-                if (b->json) {
-                  std::cout << result.dump(2) << "\n";
-                  return;
-                }
-                std::cout << (b->pairs ? format_barriers(result) : format_barrier(result))
-                          << "\nwritten to " << out.string() << "\n";
+                write_analysis(
+                    b->pairs ? barriers_path(run) : barrier_path(run, b->a, b->b), result, b->json,
+                    b->json ? "" : (b->pairs ? format_barriers(result) : format_barrier(result)));
               }};
   return {routing, grafting, barriers};
 }

@@ -10,8 +10,9 @@ if(NOT EXISTS "${BTX_CHARTJS}")
 endif()
 set(_report_dir ${PROJECT_SOURCE_DIR}/src/btx/analysis/report)
 set(_report_inputs ${BTX_CHARTJS} ${_report_dir}/report.html ${_report_dir}/report.css
-                   ${_report_dir}/report.js ${_report_dir}/sweep.js)
-set(_report_assets "chart_js=${BTX_CHARTJS}|page_html=${_report_dir}/report.html|page_css=${_report_dir}/report.css|page_js=${_report_dir}/report.js|sweep_js=${_report_dir}/sweep.js")
+                   ${_report_dir}/report.js ${_report_dir}/sweep.js
+                   ${_report_dir}/common.js)
+set(_report_assets "chart_js=${BTX_CHARTJS}|page_html=${_report_dir}/report.html|page_css=${_report_dir}/report.css|page_js=${_report_dir}/report.js|sweep_js=${_report_dir}/sweep.js|common_js=${_report_dir}/common.js")
 set(_report_cpp ${CMAKE_BINARY_DIR}/generated/report_assets.cpp)
 add_custom_command(
   OUTPUT ${_report_cpp}

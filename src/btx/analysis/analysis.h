@@ -6,6 +6,9 @@
 //   ensembles (a merged folder whose merge.json method is "ensemble"): BTM's updating posterior
 //     over the experts p(j | x_<=t) along a test window of each domain (Li et al. 2022,
 //     arXiv:2208.03306), whatever prior the ensemble evaluates with, plus the pieces;
+//   both: their per-token gain over the experts' average and over the seed, binned by the
+//     seed's predictive entropy (token_gain.h), as "token_gain" (not for sequence-level routers,
+//     whose loss at a token reads the tokens after it);
 //   other models: nothing to analyse.
 #pragma once
 

@@ -174,6 +174,7 @@ std::string render_report_html(const nlohmann::json& data) {
 }
 
 std::string render_page_html(const nlohmann::json& data, std::string_view js) {
+  const std::string script = std::string(report_assets::common_js()) + "\n" + std::string(js);
   // Invalid UTF-8 (a byte piece of a token) becomes U+FFFD rather than an exception. Every "<"
   // is written as \u003c: inside the <script> element no "</script" or "<!--" can then appear,
   // and JSON.parse gives the same strings back.
@@ -190,7 +191,7 @@ std::string render_page_html(const nlohmann::json& data, std::string_view js) {
   return fill_template(report_assets::page_html(), {{"CSS", report_assets::page_css()},
                                                     {"CHARTJS", report_assets::chart_js()},
                                                     {"DATA", blob},
-                                                    {"JS", js}});
+                                                    {"JS", script}});
 }
 
 std::string render_report(const RunDir& run) {

@@ -11,5 +11,6 @@ std::string_view page_html();  // report/report.html: the page, with @BTX_...@ m
 std::string_view page_css();   // report/report.css
 std::string_view page_js();    // report/report.js: builds the page from the data blob
 std::string_view sweep_js();   // report/sweep.js: builds a sweep's page from its data
+std::string_view common_js();  // report/common.js: helpers both scripts use (loaded first)
 
 }  // namespace btx::report_assets

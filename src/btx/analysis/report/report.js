@@ -13,35 +13,11 @@
   const main = document.getElementById("main");
   const toc = document.getElementById("toc");
 
-  Chart.defaults.animation = false;
-  Chart.defaults.maintainAspectRatio = false;
-  Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
-  Chart.defaults.font.size = 12;
-  Chart.defaults.color = "#5c6677";
-  Chart.defaults.plugins.legend.labels.boxWidth = 12;
-  Chart.defaults.plugins.legend.labels.boxHeight = 12;
+  btxPage.chartDefaults();
 
   // ---- small helpers ------------------------------------------------------------------------
 
-  // el("div", {class: "x", title: "..."}, child, "text", ...): children are nodes or text.
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v === undefined || v === null || v === false) continue;
-      if (k === "class") node.className = v;
-      else if (k === "text") node.textContent = v;
-      else if (k === "style") Object.assign(node.style, v);
-      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-      else node.setAttribute(k, v === true ? "" : String(v));
-    }
-    for (const c of children) {
-      if (c === undefined || c === null || c === false) continue;
-      node.append(c instanceof Node ? c : document.createTextNode(String(c)));
-    }
-    return node;
-  }
-  const isNum = (v) => typeof v === "number" && isFinite(v);
-  const fixed = (v, d) => (isNum(v) ? v.toFixed(d) : "–");
+  const { el, isNum, fixed, PALETTE } = btxPage;
   function count(n) {
     if (!isNum(n)) return "–";
     if (Math.abs(n) >= 1e9) return (n / 1e9).toFixed(2) + "B";
@@ -65,9 +41,6 @@
 
   // Colours: Tableau 10, then 10 more; an expert keeps its colour everywhere (experts trained on
   // a domain are usually named after it, so a domain and its expert share one).
-  const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1",
-    "#ff9da7", "#9c755f", "#bab0ac", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b",
-    "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#393b79"];
   function palette() {
     const map = new Map();
     return (name) => {

@@ -10,29 +10,9 @@
   const axes = data.axes || [];
   const main = document.getElementById("main");
   const toc = document.getElementById("toc");
-  Chart.defaults.animation = false;
-  Chart.defaults.maintainAspectRatio = false;
-  Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
-  Chart.defaults.font.size = 12;
-  Chart.defaults.color = "#5c6677";
+  btxPage.chartDefaults();
 
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v === undefined || v === null || v === false) continue;
-      if (k === "class") node.className = v;
-      else if (k === "text") node.textContent = v;
-      else if (k === "style") Object.assign(node.style, v);
-      else node.setAttribute(k, v === true ? "" : String(v));
-    }
-    for (const c of children) {
-      if (c === undefined || c === null || c === false) continue;
-      node.append(c instanceof Node ? c : document.createTextNode(String(c)));
-    }
-    return node;
-  }
-  const isNum = (v) => typeof v === "number" && isFinite(v);
-  const fixed = (v, d) => (isNum(v) ? v.toFixed(d) : "–");
+  const { el, isNum, fixed, PALETTE } = btxPage;
   function guard(where, fn) {
     try {
       fn();
@@ -42,8 +22,6 @@
       main.prepend(el("div", { class: "errors", text: "The page could not draw " + message }));
     }
   }
-  const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1",
-    "#ff9da7", "#9c755f", "#bab0ac", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b"];
   toc.append(el("div", { class: "toc-title", text: "Contents" }));
   function section(id, title, lead) {
     const s = el("section", { class: "card", id: id }, el("h2", { text: title }));
