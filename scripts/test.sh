@@ -5,5 +5,13 @@ cd "$(dirname "$0")/.."
 # chromium renders the HTML report in the e2e test (headless, no network); curl is the HTTP
 # client that drives `btx serve` in its e2e test.
 BTX_EXTRA_PACKAGES="chromium curl" scripts/setup.sh
+# The real third-party software the interop tests drive (tests/node/package.json, versions
+# pinned by its package-lock.json): llama.cpp through node-llama-cpp's prebuilt binaries,
+# Hugging Face's tokenizer and Jinja, the official OpenAI client. Needs Node.js 20 or newer.
+if ! command -v npm > /dev/null; then
+  echo "btx test: npm not found; install Node.js 20+ with npm (the interop tests need it)" >&2
+  exit 1
+fi
+npm ci --prefix tests/node --omit=optional --no-audit --no-fund --loglevel=error
 cd build
 ctest --output-on-failure --timeout 900 "$@"

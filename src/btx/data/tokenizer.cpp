@@ -218,6 +218,20 @@ const std::string& Tokenizer::piece(int32_t id) const {
   piece_text(id);  // range check
   return m_->pieces[id];
 }
+float Tokenizer::score(int32_t id) const {
+  piece_text(id);
+  return m_->scores[id];
+}
+int Tokenizer::piece_type(int32_t id) const {
+  piece_text(id);
+  return m_->types[id];
+}
+bool Tokenizer::add_dummy_prefix() const {
+  return m_->add_dummy_prefix;
+}
+bool Tokenizer::byte_fallback() const {
+  return m_->byte_fallback;
+}
 int Tokenizer::vocab_size() const {
   return static_cast<int>(m_->pieces.size());
 }

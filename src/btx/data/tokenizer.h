@@ -56,6 +56,15 @@ class Tokenizer {
   // The piece itself as stored in the model ("▁the", "<0x0A>", "<s>").
   const std::string& piece(int32_t id) const;
 
+  // The piece's score (BPE merge priority: higher merges first) and sentencepiece type (1 normal,
+  // 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte), as stored in the model.
+  float score(int32_t id) const;
+  int piece_type(int32_t id) const;
+  // sentencepiece's normaliser flags: a "▁" put before the text (btx: no; Llama: yes); text
+  // characters outside the vocabulary as byte pieces <0xNN> (btx: yes).
+  bool add_dummy_prefix() const;
+  bool byte_fallback() const;
+
   int vocab_size() const;
   int bos_id() const;  // -1 when the model has none
   int eos_id() const;

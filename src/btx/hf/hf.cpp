@@ -5,6 +5,7 @@
 #include <set>
 
 #include "btx/data/tokenizer.h"
+#include "btx/hf/tokenizer_json.h"
 #include "btx/io/safetensors.h"
 #include "btx/model/router.h"
 #include "btx/run/open.h"
@@ -188,19 +189,28 @@ nlohmann::json hf_config(const ModelConfig& c, const std::string& what,
   return j;
 }
 
-nlohmann::json export_hf(const HfExportOptions& o) {
-  BTX_CHECK(fs::is_directory(o.model), "model folder {} does not exist", o.model.string());
-  BTX_CHECK(is_checkpoint(o.model),
+ExportSource open_export_source(const fs::path& model, const fs::path& tokenizer) {
+  BTX_CHECK(fs::is_directory(model), "model folder {} does not exist", model.string());
+  BTX_CHECK(is_checkpoint(model),
             "{} is {}; export one of its experts (experts/NAME) or a merged "
             "model (average, weighted-average, btx, upcycle, dense)",
-            o.model.string(), not_one_model(o.model));
-  const DtypeInfo dtype = parse_dtype(o.dtype);
-  const ModelConfig c = load_model_config(o.model);
-  const nlohmann::json config = hf_config(c, o.model.string(), dtype.hf_name);
-  const fs::path tok_file = model_tokenizer(o.model, o.tokenizer);
-  const Tokenizer tok = Tokenizer::load(tok_file);
+            model.string(), not_one_model(model));
+  ModelConfig c = load_model_config(model);
+  nlohmann::json hf = hf_config(c, model.string());
+  const fs::path tok_file = model_tokenizer(model, tokenizer);
+  Tokenizer tok = Tokenizer::load(tok_file);
   BTX_CHECK(tok.vocab_size() == c.vocab_size, "{} has {} pieces but {} has vocab_size {}",
-            tok_file.string(), tok.vocab_size(), o.model.string(), c.vocab_size);
+            tok_file.string(), tok.vocab_size(), model.string(), c.vocab_size);
+  return {std::move(c), std::move(hf), tok_file, std::move(tok)};
+}
+
+nlohmann::json export_hf(const HfExportOptions& o) {
+  const DtypeInfo dtype = parse_dtype(o.dtype);
+  const ExportSource src = open_export_source(o.model, o.tokenizer);
+  const ModelConfig& c = src.config;
+  const nlohmann::json config = hf_config(c, o.model.string(), dtype.hf_name);
+  const fs::path& tok_file = src.tokenizer_file;
+  const Tokenizer& tok = src.tokenizer;
   BTX_CHECK(o.max_shard_bytes > 0, "--max-shard-size must be positive");
   BTX_CHECK(!fs::exists(o.out),
             "{} exists: export writes a new folder (remove it or pick another "
@@ -230,9 +240,6 @@ nlohmann::json export_hf(const HfExportOptions& o) {
                   : fmt::format("model-{:05}-of-{:05}.safetensors", i + 1, n);
   };
   const int bos = tok.bos_id(), eos = tok.eos_id(), unk = tok.unk_id();
-  auto piece_or_null = [&](int id) -> nlohmann::json {
-    return id >= 0 ? nlohmann::json(tok.piece(id)) : nlohmann::json(nullptr);
-  };
   write_dir_atomic(o.out, [&](const fs::path& tmp) {
     nlohmann::json weight_map = nlohmann::json::object();
     for (size_t i = 0; i < n; ++i) {
@@ -258,20 +265,10 @@ nlohmann::json export_hf(const HfExportOptions& o) {
                                      {"max_length", c.max_position_embeddings}}
                           .dump(2));
     fs::copy_file(tok_file, tmp / "tokenizer.model");
-    // btx trains on the plain token stream: no BOS or EOS is added when encoding.
-    write_file_atomic(tmp / "tokenizer_config.json",
-                      nlohmann::json{{"tokenizer_class", "LlamaTokenizer"},
-                                     {"bos_token", piece_or_null(bos)},
-                                     {"eos_token", piece_or_null(eos)},
-                                     {"unk_token", piece_or_null(unk)},
-                                     {"pad_token", nullptr},
-                                     {"add_bos_token", false},
-                                     {"add_eos_token", false},
-                                     {"legacy", true},
-                                     {"clean_up_tokenization_spaces", false},
-                                     {"model_max_length", c.max_position_embeddings},
-                                     {"sp_model_kwargs", nlohmann::json::object()}}
-                          .dump(2));
+    write_file_atomic(tmp / "tokenizer.json", hf_tokenizer_json(tok).dump(2));
+    write_file_atomic(
+        tmp / "tokenizer_config.json",
+        hf_tokenizer_config(tok, c.max_position_embeddings, o.chat_template.jinja()).dump(2));
     nlohmann::json special = nlohmann::json::object();
     if (bos >= 0) special["bos_token"] = tok.piece(bos);
     if (eos >= 0) special["eos_token"] = tok.piece(eos);

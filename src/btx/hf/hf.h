@@ -4,18 +4,21 @@
 // btx's checkpoints already use HF tensor names and config keys, and its RoPE is HF's (rotary
 // embedding on the two halves of each head, `rotate_half`), so export is a matter of writing
 // exactly what HF expects around the weights: config.json with HF's keys only, the weights
-// (sharded with model.safetensors.index.json above a size), tokenizer.model with
-// tokenizer_config.json and special_tokens_map.json, generation_config.json. Dense models become
-// LlamaForCausalLM; MoEs whose routing HF Mixtral computes (top-k; soft = top-E; Gumbel and
-// REINFORCE routers, which take the argmax at inference = top-1) become MixtralForCausalLM.
-// Models that are not one HF model (a BTM ensemble, SMEAR's merged experts, hash / tag / per-
-// sequence routing) are refused with the reason, never written wrong.
+// (sharded with model.safetensors.index.json above a size), tokenizer.model with tokenizer.json
+// (tokenizer_json.h), tokenizer_config.json (with the chat template) and
+// special_tokens_map.json, generation_config.json. gguf_export.h writes the same models as GGUF.
+// Dense models become LlamaForCausalLM; MoEs whose routing HF Mixtral computes (top-k; soft =
+// top-E; Gumbel and REINFORCE routers, which take the argmax at inference = top-1) become
+// MixtralForCausalLM. Models that are not one HF model (a BTM ensemble, SMEAR's merged experts,
+// hash / tag / per- sequence routing) are refused with the reason, never written wrong.
 #pragma once
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "btx/data/chat_template.h"
+#include "btx/data/tokenizer.h"
 #include "btx/model/config.h"
 #include "btx/run/run_dir.h"
 
@@ -28,12 +31,25 @@ namespace fs = std::filesystem;
 nlohmann::json hf_config(const ModelConfig& c, const std::string& what,
                          const std::string& torch_dtype = "float32");
 
+// What every export starts from: a model folder that is one checkpoint HF can express (else an
+// error saying why: an ensemble, a per-domain description, SMEAR, BAM, a router HF lacks), its
+// config, HF's config for it, and its tokenizer (`tokenizer`, or its run's), of the model's
+// vocabulary size.
+struct ExportSource {
+  ModelConfig config;
+  nlohmann::json hf_config;
+  fs::path tokenizer_file;
+  Tokenizer tokenizer;
+};
+ExportSource open_export_source(const fs::path& model, const fs::path& tokenizer);
+
 struct HfExportOptions {
   fs::path model;      // a checkpoint folder (seed, experts/x, merged/x)
   fs::path tokenizer;  // tokenizer.model (default: the model's run's, found above the model)
   fs::path out;        // written whole (a temporary folder renamed into place); must not exist
   std::string dtype = "float32";            // float32 | bfloat16 | float16
   int64_t max_shard_bytes = 2'000'000'000;  // larger weights are sharded with an index
+  ChatTemplate chat_template = builtin_chat_template("plain");  // tokenizer_config's chat_template
 };
 
 // Writes the HF checkpoint; returns a summary {"architecture", "shards", "parameters", "bytes"}.

@@ -1,0 +1,55 @@
+// How a conversation becomes the text a model continues: each message is written as its role's
+// prefix, the content and the role's suffix, in order; a reply is asked for with the generation
+// prompt, and ends at one of the stop strings (the next turn's start) or the end-of-text token.
+// btx renders it itself (the server) and writes it as the Jinja `chat_template` that Hugging
+// Face tools, llama.cpp and Ollama render (the exports); the two give the same text (tested with
+// Hugging Face's Jinja implementation).
+//
+// Built in: "plain" (the default; plain text, what a model trained on ordinary text continues
+// best):
+//     System: You are terse.\n\nUser: Hello\n\nAssistant: Hi.\n\nUser: ...\n\nAssistant:
+// and "chatml" (<|im_start|>role\n...<|im_end|>\n). A template file is JSON:
+//     {"roles": {"system": {"prefix": "", "suffix": "\n\n"}, "user": {...}, "assistant": {...}},
+//      "generation_prompt": "Assistant:", "stop": ["\nUser:"]}
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace btx {
+
+struct ChatMessage {
+  std::string role;  // a role of the template: system, user, assistant
+  std::string content;
+};
+
+struct ChatTemplate {
+  struct Role {
+    std::string prefix, suffix;
+  };
+  std::string name;                   // "plain", "chatml", or the file it was read from
+  std::map<std::string, Role> roles;  // by role name
+  std::string generation_prompt;      // what the model's reply follows
+  std::vector<std::string> stop;      // a reply ends before any of these
+
+  // The conversation's text; a message of a role the template lacks is an error naming its
+  // index and role.
+  std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
+  // The same as a Jinja template over `messages` and `add_generation_prompt` (HF's variables);
+  // an unknown role raises an exception naming it. "" for "none".
+  std::string jinja() const;
+  nlohmann::json to_json() const;
+  std::vector<std::string> role_names() const;  // sorted
+};
+
+// "plain" or "chatml"; anything else is an error listing them.
+ChatTemplate builtin_chat_template(const std::string& name);
+// A built-in name, "none" (no template: render() is an error, jinja() is ""), or a JSON
+// template file (keys above; unknown keys and missing roles are
+// errors naming the file).
+ChatTemplate load_chat_template(const std::string& name_or_file);
+
+}  // namespace btx
