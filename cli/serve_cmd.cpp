@@ -26,12 +26,14 @@ std::vector<Command> add_serve_commands(CLI::App& app) {
     std::string tokenizer;
     serve::ServeOptions opts;
     bool no_cache = false;
+    std::string chat_template = "plain";
   };
   auto a = std::make_shared<ServeArgs>();
   auto* cmd = app.add_subcommand(
       "serve",
-      "Serve a model (dense, MoE, SMEAR, ensemble) over HTTP: POST /v1/completions (OpenAI "
-      "style, streaming with server-sent events), GET /v1/models, GET /health");
+      "Serve a model (dense, MoE, SMEAR, ensemble) over HTTP with OpenAI's API: POST "
+      "/v1/completions (prompt lists, n, echo, logprobs), POST /v1/chat/completions (the chat "
+      "template), both streamed with server-sent events on request; GET /v1/models, GET /health");
   add_model_arg(cmd, a->model, "Checkpoint or ensemble folder");
   cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.model (default: the model's run's)");
   cmd->add_option("--host", a->opts.host,
@@ -71,12 +73,25 @@ std::vector<Command> add_serve_commands(CLI::App& app) {
                   "Sleep this long before every token: a slow model, for testing clients")
       ->check(CLI::Range(0.0, 60000.0));
   cmd->add_flag("--no-cache", a->no_cache, "Recompute the whole prefix for every token");
+  cmd->add_option("--chat-template", a->chat_template,
+                  "How chat messages become the prompt: plain (default: 'User: ...\\n\\n"
+                  "Assistant:'), chatml, none, or a JSON template file (docs/interop.md)")
+      ->capture_default_str();
+  cmd->add_option("--cors-origin", a->opts.cors_origin,
+                  "Let browser pages of this origin call the server (e.g. http://localhost:3000, "
+                  "or * for any); off by default");
+  cmd->add_option("--max-logprobs", a->opts.limits.max_logprobs,
+                  "The most alternatives per token a request may ask for (logprobs, "
+                  "top_logprobs)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1000}))
+      ->capture_default_str();
   return {{cmd, [a] {
              const fs::path dir = a->model.dir();
              const fs::path tok_file = model_tokenizer(dir, a->tokenizer);
              auto decoder = open_decoder(dir, !a->no_cache);
              const std::string what = decoder->describe();
              auto& o = a->opts;
+             o.chat_template = load_chat_template(a->chat_template);
              if (o.model_id.empty()) {
                o.model_id = fs::absolute(dir).lexically_normal().filename().string();
                if (o.model_id.empty()) o.model_id = fs::absolute(dir).parent_path().filename();

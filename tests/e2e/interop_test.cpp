@@ -19,6 +19,7 @@
 #include "btx/util/fs.h"
 #include "e2e_util.h"
 #include "forest_fixture.h"
+#include "node_util.h"
 
 namespace btx::testing {
 namespace {
@@ -33,7 +34,8 @@ const std::vector<std::string> kTexts = {
     "def f(x):\n    return x + 1\n\n\nclass  A:\n\tpass",
     "  two  spaces   three    four\n\n",
     "12345 + 67.890 = 3.14159e-10",
-    "caf\xC3\xA9 na\xC3\xAFve \xC3\x85ngstr\xC3\xB6m \xC3\xB1" "and\xC3\xBA",
+    "caf\xC3\xA9 na\xC3\xAFve \xC3\x85ngstr\xC3\xB6m \xC3\xB1"
+    "and\xC3\xBA",
     "emoji \xF0\x9F\x98\x80\xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD end",
     "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E\xE3\x81\xAE\xE6\x96\x87 \xE4\xB8\xAD\xE6\x96\x87 "
     "\xED\x95\x9C\xEA\xB5\xAD\xEC\x96\xB4",
@@ -42,56 +44,6 @@ const std::vector<std::string> kTexts = {
 };
 const std::vector<std::string> kPrompts = {"The ", "def main", "In the beginning"};
 constexpr int kNewTokens = 8;
-
-// Runs tests/node/SCRIPT on `request` and returns the JSON it prints.
-nlohmann::json run_node(const std::string& script, const nlohmann::json& request,
-                        const fs::path& tmp) {
-  const fs::path node_dir = fs::path(BTX_SOURCE_DIR) / "tests" / "node";
-  if (!fs::exists(node_dir / "node_modules")) {
-    ADD_FAILURE() << node_dir << "/node_modules is missing: scripts/test.sh installs it (npm ci)";
-    return nullptr;
-  }
-  static int counter = 0;
-  const fs::path req = tmp / fmt::format("node-request-{}.json", counter);
-  const fs::path out = tmp / fmt::format("node-output-{}.txt", counter++);
-  write_text(req, request.dump());
-  const std::string cmd =
-      "node " + (node_dir / script).string() + " " + req.string() + " > " + out.string() + " 2>&1";
-  const int status = std::system(cmd.c_str());
-  const std::string text = read_file(out);
-  if (WEXITSTATUS(status) != 0) {
-    ADD_FAILURE() << script << " failed:\n" << text;
-    return nullptr;
-  }
-  // The JSON is the last line (a runtime may log above it).
-  const auto nl = text.find_last_of('\n', text.size() - 2);
-  return nlohmann::json::parse(nl == std::string::npos ? text : text.substr(nl + 1));
-}
-
-std::vector<int32_t> ids_of(const nlohmann::json& j) {
-  return j.get<std::vector<int32_t>>();
-}
-
-// btx's log p(ids[t+1] | ids[..t]) for every t, from the model's own forward pass.
-std::vector<double> btx_scores(const fs::path& model_dir, const std::vector<int32_t>& ids) {
-  torch::NoGradGuard no_grad;
-  CausalLM m = load_model(model_dir);
-  m->eval();
-  const auto x = torch::tensor(std::vector<int64_t>(ids.begin(), ids.end())).unsqueeze(0);
-  const auto lp = torch::log_softmax(m->forward(x)[0].to(torch::kFloat64), -1);
-  std::vector<double> out;
-  for (size_t t = 0; t + 1 < ids.size(); ++t) out.push_back(lp[t][ids[t + 1]].item<double>());
-  return out;
-}
-
-double max_abs_diff(const std::vector<double>& a, const nlohmann::json& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double d = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    d = std::max(d, std::abs(a[i] - b[i].get<double>()));
-  }
-  return d;
-}
 
 // What llama.cpp makes of a GGUF export of `model`: token ids of kTexts, greedy continuations of
 // kPrompts, and the scores of each prompt with btx's continuation.

@@ -1,5 +1,7 @@
-// `btx serve` driven over loopback by a real HTTP client (curl): completions equal in-process
-// generation, whole and streamed as server-sent events; health and models; bad requests get
+// `btx serve` driven over loopback by real HTTP clients (curl, and the official OpenAI client):
+// completions and chat completions equal in-process generation, whole and streamed as server-sent
+// events; logprobs and echo equal btx's own per-token log-probabilities; n and prompt lists;
+// CORS; health and models; bad requests get
 // JSON errors with the right status; a flood beyond the queue gets 503 while health checks are
 // still answered; a streaming client that disconnects stops its generation; SIGTERM stops the
 // server cleanly.
@@ -10,12 +12,14 @@
 #include <regex>
 #include <thread>
 
+#include "btx/data/chat_template.h"
 #include "btx/generate/generate.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "btx/util/subprocess.h"
 #include "e2e_util.h"
 #include "forest_fixture.h"
+#include "node_util.h"
 
 namespace btx::testing {
 namespace {
@@ -277,7 +281,10 @@ TEST_F(ServeTest, CompletionsOverLoopbackMatchGenerationAndRefuseBadRequests) {
       {R"({"prompt": "x", "temperature": "hot"})", 400, "temperature must be a number"},
       {R"({"prompt": "x", "top_p": 0})", 400, "top_p must be in (0, 1]"},
       {R"({"prompt": "x", "stop": [1]})", 400, "each stop must be a non-empty string"},
-      {R"({"prompt": "x", "n": 2})", 400, "n = 2 is not supported"},
+      {R"({"prompt": "x", "n": 17})", 400, "n must be at most 16"},
+      {R"({"prompt": "x", "logprobs": 21})", 400, "logprobs must be at most 20"},
+      {R"({"prompt": "x", "logprobs": 1, "stream": true})", 400, "logprobs with stream"},
+      {R"({"prompt": ["x", 3]})", 400, "prompt[1] must be a string or an array of token ids"},
       {R"({"prompt": "x", "max_tokns": 2})", 400, "unknown field 'max_tokns'"},
       {R"({"prompt": "x", "model": "gpt-4"})", 404, "this server serves 'seed'"},
       {R"({"prompt": [5, 99999]})", 400, "outside the vocabulary"},
@@ -401,6 +408,152 @@ TEST_F(ServeTest, FloodGets503DisconnectCancelsAndTheEnsembleServes) {
     }
   }
   EXPECT_GE(batched.request("/health").json().at("peak_running").get<int>(), 2);
+}
+
+TEST_F(ServeTest, OpenAiClientGetsCompletionsChatLogprobsEchoAndN) {
+  const RunDir run = fresh_run("openai");
+  auto m = run_btx("merge --run " + run.root.string() + " --method btx");
+  ASSERT_EQ(m.code, 0) << m.output;
+  const fs::path model = run.root / "merged" / "btx";
+  ServerProcess server(run.root, {"--run", run.root.string(), "--model", "merged/btx"});
+  ASSERT_GT(server.port(), 0);
+  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+  const std::string prompt = "def f_1(x):\n    return";
+  const std::vector<ChatMessage> messages = {{"system", "Answer in code."},
+                                             {"user", "def f_1(x):"}};
+  const std::vector<std::string> score = {"def f_1(x):\n    return x + 1",
+                                          "the cat sat on the mat"};
+  nlohmann::json msgs = nlohmann::json::array();
+  for (const auto& x : messages) msgs.push_back({{"role", x.role}, {"content", x.content}});
+  const auto out = run_node("openai_client.mjs",
+                            {{"base_url", server.url("/v1")},
+                             {"model", "btx"},
+                             {"prompt", prompt},
+                             {"messages", msgs},
+                             {"score", score}},
+                            run.root);
+  ASSERT_FALSE(out.is_null()) << server.log();
+  EXPECT_EQ(out["models"], nlohmann::json({"btx"}));
+
+  // Completions, whole and streamed: btx generate's greedy text.
+  auto decoder = open_decoder(model, true);
+  GenerateOptions g;
+  g.max_tokens = 8;
+  g.sampling.temperature = 0;
+  const auto expect = generate(*decoder, tok, tok.encode(prompt), g);
+  EXPECT_EQ(out["completion"]["text"], expect.text);
+  EXPECT_EQ(out["completion"]["usage"]["prompt_tokens"], tok.encode(prompt).size());
+  EXPECT_EQ(out["completion"]["usage"]["completion_tokens"], expect.tokens.size());
+  EXPECT_EQ(out["completion_stream"]["text"], expect.text);
+  EXPECT_EQ(out["completion_stream"]["usage"], out["completion"]["usage"]);
+  EXPECT_GT(out["completion_stream"]["chunks"].get<int>(), 2);
+
+  // Chat, whole and streamed: the plain template's rendering, generated greedily to its stops.
+  const ChatTemplate plain = builtin_chat_template("plain");
+  GenerateOptions gc = g;
+  gc.stop = plain.stop;
+  const auto chat = generate(*decoder, tok, tok.encode(plain.render(messages, true)), gc);
+  const std::string reply =
+      chat.text.substr(std::min(chat.text.find_first_not_of(' '), chat.text.size()));
+  EXPECT_EQ(out["chat"]["content"], reply);
+  EXPECT_EQ(out["chat"]["role"], "assistant");
+  EXPECT_EQ(out["chat"]["object"], "chat.completion");
+  EXPECT_EQ(out["chat"]["usage"]["prompt_tokens"], tok.encode(plain.render(messages, true)).size());
+  EXPECT_EQ(out["chat_stream"]["content"], reply);
+  EXPECT_EQ(out["chat_stream"]["role"], "assistant");
+
+  // logprobs: each generated token's log-probability is btx's, and greedy picks the best.
+  const auto& lp = out["logprobs"];
+  ASSERT_TRUE(lp.is_object()) << out.dump();
+  std::vector<int32_t> seq = tok.encode(prompt);
+  const auto prompt_len = seq.size();
+  const auto gen4 = generate(*decoder, tok, seq, [&] {
+    auto o = g;
+    o.max_tokens = 4;
+    return o;
+  }());
+  seq.insert(seq.end(), gen4.tokens.begin(), gen4.tokens.end());
+  const auto ours = btx_scores(model, seq);
+  ASSERT_EQ(lp["token_logprobs"].size(), gen4.tokens.size());
+  for (size_t i = 0; i < gen4.tokens.size(); ++i) {
+    EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), ours[prompt_len - 1 + i], 1e-4) << i;
+    EXPECT_EQ(lp["tokens"][i], tok.piece_text(gen4.tokens[i]));
+    EXPECT_EQ(lp["top_logprobs"][i].size(), 3u);
+    double best = -1e9;
+    for (const auto& [t, v] : lp["top_logprobs"][i].items()) best = std::max(best, v.get<double>());
+    EXPECT_DOUBLE_EQ(best, lp["token_logprobs"][i].get<double>());
+  }
+  EXPECT_EQ(lp["text_offset"][0], 0);
+  EXPECT_EQ(out["logprobs_text"], gen4.text);
+  const auto& clp = out["chat_logprobs"]["content"];
+  ASSERT_FALSE(clp.empty()) << out.dump();
+  for (const auto& t : clp) {
+    ASSERT_EQ(t["top_logprobs"].size(), 2u);
+    EXPECT_DOUBLE_EQ(t["top_logprobs"][0]["logprob"].get<double>(), t["logprob"].get<double>());
+  }
+
+  // echo with max_tokens 0 (lm-evaluation-harness): every text back with its tokens'
+  // log-probabilities, the first null, the rest btx's forward pass's (what `btx eval` sums).
+  ASSERT_EQ(out["echo"].size(), score.size());
+  for (size_t k = 0; k < score.size(); ++k) {
+    const auto& c = out["echo"][k];
+    EXPECT_EQ(c["index"], k);
+    EXPECT_EQ(c["text"], score[k]);
+    const auto ids = tok.encode(score[k]);
+    const auto& tl = c["logprobs"]["token_logprobs"];
+    ASSERT_EQ(tl.size(), ids.size());
+    EXPECT_TRUE(tl[0].is_null());
+    const auto expect_lp = btx_scores(model, ids);
+    std::string joined;
+    for (size_t t = 0; t < ids.size(); ++t) {
+      joined += c["logprobs"]["tokens"][t].get<std::string>();
+      if (t > 0) EXPECT_NEAR(tl[t].get<double>(), expect_lp[t - 1], 1e-5) << score[k] << " @" << t;
+    }
+    EXPECT_EQ(joined, score[k]);
+  }
+
+  // n = 3 of two prompts: six choices in order; choice j of a prompt samples with seed + j, so the
+  // two prompts (the same text) give the same three.
+  ASSERT_EQ(out["n"].size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(out["n"][i]["index"], i);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(out["n"][i]["text"], out["n"][i + 3]["text"]);
+
+  // Refusals in OpenAI's shape, the field named.
+  ASSERT_EQ(out["errors"].size(), 3u);
+  EXPECT_EQ(out["errors"][0]["status"], 400);
+  EXPECT_EQ(out["errors"][0]["param"], "logprobs");
+  EXPECT_NE(out["errors"][0]["message"].get<std::string>().find("at most 20"), std::string::npos);
+  EXPECT_EQ(out["errors"][1]["status"], 400);
+  EXPECT_EQ(out["errors"][1]["param"], "messages[0].role");
+  EXPECT_NE(out["errors"][1]["message"].get<std::string>().find("unknown role \"robot\""),
+            std::string::npos);
+  EXPECT_EQ(out["errors"][2]["status"], 404);
+}
+
+TEST_F(ServeTest, CorsIsOffByDefaultAndAnswersPreflightsWhenAsked) {
+  REQUIRE_CURL();
+  const RunDir run = fresh_run("cors");
+  ServerProcess plain(run.root, {"--run", run.root.string(), "--model", "seed"});
+  ASSERT_GT(plain.port(), 0);
+  auto r = plain.request("/health", "", {"-i"});
+  EXPECT_EQ(r.body.find("Access-Control-Allow-Origin"), std::string::npos) << r.body;
+  ServerProcess cors(run.root, {"--run", run.root.string(), "--model", "seed", "--cors-origin",
+                                "http://localhost:3000"});
+  ASSERT_GT(cors.port(), 0);
+  r = cors.request("/v1/completions", R"({"prompt": "the", "max_tokens": 2})", {"-i"});
+  EXPECT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find("Access-Control-Allow-Origin: http://localhost:3000"), std::string::npos)
+      << r.body;
+  r = cors.request("/v1/chat/completions", "",
+                   {"-i", "-X", "OPTIONS", "-H", "Origin: http://localhost:3000", "-H",
+                    "Access-Control-Request-Method: POST", "-H",
+                    "Access-Control-Request-Headers: content-type, authorization"});
+  EXPECT_EQ(r.status, 204) << r.body;
+  EXPECT_NE(r.body.find("Access-Control-Allow-Methods: GET, POST, OPTIONS"), std::string::npos)
+      << r.body;
+  EXPECT_NE(r.body.find("Access-Control-Allow-Headers: content-type, authorization"),
+            std::string::npos)
+      << r.body;
 }
 
 }  // namespace

@@ -349,6 +349,40 @@ TEST(EnsembleDecoder, IncrementalPosteriorEqualsRecomputationAndBayesRule) {
   EXPECT_THROW(EnsembleDecoder(f.names, f.experts, 4, true), Error);  // top-4 of 3
 }
 
+// The served log-probabilities (score_tokens, token_logprob): a model's one forward pass and the
+// generic token-by-token path (the ensemble's) give the same, and each is log_softmax by hand.
+TEST(ScoreTokens, OneForwardEqualsTokenByTokenAndLogSoftmax) {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(8);
+  CausalLM m(routed_config("mixtral", 4, 2, "top-k"));
+  m->eval();
+  ModelDecoder d(m, /*use_cache=*/true);
+  const std::vector<int32_t> seq = {3, 17, 5, 5, 29, 0, 11};
+  const auto one = d.sequence_scores(seq);
+  const auto step = d.Decoder::sequence_scores(seq);  // next_scores over growing prefixes
+  ASSERT_EQ(one.sizes(), step.sizes());
+  EXPECT_LT((one.to(torch::kFloat64) - step).abs().max().item<double>(), 1e-5);
+  const auto lp = score_tokens(d, seq, 3);
+  ASSERT_EQ(lp.size(), seq.size() - 1);
+  const auto ref = torch::log_softmax(
+      m->forward(torch::tensor(std::vector<int64_t>(seq.begin(), seq.end())).view({1, -1}))[0].to(
+          torch::kFloat64),
+      -1);
+  for (size_t t = 0; t + 1 < seq.size(); ++t) {
+    EXPECT_EQ(lp[t].token, seq[t + 1]);
+    EXPECT_NEAR(lp[t].logprob, ref[static_cast<int64_t>(t)][seq[t + 1]].item<double>(), 1e-9);
+    ASSERT_EQ(lp[t].top.size(), 3u);
+    const auto best = ref[static_cast<int64_t>(t)].argmax().item<int64_t>();
+    EXPECT_EQ(lp[t].top[0].first, best);
+    EXPECT_GE(lp[t].top[0].second, lp[t].top[1].second);
+    EXPECT_GE(lp[t].top[1].second, lp[t].top[2].second);
+  }
+  // token_logprob on raw logits: log_softmax by hand for a 3-token vocabulary.
+  const auto t = token_logprob(torch::tensor({0.0f, std::log(3.0f), 0.0f}), 1, 1);
+  EXPECT_NEAR(t.logprob, std::log(0.6), 1e-6);
+  EXPECT_EQ(t.top[0].first, 1);
+}
+
 TEST(Utf8, IncompleteTailIsHeldBack) {
   EXPECT_EQ(utf8_incomplete_tail(""), 0u);
   EXPECT_EQ(utf8_incomplete_tail("abc"), 0u);

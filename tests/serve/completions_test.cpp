@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "btx/data/chat_template.h"
 #include "btx/data/tokenizer.h"
 #include "test_util.h"
 #include "tokenizer_util.h"
@@ -47,7 +48,10 @@ Tokenizer* CompletionsTest::tok_ = nullptr;
 
 TEST_F(CompletionsTest, DefaultsAndAcceptedForms) {
   auto r = parse(R"({"prompt": "the cat"})");
-  EXPECT_EQ(r.prompt, tok_->encode("the cat"));
+  EXPECT_EQ(r.prompts, std::vector<std::vector<int32_t>>{tok_->encode("the cat")});
+  EXPECT_EQ(r.n, 1);
+  EXPECT_FALSE(r.echo);
+  EXPECT_EQ(r.options.logprobs, -1);
   EXPECT_EQ(r.options.max_tokens, 16);  // OpenAI's defaults
   EXPECT_EQ(r.options.sampling.temperature, 1.0);
   EXPECT_EQ(r.options.sampling.top_p, 1.0);
@@ -56,8 +60,21 @@ TEST_F(CompletionsTest, DefaultsAndAcceptedForms) {
   EXPECT_TRUE(r.options.stop.empty());
   EXPECT_FALSE(r.stream);
   // A one-string array, token ids, a stop string or list, the other fields.
-  EXPECT_EQ(parse(R"({"prompt": ["the cat"]})").prompt, tok_->encode("the cat"));
-  EXPECT_EQ(parse(R"({"prompt": [5, 0, 299]})").prompt, (std::vector<int32_t>{5, 0, 299}));
+  EXPECT_EQ(parse(R"({"prompt": ["the cat"]})").prompts[0], tok_->encode("the cat"));
+  EXPECT_EQ(parse(R"({"prompt": [5, 0, 299]})").prompts[0], (std::vector<int32_t>{5, 0, 299}));
+  // A list of prompts (strings or token ids), n choices of each, echo and logprobs.
+  r = parse(R"({"prompt": ["the", [5, 6], "cat"], "n": 2, "best_of": 2, "echo": true,
+                "logprobs": 3, "max_tokens": 0, "seed": 10})");
+  EXPECT_EQ(r.prompts,
+            (std::vector<std::vector<int32_t>>{tok_->encode("the"), {5, 6}, tok_->encode("cat")}));
+  EXPECT_EQ(r.choices(), 6u);
+  EXPECT_EQ(r.prompt_of(3), (std::vector<int32_t>{5, 6}));
+  EXPECT_EQ(r.options_of(3).sampling.seed, 11u);  // choice 1 of prompt 1: seed + 1
+  EXPECT_EQ(r.options_of(4).sampling.seed, 10u);
+  EXPECT_TRUE(r.echo);
+  EXPECT_EQ(r.options.logprobs, 3);
+  EXPECT_EQ(r.options.max_tokens, 0);
+  EXPECT_EQ(r.prompt_tokens(), tok_->encode("the").size() + 2 + tok_->encode("cat").size());
   EXPECT_EQ(parse(R"({"prompt": "x", "stop": "\n"})").options.stop, std::vector<std::string>{"\n"});
   r = parse(R"({"prompt": "x", "model": "tiny", "max_tokens": 7, "temperature": 0,
                 "top_p": 0.5, "top_k": 3, "seed": -1, "stop": ["a", "bc"], "stream": true,
@@ -79,7 +96,8 @@ TEST_F(CompletionsTest, RefusalsNameTheField) {
       {"null", 400, "must be a JSON object"},
       {R"({})", 400, "prompt is required"},
       {R"({"prompt": ""})", 400, "prompt is empty"},
-      {R"({"prompt": ["a", "b"]})", 400, "one prompt per request"},
+      {R"({"prompt": ["a", {"b": 1}]})", 400, "prompt[1] must be a string or an array"},
+      {R"({"prompt": ["a", ""]})", 400, "prompt[1] is empty"},
       {R"({"prompt": {"text": "a"}})", 400, "prompt must be a string"},
       {R"({"prompt": [300]})", 400, "token id 300 is outside the vocabulary [0, 300)"},
       {R"({"prompt": [1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]})", 400,
@@ -97,8 +115,11 @@ TEST_F(CompletionsTest, RefusalsNameTheField) {
       {R"({"prompt": "x", "stream": "yes"})", 400, "stream must be true or false"},
       {R"({"prompt": "x", "stream_options": {"usage": true}})", 400,
        "unknown field 'stream_options.usage'"},
-      {R"({"prompt": "x", "n": 3})", 400, "n = 3 is not supported"},
-      {R"({"prompt": "x", "echo": true})", 400, "echo = true is not supported"},
+      {R"({"prompt": "x", "n": 17})", 400, "n must be at most 16"},
+      {R"({"prompt": "x", "n": 2, "best_of": 3})", 400, "best_of must equal n"},
+      {R"({"prompt": "x", "logprobs": 21})", 400, "logprobs must be at most 20"},
+      {R"({"prompt": "x", "logprobs": 2, "stream": true})", 400, "logprobs with stream"},
+      {R"({"prompt": "x", "echo": 1})", 400, "echo must be true or false"},
       {R"({"prompt": "x", "frequency_penalty": 0.5})", 400, "frequency_penalty = 0.5"},
       {R"({"prompt": "x", "temprature": 0})", 400, "unknown field 'temprature'"},
   };
@@ -109,28 +130,116 @@ TEST_F(CompletionsTest, RefusalsNameTheField) {
   }
 }
 
+TEST_F(CompletionsTest, ChatRequestsRenderTheTemplate) {
+  const ChatTemplate plain = builtin_chat_template("plain");
+  auto chat = [&](const std::string& body) {
+    return parse_chat_request(body, *tok_, plain, model_, limits_, 99);
+  };
+  auto r = chat(R"({"messages": [{"role": "user", "content": "hi"}], "stop": "x",
+                    "max_completion_tokens": 5, "logprobs": true, "top_logprobs": 2})");
+  EXPECT_TRUE(r.chat);
+  EXPECT_EQ(r.prompts[0], tok_->encode("User: hi\n\nAssistant:"));
+  EXPECT_EQ(r.options.stop, (std::vector<std::string>{"x", "\nUser:", "\nAssistant:"}));
+  EXPECT_EQ(r.options.max_tokens, 5);
+  EXPECT_EQ(r.options.logprobs, 2);
+  // Text parts are joined; without logprobs there are none.
+  r = chat(R"({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
+                                                          {"type": "text", "text": "b"}]}]})");
+  EXPECT_EQ(r.prompts[0], tok_->encode("User: ab\n\nAssistant:"));
+  EXPECT_EQ(r.options.logprobs, -1);
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {R"({})", "messages is required"},
+      {R"({"messages": [{"role": "robot", "content": "x"}]})",
+       "messages[0].role: unknown role \"robot\" (this model's chat template has assistant, "
+       "system, user)"},
+      {R"({"messages": [{"role": "user"}]})", "messages[0].content is required"},
+      {R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})",
+       "messages[0].content[0] must be a text part"},
+      {R"({"messages": [{"role": "user", "content": "x", "tool_calls": []}]})",
+       "unknown field 'messages[0].tool_calls'"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})",
+       "top_logprobs needs logprobs: true"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true,
+           "top_logprobs": 21})",
+       "top_logprobs must be at most 20"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "prompt": "x"})",
+       "unknown field 'prompt'"},
+  };
+  for (const auto& [body, message] : bad) {
+    try {
+      chat(body);
+      ADD_FAILURE() << body << " was accepted";
+    } catch (const RequestError& e) {
+      EXPECT_EQ(e.status, 400) << body;
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << body << ": " << e.what();
+    }
+  }
+  try {
+    chat(R"({"messages": [{"role": "robot", "content": "x"}]})");
+  } catch (const RequestError& e) {
+    EXPECT_EQ(e.param, "messages[0].role");
+  }
+}
+
 TEST_F(CompletionsTest, ResponsesFollowOpenAIsShape) {
   const CompletionIds ids{"cmpl-1", 1700000000, "tiny"};
+  CompletionRequest req = parse(R"({"prompt": "x"})");
   GenerateResult r;
   r.text = "ok\xC3";  // half a character: replaced, not a crash
   r.tokens = {4, 5};
   r.finish_reason = "eos";
-  const auto j = completion_response(ids, r, 3, {{"posterior", {{"a", 1.0}}}});
+  const auto j = completion_response(ids, req, {{r, {}}}, *tok_, {{"posterior", {{"a", 1.0}}}});
   EXPECT_EQ(j.at("object"), "text_completion");
   EXPECT_EQ(j.at("choices").at(0).at("finish_reason"), "stop");  // eos is OpenAI's "stop"
+  EXPECT_TRUE(j.at("choices").at(0).at("logprobs").is_null());
+  const size_t p = tok_->encode("x").size();
   EXPECT_EQ(
       j.at("usage"),
-      nlohmann::json::parse(R"({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})"));
+      nlohmann::json({{"prompt_tokens", p}, {"completion_tokens", 2}, {"total_tokens", p + 2}}));
   EXPECT_EQ(j.at("btx").at("posterior").at("a"), 1.0);
   const std::string text = dump_json(j);
   EXPECT_NE(text.find("ok\xEF\xBF\xBD"), std::string::npos) << text;  // U+FFFD
-  const auto chunk = completion_chunk(ids, "hi", nullptr);
+  const auto chunk = completion_chunk(ids, false, 0, "hi", nullptr);
   EXPECT_TRUE(chunk.at("choices").at(0).at("finish_reason").is_null());
   EXPECT_EQ(sse_event(chunk).rfind("data: {", 0), 0u);
   EXPECT_EQ(sse_event(chunk).substr(sse_event(chunk).size() - 2), "\n\n");
+  const auto first = completion_chunk(ids, true, 2, "", nullptr, true);
+  EXPECT_EQ(first.at("object"), "chat.completion.chunk");
+  EXPECT_EQ(first.at("choices").at(0).at("index"), 2);
+  EXPECT_EQ(first.at("choices").at(0).at("delta"),
+            nlohmann::json({{"role", "assistant"}, {"content", ""}}));
+  EXPECT_EQ(completion_chunk(ids, true, 0, "", "stop").at("choices").at(0).at("delta"),
+            nlohmann::json::object());
   EXPECT_EQ(error_body("bad", "invalid_request_error", "top_p"),
             nlohmann::json::parse(R"({"error": {"message": "bad", "type":
                 "invalid_request_error", "param": "top_p", "code": null}})"));
+}
+
+TEST_F(CompletionsTest, EchoLogprobsPutThePromptFirst) {
+  // Hand-made: a prompt of tokens {7, 8, 9} scored, one generated token 10.
+  CompletionRequest req = parse(R"({"prompt": [7, 8, 9], "echo": true, "logprobs": 1})");
+  ChoiceResult c;
+  c.prompt_logprobs = {{8, -1.5, {{3, -0.5}}}, {9, -2.0, {{9, -2.0}}}};
+  c.result.tokens = {10};
+  c.result.text = tok_->piece_text(10);
+  c.result.logprobs = {{10, -0.25, {{10, -0.25}}}};
+  c.result.finish_reason = "length";
+  const auto lp = completion_logprobs(req, 0, c, *tok_);
+  EXPECT_EQ(lp.at("token_logprobs"), nlohmann::json({nullptr, -1.5, -2.0, -0.25}));
+  EXPECT_TRUE(lp.at("top_logprobs")[0].is_null());
+  EXPECT_EQ(lp.at("top_logprobs")[1], nlohmann::json({{tok_->piece_text(3), -0.5}}));
+  std::vector<std::string> tokens;
+  size_t offset = 0;
+  nlohmann::json offsets = nlohmann::json::array();
+  for (int32_t id : {7, 8, 9, 10}) {
+    tokens.push_back(tok_->piece_text(id));
+    offsets.push_back(offset);
+    offset += tokens.back().size();
+  }
+  EXPECT_EQ(lp.at("tokens"), tokens);
+  EXPECT_EQ(lp.at("text_offset"), offsets);
+  const auto j = completion_response(CompletionIds{"c", 1, "tiny"}, req, {c}, *tok_, nullptr);
+  EXPECT_EQ(j.at("choices")[0].at("text"), tok_->decode({7, 8, 9, 10}));
 }
 
 }  // namespace

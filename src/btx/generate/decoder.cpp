@@ -33,6 +33,25 @@ torch::Tensor ModelDecoder::next_scores(const std::vector<int32_t>& seq) {
   return model_->lm_logits(model_->model(ids).select(1, -1))[0];
 }
 
+torch::Tensor Decoder::sequence_scores(const std::vector<int32_t>& seq) {
+  torch::NoGradGuard no_grad;
+  reset();
+  std::vector<torch::Tensor> rows;
+  std::vector<int32_t> prefix;
+  for (int32_t t : seq) {
+    prefix.push_back(t);
+    rows.push_back(next_scores(prefix).to(torch::kFloat64));
+  }
+  reset();
+  return torch::stack(rows);
+}
+
+torch::Tensor ModelDecoder::sequence_scores(const std::vector<int32_t>& seq) {
+  torch::NoGradGuard no_grad;
+  const std::vector<int64_t> x(seq.begin(), seq.end());
+  return model_->forward(torch::tensor(x, torch::kInt64).view({1, -1}))[0];
+}
+
 std::string ModelDecoder::describe() const {
   const auto& c = model_->config();
   std::string kind =

@@ -28,6 +28,9 @@ class Decoder {
   // Scores (V) whose softmax is the next-token distribution after `seq` (logits or log-probs).
   virtual torch::Tensor next_scores(const std::vector<int32_t>& seq) = 0;
   virtual void reset() = 0;
+  // Scores (T, V) after every prefix of `seq`: row t is the distribution of the token after
+  // seq[..t]. By default next_scores() over growing prefixes from a reset; ends reset.
+  virtual torch::Tensor sequence_scores(const std::vector<int32_t>& seq);
   virtual int64_t context() const = 0;  // the longest sequence it reads
   virtual int64_t vocab_size() const = 0;
   // What a generation left worth reporting (the ensemble's posterior over its experts), or null.
@@ -47,6 +50,8 @@ class ModelDecoder : public Decoder {
   ModelDecoder(CausalLM model, bool use_cache);
   torch::Tensor next_scores(const std::vector<int32_t>& seq) override;
   void reset() override { cache_ = KVCache{}; }
+  // One forward pass over the whole sequence (the cache untouched).
+  torch::Tensor sequence_scores(const std::vector<int32_t>& seq) override;
   int64_t context() const override { return model_->config().max_position_embeddings; }
   int64_t vocab_size() const override { return model_->config().vocab_size; }
   std::string describe() const override;

@@ -71,6 +71,7 @@ void Generation::take(const torch::Tensor& scores) {
   }
   all_.push_back(next);
   r_.tokens.push_back(next);
+  if (o_.logprobs >= 0) r_.logprobs.push_back(token_logprob(scores, next, o_.logprobs));
   r_.text += tok_.decode({next});
   for (const auto& s : o_.stop) {
     const auto at = s.empty() ? std::string::npos : r_.text.find(s);
@@ -106,6 +107,32 @@ GenerateResult Generation::finish() {
   ended_ = true;
   if (r_.finish_reason != "cancelled") flush(true);
   return r_;
+}
+
+TokenLogprob token_logprob(const torch::Tensor& scores, int32_t token, int64_t top_n) {
+  const auto lp = torch::log_softmax(scores.to(torch::kCPU, torch::kFloat64).reshape({-1}), 0);
+  TokenLogprob out;
+  out.token = token;
+  out.logprob = lp[token].item<double>();
+  if (top_n > 0) {
+    const auto best = lp.topk(std::min<int64_t>(top_n, lp.size(0)));
+    const auto v = std::get<0>(best).contiguous(), i = std::get<1>(best).contiguous();
+    for (int64_t k = 0; k < v.size(0); ++k) {
+      out.top.emplace_back(static_cast<int32_t>(i[k].item<int64_t>()), v[k].item<double>());
+    }
+  }
+  return out;
+}
+
+std::vector<TokenLogprob> score_tokens(Decoder& d, const std::vector<int32_t>& seq, int64_t top_n) {
+  torch::NoGradGuard no_grad;
+  std::vector<TokenLogprob> out;
+  if (seq.size() < 2) return out;
+  const auto lp = d.sequence_scores(seq);  // (T, V)
+  for (size_t t = 0; t + 1 < seq.size(); ++t) {
+    out.push_back(token_logprob(lp[static_cast<int64_t>(t)], seq[t + 1], top_n));
+  }
+  return out;
 }
 
 GenerateResult generate(Decoder& d, const Tokenizer& tok, const std::vector<int32_t>& prompt,

@@ -27,16 +27,34 @@ struct GenerateOptions {
   std::vector<std::string> stop;  // generation ends before the first of these in the output
   bool use_cache = true;          // false: recompute the whole prefix for every token
   bool stop_at_eos = true;
+  // Log-probabilities of each generated token under the model (its own distribution: before
+  // temperature, top-k and top-p) with the `logprobs` most probable alternatives; -1: none.
+  int64_t logprobs = -1;
   // Checked before every token: when it reads true, generation ends ("cancelled").
   const std::atomic<bool>* cancel = nullptr;
 };
+
+// One token's log-probability and the most probable tokens at its position, best first.
+struct TokenLogprob {
+  int32_t token = 0;
+  double logprob = 0;
+  std::vector<std::pair<int32_t, double>> top;
+};
+// `scores` (V: logits or log-probs) as log-probabilities: `token`'s and the `top_n` best.
+TokenLogprob token_logprob(const torch::Tensor& scores, int32_t token, int64_t top_n);
 
 struct GenerateResult {
   std::string text;             // the generated text (without the prompt, cut at a stop string)
   std::vector<int32_t> tokens;  // the generated tokens
   // "length" (max_tokens or the context), "stop", "eos", "cancelled"
   std::string finish_reason;
+  std::vector<TokenLogprob> logprobs;  // one per generated token, when options.logprobs >= 0
 };
+
+// The log-probability of every token of `seq` after the first, given the tokens before it, with
+// the `top_n` most probable alternatives at each position: what `btx eval` sums (as losses) over
+// a text. Leaves the decoder reset.
+std::vector<TokenLogprob> score_tokens(Decoder& d, const std::vector<int32_t>& seq, int64_t top_n);
 
 // Checks a request before any work: options valid, the prompt non-empty and shorter than the
 // model's context (room for one new token). The error names the bad value.

@@ -20,8 +20,8 @@ std::string shown(const nlohmann::json& v) {
   return s.size() > 40 ? s.substr(0, 37) + "..." : s;
 }
 
-// The fields a request may have; the second group only at their defaults.
-const std::vector<std::string>& known_fields() {
+// The fields each endpoint takes (some only at their defaults).
+const std::vector<std::string>& completion_fields() {
   static const std::vector<std::string> k = {"prompt",
                                              "model",
                                              "max_tokens",
@@ -40,6 +40,27 @@ const std::vector<std::string>& known_fields() {
                                              "presence_penalty",
                                              "frequency_penalty",
                                              "suffix",
+                                             "logit_bias"};
+  return k;
+}
+const std::vector<std::string>& chat_fields() {
+  static const std::vector<std::string> k = {"messages",
+                                             "model",
+                                             "max_tokens",
+                                             "max_completion_tokens",
+                                             "temperature",
+                                             "top_p",
+                                             "top_k",
+                                             "stop",
+                                             "stream",
+                                             "seed",
+                                             "stream_options",
+                                             "n",
+                                             "user",
+                                             "logprobs",
+                                             "top_logprobs",
+                                             "presence_penalty",
+                                             "frequency_penalty",
                                              "logit_bias"};
   return k;
 }
@@ -87,53 +108,78 @@ class Fields {
   const nlohmann::json& j_;
 };
 
-std::vector<int32_t> read_prompt(const nlohmann::json& p, const Tokenizer& tok,
-                                 int64_t vocab_size) {
-  auto encode = [&](const nlohmann::json& s) { return tok.encode(s.get<std::string>()); };
-  if (p.is_string()) return encode(p);
-  if (p.is_array() && p.size() == 1 && p[0].is_string()) return encode(p[0]);
-  if (p.is_array() && !p.empty() &&
-      std::all_of(p.begin(), p.end(), [](const auto& x) { return x.is_number_integer(); })) {
-    std::vector<int32_t> ids;
-    for (const auto& x : p) {
-      const auto id = x.get<int64_t>();
-      if (id < 0 || id >= vocab_size) {
-        bad("prompt",
-            fmt::format("prompt token id {} is outside the vocabulary [0, {})", id, vocab_size));
-      }
-      ids.push_back(static_cast<int32_t>(id));
+// Token ids from an array of integers; `what` names it in errors.
+std::vector<int32_t> read_ids(const nlohmann::json& p, int64_t vocab_size,
+                              const std::string& what) {
+  std::vector<int32_t> ids;
+  for (const auto& x : p) {
+    const auto id = x.get<int64_t>();
+    if (id < 0 || id >= vocab_size) {
+      bad("prompt",
+          fmt::format("{} token id {} is outside the vocabulary [0, {})", what, id, vocab_size));
     }
-    return ids;
+    ids.push_back(static_cast<int32_t>(id));
   }
-  if (p.is_array() && p.size() > 1 && p[0].is_string()) {
-    bad("prompt",
-        fmt::format("prompt has {} strings; btx serve takes one prompt per request", p.size()));
+  return ids;
+}
+
+bool all_integers(const nlohmann::json& p) {
+  return p.is_array() && !p.empty() &&
+         std::all_of(p.begin(), p.end(), [](const auto& x) { return x.is_number_integer(); });
+}
+
+// A prompt (a string or token ids) or a list of them.
+std::vector<std::vector<int32_t>> read_prompts(const nlohmann::json& p, const Tokenizer& tok,
+                                               int64_t vocab_size, const Limits& limits) {
+  auto encode = [&](const nlohmann::json& s) { return tok.encode(s.get<std::string>()); };
+  if (p.is_string()) return {encode(p)};
+  if (all_integers(p)) return {read_ids(p, vocab_size, "prompt")};
+  if (p.is_array() && !p.empty()) {
+    if (p.size() > limits.max_prompts) {
+      bad("prompt", fmt::format("prompt has {} prompts; at most {} are allowed in one request",
+                                p.size(), limits.max_prompts));
+    }
+    std::vector<std::vector<int32_t>> out;
+    for (size_t i = 0; i < p.size(); ++i) {
+      const std::string what = fmt::format("prompt[{}]", i);
+      if (p[i].is_string()) {
+        out.push_back(encode(p[i]));
+      } else if (all_integers(p[i])) {
+        out.push_back(read_ids(p[i], vocab_size, what));
+      } else {
+        bad("prompt",
+            fmt::format("{} must be a string or an array of token ids, got {}", what, shown(p[i])));
+      }
+    }
+    return out;
   }
-  bad("prompt", fmt::format("prompt must be a string, a one-string array or an array of token "
-                            "ids, got {}",
+  bad("prompt", fmt::format("prompt must be a string, an array of token ids, or an array of "
+                            "those, got {}",
                             shown(p)));
 }
 
-}  // namespace
-
-CompletionRequest parse_completion_request(const std::string& body, const Tokenizer& tok,
-                                           const ServedModel& model, const Limits& limits,
-                                           uint64_t default_seed) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(body);
-  } catch (const nlohmann::json::parse_error& e) {
-    bad("", fmt::format("the request body is not valid JSON ({})", e.what()));
-  }
+void check_fields(const nlohmann::json& j, const std::vector<std::string>& known) {
   if (!j.is_object())
     bad("", fmt::format("the request body must be a JSON object, got {}", shown(j)));
-  const auto& known = known_fields();
   for (const auto& [key, value] : j.items()) {
     if (std::find(known.begin(), known.end(), key) == known.end()) {
       bad(key, fmt::format("unknown field '{}' (known: {})", key, fmt::join(known, ", ")));
     }
   }
-  const Fields f(j);
+}
+
+nlohmann::json parse_body(const std::string& body) {
+  try {
+    return nlohmann::json::parse(body);
+  } catch (const nlohmann::json::parse_error& e) {
+    bad("", fmt::format("the request body is not valid JSON ({})", e.what()));
+  }
+}
+
+// The fields both endpoints share: the model, the sampling, stop, n, stream; and the prompts'
+// lengths. `max_tokens` is the value already read (completions: max_tokens; chat: either key).
+void parse_common(const Fields& f, const ServedModel& model, const Limits& limits,
+                  uint64_t default_seed, int64_t max_tokens, CompletionRequest& r) {
   if (f.has("model")) {
     const auto& m = f.at("model");
     if (!m.is_string() || m.get<std::string>() != model.id) {
@@ -142,11 +188,6 @@ CompletionRequest parse_completion_request(const std::string& body, const Tokeni
           fmt::format("model {} is not served here; this server serves '{}'", shown(m), model.id));
     }
   }
-  f.only_default("n", f.has("n") && f.at("n") == 1, "one completion per request: n = 1");
-  f.only_default("best_of", f.has("best_of") && f.at("best_of") == 1, "only best_of = 1");
-  f.only_default("echo", f.has("echo") && f.at("echo") == false, "only echo = false");
-  f.only_default("logprobs", f.has("logprobs") && f.at("logprobs") == 0, "no logprobs");
-  f.only_default("suffix", f.has("suffix") && f.at("suffix") == "", "no suffix");
   for (const char* k : {"presence_penalty", "frequency_penalty"}) {
     f.only_default(k, f.has(k) && f.at(k).is_number() && f.at(k).get<double>() == 0,
                    "no penalties: 0 only");
@@ -155,19 +196,20 @@ CompletionRequest parse_completion_request(const std::string& body, const Tokeni
   if (f.has("user") && !f.at("user").is_string()) {
     bad("user", fmt::format("user must be a string, got {}", shown(f.at("user"))));
   }
-
-  CompletionRequest r;
-  if (!j.contains("prompt")) bad("prompt", "prompt is required");
-  r.prompt = read_prompt(j.at("prompt"), tok, model.vocab_size);
-  if (r.prompt.empty()) bad("prompt", "prompt is empty (it must have at least one token)");
-  if (static_cast<int64_t>(r.prompt.size()) >= model.context) {
-    throw RequestError(400, kInvalid, "prompt",
-                       fmt::format("the prompt has {} tokens but the model's context is {} (it "
-                                   "must leave room for at least one new token)",
-                                   r.prompt.size(), model.context));
+  for (size_t i = 0; i < r.prompts.size(); ++i) {
+    const std::string which = r.prompts.size() == 1 ? "the prompt" : fmt::format("prompt[{}]", i);
+    if (r.prompts[i].empty()) {
+      bad("prompt", fmt::format("{} is empty (it must have at least one token)", which));
+    }
+    if (static_cast<int64_t>(r.prompts[i].size()) >= model.context) {
+      throw RequestError(400, kInvalid, "prompt",
+                         fmt::format("{} has {} tokens but the model's context is {} (it "
+                                     "must leave room for at least one new token)",
+                                     which, r.prompts[i].size(), model.context));
+    }
   }
   auto& o = r.options;
-  o.max_tokens = f.integer("max_tokens", 16, 0, std::numeric_limits<int64_t>::max());
+  o.max_tokens = max_tokens;
   if (o.max_tokens > limits.max_tokens) {
     bad("max_tokens", fmt::format("max_tokens {} is above this server's limit of {}", o.max_tokens,
                                   limits.max_tokens));
@@ -207,6 +249,7 @@ CompletionRequest parse_completion_request(const std::string& body, const Tokeni
       o.stop.push_back(item.get<std::string>());
     }
   }
+  r.n = f.integer("n", 1, 1, limits.max_n);
   r.stream = f.boolean("stream", false);
   if (f.has("stream_options")) {
     const auto& so = f.at("stream_options");
@@ -222,7 +265,118 @@ CompletionRequest parse_completion_request(const std::string& body, const Tokeni
     }
     r.include_usage = Fields(so).boolean("include_usage", false);
   }
+}
+
+// A message's content: a string, or an array of text parts ({"type": "text", "text": ...}).
+std::string message_content(const nlohmann::json& c, const std::string& where) {
+  if (c.is_string()) return c.get<std::string>();
+  if (c.is_array()) {
+    std::string out;
+    for (size_t k = 0; k < c.size(); ++k) {
+      const auto& part = c[k];
+      if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+          !part["text"].is_string()) {
+        bad(where, fmt::format("{}[{}] must be a text part {{\"type\": \"text\", \"text\": "
+                               "...}} (btx serves text only), got {}",
+                               where, k, shown(part)));
+      }
+      out += part["text"].get<std::string>();
+    }
+    return out;
+  }
+  bad(where, fmt::format("{} must be a string or an array of text parts, got {}", where, shown(c)));
+}
+
+}  // namespace
+
+CompletionRequest parse_completion_request(const std::string& body, const Tokenizer& tok,
+                                           const ServedModel& model, const Limits& limits,
+                                           uint64_t default_seed) {
+  const nlohmann::json j = parse_body(body);
+  check_fields(j, completion_fields());
+  const Fields f(j);
+  CompletionRequest r;
+  if (!j.contains("prompt")) bad("prompt", "prompt is required");
+  r.prompts = read_prompts(j.at("prompt"), tok, model.vocab_size, limits);
+  parse_common(f, model, limits, default_seed,
+               f.integer("max_tokens", 16, 0, std::numeric_limits<int64_t>::max()), r);
+  f.only_default("best_of", f.has("best_of") && f.at("best_of") == r.n,
+                 "best_of must equal n: every choice is returned");
+  f.only_default("suffix", f.has("suffix") && f.at("suffix") == "", "no suffix");
+  r.echo = f.boolean("echo", false);
+  r.options.logprobs = f.integer("logprobs", -1, 0, limits.max_logprobs);
+  if (r.stream && r.options.logprobs >= 0) {
+    bad("logprobs", "logprobs with stream is not supported by btx serve: ask without stream");
+  }
   return r;
+}
+
+CompletionRequest parse_chat_request(const std::string& body, const Tokenizer& tok,
+                                     const ChatTemplate& chat, const ServedModel& model,
+                                     const Limits& limits, uint64_t default_seed) {
+  const nlohmann::json j = parse_body(body);
+  check_fields(j, chat_fields());
+  const Fields f(j);
+  CompletionRequest r;
+  r.chat = true;
+  if (!j.contains("messages") || !j["messages"].is_array() || j["messages"].empty()) {
+    bad("messages", "messages is required: a non-empty array of {\"role\", \"content\"}");
+  }
+  if (chat.roles.empty()) {
+    bad("messages", "this model has no chat template: start btx serve with --chat-template");
+  }
+  std::vector<ChatMessage> messages;
+  for (size_t i = 0; i < j["messages"].size(); ++i) {
+    const auto& m = j["messages"][i];
+    const std::string where = fmt::format("messages[{}]", i);
+    if (!m.is_object()) bad(where, fmt::format("{} must be an object, got {}", where, shown(m)));
+    for (const auto& [key, value] : m.items()) {
+      if (key != "role" && key != "content" && key != "name") {
+        bad(where + "." + key,
+            fmt::format("unknown field '{}.{}' (known: role, content, name)", where, key));
+      }
+    }
+    if (!m.contains("role") || !m["role"].is_string()) {
+      bad(where + ".role", fmt::format("{}.role must be a string", where));
+    }
+    const std::string role = m["role"];
+    if (!chat.roles.count(role)) {
+      bad(where + ".role", fmt::format("{}.role: unknown role \"{}\" (this model's chat "
+                                       "template has {})",
+                                       where, role, fmt::join(chat.role_names(), ", ")));
+    }
+    if (!m.contains("content")) bad(where + ".content", where + ".content is required");
+    messages.push_back({role, message_content(m["content"], where + ".content")});
+  }
+  r.prompts = {tok.encode(chat.render(messages, true))};
+  const int64_t max_tokens =
+      f.has("max_completion_tokens")
+          ? f.integer("max_completion_tokens", 16, 0, std::numeric_limits<int64_t>::max())
+          : f.integer("max_tokens", limits.max_tokens, 0, std::numeric_limits<int64_t>::max());
+  parse_common(f, model, limits, default_seed, max_tokens, r);
+  for (const auto& s : chat.stop) r.options.stop.push_back(s);
+  const bool logprobs = f.boolean("logprobs", false);
+  const int64_t top = f.integer("top_logprobs", 0, 0, limits.max_logprobs);
+  if (f.has("top_logprobs") && !logprobs) {
+    bad("top_logprobs", "top_logprobs needs logprobs: true");
+  }
+  r.options.logprobs = logprobs ? top : -1;
+  if (r.stream && logprobs) {
+    bad("logprobs", "logprobs with stream is not supported by btx serve: ask without stream");
+  }
+  return r;
+}
+
+GenerateOptions CompletionRequest::options_of(size_t choice) const {
+  GenerateOptions o = options;
+  o.sampling.seed += choice % static_cast<size_t>(n);
+  return o;
+}
+
+size_t CompletionRequest::prompt_tokens() const {
+  size_t total = 0;
+  for (const auto& p : prompts) total += p.size();
+  return total;
 }
 
 nlohmann::json error_body(const std::string& message, const std::string& type,
@@ -244,31 +398,136 @@ nlohmann::json usage(size_t prompt_tokens, size_t completion_tokens) {
           {"total_tokens", prompt_tokens + completion_tokens}};
 }
 
-nlohmann::json completion_response(const CompletionIds& ids, const GenerateResult& r,
-                                   size_t prompt_tokens, const nlohmann::json& state) {
-  nlohmann::json out = {{"id", ids.id},
-                        {"object", "text_completion"},
-                        {"created", ids.created},
-                        {"model", ids.model},
-                        {"choices",
-                         {{{"text", r.text},
-                           {"index", 0},
-                           {"logprobs", nullptr},
-                           {"finish_reason", openai_finish_reason(r.finish_reason)}}}},
-                        {"usage", usage(prompt_tokens, r.tokens.size())}};
+namespace {
+
+// A top-N list as completions' {token text: log-probability} (the first of equal texts kept).
+nlohmann::json top_object(const TokenLogprob& t, const Tokenizer& tok) {
+  nlohmann::json top = nlohmann::json::object();
+  for (const auto& [id, lp] : t.top) {
+    const std::string& text = tok.piece_text(id);
+    if (!top.contains(text)) top[text] = lp;
+  }
+  return top;
+}
+
+nlohmann::json bytes_of(const std::string& s) {
+  nlohmann::json b = nlohmann::json::array();
+  for (unsigned char c : s) b.push_back(static_cast<int>(c));
+  return b;
+}
+
+// Chat's logprobs: {"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}.
+nlohmann::json chat_logprobs(const GenerateResult& r, const Tokenizer& tok) {
+  nlohmann::json content = nlohmann::json::array();
+  for (const auto& t : r.logprobs) {
+    nlohmann::json top = nlohmann::json::array();
+    for (const auto& [id, lp] : t.top) {
+      const std::string& text = tok.piece_text(id);
+      top.push_back({{"token", text}, {"logprob", lp}, {"bytes", bytes_of(text)}});
+    }
+    const std::string& text = tok.piece_text(t.token);
+    content.push_back({{"token", text},
+                       {"logprob", t.logprob},
+                       {"bytes", bytes_of(text)},
+                       {"top_logprobs", top}});
+  }
+  return {{"content", content}};
+}
+
+// A chat reply: the generated text without its leading spaces (a template's generation prompt,
+// "Assistant:", is followed by " text").
+std::string reply_text(const std::string& text) {
+  const auto at = text.find_first_not_of(" ");
+  return at == std::string::npos ? "" : text.substr(at);
+}
+
+}  // namespace
+
+nlohmann::json completion_logprobs(const CompletionRequest& req, size_t choice,
+                                   const ChoiceResult& r, const Tokenizer& tok) {
+  nlohmann::json tokens = nlohmann::json::array(), lps = nlohmann::json::array(),
+                 tops = nlohmann::json::array(), offsets = nlohmann::json::array();
+  size_t offset = 0;
+  auto add = [&](int32_t id, const nlohmann::json& lp, const nlohmann::json& top) {
+    const std::string& text = tok.piece_text(id);
+    tokens.push_back(text);
+    lps.push_back(lp);
+    tops.push_back(top);
+    offsets.push_back(offset);
+    offset += text.size();
+  };
+  if (req.echo) {
+    const auto& prompt = req.prompt_of(choice);
+    for (size_t k = 0; k < prompt.size(); ++k) {
+      if (k == 0 || k - 1 >= r.prompt_logprobs.size()) {
+        add(prompt[k], nullptr, nullptr);
+      } else {
+        const auto& t = r.prompt_logprobs[k - 1];
+        add(prompt[k], t.logprob, top_object(t, tok));
+      }
+    }
+  }
+  for (const auto& t : r.result.logprobs) add(t.token, t.logprob, top_object(t, tok));
+  return {{"tokens", tokens},
+          {"token_logprobs", lps},
+          {"top_logprobs", tops},
+          {"text_offset", offsets}};
+}
+
+nlohmann::json completion_response(const CompletionIds& ids, const CompletionRequest& req,
+                                   const std::vector<ChoiceResult>& choices, const Tokenizer& tok,
+                                   const nlohmann::json& state) {
+  nlohmann::json out_choices = nlohmann::json::array();
+  size_t completion_tokens = 0;
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const auto& r = choices[i].result;
+    completion_tokens += r.tokens.size();
+    const auto finish = openai_finish_reason(r.finish_reason);
+    if (req.chat) {
+      out_choices.push_back(
+          {{"index", i},
+           {"message", {{"role", "assistant"}, {"content", reply_text(r.text)}}},
+           {"logprobs", req.options.logprobs >= 0 ? chat_logprobs(r, tok) : nlohmann::json()},
+           {"finish_reason", finish}});
+    } else {
+      const std::string prefix = req.echo ? tok.decode(req.prompt_of(i)) : "";
+      out_choices.push_back(
+          {{"text", prefix + r.text},
+           {"index", i},
+           {"logprobs", req.options.logprobs >= 0 ? completion_logprobs(req, i, choices[i], tok)
+                                                  : nlohmann::json()},
+           {"finish_reason", finish}});
+    }
+  }
+  nlohmann::json out = {
+      {"id", ids.id},           {"object", req.chat ? "chat.completion" : "text_completion"},
+      {"created", ids.created}, {"model", ids.model},
+      {"choices", out_choices}, {"usage", usage(req.prompt_tokens(), completion_tokens)}};
   if (!state.is_null()) out["btx"] = state;
   return out;
 }
 
-nlohmann::json completion_chunk(const CompletionIds& ids, const std::string& text,
-                                const nlohmann::json& finish_reason) {
-  return {
-      {"id", ids.id},
-      {"object", "text_completion"},
-      {"created", ids.created},
-      {"model", ids.model},
-      {"choices",
-       {{{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_reason}}}}};
+nlohmann::json completion_chunk(const CompletionIds& ids, bool chat, size_t index,
+                                const std::string& text, const nlohmann::json& finish_reason,
+                                bool first) {
+  nlohmann::json choice;
+  if (chat) {
+    nlohmann::json delta = nlohmann::json::object();
+    if (first) delta["role"] = "assistant";
+    if (first || !text.empty()) delta["content"] = text;
+    choice = {{"index", index},
+              {"delta", delta},
+              {"logprobs", nullptr},
+              {"finish_reason", finish_reason}};
+  } else {
+    choice = {
+        {"text", text}, {"index", index}, {"logprobs", nullptr}, {"finish_reason", finish_reason}};
+  }
+  return {{"id", ids.id},
+          {"object", chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", ids.created},
+          {"model", ids.model},
+          {"choices", {choice}}};
 }
 
 std::string dump_json(const nlohmann::json& j) {

@@ -67,10 +67,13 @@ std::vector<std::shared_ptr<Job>> Engine::take_jobs(size_t room, bool wait) {
 }
 
 std::unique_ptr<Generation> Engine::start(const std::shared_ptr<Job>& job) {
-  GenerateOptions o = job->req.options;
+  GenerateOptions o = job->options;
   o.cancel = &job->cancel;
   Job* j = job.get();
-  return std::make_unique<Generation>(tok_, job->req.prompt, o, decoder_.context(),
+  if (job->score_prompt >= 0) {  // on this thread, the only one that runs decoder_
+    job->prompt_logprobs = score_tokens(decoder_, job->prompt, job->score_prompt);
+  }
+  return std::make_unique<Generation>(tok_, job->prompt, o, decoder_.context(),
                                       [j](const std::string& t) {
                                         {
                                           std::lock_guard<std::mutex> lock(j->m);
@@ -127,7 +130,7 @@ void Engine::batch_loop() {
     for (size_t first = 0; first < joining.size(); first += prefill_rows_) {
       const size_t n = std::min(prefill_rows_, joining.size() - first);
       std::vector<std::vector<int32_t>> prompts;
-      for (size_t r = 0; r < n; ++r) prompts.push_back(joining[first + r].job->req.prompt);
+      for (size_t r = 0; r < n; ++r) prompts.push_back(joining[first + r].job->prompt);
       try {
         delay();
         const auto scores = batch_->add_rows(prompts);
@@ -185,7 +188,7 @@ void Engine::delay() const {
 void Engine::complete(const std::shared_ptr<Job>& job, const GenerateResult& r,
                       const nlohmann::json& state, Clock::time_point t0) {
   spdlog::info("completion: {} prompt tokens, {} generated, finish {}, {:.3f} s",
-               job->req.prompt.size(), r.tokens.size(), r.finish_reason,
+               job->prompt.size(), r.tokens.size(), r.finish_reason,
                std::chrono::duration<double>(Clock::now() - t0).count());
   {
     std::lock_guard<std::mutex> lock(m_);

@@ -34,7 +34,10 @@ struct EngineOptions {
 // One request on its way through the engine. The engine thread writes the text as it becomes
 // final and the result; the HTTP thread waits on `cv` and reads them.
 struct Job {
-  CompletionRequest req;
+  std::vector<int32_t> prompt;
+  GenerateOptions options;
+  int64_t score_prompt = -1;  // >= 0: the prompt's log-probabilities too, with this top-N
+  std::vector<TokenLogprob> prompt_logprobs;
   std::atomic<bool> cancel{false};  // set by the HTTP side when the client has gone
   std::mutex m;
   std::condition_variable cv;

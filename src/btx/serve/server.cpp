@@ -44,11 +44,13 @@ struct Server::Impl {
   }
 
   void routes();
-  void completions(const httplib::Request& req, httplib::Response& res);
-  void stream(const std::shared_ptr<Job>& job, const CompletionIds& ids, httplib::Response& res);
+  void handle(const httplib::Request& req, httplib::Response& res, bool chat);
+  void stream(const CompletionRequest& r, const std::vector<std::shared_ptr<Job>>& jobs,
+              const CompletionIds& ids, httplib::Response& res);
 
-  CompletionIds next_ids() {
-    return {fmt::format("cmpl-{:x}{:06d}", started, ++request_count), unix_now(), opts.model_id};
+  CompletionIds next_ids(bool chat) {
+    return {fmt::format("{}-{:x}{:06d}", chat ? "chatcmpl" : "cmpl", started, ++request_count),
+            unix_now(), opts.model_id};
   }
   uint64_t next_seed() {
     std::lock_guard<std::mutex> lock(seed_m);
@@ -92,14 +94,31 @@ void Server::Impl::routes() {
                     {"context", served.context},
                     {"batch", engine->max_batch()}}}}}}});
   });
-  http.Post("/v1/completions",
-            [this](const httplib::Request& req, httplib::Response& res) { completions(req, res); });
+  http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    handle(req, res, false);
+  });
+  http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    handle(req, res, true);
+  });
+  if (!opts.cors_origin.empty()) {
+    // Browser clients of another origin: every response allows it, and preflights are answered.
+    http.set_default_headers(
+        {{"Access-Control-Allow-Origin", opts.cors_origin}, {"Vary", "Origin"}});
+    http.Options(R"(/.*)", [](const httplib::Request& req, httplib::Response& res) {
+      res.status = 204;
+      res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+      const std::string asked = req.get_header_value("Access-Control-Request-Headers");
+      res.set_header("Access-Control-Allow-Headers",
+                     asked.empty() ? "Content-Type, Authorization" : asked);
+      res.set_header("Access-Control-Max-Age", "600");
+    });
+  }
   http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;  // a handler's own JSON error
     if (res.status == 404) {
       send_error(res, 404,
-                 fmt::format("no route for {} {} (routes: POST /v1/completions, GET /v1/models, "
-                             "GET /health)",
+                 fmt::format("no route for {} {} (routes: POST /v1/completions, POST "
+                             "/v1/chat/completions, GET /v1/models, GET /health)",
                              req.method, req.path),
                  "invalid_request_error");
     } else if (res.status == 413) {
@@ -124,83 +143,159 @@ void Server::Impl::routes() {
       });
 }
 
-void Server::Impl::completions(const httplib::Request& req, httplib::Response& res) {
-  auto job = std::make_shared<Job>();
+void Server::Impl::handle(const httplib::Request& req, httplib::Response& res, bool chat) {
+  CompletionRequest r;
   try {
-    job->req = parse_completion_request(req.body, tok, served, opts.limits, next_seed());
+    r = chat ? parse_chat_request(req.body, tok, opts.chat_template, served, opts.limits,
+                                  next_seed())
+             : parse_completion_request(req.body, tok, served, opts.limits, next_seed());
   } catch (const RequestError& e) {
     send_error(res, e.status, e.what(), e.type, e.param);
     return;
   }
-  if (!engine->submit(job)) {
-    res.set_header("Retry-After", "1");
-    send_error(res, 503,
-               engine->stopping()
-                   ? "the server is shutting down"
-                   : fmt::format("the server is busy: {} requests are queued, its limit; retry "
-                                 "later",
-                                 opts.queue),
-               "server_busy");
+  if (r.choices() > opts.queue) {
+    send_error(res, 400,
+               fmt::format("the request asks for {} completions ({} prompts x n = {}); this server "
+                           "queues at most {} at once (btx serve --queue)",
+                           r.choices(), r.prompts.size(), r.n, opts.queue),
+               "invalid_request_error", r.n > 1 ? "n" : "prompt");
     return;
   }
-  const CompletionIds ids = next_ids();
-  if (job->req.stream) {
-    stream(job, ids, res);
+  std::vector<std::shared_ptr<Job>> jobs;
+  for (size_t i = 0; i < r.choices(); ++i) {
+    auto job = std::make_shared<Job>();
+    job->prompt = r.prompt_of(i);
+    job->options = r.options_of(i);
+    if (r.echo && r.options.logprobs >= 0) job->score_prompt = r.options.logprobs;
+    if (!engine->submit(job)) {
+      for (auto& j : jobs) j->cancel = true;  // dropped before they start
+      res.set_header("Retry-After", "1");
+      send_error(res, 503,
+                 engine->stopping()
+                     ? "the server is shutting down"
+                     : fmt::format("the server is busy: {} requests are queued, its limit; retry "
+                                   "later",
+                                   opts.queue),
+                 "server_busy");
+      return;
+    }
+    jobs.push_back(job);
+  }
+  const CompletionIds ids = next_ids(chat);
+  if (r.stream) {
+    stream(r, jobs, ids, res);
     return;
   }
-  std::unique_lock<std::mutex> lock(job->m);
-  job->cv.wait(lock, [&] { return job->done; });
-  if (!job->error.empty()) {
-    send_error(res, 500, job->error, "server_error");
-    return;
+  std::vector<ChoiceResult> results;
+  nlohmann::json state;
+  for (const auto& job : jobs) {
+    std::unique_lock<std::mutex> lock(job->m);
+    job->cv.wait(lock, [&] { return job->done; });
+    if (!job->error.empty()) {
+      for (auto& j : jobs) j->cancel = true;
+      send_error(res, 500, job->error, "server_error");
+      return;
+    }
+    results.push_back({job->result, job->prompt_logprobs});
+    state = job->state;
   }
-  send_json(res, 200, completion_response(ids, job->result, job->req.prompt.size(), job->state));
+  send_json(res, 200, completion_response(ids, r, results, tok, state));
 }
 
-void Server::Impl::stream(const std::shared_ptr<Job>& job, const CompletionIds& ids,
-                          httplib::Response& res) {
+void Server::Impl::stream(const CompletionRequest& r, const std::vector<std::shared_ptr<Job>>& jobs,
+                          const CompletionIds& ids, httplib::Response& res) {
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
-  auto provider = [job, ids](size_t /*offset*/, httplib::DataSink& sink) {
-    // A failed write means the client has gone: stop the generation.
+  struct Progress {
+    std::vector<bool> opened, spoken, ended;  // per choice: first chunk sent, text begun, done
+  };
+  auto p = std::make_shared<Progress>();
+  p->opened.assign(jobs.size(), false);
+  p->spoken.assign(jobs.size(), false);
+  p->ended.assign(jobs.size(), false);
+  auto cancel_all = [jobs] {
+    for (auto& j : jobs) j->cancel = true;
+  };
+  std::vector<std::string> echoes;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    echoes.push_back(r.echo ? tok.decode(jobs[i]->prompt) : "");
+  }
+  auto provider = [this, r, jobs, ids, p, echoes, cancel_all](size_t /*offset*/,
+                                                              httplib::DataSink& sink) {
+    // A failed write means the client has gone: stop every generation of the request.
     auto write = [&](const std::string& s) {
       if (sink.write(s.data(), s.size())) return true;
-      job->cancel = true;
+      cancel_all();
       return false;
     };
-    std::string text;
-    bool done = false;
-    {
+    // Wait for text or an end (of the first choice still running; briefly when there are
+    // several, so that the others' text is not held up).
+    size_t waiting = 0;
+    while (waiting < jobs.size() && p->ended[waiting]) ++waiting;
+    if (waiting < jobs.size()) {
+      auto& job = jobs[waiting];
       std::unique_lock<std::mutex> lock(job->m);
-      job->cv.wait_for(lock, std::chrono::seconds(1),
-                       [&] { return job->done || !job->pending.empty(); });
-      text.swap(job->pending);
-      done = job->done;
+      job->cv.wait_for(
+          lock, jobs.size() == 1 ? std::chrono::milliseconds(1000) : std::chrono::milliseconds(50),
+          [&] { return job->done || !job->pending.empty(); });
     }
-    if (!text.empty() && !write(sse_event(completion_chunk(ids, text, nullptr)))) return false;
-    // While waiting (queued, or a slow token) an SSE comment keeps the connection alive and
-    // shows whether the client is still there.
-    if (text.empty() && !done && !write(": waiting\n\n")) return false;
-    if (!done) return true;
-    if (!job->error.empty()) {
-      if (!write(sse_event(error_body(job->error, "server_error")))) return false;
-    } else {
-      auto last = completion_chunk(ids, "", openai_finish_reason(job->result.finish_reason));
+    bool wrote = false;
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      if (p->ended[i]) continue;
+      auto& job = jobs[i];
+      std::string text;
+      bool done = false;
+      {
+        std::lock_guard<std::mutex> lock(job->m);
+        text.swap(job->pending);
+        done = job->done;
+      }
+      if (!p->opened[i]) {
+        text = echoes[i] + text;
+      }
+      if (r.chat && !p->spoken[i]) {  // the reply without its leading spaces
+        const auto at = text.find_first_not_of(' ');
+        text = at == std::string::npos ? "" : text.substr(at);
+      }
+      if (!text.empty()) p->spoken[i] = true;
+      if (!text.empty() || (r.chat && !p->opened[i])) {
+        if (!write(sse_event(completion_chunk(ids, r.chat, i, text, nullptr, !p->opened[i])))) {
+          return false;
+        }
+        p->opened[i] = true;
+        wrote = true;
+      }
+      if (!done) continue;
+      p->ended[i] = true;
+      if (!job->error.empty()) {
+        if (!write(sse_event(error_body(job->error, "server_error")))) return false;
+        continue;
+      }
+      auto last =
+          completion_chunk(ids, r.chat, i, "", openai_finish_reason(job->result.finish_reason));
       if (!job->state.is_null()) last["btx"] = job->state;
       if (!write(sse_event(last))) return false;
-      if (job->req.include_usage) {
-        nlohmann::json u = completion_chunk(ids, "", nullptr);
-        u["choices"] = nlohmann::json::array();
-        u["usage"] = usage(job->req.prompt.size(), job->result.tokens.size());
-        if (!write(sse_event(u))) return false;
-      }
+      wrote = true;
+    }
+    const bool all_ended = std::all_of(p->ended.begin(), p->ended.end(), [](bool e) { return e; });
+    // While waiting (queued, or a slow token) an SSE comment keeps the connection alive and
+    // shows whether the client is still there.
+    if (!wrote && !all_ended && !write(": waiting\n\n")) return false;
+    if (!all_ended) return true;
+    if (r.include_usage) {
+      size_t generated = 0;
+      for (const auto& job : jobs) generated += job->result.tokens.size();
+      nlohmann::json u = completion_chunk(ids, r.chat, 0, "", nullptr);
+      u["choices"] = nlohmann::json::array();
+      u["usage"] = usage(r.prompt_tokens(), generated);
+      if (!write(sse_event(u))) return false;
     }
     if (!write("data: [DONE]\n\n")) return false;
     sink.done();
     return true;
   };
-  res.set_chunked_content_provider("text/event-stream", provider, [job](bool success) {
-    if (!success) job->cancel = true;
+  res.set_chunked_content_provider("text/event-stream", provider, [cancel_all](bool success) {
+    if (!success) cancel_all();
   });
 }
 

@@ -1,5 +1,7 @@
-// `btx serve`: an HTTP server (cpp-httplib) for one model, with OpenAI's completions API.
-//   POST /v1/completions   a completion (completions.h), whole or streamed as server-sent events
+// `btx serve`: an HTTP server (cpp-httplib) for one model, with OpenAI's API (completions.h).
+//   POST /v1/completions        completions: prompts (one or a list), n choices each, echo and
+//                               logprobs; whole or streamed as server-sent events
+//   POST /v1/chat/completions   chat: messages rendered with the chat template; whole or streamed
 //   GET  /v1/models        the served model
 //   GET  /health           {"status": "ok", ...} with the queue's state
 // One engine thread runs the model for the requests in arrival order: up to --batch of them
@@ -10,7 +12,8 @@
 // only parse, wait and write, so health checks are answered while the model works. A streaming
 // client that goes away stops its generation at the next token (and a queued one is dropped before
 // it starts). Errors are JSON in OpenAI's shape: 400 for a bad body or field, 404 for an unknown
-// path or model, 413 for a body over the size limit, 503 when the queue is full.
+// path or model, 413 for a body over the size limit, 503 when the queue is full. With a CORS
+// origin, every response allows it and OPTIONS preflights are answered (204).
 #pragma once
 
 #include <cstddef>
@@ -33,6 +36,8 @@ struct ServeOptions {
   size_t http_threads = 64;  // connections served at once (at least queue + max_batch + 8)
   Limits limits;
   double token_delay_ms = 0;  // sleep before every token: a slow model, for testing clients
+  ChatTemplate chat_template = builtin_chat_template("plain");  // for /v1/chat/completions
+  std::string cors_origin;  // Access-Control-Allow-Origin for browser clients ("": no CORS)
 };
 
 class Server {
