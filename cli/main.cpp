@@ -44,6 +44,29 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.fallthrough();  // --device and --precision may come after the subcommand too
   btx::cli::register_commands(app);
+  // The first word that is no option (nor an option's value) names the command: an unknown one
+  // is an error naming it, before CLI11 would show the top-level help or ask for a subcommand.
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--device" || arg == "--precision") {
+      ++i;
+      continue;
+    }
+    if (!arg.empty() && arg[0] == '-') continue;
+    std::vector<std::string> names;
+    bool known = false;
+    for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+      names.push_back(sub->get_name());
+      known = known || sub->get_name() == arg;
+    }
+    if (!known) {
+      std::cerr << "btx: error: unknown command '" << arg
+                << "' (commands: " << fmt::format("{}", fmt::join(names, ", "))
+                << "; see `btx --help`)\n";
+      return 1;
+    }
+    break;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

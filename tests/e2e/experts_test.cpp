@@ -302,6 +302,14 @@ TEST_F(ExpertsTest, DeviceOptionTrainsOnTheCpuAndRefusesAMissingGpu) {
   r = run_btx("train --run " + cpu.root.string() + " --expert prose --bogus");
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.output.find("(see `btx train --help`)"), std::string::npos) << r.output;
+  // An unknown command is named, with or without --help, after btx's own options too.
+  for (const std::string args : {"nosuch", "nosuch --help", "--device cpu nosuch"}) {
+    r = run_btx(args);
+    EXPECT_EQ(r.code, 1) << args;
+    EXPECT_NE(r.output.find("btx: error: unknown command 'nosuch' (commands: corpus, cluster,"),
+              std::string::npos)
+        << args << ": " << r.output;
+  }
 }
 
 // launch --gpus: each expert gets one GPU of the list as its only visible one (cuda:0), and

@@ -530,13 +530,18 @@ TEST_F(ServeTest, OpenAiClientGetsCompletionsChatLogprobsEchoAndN) {
   EXPECT_EQ(out["errors"][2]["status"], 404);
 }
 
-TEST_F(ServeTest, CorsIsOffByDefaultAndAnswersPreflightsWhenAsked) {
+TEST_F(ServeTest, CorsIsOffByDefaultAndDeepBodiesAreRefused) {
   REQUIRE_CURL();
   const RunDir run = fresh_run("cors");
   ServerProcess plain(run.root, {"--run", run.root.string(), "--model", "seed"});
   ASSERT_GT(plain.port(), 0);
   auto r = plain.request("/health", "", {"-i"});
   EXPECT_EQ(r.body.find("Access-Control-Allow-Origin"), std::string::npos) << r.body;
+  // A body of 100000 nested arrays (200 kB, under the 1 MB limit) is a 400; the server serves on.
+  r = plain.request("/v1/completions", std::string(100000, '[') + std::string(100000, ']'));
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("100000 levels deep"), std::string::npos) << r.body;
+  EXPECT_EQ(plain.request("/health").status, 200);
   ServerProcess cors(run.root, {"--run", run.root.string(), "--model", "seed", "--cors-origin",
                                 "http://localhost:3000"});
   ASSERT_GT(cors.port(), 0);

@@ -122,6 +122,11 @@ TEST_F(CompletionsTest, RefusalsNameTheField) {
       {R"({"prompt": "x", "echo": 1})", 400, "echo must be true or false"},
       {R"({"prompt": "x", "frequency_penalty": 0.5})", 400, "frequency_penalty = 0.5"},
       {R"({"prompt": "x", "temprature": 0})", 400, "unknown field 'temprature'"},
+      // 100000 levels of nesting (a stack overflow in a recursive parser) are refused first.
+      {std::string(100000, '[') + std::string(100000, ']'), 400,
+       "nests arrays and objects 100000 levels deep; at most 64"},
+      {R"({"prompt": "x", "model": )" + std::string(70, '[') + std::string(70, ']') + "}", 400,
+       "71 levels deep"},
   };
   for (const auto& [body, status, message] : cases) {
     const auto [got, text] = refusal(body);

@@ -65,4 +65,18 @@ TEST(WriteDirAtomic, RecoversASwapCutShortByACrash) {
 }
 
 }  // namespace
+TEST(JsonDepth, CountsBracketsOutsideStringsAndReadJsonFileRefusesDeepFiles) {
+  EXPECT_EQ(json_nesting_depth("1"), 0u);
+  EXPECT_EQ(json_nesting_depth(R"({"a": [1, {"b": []}]})"), 4u);
+  EXPECT_EQ(json_nesting_depth(R"({"a": "[[[[\"{{"})"), 1u);  // inside a string, escapes too
+  testing::TempDir dir;
+  write_file_atomic(dir / "deep.json", std::string(100000, '[') + std::string(100000, ']'));
+  EXPECT_NE(testing::error_of([&] {
+              read_json_file(dir / "deep.json");
+            }).find("deep.json: JSON nested 100000 levels deep; at most 64 are read"),
+            std::string::npos);
+  write_file_atomic(dir / "ok.json", std::string(64, '[') + std::string(64, ']'));
+  EXPECT_TRUE(read_json_file(dir / "ok.json").is_array());
+}
+
 }  // namespace btx

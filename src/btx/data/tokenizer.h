@@ -16,6 +16,18 @@ namespace btx {
 
 namespace fs = std::filesystem;
 
+namespace spm {
+// sentencepiece's piece types (Tokenizer::piece_type).
+enum PieceType {
+  kNormal = 1,
+  kUnknown = 2,
+  kControl = 3,
+  kUserDefined = 4,
+  kUnused = 5,
+  kByte = 6
+};
+}  // namespace spm
+
 struct TokenizerTrainOptions {
   fs::path corpus;                   // corpus folder (see corpus.h)
   std::vector<std::string> domains;  // empty = all domains of the corpus
@@ -56,8 +68,8 @@ class Tokenizer {
   // The piece itself as stored in the model ("▁the", "<0x0A>", "<s>").
   const std::string& piece(int32_t id) const;
 
-  // The piece's score (BPE merge priority: higher merges first) and sentencepiece type (1 normal,
-  // 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte), as stored in the model.
+  // The piece's score (BPE merge priority: higher merges first) and sentencepiece type
+  // (spm::PieceType), as stored in the model.
   float score(int32_t id) const;
   int piece_type(int32_t id) const;
   // sentencepiece's normaliser flags: a "▁" put before the text (btx: no; Llama: yes); text

@@ -14,14 +14,6 @@ namespace btx {
 
 namespace spm {
 inline constexpr std::string_view kSpaceMark = "\xE2\x96\x81";  // U+2581, sentencepiece's space
-enum PieceType {
-  kNormal = 1,
-  kUnknown = 2,
-  kControl = 3,
-  kUserDefined = 4,
-  kUnused = 5,
-  kByte = 6
-};
 }  // namespace spm
 
 struct Tokenizer::Model {

@@ -56,7 +56,7 @@ std::string not_one_model(const fs::path& dir) {
   const std::string method = manifest.is_null() ? "" : manifest.value("method", "");
   if (method == "ensemble") {
     return "a BTM ensemble: its experts stay separate models whose next-token distributions are "
-           "mixed at every token, which no single Hugging Face model computes";
+           "mixed at every token, which no single Hugging Face or GGUF model computes";
   }
   if (!method.empty()) {
     return fmt::format(

@@ -8,15 +8,6 @@ namespace btx {
 
 namespace {
 
-enum PieceType {
-  kNormal = 1,
-  kUnknown = 2,
-  kControl = 3,
-  kUserDefined = 4,
-  kUnused = 5,
-  kByte = 6
-};
-
 // Byte length of the UTF-8 character starting with byte `c` (1 for a stray continuation byte).
 size_t char_len(unsigned char c) {
   return c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
@@ -36,13 +27,13 @@ nlohmann::json hf_tokenizer_json(const Tokenizer& tok) {
   for (int id = 0; id < V; ++id) {
     const std::string& p = tok.piece(id);
     const int type = tok.piece_type(id);
-    BTX_CHECK(type != kUserDefined && type != kUnused,
+    BTX_CHECK(type != spm::kUserDefined && type != spm::kUnused,
               "{}: piece {} '{}' is {}; tokenizer.json is written for models without "
               "user-defined or unused pieces",
-              tok.path().string(), id, p, type == kUserDefined ? "user-defined" : "unused");
+              tok.path().string(), id, p, type == spm::kUserDefined ? "user-defined" : "unused");
     vocab[p] = id;
-    if (type == kNormal) mergeable.emplace(p, id);
-    if (type == kUnknown || type == kControl) {
+    if (type == spm::kNormal) mergeable.emplace(p, id);
+    if (type == spm::kUnknown || type == spm::kControl) {
       added.push_back({{"id", id},
                        {"content", p},
                        {"single_word", false},

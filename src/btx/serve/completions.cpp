@@ -4,6 +4,8 @@
 #include <limits>
 #include <set>
 
+#include "btx/util/fs.h"
+
 namespace btx::serve {
 
 namespace {
@@ -169,6 +171,12 @@ void check_fields(const nlohmann::json& j, const std::vector<std::string>& known
 }
 
 nlohmann::json parse_body(const std::string& body) {
+  const size_t depth = json_nesting_depth(body);
+  if (depth > kMaxJsonDepth) {
+    bad("", fmt::format("the request body nests arrays and objects {} levels deep; at most {} "
+                        "are accepted",
+                        depth, kMaxJsonDepth));
+  }
   try {
     return nlohmann::json::parse(body);
   } catch (const nlohmann::json::parse_error& e) {

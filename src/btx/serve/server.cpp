@@ -220,8 +220,8 @@ void Server::Impl::stream(const CompletionRequest& r, const std::vector<std::sha
   for (size_t i = 0; i < jobs.size(); ++i) {
     echoes.push_back(r.echo ? tok.decode(jobs[i]->prompt) : "");
   }
-  auto provider = [this, r, jobs, ids, p, echoes, cancel_all](size_t /*offset*/,
-                                                              httplib::DataSink& sink) {
+  auto provider = [r, jobs, ids, p, echoes, cancel_all](size_t /*offset*/,
+                                                        httplib::DataSink& sink) {
     // A failed write means the client has gone: stop every generation of the request.
     auto write = [&](const std::string& s) {
       if (sink.write(s.data(), s.size())) return true;

@@ -34,9 +34,36 @@ fs::path temp_sibling(const fs::path& path) {
          fmt::format("{}.tmp-{}-{}", path.filename().string(), ::getpid(), counter++);
 }
 
+size_t json_nesting_depth(std::string_view text) {
+  size_t depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
 nlohmann::json read_json_file(const fs::path& path) {
+  const std::string text = read_file(path);
+  const size_t depth = json_nesting_depth(text);
+  BTX_CHECK(depth <= kMaxJsonDepth, "{}: JSON nested {} levels deep; at most {} are read",
+            path.string(), depth, kMaxJsonDepth);
   try {
-    return nlohmann::json::parse(read_file(path));
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
     fail("{}: invalid JSON ({})", path.string(), e.what());
   }

@@ -15,8 +15,15 @@ namespace btx {
 namespace fs = std::filesystem;
 
 std::string read_file(const fs::path& path);
-// The JSON document in `path`; invalid JSON is a btx::Error naming the file.
+// The JSON document in `path`; invalid JSON, or JSON nested deeper than kMaxJsonDepth, is a
+// btx::Error naming the file.
 nlohmann::json read_json_file(const fs::path& path);
+
+// The deepest nesting of arrays and objects in JSON text (brackets inside strings skipped), read
+// before parsing: the parser and a parsed value's destructor recurse once per level, so text
+// nested 100000 deep would overflow the stack. btx's own files nest a few levels.
+size_t json_nesting_depth(std::string_view text);
+inline constexpr size_t kMaxJsonDepth = 64;
 // Writes `data` to `path` atomically (temporary file + fsync + rename).
 void write_file_atomic(const fs::path& path, std::string_view data);
 
