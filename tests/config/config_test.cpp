@@ -101,5 +101,49 @@ TEST(ModelConfig, JsonRoundTripAndHuggingFaceKeys) {
   EXPECT_THROW(model_config_from_json(j, "config.json"), Error);
 }
 
+// Values that would be truncated, or sizes no machine holds, are refused with the key named,
+// before any allocation.
+TEST(ModelConfig, FractionsAndAbsurdSizesAreNamed) {
+  ModelConfig c;
+  c.vocab_size = 100;
+  const auto good = model_config_to_json(c);
+  auto message = [&](const char* key, const nlohmann::json& v) {
+    auto j = good;
+    j[key] = v;
+    try {
+      model_config_from_json(j, "config.json");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(message("hidden_size", 128.7)
+                .find("config.json: key 'hidden_size' must be an integer, "
+                      "got 128.7"),
+            std::string::npos);
+  EXPECT_NE(message("hidden_size", "128").find("key 'hidden_size'"), std::string::npos);
+  EXPECT_NE(
+      message("num_hidden_layers", 1000000)
+          .find("config.json: num_hidden_layers 1000000 is above the largest btx takes (1024)"),
+      std::string::npos);
+  EXPECT_NE(message("hidden_size", int64_t{1} << 30).find("hidden_size 1073741824 is above"),
+            std::string::npos);
+  EXPECT_NE(message("vocab_size", int64_t{1} << 40).find("vocab_size 1099511627776 is above"),
+            std::string::npos);
+  // Each size allowed, the whole too large: 65536 wide, 1024 layers.
+  auto j = good;
+  j["hidden_size"] = 65536;
+  j["num_attention_heads"] = 512;
+  j["num_key_value_heads"] = 512;
+  j["intermediate_size"] = 65536;
+  j["num_hidden_layers"] = 1024;
+  try {
+    model_config_from_json(j, "config.json");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("parameters"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace btx

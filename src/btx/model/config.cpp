@@ -8,6 +8,28 @@
 
 namespace btx {
 
+namespace {
+// The largest sizes validate() accepts: beyond any model btx can hold.
+constexpr int64_t kMaxVocab = 1 << 22;  // 4M pieces
+constexpr int64_t kMaxWidth = 1 << 16;  // hidden_size, heads; intermediate_size 4x
+constexpr int64_t kMaxLayers = 1024;
+constexpr int64_t kMaxContext = 1 << 20;  // max_position_embeddings
+constexpr int64_t kMaxExperts = 1024;
+constexpr double kMaxParams = 2e11;  // 800 GB in float32
+
+// The parameters of the model `c` describes (norms and routers left out).
+double estimated_params(const ModelConfig& c) {
+  const double C = static_cast<double>(c.hidden_size), F = static_cast<double>(c.intermediate_size);
+  const double H = static_cast<double>(c.num_attention_heads);
+  const double KV = static_cast<double>(c.num_key_value_heads), D = C / H;
+  const double attn = C * (H * D) * 2 + C * (KV * D) * 2;
+  const double ffn = 3 * C * F * static_cast<double>(std::max<int64_t>(1, c.num_local_experts));
+  const double experts_attn = static_cast<double>(std::max<int64_t>(1, c.num_attention_experts));
+  const double embed = static_cast<double>(c.vocab_size) * C * (c.tie_word_embeddings ? 1 : 2);
+  return embed + static_cast<double>(c.num_hidden_layers) * (attn * experts_attn + ffn + 2 * C);
+}
+}  // namespace
+
 const RouterTraits& ModelConfig::router() const {
   BTX_CHECK(is_routed(), "model_type '{}' has no router", model_type);
   return router_traits(model_type, router_mode, "model config");
@@ -65,6 +87,25 @@ void ModelConfig::validate(const std::string& where) const {
             num_attention_heads, num_key_value_heads);
   BTX_CHECK(rope_theta > 0 && rms_norm_eps > 0 && initializer_range > 0,
             "{}: rope_theta, rms_norm_eps and initializer_range must be positive", where);
+  // Sizes beyond any model btx can hold are refused here, naming the key, before LibTorch is
+  // asked for the memory (which takes seconds and gigabytes to fail, naming nothing).
+  auto at_most = [&](const char* key, int64_t v, int64_t max) {
+    BTX_CHECK(v <= max, "{}: {} {} is above the largest btx takes ({})", where, key, v, max);
+  };
+  at_most("vocab_size", vocab_size, kMaxVocab);
+  at_most("hidden_size", hidden_size, kMaxWidth);
+  at_most("intermediate_size", intermediate_size, 4 * kMaxWidth);
+  at_most("num_hidden_layers", num_hidden_layers, kMaxLayers);
+  at_most("num_attention_heads", num_attention_heads, kMaxWidth);
+  at_most("max_position_embeddings", max_position_embeddings, kMaxContext);
+  at_most("num_local_experts", num_local_experts, kMaxExperts);
+  at_most("num_attention_experts", num_attention_experts, kMaxExperts);
+  const double params = estimated_params(*this);
+  BTX_CHECK(params <= kMaxParams,
+            "{}: this model would have about {:.3g} parameters ({:.0f} GB in float32), above the "
+            "{:.0e} btx takes: reduce hidden_size, intermediate_size, num_hidden_layers, "
+            "num_local_experts or vocab_size",
+            where, params, params * 4 / 1e9, kMaxParams);
 }
 
 namespace {
@@ -85,6 +126,11 @@ struct JsonReader {
     seen.insert(key);
     auto it = j->find(key);
     if (it == j->end() || it->is_null()) return;
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+      // 128.7 is not silently read as 128.
+      BTX_CHECK(it->is_number_integer(), "{}: key '{}' must be an integer, got {}", where, key,
+                it->dump());
+    }
     try {
       v = it->get<T>();
     } catch (const nlohmann::json::exception&) {
