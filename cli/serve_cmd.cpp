@@ -61,6 +61,11 @@ std::vector<Command> add_serve_commands(CLI::App& app) {
          "Connections served at once, at least --queue + --batch + 8; more wait for a free thread")
       ->capture_default_str()
       ->check(CLI::Range(2, 4096));
+  cmd->add_option("--header-timeout", a->opts.header_timeout_s,
+                  "Seconds a connection may stay without a complete request (idle, or sending "
+                  "its headers slowly) before it is closed; 0: never")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 3600.0));
   cmd->add_option("--max-tokens-limit", a->opts.limits.max_tokens,
                   "The largest max_tokens a request may ask for")
       ->capture_default_str()

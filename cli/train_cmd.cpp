@@ -15,14 +15,39 @@ namespace btx::cli {
 namespace {
 struct RunArgs {
   std::string config, run;
-  bool resume = false;
+  bool resume = false, force = false;
   int64_t stop_after = 0;
 };
+
+// With --force, a run made with another config adopts `c`; what the changed keys invalidate is
+// removed first, so it is made again: the tokenizer and data when [corpus], [tokenizer] or [data]
+// changed, the seed when those or [model] or [seed] did (experts branched from an old seed are
+// refused by merge, which checks the seed's digest).
+void drop_invalidated(const RunDir& run, const RunConfig& c) {
+  if (!fs::exists(run.config())) return;
+  const auto keys = differing_keys(load_run(run), c);
+  auto changed = [&](std::initializer_list<const char*> sections) {
+    return std::any_of(keys.begin(), keys.end(), [&](const std::string& k) {
+      return std::any_of(sections.begin(), sections.end(),
+                         [&](const char* s) { return k.rfind(std::string(s) + ".", 0) == 0; });
+    });
+  };
+  auto drop = [](const fs::path& p) {
+    if (fs::exists(p)) {
+      spdlog::warn("--force: removing {} (the new config changes its inputs)", p.string());
+      fs::remove_all(p);
+    }
+  };
+  if (changed({"corpus", "tokenizer"})) drop(run.tokenizer());
+  if (changed({"corpus", "tokenizer", "data"})) drop(run.data());
+  if (changed({"corpus", "tokenizer", "data", "model", "seed"})) drop(run.seed());
+}
 
 RunConfig open_run(const RunArgs& a) {
   RunDir run{a.run};
   RunConfig c = a.config.empty() ? load_run(run) : load_run_config(a.config);
-  init_run(run, c);
+  if (a.force) drop_invalidated(run, c);
+  init_run(run, c, a.force);
   return c;
 }
 }  // namespace
@@ -35,6 +60,9 @@ std::vector<Command> add_train_commands(CLI::App& app) {
       "prepare", "Write the run's config, train its tokenizer and tokenize its data shards");
   prepare->add_option("--config", args->config, "Run config (TOML); default: the run's own");
   prepare->add_option("--run", args->run, "Run directory")->required();
+  prepare->add_flag("--force", args->force,
+                    "Adopt --config in a run made with another config (what it changes is made "
+                    "again)");
   out.push_back({prepare, [args] {
                    RunDir run{args->run};
                    RunConfig c = open_run(*args);
@@ -48,6 +76,9 @@ std::vector<Command> add_train_commands(CLI::App& app) {
   seed->add_option("--config", args->config, "Run config (TOML); default: the run's own");
   seed->add_option("--run", args->run, "Run directory")->required();
   seed->add_flag("--resume", args->resume, "Continue an interrupted seed from its checkpoint");
+  seed->add_flag("--force", args->force,
+                 "Adopt --config in a run made with another config (what it changes is made "
+                 "again)");
   seed->add_option("--stop-after", args->stop_after,
                    "Stop with a resumable checkpoint after this step (for time-limited slots)");
   out.push_back({seed, [args] {

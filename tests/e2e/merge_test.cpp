@@ -3,6 +3,8 @@
 // shape, on training and novel domains; identical experts give the original back; the dense
 // baseline spends exactly the experts' tokens; bad input is refused with nothing written.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "btx/io/safetensors.h"
 #include "btx/run/experts.h"
@@ -310,6 +312,58 @@ TEST_F(MergeTest, BadInputIsRefusedAndWritesNothing) {
     EXPECT_NE(r.code, 0);
     EXPECT_NE(r.output.find("expert 'verse' is missing"), std::string::npos) << r.output;
     EXPECT_FALSE(fs::exists(run.eval("ensemble")));
+  }
+}
+
+// Leftovers of a crash (found by an attacker): a swap's temporary copy of an expert was counted
+// as an expert (merge averaged it twice), and a failing `merge --force` deleted the good model.
+TEST_F(MergeTest, LeftoverSwapFoldersAreNoExpertsAndAFailingForceKeepsTheOldModel) {
+  RunDir run = fresh_run("leftovers");
+  const pid_t gone = [] {
+    const pid_t child = ::fork();
+    if (child == 0) ::_exit(0);
+    ::waitpid(child, nullptr, 0);
+    return child;
+  }();
+  const fs::path stale = expert_dir(run, "code").string() + fmt::format(".tmp-{}-0", gone);
+  const fs::path aside = expert_dir(run, "prose").string() + fmt::format(".old.tmp-{}-1", gone);
+  fs::copy(expert_dir(run, "code"), stale, fs::copy_options::recursive);
+  fs::rename(expert_dir(run, "prose"), aside);  // killed between the two renames of a swap
+
+  auto r = run_btx("status --run " + run.root.string());
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("restored " + expert_dir(run, "prose").string()), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("removed " + stale.string()), std::string::npos) << r.output;
+  size_t rows = 0;
+  for (size_t at = r.output.find("\nexpert "); at != std::string::npos;
+       at = r.output.find("\nexpert ", at + 1)) {
+    ++rows;
+  }
+  EXPECT_EQ(rows, 3u) << r.output;
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_FALSE(fs::exists(aside));
+  EXPECT_TRUE(fs::exists(expert_dir(run, "prose") / "model.safetensors"));
+
+  // Merge sees three experts, never the leftover, which it also cleans.
+  fs::copy(expert_dir(run, "code"), stale, fs::copy_options::recursive);
+  r = run_btx("merge --run " + run.root.string() + " --method average");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(read_json_file(run.root / "merged" / "average" / "merge.json")["experts"].size(), 3u);
+  EXPECT_FALSE(fs::exists(stale));
+
+  // A failing rebuild with --force keeps the model it was to replace.
+  ASSERT_EQ(run_btx("merge --run " + run.root.string() + " --method dense").code, 0);
+  const std::string before = read_file(run.root / "merged" / "dense" / "model.safetensors");
+  const auto seed_file = run.seed() / "model.safetensors";
+  const std::string seed = read_file(seed_file);
+  write_file_atomic(seed_file, seed.substr(0, seed.size() / 2));
+  r = run_btx("merge --run " + run.root.string() + " --method dense --force");
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find(seed_file.string()), std::string::npos) << r.output;
+  EXPECT_EQ(read_file(run.root / "merged" / "dense" / "model.safetensors"), before);
+  for (const auto& e : fs::directory_iterator(run.root / "merged")) {
+    EXPECT_FALSE(is_temp_name(e.path().filename().string())) << e.path();
   }
 }
 

@@ -106,7 +106,7 @@ TEST(SeedEndToEnd, ResumedRunEqualsUninterrupted) {
 
 TEST(SeedEndToEnd, BadInputIsOneClearLineAndDamagesNothing) {
   testing::TempDir dir;
-  auto corpus = testing::make_tiny_corpus(dir / "corpus", 40'000);
+  auto corpus = testing::make_tiny_corpus(dir / "corpus", 80'000);
   testing::write_text(dir / "bad.toml", "typo_key = 1\n" + testing::tiny_run_config(corpus, 10));
   auto r =
       run_btx("seed --config " + (dir / "bad.toml").string() + " --run " + (dir / "run").string());
@@ -114,16 +114,38 @@ TEST(SeedEndToEnd, BadInputIsOneClearLineAndDamagesNothing) {
   EXPECT_NE(r.output.find("unknown key 'typo_key'"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(dir / "run" / "config.toml"));
 
-  // A run made with one config refuses another and keeps its own.
+  // A first command that fails after writing config.toml (here: a missing corpus) made nothing:
+  // the corrected config is adopted (it was refused as "a different config").
   testing::write_text(dir / "good.toml", testing::tiny_run_config(corpus, 10));
   RunDir run{dir / "run"};
   init_run(run, parse_run_config(read_file(dir / "good.toml"), "good.toml"));
+  std::string broken = testing::tiny_run_config(dir / "no-corpus", 10);
+  testing::write_text(dir / "broken.toml", broken);
+  r = run_btx("prepare --config " + (dir / "broken.toml").string() + " --run " + run.root.string());
+  EXPECT_NE(r.code, 0) << r.output;
+  r = run_btx("prepare --config " + (dir / "good.toml").string() + " --run " + run.root.string());
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("nothing was made with its config yet"), std::string::npos) << r.output;
+
+  // A run that has made something with one config refuses another and keeps its own...
   const auto config_before = read_file(run.config());
+  const auto tokenizer_before = read_file(run.tokenizer());
   testing::write_text(dir / "other.toml", testing::tiny_run_config(corpus, 11));
   r = run_btx("prepare --config " + (dir / "other.toml").string() + " --run " + run.root.string());
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.output.find("different config"), std::string::npos) << r.output;
   EXPECT_EQ(read_file(run.config()), config_before);
+  // ... unless told to adopt it: a changed [seed] keeps the tokenizer and data.
+  r = run_btx("prepare --force --config " + (dir / "other.toml").string() + " --run " +
+              run.root.string());
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(load_run(run).seed_train.steps, 11);
+  EXPECT_EQ(read_file(run.tokenizer()), tokenizer_before);
+
+  // A folder as --config is named, not read as an empty config.
+  r = run_btx("prepare --config " + dir.path().string() + " --run " + run.root.string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("not a regular file (a folder)"), std::string::npos) << r.output;
 
   // Missing corpus domain, and a checkpoint of another architecture.
   r = run_btx("eval --model " + (dir / "nope").string() + " --data " + (dir / "nope").string());

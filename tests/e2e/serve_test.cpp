@@ -5,9 +5,14 @@
 // JSON errors with the right status; a flood beyond the queue gets 503 while health checks are
 // still answered; a streaming client that disconnects stops its generation; SIGTERM stops the
 // server cleanly.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <regex>
 #include <thread>
@@ -559,6 +564,88 @@ TEST_F(ServeTest, CorsIsOffByDefaultAndDeepBodiesAreRefused) {
   EXPECT_NE(r.body.find("Access-Control-Allow-Headers: content-type, authorization"),
             std::string::npos)
       << r.body;
+}
+
+// Found by an attacker: departed clients held their queue slots and their generations, and
+// connections sending their headers a byte at a time held every worker thread, so that /health
+// went unanswered. A client that leaves now gives both back at once, streaming or not, and a
+// connection with no complete request within --header-timeout is closed.
+TEST_F(ServeTest, DepartedClientsGiveBackTheirSlotsAndTricklingConnectionsAreClosed) {
+  REQUIRE_CURL();
+  const RunDir run = fresh_run("departed");
+  // One request at a time (--batch 1), one waiting (--queue 1), 50 ms a token.
+  ServerProcess server(
+      run.root, {"--run", run.root.string(), "--model", "seed", "--batch", "1", "--queue", "1",
+                 "--token-delay-ms", "50", "--http-threads", "16", "--header-timeout", "1"});
+  ASSERT_GT(server.port(), 0);
+  auto post = [&](const std::string& name, int max_tokens, const std::string& curl_extra) {
+    write_file_atomic(run.root / (name + ".json"),
+                      R"({"prompt": "def f_1(x):", "temperature": 0, "max_tokens": )" +
+                          std::to_string(max_tokens) + "}");
+    return "curl -s -o /dev/null -w '" + name + "=%{http_code}\\n' " + curl_extra +
+           " -H 'Content-Type: application/json' --data-binary @" +
+           (run.root / (name + ".json")).string() + " " + server.url("/v1/completions");
+  };
+  // A runs 3 s; B waits behind it and leaves after 0.5 s; C, sent after B left, takes B's slot
+  // (before, B held it until A ended, and C got 503); D runs and leaves: its generation stops.
+  const std::string script = post("A", 60, "") + " & sleep 0.3; " + post("B", 5, "--max-time 0.5") +
+                             "; sleep 0.5; " + post("C", 1, "") + " & sleep 0.2; wait";
+  const auto out = run_process({"sh", "-c", script});
+  EXPECT_NE(out.out.find("A=200"), std::string::npos) << out.out;
+  EXPECT_NE(out.out.find("B=000"), std::string::npos) << out.out;  // curl gave up
+  EXPECT_NE(out.out.find("C=200"), std::string::npos) << out.out << server.log();
+  const auto d = run_process({"sh", "-c", post("D", 200, "--max-time 0.5")});
+  nlohmann::json stats;
+  for (int i = 0; i < 100; ++i) {
+    stats = server.request("/health").json();
+    if (stats.at("running") == 0 && stats.at("cancelled").get<int>() >= 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(stats.at("cancelled"), 2) << stats.dump();  // B (queued) and D (running)
+  EXPECT_EQ(stats.at("running"), 0) << stats.dump();
+  const std::regex cancelled(R"((\d+) generated, finish cancelled)");
+  const std::string log = server.log();
+  std::smatch match;
+  ASSERT_TRUE(std::regex_search(log, match, cancelled)) << log;
+  EXPECT_LT(std::stoi(match[1]), 200) << log;
+
+  // 100 connections trickle header lines, a line every 200 ms, more than the 16 threads: /health
+  // is answered once the deadline has closed them, while they are still trickling.
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(server.port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::vector<int> socks;
+  for (int i = 0; i < 100; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    const std::string start = "GET /health HTTP/1.1\r\nHost: x\r\n";
+    ::send(fd, start.data(), start.size(), MSG_NOSIGNAL);
+    socks.push_back(fd);
+  }
+  std::atomic<bool> stop{false};
+  std::thread trickle([&] {
+    while (!stop) {
+      for (int fd : socks) ::send(fd, "X-A: b\r\n", 8, MSG_NOSIGNAL);
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto health = server.request("/health", "", {"--max-time", "30"});
+  stop = true;
+  trickle.join();
+  EXPECT_EQ(health.status, 200) << health.body;
+  int closed = 0;
+  for (int fd : socks) {
+    char c;
+    const ssize_t n = ::recv(fd, &c, 1, MSG_DONTWAIT);
+    closed += n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+    ::close(fd);
+  }
+  EXPECT_GE(closed, 16);
+  EXPECT_GE(server.request("/health").json().at("idle_connections_closed").get<int>(), 16);
+  EXPECT_TRUE(server.running());
 }
 
 }  // namespace

@@ -107,6 +107,8 @@ TEST_F(CompletionsTest, RefusalsNameTheField) {
       {R"({"prompt": "x", "max_tokens": 2.5})", 400, "max_tokens must be an integer"},
       {R"({"prompt": "x", "max_tokens": 18446744073709551615})", 400, "at most"},
       {R"({"prompt": "x", "temperature": -0.1})", 400, "temperature must be >= 0"},
+      // A number beyond double's range is a parse error of its own kind (out_of_range): once a 500.
+      {R"({"prompt": "x", "temperature": 1e999})", 400, "number overflow"},
       {R"({"prompt": "x", "top_p": 1.5})", 400, "top_p must be in (0, 1]"},
       {R"({"prompt": "x", "top_k": -2})", 400, "top_k must be at least 0"},
       {R"({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]})", 400, "at most 4"},

@@ -367,6 +367,8 @@ TEST(InitRun, RefusesAnotherConfigUnlessForcedAndAdoptsStudyChanges) {
   const RunDir run{tmp.path() / "run"};
   RunConfig a = default_config();
   init_run(run, a);
+  // Something made with the config (a run with nothing made adopts any config: InitRun below).
+  write_file_atomic(run.tokenizer(), "made");
   RunConfig b = a;
   b.study.methods = {"average"};  // [study] is not the run's identity
   init_run(run, b);
@@ -382,6 +384,22 @@ TEST(InitRun, RefusesAnotherConfigUnlessForcedAndAdoptsStudyChanges) {
   EXPECT_EQ(load_run(run).model.hidden_size, a.model.hidden_size);  // untouched
   init_run(run, b, /*force=*/true);
   EXPECT_EQ(load_run(run).model.hidden_size, 256);
+}
+
+// A first command that failed after writing config.toml left a run that refused the corrected
+// config; with nothing made yet (no tokenizer, data or seed) the new config is adopted.
+TEST(InitRun, ARunWithNothingMadeAdoptsTheCorrectedConfig) {
+  TempDir tmp;
+  const RunDir run{tmp.path() / "run"};
+  RunConfig a = default_config();
+  init_run(run, a);
+  RunConfig b = a;
+  b.model.hidden_size = 256;
+  init_run(run, b);
+  EXPECT_EQ(load_run(run).model.hidden_size, 256);
+  fs::create_directories(run.seed());
+  b.model.hidden_size = 64;
+  EXPECT_NE(error_of([&] { init_run(run, b); }).find("different config"), std::string::npos);
 }
 
 TEST(StageManifest, SkipsDoneStagesAndNoticesCorruptionAndChangedInputs) {

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "btx/io/safetensors.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
 #include "model_util.h"
@@ -61,6 +62,53 @@ TEST(Checkpoint, TruncatedWeightsAreAnErrorAndBadConfigNamesKey) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("hiden_layers"), std::string::npos) << e.what();
   }
+}
+
+// Hostile weights found by an attacker: an integer dtype over float data, and a sparse file that
+// declares a 3 GB tensor. Both are refused from the header, before any tensor is allocated.
+TEST(Checkpoint, IntegerWeightsAndHugeDeclaredTensorsAreRefusedFromTheHeader) {
+  testing::TempDir dir;
+  CausalLM m(cfg());
+  save_checkpoint(dir / "ck", {&m, nullptr, nullptr, {}});
+  const auto file = dir / "ck" / "model.safetensors";
+  TensorMap relabelled = load_safetensors(file).tensors;
+  relabelled["model.norm.weight"] = relabelled["model.norm.weight"].view(torch::kInt32);
+  save_safetensors(file, relabelled);
+  std::string msg;
+  try {
+    load_model(dir / "ck");
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find("model.norm.weight' is I32; model weights are floating point"),
+            std::string::npos)
+      << msg;
+
+  // Every tensor declared as the model has it but the final norm, 3 GB; the file extended
+  // sparsely, so that every offset check of the format passes.
+  const uint64_t huge = 3ull << 30;
+  nlohmann::json header = nlohmann::json::object();
+  uint64_t offset = 0;
+  for (const auto& p : m->named_parameters()) {
+    const bool big = p.key() == "model.norm.weight";
+    const uint64_t bytes = big ? huge : p.value().numel() * 4;
+    header[p.key()] = {
+        {"dtype", "F32"},
+        {"shape", big ? std::vector<int64_t>{int64_t(huge / 4)} : p.value().sizes().vec()},
+        {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  const std::string text = header.dump();
+  const uint64_t n = text.size();
+  write_file_atomic(file, std::string(reinterpret_cast<const char*>(&n), 8) + text);
+  fs::resize_file(file, 8 + n + offset);
+  msg.clear();
+  try {
+    load_model(dir / "ck");
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find("has shape [805306368], the model expects [16]"), std::string::npos) << msg;
 }
 
 TEST(Checkpoint, TrainStateAndOptimizerRoundTrip) {

@@ -4,6 +4,7 @@
 #include "btx/io/safetensors.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cstring>
 #include <functional>
@@ -154,13 +155,13 @@ TEST(Safetensors, NonContiguousInputSavedCorrectly) {
   EXPECT_TRUE(torch::equal(out.at("negview"), -base));
 }
 
-TEST(Safetensors, ReadsUnpaddedHeaderAndGapsFromOtherWriters) {
+TEST(Safetensors, ReadsUnpaddedHeaderAndTensorsStoredOutOfNameOrder) {
   testing::TempDir dir;
   const auto path = dir / "x.safetensors";
-  // 7-byte-odd header length, a 2-byte gap before 'a', and 'b' listed before 'a' in the buffer.
-  write_file_atomic(path, raw_file(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[4,6]},)"
+  // An odd header length (no padding), and 'b' stored before 'a' in the buffer.
+  write_file_atomic(path, raw_file(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[2,4]},)"
                                    R"("b":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})",
-                                   std::string("\x01\x02\xff\xff\x03\x04", 6)));
+                                   std::string("\x01\x02\x03\x04", 4)));
   const auto out = load_safetensors(path).tensors;
   EXPECT_TRUE(torch::equal(out.at("a"), torch::tensor({3, 4}, torch::kUInt8)));
   EXPECT_TRUE(torch::equal(out.at("b"), torch::tensor({1, 2}, torch::kUInt8)));
@@ -391,9 +392,9 @@ TEST(SafetensorsReject, GarbageHeader) {
   expect_rejected(path, "not valid JSON");
   write_file_atomic(path, raw_file("[1, 2]", ""));
   expect_rejected(path, "not an object");
-  // 200k nested arrays: must be rejected, not overflow the stack.
+  // 200k nested arrays: must be rejected before parsing, not overflow the stack.
   write_file_atomic(path, raw_file(std::string(200000, '[') + std::string(200000, ']'), ""));
-  expect_rejected(path, "not an object");
+  expect_rejected(path, "header nested 200000 levels deep; at most 64");
 }
 
 TEST(SafetensorsReject, BadEntryFields) {
@@ -414,7 +415,7 @@ TEST(SafetensorsReject, BadEntryFields) {
       {R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0]}})", "data_offsets"},
       {R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[-1,0]}})", "non-negative"},
       {R"({"a":{"dtype":"U8","shape":[1],"data_offsets":["0","1"]}})", "non-negative"},
-      {R"({"__metadata__":{"k":1}})", "metadata 'k'"},
+      {R"({"__metadata__":{"k":1}})", "metadata \"k\""},
       {R"({"__metadata__":["k"]})", "__metadata__"},
   };
   for (const auto& [header, needle] : cases) {
@@ -431,6 +432,70 @@ TEST(SafetensorsReject, OverlappingRanges) {
                                    R"("b":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}})",
                                    std::string(8, '\0')));
   expect_rejected(path, "overlap");
+}
+
+// The format's rule (as the reference implementation checks it): tensors tile the data buffer.
+TEST(SafetensorsReject, HoleOrRemainderInTheDataBuffer) {
+  testing::TempDir dir;
+  const auto hole = dir / "hole.safetensors";
+  write_file_atomic(hole, raw_file(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[4,6]},)"
+                                   R"("b":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})",
+                                   std::string("\x01\x02\xff\xff\x03\x04", 6)));
+  expect_rejected(hole, "bytes [2, 4) of the data buffer belong to no tensor");
+  const auto rest = dir / "rest.safetensors";
+  write_file_atomic(rest, raw_file(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})",
+                                   std::string("\x01\x02\x03", 3)));
+  expect_rejected(rest, "the data buffer is 3 bytes but its tensors cover 2");
+}
+
+// A header length one byte short: the JSON still parses (the padding lost a space), and every
+// tensor would be read one byte off. Found by an attacker; refused by the tiling rule.
+TEST(SafetensorsReject, HeaderLengthOneByteShortOrLong) {
+  testing::TempDir dir;
+  const auto good = dir / "good.safetensors";
+  save_safetensors(good, {{"w", torch::arange(6, torch::kFloat32)}});
+  const std::string bytes = read_file(good);
+  uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  ASSERT_EQ(bytes[8 + n - 1], ' ');  // btx pads its header with spaces
+  for (const int delta : {-1, +1}) {
+    std::string b = bytes;
+    const uint64_t m = n + delta;
+    std::memcpy(b.data(), &m, 8);
+    const auto path = dir / fmt::format("off{}.safetensors", delta);
+    write_file_atomic(path, b);
+    EXPECT_THROW(load_safetensors(path), Error) << delta;
+    EXPECT_NE(error_of([&] { load_safetensors(path); }).find(path.string()), std::string::npos);
+  }
+}
+
+// A dtype relabelled over the same bytes (F32 data called I32, or F16 with offsets kept) loads
+// as a file, so the weight loader refuses integer weights (tested in checkpoint_test); F16 with
+// the F32 offsets fails the size check.
+TEST(SafetensorsReject, RelabelledDtypeWithTheOldOffsets) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  write_file_atomic(path, raw_file(R"({"w":{"dtype":"F16","shape":[2],"data_offsets":[0,8]}})",
+                                   std::string(8, '\0')));
+  expect_rejected(path, "data_offsets span 8 bytes but dtype F16 with 2 elements needs 4");
+}
+
+TEST(SafetensorsReject, TensorNameWithAControlCharacterStaysOneLine) {
+  testing::TempDir dir;
+  const auto path = dir / "x.safetensors";
+  write_file_atomic(path, raw_file(R"({"a\nb":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})",
+                                   std::string(1, '\0')));
+  expect_rejected(path, R"("a\nb" holds a control character)");
+  EXPECT_EQ(error_of([&] { load_safetensors(path); }).find('\n'), std::string::npos);
+}
+
+TEST(SafetensorsReject, AFifoIsRefusedWithoutWaitingForAWriter) {
+  testing::TempDir dir;
+  const auto path = dir / "model.safetensors";
+  ASSERT_EQ(::mkfifo(path.c_str(), 0644), 0);
+  // Opening a FIFO for reading blocks until a writer comes: the reader must not open it so.
+  expect_rejected(path, "not a regular file");
+  EXPECT_NE(error_of([&] { read_file(path); }).find("a FIFO"), std::string::npos);
 }
 
 TEST(SafetensorsReject, BoolByteOtherThanZeroOrOne) {

@@ -1,6 +1,7 @@
 #include "btx/config/run_config.h"
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 #include <sstream>
 
@@ -32,6 +33,28 @@ void TrainConfig::validate(const std::string& where) const {
     BTX_CHECK(w >= 0, "{}: domain_weights.{} must be >= 0, got {}", where, k, w);
   }
   BTX_CHECK(threads >= 0, "{}: threads must be >= 0", where);
+  // Maxima, checked before anything is allocated: a typo of a few zeros would otherwise run for
+  // minutes before LibTorch's allocator fails naming nothing.
+  auto at_most = [&](const char* key, int64_t x, int64_t max) {
+    BTX_CHECK(x <= max, "{}: {} = {} is above the maximum {}", where, key, x, max);
+  };
+  at_most("steps", steps, 1'000'000'000);
+  at_most("batch_size", batch_size, 65'536);
+  at_most("seq_len", seq_len, 1 << 20);
+  at_most("grad_accum", grad_accum, 65'536);
+  at_most("eval_tokens", eval_tokens, 10'000'000'000);
+  at_most("threads", threads, 4096);
+  BTX_CHECK(batch_size * seq_len <= (int64_t{1} << 22),
+            "{}: batch_size x seq_len = {} x {} = {} tokens per micro-batch, above the maximum {} "
+            "(use grad_accum for larger batches)",
+            where, batch_size, seq_len, batch_size * seq_len, int64_t{1} << 22);
+  for (const auto& [key, x] : {std::pair<const char*, double>{"lr", lr},
+                               {"min_lr", min_lr},
+                               {"weight_decay", weight_decay},
+                               {"grad_clip", grad_clip},
+                               {"eps", eps}}) {
+    BTX_CHECK(std::isfinite(x), "{}: {} must be a finite number, got {}", where, key, x);
+  }
 }
 
 namespace {

@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "btx/util/error.h"
+#include "btx/util/fs.h"
 
 namespace btx {
 
@@ -121,6 +122,7 @@ TomlWriter TomlWriter::child(const char* key) {
 }
 
 toml::table parse_toml_file(const std::string& path) {
+  check_regular_file(path);  // a folder would read as an empty config, a FIFO block for ever
   try {
     return toml::parse_file(path);
   } catch (const toml::parse_error& e) {

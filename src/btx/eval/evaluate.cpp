@@ -43,6 +43,13 @@ DomainScore score_stream(Scorer& scorer, const torch::Tensor& stream, int64_t se
 }
 
 namespace {
+// A loss that is NaN or infinite is no result (JSON would hold null): an error naming the model.
+void check_finite(const std::string& model, const std::string& domain, const DomainScore& s) {
+  BTX_CHECK(std::isfinite(s.loss),
+            "{}: the loss on domain '{}' is {} (weights holding NaN or Inf: a corrupt or diverged "
+            "checkpoint?)",
+            model, domain, s.loss);
+}
 // Chunk i of a novel domain is held out (never scored) when it is every 10th chunk, or the last
 // one of a text with fewer than 10; the rest is what is scored.
 bool novel_heldout_chunk(size_t i, size_t n) {
@@ -99,6 +106,7 @@ nlohmann::json evaluate(Scorer& scorer, const std::string& model_name, const Sha
     });
     auto s = score_stream(scorer, shard.slice(0, shard.size()), opts.seq_len, opts.batch_size,
                           opts.max_tokens);
+    check_finite(model_name, name, s);
     domains[name] = {{"tokens", s.tokens}, {"loss", s.loss}, {"ppl", s.ppl()}, {"novel", false}};
     if (auto info = scorer.domain_info(); !info.is_null()) domains[name]["model"] = info;
     train_sum += s.loss;
@@ -112,6 +120,7 @@ nlohmann::json evaluate(Scorer& scorer, const std::string& model_name, const Sha
     });
     auto s = score_stream(scorer, novel_domain_tokens(d, *tokenizer, opts.novel_max_tokens),
                           opts.seq_len, opts.batch_size, opts.novel_max_tokens);
+    check_finite(model_name, d.name, s);
     domains[d.name] = {{"tokens", s.tokens}, {"loss", s.loss}, {"ppl", s.ppl()}, {"novel", true}};
     if (auto info = scorer.domain_info(); !info.is_null()) domains[d.name]["model"] = info;
     novel_sum += s.loss;

@@ -60,7 +60,8 @@ const char* dtype_name_of(torch::ScalarType type) {
 class InputFile {
  public:
   explicit InputFile(const fs::path& path) : name_(path.string()) {
-    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     BTX_CHECK(fd_ >= 0, "cannot open {}: {}", name_, std::strerror(errno));
     struct stat st {};
     if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -152,31 +153,51 @@ TensorInfo parse_entry(const std::string& file, const std::string& name, const j
   return info;
 }
 
+// A name as JSON writes it (quoted, control characters escaped): error messages stay one line.
+std::string quoted(const std::string& name) {
+  return json(name).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 std::map<std::string, std::string> parse_metadata(const std::string& file, const json& m) {
   BTX_CHECK(m.is_object(), "{}: \"{}\" is a JSON {}, not an object", file, kMetadataKey,
             m.type_name());
   std::map<std::string, std::string> out;
   for (const auto& [key, value] : m.items()) {
-    BTX_CHECK(value.is_string(), "{}: metadata '{}' is a JSON {}, not a string", file, key,
+    BTX_CHECK(value.is_string(), "{}: metadata {} is a JSON {}, not a string", file, quoted(key),
               value.type_name());
     out[key] = value.get<std::string>();
   }
   return out;
 }
 
-// Tensors must not share bytes; empty tensors own no bytes and may sit anywhere in the buffer.
-void check_no_overlap(const std::string& file, const std::map<std::string, TensorInfo>& tensors) {
+// The format's rule: tensors tile the data buffer exactly, in offset order, with no shared bytes
+// and no holes (empty tensors own no bytes and may sit anywhere). A header length off by a byte,
+// or a dtype relabelled with its offsets, leaves a hole or a remainder and is refused here.
+void check_tiling(const std::string& file, const std::map<std::string, TensorInfo>& tensors,
+                  uint64_t buffer_size) {
   std::vector<std::tuple<uint64_t, uint64_t, const std::string*>> ranges;
   for (const auto& [name, info] : tensors) {
     if (info.end > info.begin) ranges.emplace_back(info.begin, info.end, &name);
   }
   std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i) {
-    const auto& [b0, e0, n0] = ranges[i - 1];
+  uint64_t covered = 0;
+  for (size_t i = 0; i < ranges.size(); ++i) {
     const auto& [b1, e1, n1] = ranges[i];
-    BTX_CHECK(b1 >= e0, "{}: tensors '{}' [{}, {}] and '{}' [{}, {}] overlap", file, *n0, b0, e0,
-              *n1, b1, e1);
+    if (i > 0) {
+      const auto& [b0, e0, n0] = ranges[i - 1];
+      BTX_CHECK(b1 >= e0, "{}: tensors '{}' [{}, {}] and '{}' [{}, {}] overlap", file, *n0, b0, e0,
+                *n1, b1, e1);
+    }
+    BTX_CHECK(b1 == covered,
+              "{}: bytes [{}, {}) of the data buffer belong to no tensor (the next, '{}', starts "
+              "at {}): a wrong header length or data_offsets",
+              file, covered, b1, *n1, b1);
+    covered = e1;
   }
+  BTX_CHECK(covered == buffer_size,
+            "{}: the data buffer is {} bytes but its tensors cover {}: a wrong header length, "
+            "data_offsets or dtype, or bytes appended",
+            file, buffer_size, covered);
 }
 
 Header read_header(const InputFile& f) {
@@ -195,6 +216,9 @@ Header read_header(const InputFile& f) {
   Header h;
   h.data_start = 8 + n;
   const uint64_t buffer_size = f.size() - h.data_start;
+  BTX_CHECK(json_nesting_depth(text) <= kMaxJsonDepth,
+            "{}: safetensors header nested {} levels deep; at most {} are read", file,
+            json_nesting_depth(text), kMaxJsonDepth);
   try {
     const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
     BTX_CHECK(!j.is_discarded(), "{}: safetensors header is not valid JSON", file);
@@ -204,13 +228,16 @@ Header read_header(const InputFile& f) {
       if (name == kMetadataKey) {
         h.metadata = parse_metadata(file, entry);
       } else {
+        BTX_CHECK(std::none_of(name.begin(), name.end(),
+                               [](char ch) { return static_cast<unsigned char>(ch) < 0x20; }),
+                  "{}: tensor name {} holds a control character", file, quoted(name));
         h.tensors[name] = parse_entry(file, name, entry, buffer_size);
       }
     }
   } catch (const json::exception& e) {  // safety net: the checks above should catch all
     fail("{}: bad safetensors header: {}", file, e.what());
   }
-  check_no_overlap(file, h.tensors);
+  check_tiling(file, h.tensors, buffer_size);
   return h;
 }
 

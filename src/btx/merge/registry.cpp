@@ -80,6 +80,7 @@ std::vector<std::string> MergeContext::expert_names() const {
 // ---- experts --------------------------------------------------------------------------------
 
 std::vector<MergeExpert> trained_experts(const RunDir& run) {
+  tidy_run(run);
   const auto specs = list_experts(run);
   BTX_CHECK(!specs.empty(), "{} has no experts (`btx branch --run {}` creates them)",
             run.root.string(), run.root.string());
@@ -181,7 +182,7 @@ nlohmann::json run_merge(const RunDir& run, const MergeRequest& request) {
 
   const fs::path out = merged_dir(run, ctx.output_name);
   const fs::path manifest = out / "merge.json";
-  recover_dir(out);
+  tidy_dir(out);
   if (fs::exists(manifest) && !request.force) {
     const auto have = read_json_file(manifest);
     const bool same = have.value("method", "") == provenance["method"] &&
@@ -211,8 +212,28 @@ nlohmann::json run_merge(const RunDir& run, const MergeRequest& request) {
                ctx.experts.size(), out.string());
   nlohmann::json written;
   if (method.trains) {
-    if (request.force) fs::remove_all(out);
-    written = finish(method.build(ctx, out), out);
+    // A trained merge builds in place (its checkpoints make it resumable). --force moves the old
+    // model aside first and puts it back when the rebuild fails; a crash mid-rebuild leaves the
+    // rebuild to resume (and the old model to tidy_dir).
+    fs::path aside;
+    if (request.force && fs::exists(out)) {
+      // Not "<out>.old.tmp-*": the trainer would take that for a swap to complete.
+      aside = temp_sibling(out.string() + ".replaced");
+      fs::rename(out, aside);
+    }
+    try {
+      written = finish(method.build(ctx, out), out);
+    } catch (...) {
+      if (!aside.empty()) {
+        std::error_code ec;
+        fs::remove_all(out, ec);
+        fs::rename(aside, out, ec);
+        if (!ec)
+          spdlog::warn("merge '{}' failed: the previous {} is kept", ctx.output_name, out.string());
+      }
+      throw;
+    }
+    if (!aside.empty()) fs::remove_all(aside);
   } else {
     write_dir_atomic(out,
                      [&](const fs::path& tmp) { written = finish(method.build(ctx, tmp), tmp); });

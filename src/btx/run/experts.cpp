@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "btx/data/shards.h"
@@ -122,12 +123,48 @@ std::vector<ExpertSpec> list_experts(const RunDir& run) {
   if (!fs::is_directory(experts_dir(run))) return out;
   for (const auto& e : fs::directory_iterator(experts_dir(run))) {
     const fs::path spec = e.path() / "expert.json";
-    if (e.is_directory() && fs::exists(spec)) {
+    const std::string folder = e.path().filename().string();
+    if (e.is_directory() && !is_temp_name(folder) && fs::exists(spec)) {
       out.push_back(ExpertSpec::from_json(read_json_file(spec), spec.string()));
+      BTX_CHECK(out.back().name == folder,
+                "{} names expert '{}', but its folder is '{}' (a copied or renamed folder?)",
+                spec.string(), out.back().name, folder);
     }
   }
   std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.name < b.name; });
   return out;
+}
+
+std::vector<std::string> tidy_run(const RunDir& run) {
+  std::vector<std::string> done;
+  // One folder under its lock rule: left alone while a live process (or one on another host,
+  // which cannot be checked) holds `lock`.
+  auto tidy = [&](const fs::path& dir, const fs::path& lock) {
+    if (const auto h = ExpertLock::holder(lock); h && ExpertLock::alive(*h)) return;
+    const bool missing = !fs::exists(dir);
+    for (const auto& p : tidy_dir(dir)) {
+      done.push_back(fmt::format("removed {}, left by a process that is gone", p.string()));
+    }
+    if (missing && fs::exists(dir)) {
+      done.push_back(fmt::format("restored {} from a swap a crash cut short", dir.string()));
+    }
+  };
+  tidy(run.seed(), run.root / "seed.lock");
+  if (fs::is_directory(experts_dir(run))) {
+    std::set<std::string> bases;
+    for (const auto& e : fs::directory_iterator(experts_dir(run))) {
+      std::string name = e.path().filename().string();
+      const size_t at = name.find(".tmp-");
+      if (at == std::string::npos) continue;
+      name.resize(at);
+      if (name.size() > 4 && name.compare(name.size() - 4, 4, ".old") == 0)
+        name.resize(name.size() - 4);
+      if (!name.empty()) bases.insert(name);
+    }
+    for (const auto& name : bases) tidy(expert_dir(run, name), expert_lock_file(run, name));
+  }
+  for (const auto& line : done) spdlog::warn("{}", line);
+  return done;
 }
 
 ExpertSpec find_expert(const RunDir& run, const std::string& name) {
@@ -382,6 +419,7 @@ StageStatus training_status(const std::string& name, const fs::path& dir, int64_
 
 std::vector<StageStatus> run_status(const RunDir& run) {
   const RunConfig c = load_run(run);
+  tidy_run(run);
   std::vector<StageStatus> rows;
   auto done_or_not = [](bool done) { return done ? "done" : "not started"; };
   rows.push_back({"tokenizer", done_or_not(fs::exists(run.tokenizer())), 0, 0, 0, ""});

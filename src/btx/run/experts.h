@@ -38,8 +38,15 @@ std::vector<ExpertSpec> resolve_experts(const RunConfig& c,
 
 fs::path experts_dir(const RunDir& run);
 fs::path expert_dir(const RunDir& run, const std::string& name);
-// The experts branched so far (folders with expert.json), sorted by name.
+// The experts branched so far (folders with expert.json), sorted by name. A swap's temporary
+// folder (util/fs.h is_temp_name) is never an expert; a folder whose expert.json names another
+// expert is an error.
 std::vector<ExpertSpec> list_experts(const RunDir& run);
+// Applies the swap rule (util/fs.h tidy_dir) to the seed and every expert whose lock no live
+// process holds: a folder that a crash left moved aside is restored, temporaries of processes that
+// are gone are removed. status, merge, launch and run call it before reading the experts.
+// Returns what it did, one line each (each also logged as a warning).
+std::vector<std::string> tidy_run(const RunDir& run);
 // The spec of one branched expert; an unknown name is an error listing the known ones.
 ExpertSpec find_expert(const RunDir& run, const std::string& name);
 

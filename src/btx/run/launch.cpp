@@ -52,6 +52,7 @@ LaunchResult launch_local(const RunDir& run, const LaunchOptions& o) {
   const int jobs = o.gpus.empty() ? o.jobs : std::min(o.jobs, static_cast<int>(o.gpus.size()));
   BTX_CHECK(fs::exists(o.btx_binary), "btx binary {} not found", o.btx_binary.string());
   std::vector<std::string> queue;
+  tidy_run(run);
   const auto experts = list_experts(run);
   BTX_CHECK(!experts.empty(), "{} has no experts: run `btx branch --run {}` first",
             run.root.string(), run.root.string());
@@ -252,6 +253,7 @@ void wait_for_slurm(const RunDir& run, const std::vector<std::string>& names,
 void launch_slurm(const RunDir& run, const SlurmOptions& o, const SlurmLaunch& l,
                   std::ostream& out) {
   std::vector<std::string> names;
+  tidy_run(run);
   for (const auto& e : list_experts(run)) names.push_back(e.name);
   BTX_CHECK(!names.empty(), "{} has no experts: run `btx branch --run {}` first", run.root.string(),
             run.root.string());

@@ -24,6 +24,16 @@ void init_run(const RunDir& run, const RunConfig& config, bool force) {
     for (const auto& k : all) {
       if (k.rfind("study.", 0) != 0) keys.push_back(k);
     }
+    // A run whose first command failed before making anything (no tokenizer, data or seed) has
+    // nothing the old config must protect: the corrected config is adopted.
+    const bool nothing_made =
+        !fs::exists(run.tokenizer()) && !fs::exists(run.data()) && !fs::exists(run.seed());
+    if (!keys.empty() && nothing_made && !force) {
+      spdlog::info("{}: nothing was made with its config yet: adopting the new one",
+                   run.root.string());
+      write_file_atomic(run.config(), text);
+      return;
+    }
     if (!keys.empty() && !force) {
       std::string detail;
       for (size_t i = 0; i < keys.size() && i < 5; ++i) {

@@ -179,7 +179,7 @@ nlohmann::json parse_body(const std::string& body) {
   }
   try {
     return nlohmann::json::parse(body);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e999
     bad("", fmt::format("the request body is not valid JSON ({})", e.what()));
   }
 }

@@ -7,16 +7,33 @@
 namespace btx::serve {
 
 bool Engine::submit(const std::shared_ptr<Job>& job) {
+  std::vector<std::shared_ptr<Job>> withdrawn;
+  bool taken = false;
   {
     std::lock_guard<std::mutex> lock(m_);
+    // Jobs whose client left while they were queued give their slot back now, not when the
+    // worker reaches them.
+    for (auto it = queue_.begin(); it != queue_.end();) {
+      if ((*it)->cancel) {
+        withdrawn.push_back(*it);
+        it = queue_.erase(it);
+        ++cancelled_;
+      } else {
+        ++it;
+      }
+    }
     if (stopping_ || queue_.size() >= capacity_) {
       ++rejected_;
-      return false;
+    } else {
+      queue_.push_back(job);
+      taken = true;
     }
-    queue_.push_back(job);
   }
-  cv_.notify_one();
-  return true;
+  GenerateResult cancelled;
+  cancelled.finish_reason = "cancelled";
+  for (auto& j : withdrawn) finish(*j, cancelled, "");
+  if (taken) cv_.notify_one();
+  return taken;
 }
 
 void Engine::shutdown() {

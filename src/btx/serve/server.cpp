@@ -9,6 +9,7 @@
 #include <random>
 #include <thread>
 
+#include "btx/serve/connections.h"
 #include "btx/serve/engine.h"
 
 namespace btx::serve {
@@ -23,6 +24,10 @@ void send_json(httplib::Response& res, int status, const nlohmann::json& body) {
 void send_error(httplib::Response& res, int status, const std::string& message,
                 const std::string& type, const std::string& param = "") {
   send_json(res, status, error_body(message, type, param));
+}
+
+Endpoint endpoint_of(const httplib::Request& req) {
+  return {req.remote_addr, req.remote_port, req.local_port};
 }
 
 int64_t unix_now() {
@@ -45,8 +50,9 @@ struct Server::Impl {
 
   void routes();
   void handle(const httplib::Request& req, httplib::Response& res, bool chat);
-  void stream(const CompletionRequest& r, const std::vector<std::shared_ptr<Job>>& jobs,
-              const CompletionIds& ids, httplib::Response& res);
+  void stream(const httplib::Request& req, const CompletionRequest& r,
+              const std::vector<std::shared_ptr<Job>>& jobs, const CompletionIds& ids,
+              httplib::Response& res);
 
   CompletionIds next_ids(bool chat) {
     return {fmt::format("{}-{:x}{:06d}", chat ? "chatcmpl" : "cmpl", started, ++request_count),
@@ -62,6 +68,7 @@ struct Server::Impl {
   ServeOptions opts;
   ServedModel served;
   std::unique_ptr<Engine> engine;
+  std::unique_ptr<HeaderDeadline> deadline;  // made by bind(), once the port is known
   httplib::Server http;
   const int64_t started = unix_now();
   std::atomic<int64_t> request_count{0};
@@ -75,10 +82,20 @@ void Server::Impl::routes() {
   const size_t threads = std::max(opts.http_threads, opts.queue + opts.max_batch + 8);
   http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http.set_payload_max_length(opts.limits.max_body_bytes);
+  // A connection is inside a request from its handler's start to its response's end (a stream's
+  // end: stream() holds it once more); HeaderDeadline closes those outside one for too long.
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response&) {
+    if (deadline) deadline->began(endpoint_of(req));
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  http.set_post_routing_handler([this](const httplib::Request& req, httplib::Response&) {
+    if (deadline) deadline->ended(endpoint_of(req));
+  });
   http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     nlohmann::json body = engine->stats();
     body["model"] = opts.model_id;
     body["status"] = engine->stopping() ? "stopping" : "ok";
+    body["idle_connections_closed"] = deadline ? deadline->closed() : 0;
     send_json(res, engine->stopping() ? 503 : 200, body);
   });
   http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
@@ -183,14 +200,24 @@ void Server::Impl::handle(const httplib::Request& req, httplib::Response& res, b
   }
   const CompletionIds ids = next_ids(chat);
   if (r.stream) {
-    stream(r, jobs, ids, res);
+    stream(req, r, jobs, ids, res);
     return;
   }
   std::vector<ChoiceResult> results;
   nlohmann::json state;
+  // A client that leaves gives back its queue slots and stops its generations at once.
+  const ClientWatch client(endpoint_of(req));
   for (const auto& job : jobs) {
     std::unique_lock<std::mutex> lock(job->m);
-    job->cv.wait(lock, [&] { return job->done; });
+    while (!job->cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return job->done; })) {
+      if (client.gone()) {
+        lock.unlock();
+        for (auto& j : jobs) j->cancel = true;
+        spdlog::info("client {}:{} left: its {} completion(s) cancelled", req.remote_addr,
+                     req.remote_port, jobs.size());
+        return;
+      }
+    }
     if (!job->error.empty()) {
       for (auto& j : jobs) j->cancel = true;
       send_error(res, 500, job->error, "server_error");
@@ -202,12 +229,14 @@ void Server::Impl::handle(const httplib::Request& req, httplib::Response& res, b
   send_json(res, 200, completion_response(ids, r, results, tok, state));
 }
 
-void Server::Impl::stream(const CompletionRequest& r, const std::vector<std::shared_ptr<Job>>& jobs,
-                          const CompletionIds& ids, httplib::Response& res) {
+void Server::Impl::stream(const httplib::Request& req, const CompletionRequest& r,
+                          const std::vector<std::shared_ptr<Job>>& jobs, const CompletionIds& ids,
+                          httplib::Response& res) {
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
   struct Progress {
     std::vector<bool> opened, spoken, ended;  // per choice: first chunk sent, text begun, done
+    std::chrono::steady_clock::time_point last_write = std::chrono::steady_clock::now();
   };
   auto p = std::make_shared<Progress>();
   p->opened.assign(jobs.size(), false);
@@ -220,23 +249,32 @@ void Server::Impl::stream(const CompletionRequest& r, const std::vector<std::sha
   for (size_t i = 0; i < jobs.size(); ++i) {
     echoes.push_back(r.echo ? tok.decode(jobs[i]->prompt) : "");
   }
-  auto provider = [r, jobs, ids, p, echoes, cancel_all](size_t /*offset*/,
-                                                        httplib::DataSink& sink) {
-    // A failed write means the client has gone: stop every generation of the request.
+  // The response outlives this handler: the connection stays inside a request until it ends.
+  const Endpoint ep = endpoint_of(req);
+  if (deadline) deadline->began(ep);
+  auto client = std::make_shared<const ClientWatch>(ep);
+  auto provider = [r, jobs, ids, p, echoes, cancel_all, client](size_t /*offset*/,
+                                                                httplib::DataSink& sink) {
+    // A client that has gone (seen on its socket, or a failed write): stop every generation.
+    if (client->gone()) {
+      cancel_all();
+      return false;
+    }
     auto write = [&](const std::string& s) {
+      p->last_write = std::chrono::steady_clock::now();
       if (sink.write(s.data(), s.size())) return true;
       cancel_all();
       return false;
     };
     // Wait for text or an end (of the first choice still running; briefly when there are
-    // several, so that the others' text is not held up).
+    // several, so that the others' text is not held up), looking at the client every 100 ms.
     size_t waiting = 0;
     while (waiting < jobs.size() && p->ended[waiting]) ++waiting;
     if (waiting < jobs.size()) {
       auto& job = jobs[waiting];
       std::unique_lock<std::mutex> lock(job->m);
       job->cv.wait_for(
-          lock, jobs.size() == 1 ? std::chrono::milliseconds(1000) : std::chrono::milliseconds(50),
+          lock, jobs.size() == 1 ? std::chrono::milliseconds(100) : std::chrono::milliseconds(50),
           [&] { return job->done || !job->pending.empty(); });
     }
     bool wrote = false;
@@ -278,9 +316,13 @@ void Server::Impl::stream(const CompletionRequest& r, const std::vector<std::sha
       wrote = true;
     }
     const bool all_ended = std::all_of(p->ended.begin(), p->ended.end(), [](bool e) { return e; });
-    // While waiting (queued, or a slow token) an SSE comment keeps the connection alive and
-    // shows whether the client is still there.
-    if (!wrote && !all_ended && !write(": waiting\n\n")) return false;
+    // While waiting (queued, or a slow token) an SSE comment each second keeps the connection
+    // alive through proxies.
+    if (!wrote && !all_ended &&
+        std::chrono::steady_clock::now() - p->last_write > std::chrono::seconds(1) &&
+        !write(": waiting\n\n")) {
+      return false;
+    }
     if (!all_ended) return true;
     if (r.include_usage) {
       size_t generated = 0;
@@ -294,9 +336,11 @@ void Server::Impl::stream(const CompletionRequest& r, const std::vector<std::sha
     sink.done();
     return true;
   };
-  res.set_chunked_content_provider("text/event-stream", provider, [cancel_all](bool success) {
-    if (!success) cancel_all();
-  });
+  res.set_chunked_content_provider("text/event-stream", provider,
+                                   [this, cancel_all, ep](bool success) {
+                                     if (!success) cancel_all();
+                                     if (deadline) deadline->ended(ep);
+                                   });
 }
 
 Server::Server(std::unique_ptr<Decoder> decoder, Tokenizer tok, ServeOptions opts)
@@ -320,6 +364,10 @@ int Server::bind() {
     BTX_CHECK(impl_->http.bind_to_port(o.host, port),
               "cannot listen on {}:{}: the port is in use or the address is not available", o.host,
               port);
+  }
+  if (o.header_timeout_s > 0) {
+    impl_->deadline = std::make_unique<HeaderDeadline>(
+        port, std::chrono::milliseconds(static_cast<int64_t>(o.header_timeout_s * 1000)));
   }
   return port;
 }

@@ -28,12 +28,15 @@ namespace btx::serve {
 
 struct ServeOptions {
   std::string host = "127.0.0.1";
-  int port = 8000;           // 0: any free port (bind() says which)
-  std::string model_id;      // the name clients see in /v1/models and responses
-  size_t queue = 16;         // requests that may wait while others run; more get 503
-  size_t max_batch = 8;      // requests decoded together (continuous batching; 1: one at a time)
-  size_t prefill_rows = 0;   // prompts of joining requests read in one forward (0: max_batch)
-  size_t http_threads = 64;  // connections served at once (at least queue + max_batch + 8)
+  int port = 8000;          // 0: any free port (bind() says which)
+  std::string model_id;     // the name clients see in /v1/models and responses
+  size_t queue = 16;        // requests that may wait while others run; more get 503
+  size_t max_batch = 8;     // requests decoded together (continuous batching; 1: one at a time)
+  size_t prefill_rows = 0;  // prompts of joining requests read in one forward (0: max_batch)
+  // Connections served at once (at least queue + max_batch + 8): idle and trickling
+  // connections each hold one until header_timeout_s, so the rest stay free for health checks.
+  size_t http_threads = 256;
+  double header_timeout_s = 10;  // a connection with no complete request for this long is closed
   Limits limits;
   double token_delay_ms = 0;  // sleep before every token: a slow model, for testing clients
   ChatTemplate chat_template = builtin_chat_template("plain");  // for /v1/chat/completions

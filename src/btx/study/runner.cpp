@@ -104,6 +104,7 @@ struct RunningStage {
 }  // namespace
 
 void run_study(const RunDir& run, const RunConfig& c, const StudyOptions& o) {
+  if (!o.dry_run) tidy_run(run);  // before any stage is checked against the files
   const auto stages = plan_study(run, c);
   const auto started = Clock::now();
   const size_t n = stages.size();

@@ -57,38 +57,37 @@ bool is_checkpoint(const fs::path& dir) {
 ModelConfig load_model_config(const fs::path& dir) {
   const fs::path file = dir / "config.json";
   BTX_CHECK(fs::exists(file), "{} is not a checkpoint: {} is missing", dir.string(), file.string());
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(file));
-  } catch (const nlohmann::json::parse_error& e) {
-    fail("{}: invalid JSON ({})", file.string(), e.what());
-  }
-  return model_config_from_json(j, file.string());
+  return model_config_from_json(read_json_file(file), file.string());
 }
 
 void load_weights(CausalLM& model, const fs::path& dir) {
   const fs::path file = dir / "model.safetensors";
-  auto loaded = load_safetensors(file).tensors;
-  torch::NoGradGuard no_grad;
-  auto params = model->named_parameters();
+  const SafetensorsReader reader(file);
+  const auto params = model->named_parameters();
+  // Every name, shape and dtype is checked against the model before any tensor is read: a file
+  // declaring a huge or foreign tensor is refused without allocating it.
   for (const auto& p : params) {
-    auto it = loaded.find(p.key());
-    BTX_CHECK(it != loaded.end(),
-              "{}: tensor '{}' is missing (a checkpoint of a different "
-              "architecture?)",
+    const auto it = reader.tensors().find(p.key());
+    BTX_CHECK(it != reader.tensors().end(),
+              "{}: tensor '{}' is missing (a checkpoint of a different architecture?)",
               file.string(), p.key());
-    BTX_CHECK(it->second.sizes() == p.value().sizes(),
+    BTX_CHECK(it->second.shape == p.value().sizes().vec(),
               "{}: tensor '{}' has shape [{}], the model expects [{}] (a checkpoint of a "
               "different architecture?)",
-              file.string(), p.key(), fmt::join(it->second.sizes(), ", "),
+              file.string(), p.key(), fmt::join(it->second.shape, ", "),
               fmt::join(p.value().sizes(), ", "));
-    p.value().copy_(it->second);
-    loaded.erase(it);
+    BTX_CHECK(c10::isFloatingType(it->second.scalar_type()),
+              "{}: tensor '{}' is {}; model weights are floating point (F32, F16 or BF16)",
+              file.string(), p.key(), it->second.dtype);
   }
-  BTX_CHECK(loaded.empty(),
-            "{}: unexpected tensor '{}' that the model does not have (a checkpoint "
-            "of a different architecture?)",
-            file.string(), loaded.begin()->first);
+  for (const auto& [name, info] : reader.tensors()) {
+    BTX_CHECK(params.contains(name),
+              "{}: unexpected tensor '{}' that the model does not have (a checkpoint of a "
+              "different architecture?)",
+              file.string(), name);
+  }
+  torch::NoGradGuard no_grad;
+  for (const auto& p : params) p.value().copy_(reader.read(p.key()));
 }
 
 CausalLM load_model(const fs::path& dir) {
@@ -100,11 +99,7 @@ CausalLM load_model(const fs::path& dir) {
 std::optional<TrainState> load_train_state(const fs::path& dir) {
   const fs::path file = dir / "state.json";
   if (!fs::exists(file)) return std::nullopt;
-  try {
-    return TrainState::from_json(nlohmann::json::parse(read_file(file)), file.string());
-  } catch (const nlohmann::json::parse_error& e) {
-    fail("{}: invalid JSON ({})", file.string(), e.what());
-  }
+  return TrainState::from_json(read_json_file(file), file.string());
 }
 
 void load_optimizer(AdamW& opt, const fs::path& dir, int64_t steps) {

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace btx {
 
@@ -54,6 +55,26 @@ void write_dir_atomic(const fs::path& dir, const std::function<void(const fs::pa
 // but the old folder it moved aside (`<dir>.old.tmp-*`) is there, that folder is moved back.
 // Returns true when it did so.
 bool recover_dir(const fs::path& dir);
+
+// The naming rule of every swap: a file or folder being written or moved aside is named
+// `<name>.tmp-<pid>-<n>` or `<name>.old.tmp-<pid>-<n>` (temp_sibling). Such a name is never a
+// model, an expert or a result: every listing skips it.
+bool is_temp_name(std::string_view filename);
+// After a crash: recover_dir(dir), then removes `dir`'s temporary siblings left by processes that
+// are gone (pid not alive on this host). A caller that may share `dir` with another host holds
+// that folder's lock first. Returns the paths removed.
+std::vector<fs::path> tidy_dir(const fs::path& dir);
+
+// Refuses anything but a regular file before it is opened (a FIFO would block the reader for
+// ever; a folder or a device is no btx file): a btx::Error naming `path`.
+void check_regular_file(const fs::path& path);
+
+// A crash injected for tests: when the environment variable BTX_CRASH_AT is "<point>" or
+// "<point>:<k>", the process kills itself with SIGKILL the k-th time (default 1st) it reaches
+// `point`. Points: "file.rename" (an atomic file about to be renamed into place), "dir.filled",
+// "dir.moved_old" (between the two renames of a folder swap), "dir.swapped" (before the old
+// folder is removed). A no-op when the variable is unset.
+void fault_point(const char* point);
 
 std::string sha256_hex(std::string_view data);
 std::string sha256_file(const fs::path& path);

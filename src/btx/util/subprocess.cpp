@@ -79,10 +79,27 @@ int exit_code_of(int status) {
                            : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
+// The end of a program's output as one line (an error message is one line): the last `n` bytes,
+// line breaks and runs of blanks replaced by " | " and one space.
 std::string tail(const std::string& s, size_t n) {
-  std::string t = s.size() > n ? "..." + s.substr(s.size() - n) : s;
-  while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.pop_back();
-  return t;
+  const std::string t = s.size() > n ? "..." + s.substr(s.size() - n) : s;
+  std::string out, line;
+  auto flush = [&] {
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    if (!line.empty()) out += (out.empty() ? "" : " | ") + line;
+    line.clear();
+  };
+  for (char c : t) {
+    if (c == '\n' || c == '\r') {
+      flush();
+    } else if (c == '\t' || c == ' ' || static_cast<unsigned char>(c) < 0x20) {
+      if (!line.empty() && line.back() != ' ') line += ' ';
+    } else {
+      line += c;
+    }
+  }
+  flush();
+  return out;
 }
 
 }  // namespace
