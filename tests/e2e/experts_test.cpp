@@ -9,6 +9,7 @@
 #include <spawn.h>
 
 #include <chrono>
+#include <limits>
 #include <thread>
 
 #include "btx/io/safetensors.h"
@@ -169,6 +170,21 @@ TEST_F(ExpertsTest, KillsAtEveryStepOfTheCheckpointSwapLoseNothing) {
   EXPECT_EQ(corrupt, 0);
   EXPECT_EQ(missing, 0);
   EXPECT_EQ(stale, 0);
+}
+
+// Weights that hold NaN evaluated to a table of nulls with exit 0: now an error naming the model.
+TEST_F(ExpertsTest, EvaluatingNanWeightsIsAnError) {
+  RunDir run = fresh_run("nan");
+  const auto file = run.seed() / "model.safetensors";
+  TensorMap w = load_safetensors(file).tensors;
+  w["model.norm.weight"][0] = std::numeric_limits<float>::quiet_NaN();
+  save_safetensors(file, w);
+  auto r = run_btx("eval --run " + run.root.string() + " --model seed --out " +
+                   (run.root / "nan.json").string());
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("the loss on domain"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("nan (weights holding NaN or Inf"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(run.root / "nan.json"));
 }
 
 TEST_F(ExpertsTest, FailingExpertIsNamedAndOthersFinish) {

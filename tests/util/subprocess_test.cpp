@@ -51,5 +51,19 @@ TEST(Subprocess, ErrorsNameTheCommand) {
   EXPECT_THROW(run_process({"btx-no-such-program-xyz"}), Error);
 }
 
+// spm_train's failure lines once ended up after btx's error line: a child's output is one line.
+TEST(Subprocess, AChildsMultiLineOutputIsFoldedIntoTheOneLineError) {
+  try {
+    check_output({"sh", "-c",
+                  "printf 'trainer: starting\\n\\n  Vocabulary  size\\ttoo high\\n' >&2; exit 1"},
+                 "training tokenizer");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    EXPECT_NE(msg.find(": trainer: starting | Vocabulary size too high"), std::string::npos) << msg;
+  }
+}
+
 }  // namespace
 }  // namespace btx
