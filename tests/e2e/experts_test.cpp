@@ -9,6 +9,7 @@
 #include <spawn.h>
 
 #include <chrono>
+#include <iostream>
 #include <limits>
 #include <thread>
 
@@ -142,16 +143,26 @@ TEST_F(ExpertsTest, KillsAtEveryStepOfTheCheckpointSwapLoseNothing) {
   int trials = 0, killed = 0, corrupt = 0, missing = 0, stale = 0;
   // Checkpoints at steps 10, 20 and 30 (the last); each atomic file (lock, checkpoint files,
   // metrics) passes "file.rename".
-  const std::vector<std::string> points = {"dir.filled:1",    "dir.moved_old:1", "dir.swapped:1",
-                                           "dir.moved_old:3", "dir.swapped:3",   "file.rename:2",
-                                           "file.rename:6"};
+  std::vector<std::string> points = {"dir.filled:1",    "dir.moved_old:1", "dir.swapped:1",
+                                     "dir.moved_old:3", "dir.swapped:3",   "file.rename:2",
+                                     "file.rename:6"};
+  const bool matrix = std::getenv("BTX_CRASH_MATRIX") != nullptr;
+  if (matrix) {  // every point at every checkpoint (docs/benchmarks.md); a late one may not hit
+    points.clear();
+    for (const char* p : {"dir.filled", "dir.moved_old", "dir.swapped"}) {
+      for (int k = 1; k <= 3; ++k) points.push_back(fmt::format("{}:{}", p, k));
+    }
+    for (int k = 1; k <= 12; ++k) points.push_back(fmt::format("file.rename:{}", k));
+  }
   for (const auto& point : points) {
     RunDir run = fresh_run("swap-" + std::to_string(trials++));
     ASSERT_EQ(run_btx("branch --run " + run.root.string()).code, 0);
     auto r =
         run_btx("train --run " + run.root.string() + " --expert code", "BTX_CRASH_AT=" + point);
     killed += r.code == 128 + SIGKILL;
-    EXPECT_EQ(r.code, 128 + SIGKILL) << point << "\n" << r.output;
+    if (!matrix || r.code != 0) {
+      EXPECT_EQ(r.code, 128 + SIGKILL) << point << "\n" << r.output;
+    }
     r = run_btx("status --run " + run.root.string());
     EXPECT_EQ(r.code, 0) << point << "\n" << r.output;
     for (const auto& e : fs::directory_iterator(experts_dir(run))) {
@@ -166,7 +177,9 @@ TEST_F(ExpertsTest, KillsAtEveryStepOfTheCheckpointSwapLoseNothing) {
     corrupt += read_file(expert_dir(run, "code") / "model.safetensors") != want;
     EXPECT_EQ(list_experts(run).size(), 3u) << point;
   }
-  EXPECT_EQ(killed, trials);
+  std::cout << fmt::format("crash test: {} trials, {} killed, {} corrupt, {} missing, {} stale\n",
+                           trials, killed, corrupt, missing, stale);
+  if (!matrix) EXPECT_EQ(killed, trials);
   EXPECT_EQ(corrupt, 0);
   EXPECT_EQ(missing, 0);
   EXPECT_EQ(stale, 0);
