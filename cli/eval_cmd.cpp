@@ -1,6 +1,7 @@
 // `btx eval`: per-domain loss / perplexity of any model (checkpoint, merged model, ensemble) on
 // token shards and novel text; with --run, on the run's own data with its settings, recorded as
 // eval/<name>.json, several models at once with a comparison table.
+#include <filesystem>
 #include <iostream>
 #include <optional>
 
@@ -138,6 +139,9 @@ std::vector<Command> add_eval_commands(CLI::App& app) {
           {cmd, [a] {
              BTX_CHECK(a->models.size() == 1 || (a->name.empty() && a->out.empty()),
                        "--name and --out take one --model, got {}", a->models.size());
+             // Before the evaluation, not after it: a folder cannot become the JSON file.
+             BTX_CHECK(a->out.empty() || !std::filesystem::is_directory(a->out),
+                       "--out {}: is a folder (a file name is expected)", a->out);
              std::vector<nlohmann::json> results;
              for (const auto& m : a->models) {
                results.push_back(evaluate_one(*a, m));

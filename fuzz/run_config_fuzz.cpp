@@ -1,5 +1,6 @@
 // A run config (TOML) on hostile text: parsed, validated, written back and parsed again, which
 // must give the same config.
+#include <cstdio>
 #include <cstdlib>
 
 #include "btx/config/run_config.h"
@@ -14,7 +15,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } catch (const btx::Error&) {
     return 0;
   }
-  const btx::RunConfig back = btx::parse_run_config(btx::run_config_to_toml(c), "written.toml");
-  if (!btx::differing_keys(c, back).empty()) std::abort();  // the written config reads back
+  const std::string written = btx::run_config_to_toml(c);
+  const btx::RunConfig back = btx::parse_run_config(written, "written.toml");
+  const auto keys = btx::differing_keys(c, back);
+  if (!keys.empty()) {  // the written config must read back as the same config
+    std::fprintf(stderr, "written config reads back differently: %s\n", keys.front().c_str());
+    std::abort();
+  }
   return 0;
 }

@@ -65,13 +65,12 @@ for t in "${targets[@]}"; do
   clang++ -fsanitize=fuzzer,address "${objs[@]}" $libs -o "$out/${t}_fuzz"
   corpus="$out/corpus/$t"
   mkdir -p "$corpus"
-  seeds="fuzz/corpus/$t"
-  [ "$t" = run_config ] && seeds=configs
-  [ -d "$seeds" ] || seeds=""
+  seeds=("$root/fuzz/corpus/$t")
+  [ "$t" = run_config ] && seeds+=("$root/configs")  # the presets are real run configs
   log="$out/$t.log"
   set +e
   (cd "$out/findings" && "$root/$out/${t}_fuzz" -max_total_time="$seconds" -timeout=10 \
-     -rss_limit_mb=4096 -print_final_stats=1 "$root/$corpus" ${seeds:+"$root/$seeds"}) > "$log" 2>&1
+     -rss_limit_mb=4096 -print_final_stats=1 "$root/$corpus" "${seeds[@]}") > "$log" 2>&1
   rc=$?
   set -e
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')

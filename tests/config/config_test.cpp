@@ -61,6 +61,28 @@ TEST(RunConfig, ResolvedTomlRoundTrips) {
   EXPECT_EQ(back.model, c.model);
 }
 
+// Found by the fuzz target: a string starting with a newline (or holding one) was written in a
+// form that reads back as another string, or does not read back at all.
+TEST(RunConfig, StringsWithNewlinesQuotesAndBackslashesRoundTrip) {
+  auto c = parse_run_config(
+      "name = 'r'\n[study]\nsweep = [\"\\nabc\", \"a\\nb\", 'c:\\d', \"q\\\"\"]\n", "cfg.toml");
+  ASSERT_EQ(c.study.sweep, (std::vector<std::string>{"\nabc", "a\nb", "c:\\d", "q\""}));
+  const auto back = parse_run_config(run_config_to_toml(c), "resolved.toml");
+  EXPECT_EQ(back.study.sweep, c.study.sweep);
+  EXPECT_TRUE(differing_keys(c, back).empty());
+}
+
+// Also found by fuzzing: floats were written with 6 digits, so 4444440.1 read back as 4444440.
+// Short floats stay short.
+TEST(RunConfig, FloatsReadBackExactlyAndStayShortWhenTheyCan) {
+  auto c = parse_run_config("name = 'r'\n[seed]\nweight_decay = 4444440.1\nlr = 0.1\n", "cfg.toml");
+  std::string text = run_config_to_toml(c);
+  EXPECT_EQ(parse_run_config(text, "resolved.toml").seed_train.weight_decay, 4444440.1) << text;
+  c = parse_run_config("name = 'r'\n[seed]\nlr = 0.1\n", "cfg.toml");
+  text = run_config_to_toml(c);
+  EXPECT_NE(text.find("lr = 0.1\n"), std::string::npos) << text;
+}
+
 TEST(RunConfig, EveryPresetInTheRepoLoads) {
   // The presets users copy (configs/*.toml): each must load, name its domains and fit its model.
   int presets = 0;

@@ -49,12 +49,13 @@ nlohmann::json read_curves(const fs::path& metrics, const std::string& name,
   return {{"name", name}, {"group", group}, {"train", train}, {"valid", valid}};
 }
 
-// The sub-folders of `dir` in name order (none when it does not exist).
+// The sub-folders of `dir` in name order (none when it does not exist), a swap's temporaries
+// left out.
 std::vector<fs::path> folders(const fs::path& dir) {
   std::vector<fs::path> out;
   if (!fs::is_directory(dir)) return out;
   for (const auto& e : fs::directory_iterator(dir)) {
-    if (e.is_directory()) out.push_back(e.path());
+    if (e.is_directory() && !is_temp_name(e.path().filename().string())) out.push_back(e.path());
   }
   std::sort(out.begin(), out.end());
   return out;

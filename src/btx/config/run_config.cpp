@@ -137,12 +137,23 @@ std::string run_config_to_toml(const RunConfig& c) {
   toml::table table;
   TomlWriter w(&table);
   const_cast<RunConfig&>(c).visit(w);
-  std::ostringstream out;
-  out << "# Resolved btx run config: every key with its value, defaults included.\n"
-      << toml::toml_formatter(table, toml::toml_formatter::default_flags |
-                                         toml::format_flags::relaxed_float_precision)
-      << "\n";
-  return out.str();
+  // Strings in double quotes with escapes only (found by fuzz/run_config_fuzz.cpp): toml++ 3.3
+  // writes a string that starts with a newline in triple quotes, where a reader drops that
+  // newline, and one holding a newline as a literal string, which may not hold one.
+  const auto flags =
+      toml::toml_formatter::default_flags &
+      ~(toml::format_flags::allow_multi_line_strings | toml::format_flags::allow_literal_strings);
+  auto write = [&](toml::format_flags f) {
+    std::ostringstream out;
+    out << "# Resolved btx run config: every key with its value, defaults included.\n"
+        << toml::toml_formatter(table, f) << "\n";
+    return out.str();
+  };
+  // Floats as short as they read (0.1, not 0.10000000000000001), unless that loses a digit
+  // (4444440.1 became 4444440: the run's config no longer read as itself; also found by fuzzing).
+  const std::string compact = write(flags | toml::format_flags::relaxed_float_precision);
+  if (differing_keys(c, parse_run_config(compact, "the resolved config")).empty()) return compact;
+  return write(flags);
 }
 
 RunConfig set_run_config_value(const RunConfig& c, const std::string& key, const std::string& value,
