@@ -83,6 +83,28 @@ TEST(RunConfig, FloatsReadBackExactlyAndStayShortWhenTheyCan) {
   EXPECT_NE(text.find("lr = 0.1\n"), std::string::npos) << text;
 }
 
+// A few zeros too many ran for minutes before LibTorch's allocator failed naming nothing.
+TEST(RunConfig, AbsurdTrainingSizesAreNamedBeforeAnythingRuns) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"[seed]\nbatch_size = 100000000\n",
+       "[seed]: batch_size = 100000000 is above the maximum 65536"},
+      {"[experts.train]\nsteps = 10000000000\n", "steps = 10000000000 is above the maximum"},
+      {"[seed]\nbatch_size = 4096\nseq_len = 4096\n",
+       "batch_size x seq_len = 4096 x 4096 = 16777216 tokens per micro-batch"},
+      {"[seed]\nlr = inf\n", "lr must be a finite number, got inf"},
+      {"[seed]\nbatch_size = 1e8\n", "key 'seed.batch_size' must be an integer"},
+  };
+  for (const auto& [text, message] : cases) {
+    std::string error;
+    try {
+      parse_run_config("name = 'r'\n" + text, "cfg.toml");
+    } catch (const Error& e) {
+      error = e.what();
+    }
+    EXPECT_NE(error.find(message), std::string::npos) << text << " -> " << error;
+  }
+}
+
 TEST(RunConfig, EveryPresetInTheRepoLoads) {
   // The presets users copy (configs/*.toml): each must load, name its domains and fit its model.
   int presets = 0;
