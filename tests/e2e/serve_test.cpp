@@ -329,9 +329,13 @@ TEST_F(ServeTest, FloodGets503DisconnectCancelsAndTheEnsembleServes) {
       "curl -s -o /dev/null -w 'code=%{http_code}\\n' -H 'Content-Type: "
       "application/json' --data-binary @" +
       (run.root / "flood.json").string() + " " + server.url("/v1/completions");
-  const std::string script = "for i in 1 2 3 4 5 6; do " + post +
-                             " & done; sleep 0.3; curl -s -w ' health=%{http_code}\\n' " +
-                             server.url("/health") + "; wait";
+  // The first request runs before the flood (else all six may find it still queued): then one
+  // of the five waits in the queue and four get 503.
+  const std::string script =
+      post + " & for t in $(seq 100); do curl -s " + server.url("/health") +
+      " | grep -q '\"running\":1' && break; sleep 0.05; done; for i in 1 2 3 4 5; do " + post +
+      " & done; sleep 0.3; curl -s -w ' health=%{http_code}\\n' " + server.url("/health") +
+      "; wait";
   const auto flood = run_process({"sh", "-c", script});
   int ok = 0, busy = 0;
   for (size_t at = flood.out.find("code="); at != std::string::npos;
