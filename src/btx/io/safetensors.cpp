@@ -216,9 +216,10 @@ Header read_header(const InputFile& f) {
   Header h;
   h.data_start = 8 + n;
   const uint64_t buffer_size = f.size() - h.data_start;
-  BTX_CHECK(json_nesting_depth(text) <= kMaxJsonDepth,
-            "{}: safetensors header nested {} levels deep; at most {} are read", file,
-            json_nesting_depth(text), kMaxJsonDepth);
+  const size_t depth = json_nesting_depth(text);
+  BTX_CHECK(depth <= kMaxJsonDepth,
+            "{}: safetensors header nested {} levels deep; at most {} are read", file, depth,
+            kMaxJsonDepth);
   try {
     const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
     BTX_CHECK(!j.is_discarded(), "{}: safetensors header is not valid JSON", file);
