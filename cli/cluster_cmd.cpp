@@ -11,7 +11,7 @@
 #include "btx/cluster/cluster_model.h"
 #include "btx/corpus/corpus.h"
 #include "btx/data/shards.h"
-#include "btx/run/open.h"
+#include "btx/run/model_folder.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
 #include "cli/commands.h"

@@ -10,7 +10,7 @@
 #include "btx/data/shards.h"
 #include "btx/data/tokenizer.h"
 #include "btx/eval/evaluate.h"
-#include "btx/run/open.h"
+#include "btx/run/model_scorer.h"
 #include "btx/run/run_dir.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
@@ -48,7 +48,7 @@ fs::path resolve_model(const EvalArgs& a, const std::string& model) {
 
 nlohmann::json evaluate_one(EvalArgs& a, const std::string& model_arg) {
   const fs::path model = resolve_model(a, model_arg);
-  auto scorer = open_scorer(model);
+  auto scorer = open_scorer(ModelFolder::open(model));
   const std::string name = a.name.empty() ? eval_name(model) : a.name;
   if (!a.run.empty()) {
     const RunDir run{a.run};

@@ -3,7 +3,7 @@
 #include <iostream>
 
 #include "btx/generate/generate.h"
-#include "btx/run/open.h"
+#include "btx/run/model_folder.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
@@ -46,7 +46,7 @@ std::vector<Command> add_generate_commands(CLI::App& app) {
              const fs::path tok_file = model_tokenizer(dir, a->tokenizer);
              const Tokenizer tok = Tokenizer::load(tok_file);
              a->opts.use_cache = !a->no_cache;
-             auto decoder = open_decoder(dir, a->opts.use_cache);
+             auto decoder = open_decoder(ModelFolder::open(dir), a->opts.use_cache);
              const auto r =
                  generate(*decoder, tok, tok.encode(prompt), a->opts,
                           [](const std::string& text) { std::cout << text << std::flush; });
@@ -61,7 +61,7 @@ std::vector<Command> add_generate_commands(CLI::App& app) {
                for (const auto& [w, name] : p) state += fmt::format(" {} {:.3f}", name, w);
              }
              std::cerr << fmt::format("[{} tokens, finish: {}{}]\n", r.tokens.size(),
-                                      r.finish_reason, state);
+                                      name_of(r.finish_reason), state);
            }}};
 }
 

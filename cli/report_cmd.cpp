@@ -65,7 +65,7 @@ std::vector<Command> add_report_commands(CLI::App& app) {
              std::vector<std::string> models = a->models;
              if (models.empty() && fs::is_directory(run.root / "merged")) {
                for (const auto& e : fs::directory_iterator(run.root / "merged")) {
-                 if (e.is_directory() && has_analysis(e.path())) {
+                 if (e.is_directory() && has_analysis(ModelFolder::open(e.path()))) {
                    models.push_back("merged/" + e.path().filename().string());
                  }
                }
@@ -76,7 +76,7 @@ std::vector<Command> add_report_commands(CLI::App& app) {
              for (const auto& m : models) {
                const fs::path model = resolve_model_path(run, m);
                const std::string name = eval_name(model);
-               const auto result = model_analysis(run, c, model);
+               const auto result = model_analysis(run, c, ModelFolder::open(model));
                const fs::path out = analysis_path(run, name);
                write_file_atomic(
                    out, result.dump(1, ' ', false, nlohmann::json::error_handler_t::replace));

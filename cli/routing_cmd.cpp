@@ -38,7 +38,7 @@ std::vector<Command> add_routing_commands(CLI::App& app) {
                 const RunConfig c = load_run(run);
                 const fs::path model = resolve_model_path(run, a->model);
                 if (!a->text_file.empty()) a->opts.text = read_file(a->text_file);
-                const auto result = routing_analysis(run, c, model, a->opts);
+                const auto result = routing_analysis(run, c, ModelFolder::open(model), a->opts);
                 if (!a->out.empty()) write_file_atomic(a->out, result.dump(2));
                 if (a->json) {
                   std::cout << result.dump(2) << "\n";

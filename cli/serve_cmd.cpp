@@ -8,7 +8,7 @@
 #include <thread>
 
 #include "btx/generate/generate.h"
-#include "btx/run/open.h"
+#include "btx/run/model_folder.h"
 #include "btx/serve/server.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
@@ -93,7 +93,7 @@ std::vector<Command> add_serve_commands(CLI::App& app) {
   return {{cmd, [a] {
              const fs::path dir = a->model.dir();
              const fs::path tok_file = model_tokenizer(dir, a->tokenizer);
-             auto decoder = open_decoder(dir, !a->no_cache);
+             auto decoder = open_decoder(ModelFolder::open(dir), !a->no_cache);
              const std::string what = decoder->describe();
              auto& o = a->opts;
              o.chat_template = load_chat_template(a->chat_template);

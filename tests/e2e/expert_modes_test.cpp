@@ -11,7 +11,7 @@
 #include "btx/model/moe.h"
 #include "btx/model/param_roles.h"
 #include "btx/run/experts.h"
-#include "btx/run/open.h"
+#include "btx/run/model_folder.h"
 #include "btx/train/checkpoint.h"
 #include "e2e_util.h"
 #include "tiny_corpus.h"
@@ -38,7 +38,7 @@ TEST(ExpertModes, FfnExpertsKeepTheSeedsSharedLayersAndMergeExactly) {
   const auto experts = list_experts(run);
   ASSERT_EQ(experts.size(), 3u);
   for (const auto& e : experts) {
-    EXPECT_EQ(e.mode, "ffn");
+    EXPECT_EQ(e.mode, ExpertMode::kFfn);
     EXPECT_EQ(read_json_file(expert_dir(run, e.name) / "expert.json")["mode"], "ffn");
     EXPECT_TRUE(load_train_state(expert_dir(run, e.name))->done) << e.name;
     const auto w = load_safetensors(expert_dir(run, e.name) / "model.safetensors").tensors;
@@ -61,7 +61,7 @@ TEST(ExpertModes, FfnExpertsKeepTheSeedsSharedLayersAndMergeExactly) {
   auto moe = load_model(run.root / "merged/tag");
   moe->eval();
   const RunConfig c = load_run(run);
-  const auto routes = domain_experts(read_merge_manifest(run.root / "merged/tag"));
+  const auto routes = ModelFolder::open(run.root / "merged/tag").domain_experts();
   ASSERT_EQ(routes.size(), experts.size());
   for (const auto& [domain, j] : routes) {
     auto expert = load_model(expert_dir(run, domain));  // one expert per domain, named after it
@@ -106,7 +106,7 @@ TEST(ExpertModes, FlexolmoExpertsTrainOnlyTheirOwnSlotAndConcatenate) {
   ASSERT_EQ(experts.size(), 3u);
   std::vector<TensorMap> w;
   for (const auto& e : experts) {
-    EXPECT_EQ(e.mode, "flexolmo");
+    EXPECT_EQ(e.mode, ExpertMode::kFlexolmo);
     w.push_back(load_safetensors(expert_dir(run, e.name) / "model.safetensors").tensors);
   }
   const std::string gate = "model.layers.1.block_sparse_moe.gate.weight";

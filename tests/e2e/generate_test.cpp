@@ -36,7 +36,7 @@ TEST_F(GenerateTest, CachedAndRecomputedGenerationAgreeAndOptionsWork) {
     const auto full = generate(model, tok, prompt, o);
     EXPECT_EQ(cached.tokens, full.tokens) << m;
     EXPECT_EQ(cached.tokens.size(), 20u) << m;
-    EXPECT_EQ(cached.finish_reason, "length");
+    EXPECT_EQ(cached.finish_reason, FinishReason::kLength);
     EXPECT_EQ(streamed, cached.text) << m;  // streaming delivers exactly the text
     // Seeded sampling: the same seed, the same text; the stop string ends it early.
     o.use_cache = true;
@@ -50,7 +50,7 @@ TEST_F(GenerateTest, CachedAndRecomputedGenerationAgreeAndOptionsWork) {
       s.stop = {a.text.substr(2, 2)};
       std::string out;
       const auto b = generate(model, tok, prompt, s, [&](const std::string& t) { out += t; });
-      EXPECT_EQ(b.finish_reason, "stop") << m;
+      EXPECT_EQ(b.finish_reason, FinishReason::kStop) << m;
       EXPECT_EQ(b.text, a.text.substr(0, a.text.find(s.stop[0]))) << m;
       EXPECT_EQ(out, b.text) << m;  // nothing of the stop string was streamed
     }
@@ -58,8 +58,8 @@ TEST_F(GenerateTest, CachedAndRecomputedGenerationAgreeAndOptionsWork) {
   // The ensemble: its posterior moves with the text; cached and recomputed decoding agree, and
   // the final posterior is a distribution over the three experts that favours the code expert.
   {
-    auto cached = open_decoder(run.root / "merged/ensemble", true);
-    auto full = open_decoder(run.root / "merged/ensemble", false);
+    auto cached = open_decoder(ModelFolder::open(run.root / "merged/ensemble"), true);
+    auto full = open_decoder(ModelFolder::open(run.root / "merged/ensemble"), false);
     GenerateOptions o;
     o.max_tokens = 16;
     o.stop_at_eos = false;
@@ -88,7 +88,9 @@ TEST_F(GenerateTest, CachedAndRecomputedGenerationAgreeAndOptionsWork) {
                    " --model seed --max-tokens 12 --prompt 'def f_1(x):\n    return'");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find(expect.text), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("finish: " + expect.finish_reason), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(std::string("finish: ") + name_of(expect.finish_reason)),
+            std::string::npos)
+      << r.output;
 
   // Bad requests.
   std::string long_prompt;

@@ -55,7 +55,7 @@ struct LlamaCppRun {
 LlamaCppRun run_llama_cpp(const RunDir& run, const fs::path& model_dir, const fs::path& gguf,
                           const Tokenizer& tok) {
   LlamaCppRun r;
-  auto decoder = open_decoder(model_dir, true);
+  auto decoder = open_decoder(ModelFolder::open(model_dir), true);
   GenerateOptions o;
   o.max_tokens = kNewTokens;
   o.sampling.temperature = 0;

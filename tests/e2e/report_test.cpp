@@ -154,9 +154,9 @@ TempDir* ReportTest::dir_ = nullptr;
 TEST_F(ReportTest, AnalysisOfRoutedModelsAndEnsembles) {
   const RunDir r = fresh_run("analysis");
   const std::string r_ = " --run " + r.root.string();
-  EXPECT_TRUE(has_analysis(r.root / "merged/btx"));
-  EXPECT_TRUE(has_analysis(r.root / "merged/ensemble-all"));
-  EXPECT_FALSE(has_analysis(r.seed()));
+  EXPECT_TRUE(has_analysis(ModelFolder::open(r.root / "merged/btx")));
+  EXPECT_TRUE(has_analysis(ModelFolder::open(r.root / "merged/ensemble-all")));
+  EXPECT_FALSE(has_analysis(ModelFolder::open(r.seed())));
   auto res = run_btx("analyze" + r_ + " --model seed");
   EXPECT_NE(res.code, 0);
   EXPECT_NE(res.output.find("nothing to analyse"), std::string::npos) << res.output;

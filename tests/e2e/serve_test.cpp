@@ -19,6 +19,7 @@
 
 #include "btx/data/chat_template.h"
 #include "btx/generate/generate.h"
+#include "btx/serve/completions.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "btx/util/subprocess.h"
@@ -184,7 +185,7 @@ TEST_F(ServeTest, CompletionsOverLoopbackMatchGenerationAndRefuseBadRequests) {
   EXPECT_EQ(j.at("model"), "seed");
   EXPECT_EQ(j.at("choices").at(0).at("text"), expect.text);
   EXPECT_EQ(j.at("choices").at(0).at("finish_reason"),
-            expect.finish_reason == "eos" ? "stop" : expect.finish_reason);
+            serve::openai_finish_reason(expect.finish_reason));
   EXPECT_EQ(j.at("usage").at("prompt_tokens"), tok.encode(prompt).size());
   EXPECT_EQ(j.at("usage").at("completion_tokens"), expect.tokens.size());
 
@@ -210,7 +211,7 @@ TEST_F(ServeTest, CompletionsOverLoopbackMatchGenerationAndRefuseBadRequests) {
       finish = e.at("choices").at(0).at("finish_reason");
   }
   EXPECT_EQ(streamed, expect.text);
-  EXPECT_EQ(finish, expect.finish_reason == "eos" ? "stop" : expect.finish_reason);
+  EXPECT_EQ(finish, serve::openai_finish_reason(expect.finish_reason));
 
   // Concurrent requests of different prompt lengths and budgets, decoded together in one batch
   // (rows joining and leaving): each gets the text it gets alone.
@@ -401,7 +402,7 @@ TEST_F(ServeTest, FloodGets503DisconnectCancelsAndTheEnsembleServes) {
                   batched.url("/v1/completions") + " & ";
   }
   ASSERT_EQ(run_process({"sh", "-c", ens_script + "wait"}).exit_code, 0);
-  auto ensemble = open_decoder(run.root / "merged/ensemble", true);
+  auto ensemble = open_decoder(ModelFolder::open(run.root / "merged/ensemble"), true);
   const Tokenizer tok = Tokenizer::load(run.tokenizer());
   for (size_t i = 0; i < prompts.size(); ++i) {
     const auto out =
@@ -445,7 +446,7 @@ TEST_F(ServeTest, OpenAiClientGetsCompletionsChatLogprobsEchoAndN) {
   EXPECT_EQ(out["models"], nlohmann::json({"btx"}));
 
   // Completions, whole and streamed: btx generate's greedy text.
-  auto decoder = open_decoder(model, true);
+  auto decoder = open_decoder(ModelFolder::open(model), true);
   GenerateOptions g;
   g.max_tokens = 8;
   g.sampling.temperature = 0;

@@ -1,12 +1,12 @@
-// Typed merge parameters (merge/params.h): each type's check by hand (integers, open and closed
+// Typed merge parameters (util/params.h): each type's check by hand (integers, open and closed
 // ranges of numbers, choices, free text), the "expected" texts, and over the whole registry:
 // every method's defaults pass its own declarations, and resolve_merge_params refuses values
 // of the wrong type or range, unknown parameters and a method's cross-parameter rule.
 #include <gtest/gtest.h>
 
 #include "btx/merge/method.h"
-#include "btx/merge/params.h"
 #include "btx/util/error.h"
+#include "btx/util/params.h"
 #include "test_util.h"
 
 namespace btx {
@@ -15,7 +15,7 @@ namespace {
 using testing::error_of;
 
 TEST(MergeParams, IntegersAreWholeAndWithinTheirRange) {
-  const MergeParam k = integer_param("top-k", "2", "experts per token", 1);
+  const Param k = integer_param("top-k", "2", "experts per token", 1);
   EXPECT_EQ(k.expected(), "an integer >= 1");
   EXPECT_EQ(error_of([&] { k.check("2"); }), "");
   EXPECT_EQ(error_of([&] { k.check(""); }), "");  // not given, no default
@@ -30,16 +30,16 @@ TEST(MergeParams, IntegersAreWholeAndWithinTheirRange) {
 }
 
 TEST(MergeParams, NumbersAreFiniteAndRespectOpenAndClosedBounds) {
-  const MergeParam dropout = real_param("p", "0.1", "", 0, 1, false, /*max_open=*/true);
+  const Param dropout = real_param("p", "0.1", "", 0, 1, false, /*max_open=*/true);
   EXPECT_EQ(dropout.expected(), "a number in [0, 1)");
   EXPECT_EQ(error_of([&] { dropout.check("0"); }), "");
   EXPECT_EQ(error_of([&] { dropout.check("0.99"); }), "");
   EXPECT_EQ(error_of([&] { dropout.check("1"); }), "--p '1': expected a number in [0, 1)");
-  const MergeParam alpha = real_param("alpha", "0.3", "", 0, 1, /*min_open=*/true);
+  const Param alpha = real_param("alpha", "0.3", "", 0, 1, /*min_open=*/true);
   EXPECT_EQ(alpha.expected(), "a number in (0, 1]");
   EXPECT_EQ(error_of([&] { alpha.check("1"); }), "");
   EXPECT_EQ(error_of([&] { alpha.check("0"); }), "--alpha '0': expected a number in (0, 1]");
-  const MergeParam w = real_param("w", "0", "", 0);
+  const Param w = real_param("w", "0", "", 0);
   EXPECT_EQ(w.expected(), "a number >= 0");
   for (const char* bad : {"nan", "inf", "-1e-9", "0.5.1", "x"}) {
     EXPECT_EQ(error_of([&] { w.check(bad); }),
@@ -52,12 +52,12 @@ TEST(MergeParams, NumbersAreFiniteAndRespectOpenAndClosedBounds) {
 }
 
 TEST(MergeParams, ChoicesAndText) {
-  const MergeParam c = choice_param("prior", "cached", {"uniform", "cached"}, "");
+  const Param c = choice_param("prior", "cached", {"uniform", "cached"}, "");
   EXPECT_EQ(c.expected(), "one of: uniform, cached");
   EXPECT_EQ(error_of([&] { c.check("cached"); }), "");
   EXPECT_EQ(error_of([&] { c.check("sometimes"); }),
             "--prior 'sometimes' is not one of: uniform, cached");
-  const MergeParam t = text_param("weights", "EXPERT=W,...");
+  const Param t = text_param("weights", "EXPERT=W,...");
   EXPECT_EQ(t.expected(), "text");
   EXPECT_EQ(error_of([&] { t.check("a=1,b=2"); }), "");
   EXPECT_EQ(t.default_value, "");
@@ -79,8 +79,12 @@ TEST(MergeParams, EveryMethodsDefaultsFitItsOwnDeclarations) {
 TEST(MergeParams, ResolveChecksTypesRangesNamesAndCrossParameterRules) {
   const MergeMethod& btx = find_merge_method("btx");
   const auto p = resolve_merge_params(btx, {{"top-k", "1"}});
-  EXPECT_EQ(p.at("top-k"), "1");
-  EXPECT_EQ(p.at("router"), "top-k");  // the default filled in, as the string it is
+  EXPECT_EQ(p.given("top-k"), "1");
+  EXPECT_EQ(p.integer("top-k"), 1);
+  EXPECT_EQ(p.given("router"), "top-k");  // the default filled in, as the string it is
+  EXPECT_EQ(p.text("router"), "top-k");
+  EXPECT_DOUBLE_EQ(p.real("aux-loss"), 0.01);
+  EXPECT_FALSE(p.flag("seed-expert"));
   EXPECT_EQ(error_of([&] {
               resolve_merge_params(btx, {{"top-k", "-1"}});
             }),

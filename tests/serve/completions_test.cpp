@@ -194,7 +194,7 @@ TEST_F(CompletionsTest, ResponsesFollowOpenAIsShape) {
   GenerateResult r;
   r.text = "ok\xC3";  // half a character: replaced, not a crash
   r.tokens = {4, 5};
-  r.finish_reason = "eos";
+  r.finish_reason = FinishReason::kEos;
   const auto j = completion_response(ids, req, {{r, {}}}, *tok_, {{"posterior", {{"a", 1.0}}}});
   EXPECT_EQ(j.at("object"), "text_completion");
   EXPECT_EQ(j.at("choices").at(0).at("finish_reason"), "stop");  // eos is OpenAI's "stop"
@@ -230,7 +230,7 @@ TEST_F(CompletionsTest, EchoLogprobsPutThePromptFirst) {
   c.result.tokens = {10};
   c.result.text = tok_->piece_text(10);
   c.result.logprobs = {{10, -0.25, {{10, -0.25}}}};
-  c.result.finish_reason = "length";
+  c.result.finish_reason = FinishReason::kLength;
   const auto lp = completion_logprobs(req, 0, c, *tok_);
   EXPECT_EQ(lp.at("token_logprobs"), nlohmann::json({nullptr, -1.5, -2.0, -0.25}));
   EXPECT_TRUE(lp.at("top_logprobs")[0].is_null());

@@ -54,7 +54,7 @@ TEST(StudyMethods, FinetuneFollowsTheMethodOrTheEntry) {
   EXPECT_EQ(m[0].finetune, "router+shared");
   EXPECT_EQ(m[0].params.count("finetune"), 0u);  // the planner's, not a merge parameter
   EXPECT_EQ(m[1].finetune, "");
-  c.experts.mode = "flexolmo";
+  c.experts.mode = ExpertMode::kFlexolmo;
   c.study.methods = {"flexolmo", "flexolmo --finetune router --name flexolmo-ft", "average"};
   m = study_methods(c);
   ASSERT_EQ(m.size(), 3u);
@@ -65,7 +65,7 @@ TEST(StudyMethods, FinetuneFollowsTheMethodOrTheEntry) {
   EXPECT_EQ(error_of([&] { study_methods(c); }),
             "study.methods[0] \"btx\": btx merges experts trained in mode all or ffn, not "
             "'flexolmo' ([experts] mode)");
-  c.experts.mode = "all";
+  c.experts.mode = ExpertMode::kAll;
   c.study.methods = {"flexolmo"};
   EXPECT_EQ(error_of([&] { study_methods(c); }),
             "study.methods[0] \"flexolmo\": flexolmo merges experts trained in mode flexolmo, "
@@ -210,7 +210,7 @@ TEST(StudyPlan, FinetuneStagesTrainWhatTheEntrySays) {
   ASSERT_GE(longer.size(), 2u);
   EXPECT_EQ(longer[longer.size() - 2], "--steps");
   EXPECT_EQ(longer.back(), "400");
-  c.experts.mode = "flexolmo";
+  c.experts.mode = ExpertMode::kFlexolmo;
   c.study.methods = {"flexolmo"};
   commands.clear();
   for (const auto& s : plan_study(RunDir{tmp.path() / "run2"}, c)) commands[s.name] = s.commands;
@@ -239,7 +239,7 @@ TEST(StudyPlan, LongestMergesArePlannedFirstAndResultsKeepTheConfigsOrder) {
 TEST(StudyPlan, EachStudiedModeIsASubRunSharingTheSeed) {
   TempDir tmp;
   RunConfig c = default_config();
-  c.study.modes = {"ffn", "flexolmo"};
+  c.study.modes = {ExpertMode::kFfn, ExpertMode::kFlexolmo};
   std::map<std::string, Stage> stages;
   for (auto& s : plan_study(RunDir{tmp.path() / "run"}, c)) stages.emplace(s.name, s);
   for (const std::string mode : {"ffn", "flexolmo"}) {
@@ -277,7 +277,7 @@ TEST(StudyPlan, StagesComeAfterWhatTheyNeedAndCoverEveryMethod) {
   TempDir tmp;
   RunConfig c = default_config();
   c.study.random_split = true;  // in the ablations preset; planned here too
-  c.study.modes = {"ffn", "flexolmo"};
+  c.study.modes = {ExpertMode::kFfn, ExpertMode::kFlexolmo};
   const auto stages = plan_study(RunDir{tmp.path() / "run"}, c);
   std::set<std::string> seen;
   for (const auto& s : stages) {

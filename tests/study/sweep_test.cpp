@@ -36,8 +36,9 @@ TEST(Sweep, SetsAConfigKeyOfItsOwnType) {
   EXPECT_EQ(sweep_config(c, "finetune.steps", "400").finetune.steps, 400);
   EXPECT_DOUBLE_EQ(sweep_config(c, "experts.train.lr", "2e-3").experts.train.lr, 2e-3);
   EXPECT_DOUBLE_EQ(sweep_config(c, "experts.train.lr", "1").experts.train.lr, 1.0);  // int -> real
-  EXPECT_EQ(sweep_config(c, "experts.mode", "ffn").experts.mode, "ffn");             // bare string
-  EXPECT_EQ(sweep_config(c, "experts.mode", "\"ffn\"").experts.mode, "ffn");         // TOML string
+  EXPECT_EQ(sweep_config(c, "experts.mode", "ffn").experts.mode, ExpertMode::kFfn);  // bare string
+  EXPECT_EQ(sweep_config(c, "experts.mode", "\"ffn\"").experts.mode,
+            ExpertMode::kFfn);  // TOML string
   EXPECT_FALSE(sweep_config(c, "study.report", "false").study.report);
   EXPECT_EQ(sweep_config(c, "corpus.novel", "[\"legal\"]").corpus.novel,
             (std::vector<std::string>{"legal"}));

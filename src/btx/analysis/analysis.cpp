@@ -5,7 +5,6 @@
 #include "btx/data/tokenizer.h"
 #include "btx/eval/ensemble.h"
 #include "btx/model/router.h"
-#include "btx/run/open.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 
@@ -13,17 +12,13 @@ namespace btx {
 
 namespace {
 
-bool is_ensemble(const nlohmann::json& manifest) {
-  return !manifest.is_null() && manifest.value("method", "") == "ensemble";
-}
-
-nlohmann::json ensemble_analysis(const RunDir& run, const RunConfig& c, const fs::path& model_dir,
-                                 const nlohmann::json& manifest) {
+nlohmann::json ensemble_analysis(const RunDir& run, const RunConfig& c, const ModelFolder& model) {
   torch::NoGradGuard no_grad;
-  auto [names, experts] = load_described_experts(model_dir, manifest);
-  for (auto& m : experts) m->eval();
+  const auto names = model.expert_names();
+  const auto& experts = model.experts();
+  for (CausalLM m : experts) m->eval();
   const auto E = static_cast<int64_t>(experts.size());
-  BTX_CHECK(E >= 1, "{}: the ensemble names no expert", (model_dir / "merge.json").string());
+  BTX_CHECK(E >= 1, "{}: the ensemble names no expert", (model.path() / "merge.json").string());
   const int64_t n = std::min(kAnalysisPosteriorTokens, c.seed_train.seq_len);
   const auto uniform = torch::full({E}, -std::log(static_cast<double>(E)), torch::kFloat64);
   const Tokenizer tok = Tokenizer::load(run.tokenizer());
@@ -35,7 +30,7 @@ nlohmann::json ensemble_analysis(const RunDir& run, const RunConfig& c, const fs
     if (is_novel) novel.push_back(d);
     const auto x = windows.narrow(0, 0, 1).narrow(1, 0, n + 1);  // (1, n+1)
     std::vector<torch::Tensor> ll;
-    for (auto& m : experts) ll.push_back(-token_nll(m, x));
+    for (CausalLM m : experts) ll.push_back(-token_nll(m, x));
     // (E, 1, n): row t is p(j | x_0..x_t), the weights that predict x_{t+1}.
     const auto w = ensemble_log_weights(torch::stack(ll), EnsemblePrior::kUpdating, uniform, 0)
                        .exp()
@@ -52,8 +47,8 @@ nlohmann::json ensemble_analysis(const RunDir& run, const RunConfig& c, const fs
       pieces.push_back(piece_for_display(tok, x[0][t].item<int64_t>()));
     samples[d] = {{"pieces", pieces}, {"posterior", posterior}};
   }
-  return {{"kind", "ensemble"}, {"model", eval_name(model_dir)}, {"experts", names},
-          {"domains", domains}, {"novel_domains", novel},        {"samples", samples}};
+  return {{"kind", "ensemble"}, {"model", eval_name(model.path())}, {"experts", names},
+          {"domains", domains}, {"novel_domains", novel},           {"samples", samples}};
 }
 
 }  // namespace
@@ -65,42 +60,41 @@ AnalysisKind analysis_kind(bool ensemble, const RouterTraits* router) {
   return AnalysisKind::kNone;
 }
 
-AnalysisKind analysis_kind(const fs::path& model_dir) {
-  if (is_ensemble(read_merge_manifest(model_dir))) return analysis_kind(true, nullptr);
-  if (!is_checkpoint(model_dir)) return AnalysisKind::kNone;
-  const ModelConfig config = load_model_config(model_dir);
+AnalysisKind analysis_kind(const ModelFolder& model) {
+  if (model.kind() == ModelKind::kEnsemble) return analysis_kind(true, nullptr);
+  if (!is_checkpoint(model.path())) return AnalysisKind::kNone;
+  const ModelConfig& config = model.config();
   return analysis_kind(false, config.is_routed() ? &config.router() : nullptr);
 }
 
-bool has_analysis(const fs::path& model_dir) {
-  return analysis_kind(model_dir) != AnalysisKind::kNone;
+bool has_analysis(const ModelFolder& model) {
+  return analysis_kind(model) != AnalysisKind::kNone;
 }
 
 fs::path analysis_path(const RunDir& run, const std::string& eval_name) {
   return run.root / "analysis" / (eval_name + ".json");
 }
 
-nlohmann::json model_analysis(const RunDir& run, const RunConfig& c, const fs::path& model_dir) {
-  const auto manifest = read_merge_manifest(model_dir);
-  if (is_ensemble(manifest)) {
-    auto out = ensemble_analysis(run, c, model_dir, manifest);
-    out["token_gain"] = token_gain_analysis(run, c, model_dir, {});
+nlohmann::json model_analysis(const RunDir& run, const RunConfig& c, const ModelFolder& model) {
+  const AnalysisKind kind = analysis_kind(model);
+  if (kind == AnalysisKind::kPosterior) {
+    auto out = ensemble_analysis(run, c, model);
+    out["token_gain"] = token_gain_analysis(run, c, model, {});
     return out;
   }
-  BTX_CHECK(has_analysis(model_dir),
+  const fs::path& model_dir = model.path();
+  BTX_CHECK(kind != AnalysisKind::kNone,
             "{}: nothing to analyse (analysis covers MoE and SMEAR models with a learned or hashed "
             "router, and ensembles)",
             model_dir.string());
   RoutingOptions opts;
   opts.novel = run_novel_domains(c);
   opts.sample_tokens = kAnalysisSampleTokens;
-  auto out = routing_analysis(run, c, model_dir, opts);
+  auto out = routing_analysis(run, c, model, opts);
   out["kind"] = "routing";
   out["model"] = eval_name(model_dir);
   // Sequence-level routers read the whole window: their per-token gains are not comparable.
-  if (load_model_config(model_dir).is_causal()) {
-    out["token_gain"] = token_gain_analysis(run, c, model_dir, {});
-  }
+  if (model.config().is_causal()) out["token_gain"] = token_gain_analysis(run, c, model, {});
   return out;
 }
 

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "btx/model/router.h"
+#include "btx/run/model_folder.h"
 #include "btx/run/run_dir.h"
 
 namespace btx {
@@ -33,8 +34,8 @@ inline constexpr int64_t kAnalysisPosteriorTokens = 128;
 enum class AnalysisKind { kNone, kRouting, kPosterior };
 AnalysisKind analysis_kind(bool ensemble, const RouterTraits* router);
 // analysis_kind() of a model folder (a checkpoint or a merged description).
-AnalysisKind analysis_kind(const fs::path& model_dir);
-bool has_analysis(const fs::path& model_dir);
+AnalysisKind analysis_kind(const ModelFolder& model);
+bool has_analysis(const ModelFolder& model);
 // run/analysis/<eval_name>.json
 fs::path analysis_path(const RunDir& run, const std::string& eval_name);
 
@@ -44,6 +45,7 @@ fs::path analysis_path(const RunDir& run, const std::string& eval_name);
 //   [...], "samples": {domain: {"pieces": [n+1], "posterior": [n][E]}}}, posterior row t the
 //   weights p(j | x_0..x_t) that predict piece t+1 (row 0 uniform: no evidence yet).
 // Any other model is an error saying so.
-nlohmann::json model_analysis(const RunDir& run, const RunConfig& c, const fs::path& model_dir);
+// The model folder is opened once by the caller: each of its files is read once.
+nlohmann::json model_analysis(const RunDir& run, const RunConfig& c, const ModelFolder& model);
 
 }  // namespace btx

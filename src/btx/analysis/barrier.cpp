@@ -10,7 +10,7 @@
 #include "btx/eval/evaluate.h"
 #include "btx/merge/method.h"
 #include "btx/merge/param_average.h"
-#include "btx/run/open.h"
+#include "btx/run/model_folder.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"

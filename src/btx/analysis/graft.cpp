@@ -89,10 +89,10 @@ std::vector<LoadedExpert> load_experts(const RunDir& run) {
               "expert '{}' ({}) has not finished training: grafting needs every expert trained "
               "(btx train --run {} --expert {})",
               spec.name, dir.string(), run.root.string(), spec.name);
-    BTX_CHECK(spec.mode == "all" || spec.mode == "ffn",
+    BTX_CHECK(dense_experts(spec.mode),
               "expert '{}' was trained in mode '{}': grafting takes dense experts (mode all or "
               "ffn)",
-              spec.name, spec.mode);
+              spec.name, name_of(spec.mode));
     out.push_back({spec, load_model(dir)});
   }
   BTX_CHECK(!out.empty(), "run {} has no experts to graft", run.root.string());

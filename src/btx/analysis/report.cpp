@@ -146,7 +146,7 @@ nlohmann::json report_data(const RunDir& run) {
       continue;
     }
     const std::string model = model_of_eval_name(name);
-    if (fs::is_directory(run.root / model) && has_analysis(run.root / model)) {
+    if (fs::is_directory(run.root / model) && has_analysis(ModelFolder::open(run.root / model))) {
       notes.push_back(fmt::format("No analysis of {} ({}): run `btx analyze --run {} --model {}`.",
                                   name, file.string(), run.root.string(), model));
     }

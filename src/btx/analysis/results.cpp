@@ -11,7 +11,7 @@
 #include "btx/analysis/analysis.h"
 #include "btx/analysis/barrier.h"
 #include "btx/analysis/divergence.h"
-#include "btx/run/open.h"
+#include "btx/run/model_folder.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
@@ -40,21 +40,19 @@ fs::path model_dir(const RunDir& run, const std::string& model) {
   return model == "seed" ? run.seed() : resolve_model_path(run, model);
 }
 
-// training_tokens() of `model`, whose folder and facts are known.
-int64_t tokens_behind(const RunDir& run, const std::string& model, const fs::path& dir,
-                      const ModelFacts& facts) {
+// training_tokens() of `model`, whose folder is open.
+int64_t tokens_behind(const RunDir& run, const std::string& model, const ModelFolder& folder) {
   const int64_t seed = state_tokens(run.seed());
   if (model == "seed") return seed;
-  const auto manifest = read_merge_manifest(dir);
-  if (manifest.is_null()) return seed + state_tokens(dir);  // an expert or a plain checkpoint
-  const auto result = manifest.value("result", nlohmann::json::object());
-  if (result.contains("tokens")) {  // a merge that trained the seed further (dense)
-    return seed + result.at("tokens").get<int64_t>();
+  const fs::path& dir = folder.path();
+  if (!folder.merged()) return seed + state_tokens(dir);  // an expert or a plain checkpoint
+  const MergeRecord& merge = folder.merge();
+  if (merge.result.contains("tokens")) {  // a merge that trained the seed further (dense)
+    return seed + merge.result.at("tokens").get<int64_t>();
   }
   int64_t experts = 0;
-  if (facts.from_experts) {  // not upcycling, which copies the seed's FFN
-    for (const auto& e : manifest.value("experts", nlohmann::json::array()))
-      experts += e.value("tokens", int64_t{0});
+  if (merge.from_experts) {  // not upcycling, which copies the seed's FFN
+    for (const auto& e : merge.experts) experts += e.tokens;
   }
   return seed + experts + state_tokens(dir);  // + finetuning, if any
 }
@@ -62,8 +60,7 @@ int64_t tokens_behind(const RunDir& run, const std::string& model, const fs::pat
 }  // namespace
 
 int64_t training_tokens(const RunDir& run, const std::string& model) {
-  const fs::path dir = model_dir(run, model);
-  return tokens_behind(run, model, dir, model_facts(dir));
+  return tokens_behind(run, model, ModelFolder::open(model_dir(run, model)));
 }
 
 namespace {
@@ -162,8 +159,9 @@ nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& 
   std::vector<fs::path> dirs;     // each row's model folder, in row order
   std::vector<ModelFacts> facts;  // what each row's model is
   for (const auto& m : models) {
-    dirs.push_back(model_dir(run, m));
-    facts.push_back(model_facts(dirs.back()));
+    const ModelFolder folder = ModelFolder::open(model_dir(run, m));
+    dirs.push_back(folder.path());
+    facts.push_back(folder.facts());
     const auto e = read_json_file(run.eval(eval_name(m)));
     if (train.empty() && novel.empty()) {
       for (auto& [d, v] : e.at("domains").items())
@@ -180,7 +178,7 @@ nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& 
                     {"params_total", e.value("params_total", int64_t{0})},
                     {"params_active", e.value("params_active", int64_t{0})},
                     {"flops_per_token", e.value("flops_per_token", int64_t{0})},
-                    {"training_tokens", tokens_behind(run, m, dirs.back(), facts.back())},
+                    {"training_tokens", tokens_behind(run, m, folder)},
                     {"method", facts.back().method},
                     {"routed", facts.back().routed},
                     {"learned_routing", facts.back().learned},
@@ -241,7 +239,8 @@ nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& 
     return f.ensemble && f.ensemble_top_k == 0 && own(dir);
   });
   const auto* dense_matched = first([](const ModelFacts& f, const fs::path&) {
-    return f.method == "dense" && f.params.value("match", "") == "experts";
+    const auto match = f.params.find("match");
+    return f.method == "dense" && match != f.params.end() && match->second == "experts";
   });
   const auto* upcycled =
       first([](const ModelFacts& f, const fs::path&) { return f.learned && !f.from_experts; });

@@ -5,7 +5,6 @@
 #include "btx/eval/evaluate.h"
 #include "btx/model/attention_experts.h"
 #include "btx/model/moe.h"
-#include "btx/run/open.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 
@@ -25,17 +24,13 @@ torch::Tensor routing_top1(const Routing& r) {
   return r.experts.select(1, 0);
 }
 
-ExpertSlots expert_slots(const fs::path& model_dir, int64_t E) {
+ExpertSlots expert_slots(const ModelFolder& model, int64_t E) {
   ExpertSlots out;
   out.domains.resize(static_cast<size_t>(E));
-  const auto manifest = read_merge_manifest(model_dir);
-  if (!manifest.is_null() && manifest.contains("result") &&
-      manifest["result"].contains("moe_experts")) {
-    for (const auto& e : manifest["result"]["moe_experts"]) {
-      if (static_cast<int64_t>(out.names.size()) >= E) break;
-      out.names.push_back(e.value("name", ""));
-      out.domains[out.names.size() - 1] = e.value("domains", std::vector<std::string>{});
-    }
+  for (const auto& s : model.slots()) {
+    if (static_cast<int64_t>(out.names.size()) >= E) break;
+    out.names.push_back(s.name);
+    out.domains[out.names.size() - 1] = s.domains;
   }
   for (int64_t e = static_cast<int64_t>(out.names.size()); e < E; ++e)
     out.names.push_back(std::to_string(e));
@@ -100,14 +95,15 @@ nlohmann::json token_routing(const std::vector<RoutedFfnImpl*>& layers, const To
 }
 }  // namespace
 
-nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs::path& model_dir,
+nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const ModelFolder& folder,
                                 const RoutingOptions& opts) {
   torch::NoGradGuard no_grad;
-  CausalLM model = load_model(model_dir);
-  BTX_CHECK(model->config().is_routed(),
+  const fs::path& model_dir = folder.path();
+  BTX_CHECK(folder.config().is_routed(),
             "{} is not an MoE or SMEAR model (model_type \"{}\"): routing analysis needs a "
             "routed model (btx, upcycle, smear, ...)",
-            model_dir.string(), model->config().model_type);
+            model_dir.string(), folder.config().model_type);
+  CausalLM model = folder.model();
   model->eval();
   auto layers = routed_layers(model);
   // BAM: each layer's attention experts (one per FFN expert, in the same order); else none.
@@ -120,7 +116,7 @@ nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs:
   const int64_t T = c.seed_train.seq_len;
 
   // Expert names and the domains they stand for, from merge.json when there is one.
-  const ExpertSlots slots = expert_slots(model_dir, E);
+  const ExpertSlots slots = expert_slots(folder, E);
   const auto& names = slots.names;
 
   const Tokenizer tok = Tokenizer::load(run.tokenizer());

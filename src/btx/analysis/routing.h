@@ -13,6 +13,7 @@
 #include <string>
 
 #include "btx/corpus/corpus.h"
+#include "btx/run/model_folder.h"
 #include "btx/run/run_dir.h"
 
 namespace btx {
@@ -51,7 +52,7 @@ std::vector<DomainWindows> analysis_windows(const RunDir& run, const RunConfig& 
 //  "tokens": [{"piece", "layers": [{"experts": [..], "weights": [..]}]}],   (with opts.text)
 //  "samples": {domain: [tokens as in "tokens"]}}                          (with sample_tokens)
 // "domains" lists the training domains, then the novel ones.
-nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const fs::path& model_dir,
+nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const ModelFolder& model,
                                 const RoutingOptions& opts);
 
 // The top-1 expert of each token of a forward's routing (N): the first chosen one (top-k and
@@ -65,7 +66,7 @@ struct ExpertSlots {
   std::vector<std::string> names;
   std::vector<std::vector<std::string>> domains;
 };
-ExpertSlots expert_slots(const fs::path& model_dir, int64_t E);
+ExpertSlots expert_slots(const ModelFolder& model, int64_t E);
 // The slots that stand for `domain` alone (an expert trained on it and nothing else).
 std::vector<int64_t> own_expert_slots(const ExpertSlots& slots, const std::string& domain);
 

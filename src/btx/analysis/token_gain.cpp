@@ -11,7 +11,7 @@
 #include "btx/merge/method.h"
 #include "btx/merge/param_average.h"
 #include "btx/model/moe.h"
-#include "btx/run/open.h"
+#include "btx/run/model_scorer.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 
@@ -116,24 +116,24 @@ torch::Tensor cat(const std::vector<DomainTokens>& ds, bool novel,
 
 }  // namespace
 
-nlohmann::json token_gain_analysis(const RunDir& run, const RunConfig& c, const fs::path& model_dir,
+nlohmann::json token_gain_analysis(const RunDir& run, const RunConfig& c, const ModelFolder& model,
                                    const TokenGainOptions& opts) {
   torch::NoGradGuard no_grad;
   CausalLM seed = load_model(run.seed());
   seed->eval();
   CausalLM average = average_model(run);
-  std::unique_ptr<Scorer> scorer = open_scorer(model_dir);
+  std::unique_ptr<Scorer> scorer = open_scorer(model);
   BTX_CHECK(scorer->causal(),
             "{}: the model routes whole sequences (its loss at a token reads later tokens), so "
             "its per-token gains are not comparable",
-            model_dir.string());
+            model.path().string());
   // A routed checkpoint: its router's choices per token.
   auto* dense_scorer = dynamic_cast<ModelScorer*>(scorer.get());
   std::vector<RoutedFfnImpl*> layers;
   ExpertSlots slots;
   if (dense_scorer && dense_scorer->model()->config().is_routed()) {
     layers = routed_layers(dense_scorer->model());
-    slots = expert_slots(model_dir, dense_scorer->model()->config().num_local_experts);
+    slots = expert_slots(model, dense_scorer->model()->config().num_local_experts);
   }
   const int64_t T = c.seed_train.seq_len;
   const ShardSet data = ShardSet::open(run.data());

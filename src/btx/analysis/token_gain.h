@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "btx/run/model_folder.h"
 #include "btx/run/run_dir.h"
 
 namespace btx {
@@ -46,7 +47,7 @@ struct TokenGainOptions {
 //  "router": {"training": {"entropy_mean": [bins], "own_top1": [bins], "router_entropy":
 //             [bins]}, "domains": {...}}  (routed models whose experts have their domains)}
 // for any model `btx eval` scores (a checkpoint, an ensemble); the run's experts must be trained.
-nlohmann::json token_gain_analysis(const RunDir& run, const RunConfig& c, const fs::path& model_dir,
+nlohmann::json token_gain_analysis(const RunDir& run, const RunConfig& c, const ModelFolder& model,
                                    const TokenGainOptions& opts);
 
 }  // namespace btx

@@ -85,7 +85,6 @@ RunConfig run_config_from_table(const toml::table& table, const std::string& whe
             "{}: experts.split must be \"domain\" or \"random\", got \"{}\"", where,
             c.experts.split);
   BTX_CHECK(c.experts.count >= 0, "{}: experts.count must be >= 0", where);
-  check_expert_mode(c.experts.mode, where + " experts.mode");
   BTX_CHECK(c.experts.train.seq_len <= c.model.max_position_embeddings,
             "{}: experts.train.seq_len {} exceeds model.max_position_embeddings {}", where,
             c.experts.train.seq_len, c.model.max_position_embeddings);
@@ -106,15 +105,14 @@ RunConfig run_config_from_table(const toml::table& table, const std::string& whe
   BTX_CHECK(c.study.launcher == "local" || c.study.launcher == "slurm",
             "{}: study.launcher must be \"local\" or \"slurm\", got \"{}\"", where,
             c.study.launcher);
-  std::set<std::string> modes;
+  std::set<ExpertMode> modes;  // each read as a name of the table (TomlReader)
   for (size_t i = 0; i < c.study.modes.size(); ++i) {
     const std::string key = fmt::format("{} study.modes[{}]", where, i);
-    check_expert_mode(c.study.modes[i], key);
-    BTX_CHECK(c.study.modes[i] != c.experts.mode,
+    const ExpertMode mode = c.study.modes[i];
+    BTX_CHECK(mode != c.experts.mode,
               "{}: '{}' is the main experts' mode ([experts] mode): its rows are the study's own",
-              key, c.study.modes[i]);
-    BTX_CHECK(modes.insert(c.study.modes[i]).second, "{}: '{}' appears twice", key,
-              c.study.modes[i]);
+              key, name_of(mode));
+    BTX_CHECK(modes.insert(mode).second, "{}: '{}' appears twice", key, name_of(mode));
   }
   BTX_CHECK(c.study.jobs >= 1, "{}: study.jobs must be >= 1, got {}", where, c.study.jobs);
   return c;
@@ -233,15 +231,10 @@ void flatten(const toml::table& t, const std::string& prefix,
 }
 }  // namespace
 
-const std::vector<std::string>& expert_modes() {
-  static const std::vector<std::string> modes = {"all", "ffn", "flexolmo"};
-  return modes;
-}
-
-void check_expert_mode(const std::string& mode, const std::string& where) {
-  const auto& modes = expert_modes();
-  BTX_CHECK(std::find(modes.begin(), modes.end(), mode) != modes.end(), "{}: '{}' is not one of {}",
-            where, mode, fmt::join(modes, ", "));
+const std::vector<Named<ExpertMode>>& names(ExpertMode) {
+  static const std::vector<Named<ExpertMode>> table = {
+      {ExpertMode::kAll, "all"}, {ExpertMode::kFfn, "ffn"}, {ExpertMode::kFlexolmo, "flexolmo"}};
+  return table;
 }
 
 std::map<std::string, std::string> run_config_keys(const RunConfig& c) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "btx/model/config.h"
+#include "btx/util/names.h"
 
 namespace btx {
 
@@ -111,6 +112,19 @@ struct ExpertSpecConfig {
   }
 };
 
+// What an expert trains ([experts] mode), in the order help lists them; its name is the config's.
+enum class ExpertMode {
+  kAll,       // "all": its whole copy of the seed
+  kFfn,       // "ffn": only its FFNs
+  kFlexolmo,  // "flexolmo": a two-expert MoE beside the seed's frozen FFN
+};
+const std::vector<Named<ExpertMode>>& names(ExpertMode);
+// Experts that are dense models of the seed's shape (all, ffn): what the MoE builders and
+// grafting take; flexolmo experts are two-expert MoEs of their own.
+inline bool dense_experts(ExpertMode mode) {
+  return mode == ExpertMode::kAll || mode == ExpertMode::kFfn;
+}
+
 // The experts branched from the seed (BTM): by default one per training domain.
 struct ExpertsConfig {
   // "domain": one expert per training domain, trained on that domain alone.
@@ -123,7 +137,7 @@ struct ExpertsConfig {
   // so that merging the experts averages nothing but identical tensors; "flexolmo" (FlexOlmo,
   // run/flexolmo.h) a two-expert MoE beside the seed's frozen FFN, shared layers frozen, whose
   // experts the `flexolmo` merge concatenates with their routers. Same token budget.
-  std::string mode = "all";
+  ExpertMode mode = ExpertMode::kAll;
   std::vector<ExpertSpecConfig> custom;  // if given, exactly these experts
   TrainConfig train;                     // [experts.train]
   template <typename V>
@@ -137,11 +151,6 @@ struct ExpertsConfig {
     t.finish();
   }
 };
-
-// The expert-training modes [experts] mode accepts, in the order help lists them.
-const std::vector<std::string>& expert_modes();
-// Checks that `mode` is one of them; another is an error naming `where`.
-void check_expert_mode(const std::string& mode, const std::string& where);
 
 // What `btx run` does after the experts ([study]): the combinations it builds, how it trains
 // the experts, and the baselines it adds. Not part of a run's identity: changing it adds or
@@ -171,7 +180,7 @@ struct StudyConfig {
   // sub-run sharing the seed (like the random split) whose experts train in that mode, with
   // three rows: "<mode>-ensemble" (all experts), "<mode>-average" and the mode's one-model
   // merge ("<mode>-btx" for dense experts, "flexolmo" for flexolmo experts).
-  std::vector<std::string> modes;
+  std::vector<ExpertMode> modes;
   std::string launcher = "local";  // experts: "local" (a pool of processes) or "slurm"
   int jobs = 2;                    // local: experts training at once
   bool build_corpus = true;        // run `btx corpus build` for the domains (Debian packages)

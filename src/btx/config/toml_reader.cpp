@@ -14,6 +14,10 @@ std::string TomlReader::where(const char* key) const {
   return fmt::format("{}: key '{}{}'", file_, prefix_.empty() ? "" : prefix_ + ".", key);
 }
 
+std::string TomlReader::dotted(const char* key) const {
+  return fmt::format("{} {}{}", file_, prefix_.empty() ? "" : prefix_ + ".", key);
+}
+
 const toml::node* TomlReader::get(const char* key) {
   seen_.insert(key);
   return table_ ? table_->get(key) : nullptr;

@@ -11,7 +11,10 @@
 #include <map>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
+
+#include "btx/util/names.h"
 
 namespace btx {
 
@@ -29,6 +32,24 @@ class TomlReader {
   void field(const char* key, std::string& v);
   void field(const char* key, std::vector<std::string>& v);
   void field(const char* key, std::map<std::string, double>& v);
+  // An enum with a name table (util/names.h), written as its name; another name is the error
+  // "FILE KEY: 'NAME' is not one of a, b, c".
+  template <typename E, std::enable_if_t<std::is_enum_v<E>, int> = 0>
+  void field(const char* key, E& v) {
+    std::string name = name_of(v);
+    field(key, name);
+    v = parse_named<E>(name, dotted(key));
+  }
+  template <typename E, std::enable_if_t<std::is_enum_v<E>, int> = 0>
+  void field(const char* key, std::vector<E>& v) {
+    std::vector<std::string> given;
+    for (E x : v) given.push_back(name_of(x));
+    field(key, given);
+    v.clear();
+    for (size_t i = 0; i < given.size(); ++i) {
+      v.push_back(parse_named<E>(given[i], fmt::format("{}[{}]", dotted(key), i)));
+    }
+  }
 
   // A nested table, read by a child reader (absent: an empty one, so defaults apply).
   TomlReader child(const char* key);
@@ -57,11 +78,17 @@ class TomlReader {
  private:
   const toml::node* get(const char* key);
   std::string where(const char* key) const;
+  std::string dotted(const char* key) const;  // "FILE prefix.key"
   [[noreturn]] void not_table_array(const char* key) const;
   const toml::table* table_;
   std::string file_, prefix_;
   std::set<std::string> seen_;
 };
+
+template <typename T>
+struct is_enum_vector : std::false_type {};
+template <typename E>
+struct is_enum_vector<std::vector<E>> : std::is_enum<E> {};
 
 // Writes fields into a table in declaration order (for the resolved config.toml).
 class TomlWriter {
@@ -69,9 +96,15 @@ class TomlWriter {
   explicit TomlWriter(toml::table* table) : table_(table) {}
   template <typename T>
   void field(const char* key, const T& v) {
-    if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+    if constexpr (std::is_enum_v<T>) {
+      table_->insert_or_assign(key, std::string(name_of(v)));
+    } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
       toml::array a;
       for (auto& s : v) a.push_back(s);
+      table_->insert_or_assign(key, std::move(a));
+    } else if constexpr (is_enum_vector<T>::value) {
+      toml::array a;
+      for (auto x : v) a.push_back(std::string(name_of(x)));
       table_->insert_or_assign(key, std::move(a));
     } else if constexpr (std::is_same_v<T, std::map<std::string, double>>) {
       toml::table t;

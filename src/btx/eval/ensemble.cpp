@@ -108,6 +108,35 @@ torch::Tensor estimate_cached_prior(std::vector<CausalLM>& experts, const torch:
   return cached_prior_from_loglik(torch::cat(parts, 1), alpha);
 }
 
+std::vector<Param> ensemble_params() {
+  return {
+      choice_param("prior", "cached", {"uniform", "updating", "cached"},
+                   "uniform | updating (Bayes over the prefix) | cached (EMA, then fixed)"),
+      integer_param("top-k", "0", "keep the k most probable experts and renormalise (0: all)", 0),
+      real_param("alpha", "0.3", "cached prior: EMA rate over the held-out sequences", 0, 1,
+                 /*min_open=*/true),
+      integer_param("prior-windows", "16", "cached prior: held-out sequences of the target domain",
+                    1),
+  };
+}
+
+EnsembleOptions ensemble_options(const ParamValues& values) {
+  EnsembleOptions o;
+  o.prior = parse_ensemble_prior(values.text("prior"));
+  o.top_k = values.integer("top-k");
+  o.alpha = values.real("alpha");
+  o.prior_windows = values.integer("prior-windows");
+  return o;
+}
+
+std::vector<Param> posterior_params() {
+  return {
+      real_param("alpha", "0.3", "posterior: EMA rate over the held-out sequences", 0, 1,
+                 /*min_open=*/true),
+      integer_param("prior-windows", "16", "posterior: held-out sequences of the target domain", 1),
+  };
+}
+
 void validate_ensemble_options(const EnsembleOptions& o, int64_t experts) {
   BTX_CHECK(experts >= 1, "an ensemble needs at least one expert");
   BTX_CHECK(o.top_k >= 0, "top-k must be >= 0 (0: all experts), got {}", o.top_k);

@@ -21,6 +21,7 @@
 
 #include "btx/eval/scorer.h"
 #include "btx/model/llama.h"
+#include "btx/util/params.h"
 
 namespace btx {
 
@@ -58,6 +59,15 @@ struct EnsembleOptions {
   double alpha = 0.3;          // cached prior: EMA rate
   int64_t prior_windows = 16;  // cached prior: held-out sequences per target domain
 };
+
+// The ensemble's declared parameters (`btx merge --method ensemble`: prior, top-k, alpha,
+// prior-windows) and its options from their checked values: one declaration for the merge that
+// records them and for the model folder that reads them back (run/model_folder.h).
+std::vector<Param> ensemble_params();
+EnsembleOptions ensemble_options(const ParamValues& values);
+// The cached posterior's parameters alone (alpha, prior-windows): a per-domain posterior
+// average's (weighted-average --target).
+std::vector<Param> posterior_params();
 
 // Checks the options against the number of experts (top-k <= N; top-k < N needs a prior that
 // ranks the experts; alpha in (0, 1]; prior_windows >= 1).

@@ -1,7 +1,7 @@
 #include "btx/generate/decoder.h"
 
 #include "btx/model/router.h"
-#include "btx/run/open.h"
+#include "btx/run/model_folder.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 
@@ -141,23 +141,21 @@ std::string EnsembleDecoder::describe() const {
                      cached_ ? "KV caches" : "recomputed for every token");
 }
 
-std::unique_ptr<Decoder> open_decoder(const std::filesystem::path& dir, bool use_cache) {
-  BTX_CHECK(std::filesystem::is_directory(dir), "model folder {} does not exist", dir.string());
-  if (is_checkpoint(dir)) return std::make_unique<ModelDecoder>(load_model(dir), use_cache);
-  const nlohmann::json manifest = read_merge_manifest(dir);
-  BTX_CHECK(!manifest.is_null(),
+std::unique_ptr<Decoder> open_decoder(const ModelFolder& model, bool use_cache) {
+  const fs::path& dir = model.path();
+  if (is_checkpoint(dir)) return std::make_unique<ModelDecoder>(model.model(), use_cache);
+  BTX_CHECK(model.merged(),
             "{} is neither a checkpoint (model.safetensors + config.json) nor a merged "
             "description (merge.json)",
             dir.string());
-  const std::string kind = manifest.value("kind", std::string("?"));
-  BTX_CHECK(kind == "ensemble",
+  const std::string kind = name_of(model.kind());
+  BTX_CHECK(model.kind() == ModelKind::kEnsemble,
             "{} is a {} description ({}): it is one dense model per target domain, built from "
             "that domain's held-out text, so it has no single model to generate from; generate "
             "from the ensemble or an expert instead",
-            dir.string(), manifest.value("method", kind), kind);
-  const EnsembleOptions o = described_ensemble_options(dir, manifest);
-  auto [names, models] = load_described_experts(dir, manifest);
-  return std::make_unique<EnsembleDecoder>(std::move(names), std::move(models), o.top_k, use_cache);
+            dir.string(), model.method().empty() ? kind : model.method(), kind);
+  return std::make_unique<EnsembleDecoder>(model.expert_names(), model.experts(),
+                                           model.ensemble_options().top_k, use_cache);
 }
 
 }  // namespace btx

@@ -16,6 +16,7 @@
 #include "btx/eval/ensemble.h"
 #include "btx/generate/batch_decoder.h"
 #include "btx/model/llama.h"
+#include "btx/run/model_folder.h"
 
 namespace btx {
 
@@ -98,6 +99,6 @@ class EnsembleDecoder : public Decoder {
 // The decoder of a model folder: a checkpoint (dense, MoE, SMEAR) or an ensemble description
 // (merge.json, its experts checked against their recorded sha256). Other merged descriptions
 // (the per-domain posterior-weighted average) are refused with the reason.
-std::unique_ptr<Decoder> open_decoder(const std::filesystem::path& dir, bool use_cache);
+std::unique_ptr<Decoder> open_decoder(const ModelFolder& model, bool use_cache);
 
 }  // namespace btx

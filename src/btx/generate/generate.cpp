@@ -6,6 +6,16 @@
 
 namespace btx {
 
+const std::vector<Named<FinishReason>>& names(FinishReason) {
+  static const std::vector<Named<FinishReason>> table = {
+      {FinishReason::kLength, "length"},
+      {FinishReason::kStop, "stop"},
+      {FinishReason::kEos, "eos"},
+      {FinishReason::kCancelled, "cancelled"},
+  };
+  return table;
+}
+
 size_t utf8_incomplete_tail(std::string_view s) {
   // Look back over at most 3 continuation bytes (10xxxxxx) to the lead byte.
   const size_t n = s.size();
@@ -43,13 +53,13 @@ Generation::Generation(const Tokenizer& tok, std::vector<int32_t> prompt, Genera
       on_text_(std::move(on_text)),
       rng_(o_.sampling.seed) {
   validate_request(context_, all_, o_);
-  r_.finish_reason = "length";
+  r_.finish_reason = FinishReason::kLength;
 }
 
 bool Generation::wants_more() {
   if (ended_) return false;
   if (o_.cancel && o_.cancel->load()) {
-    r_.finish_reason = "cancelled";
+    r_.finish_reason = FinishReason::kCancelled;
     ended_ = true;
   }
   if (static_cast<int64_t>(r_.tokens.size()) >= o_.max_tokens ||
@@ -65,7 +75,7 @@ void Generation::take(const torch::Tensor& scores) {
       o_.sampling.temperature > 0 ? std::uniform_real_distribution<double>(0.0, 1.0)(rng_) : 0.0;
   const auto next = static_cast<int32_t>(choose_token(scores, o_.sampling, u));
   if (o_.stop_at_eos && next == tok_.eos_id()) {
-    r_.finish_reason = "eos";
+    r_.finish_reason = FinishReason::kEos;
     ended_ = true;
     return;
   }
@@ -77,7 +87,7 @@ void Generation::take(const torch::Tensor& scores) {
     const auto at = s.empty() ? std::string::npos : r_.text.find(s);
     if (at != std::string::npos) {
       r_.text.resize(at);
-      r_.finish_reason = "stop";
+      r_.finish_reason = FinishReason::kStop;
       ended_ = true;
     }
   }
@@ -105,7 +115,7 @@ void Generation::flush(bool all_of_it) {
 
 GenerateResult Generation::finish() {
   ended_ = true;
-  if (r_.finish_reason != "cancelled") flush(true);
+  if (r_.finish_reason != FinishReason::kCancelled) flush(true);
   return r_;
 }
 

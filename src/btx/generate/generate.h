@@ -14,6 +14,7 @@
 #include "btx/generate/decoder.h"
 #include "btx/generate/sampling.h"
 #include "btx/model/llama.h"
+#include "btx/util/names.h"
 
 namespace btx {
 
@@ -43,11 +44,19 @@ struct TokenLogprob {
 // `scores` (V: logits or log-probs) as log-probabilities: `token`'s and the `top_n` best.
 TokenLogprob token_logprob(const torch::Tensor& scores, int32_t token, int64_t top_n);
 
+// Why a generation ended; the names are those `btx generate` prints and the log shows.
+enum class FinishReason {
+  kLength,     // "length": max_tokens or the context
+  kStop,       // "stop": a stop string
+  kEos,        // "eos": the model ended its text
+  kCancelled,  // "cancelled": the caller gave up
+};
+const std::vector<Named<FinishReason>>& names(FinishReason);
+
 struct GenerateResult {
   std::string text;             // the generated text (without the prompt, cut at a stop string)
   std::vector<int32_t> tokens;  // the generated tokens
-  // "length" (max_tokens or the context), "stop", "eos", "cancelled"
-  std::string finish_reason;
+  FinishReason finish_reason = FinishReason::kLength;
   std::vector<TokenLogprob> logprobs;  // one per generated token, when options.logprobs >= 0
 };
 

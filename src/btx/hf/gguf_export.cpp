@@ -3,7 +3,7 @@
 #include "btx/hf/hf.h"
 #include "btx/io/gguf.h"
 #include "btx/io/safetensors.h"
-#include "btx/run/open.h"
+#include "btx/run/model_folder.h"
 #include "btx/util/error.h"
 
 namespace btx {
@@ -110,13 +110,9 @@ nlohmann::json export_gguf(const GgufExportOptions& o) {
   m.add_string("general.name", name);
   m.add_u32("general.file_type", ft.file_type);
   m.add_u32("general.quantization_version", 2);
-  const nlohmann::json manifest = read_merge_manifest(o.model);
-  std::vector<std::string> experts;
-  if (!manifest.is_null()) {
-    m.add_string("btx.merge.method", manifest.value("method", ""));
-    if (manifest.contains("experts") && manifest["experts"].is_array()) {
-      for (const auto& e : manifest["experts"]) experts.push_back(e.value("name", ""));
-    }
+  const std::vector<std::string> experts = src.folder.expert_names();
+  if (src.folder.merged()) {
+    m.add_string("btx.merge.method", src.folder.method());
     m.add_u32("general.base_model.count", static_cast<uint32_t>(experts.size()));
     for (size_t i = 0; i < experts.size(); ++i) {
       m.add_string(fmt::format("general.base_model.{}.name", i), experts[i]);

@@ -8,7 +8,7 @@
 #include "btx/hf/tokenizer_json.h"
 #include "btx/io/safetensors.h"
 #include "btx/model/router.h"
-#include "btx/run/open.h"
+#include "btx/run/model_folder.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
@@ -51,10 +51,9 @@ std::string exportable_routers() {
 }
 
 // Why a merged folder that is not one checkpoint has no HF form.
-std::string not_one_model(const fs::path& dir) {
-  const auto manifest = read_merge_manifest(dir);
-  const std::string method = manifest.is_null() ? "" : manifest.value("method", "");
-  if (method == "ensemble") {
+std::string not_one_model(const ModelFolder& model) {
+  const std::string& method = model.method();
+  if (model.kind() == ModelKind::kEnsemble) {
     return "a BTM ensemble: its experts stay separate models whose next-token distributions are "
            "mixed at every token, which no single Hugging Face or GGUF model computes";
   }
@@ -190,18 +189,18 @@ nlohmann::json hf_config(const ModelConfig& c, const std::string& what,
 }
 
 ExportSource open_export_source(const fs::path& model, const fs::path& tokenizer) {
-  BTX_CHECK(fs::is_directory(model), "model folder {} does not exist", model.string());
+  ModelFolder folder = ModelFolder::open(model);
   BTX_CHECK(is_checkpoint(model),
             "{} is {}; export one of its experts (experts/NAME) or a merged "
             "model (average, weighted-average, btx, upcycle, dense)",
-            model.string(), not_one_model(model));
-  ModelConfig c = load_model_config(model);
+            model.string(), not_one_model(folder));
+  ModelConfig c = folder.config();
   nlohmann::json hf = hf_config(c, model.string());
   const fs::path tok_file = model_tokenizer(model, tokenizer);
   Tokenizer tok = Tokenizer::load(tok_file);
   BTX_CHECK(tok.vocab_size() == c.vocab_size, "{} has {} pieces but {} has vocab_size {}",
             tok_file.string(), tok.vocab_size(), model.string(), c.vocab_size);
-  return {std::move(c), std::move(hf), tok_file, std::move(tok)};
+  return {std::move(folder), std::move(c), std::move(hf), tok_file, std::move(tok)};
 }
 
 nlohmann::json export_hf(const HfExportOptions& o) {

@@ -20,6 +20,7 @@
 #include "btx/data/chat_template.h"
 #include "btx/data/tokenizer.h"
 #include "btx/model/config.h"
+#include "btx/run/model_folder.h"
 #include "btx/run/run_dir.h"
 
 namespace btx {
@@ -36,6 +37,7 @@ nlohmann::json hf_config(const ModelConfig& c, const std::string& what,
 // config, HF's config for it, and its tokenizer (`tokenizer`, or its run's), of the model's
 // vocabulary size.
 struct ExportSource {
+  ModelFolder folder;  // what it is (its merge record, if merged)
   ModelConfig config;
   nlohmann::json hf_config;
   fs::path tokenizer_file;

@@ -3,7 +3,7 @@
 #include "btx/data/shards.h"
 #include "btx/model/moe.h"
 #include "btx/model/param_roles.h"
-#include "btx/run/open.h"
+#include "btx/run/model_folder.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 
@@ -48,7 +48,7 @@ TrainResult finetune_model(const RunDir& run, const RunConfig& c, const fs::path
     job.trainable = [selection](const std::string& name) { return selection.trains(name); };
   }
   if (mc.router().needs_labels) {  // each row to its domain's expert
-    const auto routes = domain_experts(read_merge_manifest(model_dir));
+    const auto routes = ModelFolder::open(model_dir).domain_experts();
     job.before_forward = [routes, model_dir](CausalLM& m, const std::vector<std::string>& rows) {
       std::vector<int64_t> ids;
       for (const auto& d : rows) {

@@ -19,9 +19,9 @@
 
 #include "btx/config/run_config.h"
 #include "btx/merge/param_average.h"
-#include "btx/merge/params.h"
 #include "btx/model/router.h"
 #include "btx/run/run_dir.h"
+#include "btx/util/params.h"
 
 namespace btx {
 
@@ -31,23 +31,18 @@ namespace fs = std::filesystem;
 struct MergeExpert {
   std::string name;
   fs::path dir;
-  std::string sha256;  // of model.safetensors
+  std::string sha256;  // of model.safetensors (filled in by run_merge)
   int64_t tokens = 0;  // training tokens it consumed (state.json)
 };
 
 struct MergeContext {
   RunDir run;
   RunConfig config;
-  std::vector<MergeExpert> experts;           // finished, same seed and shapes; sorted by name
-  std::map<std::string, std::string> params;  // every declared parameter: given or default
-  std::string output_name;                    // merged/<output_name>
-  bool resume = false;                        // methods that train: continue a checkpoint
+  std::vector<MergeExpert> experts;  // finished, same seed and shapes; sorted by name
+  ParamValues params;       // every declared parameter, checked and typed: given or default
+  std::string output_name;  // merged/<output_name>
+  bool resume = false;      // methods that train: continue a checkpoint
 
-  // Typed access to a parameter; a malformed value is an error naming the parameter.
-  const std::string& str(const std::string& name) const;
-  bool has(const std::string& name) const;  // given or defaulted to a non-empty value
-  int64_t integer(const std::string& name) const;
-  double real(const std::string& name) const;
   std::vector<std::string> expert_names() const;
   // Every expert with weight 1: the inputs of a uniform average.
   std::vector<WeightedCheckpoint> uniform_inputs() const;
@@ -57,21 +52,21 @@ struct MergeMethod {
   std::string name;
   std::string description;  // one line
   std::string paper;        // citation
-  std::vector<MergeParam> params;
+  std::vector<Param> params;
   // Checks that involve several parameters (e.g. exactly one of --weights and --target), on the
   // resolved values, before anything runs; empty when there are none.
-  std::function<void(const std::map<std::string, std::string>&)> check_params;
+  std::function<void(const ParamValues&)> check_params;
   // Methods that train (dense) write their checkpoints into the output folder as they go and
   // can resume; the others build into a temporary folder that is renamed into place.
   bool trains = false;
   // The router of its result, from its resolved parameters, when the result is a routed model
   // (MoE or SMEAR) whose routers start untrained: the study (`btx run`) finetunes it on the
   // mixture ([finetune]) after merging. Empty: the result is not routed.
-  std::function<const RouterTraits&(const std::map<std::string, std::string>&)> router;
+  std::function<const RouterTraits&(const ParamValues&)> router;
   // The expert-training modes ([experts] mode) whose experts it combines: the MoE builders take
   // dense experts, flexolmo its own two-expert models, averages and ensembles any. Checked by
   // `btx merge` on the experts and by the study's planner on the config, before anything runs.
-  std::vector<std::string> expert_modes = {"all", "ffn"};
+  std::vector<ExpertMode> expert_modes = {ExpertMode::kAll, ExpertMode::kFfn};
   // Its result is BTM's ensemble (a description; open_scorer() mixes the experts).
   bool ensemble = false;
   bool routed() const { return static_cast<bool>(router); }
@@ -109,8 +104,8 @@ std::string merge_output_name(const MergeRequest& request);
 // declared type and range), defaults filled in, then the method's check_params. A bad one is
 // an error naming the parameter, the value and what was expected. `btx merge` and the study's
 // planner (every [study] methods entry, before anything trains) both call it.
-std::map<std::string, std::string> resolve_merge_params(
-    const MergeMethod& method, const std::map<std::string, std::string>& given);
+ParamValues resolve_merge_params(const MergeMethod& method,
+                                 const std::map<std::string, std::string>& given);
 
 // Validates the request (parameters, experts: all finished, branched from the same seed, same
 // architecture), then builds merged/<name>/ unless it is already there with the same method,
@@ -119,11 +114,12 @@ nlohmann::json run_merge(const RunDir& run, const MergeRequest& request);
 
 // Checks that `method` combines experts trained in `mode`; otherwise an error naming both and
 // `where` the mode comes from (an expert, the config).
-void check_merge_expert_mode(const MergeMethod& method, const std::string& mode,
-                             const std::string& where);
+void check_merge_expert_mode(const MergeMethod& method, ExpertMode mode, const std::string& where);
 
-// The trained experts of a run as merges see them; an expert not finished is an error naming
-// it, and experts branched from different seeds are refused.
+// The trained experts of a run as merges see them (without their sha256, which run_merge adds);
+// an expert not finished is an error naming it, and experts branched from different seeds or of
+// different shapes are refused. It only reads: the commands that own the run (status, merge,
+// launch, run) tidy it first (tidy_run), the analyses that call it change nothing.
 std::vector<MergeExpert> trained_experts(const RunDir& run);
 
 // Method implementations (merge/method_*.cpp), listed by registry.cpp.

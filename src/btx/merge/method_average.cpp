@@ -7,7 +7,8 @@ namespace btx {
 
 MergeMethod average_method() {
   MergeMethod m;
-  m.expert_modes = {"all", "ffn", "flexolmo"};  // any experts of one shape
+  m.expert_modes = {ExpertMode::kAll, ExpertMode::kFfn,
+                    ExpertMode::kFlexolmo};  // any experts of one shape
   m.name = "average";
   m.description = "uniform mean of every expert parameter: one dense model, no routing";
   m.paper =

@@ -6,8 +6,8 @@
 
 namespace btx {
 
-const RouterTraits& mixtral_router(const std::map<std::string, std::string>& params) {
-  return router_traits("mixtral", params.at("router"), "--router");
+const RouterTraits& mixtral_router(const ParamValues& params) {
+  return router_traits("mixtral", params.text("router"), "--router");
 }
 
 MergeMethod btx_method() {
@@ -25,7 +25,7 @@ MergeMethod btx_method() {
   m.params.push_back(fisher_windows_param());
   m.build = [](const MergeContext& ctx, const fs::path& out) {
     auto slots = expert_moe_slots(ctx, /*from_seed=*/false);
-    if (ctx.str("seed-expert") == "yes") {
+    if (ctx.params.flag("seed-expert")) {
       slots.push_back({"seed", ctx.run.seed(), ctx.config.corpus.domains});
     }
     return build_moe_with_shared(ctx, slots, moe_options(ctx, ctx.output_name), out);

@@ -16,7 +16,8 @@ namespace btx {
 
 MergeMethod dense_method() {
   MergeMethod m;
-  m.expert_modes = {"all", "ffn", "flexolmo"};  // any experts of one shape
+  m.expert_modes = {ExpertMode::kAll, ExpertMode::kFfn,
+                    ExpertMode::kFlexolmo};  // any experts of one shape
   m.name = "dense";
   m.description =
       "the seed trained further on the balanced mixture for the experts' total tokens: the "
@@ -35,10 +36,10 @@ MergeMethod dense_method() {
   m.trains = true;
   m.from_experts = false;
   m.build = [](const MergeContext& ctx, const fs::path& out) {
-    const int64_t extra = ctx.integer("extra-tokens");
+    const int64_t extra = ctx.params.integer("extra-tokens");
     const TrainConfig& ft = ctx.config.finetune;
     const int64_t finetune_tokens =
-        ctx.str("match") == "experts+finetune" ? ft.steps * ft.tokens_per_step() : 0;
+        ctx.params.text("match") == "experts+finetune" ? ft.steps * ft.tokens_per_step() : 0;
     int64_t matched = extra + finetune_tokens;
     nlohmann::json per_expert = nlohmann::json::object();
     for (const auto& e : ctx.experts) {
@@ -46,7 +47,8 @@ MergeMethod dense_method() {
       per_expert[e.name] = e.tokens;
     }
     TrainConfig t = ctx.config.experts.train;
-    if (ctx.str("schedule") == "wider") t.batch_size *= static_cast<int64_t>(ctx.experts.size());
+    if (ctx.params.text("schedule") == "wider")
+      t.batch_size *= static_cast<int64_t>(ctx.experts.size());
     const int64_t per_step = t.tokens_per_step();
     t.steps = (matched + per_step - 1) / per_step;
     t.domain_weights.clear();  // the balanced mixture of every training domain
@@ -63,7 +65,7 @@ MergeMethod dense_method() {
               "merge again with --resume");
     return nlohmann::json{{"kind", "checkpoint"},        {"matched_tokens", matched},
                           {"expert_tokens", per_expert}, {"finetune_tokens", finetune_tokens},
-                          {"extra_tokens", extra},       {"schedule", ctx.str("schedule")},
+                          {"extra_tokens", extra},       {"schedule", ctx.params.text("schedule")},
                           {"batch_size", t.batch_size},  {"steps", t.steps},
                           {"tokens", t.steps * per_step}};
   };

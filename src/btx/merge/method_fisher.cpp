@@ -9,7 +9,7 @@
 
 namespace btx {
 
-MergeParam fisher_windows_param() {
+Param fisher_windows_param() {
   return integer_param("fisher-windows", "32",
                        "held-out windows per expert on which its Fisher information is estimated",
                        1);
@@ -17,20 +17,20 @@ MergeParam fisher_windows_param() {
 
 nlohmann::json build_moe_with_shared(const MergeContext& ctx, const std::vector<MoeSlot>& slots,
                                      const MoeBuildOptions& opts, const fs::path& out) {
-  const std::string& how = ctx.str("shared");
+  const std::string& how = ctx.params.text("shared");
   if (how == "seed") return build_moe(ctx, {{ctx.run.seed(), 1.0}}, slots, opts, out);
   if (how == "average") return build_moe(ctx, ctx.uniform_inputs(), slots, opts, out);
   BTX_CHECK(how == "fisher", "--shared '{}': expected average, seed or fisher", how);
   const fs::path dir = out / "fisher-shared";
   const auto fisher = fisher_average(ctx, expert_moe_slots(ctx, /*from_seed=*/false),
-                                     ctx.integer("fisher-windows"), dir);
+                                     ctx.params.integer("fisher-windows"), dir);
   auto record = build_moe(ctx, {{dir, 1.0}}, slots, opts, out);
   fs::remove_all(dir);
   record["shared_fisher"] = fisher;
   return record;
 }
 
-MergeParam shared_param() {
+Param shared_param() {
   return choice_param("shared", "average", {"average", "seed", "fisher"},
                       "the layers the experts share (attention, norms, embeddings; BAM: norms and "
                       "embeddings): their uniform average (BTX), their Fisher-weighted average "
@@ -49,7 +49,7 @@ MergeMethod fisher_method() {
   m.params = {fisher_windows_param()};
   m.build = [](const MergeContext& ctx, const fs::path& out) {
     auto record = fisher_average(ctx, expert_moe_slots(ctx, /*from_seed=*/false),
-                                 ctx.integer("fisher-windows"), out);
+                                 ctx.params.integer("fisher-windows"), out);
     record["kind"] = "checkpoint";
     return record;
   };

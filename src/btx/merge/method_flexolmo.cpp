@@ -119,7 +119,7 @@ MergeMethod flexolmo_method() {
     return router_traits("mixtral", "top-k", "--method");
   };
   m.study_finetune = "";  // its router rows are trained already
-  m.expert_modes = {"flexolmo"};
+  m.expert_modes = {ExpertMode::kFlexolmo};
   m.description =
       "one MoE of flexolmo-mode experts: the seed's frozen FFN (the anchor) and each expert's "
       "own FFN, their router rows concatenated, nothing averaged or jointly trained";
@@ -133,12 +133,12 @@ MergeMethod flexolmo_method() {
     const FlexolmoMerge merge(ctx);
     ModelConfig moe = merge.expert_config();
     moe.num_local_experts = static_cast<int64_t>(ctx.experts.size()) + 1;
-    moe.num_experts_per_tok = ctx.integer("top-k");
+    moe.num_experts_per_tok = ctx.params.integer("top-k");
     BTX_CHECK(moe.num_experts_per_tok <= moe.num_local_experts,
               "--top-k {} must be at most the number of experts with the anchor ({})",
               moe.num_experts_per_tok, moe.num_local_experts);
-    moe.router_aux_loss_coef = ctx.real("aux-loss");
-    moe.router_z_loss_coef = ctx.real("z-loss");
+    moe.router_aux_loss_coef = ctx.params.real("aux-loss");
+    moe.router_z_loss_coef = ctx.params.real("z-loss");
     moe.validate("merged flexolmo config");
     fs::create_directories(out);
     save_safetensors_streaming(out / "model.safetensors", merge.layout(), {{"format", "pt"}},

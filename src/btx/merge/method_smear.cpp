@@ -12,8 +12,8 @@ namespace btx {
 MergeMethod smear_method() {
   MergeMethod m;
   m.name = "smear";
-  m.router = [](const std::map<std::string, std::string>& params) -> const RouterTraits& {
-    return router_traits("smear", params.at("router"), "--router");
+  m.router = [](const ParamValues& params) -> const RouterTraits& {
+    return router_traits("smear", params.text("router"), "--router");
   };
   m.description =
       "one model whose FFN is the experts' FFNs averaged with router weights (per prefix: "
@@ -32,10 +32,10 @@ MergeMethod smear_method() {
   m.build = [](const MergeContext& ctx, const fs::path& out) {
     MoeBuildOptions o;
     o.model_type = "smear";
-    o.router_mode = ctx.str("router");
-    o.router_init = ctx.str("router-init");
-    o.ridge_lambda = ctx.real("ridge-lambda");
-    o.expert_dropout = ctx.real("expert-dropout");
+    o.router_mode = ctx.params.text("router");
+    o.router_init = ctx.params.text("router-init");
+    o.ridge_lambda = ctx.params.real("ridge-lambda");
+    o.expert_dropout = ctx.params.real("expert-dropout");
     o.aux_loss = 0;
     o.seed = derive_seed(ctx.config.seed, "router/" + ctx.output_name);
     return build_moe(ctx, ctx.uniform_inputs(), expert_moe_slots(ctx, /*from_seed=*/false), o, out);

@@ -51,7 +51,8 @@ std::map<std::string, double> parse_weights(const std::string& text,
 
 MergeMethod weighted_average_method() {
   MergeMethod m;
-  m.expert_modes = {"all", "ffn", "flexolmo"};  // any experts of one shape
+  m.expert_modes = {ExpertMode::kAll, ExpertMode::kFfn,
+                    ExpertMode::kFlexolmo};  // any experts of one shape
   m.name = "weighted-average";
   m.description =
       "parameter mean weighted by given weights or by the experts' domain posterior on a target "
@@ -62,36 +63,36 @@ MergeMethod weighted_average_method() {
       text_param("target",
                  "a domain of the run: weight by the posterior on its held-out text; 'each': "
                  "every evaluated domain gets its own posterior weights (BTM's protocol)"),
-      real_param("alpha", "0.3", "posterior: EMA rate over the held-out sequences", 0, 1,
-                 /*min_open=*/true),
-      integer_param("prior-windows", "16", "posterior: held-out sequences of the target domain", 1),
   };
-  m.check_params = [](const std::map<std::string, std::string>& p) {
-    BTX_CHECK(p.at("weights").empty() != p.at("target").empty(),
+  for (auto& p : posterior_params()) m.params.push_back(std::move(p));
+  m.check_params = [](const ParamValues& p) {
+    BTX_CHECK(p.has("weights") != p.has("target"),
               "weighted-average needs exactly one of --weights EXPERT=W,... or --target DOMAIN "
               "(or --target each)");
   };
   m.build = [](const MergeContext& ctx, const fs::path& out) {
-    const double alpha = ctx.real("alpha");
-    const int64_t windows = ctx.integer("prior-windows");
+    const double alpha = ctx.params.real("alpha");
+    const int64_t windows = ctx.params.integer("prior-windows");
     validate_ensemble_options({EnsemblePrior::kCached, 0, alpha, windows},
                               static_cast<int64_t>(ctx.experts.size()));
     const auto names = ctx.expert_names();
-    if (ctx.str("target") == "each") {
+    if (ctx.params.text("target") == "each") {
       return nlohmann::json{{"kind", "posterior-average"}, {"target", "each"}};
     }
     std::map<std::string, double> weights;
-    if (ctx.has("weights")) {
-      weights = parse_weights(ctx.str("weights"), names);
+    if (ctx.params.has("weights")) {
+      weights = parse_weights(ctx.params.text("weights"), names);
     } else {
-      weights = expert_posterior(ctx.run, ctx.config, names, {ctx.str("target")}, windows, alpha);
-      spdlog::info("posterior on '{}': {}", ctx.str("target"), nlohmann::json(weights).dump());
+      weights =
+          expert_posterior(ctx.run, ctx.config, names, {ctx.params.text("target")}, windows, alpha);
+      spdlog::info("posterior on '{}': {}", ctx.params.text("target"),
+                   nlohmann::json(weights).dump());
     }
     std::vector<WeightedCheckpoint> inputs;
     for (const auto& e : ctx.experts) inputs.push_back({e.dir, weights.at(e.name)});
     average_checkpoints(inputs, out);
     nlohmann::json r = {{"kind", "checkpoint"}, {"weights", weights}};
-    if (ctx.has("target")) r["target"] = ctx.str("target");
+    if (ctx.params.has("target")) r["target"] = ctx.params.text("target");
     return r;
   };
   return m;

@@ -105,13 +105,13 @@ torch::Tensor ridge_router_weights(const std::vector<torch::Tensor>& grams,
   return torch::cholesky_solve(xty, l).t().contiguous().to(torch::kFloat32);  // (E, C)
 }
 
-MergeParam router_init_param(const std::string& default_init) {
+Param router_init_param(const std::string& default_init) {
   return choice_param("router-init", default_init, {"random", "centroid", "ridge"},
                       "random (small normal) | centroid (each domain's mean hidden state) | ridge "
                       "(least-squares router from the hidden states to the expert labels, DUME)");
 }
 
-MergeParam ridge_lambda_param() {
+Param ridge_lambda_param() {
   return real_param("ridge-lambda", "0.01",
                     "ridge router init: λ relative to the mean eigenvalue of XᵀX", 0);
 }
@@ -125,7 +125,7 @@ std::vector<MoeSlot> expert_moe_slots(const MergeContext& ctx, bool from_seed) {
   return slots;
 }
 
-std::vector<MergeParam> moe_params(const std::string& default_init) {
+std::vector<Param> moe_params(const std::string& default_init) {
   return {
       integer_param("top-k", "2", "experts per token", 1),
       choice_param("router", "top-k", router_names("mixtral", /*learned_only=*/true),
@@ -139,12 +139,12 @@ std::vector<MergeParam> moe_params(const std::string& default_init) {
 
 MoeBuildOptions moe_options(const MergeContext& ctx, const std::string& tag) {
   MoeBuildOptions o;
-  o.top_k = ctx.integer("top-k");
-  o.router_mode = ctx.str("router");
-  o.aux_loss = ctx.real("aux-loss");
-  o.z_loss = ctx.real("z-loss");
-  o.router_init = ctx.str("router-init");
-  o.ridge_lambda = ctx.real("ridge-lambda");
+  o.top_k = ctx.params.integer("top-k");
+  o.router_mode = ctx.params.text("router");
+  o.aux_loss = ctx.params.real("aux-loss");
+  o.z_loss = ctx.params.real("z-loss");
+  o.router_init = ctx.params.text("router-init");
+  o.ridge_lambda = ctx.params.real("ridge-lambda");
   o.seed = derive_seed(ctx.config.seed, "router/" + tag);
   return o;
 }

@@ -63,19 +63,19 @@ std::vector<MoeSlot> expert_moe_slots(const MergeContext& ctx, bool from_seed);
 nlohmann::json build_moe_with_shared(const MergeContext& ctx, const std::vector<MoeSlot>& slots,
                                      const MoeBuildOptions& opts, const fs::path& out);
 // The --shared and --fisher-windows declarations.
-MergeParam shared_param();
-MergeParam fisher_windows_param();
+Param shared_param();
+Param fisher_windows_param();
 
 // The learned MoE router that a btx-style method's --router names (btx, upcycle, bam).
-const RouterTraits& mixtral_router(const std::map<std::string, std::string>& params);
+const RouterTraits& mixtral_router(const ParamValues& params);
 
 // The MoE options of a method's parameters (top-k, router, aux-loss, z-loss, router-init).
 MoeBuildOptions moe_options(const MergeContext& ctx, const std::string& tag);
 // Those parameters' declarations, shared by btx and upcycle.
-std::vector<MergeParam> moe_params(const std::string& default_init);
+std::vector<Param> moe_params(const std::string& default_init);
 // The router-init and ridge-lambda declarations (also SMEAR's).
-MergeParam router_init_param(const std::string& default_init);
-MergeParam ridge_lambda_param();
+Param router_init_param(const std::string& default_init);
+Param ridge_lambda_param();
 
 // The ridge-regression router (E, C) float32 from each slot's FFN-input statistics: grams[j] =
 // X_jᵀX_j (C, C) and sums[j] = X_jᵀ1 (C) of the tokens X_j labelled expert j. Solves

@@ -40,31 +40,6 @@ fs::path merged_dir(const RunDir& run, const std::string& name) {
 
 // ---- MergeContext ---------------------------------------------------------------------------
 
-const std::string& MergeContext::str(const std::string& name) const {
-  auto it = params.find(name);
-  BTX_CHECK(it != params.end(), "merge: method has no parameter '{}'", name);
-  return it->second;
-}
-
-bool MergeContext::has(const std::string& name) const {
-  auto it = params.find(name);
-  return it != params.end() && !it->second.empty();
-}
-
-int64_t MergeContext::integer(const std::string& name) const {
-  const std::string& v = str(name);
-  const auto x = parse_integer(v);
-  BTX_CHECK(x.has_value(), "--{}: expected an integer, got '{}'", name, v);
-  return *x;
-}
-
-double MergeContext::real(const std::string& name) const {
-  const std::string& v = str(name);
-  const auto x = parse_real(v);
-  BTX_CHECK(x.has_value(), "--{}: expected a number, got '{}'", name, v);
-  return *x;
-}
-
 std::vector<WeightedCheckpoint> MergeContext::uniform_inputs() const {
   std::vector<WeightedCheckpoint> out;
   for (const auto& e : experts) out.push_back({e.dir, 1.0});
@@ -80,7 +55,6 @@ std::vector<std::string> MergeContext::expert_names() const {
 // ---- experts --------------------------------------------------------------------------------
 
 std::vector<MergeExpert> trained_experts(const RunDir& run) {
-  tidy_run(run);
   const auto specs = list_experts(run);
   BTX_CHECK(!specs.empty(), "{} has no experts (`btx branch --run {}` creates them)",
             run.root.string(), run.root.string());
@@ -112,7 +86,7 @@ std::vector<MergeExpert> trained_experts(const RunDir& run) {
       BTX_CHECK(diff.empty(), "experts '{}' and '{}' have different architectures ({})",
                 out.front().name, spec.name, diff);
     }
-    out.push_back({spec.name, dir, sha256_file(dir / "model.safetensors"), state->tokens});
+    out.push_back({spec.name, dir, "", state->tokens});
   }
   return out;
 }
@@ -127,34 +101,27 @@ std::string merge_output_name(const MergeRequest& request) {
   return name;
 }
 
-std::map<std::string, std::string> resolve_merge_params(
-    const MergeMethod& method, const std::map<std::string, std::string>& given) {
+ParamValues resolve_merge_params(const MergeMethod& method,
+                                 const std::map<std::string, std::string>& given) {
   // Only the method's own parameters, each checked against its choices; defaults filled in.
   std::vector<std::string> own;
   for (const auto& p : method.params) own.push_back("--" + p.name);
   for (const auto& [name, value] : given) {
     const bool known = std::any_of(method.params.begin(), method.params.end(),
-                                   [&](const MergeParam& p) { return p.name == name; });
+                                   [&](const Param& p) { return p.name == name; });
     BTX_CHECK(known, "--{} does not apply to method '{}' (its parameters: {})", name, method.name,
               own.empty() ? std::string("none") : fmt::format("{}", fmt::join(own, ", ")));
   }
-  std::map<std::string, std::string> out;
-  for (const auto& p : method.params) {
-    auto it = given.find(p.name);
-    const std::string value = it != given.end() ? it->second : p.default_value;
-    p.check(value);
-    out[p.name] = value;
-  }
+  ParamValues out = ParamValues::resolve(method.params, given);
   if (method.check_params) method.check_params(out);
   return out;
 }
 
-void check_merge_expert_mode(const MergeMethod& method, const std::string& mode,
-                             const std::string& where) {
+void check_merge_expert_mode(const MergeMethod& method, ExpertMode mode, const std::string& where) {
   const auto& modes = method.expert_modes;
   BTX_CHECK(std::find(modes.begin(), modes.end(), mode) != modes.end(),
             "{} merges experts trained in mode {}, not '{}' ({})", method.name,
-            fmt::join(modes, " or "), mode, where);
+            name_list(modes, " or "), name_of(mode), where);
 }
 
 nlohmann::json run_merge(const RunDir& run, const MergeRequest& request) {
@@ -165,12 +132,14 @@ nlohmann::json run_merge(const RunDir& run, const MergeRequest& request) {
   ctx.resume = request.resume;
   ctx.output_name = merge_output_name(request);
   ctx.params = resolve_merge_params(method, request.params);
+  tidy_run(run);  // merge owns the run: a crash's leftovers are tidied before the experts are read
   ctx.experts = trained_experts(run);
+  for (auto& e : ctx.experts) e.sha256 = sha256_file(e.dir / "model.safetensors");
   for (const auto& e : ctx.experts) {
     check_merge_expert_mode(method, find_expert(run, e.name).mode, "expert '" + e.name + "'");
   }
 
-  nlohmann::json provenance = {{"method", method.name}, {"params", ctx.params}};
+  nlohmann::json provenance = {{"method", method.name}, {"params", ctx.params.to_json()}};
   nlohmann::json experts = nlohmann::json::array();
   for (const auto& e : ctx.experts) {
     experts.push_back({{"name", e.name},

@@ -27,7 +27,7 @@ namespace btx {
 
 nlohmann::json ExpertSpec::to_json() const {
   nlohmann::json j = {{"name", name}, {"domains", domains}};
-  if (mode != "all") j["mode"] = mode;
+  if (mode != ExpertMode::kAll) j["mode"] = name_of(mode);
   if (partition.count > 1) {
     j["partition"] = {{"index", partition.index},
                       {"count", partition.count},
@@ -50,8 +50,7 @@ ExpertSpec ExpertSpec::from_json(const nlohmann::json& j, const std::string& whe
     ExpertSpec s;
     s.name = j.at("name").get<std::string>();
     s.domains = j.at("domains").get<std::map<std::string, double>>();
-    s.mode = j.value("mode", std::string("all"));
-    check_expert_mode(s.mode, "mode");
+    s.mode = parse_named<ExpertMode>(j.value("mode", std::string("all")), "mode");
     if (j.contains("partition")) {
       const auto& p = j["partition"];
       s.partition = {p.at("index").get<int>(), p.at("count").get<int>(),
@@ -222,7 +221,7 @@ std::vector<std::string> branch_experts(const RunDir& run, const RunConfig& c) {
       continue;
     }
     write_dir_atomic(dir, [&](const fs::path& tmp) {
-      if (spec.mode == "flexolmo") {
+      if (spec.mode == ExpertMode::kFlexolmo) {
         write_flexolmo_expert(run.seed(), heldout_windows(run, c, spec.trained_domains()),
                               heldout_windows(run, c, anchor_domains), c.experts.train.seq_len,
                               tmp);
@@ -346,12 +345,13 @@ TrainResult train_expert(const RunDir& run, const RunConfig& c, const std::strin
   job.stop_after = stop_after;
   job.partition = spec.partition;
   job.keep_files = {"expert.json"};
-  if (spec.mode == "flexolmo") {
+  if (spec.mode == ExpertMode::kFlexolmo) {
     job.model = load_model_config(job.init_from);  // the two-expert MoE it was branched as
     job.trainable = flexolmo_trains;
     job.update_masks = flexolmo_update_masks(job.model);
   } else {
-    const ParamSelection& trains = param_selection(spec.mode, {"all", "ffn"}, name + " mode");
+    const ParamSelection& trains =
+        param_selection(name_of(spec.mode), {"all", "ffn"}, name + " mode");
     if (!trains.all()) {
       job.trainable = [trains](const std::string& param) { return trains.trains(param); };
     }

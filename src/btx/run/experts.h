@@ -25,7 +25,7 @@ struct ExpertSpec {
   std::string name;
   std::map<std::string, double> domains;  // training mixture: domain -> weight
   DataPartition partition;                // random split: this expert's share of the data
-  std::string mode = "all";               // what trains ([experts] mode): "all", "ffn", "flexolmo"
+  ExpertMode mode = ExpertMode::kAll;     // what trains ([experts] mode)
   // The domains it trains on (weight > 0), in name order.
   std::vector<std::string> trained_domains() const;
   nlohmann::json to_json() const;  // "mode" only when not "all" (older expert.json have none)

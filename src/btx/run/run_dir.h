@@ -1,6 +1,6 @@
-// The run directory (ARCHITECTURE.md), the single source of truth every stage reads and writes:
-// config.toml, tokenizer.model, data/, seed/, eval/. Each stage here is idempotent: a finished
-// stage is detected and skipped, so running the pipeline again continues where it stopped.
+// The run directory (docs/design.md, "The pipeline"), the single source of truth every stage reads
+// and writes: config.toml, tokenizer.model, data/, seed/, eval/. Each stage here is idempotent: a
+// finished stage is detected and skipped, so running the pipeline again continues where it stopped.
 #pragma once
 
 #include <filesystem>

@@ -396,8 +396,8 @@ nlohmann::json error_body(const std::string& message, const std::string& type,
             {"code", nullptr}}}};
 }
 
-std::string openai_finish_reason(const std::string& reason) {
-  return reason == "eos" ? "stop" : reason;
+std::string openai_finish_reason(FinishReason reason) {
+  return reason == FinishReason::kEos ? "stop" : name_of(reason);
 }
 
 nlohmann::json usage(size_t prompt_tokens, size_t completion_tokens) {

@@ -90,7 +90,7 @@ nlohmann::json error_body(const std::string& message, const std::string& type,
                           const std::string& param = "");
 
 // OpenAI's finish reasons: "eos" (the model ended) is "stop", as OpenAI reports it.
-std::string openai_finish_reason(const std::string& reason);
+std::string openai_finish_reason(FinishReason reason);
 
 struct CompletionIds {
   std::string id;       // "cmpl-..." ("chatcmpl-..." for chat)

@@ -30,7 +30,7 @@ bool Engine::submit(const std::shared_ptr<Job>& job) {
     }
   }
   GenerateResult cancelled;
-  cancelled.finish_reason = "cancelled";
+  cancelled.finish_reason = FinishReason::kCancelled;
   for (auto& j : withdrawn) finish(*j, cancelled, "");
   if (taken) cv_.notify_one();
   return taken;
@@ -205,11 +205,11 @@ void Engine::delay() const {
 void Engine::complete(const std::shared_ptr<Job>& job, const GenerateResult& r,
                       const nlohmann::json& state, Clock::time_point t0) {
   spdlog::info("completion: {} prompt tokens, {} generated, finish {}, {:.3f} s",
-               job->prompt.size(), r.tokens.size(), r.finish_reason,
+               job->prompt.size(), r.tokens.size(), name_of(r.finish_reason),
                std::chrono::duration<double>(Clock::now() - t0).count());
   {
     std::lock_guard<std::mutex> lock(m_);
-    (r.finish_reason == "cancelled" ? cancelled_ : completed_)++;
+    (r.finish_reason == FinishReason::kCancelled ? cancelled_ : completed_)++;
     generated_tokens_ += r.tokens.size();
     release(*job);
   }

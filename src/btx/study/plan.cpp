@@ -72,22 +72,24 @@ void prepare_sub_run(const RunDir& run, const std::string& folder, const RunConf
 
 // ---- expert-mode sub-runs ([study] modes) ----
 
-std::string mode_folder(const std::string& mode) {
-  return "experts-" + mode;
+std::string mode_folder(ExpertMode mode) {
+  return std::string("experts-") + name_of(mode);
 }
 
-RunConfig mode_config(const RunConfig& c, const std::string& mode) {
+RunConfig mode_config(const RunConfig& c, ExpertMode mode) {
   RunConfig r = sub_run_config(c, mode_folder(mode));
   r.experts.mode = mode;
   return r;
 }
 
 // A mode sub-run's rows: (method, merged name), its one-model merge last.
-std::vector<std::pair<std::string, std::string>> mode_rows(const std::string& mode) {
-  const std::string unified = mode == "flexolmo" ? "flexolmo" : "btx";
-  return {{"ensemble", mode + "-ensemble"},
-          {"average", mode + "-average"},
-          {unified, unified == mode ? mode : mode + "-" + unified}};
+std::vector<std::pair<std::string, std::string>> mode_rows(ExpertMode mode) {
+  const std::string name = name_of(mode);
+  if (!dense_experts(mode))
+    return {{"ensemble", name + "-ensemble"},
+            {"average", name + "-average"},
+            {name, name}};  // flexolmo's own merge
+  return {{"ensemble", name + "-ensemble"}, {"average", name + "-average"}, {"btx", name + "-btx"}};
 }
 
 }  // namespace
@@ -297,7 +299,7 @@ struct Planner {
     stages.push_back(std::move(s));
     // Why merging loses what the experts learned (dense experts only: the others' shapes differ
     // from the seed's): how far they moved, and the loss along the straight paths between them.
-    if (c.experts.mode == "all" || c.experts.mode == "ffn") {
+    if (dense_experts(c.experts.mode)) {
       stages.push_back({"analysis/divergence",
                         "how far the experts moved from the seed and from one another",
                         {"experts"},
@@ -404,7 +406,7 @@ struct Planner {
 
   // Experts trained in another mode ([study] modes): a sub-run sharing the seed, its experts'
   // ensemble and average, and its one-model merge (finetuned as the method says).
-  void mode_sub_run(const std::string& mode) {
+  void mode_sub_run(ExpertMode mode) {
     const auto& et = c.experts.train;
     const auto& ft = c.finetune;
     const std::string folder = mode_folder(mode);
@@ -414,7 +416,7 @@ struct Planner {
     Stage s{folder,
             fmt::format("experts trained in mode {} (a sub-run sharing the seed): their "
                         "ensemble, average and {}",
-                        mode, rows.back().first),
+                        name_of(mode), rows.back().first),
             {"seed"},
             expert_commands(sub),
             {fs::path(folder) / "config.toml", fs::path(folder) / "experts",

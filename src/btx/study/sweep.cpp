@@ -9,10 +9,10 @@
 #include <set>
 
 #include "btx/analysis/sweep_report.h"
-#include "btx/merge/params.h"
 #include "btx/run/experts.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
+#include "btx/util/params.h"
 
 namespace btx {
 

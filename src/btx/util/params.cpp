@@ -1,4 +1,4 @@
-#include "btx/merge/params.h"
+#include "btx/util/params.h"
 
 #include <fmt/format.h>
 
@@ -39,7 +39,7 @@ std::string number(double x) {
 }
 }  // namespace
 
-std::string MergeParam::expected() const {
+std::string Param::expected() const {
   const bool has_min = std::isfinite(min), has_max = std::isfinite(max);
   std::string what;
   switch (type) {
@@ -70,7 +70,7 @@ std::string MergeParam::expected() const {
   return what;
 }
 
-void MergeParam::check(const std::string& value) const {
+void Param::check(const std::string& value) const {
   if (value.empty()) return;
   switch (type) {
     case ParamType::kText:
@@ -94,9 +94,9 @@ void MergeParam::check(const std::string& value) const {
   }
 }
 
-MergeParam integer_param(std::string name, std::string default_value, std::string help, int64_t min,
-                         int64_t max) {
-  MergeParam p;
+Param integer_param(std::string name, std::string default_value, std::string help, int64_t min,
+                    int64_t max) {
+  Param p;
   p.name = std::move(name);
   p.type = ParamType::kInteger;
   p.default_value = std::move(default_value);
@@ -106,9 +106,9 @@ MergeParam integer_param(std::string name, std::string default_value, std::strin
   return p;
 }
 
-MergeParam real_param(std::string name, std::string default_value, std::string help, double min,
-                      double max, bool min_open, bool max_open) {
-  MergeParam p;
+Param real_param(std::string name, std::string default_value, std::string help, double min,
+                 double max, bool min_open, bool max_open) {
+  Param p;
   p.name = std::move(name);
   p.type = ParamType::kReal;
   p.default_value = std::move(default_value);
@@ -120,9 +120,9 @@ MergeParam real_param(std::string name, std::string default_value, std::string h
   return p;
 }
 
-MergeParam choice_param(std::string name, std::string default_value,
-                        std::vector<std::string> choices, std::string help) {
-  MergeParam p;
+Param choice_param(std::string name, std::string default_value, std::vector<std::string> choices,
+                   std::string help) {
+  Param p;
   p.name = std::move(name);
   p.type = ParamType::kChoice;
   p.default_value = std::move(default_value);
@@ -131,12 +131,80 @@ MergeParam choice_param(std::string name, std::string default_value,
   return p;
 }
 
-MergeParam text_param(std::string name, std::string help) {
-  MergeParam p;
+Param text_param(std::string name, std::string help) {
+  Param p;
   p.name = std::move(name);
   p.type = ParamType::kText;
   p.help = std::move(help);
   return p;
+}
+
+// ---- ParamValues ------------------------------------------------------------------------------
+
+ParamValues ParamValues::resolve(const std::vector<Param>& declared,
+                                 const std::map<std::string, std::string>& given) {
+  for (const auto& [name, value] : given) {
+    const bool known = std::any_of(declared.begin(), declared.end(),
+                                   [&](const Param& p) { return p.name == name; });
+    BTX_CHECK(known, "--{} is not a declared parameter", name);
+  }
+  ParamValues out;
+  for (const auto& p : declared) {
+    auto it = given.find(p.name);
+    Value v;
+    v.type = p.type;
+    v.given = it != given.end() ? it->second : p.default_value;
+    p.check(v.given);
+    if (!v.given.empty() && p.type == ParamType::kInteger) v.integer = *parse_integer(v.given);
+    if (!v.given.empty() && p.type == ParamType::kReal) v.real = *parse_real(v.given);
+    out.values_[p.name] = std::move(v);
+  }
+  return out;
+}
+
+const ParamValues::Value& ParamValues::at(const std::string& name, ParamType type) const {
+  auto it = values_.find(name);
+  BTX_CHECK(it != values_.end(), "no parameter --{} is declared", name);
+  const Value& v = it->second;
+  const bool fits = v.type == type || (type == ParamType::kText && v.type == ParamType::kChoice);
+  BTX_CHECK(fits, "--{} is not read as the type it was declared with", name);
+  BTX_CHECK(!v.given.empty() || type == ParamType::kText, "--{} has no value", name);
+  return v;
+}
+
+bool ParamValues::has(const std::string& name) const {
+  auto it = values_.find(name);
+  return it != values_.end() && !it->second.given.empty();
+}
+
+int64_t ParamValues::integer(const std::string& name) const {
+  return at(name, ParamType::kInteger).integer;
+}
+
+double ParamValues::real(const std::string& name) const {
+  return at(name, ParamType::kReal).real;
+}
+
+const std::string& ParamValues::text(const std::string& name) const {
+  return at(name, ParamType::kText).given;
+}
+
+bool ParamValues::flag(const std::string& name) const {
+  const std::string& v = at(name, ParamType::kChoice).given;
+  BTX_CHECK(v == "yes" || v == "no", "--{} '{}' is not yes or no", name, v);
+  return v == "yes";
+}
+
+const std::string& ParamValues::given(const std::string& name) const {
+  auto it = values_.find(name);
+  BTX_CHECK(it != values_.end(), "no parameter --{} is declared", name);
+  return it->second.given;
+}
+
+std::map<std::string, std::string> ParamValues::strings() const {
+  std::map<std::string, std::string> out;
+  for (const auto& [name, v] : values_) out[name] = v.given;
+  return out;
 }
 
 }  // namespace btx
