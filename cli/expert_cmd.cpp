@@ -57,17 +57,16 @@ std::vector<Command> add_expert_commands(CLI::App& app) {
   branch->add_option("--domains", b->domains, "With --add: its domains, NAME or NAME=WEIGHT")
       ->delimiter(',');
   out.push_back({branch, [b] {
-                   RunDir run{b->run};
-                   const RunConfig c = load_run(run);
+                   const Run run = Run::open(b->run);
                    if (b->add.empty()) {
                      BTX_CHECK(b->domains.empty(), "--domains needs --add NAME");
-                     const auto names = branch_experts(run, c);
+                     const auto names = branch_experts(run);
                      std::cout << fmt::format("{} expert(s) branched; {} in all\n", names.size(),
                                               list_experts(run).size());
                      return;
                    }
                    BTX_CHECK(!b->domains.empty(), "--add {} needs --domains", b->add);
-                   grow_expert(run, c, b->add, parse_mixture(b->domains));
+                   grow_expert(run, b->add, parse_mixture(b->domains));
                  }});
 
   struct TrainArgs {
@@ -85,10 +84,9 @@ std::vector<Command> add_expert_commands(CLI::App& app) {
                     "Stop with a resumable checkpoint after this step (time-limited slots)");
   train->add_option("--threads", t->threads, "LibTorch intra-op threads (0: the config's)");
   out.push_back({train, [t] {
-                   RunDir run{t->run};
+                   const Run run = Run::open(t->run);
                    distributed_from_env();  // data parallel when WORLD_SIZE > 1
-                   train_expert(run, load_run(run), t->expert, t->resume, t->stop_after,
-                                t->threads);
+                   train_expert(run, t->expert, t->resume, t->stop_after, t->threads);
                  }});
 
   struct LaunchArgs {

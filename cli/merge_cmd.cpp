@@ -73,7 +73,8 @@ std::vector<Command> add_merge_commands(CLI::App& app) {
              for (const auto& [name, opt] : param_options) {
                if (opt->count() > 0) a->request.params[name] = a->values[name];
              }
-             const auto j = run_merge(RunDir{a->run}, a->request);
+             find_merge_method(a->request.method);  // an unknown method first, as before
+             const auto j = run_merge(Run::open(a->run), a->request);
              std::cout << fmt::format("{} -> merged/{} ({})\n", j.value("method", "?"),
                                       j.value("name", "?"), j.value("kind", "?"));
            }}};

@@ -53,7 +53,7 @@ std::vector<Command> add_report_commands(CLI::App& app) {
              std::cout << "wrote " << out.string() << "\n";
            }},
           {analyze, [a] {
-             const RunDir run{a->run};
+             const Run run = Run::open(a->run);
              if (a->divergence) {
                BTX_CHECK(a->models.empty(),
                          "--divergence compares the run's experts with its seed: give no --model");
@@ -61,7 +61,6 @@ std::vector<Command> add_report_commands(CLI::App& app) {
                write_analysis(divergence_path(run), result, false, format_divergence(result));
                return;
              }
-             const RunConfig c = load_run(run);
              std::vector<std::string> models = a->models;
              if (models.empty() && fs::is_directory(run.root / "merged")) {
                for (const auto& e : fs::directory_iterator(run.root / "merged")) {
@@ -76,7 +75,7 @@ std::vector<Command> add_report_commands(CLI::App& app) {
              for (const auto& m : models) {
                const fs::path model = resolve_model_path(run, m);
                const std::string name = eval_name(model);
-               const auto result = model_analysis(run, c, ModelFolder::open(model));
+               const auto result = model_analysis(run, ModelFolder::open(model));
                const fs::path out = analysis_path(run, name);
                write_file_atomic(
                    out, result.dump(1, ' ', false, nlohmann::json::error_handler_t::replace));

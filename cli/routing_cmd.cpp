@@ -34,11 +34,10 @@ std::vector<Command> add_routing_commands(CLI::App& app) {
   cmd->add_option("--out", a->out, "Also write the JSON to this file");
   auto routing =
       Command{cmd, [a] {
-                RunDir run{a->run};
-                const RunConfig c = load_run(run);
+                const Run run = Run::open(a->run);
                 const fs::path model = resolve_model_path(run, a->model);
                 if (!a->text_file.empty()) a->opts.text = read_file(a->text_file);
-                const auto result = routing_analysis(run, c, ModelFolder::open(model), a->opts);
+                const auto result = routing_analysis(run, ModelFolder::open(model), a->opts);
                 if (!a->out.empty()) write_file_atomic(a->out, result.dump(2));
                 if (a->json) {
                   std::cout << result.dump(2) << "\n";
@@ -74,9 +73,8 @@ std::vector<Command> add_routing_commands(CLI::App& app) {
       ->capture_default_str();
   graft->add_flag("--json", g->json, "Print the whole analysis as JSON");
   auto grafting = Command{graft, [g] {
-                            RunDir run{g->run};
-                            const RunConfig c = load_run(run);
-                            const auto result = graft_analysis(run, c, g->opts);
+                            const Run run = Run::open(g->run);
+                            const auto result = graft_analysis(run, g->opts);
                             write_analysis(graft_path(run, g->opts.reference), result, g->json,
                                            g->json ? "" : format_graft(result));
                           }};
@@ -104,14 +102,13 @@ std::vector<Command> add_routing_commands(CLI::App& app) {
   barrier->add_flag("--json", b->json, "Print the whole result as JSON");
   auto barriers =
       Command{barrier, [b] {
-                RunDir run{b->run};
-                const RunConfig c = load_run(run);
+                const Run run = Run::open(b->run);
                 BTX_CHECK(b->pairs == (b->a.empty() && b->b.empty()),
                           "give --a MODEL and --b MODEL, or --pairs");
                 BTX_CHECK(b->pairs || (!b->a.empty() && !b->b.empty()),
                           "--a and --b go together: give both ends of the path");
-                const auto result = b->pairs ? expert_barriers(run, c, b->opts)
-                                             : loss_barrier(run, c, b->a, b->b, b->opts);
+                const auto result = b->pairs ? expert_barriers(run, b->opts)
+                                             : loss_barrier(run, b->a, b->b, b->opts);
                 write_analysis(
                     b->pairs ? barriers_path(run) : barrier_path(run, b->a, b->b), result, b->json,
                     b->json ? "" : (b->pairs ? format_barriers(result) : format_barrier(result)));

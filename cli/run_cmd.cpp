@@ -80,29 +80,30 @@ std::vector<Command> add_run_commands(CLI::App& app) {
                 run_sweep(root, axes, points, o);
               }};
 
-  return {sweeping, {cmd, [a] {
-                       if (a->print_config) {
-                         std::cout << default_study_config();
-                         return;
-                       }
-                       RunConfig c;
-                       if (!a->config.empty()) {
-                         c = load_run_config(a->config);
-                       } else if (!a->run.empty() && fs::exists(RunDir{a->run}.config())) {
-                         c = load_run(RunDir{a->run});
-                       } else {
-                         c = parse_run_config(default_study_config(), "the default config (tiny)");
-                       }
-                       RunDir run{a->run.empty() ? fs::path("runs") / c.name : fs::path(a->run)};
-                       plan_study(
-                           run, c);  // [study] and [corpus] are checked before anything is written
-                       if (!a->dry_run) init_run(run, c, a->force);
-                       StudyOptions o;
-                       o.btx_binary = fs::read_symlink("/proc/self/exe");
-                       o.dry_run = a->dry_run;
-                       o.jobs = c.study.jobs;
-                       run_study(run, c, o);
-                     }}};
+  return {sweeping,
+          {cmd, [a] {
+             if (a->print_config) {
+               std::cout << default_study_config();
+               return;
+             }
+             RunConfig c;
+             if (!a->config.empty()) {
+               c = load_run_config(a->config);
+             } else if (!a->run.empty() && fs::exists(RunDir{a->run}.config_file())) {
+               c = load_run(RunDir{a->run});
+             } else {
+               c = parse_run_config(default_study_config(), "the default config (tiny)");
+             }
+             const Run run(RunDir{a->run.empty() ? fs::path("runs") / c.name : fs::path(a->run)},
+                           c);
+             plan_study(run);  // [study] and [corpus] are checked before anything is written
+             if (!a->dry_run) init_run(run, a->force);
+             StudyOptions o;
+             o.btx_binary = fs::read_symlink("/proc/self/exe");
+             o.dry_run = a->dry_run;
+             o.jobs = c.study.jobs;
+             run_study(run, o);
+           }}};
 }
 
 }  // namespace btx::cli

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <iostream>
+#include <optional>
 
 #include "btx/merge/finetune.h"
 #include "btx/run/run_dir.h"
@@ -23,8 +24,9 @@ struct RunArgs {
 // removed first, so it is made again: the tokenizer and data when [corpus], [tokenizer] or [data]
 // changed, the seed when those or [model] or [seed] did (experts branched from an old seed are
 // refused by merge, which checks the seed's digest).
-void drop_invalidated(const RunDir& run, const RunConfig& c) {
-  if (!fs::exists(run.config())) return;
+void drop_invalidated(const Run& run) {
+  const RunConfig& c = run.config();
+  if (!fs::exists(run.config_file())) return;
   const auto keys = differing_keys(load_run(run), c);
   auto changed = [&](std::initializer_list<const char*> sections) {
     return std::any_of(keys.begin(), keys.end(), [&](const std::string& k) {
@@ -38,17 +40,17 @@ void drop_invalidated(const RunDir& run, const RunConfig& c) {
       fs::remove_all(p);
     }
   };
-  if (changed({"corpus", "tokenizer"})) drop(run.tokenizer());
+  if (changed({"corpus", "tokenizer"})) drop(run.tokenizer_file());
   if (changed({"corpus", "tokenizer", "data"})) drop(run.data());
   if (changed({"corpus", "tokenizer", "data", "model", "seed"})) drop(run.seed());
 }
 
-RunConfig open_run(const RunArgs& a) {
-  RunDir run{a.run};
-  RunConfig c = a.config.empty() ? load_run(run) : load_run_config(a.config);
-  if (a.force) drop_invalidated(run, c);
-  init_run(run, c, a.force);
-  return c;
+Run open_run(const RunArgs& a) {
+  const RunDir dir{a.run};
+  const Run run(dir, a.config.empty() ? load_run(dir) : load_run_config(a.config));
+  if (a.force) drop_invalidated(run);
+  init_run(run, a.force);
+  return run;
 }
 }  // namespace
 
@@ -64,10 +66,9 @@ std::vector<Command> add_train_commands(CLI::App& app) {
                     "Adopt --config in a run made with another config (what it changes is made "
                     "again)");
   out.push_back({prepare, [args] {
-                   RunDir run{args->run};
-                   RunConfig c = open_run(*args);
-                   ensure_tokenizer(run, c);
-                   ensure_data(run, c);
+                   const Run run = open_run(*args);
+                   ensure_tokenizer(run);
+                   ensure_data(run);
                    spdlog::info("prepared {}", run.root.string());
                  }});
 
@@ -86,16 +87,17 @@ std::vector<Command> add_train_commands(CLI::App& app) {
                    // distributed.h): rank 0 prepares the shared run folder while the others wait,
                    // then all train.
                    const DistributedContext& dist = distributed_from_env();
-                   RunDir run{args->run};
-                   RunConfig c;
+                   std::optional<Run> opened;
                    if (dist.is_main()) {
-                     c = open_run(*args);
-                     ensure_tokenizer(run, c);
-                     ensure_data(run, c);
+                     opened = open_run(*args);
+                     ensure_tokenizer(*opened);
+                     ensure_data(*opened);
                    }
                    dist.barrier();
-                   if (!dist.is_main()) c = open_run(*args);
-                   if (!train_seed(run, c, args->resume, args->stop_after).finished) return;
+                   if (!dist.is_main()) opened = open_run(*args);
+                   const Run& run = *opened;
+                   const RunConfig& c = run.config();
+                   if (!train_seed(run, args->resume, args->stop_after).finished) return;
                    if (!dist.is_main()) return;
                    ModelScorer scorer(load_model(run.seed()));
                    const auto novel = run_novel_domains(c);
@@ -131,10 +133,11 @@ std::vector<Command> add_train_commands(CLI::App& app) {
                    "a dense baseline with `merge --method dense --extra-tokens`)")
       ->check(CLI::PositiveNumber);
   out.push_back({finetune, [f] {
-                   RunDir run{f->run};
-                   RunConfig c = load_run(run);
+                   const RunDir dir{f->run};
+                   RunConfig c = load_run(dir);
                    if (f->steps > 0) c.finetune.steps = f->steps;
-                   finetune_model(run, c, resolve_model_path(run, f->model), f->train, f->resume,
+                   const Run run(dir, c);
+                   finetune_model(run, resolve_model_path(run, f->model), f->train, f->resume,
                                   f->stop_after);
                  }});
   return out;

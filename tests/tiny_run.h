@@ -24,10 +24,10 @@ inline void prepare_tiny_run(const std::filesystem::path& dir,
   c.seed_train.eval_tokens = 200;
   c.seed_train.checkpoint_every = 100;
   c.seed_train.threads = 1;
-  const RunDir run{run_root};
-  init_run(run, c);
-  ensure_tokenizer(run, c);
-  ensure_data(run, c);
+  const btx::Run run(RunDir{run_root}, c);
+  init_run(run);
+  ensure_tokenizer(run);
+  ensure_data(run);
 }
 
 // The seed's training job on a prepared run, written to out_dir.

@@ -66,7 +66,7 @@ TEST(ExpertModes, FfnExpertsKeepTheSeedsSharedLayersAndMergeExactly) {
   for (const auto& [domain, j] : routes) {
     auto expert = load_model(expert_dir(run, domain));  // one expert per domain, named after it
     expert->eval();
-    const auto x = domain_heldout_windows(run, c, domain, 2, 32).narrow(1, 0, 32);
+    const auto x = domain_heldout_windows(btx::Run(run, c), domain, 2, 32).narrow(1, 0, 32);
     force_experts(moe, torch::full({x.size(0)}, j, torch::kInt64));
     EXPECT_TRUE(torch::equal(moe->forward(x), expert->forward(x))) << domain;
   }
@@ -93,7 +93,7 @@ TEST(ExpertModes, FlexolmoExpertsTrainOnlyTheirOwnSlotAndConcatenate) {
     seed->eval();
     branched->eval();
     EXPECT_EQ(branched->config().num_local_experts, 2);
-    const auto x = domain_heldout_windows(run, c, "code", 2, 32).narrow(1, 0, 32);
+    const auto x = domain_heldout_windows(btx::Run(run, c), "code", 2, 32).narrow(1, 0, 32);
     EXPECT_TRUE(torch::allclose(branched->forward(x), seed->forward(x), 1e-4, 1e-5));
   }
   for (const std::string& cmd : {"launch" + r_ + " --jobs 2", "merge" + r_ + " --method flexolmo",
@@ -163,7 +163,7 @@ TEST(ExpertModes, FlexolmoExpertsTrainOnlyTheirOwnSlotAndConcatenate) {
   single->eval();
   code->eval();
   for (const auto& domain : {"code", "prose"}) {
-    const auto x = domain_heldout_windows(one, c, domain, 2, 32).narrow(1, 0, 32);
+    const auto x = domain_heldout_windows(btx::Run(one, c), domain, 2, 32).narrow(1, 0, 32);
     EXPECT_TRUE(torch::equal(single->forward(x), code->forward(x))) << domain;
   }
 }

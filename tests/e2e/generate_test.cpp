@@ -22,7 +22,7 @@ TEST_F(GenerateTest, CachedAndRecomputedGenerationAgreeAndOptionsWork) {
     auto r = run_btx(std::string("merge --run ") + R + " --method " + m);
     ASSERT_EQ(r.code, 0) << r.output;
   }
-  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+  const Tokenizer tok = Tokenizer::load(run.tokenizer_file());
   const auto prompt = tok.encode("def f_1(x):\n    return");
   for (const char* m : {"seed", "merged/btx", "merged/smear"}) {
     CausalLM model = load_model(run.root / m);

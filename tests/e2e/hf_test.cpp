@@ -87,7 +87,7 @@ TEST_F(HfTest, ExportsMatchAnIndependentReferenceAndImportRoundTrips) {
   ASSERT_EQ(r.code, 0) << r.output;
   const auto ids = sample_ids(load_model_config(run.seed()).vocab_size, 2, 16);
   EXPECT_TRUE(torch::equal(btx_logits(run.seed(), ids), btx_logits(imported / "seed", ids)));
-  EXPECT_EQ(sha256_file(imported / "tokenizer.model"), sha256_file(run.tokenizer()));
+  EXPECT_EQ(sha256_file(imported / "tokenizer.model"), sha256_file(run.tokenizer_file()));
   EXPECT_TRUE(load_train_state(imported / "seed")->done);
   // A second import into the same run is refused.
   r = run_btx("import --hf " + (out / "seed").string() + " --run " + imported.string() +

@@ -84,7 +84,7 @@ TEST_F(InteropTest, GgufExportsRunInLlamaCppExactlyAsInBtx) {
   ASSERT_EQ(r.code, 0) << r.output;
   r = run_btx("finetune --run " + R + " --model merged/btx");  // routers that are not random
   ASSERT_EQ(r.code, 0) << r.output;
-  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+  const Tokenizer tok = Tokenizer::load(run.tokenizer_file());
   for (const std::string model : {"seed", "merged/btx"}) {
     SCOPED_TRACE(model);
     const fs::path gguf = run.root / (model == "seed" ? "seed.gguf" : "btx.gguf");
@@ -115,7 +115,7 @@ TEST_F(InteropTest, GgufFilesHoldTheModelTheTokenizerAndTheMetadata) {
   const std::string R = run.root.string();
   auto r = run_btx("merge --run " + R + " --method btx");
   ASSERT_EQ(r.code, 0) << r.output;
-  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+  const Tokenizer tok = Tokenizer::load(run.tokenizer_file());
   r = run_btx("export --run " + R + " --model merged/btx --format gguf --name my-moe --out " + R +
               "/f32.gguf");
   ASSERT_EQ(r.code, 0) << r.output;
@@ -210,7 +210,7 @@ TEST_F(InteropTest, GgufFilesHoldTheModelTheTokenizerAndTheMetadata) {
 TEST_F(InteropTest, Q8GgufOfAWiderModelScoresCloseToBtxInLlamaCpp) {
   // A model 64 wide (q8_0's blocks of 32 fit), random weights, with the run's tokenizer.
   const RunDir run = fresh_run("q8");
-  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+  const Tokenizer tok = Tokenizer::load(run.tokenizer_file());
   ModelConfig c = load_model_config(run.seed());
   c.hidden_size = 64;
   c.intermediate_size = 128;
@@ -258,7 +258,7 @@ TEST_F(InteropTest, TokenizerJsonTokenizesAsBtxInHuggingFacesTokenizer) {
   EXPECT_EQ(cfg["add_prefix_space"], false);
   EXPECT_EQ(cfg["add_bos_token"], false);
   EXPECT_EQ(cfg["legacy"], true);
-  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+  const Tokenizer tok = Tokenizer::load(run.tokenizer_file());
   std::vector<std::string> texts = kTexts;
   // Longer real text: a few hundred bytes of each of the corpus's domains.
   for (const auto& e : fs::directory_iterator(run.root.parent_path() / "corpus")) {

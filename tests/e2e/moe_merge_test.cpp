@@ -90,7 +90,7 @@ TEST_F(MoeMergeTest, CentroidRouterPointsEachDomainAtItsExpert) {
   torch::NoGradGuard ng;
   const std::vector<std::string> names = {"code", "prose", "verse"};  // experts sorted by name
   for (size_t j = 0; j < names.size(); ++j) {
-    auto data = domain_heldout_windows(run, c, names[j], 8, 32);
+    auto data = domain_heldout_windows(btx::Run(run, c), names[j], 8, 32);
     ASSERT_GE(data.size(0), 1);
     for (auto* l : routed_layers(model)) {
       l->force_experts(torch::tensor({static_cast<int64_t>(j)}));
@@ -125,7 +125,7 @@ TEST_F(MoeMergeTest, RidgeRouterIsTheLeastSquaresFitOfEachDomainsHiddenStates) {
   for (size_t j = 0; j < names.size(); ++j) {
     // The statistics the merge took: 16 held-out windows of the expert's domain, every token
     // sent to its expert.
-    auto data = domain_heldout_windows(run, c, names[j], 16, T);
+    auto data = domain_heldout_windows(btx::Run(run, c), names[j], 16, T);
     for (auto* l : layers) {
       l->force_experts(torch::tensor({static_cast<int64_t>(j)}));
       l->record_inputs = l->record_gram = true;

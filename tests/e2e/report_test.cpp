@@ -216,7 +216,7 @@ TEST_F(ReportTest, AnalysisOfRoutedModelsAndEnsembles) {
     experts.back()->eval();
   }
   torch::NoGradGuard no_grad;
-  for (const auto& w : analysis_windows(r, c, run_novel_domains(c), 1)) {
+  for (const auto& w : analysis_windows(btx::Run(r, c), run_novel_domains(c), 1)) {
     const auto& s = e["samples"][w.domain];
     ASSERT_EQ(static_cast<int64_t>(s["pieces"].size()), n + 1) << w.domain;
     ASSERT_EQ(static_cast<int64_t>(s["posterior"].size()), n) << w.domain;

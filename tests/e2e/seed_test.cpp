@@ -37,8 +37,8 @@ TEST(SeedEndToEnd, CliTrainsAndBeatsUnigramEntropy) {
   EXPECT_NE(r.output.find("valid split"), std::string::npos) << r.output;
 
   RunDir run{dir / "run"};
-  EXPECT_TRUE(fs::exists(run.config()));
-  EXPECT_TRUE(fs::exists(run.tokenizer()));
+  EXPECT_TRUE(fs::exists(run.config_file()));
+  EXPECT_TRUE(fs::exists(run.tokenizer_file()));
   EXPECT_TRUE(is_checkpoint(run.seed()));
   auto state = load_train_state(run.seed());
   ASSERT_TRUE(state);
@@ -83,18 +83,18 @@ TEST(SeedEndToEnd, ResumedRunEqualsUninterrupted) {
   testing::TempDir dir;
   auto corpus = testing::make_tiny_corpus(dir / "corpus", 80'000);
   const RunConfig c = parse_run_config(testing::tiny_run_config(corpus, 50), "tiny.toml");
-  RunDir a{dir / "a"}, b{dir / "b"};
-  for (auto* run : {&a, &b}) {
-    init_run(*run, c);
-    ensure_tokenizer(*run, c);
-    ensure_data(*run, c);
+  const btx::Run a(RunDir{dir / "a"}, c), b(RunDir{dir / "b"}, c);
+  for (const btx::Run* run : {&a, &b}) {
+    init_run(*run);
+    ensure_tokenizer(*run);
+    ensure_data(*run);
   }
-  ASSERT_TRUE(train_seed(a, c, false).finished);
+  ASSERT_TRUE(train_seed(a, false).finished);
   // b: interrupted after step 30 (checkpoints every 20), then resumed.
-  ASSERT_FALSE(train_seed(b, c, false, 30).finished);
+  ASSERT_FALSE(train_seed(b, false, 30).finished);
   EXPECT_EQ(load_train_state(b.seed())->step, 30);
-  EXPECT_THROW(train_seed(b, c, /*resume=*/false), Error);  // an unfinished run is not overwritten
-  ASSERT_TRUE(train_seed(b, c, true).finished);
+  EXPECT_THROW(train_seed(b, /*resume=*/false), Error);  // an unfinished run is not overwritten
+  ASSERT_TRUE(train_seed(b, true).finished);
 
   auto ma = read_metrics(a.seed() / "metrics.jsonl");
   auto mb = read_metrics(b.seed() / "metrics.jsonl");
@@ -117,8 +117,9 @@ TEST(SeedEndToEnd, BadInputIsOneClearLineAndDamagesNothing) {
   // A first command that fails after writing config.toml (here: a missing corpus) made nothing:
   // the corrected config is adopted (it was refused as "a different config").
   testing::write_text(dir / "good.toml", testing::tiny_run_config(corpus, 10));
-  RunDir run{dir / "run"};
-  init_run(run, parse_run_config(read_file(dir / "good.toml"), "good.toml"));
+  const btx::Run run(RunDir{dir / "run"},
+                     parse_run_config(read_file(dir / "good.toml"), "good.toml"));
+  init_run(run);
   std::string broken = testing::tiny_run_config(dir / "no-corpus", 10);
   testing::write_text(dir / "broken.toml", broken);
   r = run_btx("prepare --config " + (dir / "broken.toml").string() + " --run " + run.root.string());
@@ -128,19 +129,19 @@ TEST(SeedEndToEnd, BadInputIsOneClearLineAndDamagesNothing) {
   EXPECT_NE(r.output.find("nothing was made with its config yet"), std::string::npos) << r.output;
 
   // A run that has made something with one config refuses another and keeps its own...
-  const auto config_before = read_file(run.config());
-  const auto tokenizer_before = read_file(run.tokenizer());
+  const auto config_before = read_file(run.config_file());
+  const auto tokenizer_before = read_file(run.tokenizer_file());
   testing::write_text(dir / "other.toml", testing::tiny_run_config(corpus, 11));
   r = run_btx("prepare --config " + (dir / "other.toml").string() + " --run " + run.root.string());
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.output.find("different config"), std::string::npos) << r.output;
-  EXPECT_EQ(read_file(run.config()), config_before);
+  EXPECT_EQ(read_file(run.config_file()), config_before);
   // ... unless told to adopt it: a changed [seed] keeps the tokenizer and data.
   r = run_btx("prepare --force --config " + (dir / "other.toml").string() + " --run " +
               run.root.string());
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_EQ(load_run(run).seed_train.steps, 11);
-  EXPECT_EQ(read_file(run.tokenizer()), tokenizer_before);
+  EXPECT_EQ(read_file(run.tokenizer_file()), tokenizer_before);
 
   // A folder as --config is named, not read as an empty config.
   r = run_btx("prepare --config " + dir.path().string() + " --run " + run.root.string());

@@ -171,7 +171,7 @@ TEST_F(ServeTest, CompletionsOverLoopbackMatchGenerationAndRefuseBadRequests) {
   EXPECT_EQ(models.json().at("data").at(0).at("id"), "seed");
 
   // Greedy text equals in-process generation of the same model.
-  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+  const Tokenizer tok = Tokenizer::load(run.tokenizer_file());
   CausalLM seed = load_model(run.seed());
   const std::string prompt = "def f_1(x):\n    return";
   GenerateOptions g;
@@ -403,7 +403,7 @@ TEST_F(ServeTest, FloodGets503DisconnectCancelsAndTheEnsembleServes) {
   }
   ASSERT_EQ(run_process({"sh", "-c", ens_script + "wait"}).exit_code, 0);
   auto ensemble = open_decoder(ModelFolder::open(run.root / "merged/ensemble"), true);
-  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+  const Tokenizer tok = Tokenizer::load(run.tokenizer_file());
   for (size_t i = 0; i < prompts.size(); ++i) {
     const auto out =
         nlohmann::json::parse(read_file(run.root / ("ens-out-" + std::to_string(i) + ".json")));
@@ -427,7 +427,7 @@ TEST_F(ServeTest, OpenAiClientGetsCompletionsChatLogprobsEchoAndN) {
   const fs::path model = run.root / "merged" / "btx";
   ServerProcess server(run.root, {"--run", run.root.string(), "--model", "merged/btx"});
   ASSERT_GT(server.port(), 0);
-  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+  const Tokenizer tok = Tokenizer::load(run.tokenizer_file());
   const std::string prompt = "def f_1(x):\n    return";
   const std::vector<ChatMessage> messages = {{"system", "Answer in code."},
                                              {"user", "def f_1(x):"}};

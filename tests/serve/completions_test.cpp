@@ -249,5 +249,39 @@ TEST_F(CompletionsTest, EchoLogprobsPutThePromptFirst) {
   EXPECT_EQ(j.at("choices")[0].at("text"), tok_->decode({7, 8, 9, 10}));
 }
 
+// The text rules are one for whole responses and streams: the echoed prompt comes once, first;
+// a chat reply starts at its first non-space character, however the spaces were split.
+TEST_F(CompletionsTest, ChoiceTextIsTheSameWholeOrStreamed) {
+  const CompletionRequest echo = parse(R"({"prompt": [7, 8], "echo": true})");
+  ChoiceText e(echo, 0, *tok_);
+  const std::string prompt = tok_->decode({7, 8});
+  EXPECT_EQ(e.next(" a"), prompt + " a");
+  EXPECT_EQ(e.next(" b"), " b");  // the prompt only once
+  EXPECT_EQ(ChoiceText(echo, 0, *tok_).next(" a b"), prompt + " a b");
+  // Without echo nothing is added, and a completion keeps its leading spaces.
+  EXPECT_EQ(ChoiceText(parse(R"({"prompt": "x"})"), 0, *tok_).next("  hi"), "  hi");
+
+  CompletionRequest chat = parse(R"({"prompt": "x"})");
+  chat.chat = true;
+  ChoiceText c(chat, 0, *tok_);
+  EXPECT_EQ(c.next(" "), "");  // nothing spoken yet
+  EXPECT_EQ(c.next("  hi"), "hi");
+  EXPECT_EQ(c.next(" there"), " there");  // spaces inside the reply stay
+  EXPECT_EQ(ChoiceText(chat, 0, *tok_).next("   hi there"), "hi there");
+  EXPECT_EQ(ChoiceText(chat, 0, *tok_).next("   "), "");
+
+  // The whole response and the stream's last chunk give the same finish reason and state.
+  GenerateResult r;
+  r.text = "   hi";
+  r.finish_reason = FinishReason::kEos;
+  const CompletionIds ids{"chatcmpl-1", 1, "tiny"};
+  const auto whole = completion_response(ids, chat, {{r, {}}}, *tok_, {{"p", 1}});
+  EXPECT_EQ(whole.at("choices")[0].at("message").at("content"), "hi");
+  const auto last = finish_chunk(ids, true, 0, r, {{"p", 1}});
+  EXPECT_EQ(last.at("choices")[0].at("finish_reason"), whole.at("choices")[0].at("finish_reason"));
+  EXPECT_EQ(last.at("btx"), whole.at("btx"));
+  EXPECT_FALSE(finish_chunk(ids, true, 0, r, nullptr).contains("btx"));
+}
+
 }  // namespace
 }  // namespace btx::serve

@@ -1,4 +1,4 @@
-// The study's plan (study/study.h): [study] parsing and its errors, stage order and content,
+// The study's plan (study/study.h): stage order and content, the domains it checks,
 // config key diffs, stage manifests (skip, corrupt output, changed inputs), and the live view's
 // plain mode.
 #include "btx/study/study.h"
@@ -32,159 +32,18 @@ std::string error_of(const std::function<void()>& f) {
   return "";
 }
 
-TEST(StudyMethods, ParsesEntriesIntoMergeRequests) {
-  RunConfig c = default_config();
-  c.study.methods = {"average", "ensemble --top-k 2 --name ensemble-top2", "btx --top-k 1"};
-  const auto m = study_methods(c);
-  ASSERT_EQ(m.size(), 3u);
-  EXPECT_EQ(m[0].name, "average");
-  EXPECT_EQ(m[0].finetune, "");  // not routed: nothing to finetune
-  EXPECT_EQ(m[1].method, "ensemble");
-  EXPECT_EQ(m[1].name, "ensemble-top2");
-  EXPECT_EQ(m[1].params.at("top-k"), "2");
-  EXPECT_EQ(m[2].name, "btx");
-  EXPECT_EQ(m[2].finetune, "all");  // a routed result: finetuned whole by default
-}
-
-TEST(StudyMethods, FinetuneFollowsTheMethodOrTheEntry) {
-  RunConfig c = default_config();
-  c.study.methods = {"btx --finetune router+shared --name btx-rs", "btx --finetune none"};
-  auto m = study_methods(c);
-  ASSERT_EQ(m.size(), 2u);
-  EXPECT_EQ(m[0].finetune, "router+shared");
-  EXPECT_EQ(m[0].params.count("finetune"), 0u);  // the planner's, not a merge parameter
-  EXPECT_EQ(m[1].finetune, "");
-  c.experts.mode = ExpertMode::kFlexolmo;
-  c.study.methods = {"flexolmo", "flexolmo --finetune router --name flexolmo-ft", "average"};
-  m = study_methods(c);
-  ASSERT_EQ(m.size(), 3u);
-  EXPECT_EQ(m[0].finetune, "");  // flexolmo's routers were trained with its experts
-  EXPECT_EQ(m[1].finetune, "router");
-  // The MoE builders take dense experts: refused before anything trains.
-  c.study.methods = {"btx"};
-  EXPECT_EQ(error_of([&] { study_methods(c); }),
-            "study.methods[0] \"btx\": btx merges experts trained in mode all or ffn, not "
-            "'flexolmo' ([experts] mode)");
-  c.experts.mode = ExpertMode::kAll;
-  c.study.methods = {"flexolmo"};
-  EXPECT_EQ(error_of([&] { study_methods(c); }),
-            "study.methods[0] \"flexolmo\": flexolmo merges experts trained in mode flexolmo, "
-            "not 'all' ([experts] mode)");
-  c.study.methods = {"average --finetune all"};
-  EXPECT_EQ(error_of([&] { study_methods(c); }),
-            "study.methods[0] \"average --finetune all\": --finetune: the average method makes "
-            "no routed model to finetune");
-  c.study.methods = {"btx --finetune experts"};
-  EXPECT_EQ(error_of([&] { study_methods(c); }),
-            "study.methods[0] \"btx --finetune experts\": --finetune: 'experts' is not one of "
-            "all, router, router+shared");
-  // A budget of its own: --finetune-steps (not a merge parameter either).
-  c.study.methods = {"btx --finetune-steps 400 --name btx-400", "tag"};
-  m = study_methods(c);
-  EXPECT_EQ(m[0].finetune_steps, 400);
-  EXPECT_EQ(m[0].params.count("finetune-steps"), 0u);
-  EXPECT_EQ(m[1].finetune_steps, 0);  // [finetune] steps
-  for (const auto& [entry, says] : std::vector<std::pair<std::string, std::string>>{
-           {"btx --finetune-steps 0", "--finetune-steps '0': expected an integer >= 1"},
-           {"btx --finetune-steps 4x", "--finetune-steps '4x': expected an integer >= 1"},
-           {"btx --finetune none --finetune-steps 40",
-            "--finetune-steps: the btx model of this entry is not finetuned"},
-           {"average --finetune-steps 40",
-            "--finetune-steps: the average model of this entry is not finetuned"}}) {
-    c.study.methods = {entry};
-    EXPECT_EQ(error_of([&] { study_methods(c); }), "study.methods[0] \"" + entry + "\": " + says);
-  }
-}
-
-// The planner decides which combinations get an analysis stage with the rule the report applies
-// to the model folders (analysis_kind): routing for learned and hashed routers, the posterior
-// for ensembles, nothing for tag routing (the label) and unrouted models.
-TEST(StudyMethods, AnalysisFollowsTheResultsRouter) {
-  RunConfig c = default_config();
-  c.study.methods = {"average",
-                     "ensemble",
-                     "btx --router sample --name s",
-                     "tag",
-                     "hash",
-                     "smear --router sequence",
-                     "upcycle --top-k 1",
-                     "dense"};
-  const auto m = study_methods(c);
-  ASSERT_EQ(m.size(), 8u);
-  const std::vector<AnalysisKind> want = {AnalysisKind::kNone,    AnalysisKind::kPosterior,
-                                          AnalysisKind::kRouting, AnalysisKind::kNone,
-                                          AnalysisKind::kRouting, AnalysisKind::kRouting,
-                                          AnalysisKind::kRouting, AnalysisKind::kNone};
-  for (size_t i = 0; i < m.size(); ++i) EXPECT_EQ(m[i].analysis, want[i]) << m[i].name;
-  EXPECT_EQ(analysis_kind(false, &router_traits(RouterKind::kTag)), AnalysisKind::kNone);
-  EXPECT_EQ(analysis_kind(false, nullptr), AnalysisKind::kNone);
-  EXPECT_EQ(analysis_kind(true, nullptr), AnalysisKind::kPosterior);
-}
-
-TEST(StudyMethods, BadEntriesAreErrorsNamingTheEntry) {
-  RunConfig c = default_config();
-  auto err = [&](std::vector<std::string> methods) {
-    c.study.methods = std::move(methods);
-    return error_of([&] { study_methods(c); });
-  };
-  std::string e = err({"average", "averag"});
-  EXPECT_NE(e.find("study.methods[1] \"averag\""), std::string::npos) << e;
-  EXPECT_NE(e.find("weighted-average"), std::string::npos) << e;  // lists the known ones
-  e = err({"ensemble --top-q 2"});
-  EXPECT_NE(e.find("--top-q does not apply to method 'ensemble'"), std::string::npos) << e;
-  e = err({"btx --router nonsense"});
-  EXPECT_NE(e.find("is not one of"), std::string::npos) << e;
-  e = err({"average", "average"});
-  EXPECT_NE(e.find("the name 'average' is used twice"), std::string::npos) << e;
-  e = err({"ensemble --top-k"});
-  EXPECT_NE(e.find("--top-k has no value"), std::string::npos) << e;
-  e = err({"average --name random-split"});
-  EXPECT_NE(e.find("used twice"), std::string::npos) << e;  // reserved for the baseline
-}
-
-// Parameter values are checked against their declared types and ranges when the study is
-// planned, before anything trains; the error names the entry, the parameter, the value and what
-// was expected.
-TEST(StudyMethods, ParameterValuesAreCheckedWhenTheStudyIsPlanned) {
-  RunConfig c = default_config();
-  auto err = [&](std::vector<std::string> methods) {
-    c.study.methods = std::move(methods);
-    return error_of([&] { study_methods(c); });
-  };
-  EXPECT_EQ(err({"average", "btx --top-k two"}),
-            "study.methods[1] \"btx --top-k two\": --top-k 'two': expected an integer >= 1");
-  EXPECT_EQ(err({"btx --top-k 0"}),
-            "study.methods[0] \"btx --top-k 0\": --top-k '0': expected an integer >= 1");
-  EXPECT_EQ(err({"smear --expert-dropout 1"}),
-            "study.methods[0] \"smear --expert-dropout 1\": --expert-dropout '1': expected a "
-            "number in [0, 1)");
-  EXPECT_EQ(err({"ensemble --alpha 0"}),
-            "study.methods[0] \"ensemble --alpha 0\": --alpha '0': expected a number in (0, 1]");
-  EXPECT_EQ(err({"btx --aux-loss -0.5"}),
-            "study.methods[0] \"btx --aux-loss -0.5\": --aux-loss '-0.5': expected a number >= 0");
-  EXPECT_EQ(err({"dense --extra-tokens 1.5"}),
-            "study.methods[0] \"dense --extra-tokens 1.5\": --extra-tokens '1.5': expected an "
-            "integer >= 0");
-  // Across parameters: weighted-average needs exactly one of --weights and --target.
-  std::string e = err({"weighted-average"});
-  EXPECT_NE(e.find("study.methods[0] \"weighted-average\": weighted-average needs exactly one of"),
-            std::string::npos)
-      << e;
-  EXPECT_EQ(err({"weighted-average --target each", "btx --top-k 1 --aux-loss 0 --name b1"}), "");
-}
-
 TEST(StudyPlan, UnknownDomainIsAnErrorListingTheKnownOnes) {
   TempDir tmp;
   RunConfig c = default_config();
   c.corpus.dir = (tmp.path() / "none").string();
   c.corpus.domains = {"scripture", "klingon"};
-  const std::string e = error_of([&] { plan_study(RunDir{tmp.path() / "run"}, c); });
+  const std::string e = error_of([&] { plan_study(btx::Run(RunDir{tmp.path() / "run"}, c)); });
   EXPECT_NE(e.find("unknown domain 'klingon'"), std::string::npos) << e;
   EXPECT_NE(e.find("python_code"), std::string::npos) << e;
   c.study.build_corpus = false;  // then only the folder's domains are known: none here
   c.corpus.domains = {"scripture"};
   EXPECT_NE(error_of([&] {
-              plan_study(RunDir{tmp.path() / "run"}, c);
+              plan_study(btx::Run(RunDir{tmp.path() / "run"}, c));
             }).find("unknown domain 'scripture'"),
             std::string::npos);
 }
@@ -194,7 +53,8 @@ TEST(StudyPlan, FinetuneStagesTrainWhatTheEntrySays) {
   RunConfig c = default_config();
   c.study.methods = {"btx --finetune router+shared", "smear"};
   std::map<std::string, std::vector<std::vector<std::string>>> commands;
-  for (const auto& s : plan_study(RunDir{tmp.path() / "run"}, c)) commands[s.name] = s.commands;
+  for (const auto& s : plan_study(btx::Run(RunDir{tmp.path() / "run"}, c)))
+    commands[s.name] = s.commands;
   ASSERT_EQ(commands.at("merge/btx").size(), 2u);
   const auto& ft = commands.at("merge/btx")[1];
   EXPECT_EQ(ft[0], "finetune");
@@ -205,7 +65,8 @@ TEST(StudyPlan, FinetuneStagesTrainWhatTheEntrySays) {
   EXPECT_EQ(commands.at("merge/smear")[1].back(), "--resume");  // all: no --train
   c.study.methods = {"btx --finetune-steps 400"};
   commands.clear();
-  for (const auto& s : plan_study(RunDir{tmp.path() / "run1"}, c)) commands[s.name] = s.commands;
+  for (const auto& s : plan_study(btx::Run(RunDir{tmp.path() / "run1"}, c)))
+    commands[s.name] = s.commands;
   const auto& longer = commands.at("merge/btx")[1];
   ASSERT_GE(longer.size(), 2u);
   EXPECT_EQ(longer[longer.size() - 2], "--steps");
@@ -213,7 +74,8 @@ TEST(StudyPlan, FinetuneStagesTrainWhatTheEntrySays) {
   c.experts.mode = ExpertMode::kFlexolmo;
   c.study.methods = {"flexolmo"};
   commands.clear();
-  for (const auto& s : plan_study(RunDir{tmp.path() / "run2"}, c)) commands[s.name] = s.commands;
+  for (const auto& s : plan_study(btx::Run(RunDir{tmp.path() / "run2"}, c)))
+    commands[s.name] = s.commands;
   EXPECT_EQ(commands.at("merge/flexolmo").size(), 1u);  // merged, not finetuned
 }
 
@@ -227,7 +89,7 @@ TEST(StudyPlan, LongestMergesArePlannedFirstAndResultsKeepTheConfigsOrder) {
                      "tag --finetune none"};
   c.study.modes = {};
   std::vector<std::string> merges;
-  for (const auto& s : plan_study(RunDir{tmp.path() / "run"}, c)) {
+  for (const auto& s : plan_study(btx::Run(RunDir{tmp.path() / "run"}, c))) {
     if (s.name.rfind("merge/", 0) == 0) merges.push_back(s.name.substr(6));
   }
   EXPECT_EQ(merges, (std::vector<std::string>{"dense", "btx-400", "btx", "average", "tag"}));
@@ -241,7 +103,7 @@ TEST(StudyPlan, EachStudiedModeIsASubRunSharingTheSeed) {
   RunConfig c = default_config();
   c.study.modes = {ExpertMode::kFfn, ExpertMode::kFlexolmo};
   std::map<std::string, Stage> stages;
-  for (auto& s : plan_study(RunDir{tmp.path() / "run"}, c)) stages.emplace(s.name, s);
+  for (auto& s : plan_study(btx::Run(RunDir{tmp.path() / "run"}, c))) stages.emplace(s.name, s);
   for (const std::string mode : {"ffn", "flexolmo"}) {
     const Stage& s = stages.at("experts-" + mode);
     EXPECT_EQ(s.after, std::vector<std::string>{"seed"});
@@ -278,7 +140,7 @@ TEST(StudyPlan, StagesComeAfterWhatTheyNeedAndCoverEveryMethod) {
   RunConfig c = default_config();
   c.study.random_split = true;  // in the ablations preset; planned here too
   c.study.modes = {ExpertMode::kFfn, ExpertMode::kFlexolmo};
-  const auto stages = plan_study(RunDir{tmp.path() / "run"}, c);
+  const auto stages = plan_study(btx::Run(RunDir{tmp.path() / "run"}, c));
   std::set<std::string> seen;
   for (const auto& s : stages) {
     for (const auto& a : s.after)
@@ -325,7 +187,7 @@ TEST(StudyPlan, EveryPresetLoadsAndPlans) {
     TempDir tmp;
     const RunConfig c =
         load_run_config(fs::path(BTX_SOURCE_DIR) / "configs" / (std::string(preset) + ".toml"));
-    const auto stages = plan_study(RunDir{tmp.path() / "run"}, c);
+    const auto stages = plan_study(btx::Run(RunDir{tmp.path() / "run"}, c));
     size_t merges = 0;
     for (const auto& s : stages) {
       merges += s.name.rfind("merge/", 0) == 0;
@@ -345,7 +207,7 @@ TEST(StudyPlan, SlurmLauncherSubmitsAndWaits) {
   TempDir tmp;
   RunConfig c = default_config();
   c.study.launcher = "slurm";
-  for (const auto& s : plan_study(RunDir{tmp.path() / "run"}, c)) {
+  for (const auto& s : plan_study(btx::Run(RunDir{tmp.path() / "run"}, c))) {
     if (s.name != "experts") continue;
     const auto& launch = s.commands.at(1);
     EXPECT_NE(std::find(launch.begin(), launch.end(), "--slurm"), launch.end());
@@ -366,23 +228,23 @@ TEST(InitRun, RefusesAnotherConfigUnlessForcedAndAdoptsStudyChanges) {
   TempDir tmp;
   const RunDir run{tmp.path() / "run"};
   RunConfig a = default_config();
-  init_run(run, a);
+  init_run(btx::Run(run, a));
   // Something made with the config (a run with nothing made adopts any config: InitRun below).
-  write_file_atomic(run.tokenizer(), "made");
+  write_file_atomic(run.tokenizer_file(), "made");
   RunConfig b = a;
   b.study.methods = {"average"};  // [study] is not the run's identity
-  init_run(run, b);
+  init_run(btx::Run(run, b));
   EXPECT_EQ(load_run(run).study.methods, b.study.methods);
   b.model.hidden_size = 256;
   b.data.train_tokens = 5;
-  const std::string e = error_of([&] { init_run(run, b); });
+  const std::string e = error_of([&] { init_run(btx::Run(run, b)); });
   EXPECT_NE(e.find("2 key(s) differ"), std::string::npos) << e;
   EXPECT_NE(e.find("data.train_tokens = 1000000 in the run, 5 in the new config"),
             std::string::npos)
       << e;
   EXPECT_NE(e.find("model.hidden_size"), std::string::npos) << e;
   EXPECT_EQ(load_run(run).model.hidden_size, a.model.hidden_size);  // untouched
-  init_run(run, b, /*force=*/true);
+  init_run(btx::Run(run, b), /*force=*/true);
   EXPECT_EQ(load_run(run).model.hidden_size, 256);
 }
 
@@ -392,14 +254,15 @@ TEST(InitRun, ARunWithNothingMadeAdoptsTheCorrectedConfig) {
   TempDir tmp;
   const RunDir run{tmp.path() / "run"};
   RunConfig a = default_config();
-  init_run(run, a);
+  init_run(btx::Run(run, a));
   RunConfig b = a;
   b.model.hidden_size = 256;
-  init_run(run, b);
+  init_run(btx::Run(run, b));
   EXPECT_EQ(load_run(run).model.hidden_size, 256);
   fs::create_directories(run.seed());
   b.model.hidden_size = 64;
-  EXPECT_NE(error_of([&] { init_run(run, b); }).find("different config"), std::string::npos);
+  EXPECT_NE(error_of([&] { init_run(btx::Run(run, b)); }).find("different config"),
+            std::string::npos);
 }
 
 TEST(StageManifest, SkipsDoneStagesAndNoticesCorruptionAndChangedInputs) {
@@ -412,17 +275,17 @@ TEST(StageManifest, SkipsDoneStagesAndNoticesCorruptionAndChangedInputs) {
   Stage s{"merge/x", "test", {"seed"}, {{"merge", "--method", "average"}}, {"out"}, {"seed."}};
   std::map<std::string, std::string> deps = {{"seed", "d1"}};
 
-  auto st = check_stage(run, c, s, deps);
+  auto st = check_stage(btx::Run(run, c), s, deps);
   EXPECT_FALSE(st.done);
   EXPECT_NE(st.reason.find("continuing"), std::string::npos) << st.reason;  // outputs exist
   record_stage(run, s, st, 1.0);
   const auto manifest = read_json_file(stage_manifest_path(run, "merge/x"));
   EXPECT_EQ(manifest["outputs"].size(), 2u);  // the log is not an output
   EXPECT_EQ(manifest["outputs"]["out/a.bin"], sha256_hex("alpha"));
-  EXPECT_TRUE(check_stage(run, c, s, deps).done);
+  EXPECT_TRUE(check_stage(btx::Run(run, c), s, deps).done);
 
   deps["seed"] = "d2";  // the seed was made again
-  st = check_stage(run, c, s, deps);
+  st = check_stage(btx::Run(run, c), s, deps);
   EXPECT_FALSE(st.done);
   EXPECT_TRUE(st.clean);
   EXPECT_NE(st.reason.find("inputs changed (seed)"), std::string::npos) << st.reason;
@@ -430,18 +293,18 @@ TEST(StageManifest, SkipsDoneStagesAndNoticesCorruptionAndChangedInputs) {
 
   RunConfig c2 = c;
   c2.seed_train.steps += 1;
-  st = check_stage(run, c2, s, deps);
+  st = check_stage(btx::Run(run, c2), s, deps);
   EXPECT_NE(st.reason.find("inputs changed (config)"), std::string::npos) << st.reason;
   RunConfig c3 = c;
   c3.finetune.steps += 1;  // a key the stage does not read
-  EXPECT_TRUE(check_stage(run, c3, s, deps).done);
+  EXPECT_TRUE(check_stage(btx::Run(run, c3), s, deps).done);
 
   write_text(run.root / "out" / "sub" / "b.bin", "betA");
-  st = check_stage(run, c, s, deps);
+  st = check_stage(btx::Run(run, c), s, deps);
   EXPECT_TRUE(st.clean);
   EXPECT_NE(st.reason.find("output out/sub/b.bin is corrupt"), std::string::npos) << st.reason;
   fs::remove(run.root / "out" / "sub" / "b.bin");
-  EXPECT_NE(check_stage(run, c, s, deps).reason.find("out/sub/b.bin is missing"),
+  EXPECT_NE(check_stage(btx::Run(run, c), s, deps).reason.find("out/sub/b.bin is missing"),
             std::string::npos);
 }
 

@@ -87,8 +87,8 @@ TEST(Sweep, PointsAreEveryCombinationInTheirOwnFolders) {
   EXPECT_EQ(points[0].label, "finetune.steps=100,experts.train.lr=1e-3");
   EXPECT_EQ(points[1].label, "finetune.steps=100,experts.train.lr=2e-3");
   EXPECT_EQ(points[5].label, "finetune.steps=200,experts.train.lr=3e-3");
-  EXPECT_EQ(points[5].config.finetune.steps, 200);
-  EXPECT_DOUBLE_EQ(points[5].config.experts.train.lr, 3e-3);
+  EXPECT_EQ(points[5].run.config().finetune.steps, 200);
+  EXPECT_DOUBLE_EQ(points[5].run.config().experts.train.lr, 3e-3);
   EXPECT_EQ(points[5].run.root, tmp.path() / "finetune.steps=200,experts.train.lr=3e-3");
   EXPECT_EQ(
       error_of([&] {
@@ -102,11 +102,11 @@ TEST(Sweep, PointsAreEveryCombinationInTheirOwnFolders) {
 TEST(Sweep, StageKeysLeaveTheRunFolderOut) {
   TempDir tmp;
   const RunConfig c = tiny();
-  const RunDir a{tmp.path() / "a"}, b{tmp.path() / "b"};
-  const auto ka = stage_keys(a, c, plan_study(a, c));
-  const auto kb = stage_keys(b, c, plan_study(b, c));
+  const btx::Run a(RunDir{tmp.path() / "a"}, c), b(RunDir{tmp.path() / "b"}, c);
+  const auto ka = stage_keys(a, plan_study(a));
+  const auto kb = stage_keys(b, plan_study(b));
   EXPECT_EQ(ka, kb);
-  EXPECT_EQ(ka.size(), plan_study(a, c).size());
+  EXPECT_EQ(ka.size(), plan_study(a).size());
 }
 
 TEST(Sweep, PlanSharesWhatTheValuesDoNotChange) {

@@ -12,7 +12,8 @@ namespace btx {
 
 namespace {
 
-nlohmann::json ensemble_analysis(const RunDir& run, const RunConfig& c, const ModelFolder& model) {
+nlohmann::json ensemble_analysis(const Run& run, const ModelFolder& model) {
+  const RunConfig& c = run.config();
   torch::NoGradGuard no_grad;
   const auto names = model.expert_names();
   const auto& experts = model.experts();
@@ -21,11 +22,11 @@ nlohmann::json ensemble_analysis(const RunDir& run, const RunConfig& c, const Mo
   BTX_CHECK(E >= 1, "{}: the ensemble names no expert", (model.path() / "merge.json").string());
   const int64_t n = std::min(kAnalysisPosteriorTokens, c.seed_train.seq_len);
   const auto uniform = torch::full({E}, -std::log(static_cast<double>(E)), torch::kFloat64);
-  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+  const Tokenizer& tok = run.tokenizer();
 
   std::vector<std::string> domains, novel;
   nlohmann::json samples = nlohmann::json::object();
-  for (const auto& [d, is_novel, windows] : analysis_windows(run, c, run_novel_domains(c), 1)) {
+  for (const auto& [d, is_novel, windows] : analysis_windows(run, run_novel_domains(c), 1)) {
     domains.push_back(d);
     if (is_novel) novel.push_back(d);
     const auto x = windows.narrow(0, 0, 1).narrow(1, 0, n + 1);  // (1, n+1)
@@ -75,11 +76,12 @@ fs::path analysis_path(const RunDir& run, const std::string& eval_name) {
   return run.root / "analysis" / (eval_name + ".json");
 }
 
-nlohmann::json model_analysis(const RunDir& run, const RunConfig& c, const ModelFolder& model) {
+nlohmann::json model_analysis(const Run& run, const ModelFolder& model) {
+  const RunConfig& c = run.config();
   const AnalysisKind kind = analysis_kind(model);
   if (kind == AnalysisKind::kPosterior) {
-    auto out = ensemble_analysis(run, c, model);
-    out["token_gain"] = token_gain_analysis(run, c, model, {});
+    auto out = ensemble_analysis(run, model);
+    out["token_gain"] = token_gain_analysis(run, model, {});
     return out;
   }
   const fs::path& model_dir = model.path();
@@ -90,11 +92,11 @@ nlohmann::json model_analysis(const RunDir& run, const RunConfig& c, const Model
   RoutingOptions opts;
   opts.novel = run_novel_domains(c);
   opts.sample_tokens = kAnalysisSampleTokens;
-  auto out = routing_analysis(run, c, model, opts);
+  auto out = routing_analysis(run, model, opts);
   out["kind"] = "routing";
   out["model"] = eval_name(model_dir);
   // Sequence-level routers read the whole window: their per-token gains are not comparable.
-  if (model.config().is_causal()) out["token_gain"] = token_gain_analysis(run, c, model, {});
+  if (model.config().is_causal()) out["token_gain"] = token_gain_analysis(run, model, {});
   return out;
 }
 

@@ -46,6 +46,6 @@ fs::path analysis_path(const RunDir& run, const std::string& eval_name);
 //   weights p(j | x_0..x_t) that predict piece t+1 (row 0 uniform: no evidence yet).
 // Any other model is an error saying so.
 // The model folder is opened once by the caller: each of its files is read once.
-nlohmann::json model_analysis(const RunDir& run, const RunConfig& c, const ModelFolder& model);
+nlohmann::json model_analysis(const Run& run, const ModelFolder& model);
 
 }  // namespace btx

@@ -52,11 +52,8 @@ std::string origin_of(const fs::path& dir) {
 // ends is kept, so paths that share a model score it once.
 class PathScorer {
  public:
-  PathScorer(const RunDir& run, const RunConfig& c, const BarrierOptions& opts)
-      : run_(run),
-        data_(ShardSet::open(run.data())),
-        eval_(run_eval_options(c, "test")),
-        opts_(opts) {
+  PathScorer(const Run& run, const BarrierOptions& opts)
+      : run_(run), data_(run.shards()), eval_(run_eval_options(run.config(), "test")), opts_(opts) {
     BTX_CHECK(opts.points >= 2 && opts.points <= 1001,
               "--points {}: expected 2 to 1001 points along the path (both ends included)",
               opts.points);
@@ -149,8 +146,8 @@ class PathScorer {
  private:
   static std::string key(const fs::path& dir) { return fs::weakly_canonical(dir).string(); }
 
-  const RunDir& run_;
-  const ShardSet data_;
+  const Run& run_;
+  const ShardSet& data_;
   const EvalOptions eval_;
   const BarrierOptions opts_;
   std::map<std::string, std::vector<double>> ends_;  // a model's loss per domain
@@ -159,15 +156,15 @@ class PathScorer {
 
 }  // namespace
 
-nlohmann::json loss_barrier(const RunDir& run, const RunConfig& c, const std::string& a,
-                            const std::string& b, const BarrierOptions& opts) {
-  PathScorer scorer(run, c, opts);
+nlohmann::json loss_barrier(const Run& run, const std::string& a, const std::string& b,
+                            const BarrierOptions& opts) {
+  PathScorer scorer(run, opts);
   return scorer.path(a, b);
 }
 
-nlohmann::json expert_barriers(const RunDir& run, const RunConfig& c, const BarrierOptions& opts) {
+nlohmann::json expert_barriers(const Run& run, const BarrierOptions& opts) {
   const auto experts = trained_experts(run);  // finished, one seed, one architecture
-  PathScorer scorer(run, c, opts);
+  PathScorer scorer(run, opts);
   nlohmann::json paths = nlohmann::json::array();
   for (size_t i = 0; i < experts.size(); ++i) {
     for (size_t j = i + 1; j < experts.size(); ++j) {
@@ -225,6 +222,27 @@ fs::path barrier_path(const RunDir& run, const std::string& a, const std::string
 
 fs::path barriers_path(const RunDir& run) {
   return run.root / "analysis" / "barriers.json";
+}
+
+std::optional<BarrierSummary> barrier_summary(const nlohmann::json& result) {
+  if (!result.contains("paths")) return std::nullopt;
+  BarrierSummary s;
+  double mid_cost = 0;
+  int64_t cells = 0;
+  for (const auto& p : result.at("paths")) {
+    s.max_above_chord =
+        std::max(s.max_above_chord, p.at("mean").at("barrier_linear").get<double>());
+    if (p.at("a") == "seed") continue;
+    ++s.expert_pairs;
+    for (const auto& d : p.at("domains")) {
+      const auto ppl = d.at("ppl").get<std::vector<double>>();
+      mid_cost += ppl[ppl.size() / 2] / std::min(ppl.front(), ppl.back()) - 1;
+      ++cells;
+    }
+  }
+  if (s.expert_pairs == 0 || cells == 0) return std::nullopt;
+  s.mean_midpoint_cost = mid_cost / static_cast<double>(cells);
+  return s;
 }
 
 }  // namespace btx

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,12 +31,12 @@ struct BarrierOptions {
 // "mean": {"loss": [points] (mean over the domains), "ppl", "barrier", "barrier_linear"}}.
 // Models that are not checkpoints, of different architectures or tensors, or branched from
 // different seeds are errors naming both, before anything is scored.
-nlohmann::json loss_barrier(const RunDir& run, const RunConfig& c, const std::string& a,
-                            const std::string& b, const BarrierOptions& opts);
+nlohmann::json loss_barrier(const Run& run, const std::string& a, const std::string& b,
+                            const BarrierOptions& opts);
 
 // Every pair of the run's experts and each expert with the seed:
 // {"points", "tokens", "paths": [loss_barrier of each]} (the study's analysis/barriers.json).
-nlohmann::json expert_barriers(const RunDir& run, const RunConfig& c, const BarrierOptions& opts);
+nlohmann::json expert_barriers(const Run& run, const BarrierOptions& opts);
 
 // A path's losses per domain and point, and its barriers, as a table; expert_barriers() as one
 // line per path.
@@ -45,5 +46,17 @@ std::string format_barriers(const nlohmann::json& result);
 // run/analysis/barrier-<a>--<b>.json for one path; run/analysis/barriers.json for all.
 fs::path barrier_path(const RunDir& run, const std::string& a, const std::string& b);
 fs::path barriers_path(const RunDir& run);
+
+// What the results' findings state of expert_barriers(): the largest mean barrier above the
+// chord over every path; and over the paths between two experts (not those from the seed), how
+// much worse each domain's midpoint (the pair's average) is than the pair's better end, on
+// average over the pairs and domains.
+struct BarrierSummary {
+  double max_above_chord = 0;
+  int64_t expert_pairs = 0;
+  double mean_midpoint_cost = 0;  // a fraction: 0.05 is 5% higher perplexity
+};
+// nullopt when the result has no path between two experts (or no domain).
+std::optional<BarrierSummary> barrier_summary(const nlohmann::json& result);
 
 }  // namespace btx

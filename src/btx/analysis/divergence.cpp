@@ -182,4 +182,18 @@ fs::path divergence_path(const RunDir& run) {
   return run.root / "analysis" / "divergence.json";
 }
 
+std::optional<DivergenceSummary> divergence_summary(const nlohmann::json& result) {
+  if (!result.contains("total")) return std::nullopt;
+  const auto& t = result.at("total");
+  DivergenceSummary s;
+  s.mean_from_seed = t.at("mean_from_seed").get<double>();
+  s.mean_cosine = t.at("mean_cosine").is_null() ? 0.0 : t.at("mean_cosine").get<double>();
+  s.mean_update = t.at("mean_update").get<double>();
+  const auto by_group = result.value("by_group", nlohmann::json::object());  // kept alive
+  for (const auto& [g, c] : by_group.items()) {
+    s.group_from_seed.emplace_back(g, c.at("mean_from_seed").get<double>());
+  }
+  return s;
+}
+
 }  // namespace btx

@@ -14,7 +14,9 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "btx/run/run_dir.h"
@@ -45,5 +47,17 @@ std::string format_divergence(const nlohmann::json& result);
 
 // run/analysis/divergence.json
 fs::path divergence_path(const RunDir& run);
+
+// What the results' findings state of a divergence analysis: over every parameter, how far the
+// experts moved from the seed, the mean cosine of their updates (0 with one expert) and how far
+// their average moved; and each group's mean distance from the seed, in the file's order.
+struct DivergenceSummary {
+  double mean_from_seed = 0;
+  double mean_cosine = 0;
+  double mean_update = 0;
+  std::vector<std::pair<std::string, double>> group_from_seed;
+};
+// From divergence_analysis()'s JSON; nullopt when it has no total.
+std::optional<DivergenceSummary> divergence_summary(const nlohmann::json& result);
 
 }  // namespace btx

@@ -187,11 +187,12 @@ nlohmann::json attribution(const std::vector<double>& loss) {
 
 }  // namespace
 
-nlohmann::json graft_analysis(const RunDir& run, const RunConfig& c, const GraftOptions& opts) {
+nlohmann::json graft_analysis(const Run& run, const GraftOptions& opts) {
+  const RunConfig& c = run.config();
   torch::NoGradGuard no_grad;
   const auto experts = load_experts(run);
   const auto reference = reference_params(run, experts, opts.reference);
-  const ShardSet data = ShardSet::open(run.data());
+  const ShardSet& data = run.shards();
   const auto domains = data.domains();
   const auto owner = domain_owner(experts, domains);
   const auto eval = run_eval_options(c, "test");

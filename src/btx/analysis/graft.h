@@ -46,7 +46,7 @@ struct GraftOptions {
 //  "mean": {"reference_ppl", "expert_ppl", "gap", "shapley", "share",
 //           "hybrids": [{"from_expert", "ppl"}]} (ppl: geometric means over the domains)}.
 // Needs the run's experts finished and dense (mode all or ffn).
-nlohmann::json graft_analysis(const RunDir& run, const RunConfig& c, const GraftOptions& opts);
+nlohmann::json graft_analysis(const Run& run, const GraftOptions& opts);
 
 // The analysis as readable tables: per domain, the reference, the expert, each single group
 // given back and each group taken away, and the Shapley shares.

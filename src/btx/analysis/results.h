@@ -20,7 +20,7 @@ int64_t training_tokens(const RunDir& run, const std::string& model);
 
 // {"train_domains": [...], "novel_domains": [...], "rows": [{"model", "causal", "ppl": {domain:
 //  ppl}, "train_mean_ppl", "novel_mean_ppl", "params_total", "params_active",
-//  "flops_per_token", "training_tokens", and what the model is (run/open.h's ModelFacts):
+//  "flops_per_token", "training_tokens", and what the model is (run/model_folder.h ModelFacts):
 //  "method", "routed", "learned_routing", "ensemble", "from_experts"}], "best": {column: model},
 //  "findings": [sentences]}. The findings find their rows by what the models are: the uniform
 //  average, the ensemble of all the run's experts, the dense model matched to the experts'

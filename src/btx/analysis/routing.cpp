@@ -46,18 +46,18 @@ std::vector<int64_t> own_expert_slots(const ExpertSlots& slots, const std::strin
   return out;
 }
 
-std::vector<DomainWindows> analysis_windows(const RunDir& run, const RunConfig& c,
-                                            const std::vector<CorpusDomain>& novel,
+std::vector<DomainWindows> analysis_windows(const Run& run, const std::vector<CorpusDomain>& novel,
                                             int64_t windows) {
+  const RunConfig& c = run.config();
   const int64_t T = c.seed_train.seq_len;
   std::vector<DomainWindows> out;
-  const ShardSet data = ShardSet::open(run.data());
+  const ShardSet& data = run.shards();
   for (const auto& d : data.domains()) {
     const auto& shard = data.shard(d, "test");
     out.push_back({d, false, heldout_windows(shard.slice(0, shard.size()), windows, T)});
   }
   if (!novel.empty()) {
-    const Tokenizer tok = Tokenizer::load(run.tokenizer());
+    const Tokenizer& tok = run.tokenizer();
     const int64_t scored = run_eval_options(c, "test").novel_max_tokens;
     for (const auto& d : novel) {
       out.push_back(
@@ -95,8 +95,9 @@ nlohmann::json token_routing(const std::vector<RoutedFfnImpl*>& layers, const To
 }
 }  // namespace
 
-nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const ModelFolder& folder,
+nlohmann::json routing_analysis(const Run& run, const ModelFolder& folder,
                                 const RoutingOptions& opts) {
+  const RunConfig& c = run.config();
   torch::NoGradGuard no_grad;
   const fs::path& model_dir = folder.path();
   BTX_CHECK(folder.config().is_routed(),
@@ -119,7 +120,7 @@ nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const Mod
   const ExpertSlots slots = expert_slots(folder, E);
   const auto& names = slots.names;
 
-  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+  const Tokenizer& tok = run.tokenizer();
   nlohmann::json per_layer = nlohmann::json::array();
   for (size_t l = 0; l < layers.size(); ++l) {
     per_layer.push_back({{"layer", l},
@@ -131,7 +132,7 @@ nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const Mod
   }
   std::vector<std::string> domains, novel;
   nlohmann::json samples = nlohmann::json::object();
-  for (const auto& [d, is_novel, windows] : analysis_windows(run, c, opts.novel, opts.windows)) {
+  for (const auto& [d, is_novel, windows] : analysis_windows(run, opts.novel, opts.windows)) {
     domains.push_back(d);
     if (is_novel) novel.push_back(d);
     std::vector<torch::Tensor> t1(layers.size()), tk(layers.size()), ent(layers.size()),

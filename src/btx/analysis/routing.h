@@ -41,8 +41,7 @@ struct DomainWindows {
 std::string piece_for_display(const Tokenizer& tok, int64_t id);
 
 // The training domains of the run, then `novel`; a domain without one window is an error.
-std::vector<DomainWindows> analysis_windows(const RunDir& run, const RunConfig& c,
-                                            const std::vector<CorpusDomain>& novel,
+std::vector<DomainWindows> analysis_windows(const Run& run, const std::vector<CorpusDomain>& novel,
                                             int64_t windows);
 
 // {"model", "experts": [names], "domains": [...], "novel_domains": [...], "layers": [{"layer",
@@ -52,7 +51,7 @@ std::vector<DomainWindows> analysis_windows(const RunDir& run, const RunConfig& 
 //  "tokens": [{"piece", "layers": [{"experts": [..], "weights": [..]}]}],   (with opts.text)
 //  "samples": {domain: [tokens as in "tokens"]}}                          (with sample_tokens)
 // "domains" lists the training domains, then the novel ones.
-nlohmann::json routing_analysis(const RunDir& run, const RunConfig& c, const ModelFolder& model,
+nlohmann::json routing_analysis(const Run& run, const ModelFolder& model,
                                 const RoutingOptions& opts);
 
 // The top-1 expert of each token of a forward's routing (N): the first chosen one (top-k and

@@ -116,8 +116,9 @@ torch::Tensor cat(const std::vector<DomainTokens>& ds, bool novel,
 
 }  // namespace
 
-nlohmann::json token_gain_analysis(const RunDir& run, const RunConfig& c, const ModelFolder& model,
+nlohmann::json token_gain_analysis(const Run& run, const ModelFolder& model,
                                    const TokenGainOptions& opts) {
+  const RunConfig& c = run.config();
   torch::NoGradGuard no_grad;
   CausalLM seed = load_model(run.seed());
   seed->eval();
@@ -136,14 +137,14 @@ nlohmann::json token_gain_analysis(const RunDir& run, const RunConfig& c, const 
     slots = expert_slots(model, dense_scorer->model()->config().num_local_experts);
   }
   const int64_t T = c.seed_train.seq_len;
-  const ShardSet data = ShardSet::open(run.data());
+  const ShardSet& data = run.shards();
   const auto novel_domains = run_novel_domains(c);
-  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+  const Tokenizer& tok = run.tokenizer();
 
   std::vector<DomainTokens> tokens;
   std::vector<std::string> domains, novel;
   bool any_own = false;
-  for (const auto& [d, is_novel, windows] : analysis_windows(run, c, novel_domains, opts.windows)) {
+  for (const auto& [d, is_novel, windows] : analysis_windows(run, novel_domains, opts.windows)) {
     domains.push_back(d);
     if (is_novel) novel.push_back(d);
     // What a domain-adaptive model (the ensemble's cached prior) sees before scoring, as in
@@ -238,6 +239,22 @@ nlohmann::json token_gain_analysis(const RunDir& run, const RunConfig& c, const 
     out["router"] = r;
   }
   return out;
+}
+
+std::optional<GainConcentration> gain_concentration(const nlohmann::json& token_gain) {
+  const auto& avg = token_gain.at("references").at("average");
+  if (!avg.contains("training") || avg.at("training").at("top_share").is_null()) {
+    return std::nullopt;
+  }
+  const auto& t = avg.at("training");
+  GainConcentration g;
+  g.gain = t.at("gain").get<double>();
+  g.top_fraction = token_gain.at("top_fraction").get<double>();
+  g.top_share = t.at("top_share").get<double>();
+  if (avg.contains("novel") && !avg.at("novel").at("top_share").is_null()) {
+    g.novel_top_share = avg.at("novel").at("top_share").get<double>();
+  }
+  return g;
 }
 
 }  // namespace btx

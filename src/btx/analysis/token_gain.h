@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "btx/run/model_folder.h"
@@ -47,7 +48,19 @@ struct TokenGainOptions {
 //  "router": {"training": {"entropy_mean": [bins], "own_top1": [bins], "router_entropy":
 //             [bins]}, "domains": {...}}  (routed models whose experts have their domains)}
 // for any model `btx eval` scores (a checkpoint, an ensemble); the run's experts must be trained.
-nlohmann::json token_gain_analysis(const RunDir& run, const RunConfig& c, const ModelFolder& model,
+// What the results' findings state of a model's token gains over the experts' average on the
+// training domains: the mean gain per token and the share of it carried by the top fraction of
+// tokens by the seed's entropy (and that share on the novel domains, when there are some).
+struct GainConcentration {
+  double gain = 0;
+  double top_fraction = 0;
+  double top_share = 0;
+  std::optional<double> novel_top_share;
+};
+// From token_gain_analysis()'s JSON; nullopt when it has no training share (a total gain of 0).
+std::optional<GainConcentration> gain_concentration(const nlohmann::json& token_gain);
+
+nlohmann::json token_gain_analysis(const Run& run, const ModelFolder& model,
                                    const TokenGainOptions& opts);
 
 }  // namespace btx

@@ -350,13 +350,13 @@ RunConfig import_hf(const HfImportOptions& o) {
   rc = parse_run_config(run_config_to_toml(rc), "the imported run's config");
   BTX_CHECK(!fs::exists(o.run.seed()), "{} already has a seed: import into a new run folder",
             o.run.root.string());
-  if (fs::exists(o.run.tokenizer())) {
-    BTX_CHECK(sha256_file(o.run.tokenizer()) == sha256_file(tok_file),
+  if (fs::exists(o.run.tokenizer_file())) {
+    BTX_CHECK(sha256_file(o.run.tokenizer_file()) == sha256_file(tok_file),
               "{} has another tokenizer.model: import into a new run folder", o.run.root.string());
   }
-  init_run(o.run, rc, o.force);
-  if (!fs::exists(o.run.tokenizer())) {
-    write_file_atomic(o.run.tokenizer(), read_file(tok_file));
+  init_run(Run(o.run, rc), o.force);
+  if (!fs::exists(o.run.tokenizer_file())) {
+    write_file_atomic(o.run.tokenizer_file(), read_file(tok_file));
   }
   TrainState state;
   state.done = true;

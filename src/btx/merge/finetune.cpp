@@ -23,8 +23,9 @@ std::string finetune_selections_help() {
   return fmt::format("{}", fmt::join(parts, " | "));
 }
 
-TrainResult finetune_model(const RunDir& run, const RunConfig& c, const fs::path& model_dir,
-                           const std::string& train_what, bool resume, int64_t stop_after) {
+TrainResult finetune_model(const Run& run, const fs::path& model_dir, const std::string& train_what,
+                           bool resume, int64_t stop_after) {
+  const RunConfig& c = run.config();
   const ParamSelection& selection = param_selection(train_what, finetune_selections(), "--train");
   BTX_CHECK(fs::exists(model_dir / "config.json"), "{} is not a model folder (no config.json)",
             model_dir.string());
@@ -37,7 +38,7 @@ TrainResult finetune_model(const RunDir& run, const RunConfig& c, const fs::path
             "[finetune] seq_len {} exceeds the model's max_position_embeddings {}",
             c.finetune.seq_len, mc.max_position_embeddings);
   const std::string name = model_dir.filename().string();
-  TrainJob job = run_train_job(run, c, name, model_dir, c.finetune, "finetune/" + name);
+  TrainJob job = run_train_job(run, name, model_dir, c.finetune, "finetune/" + name);
   job.init_from = model_dir;  // the merge, until the first checkpoint replaces it
   job.model = mc;
   job.train.domain_weights.clear();  // the balanced mixture

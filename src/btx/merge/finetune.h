@@ -22,7 +22,7 @@ const std::vector<std::string>& finetune_selections();
 std::string finetune_selections_help();
 
 // `train_what`: one of finetune_selections(); another is an error listing them.
-TrainResult finetune_model(const RunDir& run, const RunConfig& c, const fs::path& model_dir,
-                           const std::string& train_what, bool resume, int64_t stop_after = 0);
+TrainResult finetune_model(const Run& run, const fs::path& model_dir, const std::string& train_what,
+                           bool resume, int64_t stop_after = 0);
 
 }  // namespace btx

@@ -24,7 +24,7 @@ nlohmann::json fisher_average(const MergeContext& ctx, const std::vector<MoeSlot
                               int64_t windows, const fs::path& out) {
   BTX_CHECK(!slots.empty(), "Fisher-weighted average of no checkpoints");
   BTX_CHECK(windows >= 1, "Fisher-weighted average: --fisher-windows {} (expected >= 1)", windows);
-  const int64_t T = ctx.config.experts.train.seq_len;
+  const int64_t T = ctx.run.config().experts.train.seq_len;
   // Σ_i F_i θ_i and Σ_i F_i, and each slot's F_i kept for the summary, per parameter.
   std::map<std::string, torch::Tensor> weighted, total, uniform;
   std::vector<std::map<std::string, torch::Tensor>> fishers;

@@ -10,10 +10,11 @@
 
 namespace btx {
 
-ExpertSpec grow_expert(const RunDir& run, const RunConfig& c, const std::string& name,
+ExpertSpec grow_expert(const Run& run, const std::string& name,
                        const std::map<std::string, double>& domains) {
+  const RunConfig& c = run.config();
   require_finished_seed(run);
-  const ShardSet data = ShardSet::open(run.data());
+  const ShardSet& data = run.shards();
   check_domains(domains, data.domains(), name);
   BTX_CHECK(!fs::exists(expert_dir(run, name)), "expert '{}' already exists in {}", name,
             experts_dir(run).string());
@@ -33,7 +34,7 @@ ExpertSpec grow_expert(const RunDir& run, const RunConfig& c, const std::string&
     for (const auto& [d, w] : domains) {
       if (w > 0) names.push_back(d);
     }
-    const auto post = expert_posterior(run, c, trained, names);
+    const auto post = expert_posterior(run, trained, names);
     for (const auto& [e, w] : post) weights.push_back({expert_dir(run, e), w});
     init = {{"from", "posterior-weighted average"},
             {"posterior", post},

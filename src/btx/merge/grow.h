@@ -14,7 +14,7 @@ namespace btx {
 // Adds experts/<name>/: initialised from the posterior-weighted parameter average of the
 // existing trained experts on its domains' validation data, or from the seed when there are
 // none. An existing name, an unknown domain or an unfinished seed is an error.
-ExpertSpec grow_expert(const RunDir& run, const RunConfig& c, const std::string& name,
+ExpertSpec grow_expert(const Run& run, const std::string& name,
                        const std::map<std::string, double>& domains);
 
 }  // namespace btx

@@ -36,8 +36,7 @@ struct MergeExpert {
 };
 
 struct MergeContext {
-  RunDir run;
-  RunConfig config;
+  Run run;                           // the run, with its config
   std::vector<MergeExpert> experts;  // finished, same seed and shapes; sorted by name
   ParamValues params;       // every declared parameter, checked and typed: given or default
   std::string output_name;  // merged/<output_name>
@@ -110,7 +109,7 @@ ParamValues resolve_merge_params(const MergeMethod& method,
 // Validates the request (parameters, experts: all finished, branched from the same seed, same
 // architecture), then builds merged/<name>/ unless it is already there with the same method,
 // parameters and expert weights. Returns merge.json's content.
-nlohmann::json run_merge(const RunDir& run, const MergeRequest& request);
+nlohmann::json run_merge(const Run& run, const MergeRequest& request);
 
 // Checks that `method` combines experts trained in `mode`; otherwise an error naming both and
 // `where` the mode comes from (an expert, the config).

@@ -26,7 +26,7 @@ MergeMethod btx_method() {
   m.build = [](const MergeContext& ctx, const fs::path& out) {
     auto slots = expert_moe_slots(ctx, /*from_seed=*/false);
     if (ctx.params.flag("seed-expert")) {
-      slots.push_back({"seed", ctx.run.seed(), ctx.config.corpus.domains});
+      slots.push_back({"seed", ctx.run.seed(), ctx.run.config().corpus.domains});
     }
     return build_moe_with_shared(ctx, slots, moe_options(ctx, ctx.output_name), out);
   };
@@ -64,7 +64,7 @@ MergeMethod fixed_routing_method(const std::string& mode) {
     o.top_k = 1;
     o.router_mode = mode;
     o.aux_loss = 0;
-    o.seed = derive_seed(ctx.config.seed, "router/" + ctx.output_name);
+    o.seed = derive_seed(ctx.run.config().seed, "router/" + ctx.output_name);
     return build_moe_with_shared(ctx, expert_moe_slots(ctx, /*from_seed=*/false), o, out);
   };
   return m;

@@ -37,7 +37,7 @@ MergeMethod dense_method() {
   m.from_experts = false;
   m.build = [](const MergeContext& ctx, const fs::path& out) {
     const int64_t extra = ctx.params.integer("extra-tokens");
-    const TrainConfig& ft = ctx.config.finetune;
+    const TrainConfig& ft = ctx.run.config().finetune;
     const int64_t finetune_tokens =
         ctx.params.text("match") == "experts+finetune" ? ft.steps * ft.tokens_per_step() : 0;
     int64_t matched = extra + finetune_tokens;
@@ -46,7 +46,7 @@ MergeMethod dense_method() {
       matched += e.tokens;
       per_expert[e.name] = e.tokens;
     }
-    TrainConfig t = ctx.config.experts.train;
+    TrainConfig t = ctx.run.config().experts.train;
     if (ctx.params.text("schedule") == "wider")
       t.batch_size *= static_cast<int64_t>(ctx.experts.size());
     const int64_t per_step = t.tokens_per_step();
@@ -55,8 +55,7 @@ MergeMethod dense_method() {
     BTX_CHECK(t.steps >= 1, "dense baseline: the experts used no tokens");
     spdlog::info("dense baseline: {} tokens to match ({} steps of {} sequences of {} tokens)",
                  matched, t.steps, t.batch_size * t.grad_accum, t.seq_len);
-    TrainJob job =
-        run_train_job(ctx.run, ctx.config, ctx.output_name, out, t, "dense/" + ctx.output_name);
+    TrainJob job = run_train_job(ctx.run, ctx.output_name, out, t, "dense/" + ctx.output_name);
     job.init_from = ctx.run.seed();
     job.resume = ctx.resume;
     const TrainResult r = train(job);

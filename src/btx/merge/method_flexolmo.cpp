@@ -145,7 +145,7 @@ MergeMethod flexolmo_method() {
                                [&](const std::string& name) { return merge.produce(name); });
     write_file_atomic(out / "config.json", model_config_to_json(moe).dump(2));
     nlohmann::json experts = nlohmann::json::array();
-    experts.push_back({{"name", "seed"}, {"domains", ctx.config.corpus.domains}});
+    experts.push_back({{"name", "seed"}, {"domains", ctx.run.config().corpus.domains}});
     for (const auto& e : ctx.experts) {
       experts.push_back(
           {{"name", e.name}, {"domains", find_expert(ctx.run, e.name).trained_domains()}});

@@ -37,7 +37,7 @@ MergeMethod smear_method() {
     o.ridge_lambda = ctx.params.real("ridge-lambda");
     o.expert_dropout = ctx.params.real("expert-dropout");
     o.aux_loss = 0;
-    o.seed = derive_seed(ctx.config.seed, "router/" + ctx.output_name);
+    o.seed = derive_seed(ctx.run.config().seed, "router/" + ctx.output_name);
     return build_moe(ctx, ctx.uniform_inputs(), expert_moe_slots(ctx, /*from_seed=*/false), o, out);
   };
   return m;

@@ -83,8 +83,7 @@ MergeMethod weighted_average_method() {
     if (ctx.params.has("weights")) {
       weights = parse_weights(ctx.params.text("weights"), names);
     } else {
-      weights =
-          expert_posterior(ctx.run, ctx.config, names, {ctx.params.text("target")}, windows, alpha);
+      weights = expert_posterior(ctx.run, names, {ctx.params.text("target")}, windows, alpha);
       spdlog::info("posterior on '{}': {}", ctx.params.text("target"),
                    nlohmann::json(weights).dump());
     }

@@ -38,7 +38,7 @@ torch::Tensor slot_heldout_windows(const MergeContext& ctx, const MoeSlot& slot,
   std::vector<torch::Tensor> parts;
   const int64_t per = std::max<int64_t>(1, windows / static_cast<int64_t>(slot.domains.size()));
   for (const auto& d : slot.domains) {
-    parts.push_back(domain_heldout_windows(ctx.run, ctx.config, d, per, seq_len));
+    parts.push_back(domain_heldout_windows(ctx.run, d, per, seq_len));
   }
   auto out = torch::cat(parts);
   BTX_CHECK(out.size(0) >= 1, "{}: no held-out data for expert '{}' ({})", what, slot.name,
@@ -52,7 +52,7 @@ namespace {
 FfnInputStatistics slot_statistics(const MergeContext& ctx, CausalLM model,
                                    const std::vector<MoeSlot>& slots, int64_t windows, bool grams,
                                    const std::string& init) {
-  const int64_t T = ctx.config.experts.train.seq_len;
+  const int64_t T = ctx.run.config().experts.train.seq_len;
   std::vector<torch::Tensor> data;
   std::vector<int64_t> forced;
   for (size_t j = 0; j < slots.size(); ++j) {
@@ -145,7 +145,7 @@ MoeBuildOptions moe_options(const MergeContext& ctx, const std::string& tag) {
   o.z_loss = ctx.params.real("z-loss");
   o.router_init = ctx.params.text("router-init");
   o.ridge_lambda = ctx.params.real("ridge-lambda");
-  o.seed = derive_seed(ctx.config.seed, "router/" + tag);
+  o.seed = derive_seed(ctx.run.config().seed, "router/" + tag);
   return o;
 }
 

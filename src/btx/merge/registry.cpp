@@ -124,11 +124,9 @@ void check_merge_expert_mode(const MergeMethod& method, ExpertMode mode, const s
             name_list(modes, " or "), name_of(mode), where);
 }
 
-nlohmann::json run_merge(const RunDir& run, const MergeRequest& request) {
+nlohmann::json run_merge(const Run& run, const MergeRequest& request) {
   const MergeMethod& method = find_merge_method(request.method);
-  MergeContext ctx;
-  ctx.run = run;
-  ctx.config = load_run(run);
+  MergeContext ctx{run};
   ctx.resume = request.resume;
   ctx.output_name = merge_output_name(request);
   ctx.params = resolve_merge_params(method, request.params);

@@ -182,22 +182,23 @@ ExpertSpec find_expert(const RunDir& run, const std::string& name) {
 
 namespace {
 // kFlexolmoInitWindows held-out windows shared among `domains`.
-torch::Tensor heldout_windows(const RunDir& run, const RunConfig& c,
-                              const std::vector<std::string>& domains) {
+torch::Tensor heldout_windows(const Run& run, const std::vector<std::string>& domains) {
+  const RunConfig& c = run.config();
   BTX_CHECK(!domains.empty(), "no training domains to take held-out windows from");
   const int64_t per =
       std::max<int64_t>(1, kFlexolmoInitWindows / static_cast<int64_t>(domains.size()));
   std::vector<torch::Tensor> parts;
   for (const auto& d : domains) {
-    parts.push_back(domain_heldout_windows(run, c, d, per, c.experts.train.seq_len));
+    parts.push_back(domain_heldout_windows(run, d, per, c.experts.train.seq_len));
   }
   return torch::cat(parts);
 }
 }  // namespace
 
-std::vector<std::string> branch_experts(const RunDir& run, const RunConfig& c) {
+std::vector<std::string> branch_experts(const Run& run) {
+  const RunConfig& c = run.config();
   const TrainState seed_state = require_finished_seed(run);
-  const ShardSet data = ShardSet::open(run.data());
+  const ShardSet& data = run.shards();
   const std::string seed_sha = sha256_file(run.seed() / "model.safetensors");
   std::vector<std::string> branched;
   const std::vector<ExpertSpec> specs = resolve_experts(c, data.domains());
@@ -222,9 +223,8 @@ std::vector<std::string> branch_experts(const RunDir& run, const RunConfig& c) {
     }
     write_dir_atomic(dir, [&](const fs::path& tmp) {
       if (spec.mode == ExpertMode::kFlexolmo) {
-        write_flexolmo_expert(run.seed(), heldout_windows(run, c, spec.trained_domains()),
-                              heldout_windows(run, c, anchor_domains), c.experts.train.seq_len,
-                              tmp);
+        write_flexolmo_expert(run.seed(), heldout_windows(run, spec.trained_domains()),
+                              heldout_windows(run, anchor_domains), c.experts.train.seq_len, tmp);
       } else {
         fs::copy_file(run.seed() / "model.safetensors", tmp / "model.safetensors");
         fs::copy_file(run.seed() / "config.json", tmp / "config.json");
@@ -239,14 +239,15 @@ std::vector<std::string> branch_experts(const RunDir& run, const RunConfig& c) {
   return branched;
 }
 
-std::map<std::string, double> expert_posterior(const RunDir& run, const RunConfig& c,
+std::map<std::string, double> expert_posterior(const Run& run,
                                                const std::vector<std::string>& expert_names,
                                                const std::vector<std::string>& domains,
                                                int64_t windows, double alpha) {
+  const RunConfig& c = run.config();
   std::vector<torch::Tensor> parts;
   const int64_t per_domain = std::max<int64_t>(1, windows / static_cast<int64_t>(domains.size()));
   for (const auto& d : domains) {
-    auto w = domain_heldout_windows(run, c, d, per_domain, c.experts.train.seq_len);
+    auto w = domain_heldout_windows(run, d, per_domain, c.experts.train.seq_len);
     BTX_CHECK(w.size(0) >= 1,
               "domain '{}' has too little held-out text for one window of {} tokens", d,
               c.experts.train.seq_len + 1);
@@ -324,8 +325,9 @@ ExpertLock::~ExpertLock() {
   fs::remove(file_, ec);
 }
 
-TrainResult train_expert(const RunDir& run, const RunConfig& c, const std::string& name,
-                         bool resume, int64_t stop_after, int threads) {
+TrainResult train_expert(const Run& run, const std::string& name, bool resume, int64_t stop_after,
+                         int threads) {
+  const RunConfig& c = run.config();
   const ExpertSpec spec = find_expert(run, name);
   // Data parallel: rank 0 owns the expert's files (lock, failure marker); the others follow.
   const DistributedContext* dist = current_distributed();
@@ -335,8 +337,7 @@ TrainResult train_expert(const RunDir& run, const RunConfig& c, const std::strin
   const fs::path marker = failed_marker(run, name);
   std::error_code ec;
   if (main_rank) fs::remove(marker, ec);
-  TrainJob job =
-      run_train_job(run, c, name, expert_dir(run, name), c.experts.train, "expert/" + name);
+  TrainJob job = run_train_job(run, name, expert_dir(run, name), c.experts.train, "expert/" + name);
   job.init_from = job.out_dir;  // the branch point, until the first checkpoint replaces it
   job.train.domain_weights = spec.domains;
   if (threads > 0) job.train.threads = threads;
@@ -422,7 +423,7 @@ std::vector<StageStatus> run_status(const RunDir& run) {
   tidy_run(run);
   std::vector<StageStatus> rows;
   auto done_or_not = [](bool done) { return done ? "done" : "not started"; };
-  rows.push_back({"tokenizer", done_or_not(fs::exists(run.tokenizer())), 0, 0, 0, ""});
+  rows.push_back({"tokenizer", done_or_not(fs::exists(run.tokenizer_file())), 0, 0, 0, ""});
   rows.push_back({"data", done_or_not(fs::exists(run.data() / "manifest.json")), 0, 0, 0, ""});
   rows.push_back(training_status("seed", run.seed(), c.seed_train.steps, run.root / "seed.lock",
                                  run.root / "seed.failed"));

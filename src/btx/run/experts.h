@@ -52,13 +52,13 @@ ExpertSpec find_expert(const RunDir& run, const std::string& name);
 
 // Creates experts/<name>/ for every expert of the config that has none yet: the seed's weights
 // copied byte for byte, plus expert.json. Needs a finished seed. Returns the names branched.
-std::vector<std::string> branch_experts(const RunDir& run, const RunConfig& c);
+std::vector<std::string> branch_experts(const Run& run);
 
 // BTM's domain posterior of the experts on held-out text: up to `windows` windows of `domains`
 // (a training domain's validation split, a novel domain's set-aside chunks), turned into the
 // ensemble's cached prior (p(j | window) by Bayes' rule, an EMA of rate `alpha` over the
 // windows; eval/ensemble.h). Returns name -> weight (sums to 1).
-std::map<std::string, double> expert_posterior(const RunDir& run, const RunConfig& c,
+std::map<std::string, double> expert_posterior(const Run& run,
                                                const std::vector<std::string>& expert_names,
                                                const std::vector<std::string>& domains,
                                                int64_t windows = 32, double alpha = 0.3);
@@ -70,8 +70,8 @@ void check_domains(const std::map<std::string, double>& mix, const std::vector<s
 TrainState require_finished_seed(const RunDir& run);
 
 // Trains one branched expert (resumable) while holding experts/<name>.lock.
-TrainResult train_expert(const RunDir& run, const RunConfig& c, const std::string& name,
-                         bool resume, int64_t stop_after = 0, int threads = 0);
+TrainResult train_expert(const Run& run, const std::string& name, bool resume,
+                         int64_t stop_after = 0, int threads = 0);
 
 // Exclusive ownership of an expert's training: a lock file holding pid, host and start time.
 // A lock left by a process that is gone (same host) is reported and taken over; a live holder

@@ -14,9 +14,40 @@
 
 namespace btx {
 
-void init_run(const RunDir& run, const RunConfig& config, bool force) {
+struct Run::State {
+  RunConfig config;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<ShardSet> shards;
+};
+
+Run::Run(RunDir dir, RunConfig config) : RunDir(std::move(dir)), s_(std::make_shared<State>()) {
+  s_->config = std::move(config);
+}
+
+Run Run::open(const fs::path& root) {
+  const RunDir dir{root};
+  return Run(dir, load_run(dir));
+}
+
+const RunConfig& Run::config() const {
+  return s_->config;
+}
+
+const Tokenizer& Run::tokenizer() const {
+  if (!s_->tokenizer)
+    s_->tokenizer = std::make_unique<Tokenizer>(Tokenizer::load(tokenizer_file()));
+  return *s_->tokenizer;
+}
+
+const ShardSet& Run::shards() const {
+  if (!s_->shards) s_->shards = std::make_unique<ShardSet>(ShardSet::open(data()));
+  return *s_->shards;
+}
+
+void init_run(const Run& run, bool force) {
+  const RunConfig& config = run.config();
   const std::string text = run_config_to_toml(config);
-  if (fs::exists(run.config())) {
+  if (fs::exists(run.config_file())) {
     const auto was = run_config_keys(load_run(run)), now = run_config_keys(config);
     const auto all = differing_keys(was, now);
     if (all.empty()) return;
@@ -27,11 +58,11 @@ void init_run(const RunDir& run, const RunConfig& config, bool force) {
     // A run whose first command failed before making anything (no tokenizer, data or seed) has
     // nothing the old config must protect: the corrected config is adopted.
     const bool nothing_made =
-        !fs::exists(run.tokenizer()) && !fs::exists(run.data()) && !fs::exists(run.seed());
+        !fs::exists(run.tokenizer_file()) && !fs::exists(run.data()) && !fs::exists(run.seed());
     if (!keys.empty() && nothing_made && !force) {
       spdlog::info("{}: nothing was made with its config yet: adopting the new one",
                    run.root.string());
-      write_file_atomic(run.config(), text);
+      write_file_atomic(run.config_file(), text);
       return;
     }
     if (!keys.empty() && !force) {
@@ -55,34 +86,36 @@ void init_run(const RunDir& run, const RunConfig& config, bool force) {
       spdlog::warn("{}: adopting the new config (--force); differing keys: {}", run.root.string(),
                    fmt::join(keys, ", "));
     }
-    write_file_atomic(run.config(), text);  // [study] changes (or forced ones) are adopted
+    write_file_atomic(run.config_file(), text);  // [study] changes (or forced ones) are adopted
     return;
   }
   fs::create_directories(run.root);
-  write_file_atomic(run.config(), text);
+  write_file_atomic(run.config_file(), text);
 }
 
 RunConfig load_run(const RunDir& run) {
-  BTX_CHECK(fs::exists(run.config()), "{} is not a btx run folder: {} is missing",
-            run.root.string(), run.config().string());
-  return load_run_config(run.config());
+  BTX_CHECK(fs::exists(run.config_file()), "{} is not a btx run folder: {} is missing",
+            run.root.string(), run.config_file().string());
+  return load_run_config(run.config_file());
 }
 
-void ensure_tokenizer(const RunDir& run, const RunConfig& c) {
-  if (fs::exists(run.tokenizer())) return;
+void ensure_tokenizer(const Run& run) {
+  const RunConfig& c = run.config();
+  if (fs::exists(run.tokenizer_file())) return;
   spdlog::info("tokenizer: training a {}-piece BPE model on {}", c.tokenizer.vocab_size,
                c.corpus.dir);
   TokenizerTrainOptions o;
   o.corpus = c.corpus.dir;
   o.domains = c.corpus.domains;
-  o.out_model = run.tokenizer();
+  o.out_model = run.tokenizer_file();
   o.vocab_size = c.tokenizer.vocab_size;
   o.sample_bytes_per_domain = c.tokenizer.sample_bytes_per_domain;
   o.seed = c.seed;
   train_tokenizer(o);
 }
 
-void ensure_data(const RunDir& run, const RunConfig& c) {
+void ensure_data(const Run& run) {
+  const RunConfig& c = run.config();
   if (fs::exists(run.data() / "manifest.json")) {
     ShardSet::open(run.data());  // validates format version, files and sizes
     return;
@@ -97,12 +130,12 @@ void ensure_data(const RunDir& run, const RunConfig& c) {
   o.test_tokens = c.data.test_tokens;
   o.chunk_bytes = c.data.chunk_bytes;
   o.seed = c.seed;
-  prepare_shards(o, Tokenizer::load(run.tokenizer()));
+  prepare_shards(o, Tokenizer::load(run.tokenizer_file()));
 }
 
-TrainJob run_train_job(const RunDir& run, const RunConfig& c, const std::string& name,
-                       const fs::path& out_dir, const TrainConfig& train,
-                       const std::string& seed_tag) {
+TrainJob run_train_job(const Run& run, const std::string& name, const fs::path& out_dir,
+                       const TrainConfig& train, const std::string& seed_tag) {
+  const RunConfig& c = run.config();
   TrainJob job;
   job.name = name;
   job.out_dir = out_dir;
@@ -113,8 +146,9 @@ TrainJob run_train_job(const RunDir& run, const RunConfig& c, const std::string&
   return job;
 }
 
-TrainResult train_seed(const RunDir& run, const RunConfig& c, bool resume, int64_t stop_after) {
-  TrainJob job = run_train_job(run, c, "seed", run.seed(), c.seed_train, "");
+TrainResult train_seed(const Run& run, bool resume, int64_t stop_after) {
+  const RunConfig& c = run.config();
+  TrainJob job = run_train_job(run, "seed", run.seed(), c.seed_train, "");
   job.resume = resume;
   job.stop_after = stop_after;
   return train(job);
@@ -158,7 +192,7 @@ std::vector<CorpusDomain> run_novel_domains(const RunConfig& c) {
 nlohmann::json evaluate_in_run(const RunDir& run, Scorer& scorer, const std::string& name,
                                const std::vector<CorpusDomain>& novel, const EvalOptions& opts) {
   const ShardSet data = ShardSet::open(run.data());
-  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+  const Tokenizer tok = Tokenizer::load(run.tokenizer_file());
   const bool test = opts.split == "test";
   auto result =
       evaluate(scorer, name, data, test ? novel : std::vector<CorpusDomain>{}, &tok, opts);
@@ -166,8 +200,9 @@ nlohmann::json evaluate_in_run(const RunDir& run, Scorer& scorer, const std::str
   return result;
 }
 
-torch::Tensor domain_heldout_windows(const RunDir& run, const RunConfig& c,
-                                     const std::string& domain, int64_t windows, int64_t seq_len) {
+torch::Tensor domain_heldout_windows(const Run& run, const std::string& domain, int64_t windows,
+                                     int64_t seq_len) {
+  const RunConfig& c = run.config();
   const ShardSet data = ShardSet::open(run.data());
   if (data.has(domain)) {
     const auto& valid = data.shard(domain, "valid");
@@ -178,7 +213,7 @@ torch::Tensor domain_heldout_windows(const RunDir& run, const RunConfig& c,
             "domain '{}' is neither a training domain of {} ({}) nor one of its novel domains ({})",
             domain, run.root.string(), fmt::join(data.domains(), ", "), fmt::join(novel, ", "));
   const auto d = select_domains(list_corpus(c.corpus.dir), {domain}, c.corpus.dir).at(0);
-  const Tokenizer tok = Tokenizer::load(run.tokenizer());
+  const Tokenizer tok = Tokenizer::load(run.tokenizer_file());
   return heldout_windows(novel_domain_tokens(d, tok, windows * (seq_len + 1), /*heldout=*/true),
                          windows, seq_len);
 }

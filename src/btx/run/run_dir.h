@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -18,32 +19,56 @@ namespace fs = std::filesystem;
 
 struct RunDir {
   fs::path root;
-  fs::path config() const { return root / "config.toml"; }
-  fs::path tokenizer() const { return root / "tokenizer.model"; }
+  fs::path config_file() const { return root / "config.toml"; }
+  fs::path tokenizer_file() const { return root / "tokenizer.model"; }
   fs::path data() const { return root / "data"; }
   fs::path seed() const { return root / "seed"; }
   fs::path eval(const std::string& model) const { return root / "eval" / (model + ".json"); }
 };
 
+class Tokenizer;
+class ShardSet;
+
+// A run, opened once: its folder (the paths of RunDir) with its resolved config, and its
+// tokenizer and token shards opened on first use and kept. Copies share what was opened. Every
+// stage and analysis of the run takes one; a sub-run (the random split, a mode's experts, a
+// sweep's point) is a Run of its own folder and config.
+class Run : public RunDir {
+ public:
+  // The run in `root`, with its config.toml; a folder without one is an error saying so.
+  static Run open(const fs::path& root);
+  // A run whose config is given (a run being made: init_run writes or checks it).
+  Run(RunDir dir, RunConfig config);
+
+  const RunConfig& config() const;
+  // tokenizer.model and data/, loaded on first use (an error when the stage that makes them
+  // has not run).
+  const Tokenizer& tokenizer() const;
+  const ShardSet& shards() const;
+
+ private:
+  struct State;
+  std::shared_ptr<State> s_;
+};
+
 // Writes the resolved config into a new run, or checks it against the run's own: keys that
 // differ (outside [study], which only says what `btx run` adds) are an error naming them and
 // their two values, unless `force`, which adopts the new config. [study] changes are adopted.
-void init_run(const RunDir& run, const RunConfig& config, bool force = false);
+void init_run(const Run& run, bool force = false);
 // The resolved config of an existing run.
 RunConfig load_run(const RunDir& run);
 
 // Stages. Each skips itself when its output is already there.
-void ensure_tokenizer(const RunDir& run, const RunConfig& c);
-void ensure_data(const RunDir& run, const RunConfig& c);
-TrainResult train_seed(const RunDir& run, const RunConfig& c, bool resume, int64_t stop_after = 0);
+void ensure_tokenizer(const Run& run);
+void ensure_data(const Run& run);
+TrainResult train_seed(const Run& run, bool resume, int64_t stop_after = 0);
 
 // A training job of the run, as every stage that trains starts it: called `name`, writing to
 // `out_dir`, the run's model config on the run's data with `train`'s settings, its seed derived
 // from the run's seed and `seed_tag` (empty: the run's seed itself). The caller adds what is
 // its own (start point, mixture, resume, ...).
-TrainJob run_train_job(const RunDir& run, const RunConfig& c, const std::string& name,
-                       const fs::path& out_dir, const TrainConfig& train,
-                       const std::string& seed_tag);
+TrainJob run_train_job(const Run& run, const std::string& name, const fs::path& out_dir,
+                       const TrainConfig& train, const std::string& seed_tag);
 
 // A model named relative to the run (seed, experts/x, merged/y) or a path of its own; one that
 // exists neither way is an error naming both.
@@ -66,8 +91,8 @@ nlohmann::json evaluate_in_run(const RunDir& run, Scorer& scorer, const std::str
 // Up to `windows` held-out windows (n, T+1) of one of the run's domains, never scored by
 // evaluation: a training domain's validation split, or the chunks a novel domain sets aside.
 // An unknown domain is an error listing the run's domains.
-torch::Tensor domain_heldout_windows(const RunDir& run, const RunConfig& c,
-                                     const std::string& domain, int64_t windows, int64_t seq_len);
+torch::Tensor domain_heldout_windows(const Run& run, const std::string& domain, int64_t windows,
+                                     int64_t seq_len);
 
 // A readable per-domain table of an evaluation JSON.
 std::string format_eval_table(const nlohmann::json& eval);

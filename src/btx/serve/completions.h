@@ -104,6 +104,26 @@ struct ChoiceResult {
   std::vector<TokenLogprob> prompt_logprobs;  // one per prompt token after the first
 };
 
+// The text of one choice as its client sees it, the same in a whole response and in a stream:
+// with echo the prompt comes first; a chat reply starts at its first non-space character (a
+// template's generation prompt, "Assistant:", is followed by " text").
+class ChoiceText {
+ public:
+  ChoiceText(const CompletionRequest& req, size_t choice, const Tokenizer& tok);
+  // What of `generated` (the choice's next text, or all of it) the client is sent.
+  std::string next(std::string generated);
+
+ private:
+  std::string prefix_;  // the echoed prompt, until sent
+  bool chat_ = false;
+  bool spoken_ = false;  // a character of the reply was sent
+};
+
+// The last stream chunk of choice `index`: its finish reason, and the ensemble's posterior as
+// "btx" when `state` is not null.
+nlohmann::json finish_chunk(const CompletionIds& ids, bool chat, size_t index,
+                            const GenerateResult& result, const nlohmann::json& state);
+
 // The whole response of a non-streaming request, completions' or chat's shape by `req.chat`.
 // `state` (the ensemble's posterior after the last choice) is added as "btx" when not null.
 nlohmann::json completion_response(const CompletionIds& ids, const CompletionRequest& req,

@@ -235,26 +235,23 @@ void Server::Impl::stream(const httplib::Request& req, const CompletionRequest& 
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
   struct Progress {
-    std::vector<bool> opened, spoken, ended;  // per choice: first chunk sent, text begun, done
+    std::vector<bool> opened, ended;  // per choice: first chunk sent, done
+    std::vector<ChoiceText> texts;    // per choice: what its client is sent of its text
     std::chrono::steady_clock::time_point last_write = std::chrono::steady_clock::now();
   };
   auto p = std::make_shared<Progress>();
   p->opened.assign(jobs.size(), false);
-  p->spoken.assign(jobs.size(), false);
   p->ended.assign(jobs.size(), false);
+  for (size_t i = 0; i < jobs.size(); ++i) p->texts.emplace_back(r, i, tok);
   auto cancel_all = [jobs] {
     for (auto& j : jobs) j->cancel = true;
   };
-  std::vector<std::string> echoes;
-  for (size_t i = 0; i < jobs.size(); ++i) {
-    echoes.push_back(r.echo ? tok.decode(jobs[i]->prompt) : "");
-  }
   // The response outlives this handler: the connection stays inside a request until it ends.
   const Endpoint ep = endpoint_of(req);
   if (deadline) deadline->began(ep);
   auto client = std::make_shared<const ClientWatch>(ep);
-  auto provider = [r, jobs, ids, p, echoes, cancel_all, client](size_t /*offset*/,
-                                                                httplib::DataSink& sink) {
+  auto provider = [r, jobs, ids, p, cancel_all, client](size_t /*offset*/,
+                                                        httplib::DataSink& sink) {
     // A client that has gone (seen on its socket, or a failed write): stop every generation.
     if (client->gone()) {
       cancel_all();
@@ -288,14 +285,7 @@ void Server::Impl::stream(const httplib::Request& req, const CompletionRequest& 
         text.swap(job->pending);
         done = job->done;
       }
-      if (!p->opened[i]) {
-        text = echoes[i] + text;
-      }
-      if (r.chat && !p->spoken[i]) {  // the reply without its leading spaces
-        const auto at = text.find_first_not_of(' ');
-        text = at == std::string::npos ? "" : text.substr(at);
-      }
-      if (!text.empty()) p->spoken[i] = true;
+      text = p->texts[i].next(std::move(text));
       if (!text.empty() || (r.chat && !p->opened[i])) {
         if (!write(sse_event(completion_chunk(ids, r.chat, i, text, nullptr, !p->opened[i])))) {
           return false;
@@ -309,10 +299,7 @@ void Server::Impl::stream(const httplib::Request& req, const CompletionRequest& 
         if (!write(sse_event(error_body(job->error, "server_error")))) return false;
         continue;
       }
-      auto last =
-          completion_chunk(ids, r.chat, i, "", openai_finish_reason(job->result.finish_reason));
-      if (!job->state.is_null()) last["btx"] = job->state;
-      if (!write(sse_event(last))) return false;
+      if (!write(sse_event(finish_chunk(ids, r.chat, i, job->result, job->state)))) return false;
       wrote = true;
     }
     const bool all_ended = std::all_of(p->ended.begin(), p->ended.end(), [](bool e) { return e; });

@@ -61,8 +61,9 @@ std::string recorded_output_digest(const RunDir& run, const std::string& stage) 
   }
 }
 
-StageState check_stage(const RunDir& run, const RunConfig& c, const Stage& s,
+StageState check_stage(const Run& run, const Stage& s,
                        const std::map<std::string, std::string>& output_digests) {
+  const RunConfig& c = run.config();
   // The inputs: the commands, the config values the stage reads, the outputs it reads.
   nlohmann::json inputs = {{"commands", s.commands}};
   if (s.version != 0) inputs["version"] = s.version;

@@ -1,11 +1,7 @@
-// The study's plan: [study] parsed and checked against the merge registry, and the run's stages
-// in order, each a list of ordinary btx commands with the stages it needs, its outputs and the
-// config keys it reads (study.h).
+// The study's plan: the run's stages in order, each a list of ordinary btx commands with the
+// stages it needs, its outputs and the config keys it reads (study.h).
 #include <algorithm>
 #include <limits>
-#include <optional>
-#include <set>
-#include <sstream>
 
 #include "btx/corpus/corpus.h"
 #include "btx/corpus/corpus_build.h"
@@ -14,6 +10,7 @@
 #include "btx/model/param_roles.h"
 #include "btx/run/experts.h"
 #include "btx/study/study.h"
+#include "btx/study/sub_runs.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
 
@@ -21,190 +18,10 @@ namespace btx {
 
 namespace {
 
-constexpr const char* kRandomSplit = "random-split";  // sub-run folder, merge and row name
 // The study's loss barriers: every pair of experts and each with the seed, at 5 points along the
 // path, on the first 8192 test tokens of each domain.
 constexpr int64_t kStudyBarrierPoints = 5;
 constexpr int64_t kStudyBarrierTokens = 8192;
-
-std::vector<std::string> split_words(const std::string& s) {
-  std::istringstream in(s);
-  std::vector<std::string> out;
-  for (std::string w; in >> w;) out.push_back(w);
-  return out;
-}
-
-// The run folder of the random-split experts: a run of its own whose tokenizer, data and seed
-// are links to the parent's, so only its experts differ.
-fs::path random_split_dir(const RunDir& run) {
-  return run.root / kRandomSplit;
-}
-
-// A sub-run's config: the parent's, with no study of its own.
-RunConfig sub_run_config(const RunConfig& c, const std::string& suffix) {
-  RunConfig r = c;
-  r.name = c.name + "-" + suffix;
-  r.study.methods.clear();
-  r.study.random_split = false;
-  r.study.modes.clear();
-  return r;
-}
-
-RunConfig random_split_config(const RunConfig& c) {
-  RunConfig r = sub_run_config(c, kRandomSplit);
-  r.experts.split = "random";
-  r.experts.count = static_cast<int>(c.corpus.domains.size());
-  r.experts.custom.clear();
-  return r;
-}
-
-// A sub-run in run/<folder> with config `sub`, its tokenizer, data and seed linked to the
-// parent's.
-void prepare_sub_run(const RunDir& run, const std::string& folder, const RunConfig& sub) {
-  const RunDir s{run.root / folder};
-  init_run(s, sub, /*force=*/true);
-  for (const char* item : {"tokenizer.model", "data", "seed"}) {
-    const fs::path link = s.root / item;
-    if (fs::is_symlink(link) || fs::exists(link)) continue;
-    fs::create_symlink(fs::path("..") / item, link);
-  }
-}
-
-// ---- expert-mode sub-runs ([study] modes) ----
-
-std::string mode_folder(ExpertMode mode) {
-  return std::string("experts-") + name_of(mode);
-}
-
-RunConfig mode_config(const RunConfig& c, ExpertMode mode) {
-  RunConfig r = sub_run_config(c, mode_folder(mode));
-  r.experts.mode = mode;
-  return r;
-}
-
-// A mode sub-run's rows: (method, merged name), its one-model merge last.
-std::vector<std::pair<std::string, std::string>> mode_rows(ExpertMode mode) {
-  const std::string name = name_of(mode);
-  if (!dense_experts(mode))
-    return {{"ensemble", name + "-ensemble"},
-            {"average", name + "-average"},
-            {name, name}};  // flexolmo's own merge
-  return {{"ensemble", name + "-ensemble"}, {"average", name + "-average"}, {"btx", name + "-btx"}};
-}
-
-}  // namespace
-
-// ---- [study] --------------------------------------------------------------------------------
-
-std::vector<StudyMethod> study_methods(const RunConfig& c) {
-  std::vector<StudyMethod> out;
-  std::set<std::string> names = {"seed", kRandomSplit};
-  for (const auto& mode : c.study.modes) {
-    for (const auto& row : mode_rows(mode)) names.insert(row.second);  // the sub-runs' rows
-  }
-  for (size_t i = 0; i < c.study.methods.size(); ++i) {
-    const std::string& line = c.study.methods[i];
-    const std::string where = fmt::format("study.methods[{}] \"{}\"", i, line);
-    try {
-      const auto words = split_words(line);
-      BTX_CHECK(!words.empty(), "empty entry (expected \"METHOD [--param value ...]\")");
-      const MergeMethod& m = find_merge_method(words[0]);
-      MergeRequest request;
-      request.method = m.name;
-      std::optional<std::string> finetune;        // the entry's --finetune (not a merge parameter)
-      std::optional<std::string> finetune_steps;  // its --finetune-steps (neither)
-      for (size_t w = 1; w < words.size(); w += 2) {
-        BTX_CHECK(words[w].rfind("--", 0) == 0 && words[w].size() > 2,
-                  "expected --PARAM VALUE pairs after the method, got '{}'", words[w]);
-        BTX_CHECK(w + 1 < words.size(), "{} has no value", words[w]);
-        const std::string key = words[w].substr(2);
-        if (key == "name") {
-          request.output_name = words[w + 1];
-        } else if (key == "finetune") {
-          BTX_CHECK(!finetune, "--finetune given twice");
-          finetune = words[w + 1];
-        } else if (key == "finetune-steps") {
-          BTX_CHECK(!finetune_steps, "--finetune-steps given twice");
-          finetune_steps = words[w + 1];
-        } else {
-          BTX_CHECK(!request.params.count(key), "{} given twice", words[w]);
-          request.params[key] = words[w + 1];
-        }
-      }
-      // Unknown parameters, choices and values out of range are errors.
-      const auto resolved = resolve_merge_params(m, request.params);
-      const RouterTraits* router = m.routed() ? &m.router(resolved) : nullptr;
-      check_merge_expert_mode(m, c.experts.mode, "[experts] mode");
-      if (finetune) {
-        BTX_CHECK(m.routed(), "--finetune: the {} method makes no routed model to finetune",
-                  m.name);
-        if (*finetune == "none") {
-          finetune = "";
-        } else {
-          param_selection(*finetune, finetune_selections(), "--finetune");
-        }
-      }
-      StudyMethod s{m.name,         merge_output_name(request),
-                    request.params, finetune.value_or(m.routed() ? m.study_finetune : ""),
-                    m.trains,       analysis_kind(m.ensemble, router)};
-      if (finetune_steps) {
-        BTX_CHECK(!s.finetune.empty(),
-                  "--finetune-steps: the {} model of this entry is not finetuned", s.method);
-        const auto steps = parse_integer(*finetune_steps);
-        BTX_CHECK(steps && *steps >= 1, "--finetune-steps '{}': expected an integer >= 1",
-                  *finetune_steps);
-        s.finetune_steps = *steps;
-      }
-      BTX_CHECK(names.insert(s.name).second,
-                "the name '{}' is used twice (give one of them --name NAME)", s.name);
-      out.push_back(std::move(s));
-    } catch (const Error& e) {
-      fail("{}: {}", where, e.what());
-    }
-  }
-  return out;
-}
-
-void check_study_domains(const RunConfig& c) {
-  std::set<std::string> known;
-  if (fs::is_directory(c.corpus.dir)) {
-    for (const auto& d : list_corpus(c.corpus.dir)) known.insert(d.name);
-  }
-  if (c.study.build_corpus) {
-    for (const auto& s : corpus_domain_specs()) known.insert(s.name);
-  }
-  BTX_CHECK(!c.corpus.domains.empty(),
-            "[corpus] domains is empty: the study needs its training domains named");
-  for (const auto* list : {&c.corpus.domains, &c.corpus.novel}) {
-    for (const auto& d : *list) {
-      BTX_CHECK(known.count(d), "[corpus] {}: unknown domain '{}' (known: {})",
-                list == &c.corpus.domains ? "domains" : "novel", d, fmt::join(known, ", "));
-    }
-  }
-}
-
-std::vector<std::string> study_models(const RunConfig& c) {
-  std::vector<std::string> models = {"seed"};
-  size_t after_ensembles = 1;
-  for (const auto& m : study_methods(c)) {
-    models.push_back("merged/" + m.name);
-    if (m.method == "ensemble") after_ensembles = models.size();
-  }
-  if (c.study.random_split) {
-    models.insert(models.begin() + static_cast<std::ptrdiff_t>(after_ensembles),
-                  fmt::format("{}/merged/{}", kRandomSplit, kRandomSplit));
-  }
-  for (const auto& mode : c.study.modes) {
-    for (const auto& row : mode_rows(mode)) {
-      models.push_back(fmt::format("{}/merged/{}", mode_folder(mode), row.second));
-    }
-  }
-  return models;
-}
-
-// ---- the plan -------------------------------------------------------------------------------
-
-namespace {
 
 // `btx finetune` of run_dir/merged/<name>, training `train` (finetune_selections()) for `steps`
 // steps (0: [finetune] steps).
@@ -235,13 +52,13 @@ std::vector<std::string> needs(std::initializer_list<std::string> names) {
 // Builds the plan stage by stage, in the order they run; `evals` and `analyses` collect what
 // the results table and the report read.
 struct Planner {
-  const RunDir& run;
+  const Run& run;
   const RunConfig& c;
   const std::string R;  // the run folder, as the commands name it
   std::vector<Stage> stages;
   std::vector<std::string> evals = {"seed"}, analyses;
 
-  Planner(const RunDir& r, const RunConfig& config) : run(r), c(config), R(r.root.string()) {}
+  explicit Planner(const Run& r) : run(r), c(r.config()), R(r.root.string()) {}
 
   // The corpus (when the study builds it), the tokenizer and shards, and the seed.
   void data_and_seed() {
@@ -479,10 +296,11 @@ struct Planner {
 
 }  // namespace
 
-std::vector<Stage> plan_study(const RunDir& run, const RunConfig& c) {
+std::vector<Stage> plan_study(const Run& run) {
+  const RunConfig& c = run.config();
   check_study_domains(c);
   const auto methods = study_methods(c);
-  Planner p(run, c);
+  Planner p(run);
   p.data_and_seed();
   p.experts();
   // Longest first: the merges that train (the dense baselines), then the routed ones by their
@@ -503,13 +321,6 @@ std::vector<Stage> plan_study(const RunDir& run, const RunConfig& c) {
   for (const auto& mode : c.study.modes) p.mode_sub_run(mode);
   p.results_and_report();
   return std::move(p.stages);
-}
-
-const std::string& default_study_config() {
-  static const std::string text =
-#include "btx/default_config.inc"
-      ;
-  return text;
 }
 
 }  // namespace btx

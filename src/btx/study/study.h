@@ -56,7 +56,7 @@ struct Stage {
   // that gained a field): part of its inputs when not 0, so a stage made by an older btx runs
   // again.
   int version = 0;
-  bool exclusive = false;         // runs alone: it starts a pool of processes of its own
+  bool exclusive = false;  // runs alone: it starts a pool of processes of its own
 };
 
 // One entry of [study] methods, parsed: `btx merge --method <method> [--<param> <value>]...
@@ -83,7 +83,7 @@ std::vector<StudyMethod> study_methods(const RunConfig& c);
 void check_study_domains(const RunConfig& c);
 
 // The study's stages for the run, ordered so that every stage comes after those it needs.
-std::vector<Stage> plan_study(const RunDir& run, const RunConfig& c);
+std::vector<Stage> plan_study(const Run& run);
 
 // The live lines of a running stage: each training job's step, loss, tokens/s and ETA, from
 // the last record of its metrics.jsonl (jobs that have written none are left out).
@@ -103,7 +103,7 @@ struct StageState {
 };
 fs::path stage_manifest_path(const RunDir& run, const std::string& stage);
 // `output_digests`: the recorded output digests of the stages it needs (name -> digest).
-StageState check_stage(const RunDir& run, const RunConfig& c, const Stage& s,
+StageState check_stage(const Run& run, const Stage& s,
                        const std::map<std::string, std::string>& output_digests);
 // Hashes a finished stage's outputs into stages/<name>.json; returns the outputs' digest.
 std::string record_stage(const RunDir& run, const Stage& s, const StageState& state,
@@ -124,7 +124,7 @@ struct StudyOptions {
 // are done; the expert pools run alone), with one live view of the whole run. A failed command
 // stops the run with an error naming the stage, the command and the log (its last lines printed).
 // Ends by printing the results table.
-void run_study(const RunDir& run, const RunConfig& c, const StudyOptions& o);
+void run_study(const Run& run, const StudyOptions& o);
 
 // The default config (configs/tiny.toml, embedded at build time).
 const std::string& default_study_config();

@@ -105,20 +105,21 @@ std::vector<SweepPoint> sweep_points(const RunConfig& base, const std::vector<Sw
   std::vector<SweepPoint> points;
   std::vector<size_t> at(axes.size(), 0);
   while (true) {
-    SweepPoint p{{}, "", base, RunDir{root}};
+    std::vector<std::pair<std::string, std::string>> settings;
+    std::string label;
+    RunConfig config = base;
     for (size_t i = 0; i < axes.size(); ++i) {
       const std::string& v = axes[i].values[at[i]];
-      p.settings.push_back({axes[i].key, v});
-      p.config = sweep_config(p.config, axes[i].key, v);
-      p.label += (p.label.empty() ? "" : ",") + axes[i].key + "=" + v;
+      settings.push_back({axes[i].key, v});
+      config = sweep_config(config, axes[i].key, v);
+      label += (label.empty() ? "" : ",") + axes[i].key + "=" + v;
     }
-    BTX_CHECK(p.label.find('/') == std::string::npos,
+    BTX_CHECK(label.find('/') == std::string::npos,
               "--set {}: a value with '/' cannot name the "
               "point's folder",
-              p.label);
-    p.config.study.sweep.clear();  // a point is a plain study
-    p.run = RunDir{root / p.label};
-    points.push_back(std::move(p));
+              label);
+    config.study.sweep.clear();  // a point is a plain study
+    points.push_back({settings, label, Run(RunDir{root / label}, config)});
     // The last axis fastest.
     size_t i = axes.size();
     while (i > 0 && ++at[i - 1] == axes[i - 1].values.size()) at[--i] = 0;
@@ -127,8 +128,8 @@ std::vector<SweepPoint> sweep_points(const RunConfig& base, const std::vector<Sw
   return points;
 }
 
-std::map<std::string, std::string> stage_keys(const RunDir& run, const RunConfig& c,
-                                              const std::vector<Stage>& stages) {
+std::map<std::string, std::string> stage_keys(const Run& run, const std::vector<Stage>& stages) {
+  const RunConfig& c = run.config();
   const std::string root = run.root.string();
   const auto config = run_config_keys(c);
   std::map<std::string, std::string> keys;
@@ -155,8 +156,8 @@ SweepPlan plan_sweep(const std::vector<SweepPoint>& points) {
   SweepPlan plan;
   std::vector<std::map<std::string, std::string>> keys;
   for (size_t p = 0; p < points.size(); ++p) {
-    plan.stages.push_back(plan_study(points[p].run, points[p].config));
-    keys.push_back(stage_keys(points[p].run, points[p].config, plan.stages.back()));
+    plan.stages.push_back(plan_study(points[p].run));
+    keys.push_back(stage_keys(points[p].run, plan.stages.back()));
     std::map<std::string, std::string> shared;
     for (const auto& s : plan.stages.back()) {
       for (size_t q = 0; q < p; ++q) {
@@ -187,7 +188,7 @@ std::vector<std::string> share_stages(const SweepPoint& point, const std::vector
     auto it = shared_from.find(s.name);
     if (it != shared_from.end()) {
       const RunDir from{root / it->second};
-      StageState here = check_stage(point.run, point.config, s, digests);
+      StageState here = check_stage(point.run, s, digests);
       if (!here.done && !recorded_output_digest(from, s.name).empty()) {
         if (s.prepare) s.prepare();  // a sub-run's folder and links first
         for (const auto& o : s.outputs) {
@@ -198,7 +199,7 @@ std::vector<std::string> share_stages(const SweepPoint& point, const std::vector
           fs::create_directories(dst.parent_path());
           fs::copy(src, dst, fs::copy_options::recursive | fs::copy_options::copy_symlinks);
         }
-        here = check_stage(point.run, point.config, s, digests);
+        here = check_stage(point.run, s, digests);
         record_stage(point.run, s, here, 0.0);
         copied.push_back(s.name);
       }
@@ -223,8 +224,8 @@ void run_sweep(const fs::path& root, const std::vector<SweepAxis>& axes,
     }
     std::cout << fmt::format("  {}: runs {} of {} stages{} (seed {} steps, experts {} steps)\n",
                              points[p].label, plan.stages[p].size() - plan.shared_from[p].size(),
-                             plan.stages[p].size(), shares, points[p].config.seed_train.steps,
-                             points[p].config.experts.train.steps);
+                             plan.stages[p].size(), shares, points[p].run.config().seed_train.steps,
+                             points[p].run.config().experts.train.steps);
   }
   if (o.dry_run) return;
   fs::create_directories(root);
@@ -233,18 +234,18 @@ void run_sweep(const fs::path& root, const std::vector<SweepAxis>& axes,
     const auto& point = points[p];
     std::cout << "\n== " << point.label << " ==\n";
     const auto start = std::chrono::steady_clock::now();
-    init_run(point.run, point.config, /*force=*/true);
+    init_run(point.run, /*force=*/true);
     const auto copied = share_stages(point, plan.stages[p], plan.shared_from[p], root);
     if (!copied.empty()) {
       std::cout << fmt::format("shared from earlier points: {}\n", fmt::join(copied, ", "));
     }
-    run_study(point.run, point.config, o);
+    run_study(point.run, o);
     seconds.push_back(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   std::vector<SweepPointResult> results;
   for (size_t p = 0; p < points.size(); ++p) {
-    const auto& c = points[p].config;
+    const auto& c = points[p].run.config();
     results.push_back(
         {points[p].label, points[p].settings, points[p].run.root, seconds[p],
          c.seed_train.steps * c.seed_train.tokens_per_step(),

@@ -37,8 +37,7 @@ RunConfig sweep_config(const RunConfig& c, const std::string& key, const std::st
 struct SweepPoint {
   std::vector<std::pair<std::string, std::string>> settings;
   std::string label;  // "seed_share=0.3" (settings joined by ",")
-  RunConfig config;
-  RunDir run;
+  Run run;            // root/<label>, with the point's config
 };
 // Every combination of the axes' values (the first axis slowest), each in root/<label>. A key
 // that is unknown or swept twice, or a value refused by the config, is an error before anything
@@ -48,8 +47,7 @@ std::vector<SweepPoint> sweep_points(const RunConfig& base, const std::vector<Sw
 
 // Each stage's inputs as a digest that leaves the run folder out (`run` is the folder its
 // commands name), so the same stage of two points has the same key: name -> key.
-std::map<std::string, std::string> stage_keys(const RunDir& run, const RunConfig& c,
-                                              const std::vector<Stage>& stages);
+std::map<std::string, std::string> stage_keys(const Run& run, const std::vector<Stage>& stages);
 
 // What each point shares and runs: per point, the stages whose key equals one of an earlier
 // point (stage -> the earlier point's label) and those it runs. Two points with the same keys for
