@@ -43,7 +43,7 @@ btx::ModelConfig config(const Args& a, const std::string& kind) {
   c.num_key_value_heads = 4;
   c.max_position_embeddings = std::max(a.prompt + a.fresh, 2 * a.prompt + 1);
   if (kind != "dense") {
-    c.model_type = kind == "moe" ? "mixtral" : "smear";
+    c.model_type = kind == "moe" ? btx::ModelType::kMixtral : btx::ModelType::kSmear;
     c.router_mode = kind == "moe" ? "top-k" : "prefix";
     c.num_local_experts = a.experts;
     c.num_experts_per_tok = 1;

@@ -65,7 +65,7 @@ struct Row {
 Row bench(const Args& a, int64_t E) {
   torch::manual_seed(0);
   btx::ModelConfig c;
-  c.model_type = "mixtral";
+  c.model_type = btx::ModelType::kMixtral;
   c.vocab_size = 1;  // unused by the layer; validate() wants it positive
   c.hidden_size = a.hidden;
   c.intermediate_size = a.inner;

@@ -35,7 +35,7 @@ struct Args {
 
 btx::ModelConfig layer_config(const Args& a, const std::string& type, const std::string& mode) {
   btx::ModelConfig c;
-  c.model_type = type;
+  c.model_type = btx::parse_named<btx::ModelType>(type, "model type");
   c.vocab_size = 1;  // unused by the layer; validate() wants it positive
   c.hidden_size = a.hidden;
   c.intermediate_size = a.inner;

@@ -40,10 +40,23 @@ flags=(-std=gnu++17 -O1 -g -fno-omit-frame-pointer -D_GLIBCXX_USE_CXX11_ABI=1 -D
        -DTOML_SHARED_LIB=1 -Isrc -Ifuzz -isystem /usr/include/torch/csrc/api/include)
 jobs=${BTX_BUILD_JOBS:-$(nproc)}
 
-compile() {  # source -> object, instrumented for coverage and checked by ASan
+# source -> object, instrumented for coverage and checked by ASan; compiled again when the source
+# or any header it includes (clang's dependency file) is newer than the object: an object built
+# against an older header would read structs of another layout.
+compile() {
   local src=$1 obj="$out/obj/$(echo "$1" | tr / _).o"
-  if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ]; then
-    clang++ "${flags[@]}" -fsanitize=fuzzer-no-link,address -c "$src" -o "$obj"
+  local dep="${obj%.o}.d" stale=1 f
+  if [ -f "$obj" ] && [ -f "$dep" ]; then
+    stale=0
+    for f in $(sed -e 's/^[^:]*://' -e 's/\\$//' "$dep"); do
+      if [ "$f" -nt "$obj" ]; then
+        stale=1
+        break
+      fi
+    done
+  fi
+  if [ "$stale" = 1 ]; then
+    clang++ "${flags[@]}" -fsanitize=fuzzer-no-link,address -MMD -MF "$dep" -c "$src" -o "$obj"
   fi
 }
 export -f compile

@@ -14,7 +14,7 @@ namespace btx::testing {
 inline ModelConfig routed_config(const std::string& model_type, int64_t experts, int64_t k,
                                  const std::string& mode) {
   ModelConfig c = small_model_config(30, 8, 12, 2, 2, 2, 16);
-  c.model_type = model_type;
+  c.model_type = parse_named<ModelType>(model_type, "routed_config");
   c.num_local_experts = experts;
   c.num_experts_per_tok = k;
   c.router_mode = mode;

@@ -47,7 +47,8 @@ void expect_cache_matches(const ModelConfig& c) {
   const auto ids = torch::randint(0, c.vocab_size, {1, 12}, torch::kInt64);
   const auto full = m->forward(ids);
   const auto inc = incremental(m, ids, 5);
-  EXPECT_LT((full - inc).abs().max().item<double>(), 1e-5) << c.model_type << " " << c.router_mode;
+  EXPECT_LT((full - inc).abs().max().item<double>(), 1e-5)
+      << name_of(c.model_type) << " " << c.router_mode;
 }
 
 TEST(KVCache, IncrementalLogitsEqualFullRecomputation) {
@@ -196,7 +197,8 @@ void expect_batch_matches(const ModelConfig& c) {
     ModelBatchDecoder batch(m);
     expect_schedule_matches(
         batch, seq, [&](size_t i, int64_t n) { return m->forward(ids_of(seq[i], n))[0][-1]; },
-        c.model_type + " " + c.router_mode + " joins " + std::to_string(static_cast<int>(joins)),
+        std::string(name_of(c.model_type)) + " " + c.router_mode + " joins " +
+            std::to_string(static_cast<int>(joins)),
         joins);
   }
 }

@@ -43,7 +43,7 @@ TEST(Gpu, LogitsAgreeBetweenCpuAndGpu) {
     m->to(gpu);
     EXPECT_TRUE(device_of(*m).is_cuda());
     const auto on_gpu = m->forward(ids.to(gpu));
-    EXPECT_LT(max_abs(on_cpu, on_gpu), 1e-4) << c.model_type;
+    EXPECT_LT(max_abs(on_cpu, on_gpu), 1e-4) << name_of(c.model_type);
   }
 }
 

@@ -29,31 +29,33 @@ TEST(RouterTable, IsInEnumOrderAndFindsEveryKindByName) {
     EXPECT_EQ(static_cast<size_t>(r.kind), i) << r.name;
     EXPECT_EQ(&router_traits(r.kind), &r);
     EXPECT_EQ(&router_traits(r.model_type, r.name, "x"), &r);
-    EXPECT_TRUE(seen.insert({r.model_type, r.name}).second) << "twice: " << r.name;
+    EXPECT_TRUE(seen.insert({name_of(r.model_type), r.name}).second) << "twice: " << r.name;
   }
-  EXPECT_EQ(router_names("mixtral"), (std::vector<std::string>{"top-k", "soft", "sample", "hash",
-                                                               "tag", "gumbel", "reinforce"}));
-  EXPECT_EQ(router_names("mixtral", /*learned_only=*/true),
+  EXPECT_EQ(
+      router_names(ModelType::kMixtral),
+      (std::vector<std::string>{"top-k", "soft", "sample", "hash", "tag", "gumbel", "reinforce"}));
+  EXPECT_EQ(router_names(ModelType::kMixtral, /*learned_only=*/true),
             (std::vector<std::string>{"top-k", "soft", "sample", "gumbel", "reinforce"}));
-  EXPECT_EQ(router_names("smear"), (std::vector<std::string>{"prefix", "sequence"}));
-  EXPECT_TRUE(router_names("llama").empty());
+  EXPECT_EQ(router_names(ModelType::kSmear), (std::vector<std::string>{"prefix", "sequence"}));
+  EXPECT_TRUE(router_names(ModelType::kLlama).empty());
 }
 
 TEST(RouterTable, UnknownNamesAreErrorsListingTheKindsOfTheirModelType) {
-  EXPECT_EQ(testing::error_of([] { router_traits("mixtral", "random", "cfg.json"); }),
+  EXPECT_EQ(testing::error_of([] { router_traits(ModelType::kMixtral, "random", "cfg.json"); }),
             "cfg.json: router_mode 'random' is not one of top-k, soft, sample, hash, tag, gumbel, "
             "reinforce");
-  EXPECT_EQ(testing::error_of([] { router_traits("smear", "top-k", "cfg.json"); }),
+  EXPECT_EQ(testing::error_of([] { router_traits(ModelType::kSmear, "top-k", "cfg.json"); }),
             "cfg.json: SMEAR router_mode 'top-k' is not one of prefix, sequence");
-  EXPECT_NE(
-      testing::error_of([] { router_traits("llama", "top-k", "cfg.json"); }).find("no router"),
-      std::string::npos);
+  EXPECT_NE(testing::error_of([] {
+              router_traits(ModelType::kLlama, "top-k", "cfg.json");
+            }).find("no router"),
+            std::string::npos);
 }
 
 TEST(RouterTable, TraitsAreConsistent) {
   for (const auto& r : router_table()) {
-    const bool smear = std::string(r.model_type) == "smear";
-    EXPECT_TRUE(smear || std::string(r.model_type) == "mixtral") << r.name;
+    const bool smear = r.model_type == ModelType::kSmear;
+    EXPECT_TRUE(smear || r.model_type == ModelType::kMixtral) << r.name;
     if (r.cacheable) {
       EXPECT_TRUE(r.causal) << r.name << ": cached but reads later tokens";
     }
@@ -73,11 +75,11 @@ TEST(RouterTable, TraitsAreConsistent) {
 
 // A tiny model routed by `r`, its routers scaled up so that routing shows in the logits.
 CausalLM model_with(const RouterTraits& r) {
-  const bool smear = std::string(r.model_type) == "smear";
+  const bool smear = r.model_type == ModelType::kSmear;
   const int64_t k = r.experts == ExpertsPerToken::kTopK  ? 2
                     : r.experts == ExpertsPerToken::kOne ? 1
                                                          : 3;
-  ModelConfig c = routed_config(r.model_type, 3, smear ? 3 : k, r.name);
+  ModelConfig c = routed_config(name_of(r.model_type), 3, smear ? 3 : k, r.name);
   torch::manual_seed(11);
   CausalLM m(c);
   torch::NoGradGuard no_grad;

@@ -18,7 +18,7 @@ TEST(Autocast, Bf16ForwardIsCloseToFp32AndKeepsWeightsFp32) {
   for (const auto& c : {testing::small_model_config(40, 16, 24, 2, 4, 2, 32),
                         testing::routed_config("mixtral", 4, 2, "top-k"),
                         testing::routed_config("smear", 3, 1, "prefix")}) {
-    SCOPED_TRACE(c.model_type);
+    SCOPED_TRACE(name_of(c.model_type));
     torch::manual_seed(7);
     CausalLM m(c);
     const auto ids = torch::randint(0, c.vocab_size, {4, 13}, torch::kInt64);

@@ -114,7 +114,7 @@ std::map<std::string, torch::Tensor> reference_params(const RunDir& run,
     const CausalLM model = load_model(dir);
     BTX_CHECK(!model->config().is_routed() && !model->config().has_attention_experts(),
               "--reference '{}' is a {} model: grafting swaps the tensors of dense models",
-              reference, model->config().model_type);
+              reference, name_of(model->config().model_type));
     for (const auto& [name, t] : named_params(model)) out[name] = t.detach().clone();
     return out;
   }

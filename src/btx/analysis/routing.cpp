@@ -103,7 +103,7 @@ nlohmann::json routing_analysis(const Run& run, const ModelFolder& folder,
   BTX_CHECK(folder.config().is_routed(),
             "{} is not an MoE or SMEAR model (model_type \"{}\"): routing analysis needs a "
             "routed model (btx, upcycle, smear, ...)",
-            model_dir.string(), folder.config().model_type);
+            model_dir.string(), name_of(folder.config().model_type));
   CausalLM model = folder.model();
   model->eval();
   auto layers = routed_layers(model);
@@ -188,7 +188,7 @@ nlohmann::json routing_analysis(const Run& run, const ModelFolder& folder,
                         {"domains", domains},
                         {"novel_domains", novel},
                         {"top_k", model->config().num_experts_per_tok},
-                        {"model_type", model->config().model_type},
+                        {"model_type", name_of(model->config().model_type)},
                         {"router_mode", model->config().router_mode},
                         {"layers", per_layer}};
   if (opts.sample_tokens > 0) out["samples"] = samples;

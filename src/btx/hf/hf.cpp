@@ -39,7 +39,7 @@ bool btx_only_tensor(const std::string& name) {
 std::string exportable_routers() {
   std::vector<std::string> names;
   for (const auto& r : router_table()) {
-    if (std::string(r.model_type) == "mixtral" && r.hf != HfRouting::kNone) {
+    if (r.model_type == ModelType::kMixtral && r.hf != HfRouting::kNone) {
       names.push_back(r.name);
     }
   }
@@ -315,7 +315,7 @@ RunConfig import_hf(const HfImportOptions& o) {
       fs::exists(o.hf / "tokenizer.json") ? " (only tokenizer.json, which btx does not read)" : "");
   const Tokenizer tok = Tokenizer::load(tok_file);
   ModelConfig mc = model_config_from_json(j, cfg_file.string());
-  mc.model_type = "llama";
+  mc.model_type = ModelType::kLlama;
   BTX_CHECK(tok.vocab_size() == mc.vocab_size,
             "{} has {} pieces but {} says vocab_size {}: they must be equal", tok_file.string(),
             tok.vocab_size(), cfg_file.string(), mc.vocab_size);

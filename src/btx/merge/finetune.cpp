@@ -33,7 +33,7 @@ TrainResult finetune_model(const Run& run, const fs::path& model_dir, const std:
   BTX_CHECK(mc.is_routed(),
             "{} is not an MoE or SMEAR model (model_type \"{}\"): finetune trains the routers "
             "and experts of `btx merge --method btx`, `upcycle` or `smear` models",
-            model_dir.string(), mc.model_type);
+            model_dir.string(), name_of(mc.model_type));
   BTX_CHECK(c.finetune.seq_len <= mc.max_position_embeddings,
             "[finetune] seq_len {} exceeds the model's max_position_embeddings {}",
             c.finetune.seq_len, mc.max_position_embeddings);

@@ -7,7 +7,7 @@
 namespace btx {
 
 const RouterTraits& mixtral_router(const ParamValues& params) {
-  return router_traits("mixtral", params.text("router"), "--router");
+  return router_traits(ModelType::kMixtral, params.text("router"), "--router");
 }
 
 MergeMethod btx_method() {
@@ -56,7 +56,7 @@ MergeMethod fixed_routing_method(const std::string& mode) {
   MergeMethod m;
   m.name = mode;
   m.router = [mode](const auto&) -> const RouterTraits& {
-    return router_traits("mixtral", mode, "--method");
+    return router_traits(ModelType::kMixtral, mode, "--method");
   };
   m.params = {shared_param(), fisher_windows_param()};
   m.build = [mode](const MergeContext& ctx, const fs::path& out) {

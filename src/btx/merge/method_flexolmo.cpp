@@ -31,9 +31,9 @@ class FlexolmoMerge {
   FlexolmoMerge(const MergeContext& ctx) : ctx_(ctx) {
     for (const auto& e : ctx.experts) readers_.emplace_back(e.dir / "model.safetensors");
     expert_config_ = load_model_config(ctx.experts.front().dir);
-    BTX_CHECK(expert_config_.model_type == "mixtral" && expert_config_.num_local_experts == 2,
+    BTX_CHECK(expert_config_.is_moe() && expert_config_.num_local_experts == 2,
               "{}: a flexolmo expert is a two-expert mixtral model, not {} with {} experts",
-              ctx.experts.front().dir.string(), expert_config_.model_type,
+              ctx.experts.front().dir.string(), name_of(expert_config_.model_type),
               expert_config_.num_local_experts);
     seed_.emplace(ctx.run.seed() / "model.safetensors");
   }
@@ -116,7 +116,7 @@ MergeMethod flexolmo_method() {
   MergeMethod m;
   m.name = "flexolmo";
   m.router = [](const auto&) -> const RouterTraits& {
-    return router_traits("mixtral", "top-k", "--method");
+    return router_traits(ModelType::kMixtral, "top-k", "--method");
   };
   m.study_finetune = "";  // its router rows are trained already
   m.expert_modes = {ExpertMode::kFlexolmo};

@@ -13,7 +13,7 @@ MergeMethod smear_method() {
   MergeMethod m;
   m.name = "smear";
   m.router = [](const ParamValues& params) -> const RouterTraits& {
-    return router_traits("smear", params.text("router"), "--router");
+    return router_traits(ModelType::kSmear, params.text("router"), "--router");
   };
   m.description =
       "one model whose FFN is the experts' FFNs averaged with router weights (per prefix: "
@@ -22,7 +22,8 @@ MergeMethod smear_method() {
       "Muqeeth, Liu, Raffel 2023, Soft Merging of Experts with Adaptive Routing "
       "(arXiv:2306.03745)";
   m.params = {
-      choice_param("router", "prefix", router_names("smear"), router_help("smear")),
+      choice_param("router", "prefix", router_names(ModelType::kSmear),
+                   router_help(ModelType::kSmear)),
       router_init_param("random"),
       ridge_lambda_param(),
       real_param("expert-dropout", "0.1",
@@ -31,7 +32,7 @@ MergeMethod smear_method() {
   };
   m.build = [](const MergeContext& ctx, const fs::path& out) {
     MoeBuildOptions o;
-    o.model_type = "smear";
+    o.model_type = ModelType::kSmear;
     o.router_mode = ctx.params.text("router");
     o.router_init = ctx.params.text("router-init");
     o.ridge_lambda = ctx.params.real("ridge-lambda");

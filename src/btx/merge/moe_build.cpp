@@ -128,8 +128,8 @@ std::vector<MoeSlot> expert_moe_slots(const MergeContext& ctx, bool from_seed) {
 std::vector<Param> moe_params(const std::string& default_init) {
   return {
       integer_param("top-k", "2", "experts per token", 1),
-      choice_param("router", "top-k", router_names("mixtral", /*learned_only=*/true),
-                   router_help("mixtral", /*learned_only=*/true)),
+      choice_param("router", "top-k", router_names(ModelType::kMixtral, /*learned_only=*/true),
+                   router_help(ModelType::kMixtral, /*learned_only=*/true)),
       real_param("aux-loss", "0.01", "load-balancing weight alpha (0: none, experts may die)", 0),
       real_param("z-loss", "0", "router z-loss weight", 0),
       router_init_param(default_init),
@@ -156,13 +156,13 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
   const ModelConfig& dense = avg.config();
   BTX_CHECK(!dense.is_routed(),
             "{}: the checkpoints to mix are already {} models; btx mixes dense experts",
-            shared.front().dir.string(), dense.model_type);
+            shared.front().dir.string(), name_of(dense.model_type));
   BTX_CHECK(!dense.has_attention_experts(),
             "{}: the checkpoints to mix already have attention experts; btx mixes dense experts",
             shared.front().dir.string());
-  BTX_CHECK(opts.model_type == "mixtral" || opts.model_type == "smear",
-            "MoE build: model_type '{}' is not mixtral or smear", opts.model_type);
-  const bool smear = opts.model_type == "smear";
+  BTX_CHECK(opts.model_type == ModelType::kMixtral || opts.model_type == ModelType::kSmear,
+            "MoE build: model_type '{}' is not mixtral or smear", name_of(opts.model_type));
+  const bool smear = opts.model_type == ModelType::kSmear;
   const std::string module = smear ? "smear" : "block_sparse_moe";
   ModelConfig moe = dense;
   moe.model_type = opts.model_type;

@@ -26,8 +26,8 @@ struct MoeSlot {
 };
 
 struct MoeBuildOptions {
-  std::string model_type = "mixtral";  // mixtral (MoE FFN) | smear (merged-expert FFN)
-  double expert_dropout = 0.0;         // smear only
+  ModelType model_type = ModelType::kMixtral;  // MoE FFN, or SMEAR's merged-expert FFN
+  double expert_dropout = 0.0;                 // smear only
   int64_t top_k = 2;
   std::string router_mode = "top-k";
   double aux_loss = 0.01;

@@ -30,8 +30,14 @@ double estimated_params(const ModelConfig& c) {
 }
 }  // namespace
 
+const std::vector<Named<ModelType>>& names(ModelType) {
+  static const std::vector<Named<ModelType>> table = {
+      {ModelType::kLlama, "llama"}, {ModelType::kMixtral, "mixtral"}, {ModelType::kSmear, "smear"}};
+  return table;
+}
+
 const RouterTraits& ModelConfig::router() const {
-  BTX_CHECK(is_routed(), "model_type '{}' has no router", model_type);
+  BTX_CHECK(is_routed(), "model_type '{}' has no router", name_of(model_type));
   return router_traits(model_type, router_mode, "model config");
 }
 
@@ -43,10 +49,6 @@ void ModelConfig::validate(const std::string& where) const {
   auto positive = [&](const char* key, int64_t v) {
     BTX_CHECK(v > 0, "{}: {} must be positive, got {}", where, key, v);
   };
-  BTX_CHECK(model_type == "llama" || model_type == "mixtral" || model_type == "smear",
-            "{}: model_type '{}' is not supported (expected \"llama\", \"mixtral\" or "
-            "\"smear\")",
-            where, model_type);
   if (is_smear()) {
     positive("num_local_experts", num_local_experts);
     router_traits(model_type, router_mode, where);
@@ -113,9 +115,24 @@ struct JsonWriter {
   nlohmann::json* j;
   template <typename T>
   void field(const char* key, const T& v) {
-    (*j)[key] = v;
+    if constexpr (std::is_enum_v<T>) {
+      (*j)[key] = name_of(v);
+    } else {
+      (*j)[key] = v;
+    }
   }
 };
+
+// The names of an enum's table for a message: "\"a\", \"b\" or \"c\"".
+template <typename E>
+std::string quoted_names() {
+  std::string out;
+  const auto& all = names(E{});
+  for (size_t i = 0; i < all.size(); ++i) {
+    out += fmt::format("{}\"{}\"", i == 0 ? "" : i + 1 == all.size() ? " or " : ", ", all[i].name);
+  }
+  return out;
+}
 
 struct JsonReader {
   const nlohmann::json* j;
@@ -131,10 +148,19 @@ struct JsonReader {
       BTX_CHECK(it->is_number_integer(), "{}: key '{}' must be an integer, got {}", where, key,
                 it->dump());
     }
-    try {
-      v = it->get<T>();
-    } catch (const nlohmann::json::exception&) {
-      fail("{}: key '{}' has the wrong type ({})", where, key, it->dump());
+    if constexpr (std::is_enum_v<T>) {
+      BTX_CHECK(it->is_string(), "{}: key '{}' has the wrong type ({})", where, key, it->dump());
+      const auto name = it->get<std::string>();
+      const auto value = find_named<T>(name);
+      BTX_CHECK(value.has_value(), "{}: {} '{}' is not supported (expected {})", where, key, name,
+                quoted_names<T>());
+      v = *value;
+    } else {
+      try {
+        v = it->get<T>();
+      } catch (const nlohmann::json::exception&) {
+        fail("{}: key '{}' has the wrong type ({})", where, key, it->dump());
+      }
     }
   }
 };

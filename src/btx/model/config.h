@@ -6,14 +6,24 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
+
+#include "btx/util/names.h"
 
 namespace btx {
 
 struct RouterTraits;  // router.h
 
+// The FFN family of a model: config.json's model_type (HF's names for the first two).
+enum class ModelType {
+  kLlama,    // "llama": dense SwiGLU FFN
+  kMixtral,  // "mixtral": MoE FFN (moe.h)
+  kSmear,    // "smear": merged-expert FFN (smear.h)
+};
+const std::vector<Named<ModelType>>& names(ModelType);
+
 struct ModelConfig {
-  // "llama": dense SwiGLU FFN; "mixtral": MoE FFN (moe.h); "smear": merged-expert FFN (smear.h)
-  std::string model_type = "llama";
+  ModelType model_type = ModelType::kLlama;
   int64_t vocab_size = 0;           // 0 in a run config: taken from the tokenizer
   int64_t hidden_size = 128;        // C
   int64_t intermediate_size = 352;  // SwiGLU inner width
@@ -67,8 +77,8 @@ struct ModelConfig {
     v.field("num_attention_experts", num_attention_experts);
   }
 
-  bool is_moe() const { return model_type == "mixtral"; }
-  bool is_smear() const { return model_type == "smear"; }
+  bool is_moe() const { return model_type == ModelType::kMixtral; }
+  bool is_smear() const { return model_type == ModelType::kSmear; }
   // A mixture of attention experts in every layer (BAM).
   bool has_attention_experts() const { return num_attention_experts > 0; }
   // A router and N experts per layer (MoE or SMEAR).

@@ -129,7 +129,7 @@ bool CausalLMImpl::supports_cache() const {
 
 torch::Tensor CausalLMImpl::forward_cached(const torch::Tensor& ids, KVCache& cache, LogitsAt at) {
   TORCH_CHECK(supports_cache(), "incremental decoding needs token-by-token FFNs; model_type ",
-              config().model_type, " with router_mode ", config().router_mode,
+              name_of(config().model_type), " with router_mode ", config().router_mode,
               " must be recomputed with forward()");
   auto h = model->forward_cached(ids, cache);  // (B, T, C)
   return lm_logits(at == LogitsAt::kLast ? h.select(1, -1) : h);

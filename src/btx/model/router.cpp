@@ -10,27 +10,28 @@ namespace {
 using E = ExpertsPerToken;
 using R = RouterTraining;
 using H = HfRouting;
+using M = ModelType;
 
 // One row per kind, in enum order (router_traits(kind) indexes it).
 const std::vector<RouterTraits> kRouters = {
     // kind, name, model_type, causal, cacheable, learned, needs_labels, experts, training, hf
-    {RouterKind::kTopK, "top-k", "mixtral", true, true, true, false, E::kTopK, R::kGates, H::kTopK,
-     "the k largest router logits per token, softmax over them"},
-    {RouterKind::kSoft, "soft", "mixtral", true, true, true, false, E::kAll, R::kGates, H::kAllTopE,
-     "every expert, weighted by the router's full softmax"},
-    {RouterKind::kSample, "sample", "mixtral", false, false, true, false, E::kTopK, R::kGates,
+    {RouterKind::kTopK, "top-k", M::kMixtral, true, true, true, false, E::kTopK, R::kGates,
+     H::kTopK, "the k largest router logits per token, softmax over them"},
+    {RouterKind::kSoft, "soft", M::kMixtral, true, true, true, false, E::kAll, R::kGates,
+     H::kAllTopE, "every expert, weighted by the router's full softmax"},
+    {RouterKind::kSample, "sample", M::kMixtral, false, false, true, false, E::kTopK, R::kGates,
      H::kNone, "one choice per sequence: the top-k of the mean of its tokens' logits"},
-    {RouterKind::kHash, "hash", "mixtral", true, true, false, false, E::kOne, R::kFixed, H::kNone,
+    {RouterKind::kHash, "hash", M::kMixtral, true, true, false, false, E::kOne, R::kFixed, H::kNone,
      "a fixed hash of the token id picks one expert"},
-    {RouterKind::kTag, "tag", "mixtral", true, false, false, true, E::kOne, R::kFixed, H::kNone,
+    {RouterKind::kTag, "tag", M::kMixtral, true, false, false, true, E::kOne, R::kFixed, H::kNone,
      "the sequence's domain label picks one expert (an oracle)"},
-    {RouterKind::kGumbel, "gumbel", "mixtral", true, true, true, false, E::kOne,
+    {RouterKind::kGumbel, "gumbel", M::kMixtral, true, true, true, false, E::kOne,
      R::kStraightThrough, H::kTopOne, "top-1 by straight-through Gumbel-softmax"},
-    {RouterKind::kReinforce, "reinforce", "mixtral", true, true, true, false, E::kOne,
+    {RouterKind::kReinforce, "reinforce", M::kMixtral, true, true, true, false, E::kOne,
      R::kPolicyGradient, H::kTopOne, "top-1 sampled in training, learned by REINFORCE"},
-    {RouterKind::kPrefix, "prefix", "smear", true, true, true, false, E::kMerged, R::kMergeWeights,
-     H::kNone, "SMEAR: the mean of each prefix sets its position's merge"},
-    {RouterKind::kSequence, "sequence", "smear", false, false, true, false, E::kMerged,
+    {RouterKind::kPrefix, "prefix", M::kSmear, true, true, true, false, E::kMerged,
+     R::kMergeWeights, H::kNone, "SMEAR: the mean of each prefix sets its position's merge"},
+    {RouterKind::kSequence, "sequence", M::kSmear, false, false, true, false, E::kMerged,
      R::kMergeWeights, H::kNone, "SMEAR: the mean of the whole sequence sets its merge"},
 };
 
@@ -59,20 +60,20 @@ const RouterTraits& router_traits(RouterKind kind) {
   return row;
 }
 
-const RouterTraits& router_traits(const std::string& model_type, const std::string& router_mode,
+const RouterTraits& router_traits(ModelType model_type, const std::string& router_mode,
                                   const std::string& where) {
   for (const auto& r : kRouters) {
     if (r.model_type == model_type && r.name == router_mode) return r;
   }
   const auto names = router_names(model_type);
-  BTX_CHECK(!names.empty(), "{}: model_type '{}' has no router", where, model_type);
-  fail("{}: {}router_mode '{}' is not one of {}", where, model_type == "smear" ? "SMEAR " : "",
-       router_mode, fmt::join(names, ", "));
+  BTX_CHECK(!names.empty(), "{}: model_type '{}' has no router", where, name_of(model_type));
+  fail("{}: {}router_mode '{}' is not one of {}", where,
+       model_type == ModelType::kSmear ? "SMEAR " : "", router_mode, fmt::join(names, ", "));
 }
 
 namespace {
 // The rows of `model_type` (only the learned ones with `learned_only`), in table order.
-std::vector<const RouterTraits*> rows_of(const std::string& model_type, bool learned_only) {
+std::vector<const RouterTraits*> rows_of(ModelType model_type, bool learned_only) {
   std::vector<const RouterTraits*> out;
   for (const auto& r : kRouters) {
     if (r.model_type == model_type && (r.learned || !learned_only)) out.push_back(&r);
@@ -81,13 +82,13 @@ std::vector<const RouterTraits*> rows_of(const std::string& model_type, bool lea
 }
 }  // namespace
 
-std::vector<std::string> router_names(const std::string& model_type, bool learned_only) {
+std::vector<std::string> router_names(ModelType model_type, bool learned_only) {
   std::vector<std::string> out;
   for (const auto* r : rows_of(model_type, learned_only)) out.push_back(r->name);
   return out;
 }
 
-std::string router_help(const std::string& model_type, bool learned_only) {
+std::string router_help(ModelType model_type, bool learned_only) {
   std::vector<std::string> parts;
   for (const auto* r : rows_of(model_type, learned_only)) {
     parts.push_back(fmt::format("{} ({}{})", r->name, r->summary, r->causal ? "" : "; not causal"));

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "btx/model/config.h"
+
 namespace btx {
 
 enum class RouterKind {
@@ -56,12 +58,12 @@ enum class HfRouting {
 
 struct RouterTraits {
   RouterKind kind;
-  const char* name;        // router_mode in config.json
-  const char* model_type;  // the FFN family: "mixtral" (MoE) or "smear"
-  bool causal;             // position t's routing reads only tokens <= t
-  bool cacheable;          // decodes incrementally with a KV cache
-  bool learned;            // the router is trained (false: hash, tag)
-  bool needs_labels;       // each sequence's domain label must be given (force_experts)
+  const char* name;      // router_mode in config.json
+  ModelType model_type;  // the FFN family: MoE (kMixtral) or SMEAR
+  bool causal;           // position t's routing reads only tokens <= t
+  bool cacheable;        // decodes incrementally with a KV cache
+  bool learned;          // the router is trained (false: hash, tag)
+  bool needs_labels;     // each sequence's domain label must be given (force_experts)
   ExpertsPerToken experts;
   RouterTraining training;
   HfRouting hf;
@@ -75,13 +77,13 @@ const std::vector<RouterTraits>& router_table();
 const RouterTraits& router_traits(RouterKind kind);
 // The kind named `router_mode` among those of `model_type`; an unknown one is an error naming
 // `where` and listing the kinds of that model type.
-const RouterTraits& router_traits(const std::string& model_type, const std::string& router_mode,
+const RouterTraits& router_traits(ModelType model_type, const std::string& router_mode,
                                   const std::string& where);
 // The names of the router kinds of `model_type`, in table order; with `learned_only`, those
 // of learned routers (the choices of a merge's --router).
-std::vector<std::string> router_names(const std::string& model_type, bool learned_only = false);
+std::vector<std::string> router_names(ModelType model_type, bool learned_only = false);
 // "name (summary) | ..." of the same kinds: the help of a --router parameter.
-std::string router_help(const std::string& model_type, bool learned_only = false);
+std::string router_help(ModelType model_type, bool learned_only = false);
 
 // ---- the routing functions of the MoE kinds --------------------------------------------------
 

@@ -15,13 +15,13 @@ void write_flexolmo_expert(const fs::path& seed_dir, const torch::Tensor& own_wi
                            const fs::path& out) {
   const ModelConfig dense = load_model_config(seed_dir);
   BTX_CHECK(!dense.is_routed(), "{}: a flexolmo expert branches from a dense seed, not a {} model",
-            seed_dir.string(), dense.model_type);
+            seed_dir.string(), name_of(dense.model_type));
   BTX_CHECK(own_windows.size(0) >= 1 && anchor_windows.size(0) >= 1,
             "flexolmo expert: no held-out text for its router rows ({} own windows, {} for the "
             "anchor)",
             own_windows.size(0), anchor_windows.size(0));
   ModelConfig moe = dense;
-  moe.model_type = "mixtral";
+  moe.model_type = ModelType::kMixtral;
   moe.num_local_experts = 2;
   moe.num_experts_per_tok = 2;
   moe.router_mode = "top-k";
