@@ -16,6 +16,21 @@ std::vector<Command>& registry() {
 }
 }  // namespace
 
+void CliArgs::params(std::map<std::string, std::string>& values,
+                     const std::vector<DynamicOption>& declared) {
+  target_ = &values;
+  for (const auto& d : declared) {
+    dynamic_.emplace_back(d.name, cmd_->add_option("--" + d.name, given_[d.name], d.help));
+  }
+}
+
+void CliArgs::apply() const {
+  if (!target_) return;
+  for (const auto& [name, opt] : dynamic_) {
+    if (opt->count() > 0) (*target_)[name] = given_.at(name);
+  }
+}
+
 std::filesystem::path ModelArg::dir() const {
   if (!run.empty()) return resolve_model_path(RunDir{run}, model);
   BTX_CHECK(std::filesystem::exists(model), "model {} does not exist", model);

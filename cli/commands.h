@@ -5,9 +5,13 @@
 #include <CLI/CLI.hpp>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "btx/util/args.h"
 
 namespace btx::cli {
 
@@ -25,6 +29,30 @@ struct ModelArg {
 };
 // Adds both options; `what` says which folders the command takes ("Checkpoint folder").
 void add_model_arg(CLI::App* cmd, ModelArg& arg, const std::string& what);
+
+// Binds a declared argument struct (util/args.h) to a subcommand's options: each declared option
+// becomes a CLI11 option of the same flag and help. Options whose names are only known at run
+// time (params) are read into their map by apply(), after parsing, when given.
+class CliArgs {
+ public:
+  explicit CliArgs(CLI::App* cmd) : cmd_(cmd) {}
+  template <typename T>
+  void option(const char* flag, T& v, const std::string& help) {
+    cmd_->add_option(flag, v, help);
+  }
+  void flag(const char* flag, bool& v, const std::string& help) { cmd_->add_flag(flag, v, help); }
+  void params(std::map<std::string, std::string>& values,
+              const std::vector<DynamicOption>& declared);
+  // The dynamic options given on the command line, into their map.
+  void apply() const;
+  CLI::Option* operator[](const char* flag) const { return cmd_->get_option(flag); }
+
+ private:
+  CLI::App* cmd_;
+  std::map<std::string, std::string>* target_ = nullptr;
+  std::map<std::string, std::string> given_;  // storage of the dynamic options
+  std::vector<std::pair<std::string, CLI::Option*>> dynamic_;
+};
 
 // Writes an analysis's `result` to `out` (atomically, its folder made), then prints it: as JSON
 // with `json`, else as `text` and where it was written.

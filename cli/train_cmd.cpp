@@ -109,29 +109,16 @@ std::vector<Command> add_train_commands(CLI::App& app) {
                                 run.eval("seed").string());
                  }});
 
-  struct FinetuneArgs {
-    std::string run, model, train = "all";
-    bool resume = false;
-    int64_t stop_after = 0;
-    int64_t steps = 0;
-  };
   auto f = std::make_shared<FinetuneArgs>();
   auto* finetune = app.add_subcommand(
       "finetune",
       "Finetune a merged MoE model (btx, upcycle) in place on the domain mixture ([finetune])");
-  finetune->add_option("--run", f->run, "Run directory")->required();
-  finetune->add_option("--model", f->model, "The merged model, e.g. merged/btx")->required();
-  finetune->add_option("--train", f->train, "What trains: " + finetune_selections_help())
-      ->check(CLI::IsMember(finetune_selections()))
-      ->capture_default_str();
-  finetune->add_flag("--resume", f->resume, "Continue an interrupted finetuning");
-  finetune->add_option("--stop-after", f->stop_after,
-                       "Stop with a resumable checkpoint after this step");
-  finetune
-      ->add_option("--steps", f->steps,
-                   "Steps instead of [finetune] steps (a longer or shorter budget; match "
-                   "a dense baseline with `merge --method dense --extra-tokens`)")
-      ->check(CLI::PositiveNumber);
+  CliArgs options(finetune);  // no dynamic options: not needed after parsing
+  f->visit(options);
+  options["--run"]->required();
+  options["--model"]->required();
+  options["--train"]->check(CLI::IsMember(finetune_selections()))->capture_default_str();
+  options["--steps"]->check(CLI::PositiveNumber);
   out.push_back({finetune, [f] {
                    const RunDir dir{f->run};
                    RunConfig c = load_run(dir);

@@ -13,6 +13,7 @@
 
 #include "btx/run/run_dir.h"
 #include "btx/train/trainer.h"
+#include "btx/util/args.h"
 
 namespace btx {
 
@@ -20,6 +21,27 @@ namespace btx {
 const std::vector<std::string>& finetune_selections();
 // "all (every parameter) | router (...) | ...": the help text of the choices.
 std::string finetune_selections_help();
+
+// `btx finetune`'s arguments, declared once (util/args.h): the CLI binds its options to them and
+// the study writes its finetuning commands from them.
+struct FinetuneArgs {
+  std::string run, model;
+  bool resume = false;
+  std::string train = "all";  // one of finetune_selections()
+  int64_t steps = 0;          // 0: [finetune] steps
+  int64_t stop_after = 0;
+  template <typename V>
+  void visit(V& v) {
+    v.option("--run", run, "Run directory");
+    v.option("--model", model, "The merged model, e.g. merged/btx");
+    v.flag("--resume", resume, "Continue an interrupted finetuning");
+    v.option("--train", train, "What trains: " + finetune_selections_help());
+    v.option("--steps", steps,
+             "Steps instead of [finetune] steps (a longer or shorter budget; match a dense "
+             "baseline with `merge --method dense --extra-tokens`)");
+    v.option("--stop-after", stop_after, "Stop with a resumable checkpoint after this step");
+  }
+};
 
 // `train_what`: one of finetune_selections(); another is an error listing them.
 TrainResult finetune_model(const Run& run, const fs::path& model_dir, const std::string& train_what,

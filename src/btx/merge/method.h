@@ -21,6 +21,7 @@
 #include "btx/merge/param_average.h"
 #include "btx/model/router.h"
 #include "btx/run/run_dir.h"
+#include "btx/util/args.h"
 #include "btx/util/params.h"
 
 namespace btx {
@@ -95,6 +96,28 @@ struct MergeRequest {
   std::string output_name;                    // empty: the method's name
   bool force = false;                         // rebuild even when merged/<name> is up to date
   bool resume = false;
+};
+
+// One option per distinct parameter name of the registry: "--NAME", its help and the methods
+// that take it.
+std::vector<DynamicOption> merge_param_options();
+
+// `btx merge`'s arguments, declared once (util/args.h): the CLI binds its options to them, the
+// study writes its merge commands from them and reads its [study] methods entries with them.
+struct MergeArgs {
+  std::string run;
+  MergeRequest request;
+  bool list = false;
+  template <typename V>
+  void visit(V& v) {
+    v.option("--run", run, "Run directory");
+    v.option("--method", request.method, "Combination method (see --list)");
+    v.option("--name", request.output_name, "Output folder merged/<name> (default: method)");
+    v.params(request.params, merge_param_options());
+    v.flag("--force", request.force, "Rebuild even when the output is up to date");
+    v.flag("--resume", request.resume, "Methods that train: continue a checkpoint");
+    v.flag("--list", list, "List the methods, their parameters and papers");
+  }
 };
 
 // merged/<name>'s name for a request: --name, else the method's; not a plain name is an error.

@@ -34,6 +34,22 @@ const MergeMethod& find_merge_method(const std::string& name) {
   fail("unknown merge method '{}' (the methods: {})", name, fmt::join(names, ", "));
 }
 
+std::vector<DynamicOption> merge_param_options() {
+  std::vector<DynamicOption> out;
+  std::map<std::string, std::vector<std::string>> users;
+  std::map<std::string, std::string> help;
+  for (const auto& m : merge_methods()) {
+    for (const auto& p : m.params) {
+      users[p.name].push_back(m.name);
+      help.emplace(p.name, p.help);  // the first method's
+    }
+  }
+  for (const auto& [name, methods] : users) {
+    out.push_back({name, fmt::format("{} [{}]", help.at(name), fmt::join(methods, ", "))});
+  }
+  return out;
+}
+
 fs::path merged_dir(const RunDir& run, const std::string& name) {
   return run.root / "merged" / name;
 }

@@ -16,6 +16,20 @@
 namespace btx {
 
 namespace {
+// A [study] methods entry after its method: `btx merge`'s arguments and the finetuning of its
+// result.
+struct StudyEntry {
+  MergeArgs merge;
+  std::optional<std::string> finetune;        // what trains after merging ("none": nothing)
+  std::optional<std::string> finetune_steps;  // the finetuning budget in steps
+  template <typename V>
+  void visit(V& v) {
+    merge.visit(v);
+    v.option("--finetune", finetune, "what `btx finetune --train` trains, or none");
+    v.option("--finetune-steps", finetune_steps, "finetuning steps instead of [finetune] steps");
+  }
+};
+
 std::vector<std::string> split_words(const std::string& s) {
   std::istringstream in(s);
   std::vector<std::string> out;
@@ -39,28 +53,17 @@ std::vector<StudyMethod> study_methods(const RunConfig& c) {
       const auto words = split_words(line);
       BTX_CHECK(!words.empty(), "empty entry (expected \"METHOD [--param value ...]\")");
       const MergeMethod& m = find_merge_method(words[0]);
-      MergeRequest request;
+      // The rest is read with `btx merge`'s own declarations (--name and the parameters; the
+      // study sets --run, --method and --resume itself) and the entry's finetuning options.
+      StudyEntry entry;
+      ArgsReader reader({words.begin() + 1, words.end()},
+                        {"--name", "--finetune", "--finetune-steps"});
+      entry.visit(reader);
+      reader.finish();
+      MergeRequest request = entry.merge.request;
       request.method = m.name;
-      std::optional<std::string> finetune;        // the entry's --finetune (not a merge parameter)
-      std::optional<std::string> finetune_steps;  // its --finetune-steps (neither)
-      for (size_t w = 1; w < words.size(); w += 2) {
-        BTX_CHECK(words[w].rfind("--", 0) == 0 && words[w].size() > 2,
-                  "expected --PARAM VALUE pairs after the method, got '{}'", words[w]);
-        BTX_CHECK(w + 1 < words.size(), "{} has no value", words[w]);
-        const std::string key = words[w].substr(2);
-        if (key == "name") {
-          request.output_name = words[w + 1];
-        } else if (key == "finetune") {
-          BTX_CHECK(!finetune, "--finetune given twice");
-          finetune = words[w + 1];
-        } else if (key == "finetune-steps") {
-          BTX_CHECK(!finetune_steps, "--finetune-steps given twice");
-          finetune_steps = words[w + 1];
-        } else {
-          BTX_CHECK(!request.params.count(key), "{} given twice", words[w]);
-          request.params[key] = words[w + 1];
-        }
-      }
+      std::optional<std::string> finetune = entry.finetune;
+      const std::optional<std::string>& finetune_steps = entry.finetune_steps;
       // Unknown parameters, choices and values out of range are errors.
       const auto resolved = resolve_merge_params(m, request.params);
       const RouterTraits* router = m.routed() ? &m.router(resolved) : nullptr;

@@ -23,21 +23,31 @@ namespace {
 constexpr int64_t kStudyBarrierPoints = 5;
 constexpr int64_t kStudyBarrierTokens = 8192;
 
+// `btx merge` of `method` into run_dir/merged/<name>, from the command's declarations.
+std::vector<std::string> merge_command(const std::string& run_dir, const std::string& method,
+                                       const std::string& name,
+                                       const std::map<std::string, std::string>& params = {},
+                                       bool resume = false) {
+  MergeArgs merge;
+  merge.run = run_dir;
+  merge.request.method = method;
+  merge.request.output_name = name;
+  merge.request.params = params;
+  merge.request.resume = resume;
+  return command_line("merge", merge);
+}
+
 // `btx finetune` of run_dir/merged/<name>, training `train` (finetune_selections()) for `steps`
 // steps (0: [finetune] steps).
 std::vector<std::string> finetune_command(const std::string& run_dir, const std::string& name,
                                           const std::string& train, int64_t steps = 0) {
-  std::vector<std::string> cmd = {"finetune", "--run",          run_dir,
-                                  "--model",  "merged/" + name, "--resume"};
-  if (train != "all") {
-    cmd.push_back("--train");
-    cmd.push_back(train);
-  }
-  if (steps > 0) {
-    cmd.push_back("--steps");
-    cmd.push_back(std::to_string(steps));
-  }
-  return cmd;
+  FinetuneArgs f;
+  f.run = run_dir;
+  f.model = "merged/" + name;
+  f.resume = true;
+  f.train = train;
+  f.steps = steps;
+  return command_line("finetune", f);
 }
 
 // The stage names among `names` that are not empty.
@@ -148,17 +158,11 @@ struct Planner {
             {},
             {fs::path("merged") / m.name},
             {}};
-    std::vector<std::string> merge = {"merge", "--run", R, "--method", m.method, "--name", m.name};
-    for (const auto& [k, v] : m.params) {
-      merge.push_back("--" + k);
-      merge.push_back(v);
-    }
+    s.commands.push_back(merge_command(R, m.method, m.name, m.params, m.trains));
     if (m.trains) {
-      merge.push_back("--resume");
       s.config_keys.push_back("finetune.");  // its budget may be matched to finetuning's
       s.progress.push_back({m.name, fs::path("merged") / m.name / "metrics.jsonl", 0, 0});
     }
-    s.commands.push_back(merge);
     if (!m.finetune.empty()) {
       s.commands.push_back(finetune_command(R, m.name, m.finetune, m.finetune_steps));
       s.config_keys.push_back("finetune.");
@@ -202,7 +206,7 @@ struct Planner {
             {fs::path(kRandomSplit) / "config.toml", fs::path(kRandomSplit) / "experts",
              fs::path(kRandomSplit) / "merged"},
             {"experts.", "random_seed"}};
-    s.commands.push_back({"merge", "--run", sub, "--method", "ensemble", "--name", kRandomSplit});
+    s.commands.push_back(merge_command(sub, "ensemble", kRandomSplit));
     for (const auto& e : resolve_experts(random_split_config(c), c.corpus.domains)) {
       s.progress.push_back({"random-split " + e.name,
                             fs::path(kRandomSplit) / "experts" / e.name / "metrics.jsonl", et.steps,
@@ -245,7 +249,7 @@ struct Planner {
                             et.tokens_per_step()});
     }
     for (const auto& [method, name] : rows) {
-      s.commands.push_back({"merge", "--run", sub, "--method", method, "--name", name});
+      s.commands.push_back(merge_command(sub, method, name));
       const MergeMethod& m = find_merge_method(method);
       if (!m.routed() || m.study_finetune.empty()) continue;
       s.commands.push_back(finetune_command(sub, name, m.study_finetune));

@@ -1,0 +1,102 @@
+// A command's arguments, declared once (as configs declare their keys): a struct lists its
+// options in a `visit` function, and every user of the command line goes through it -- the CLI
+// binds them to its options (cli/), the study writes its planned commands from them (ArgsWriter)
+// and reads the arguments of its [study] methods entries with them (ArgsReader). No flag name is
+// typed twice.
+//
+//   struct FinetuneArgs {
+//     std::string run, model;
+//     bool resume = false;
+//     template <typename V> void visit(V& v) {
+//       v.option("--run", run, "Run directory");
+//       v.option("--model", model, "The merged model");
+//       v.flag("--resume", resume, "Continue an interrupted finetuning");
+//     }
+//   };
+//
+// A visitor has option(flag, T&, help) for std::string, int64_t and std::vector<std::string>
+// (comma-separated), flag(flag, bool&, help), and params(map, declared) for options whose names
+// are only known at run time (a merge method's parameters).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace btx {
+
+// An option whose name is only known at run time: "--NAME" and its help.
+struct DynamicOption {
+  std::string name;  // without "--"
+  std::string help;
+};
+
+// The command line of `args`: the command's name, then every argument whose value differs from
+// a default-constructed T's, in declaration order ("--flag value"; a flag that is true, "--flag").
+class ArgsWriter {
+ public:
+  void option(const char* flag, const std::string& v, const std::string& help);
+  void option(const char* flag, const int64_t& v, const std::string& help);
+  void option(const char* flag, const std::vector<std::string>& v, const std::string& help);
+  void flag(const char* flag, const bool& v, const std::string& help);
+  void params(const std::map<std::string, std::string>& values,
+              const std::vector<DynamicOption>& declared);
+
+  // (flag, value) in order; a flag's value is "" (a true flag) or absent (false).
+  std::vector<std::pair<std::string, std::string>> items;
+  std::vector<bool> is_flag;
+};
+
+template <typename T>
+std::vector<std::string> command_line(const std::string& command, const T& args) {
+  ArgsWriter have, defaults;
+  const_cast<T&>(args).visit(have);
+  T d{};
+  d.visit(defaults);
+  const std::map<std::string, std::string> default_of(defaults.items.begin(), defaults.items.end());
+  std::vector<std::string> out = {command};
+  for (size_t i = 0; i < have.items.size(); ++i) {
+    const auto d = default_of.find(have.items[i].first);
+    const bool same = d != default_of.end() && d->second == have.items[i].second;
+    if (same && !have.is_flag[i]) continue;
+    if (have.is_flag[i]) {
+      if (have.items[i].second == "1") out.push_back(have.items[i].first);
+      continue;
+    }
+    out.push_back(have.items[i].first);
+    out.push_back(have.items[i].second);
+  }
+  return out;
+}
+
+// Reads "--flag value" pairs (and a lone "--flag" for flags) into the declared options; a word
+// that is not an option, an option given twice or without a value is an error naming it.
+// `allowed`, when not empty, limits the declared options that may be given here (the others are
+// refused).
+class ArgsReader {
+ public:
+  ArgsReader(std::vector<std::string> words, std::vector<std::string> allowed = {});
+  void option(const char* flag, std::string& v, const std::string& help);
+  void option(const char* flag, int64_t& v, const std::string& help);
+  void option(const char* flag, std::vector<std::string>& v, const std::string& help);
+  void option(const char* flag, std::optional<std::string>& v, const std::string& help);
+  void flag(const char* flag, bool& v, const std::string& help);
+  void params(std::map<std::string, std::string>& values,
+              const std::vector<DynamicOption>& declared);
+  // After the visit: the words no declared option took go to params() ("--NAME VALUE" each,
+  // its caller checks the names); without params(), such a word is an error naming it.
+  void finish();
+
+ private:
+  const std::string* take(const char* flag, bool has_value);
+  bool allowed(const std::string& flag) const;
+  std::vector<std::string> words_;
+  std::vector<std::string> allowed_;
+  std::vector<bool> used_;
+  std::map<std::string, std::string>* params_ = nullptr;
+};
+
+}  // namespace btx
