@@ -145,6 +145,21 @@ TEST(ModelFolder, AnEnsembleHasTypedOptionsAndChecksItsExperts) {
         ModelFolder::open(ens).experts();
       }).find("expert 'a' (" + (ens / "../../experts/a").string() + ") changed since the merge"),
       std::string::npos);
+  // A load that fails on the second expert keeps nothing of the first: once the file is back,
+  // the experts are the two, not the first twice.
+  fs::copy_file(dir / "experts/b/model.safetensors", dir / "b.safetensors");
+  fs::copy_file(dir / "experts/c/model.safetensors", dir / "experts/b/model.safetensors",
+                fs::copy_options::overwrite_existing);
+  fs::copy_file(dir / "experts/c/model.safetensors", dir / "experts/a/model.safetensors",
+                fs::copy_options::overwrite_existing);
+  write_model(dir / "experts/a2", dense());  // the same seed: a's weights as merged
+  fs::copy_file(dir / "experts/a2/model.safetensors", dir / "experts/a/model.safetensors",
+                fs::copy_options::overwrite_existing);
+  const ModelFolder partly = ModelFolder::open(ens);
+  EXPECT_NE(error_of([&] { partly.experts(); }).find("expert 'b'"), std::string::npos);
+  fs::copy_file(dir / "b.safetensors", dir / "experts/b/model.safetensors",
+                fs::copy_options::overwrite_existing);
+  EXPECT_EQ(partly.experts().size(), 2u);
 }
 
 TEST(ModelFolder, MalformedRecordsAreErrorsNamingTheFile) {

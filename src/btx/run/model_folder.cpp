@@ -139,14 +139,16 @@ CausalLM ModelFolder::model() const {
 const std::vector<CausalLM>& ModelFolder::experts() const {
   if (s_->experts_loaded) return s_->experts;
   const fs::path file = s_->path / "merge.json";
+  std::vector<CausalLM> loaded;  // kept only when every expert loads
   for (const auto& e : merge().experts) {
     BTX_CHECK(fs::exists(e.dir / "model.safetensors"), "{}: expert '{}' is missing (looked for {})",
               file.string(), e.name, (e.dir / "model.safetensors").string());
     BTX_CHECK(sha256_file(e.dir / "model.safetensors") == e.sha256,
               "{}: expert '{}' ({}) changed since the merge; run `btx merge` again", file.string(),
               e.name, e.dir.string());
-    s_->experts.push_back(load_model(e.dir));
+    loaded.push_back(load_model(e.dir));
   }
+  s_->experts = std::move(loaded);
   s_->experts_loaded = true;
   return s_->experts;
 }
