@@ -100,7 +100,7 @@ TEST_F(HfExportTest, GgufOfAMergedMoeCarriesItsMergeRecord) {
   c.intermediate_size = 64;
   torch::manual_seed(0);
   CausalLM m(c);
-  save_checkpoint(model, {&m});
+  save_checkpoint(model, {&m, nullptr, nullptr, {}});
   testing::write_text(model / "merge.json", R"({
     "method": "btx", "kind": "checkpoint", "params": {},
     "experts": [{"name": "code", "path": "../../experts/code", "sha256": "aa"},

@@ -24,7 +24,7 @@ std::string write_model(const fs::path& dir, const ModelConfig& config) {
   torch::manual_seed(0);
   fs::create_directories(dir.parent_path());
   CausalLM model(config);
-  save_checkpoint(dir, {&model});
+  save_checkpoint(dir, {&model, nullptr, nullptr, {}});
   return sha256_file(dir / "model.safetensors");
 }
 

@@ -123,17 +123,6 @@ struct JsonWriter {
   }
 };
 
-// The names of an enum's table for a message: "\"a\", \"b\" or \"c\"".
-template <typename E>
-std::string quoted_names() {
-  std::string out;
-  const auto& all = names(E{});
-  for (size_t i = 0; i < all.size(); ++i) {
-    out += fmt::format("{}\"{}\"", i == 0 ? "" : i + 1 == all.size() ? " or " : ", ", all[i].name);
-  }
-  return out;
-}
-
 struct JsonReader {
   const nlohmann::json* j;
   std::string where;
@@ -153,7 +142,7 @@ struct JsonReader {
       const auto name = it->get<std::string>();
       const auto value = find_named<T>(name);
       BTX_CHECK(value.has_value(), "{}: {} '{}' is not supported (expected {})", where, key, name,
-                quoted_names<T>());
+                name_alternatives<T>(/*quote=*/true));
       v = *value;
     } else {
       try {

@@ -25,10 +25,8 @@ MergeRecord MergeRecord::read(const fs::path& file) {
     r.method = j.value("method", "");
     const std::string kind = j.value("kind", std::string("checkpoint"));
     const auto k = find_named<ModelKind>(kind);
-    BTX_CHECK(k.has_value(),
-              "{}: unknown model kind '{}' (expected checkpoint, ensemble or "
-              "posterior-average)",
-              file.string(), kind);
+    BTX_CHECK(k.has_value(), "{}: unknown model kind '{}' (expected {})", file.string(), kind,
+              name_alternatives<ModelKind>());
     r.kind = *k;
     r.params = j.value("params", std::map<std::string, std::string>{});
     for (const auto& e : j.value("experts", nlohmann::json::array())) {

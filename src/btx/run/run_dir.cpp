@@ -117,7 +117,7 @@ void ensure_tokenizer(const Run& run) {
 void ensure_data(const Run& run) {
   const RunConfig& c = run.config();
   if (fs::exists(run.data() / "manifest.json")) {
-    ShardSet::open(run.data());  // validates format version, files and sizes
+    run.shards();  // opened (and kept): validates format version, files and sizes
     return;
   }
   spdlog::info("data: tokenizing {} domains from {}", c.corpus.domains.size(), c.corpus.dir);
@@ -130,7 +130,7 @@ void ensure_data(const Run& run) {
   o.test_tokens = c.data.test_tokens;
   o.chunk_bytes = c.data.chunk_bytes;
   o.seed = c.seed;
-  prepare_shards(o, Tokenizer::load(run.tokenizer_file()));
+  prepare_shards(o, run.tokenizer());
 }
 
 TrainJob run_train_job(const Run& run, const std::string& name, const fs::path& out_dir,
@@ -203,7 +203,7 @@ nlohmann::json evaluate_in_run(const RunDir& run, Scorer& scorer, const std::str
 torch::Tensor domain_heldout_windows(const Run& run, const std::string& domain, int64_t windows,
                                      int64_t seq_len) {
   const RunConfig& c = run.config();
-  const ShardSet data = ShardSet::open(run.data());
+  const ShardSet& data = run.shards();  // opened once per run, not once per domain
   if (data.has(domain)) {
     const auto& valid = data.shard(domain, "valid");
     return heldout_windows(valid.slice(0, valid.size()), windows, seq_len);
@@ -213,9 +213,9 @@ torch::Tensor domain_heldout_windows(const Run& run, const std::string& domain, 
             "domain '{}' is neither a training domain of {} ({}) nor one of its novel domains ({})",
             domain, run.root.string(), fmt::join(data.domains(), ", "), fmt::join(novel, ", "));
   const auto d = select_domains(list_corpus(c.corpus.dir), {domain}, c.corpus.dir).at(0);
-  const Tokenizer tok = Tokenizer::load(run.tokenizer_file());
-  return heldout_windows(novel_domain_tokens(d, tok, windows * (seq_len + 1), /*heldout=*/true),
-                         windows, seq_len);
+  return heldout_windows(
+      novel_domain_tokens(d, run.tokenizer(), windows * (seq_len + 1), /*heldout=*/true), windows,
+      seq_len);
 }
 
 std::string format_eval_table(const nlohmann::json& e) {

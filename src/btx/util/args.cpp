@@ -5,36 +5,32 @@
 #include <algorithm>
 
 #include "btx/util/error.h"
+#include "btx/util/params.h"
 
 namespace btx {
 
 // ---- ArgsWriter ---------------------------------------------------------------------------------
 
 void ArgsWriter::option(const char* flag, const std::string& v, const std::string&) {
-  items.emplace_back(flag, v);
-  is_flag.push_back(false);
+  items.push_back({flag, v, false});
 }
 
 void ArgsWriter::option(const char* flag, const int64_t& v, const std::string&) {
-  items.emplace_back(flag, std::to_string(v));
-  is_flag.push_back(false);
+  items.push_back({flag, std::to_string(v), false});
 }
 
 void ArgsWriter::option(const char* flag, const std::vector<std::string>& v, const std::string&) {
-  items.emplace_back(flag, fmt::format("{}", fmt::join(v, ",")));
-  is_flag.push_back(false);
+  items.push_back({flag, fmt::format("{}", fmt::join(v, ",")), false});
 }
 
 void ArgsWriter::flag(const char* flag, const bool& v, const std::string&) {
-  items.emplace_back(flag, v ? "1" : "0");
-  is_flag.push_back(true);
+  items.push_back({flag, v ? "1" : "0", true});
 }
 
 void ArgsWriter::params(const std::map<std::string, std::string>& values,
                         const std::vector<DynamicOption>&) {
   for (const auto& [name, value] : values) {
-    items.emplace_back("--" + name, value);
-    is_flag.push_back(false);
+    items.push_back({"--" + name, value, false});
   }
 }
 
@@ -80,13 +76,9 @@ void ArgsReader::option(const char* flag, std::string& v, const std::string&) {
 void ArgsReader::option(const char* flag, int64_t& v, const std::string&) {
   const auto* w = take(flag, true);
   if (!w) return;
-  size_t used = 0;
-  try {
-    v = std::stoll(*w, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  BTX_CHECK(used == w->size() && !w->empty(), "{} '{}': expected an integer", flag, *w);
+  const auto x = parse_integer(*w);
+  BTX_CHECK(x.has_value(), "{} '{}': expected an integer", flag, *w);
+  v = *x;
 }
 
 void ArgsReader::option(const char* flag, std::vector<std::string>& v, const std::string&) {

@@ -45,9 +45,11 @@ class ArgsWriter {
   void params(const std::map<std::string, std::string>& values,
               const std::vector<DynamicOption>& declared);
 
-  // (flag, value) in order; a flag's value is "" (a true flag) or absent (false).
-  std::vector<std::pair<std::string, std::string>> items;
-  std::vector<bool> is_flag;
+  struct Item {
+    std::string flag, value;  // a flag's value: "1" (given) or "0"
+    bool is_flag = false;
+  };
+  std::vector<Item> items;  // in declaration order
 };
 
 template <typename T>
@@ -56,18 +58,18 @@ std::vector<std::string> command_line(const std::string& command, const T& args)
   const_cast<T&>(args).visit(have);
   T d{};
   d.visit(defaults);
-  const std::map<std::string, std::string> default_of(defaults.items.begin(), defaults.items.end());
+  std::map<std::string, std::string> default_of;
+  for (const auto& item : defaults.items) default_of[item.flag] = item.value;
   std::vector<std::string> out = {command};
-  for (size_t i = 0; i < have.items.size(); ++i) {
-    const auto d = default_of.find(have.items[i].first);
-    const bool same = d != default_of.end() && d->second == have.items[i].second;
-    if (same && !have.is_flag[i]) continue;
-    if (have.is_flag[i]) {
-      if (have.items[i].second == "1") out.push_back(have.items[i].first);
+  for (const auto& item : have.items) {
+    if (item.is_flag) {
+      if (item.value == "1") out.push_back(item.flag);
       continue;
     }
-    out.push_back(have.items[i].first);
-    out.push_back(have.items[i].second);
+    const auto d = default_of.find(item.flag);
+    if (d != default_of.end() && d->second == item.value) continue;
+    out.push_back(item.flag);
+    out.push_back(item.value);
   }
   return out;
 }

@@ -50,6 +50,22 @@ std::string name_list(const std::vector<E>& values = {}, const char* separator =
   return fmt::format("{}", fmt::join(out, separator));
 }
 
+// Every name of the table as alternatives for a message: "a, b or c" (`quote`: "\"a\", \"b\" or
+// \"c\"").
+template <typename E>
+std::string name_alternatives(bool quote = false) {
+  std::string out;
+  const auto& all = names(E{});
+  for (size_t i = 0; i < all.size(); ++i) {
+    out += fmt::format("{}{}",
+                       i == 0                ? ""
+                       : i + 1 == all.size() ? " or "
+                                             : ", ",
+                       quote ? fmt::format("\"{}\"", all[i].name) : std::string(all[i].name));
+  }
+  return out;
+}
+
 // The value named `name`, or the error "WHERE: 'NAME' is not one of a, b, c".
 template <typename E>
 E parse_named(const std::string& name, const std::string& where) {
