@@ -40,11 +40,19 @@ class CliArgs {
   void option(const char* flag, T& v, const std::string& help) {
     cmd_->add_option(flag, v, help);
   }
+  template <typename T>
+  void option(const char* flag, std::vector<T>& v, const std::string& help) {
+    cmd_->add_option(flag, v, help)->delimiter(',');
+  }
+  void repeated(const char* flag, std::vector<std::string>& v, const std::string& help) {
+    cmd_->add_option(flag, v, help);
+  }
   void flag(const char* flag, bool& v, const std::string& help) { cmd_->add_flag(flag, v, help); }
   void params(std::map<std::string, std::string>& values,
               const std::vector<DynamicOption>& declared);
   // The dynamic options given on the command line, into their map.
   void apply() const;
+  // The option declared as `flag` (its first name: "--jobs" for "--jobs,-j").
   CLI::Option* operator[](const char* flag) const { return cmd_->get_option(flag); }
 
  private:

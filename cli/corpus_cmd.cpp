@@ -40,22 +40,15 @@ std::vector<Command> add_corpus_commands(CLI::App& app) {
   auto* corpus = app.add_subcommand("corpus", "Build or inspect a multi-domain text corpus");
   corpus->require_subcommand(1);
 
-  auto build_opts = std::make_shared<CorpusBuildOptions>();
-  auto no_install = std::make_shared<bool>(false);
+  auto build_args = std::make_shared<CorpusBuildArgs>();
   auto* build = corpus->add_subcommand(
       "build",
       "Install Debian packages with freely licensed text and extract one DIR/<domain>.txt per "
       "domain, plus DIR/manifest.json (package versions, sha256). Unchanged domains are skipped.");
-  build->add_option("--out", build_opts->out, "Corpus folder to write")->required();
-  build
-      ->add_option("--domains", build_opts->domains,
-                   "Comma-separated domains (default: all; see `btx corpus list`)")
-      ->delimiter(',');
-  build->add_option("--jobs", build_opts->jobs, "Parallel renderers for man pages")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  build->add_flag("--no-install", *no_install,
-                  "Never run apt-get; fail if a domain's package is missing");
+  CliArgs build_options(build);
+  build_args->visit(build_options);
+  build_options["--out"]->required();
+  build_options["--jobs"]->check(CLI::PositiveNumber)->capture_default_str();
 
   auto list_dir = std::make_shared<std::string>();
   auto* list = corpus->add_subcommand(
@@ -64,9 +57,9 @@ std::vector<Command> add_corpus_commands(CLI::App& app) {
 
   return {
       {build,
-       [build_opts, no_install] {
-         CorpusBuildOptions o = *build_opts;
-         o.install = !*no_install;
+       [build_args] {
+         CorpusBuildOptions o = build_args->options;
+         o.install = !build_args->no_install;
          build_corpus(o);
        }},
       {list,

@@ -19,18 +19,6 @@
 namespace btx::cli {
 
 namespace {
-struct EvalArgs {
-  std::string run, data, novel, tokenizer, out, name;
-  std::vector<std::string> models, novel_domains;
-  EvalOptions opts = [] {
-    EvalOptions o;
-    o.seq_len = 0;
-    o.batch_size = 0;
-    return o;
-  }();
-  bool json = false;
-};
-
 // The tokenizer for novel text: --tokenizer, else the model's run's, else the one beside the
 // shards (data/..).
 fs::path find_tokenizer(const EvalArgs& a, const fs::path& model) {
@@ -87,47 +75,19 @@ std::vector<Command> add_eval_commands(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
   auto* cmd = app.add_subcommand(
       "eval", "Per-domain loss and perplexity of models: checkpoints, merged models, ensembles");
-  cmd->add_option("--model", a->models,
-                  "Model folder(s); with --run also seed, experts/NAME, merged/NAME")
-      ->required()
-      ->delimiter(',');
-  cmd->add_option("--run", a->run,
-                  "Run directory: its data, novel domains, window length and batch size; results "
-                  "go to eval/<name>.json");
-  cmd->add_option("--data", a->data, "Token shards folder (a run's data/), without --run");
-  cmd->add_option("--novel", a->novel,
-                  "Folder of novel domains (one .txt or sub-folder each), tokenized on the fly; "
-                  "with --run, added to the run's own novel domains");
-  cmd->add_option("--novel-domains", a->novel_domains, "Only these domains of --novel")
-      ->delimiter(',');
-  cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.model for --novel (default: found)");
-  cmd->add_option("--split", a->opts.split, "Shard split to score")
-      ->check(CLI::IsMember({"train", "valid", "test"}))
-      ->capture_default_str();
-  cmd->add_option("--seq-len", a->opts.seq_len,
-                  "Window length T (default: the run's, else the model's context)");
-  cmd->add_option("--batch-size", a->opts.batch_size,
-                  "Windows per forward pass (default: the run's, else 16)");
-  cmd->add_option("--max-tokens", a->opts.max_tokens, "Per domain (0: the whole split)")
-      ->capture_default_str();
-  cmd->add_option("--name", a->name, "Model name in the output (one model only)");
-  cmd->add_flag("--json", a->json, "Print the result as JSON");
-  cmd->add_option("--out", a->out, "Also write the JSON to this file (one model only)");
-  struct ResultsArgs {
-    std::string run;
-    std::vector<std::string> models;
-  };
+  CliArgs options(cmd);
+  a->visit(options);
+  options["--model"]->required();
+  options["--split"]->check(CLI::IsMember({"train", "valid", "test"}))->capture_default_str();
+  options["--max-tokens"]->capture_default_str();
   auto r = std::make_shared<ResultsArgs>();
   auto* results_cmd = app.add_subcommand(
       "results",
       "The study's results table of evaluated models (best per column marked, findings), "
       "written to results.md and results.json in the run");
-  results_cmd->add_option("--run", r->run, "Run directory")->required();
-  results_cmd
-      ->add_option("--model", r->models,
-                   "Models in table order, as given to `btx eval` (default: every eval/*.json, "
-                   "seed first)")
-      ->delimiter(',');
+  CliArgs results_options(results_cmd);
+  r->visit(results_options);
+  results_options["--run"]->required();
   auto results_run = [r] {
     RunDir run{r->run};
     const std::vector<std::string> models = r->models.empty() ? evaluated_models(run) : r->models;

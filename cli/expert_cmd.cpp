@@ -42,20 +42,15 @@ std::map<std::string, double> parse_mixture(const std::vector<std::string>& item
 std::vector<Command> add_expert_commands(CLI::App& app) {
   std::vector<Command> out;
 
-  struct BranchArgs {
-    std::string run, add;
-    std::vector<std::string> domains;
-  };
   auto b = std::make_shared<BranchArgs>();
   auto* branch = app.add_subcommand(
       "branch",
       "Branch the experts of the run's config from the finished seed (exact copies), "
       "or --add one later, initialised from the posterior-weighted average of the "
       "trained experts (BTM)");
-  branch->add_option("--run", b->run, "Run directory")->required();
-  branch->add_option("--add", b->add, "Name of a new expert to add");
-  branch->add_option("--domains", b->domains, "With --add: its domains, NAME or NAME=WEIGHT")
-      ->delimiter(',');
+  CliArgs branch_options(branch);
+  b->visit(branch_options);
+  branch_options["--run"]->required();
   out.push_back({branch, [b] {
                    const Run run = Run::open(b->run);
                    if (b->add.empty()) {
@@ -69,66 +64,28 @@ std::vector<Command> add_expert_commands(CLI::App& app) {
                    grow_expert(run, b->add, parse_mixture(b->domains));
                  }});
 
-  struct TrainArgs {
-    std::string run, expert;
-    bool resume = false;
-    int64_t stop_after = 0;
-    int threads = 0;
-  };
-  auto t = std::make_shared<TrainArgs>();
+  auto t = std::make_shared<TrainExpertArgs>();
   auto* train = app.add_subcommand("train", "Train one expert from its branch point");
-  train->add_option("--run", t->run, "Run directory")->required();
-  train->add_option("--expert", t->expert, "Expert name")->required();
-  train->add_flag("--resume", t->resume, "Continue from the expert's last checkpoint");
-  train->add_option("--stop-after", t->stop_after,
-                    "Stop with a resumable checkpoint after this step (time-limited slots)");
-  train->add_option("--threads", t->threads, "LibTorch intra-op threads (0: the config's)");
+  CliArgs train_options(train);
+  t->visit(train_options);
+  train_options["--run"]->required();
+  train_options["--expert"]->required();
   out.push_back({train, [t] {
                    const Run run = Run::open(t->run);
                    distributed_from_env();  // data parallel when WORLD_SIZE > 1
                    train_expert(run, t->expert, t->resume, t->stop_after, t->threads);
                  }});
 
-  struct LaunchArgs {
-    std::string run;
-    LaunchOptions local;
-    SlurmOptions slurm;
-    SlurmLaunch launch;
-    bool use_slurm = false;
-  };
   auto l = std::make_shared<LaunchArgs>();
   auto* launch = app.add_subcommand(
       "launch", "Train every unfinished expert: a local pool of processes, or a Slurm job array");
-  launch->add_option("--run", l->run, "Run directory")->required();
-  auto* jobs = launch
-                   ->add_option("--jobs,-j", l->local.jobs,
-                                "Experts training at once (with --gpus: one per GPU)")
-                   ->capture_default_str();
-  launch->add_option("--threads-per-job", l->local.threads_per_job,
-                     "BLAS threads per expert (0: cores / jobs; LibTorch keeps 1)");
-  launch->add_option("--only", l->local.only, "Only these experts")->delimiter(',');
-  launch
-      ->add_option("--gpus", l->local.gpus,
-                   "GPU indices (e.g. 0,1,2,3): each expert trains on one of them, one expert "
-                   "per GPU at a time (--jobs, when given, caps them)")
-      ->delimiter(',');
-  launch->add_flag("--slurm", l->use_slurm, "Write a Slurm job-array script instead");
-  launch->add_flag("--submit", l->launch.submit, "With --slurm: submit it with sbatch");
-  launch->add_flag("--dry-run", l->launch.dry_run, "With --slurm: print the script, write nothing");
-  launch->add_flag("--wait", l->launch.wait,
-                   "With --slurm --submit: wait until every expert has finished (`btx run` "
-                   "does), showing their progress; fails naming the experts whose tasks "
-                   "ended unfinished");
-  launch
-      ->add_option("--poll-seconds", l->launch.poll_seconds,
-                   "With --wait: seconds between looks at the checkpoints and squeue")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  launch->add_option("--cpus-per-task", l->slurm.cpus_per_task, "Slurm: CPUs per expert")
-      ->capture_default_str();
-  launch->add_option("--time", l->slurm.time, "Slurm: time limit per task")->capture_default_str();
-  launch->add_option("--partition", l->slurm.partition, "Slurm: partition");
-  launch->add_option("--sbatch-arg", l->slurm.sbatch_args, "Slurm: extra #SBATCH line (repeat)");
+  CliArgs launch_options(launch);
+  l->visit(launch_options);
+  launch_options["--run"]->required();
+  auto* jobs = launch_options["--jobs"]->capture_default_str();
+  launch_options["--poll-seconds"]->check(CLI::PositiveNumber)->capture_default_str();
+  launch_options["--cpus-per-task"]->capture_default_str();
+  launch_options["--time"]->capture_default_str();
   out.push_back({launch, [l, jobs] {
                    RunDir run{l->run};
                    if (!l->local.gpus.empty() && jobs->count() == 0) {

@@ -13,22 +13,15 @@
 namespace btx::cli {
 
 std::vector<Command> add_report_commands(CLI::App& app) {
-  struct ReportArgs {
-    std::string run, out;
-  };
   auto r = std::make_shared<ReportArgs>();
   auto* report = app.add_subcommand(
       "report",
       "The study's report as one self-contained HTML file: results, perplexity charts, training "
       "curves, routing heatmaps, token views and ensemble posteriors (needs results.json)");
-  report->add_option("--run", r->run, "Run directory")->required();
-  report->add_option("--out", r->out, "Output file (default: <run>/report.html)");
+  CliArgs report_options(report);
+  r->visit(report_options);
+  report_options["--run"]->required();
 
-  struct AnalyzeArgs {
-    std::string run;
-    std::vector<std::string> models;
-    bool divergence = false;
-  };
   auto a = std::make_shared<AnalyzeArgs>();
   auto* analyze = app.add_subcommand(
       "analyze",
@@ -37,15 +30,9 @@ std::vector<Command> add_report_commands(CLI::App& app) {
       "the seed binned by the seed's entropy, for the report: writes "
       "<run>/analysis/<name>.json. With --divergence: how far the experts moved from the seed "
       "and from one another, per layer and parameter group (analysis/divergence.json)");
-  analyze->add_option("--run", a->run, "Run directory")->required();
-  analyze
-      ->add_option("--model", a->models,
-                   "Models, e.g. merged/btx,merged/ensemble-all (default: every routed model and "
-                   "ensemble in <run>/merged)")
-      ->delimiter(',');
-  analyze->add_flag("--divergence", a->divergence,
-                    "Only the experts' divergence: relative L2 distance from the seed and "
-                    "between experts, cosine of their updates, per layer and group");
+  CliArgs analyze_options(analyze);
+  a->visit(analyze_options);
+  analyze_options["--run"]->required();
 
   return {{report,
            [r] {

@@ -79,11 +79,6 @@ std::vector<Command> add_routing_commands(CLI::App& app) {
                                            g->json ? "" : format_graft(result));
                           }};
 
-  struct BarrierArgs {
-    std::string run, a, b;
-    bool pairs = false, json = false;
-    BarrierOptions opts;
-  };
   auto b = std::make_shared<BarrierArgs>();
   auto* barrier = app.add_subcommand(
       "barrier",
@@ -91,15 +86,11 @@ std::vector<Command> add_routing_commands(CLI::App& app) {
       "straight line (1-a)*A + a*B between two models of one seed, and the barrier's height "
       "(max on the path - the mean of the ends). --pairs: every pair of experts and each expert "
       "with the seed. Written to analysis/barrier-A--B.json (--pairs: analysis/barriers.json)");
-  barrier->add_option("--run", b->run, "Run directory")->required();
-  barrier->add_option("--a", b->a, "One end: experts/X, seed, merged/X (a dense checkpoint)");
-  barrier->add_option("--b", b->b, "The other end");
-  barrier->add_flag("--pairs", b->pairs, "Every pair of the run's experts, and each with the seed");
-  barrier->add_option("--points", b->opts.points, "Points along the path, both ends included")
-      ->capture_default_str();
-  barrier->add_option("--tokens", b->opts.max_tokens, "Test tokens per domain (0: the whole split)")
-      ->capture_default_str();
-  barrier->add_flag("--json", b->json, "Print the whole result as JSON");
+  CliArgs options(barrier);
+  b->visit(options);
+  options["--run"]->required();
+  options["--points"]->capture_default_str();
+  options["--tokens"]->capture_default_str();
   auto barriers =
       Command{barrier, [b] {
                 const Run run = Run::open(b->run);

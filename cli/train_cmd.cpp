@@ -14,12 +14,6 @@
 namespace btx::cli {
 
 namespace {
-struct RunArgs {
-  std::string config, run;
-  bool resume = false, force = false;
-  int64_t stop_after = 0;
-};
-
 // With --force, a run made with another config adopts `c`; what the changed keys invalidate is
 // removed first, so it is made again: the tokenizer and data when [corpus], [tokenizer] or [data]
 // changed, the seed when those or [model] or [seed] did (experts branched from an old seed are
@@ -45,7 +39,7 @@ void drop_invalidated(const Run& run) {
   if (changed({"corpus", "tokenizer", "data", "model", "seed"})) drop(run.seed());
 }
 
-Run open_run(const RunArgs& a) {
+Run open_run(const PrepareArgs& a) {
   const RunDir dir{a.run};
   const Run run(dir, a.config.empty() ? load_run(dir) : load_run_config(a.config));
   if (a.force) drop_invalidated(run);
@@ -55,18 +49,16 @@ Run open_run(const RunArgs& a) {
 }  // namespace
 
 std::vector<Command> add_train_commands(CLI::App& app) {
-  auto args = std::make_shared<RunArgs>();
+  auto args = std::make_shared<SeedArgs>();  // prepare takes its PrepareArgs
   std::vector<Command> out;
 
   auto* prepare = app.add_subcommand(
       "prepare", "Write the run's config, train its tokenizer and tokenize its data shards");
-  prepare->add_option("--config", args->config, "Run config (TOML); default: the run's own");
-  prepare->add_option("--run", args->run, "Run directory")->required();
-  prepare->add_flag("--force", args->force,
-                    "Adopt --config in a run made with another config (what it changes is made "
-                    "again)");
+  CliArgs prepare_options(prepare);
+  args->prepare.visit(prepare_options);
+  prepare_options["--run"]->required();
   out.push_back({prepare, [args] {
-                   const Run run = open_run(*args);
+                   const Run run = open_run(args->prepare);
                    ensure_tokenizer(run);
                    ensure_data(run);
                    spdlog::info("prepared {}", run.root.string());
@@ -74,14 +66,9 @@ std::vector<Command> add_train_commands(CLI::App& app) {
 
   auto* seed = app.add_subcommand(
       "seed", "Train the dense seed model on the domain-balanced mixture (prepares the run first)");
-  seed->add_option("--config", args->config, "Run config (TOML); default: the run's own");
-  seed->add_option("--run", args->run, "Run directory")->required();
-  seed->add_flag("--resume", args->resume, "Continue an interrupted seed from its checkpoint");
-  seed->add_flag("--force", args->force,
-                 "Adopt --config in a run made with another config (what it changes is made "
-                 "again)");
-  seed->add_option("--stop-after", args->stop_after,
-                   "Stop with a resumable checkpoint after this step (for time-limited slots)");
+  CliArgs seed_options(seed);
+  args->visit(seed_options);
+  seed_options["--run"]->required();
   out.push_back({seed, [args] {
                    // Data parallel when started as several processes (WORLD_SIZE > 1, see
                    // distributed.h): rank 0 prepares the shared run folder while the others wait,
@@ -89,12 +76,12 @@ std::vector<Command> add_train_commands(CLI::App& app) {
                    const DistributedContext& dist = distributed_from_env();
                    std::optional<Run> opened;
                    if (dist.is_main()) {
-                     opened = open_run(*args);
+                     opened = open_run(args->prepare);
                      ensure_tokenizer(*opened);
                      ensure_data(*opened);
                    }
                    dist.barrier();
-                   if (!dist.is_main()) opened = open_run(*args);
+                   if (!dist.is_main()) opened = open_run(args->prepare);
                    const Run& run = *opened;
                    const RunConfig& c = run.config();
                    if (!train_seed(run, args->resume, args->stop_after).finished) return;

@@ -1,12 +1,11 @@
 // The completions protocol apart from HTTP: a request's defaults and every accepted form of its
 // fields, refusals with the field named and the right status, and the response and stream
 // chunk shapes of OpenAI's API (invalid UTF-8 from byte-level tokens replaced, not a crash).
-#include "btx/serve/completions.h"
-
 #include <gtest/gtest.h>
 
 #include "btx/data/chat_template.h"
 #include "btx/data/tokenizer.h"
+#include "btx/serve/responses.h"
 #include "test_util.h"
 #include "tokenizer_util.h"
 
@@ -281,6 +280,86 @@ TEST_F(CompletionsTest, ChoiceTextIsTheSameWholeOrStreamed) {
   EXPECT_EQ(last.at("choices")[0].at("finish_reason"), whole.at("choices")[0].at("finish_reason"));
   EXPECT_EQ(last.at("btx"), whole.at("btx"));
   EXPECT_FALSE(finish_chunk(ids, true, 0, r, nullptr).contains("btx"));
+}
+
+// A stream and the whole response are one builder's: the streamed pieces of each choice add up
+// to the whole response's text, with the same finish reasons and posterior; chat opens each
+// choice with the role; the usage chunk counts every choice's tokens; an error ends its choice
+// alone; [DONE] comes last.
+TEST_F(CompletionsTest, AStreamSendsWhatTheWholeResponseHolds) {
+  for (const bool chat : {false, true}) {
+    SCOPED_TRACE(chat ? "chat" : "completions");
+    CompletionRequest req = parse(
+        R"({"prompt": [7, 8], "n": 3, "echo": true, "stream": true,
+            "stream_options": {"include_usage": true}})");
+    if (chat) req.echo = false;  // chat has no echo
+    req.chat = chat;
+    const CompletionIds ids{"id-1", 1, "tiny"};
+    std::vector<ChoiceResult> results(2);
+    results[0].result.text = "  one two";
+    results[0].result.tokens = {4, 5, 6};
+    results[0].result.finish_reason = FinishReason::kEos;
+    results[1].result.text = " three";
+    results[1].result.tokens = {9};
+    results[1].result.finish_reason = FinishReason::kLength;
+    const nlohmann::json state = {{"posterior", {{"a", 1.0}}}};
+    const auto whole = completion_response(ids, req, results, *tok_, state);
+
+    ResponseStream stream(ids, req, *tok_);
+    std::vector<std::string> events;
+    auto add = [&](std::vector<std::string> more) {
+      events.insert(events.end(), more.begin(), more.end());
+    };
+    // Choice 0 in three pieces, choice 1 in one; choice 2 fails.
+    add(stream.text(0, " "));
+    add(stream.text(1, ""));
+    add(stream.text(0, " one"));
+    add(stream.text(1, " three"));
+    add(stream.text(0, " two"));
+    add(stream.end(1, results[1].result, state));
+    add(stream.end(0, results[0].result, state));
+    EXPECT_FALSE(stream.all_ended());
+    add(stream.end(2, {}, nullptr, "the decoder failed"));
+    EXPECT_TRUE(stream.all_ended());
+    add(stream.close());
+    ASSERT_EQ(events.back(), "data: [DONE]\n\n");
+
+    std::vector<std::string> text(3);
+    std::vector<nlohmann::json> finish(3), opening(3);
+    nlohmann::json usage, error;
+    for (size_t k = 0; k + 1 < events.size(); ++k) {
+      ASSERT_EQ(events[k].rfind("data: ", 0), 0u) << events[k];
+      const auto j = nlohmann::json::parse(events[k].substr(6));
+      if (j.contains("error")) {
+        error = j;
+        continue;
+      }
+      if (j.contains("usage")) {
+        usage = j.at("usage");
+        EXPECT_TRUE(j.at("choices").empty());
+        continue;
+      }
+      const auto& c = j.at("choices").at(0);
+      const size_t i = c.at("index");
+      if (opening[i].is_null()) opening[i] = c;
+      text[i] += chat ? c.at("delta").value("content", "") : c.at("text").get<std::string>();
+      if (!c.at("finish_reason").is_null()) {
+        finish[i] = c.at("finish_reason");
+        EXPECT_EQ(j.at("btx"), state);
+      }
+    }
+    for (size_t i = 0; i < 2; ++i) {
+      const auto& w = whole.at("choices")[i];
+      EXPECT_EQ(text[i], chat ? w.at("message").at("content") : w.at("text")) << i;
+      EXPECT_EQ(finish[i], w.at("finish_reason")) << i;
+      if (chat) {
+        EXPECT_EQ(opening[i].at("delta").at("role"), "assistant") << i;
+      }
+    }
+    EXPECT_EQ(error.at("error").at("message"), "the decoder failed");
+    EXPECT_EQ(usage.at("completion_tokens"), 4);  // the ended choices' tokens
+    EXPECT_EQ(usage.at("prompt_tokens"), whole.at("usage").at("prompt_tokens"));
+  }
 }
 
 }  // namespace

@@ -54,6 +54,45 @@ TEST(Args, TheCommandLineHoldsWhatDiffersFromTheDefaultsInDeclarationOrder) {
   EXPECT_EQ(command_line("x", Example{}), std::vector<std::string>{"x"});
 }
 
+// What other commands declare: numbers of every kind, a path, a list of numbers, an option given
+// once per value and a flag with a short alias.
+struct Launchlike {
+  std::filesystem::path out;
+  int jobs = 1;
+  double poll = 30;
+  std::vector<int> gpus;
+  std::vector<std::string> extra;
+  bool slurm = false;
+  template <typename V>
+  void visit(V& v) {
+    v.option("--out", out, "out");
+    v.option("--jobs,-j", jobs, "jobs");
+    v.option("--poll", poll, "poll");
+    v.option("--gpus", gpus, "gpus");
+    v.repeated("--extra", extra, "extra");
+    v.flag("--slurm,-s", slurm, "slurm");
+  }
+};
+
+TEST(Args, NumbersPathsListsAndRepeatedOptionsAreWrittenAsTheCliReadsThem) {
+  Launchlike l;
+  EXPECT_EQ(command_line("corpus build", l), (std::vector<std::string>{"corpus", "build"}));
+  l.out = "corpora/a b";
+  l.jobs = 3;
+  l.poll = 0.5;
+  l.gpus = {0, 2};
+  l.extra = {"--gres=gpu:1", "--exclude=n1,n2"};
+  l.slurm = true;
+  EXPECT_EQ(command_line("launch", l),
+            (std::vector<std::string>{"launch", "--out", "corpora/a b", "--jobs", "3", "--poll",
+                                      "0.5", "--gpus", "0,2", "--extra=--gres=gpu:1",
+                                      "--extra=--exclude=n1,n2", "--slurm"}));
+  l = Launchlike{};
+  l.poll = 30.0;  // the default, however it was reached
+  l.jobs = 1;
+  EXPECT_EQ(command_line("launch", l), std::vector<std::string>{"launch"});
+}
+
 TEST(Args, ReadingTheCommandLineBackGivesTheSameArguments) {
   Example e;
   e.run = "r";

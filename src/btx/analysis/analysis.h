@@ -15,10 +15,12 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "btx/model/router.h"
 #include "btx/run/model_folder.h"
 #include "btx/run/run_dir.h"
+#include "btx/util/args.h"
 
 namespace btx {
 
@@ -47,5 +49,22 @@ fs::path analysis_path(const RunDir& run, const std::string& eval_name);
 // Any other model is an error saying so.
 // The model folder is opened once by the caller: each of its files is read once.
 nlohmann::json model_analysis(const Run& run, const ModelFolder& model);
+
+// `btx analyze`'s arguments (util/args.h).
+struct AnalyzeArgs {
+  std::string run;
+  std::vector<std::string> models;
+  bool divergence = false;
+  template <typename V>
+  void visit(V& v) {
+    v.option("--run", run, "Run directory");
+    v.option("--model", models,
+             "Models, e.g. merged/btx,merged/ensemble-all (default: every routed model and "
+             "ensemble in <run>/merged)");
+    v.flag("--divergence", divergence,
+           "Only the experts' divergence: relative L2 distance from the seed and between "
+           "experts, cosine of their updates, per layer and group");
+  }
+};
 
 }  // namespace btx

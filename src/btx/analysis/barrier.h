@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "btx/run/run_dir.h"
+#include "btx/util/args.h"
 
 namespace btx {
 
@@ -23,6 +24,23 @@ double barrier_above_chord(const std::vector<double>& loss);
 struct BarrierOptions {
   int64_t points = 11;     // along the path, both ends included (>= 2)
   int64_t max_tokens = 0;  // test tokens per domain (0: the whole test split)
+};
+
+// `btx barrier`'s arguments (util/args.h): --a and --b, or --pairs.
+struct BarrierArgs {
+  std::string run, a, b;
+  bool pairs = false, json = false;
+  BarrierOptions opts;
+  template <typename V>
+  void visit(V& v) {
+    v.option("--run", run, "Run directory");
+    v.option("--a", a, "One end: experts/X, seed, merged/X (a dense checkpoint)");
+    v.option("--b", b, "The other end");
+    v.flag("--pairs", pairs, "Every pair of the run's experts, and each with the seed");
+    v.option("--points", opts.points, "Points along the path, both ends included");
+    v.option("--tokens", opts.max_tokens, "Test tokens per domain (0: the whole split)");
+    v.flag("--json", json, "Print the whole result as JSON");
+  }
 };
 
 // The path between models `a` and `b` (as `btx eval --model` names them: experts/X, seed,

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "btx/run/run_dir.h"
+#include "btx/util/args.h"
 
 namespace btx {
 
@@ -36,5 +37,15 @@ std::string render_report(const RunDir& run);
 
 // Writes the page to `out` (default run/report.html) atomically; returns the path.
 fs::path write_report(const RunDir& run, const fs::path& out = {});
+
+// `btx report`'s arguments (util/args.h).
+struct ReportArgs {
+  std::string run, out;
+  template <typename V>
+  void visit(V& v) {
+    v.option("--run", run, "Run directory");
+    v.option("--out", out, "Output file (default: <run>/report.html)");
+  }
+};
 
 }  // namespace btx

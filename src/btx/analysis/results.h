@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "btx/run/run_dir.h"
+#include "btx/util/args.h"
 
 namespace btx {
 
@@ -39,5 +40,18 @@ std::string results_markdown(const nlohmann::json& results);
 
 // Writes results.json and results.md into the run folder (each atomically).
 void write_results(const RunDir& run, const nlohmann::json& results);
+
+// `btx results`'s arguments (util/args.h).
+struct ResultsArgs {
+  std::string run;
+  std::vector<std::string> models;
+  template <typename V>
+  void visit(V& v) {
+    v.option("--run", run, "Run directory");
+    v.option("--model", models,
+             "Models in table order, as given to `btx eval` (default: every eval/*.json, seed "
+             "first)");
+  }
+};
 
 }  // namespace btx

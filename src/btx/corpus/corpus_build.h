@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "btx/util/args.h"
+
 namespace btx {
 
 namespace fs = std::filesystem;
@@ -41,6 +43,20 @@ struct CorpusBuildOptions {
 };
 
 void build_corpus(const CorpusBuildOptions& opts);
+
+// `btx corpus build`'s arguments (util/args.h).
+struct CorpusBuildArgs {
+  CorpusBuildOptions options;
+  bool no_install = false;  // options.install's opposite, as the flag says it
+  template <typename V>
+  void visit(V& v) {
+    v.option("--out", options.out, "Corpus folder to write");
+    v.option("--domains", options.domains,
+             "Comma-separated domains (default: all; see `btx corpus list`)");
+    v.option("--jobs", options.jobs, "Parallel renderers for man pages");
+    v.flag("--no-install", no_install, "Never run apt-get; fail if a domain's package is missing");
+  }
+};
 
 // --- DIR/manifest.json -----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@
 
 #include "btx/corpus/corpus.h"
 #include "btx/eval/scorer.h"
+#include "btx/util/args.h"
 
 namespace btx {
 
@@ -37,6 +38,42 @@ struct EvalOptions {
   int64_t max_tokens = 0;  // per domain, 0: the whole split
   int64_t novel_max_tokens = 100'000;
   std::vector<std::string> domains;  // training domains to score (empty: all of the shard set)
+};
+
+// `btx eval`'s arguments (util/args.h). Window length and batch size 0: the run's, else the
+// model's context and 16.
+struct EvalArgs {
+  std::string run, data, novel, tokenizer, out, name;
+  std::vector<std::string> models, novel_domains;
+  EvalOptions opts = [] {
+    EvalOptions o;
+    o.seq_len = 0;
+    o.batch_size = 0;
+    return o;
+  }();
+  bool json = false;
+  template <typename V>
+  void visit(V& v) {
+    v.option("--run", run,
+             "Run directory: its data, novel domains, window length and batch size; results go "
+             "to eval/<name>.json");
+    v.option("--model", models, "Model folder(s); with --run also seed, experts/NAME, merged/NAME");
+    v.option("--data", data, "Token shards folder (a run's data/), without --run");
+    v.option("--novel", novel,
+             "Folder of novel domains (one .txt or sub-folder each), tokenized on the fly; with "
+             "--run, added to the run's own novel domains");
+    v.option("--novel-domains", novel_domains, "Only these domains of --novel");
+    v.option("--tokenizer", tokenizer, "tokenizer.model for --novel (default: found)");
+    v.option("--split", opts.split, "Shard split to score");
+    v.option("--seq-len", opts.seq_len,
+             "Window length T (default: the run's, else the model's context)");
+    v.option("--batch-size", opts.batch_size,
+             "Windows per forward pass (default: the run's, else 16)");
+    v.option("--max-tokens", opts.max_tokens, "Per domain (0: the whole split)");
+    v.option("--name", name, "Model name in the output (one model only)");
+    v.flag("--json", json, "Print the result as JSON");
+    v.option("--out", out, "Also write the JSON to this file (one model only)");
+  }
 };
 
 // Up to `windows` non-overlapping windows (n, T+1) spread evenly over a token stream; (0, T+1)

@@ -54,6 +54,18 @@ ExpertSpec find_expert(const RunDir& run, const std::string& name);
 // copied byte for byte, plus expert.json. Needs a finished seed. Returns the names branched.
 std::vector<std::string> branch_experts(const Run& run);
 
+// `btx branch`'s arguments (util/args.h).
+struct BranchArgs {
+  std::string run, add;
+  std::vector<std::string> domains;
+  template <typename V>
+  void visit(V& v) {
+    v.option("--run", run, "Run directory");
+    v.option("--add", add, "Name of a new expert to add");
+    v.option("--domains", domains, "With --add: its domains, NAME or NAME=WEIGHT");
+  }
+};
+
 // BTM's domain posterior of the experts on held-out text: up to `windows` windows of `domains`
 // (a training domain's validation split, a novel domain's set-aside chunks), turned into the
 // ensemble's cached prior (p(j | window) by Bayes' rule, an EMA of rate `alpha` over the
@@ -72,6 +84,23 @@ TrainState require_finished_seed(const RunDir& run);
 // Trains one branched expert (resumable) while holding experts/<name>.lock.
 TrainResult train_expert(const Run& run, const std::string& name, bool resume,
                          int64_t stop_after = 0, int threads = 0);
+
+// `btx train`'s arguments (util/args.h); `btx launch` starts each expert with them.
+struct TrainExpertArgs {
+  std::string run, expert;
+  bool resume = false;
+  int64_t stop_after = 0;
+  int threads = 0;
+  template <typename V>
+  void visit(V& v) {
+    v.option("--run", run, "Run directory");
+    v.option("--expert", expert, "Expert name");
+    v.flag("--resume", resume, "Continue from the expert's last checkpoint");
+    v.option("--stop-after", stop_after,
+             "Stop with a resumable checkpoint after this step (time-limited slots)");
+    v.option("--threads", threads, "LibTorch intra-op threads (0: the config's)");
+  }
+};
 
 // Exclusive ownership of an expert's training: a lock file holding pid, host and start time.
 // A lock left by a process that is gone (same host) is reported and taken over; a live holder

@@ -22,6 +22,17 @@ namespace btx {
 
 namespace {
 
+// What one expert's job runs (after the binary): `btx train`, resuming, LibTorch on one thread
+// (the job's cores go to OpenBLAS; docs/benchmarks.md).
+std::vector<std::string> expert_command(const std::string& run, const std::string& expert) {
+  TrainExpertArgs a;
+  a.run = run;
+  a.expert = expert;
+  a.resume = true;
+  a.threads = 1;
+  return command_line("train", a);
+}
+
 struct Child {
   std::string name;
   pid_t pid = -1;
@@ -109,9 +120,8 @@ LaunchResult launch_local(const RunDir& run, const LaunchOptions& o) {
     while (next < queue.size() && static_cast<int>(running.size()) < jobs) {
       const std::string& name = queue[next++];
       const fs::path log = experts_dir(run) / (name + ".log");
-      const std::vector<std::string> argv = {
-          o.btx_binary.string(), "train", "--run", run.root.string(), "--expert", name, "--resume",
-          "--threads",           "1"};
+      std::vector<std::string> argv = {o.btx_binary.string()};
+      for (auto& w : expert_command(run.root.string(), name)) argv.push_back(std::move(w));
       std::map<std::string, std::string> env = {{"OMP_NUM_THREADS", "1"},
                                                 {"OPENBLAS_NUM_THREADS", std::to_string(threads)}};
       int gpu = -1;
@@ -169,8 +179,11 @@ std::string slurm_script(const RunDir& run, const std::vector<std::string>& expe
   s += "NAME=${EXPERTS[$SLURM_ARRAY_TASK_ID]}\n";
   // The task's cores go to OpenBLAS; LibTorch keeps one intra-op thread (docs/benchmarks.md).
   s += "export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}\n";
-  s += fmt::format("exec {} train --run {} --expert \"$NAME\" --resume --threads 1\n",
-                   fs::absolute(o.btx_binary).string(), root.string());
+  s += "exec " + fs::absolute(o.btx_binary).string();
+  for (const auto& w : expert_command(root.string(), "$NAME")) {
+    s += " " + (w == "$NAME" ? "\"$NAME\"" : w);
+  }
+  s += "\n";
   return s;
 }
 

@@ -80,4 +80,37 @@ struct SlurmLaunch {
 void launch_slurm(const RunDir& run, const SlurmOptions& o, const SlurmLaunch& l,
                   std::ostream& out);
 
+// `btx launch`'s arguments (util/args.h): the local pool's options, or with --slurm the job
+// array's.
+struct LaunchArgs {
+  std::string run;
+  LaunchOptions local;
+  bool use_slurm = false;
+  SlurmOptions slurm;
+  SlurmLaunch launch;
+  template <typename V>
+  void visit(V& v) {
+    v.option("--run", run, "Run directory");
+    v.option("--jobs,-j", local.jobs, "Experts training at once (with --gpus: one per GPU)");
+    v.option("--threads-per-job", local.threads_per_job,
+             "BLAS threads per expert (0: cores / jobs; LibTorch keeps 1)");
+    v.option("--only", local.only, "Only these experts");
+    v.option("--gpus", local.gpus,
+             "GPU indices (e.g. 0,1,2,3): each expert trains on one of them, one expert per GPU at "
+             "a time (--jobs, when given, caps them)");
+    v.flag("--slurm", use_slurm, "Write a Slurm job-array script instead");
+    v.flag("--submit", launch.submit, "With --slurm: submit it with sbatch");
+    v.flag("--dry-run", launch.dry_run, "With --slurm: print the script, write nothing");
+    v.flag("--wait", launch.wait,
+           "With --slurm --submit: wait until every expert has finished (`btx run` does), "
+           "showing their progress; fails naming the experts whose tasks ended unfinished");
+    v.option("--poll-seconds", launch.poll_seconds,
+             "With --wait: seconds between looks at the checkpoints and squeue");
+    v.option("--cpus-per-task", slurm.cpus_per_task, "Slurm: CPUs per expert");
+    v.option("--time", slurm.time, "Slurm: time limit per task");
+    v.option("--partition", slurm.partition, "Slurm: partition");
+    v.repeated("--sbatch-arg", slurm.sbatch_args, "Slurm: extra #SBATCH line (repeat)");
+  }
+};
+
 }  // namespace btx

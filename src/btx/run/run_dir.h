@@ -12,6 +12,7 @@
 #include "btx/corpus/corpus.h"
 #include "btx/eval/evaluate.h"
 #include "btx/train/trainer.h"
+#include "btx/util/args.h"
 
 namespace btx {
 
@@ -62,6 +63,32 @@ RunConfig load_run(const RunDir& run);
 void ensure_tokenizer(const Run& run);
 void ensure_data(const Run& run);
 TrainResult train_seed(const Run& run, bool resume, int64_t stop_after = 0);
+
+// `btx prepare`'s arguments (util/args.h); `btx seed` takes them too.
+struct PrepareArgs {
+  std::string config, run;
+  bool force = false;
+  template <typename V>
+  void visit(V& v) {
+    v.option("--config", config, "Run config (TOML); default: the run's own");
+    v.option("--run", run, "Run directory");
+    v.flag("--force", force,
+           "Adopt --config in a run made with another config (what it changes is made again)");
+  }
+};
+// `btx seed`'s arguments.
+struct SeedArgs {
+  PrepareArgs prepare;
+  bool resume = false;
+  int64_t stop_after = 0;
+  template <typename V>
+  void visit(V& v) {
+    prepare.visit(v);
+    v.flag("--resume", resume, "Continue an interrupted seed from its checkpoint");
+    v.option("--stop-after", stop_after,
+             "Stop with a resumable checkpoint after this step (for time-limited slots)");
+  }
+};
 
 // A training job of the run, as every stage that trains starts it: called `name`, writing to
 // `out_dir`, the run's model config on the run's data with `train`'s settings, its seed derived

@@ -1,6 +1,8 @@
 // The JSON of `btx serve`'s responses (completions.h): whole responses, stream chunks, logprobs
 // in completions' and chat's shapes, usage and errors.
-#include "btx/serve/completions.h"
+#include "btx/serve/responses.h"
+
+#include <algorithm>
 
 namespace btx::serve {
 
@@ -175,6 +177,45 @@ std::string dump_json(const nlohmann::json& j) {
 
 std::string sse_event(const nlohmann::json& data) {
   return "data: " + dump_json(data) + "\n\n";
+}
+
+ResponseStream::ResponseStream(const CompletionIds& ids, const CompletionRequest& req,
+                               const Tokenizer& tok)
+    : ids_(ids), req_(req), opened_(req.choices(), false), ended_(req.choices(), false) {
+  for (size_t i = 0; i < req.choices(); ++i) texts_.emplace_back(req, i, tok);
+}
+
+std::vector<std::string> ResponseStream::text(size_t i, std::string generated) {
+  const std::string text = texts_[i].next(std::move(generated));
+  if (text.empty() && (!req_.chat || opened_[i])) return {};
+  const bool first = !opened_[i];
+  opened_[i] = true;
+  return {sse_event(completion_chunk(ids_, req_.chat, i, text, nullptr, first))};
+}
+
+std::vector<std::string> ResponseStream::end(size_t i, const GenerateResult& result,
+                                             const nlohmann::json& state,
+                                             const std::string& error) {
+  ended_[i] = true;
+  if (!error.empty()) return {sse_event(error_body(error, "server_error"))};
+  generated_ += result.tokens.size();
+  return {sse_event(finish_chunk(ids_, req_.chat, i, result, state))};
+}
+
+bool ResponseStream::all_ended() const {
+  return std::all_of(ended_.begin(), ended_.end(), [](bool e) { return e; });
+}
+
+std::vector<std::string> ResponseStream::close() const {
+  std::vector<std::string> out;
+  if (req_.include_usage) {
+    nlohmann::json u = completion_chunk(ids_, req_.chat, 0, "", nullptr);
+    u["choices"] = nlohmann::json::array();
+    u["usage"] = usage(req_.prompt_tokens(), generated_);
+    out.push_back(sse_event(u));
+  }
+  out.push_back("data: [DONE]\n\n");
+  return out;
 }
 
 }  // namespace btx::serve

@@ -234,15 +234,14 @@ void Server::Impl::stream(const httplib::Request& req, const CompletionRequest& 
                           httplib::Response& res) {
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
+  // What is sent (responses.h) and when the connection last carried anything.
   struct Progress {
-    std::vector<bool> opened, ended;  // per choice: first chunk sent, done
-    std::vector<ChoiceText> texts;    // per choice: what its client is sent of its text
+    ResponseStream response;
     std::chrono::steady_clock::time_point last_write = std::chrono::steady_clock::now();
   };
-  auto p = std::make_shared<Progress>();
-  p->opened.assign(jobs.size(), false);
-  p->ended.assign(jobs.size(), false);
-  for (size_t i = 0; i < jobs.size(); ++i) p->texts.emplace_back(r, i, tok);
+  // The request is kept by value beside the stream that refers to it.
+  auto request = std::make_shared<const CompletionRequest>(r);
+  auto p = std::make_shared<Progress>(Progress{ResponseStream(ids, *request, tok)});
   auto cancel_all = [jobs] {
     for (auto& j : jobs) j->cancel = true;
   };
@@ -250,23 +249,28 @@ void Server::Impl::stream(const httplib::Request& req, const CompletionRequest& 
   const Endpoint ep = endpoint_of(req);
   if (deadline) deadline->began(ep);
   auto client = std::make_shared<const ClientWatch>(ep);
-  auto provider = [r, jobs, ids, p, cancel_all, client](size_t /*offset*/,
-                                                        httplib::DataSink& sink) {
+  auto provider = [request, jobs, p, cancel_all, client](size_t /*offset*/,
+                                                         httplib::DataSink& sink) {
     // A client that has gone (seen on its socket, or a failed write): stop every generation.
     if (client->gone()) {
       cancel_all();
       return false;
     }
-    auto write = [&](const std::string& s) {
-      p->last_write = std::chrono::steady_clock::now();
-      if (sink.write(s.data(), s.size())) return true;
-      cancel_all();
-      return false;
+    auto write = [&](const std::vector<std::string>& events) {
+      for (const auto& e : events) {
+        p->last_write = std::chrono::steady_clock::now();
+        if (!sink.write(e.data(), e.size())) {
+          cancel_all();
+          return false;
+        }
+      }
+      return true;
     };
+    ResponseStream& response = p->response;
     // Wait for text or an end (of the first choice still running; briefly when there are
     // several, so that the others' text is not held up), looking at the client every 100 ms.
     size_t waiting = 0;
-    while (waiting < jobs.size() && p->ended[waiting]) ++waiting;
+    while (waiting < jobs.size() && response.ended(waiting)) ++waiting;
     if (waiting < jobs.size()) {
       auto& job = jobs[waiting];
       std::unique_lock<std::mutex> lock(job->m);
@@ -274,9 +278,9 @@ void Server::Impl::stream(const httplib::Request& req, const CompletionRequest& 
           lock, jobs.size() == 1 ? std::chrono::milliseconds(100) : std::chrono::milliseconds(50),
           [&] { return job->done || !job->pending.empty(); });
     }
-    bool wrote = false;
+    const auto written = p->last_write;
     for (size_t i = 0; i < jobs.size(); ++i) {
-      if (p->ended[i]) continue;
+      if (response.ended(i)) continue;
       auto& job = jobs[i];
       std::string text;
       bool done = false;
@@ -285,42 +289,20 @@ void Server::Impl::stream(const httplib::Request& req, const CompletionRequest& 
         text.swap(job->pending);
         done = job->done;
       }
-      text = p->texts[i].next(std::move(text));
-      if (!text.empty() || (r.chat && !p->opened[i])) {
-        if (!write(sse_event(completion_chunk(ids, r.chat, i, text, nullptr, !p->opened[i])))) {
-          return false;
-        }
-        p->opened[i] = true;
-        wrote = true;
-      }
-      if (!done) continue;
-      p->ended[i] = true;
-      if (!job->error.empty()) {
-        if (!write(sse_event(error_body(job->error, "server_error")))) return false;
-        continue;
-      }
-      if (!write(sse_event(finish_chunk(ids, r.chat, i, job->result, job->state)))) return false;
-      wrote = true;
+      if (!write(response.text(i, std::move(text)))) return false;
+      if (done && !write(response.end(i, job->result, job->state, job->error))) return false;
     }
-    const bool all_ended = std::all_of(p->ended.begin(), p->ended.end(), [](bool e) { return e; });
+    if (response.all_ended()) {
+      if (!write(response.close())) return false;
+      sink.done();
+      return true;
+    }
     // While waiting (queued, or a slow token) an SSE comment each second keeps the connection
     // alive through proxies.
-    if (!wrote && !all_ended &&
-        std::chrono::steady_clock::now() - p->last_write > std::chrono::seconds(1) &&
-        !write(": waiting\n\n")) {
-      return false;
+    const auto now = std::chrono::steady_clock::now();
+    if (p->last_write == written && now - written > std::chrono::seconds(1)) {
+      return write({": waiting\n\n"});
     }
-    if (!all_ended) return true;
-    if (r.include_usage) {
-      size_t generated = 0;
-      for (const auto& job : jobs) generated += job->result.tokens.size();
-      nlohmann::json u = completion_chunk(ids, r.chat, 0, "", nullptr);
-      u["choices"] = nlohmann::json::array();
-      u["usage"] = usage(r.prompt_tokens(), generated);
-      if (!write(sse_event(u))) return false;
-    }
-    if (!write("data: [DONE]\n\n")) return false;
-    sink.done();
     return true;
   };
   res.set_chunked_content_provider("text/event-stream", provider,

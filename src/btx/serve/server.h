@@ -22,7 +22,7 @@
 
 #include "btx/data/tokenizer.h"
 #include "btx/generate/generate.h"
-#include "btx/serve/completions.h"
+#include "btx/serve/responses.h"
 
 namespace btx::serve {
 

@@ -3,12 +3,17 @@
 #include <algorithm>
 #include <limits>
 
+#include "btx/analysis/analysis.h"
+#include "btx/analysis/barrier.h"
+#include "btx/analysis/report.h"
+#include "btx/analysis/results.h"
 #include "btx/corpus/corpus.h"
 #include "btx/corpus/corpus_build.h"
 #include "btx/merge/finetune.h"
 #include "btx/merge/method.h"
 #include "btx/model/param_roles.h"
 #include "btx/run/experts.h"
+#include "btx/run/launch.h"
 #include "btx/study/study.h"
 #include "btx/study/sub_runs.h"
 #include "btx/util/error.h"
@@ -50,6 +55,26 @@ std::vector<std::string> finetune_command(const std::string& run_dir, const std:
   return command_line("finetune", f);
 }
 
+// `btx eval` of `model` (as the run names it) into eval/<name>.json.
+std::vector<std::string> eval_command(const std::string& run_dir, const std::string& model) {
+  EvalArgs e;
+  e.run = run_dir;
+  e.models = {model};
+  return command_line("eval", e);
+}
+
+// `btx analyze` of the run: `model`'s analysis, or with no model the experts' divergence.
+std::vector<std::string> analyze_command(const std::string& run_dir, const std::string& model) {
+  AnalyzeArgs a;
+  a.run = run_dir;
+  if (model.empty()) {
+    a.divergence = true;
+  } else {
+    a.models = {model};
+  }
+  return command_line("analyze", a);
+}
+
 // The stage names among `names` that are not empty.
 std::vector<std::string> needs(std::initializer_list<std::string> names) {
   std::vector<std::string> out;
@@ -77,23 +102,30 @@ struct Planner {
     std::string corpus_stage;
     if (c.study.build_corpus) {
       Stage s{"corpus", "real multi-domain text from Debian packages", {}, {}, {}, {"corpus."}};
-      s.commands.push_back({"corpus", "build", "--out", c.corpus.dir, "--domains",
-                            fmt::format("{}", fmt::join(domains, ","))});
+      CorpusBuildArgs build;
+      build.options.out = c.corpus.dir;
+      build.options.domains = domains;
+      s.commands.push_back(command_line("corpus build", build));
       for (const auto& d : domains)
         s.outputs.push_back(fs::absolute(fs::path(c.corpus.dir) / (d + ".txt")));
       stages.push_back(std::move(s));
       corpus_stage = "corpus";
     }
+    PrepareArgs prepare;
+    prepare.run = R;
+    SeedArgs seed_args;
+    seed_args.prepare.run = R;
+    seed_args.resume = true;
     stages.push_back({"data",
                       "tokenizer and token shards",
                       needs({corpus_stage}),
-                      {{"prepare", "--run", R}},
+                      {command_line("prepare", prepare)},
                       {"tokenizer.model", "data"},
                       {"corpus.", "tokenizer.", "data.", "random_seed"}});
     Stage seed{"seed",
                "the dense seed on the balanced mixture",
                {"data"},
-               {{"seed", "--run", R, "--resume"}},
+               {command_line("seed", seed_args)},
                {"seed", "eval/seed.json"},
                {"model.", "seed.", "random_seed"}};
     seed.progress.push_back(
@@ -103,13 +135,16 @@ struct Planner {
 
   // Branching and training the experts of `run_dir`: a local pool of processes, or Slurm.
   std::vector<std::vector<std::string>> expert_commands(const std::string& run_dir) const {
-    std::vector<std::vector<std::string>> cmds = {{"branch", "--run", run_dir}};
+    BranchArgs branch;
+    branch.run = run_dir;
+    LaunchArgs launch;
+    launch.run = run_dir;
     if (c.study.launcher == "slurm") {
-      cmds.push_back({"launch", "--run", run_dir, "--slurm", "--submit", "--wait"});
+      launch.use_slurm = launch.launch.submit = launch.launch.wait = true;
     } else {
-      cmds.push_back({"launch", "--run", run_dir, "--jobs", std::to_string(c.study.jobs)});
+      launch.local.jobs = static_cast<int>(c.study.jobs);
     }
-    return cmds;
+    return {command_line("branch", branch), command_line("launch", launch)};
   }
 
   // The experts: branched from the seed, each trained alone.
@@ -130,17 +165,20 @@ struct Planner {
       stages.push_back({"analysis/divergence",
                         "how far the experts moved from the seed and from one another",
                         {"experts"},
-                        {{"analyze", "--run", R, "--divergence"}},
+                        {analyze_command(R, "")},
                         {fs::path("analysis") / "divergence.json"},
                         {}});
-      stages.push_back(
-          {"analysis/barriers",
-           "test loss along the straight path between experts, and from the seed",
-           {"experts"},
-           {{"barrier", "--run", R, "--pairs", "--points", std::to_string(kStudyBarrierPoints),
-             "--tokens", std::to_string(kStudyBarrierTokens)}},
-           {fs::path("analysis") / "barriers.json"},
-           {}});
+      BarrierArgs barrier;
+      barrier.run = R;
+      barrier.pairs = true;
+      barrier.opts.points = kStudyBarrierPoints;
+      barrier.opts.max_tokens = kStudyBarrierTokens;
+      stages.push_back({"analysis/barriers",
+                        "test loss along the straight path between experts, and from the seed",
+                        {"experts"},
+                        {command_line("barrier", barrier)},
+                        {fs::path("analysis") / "barriers.json"},
+                        {}});
       analyses.push_back("analysis/divergence");
       analyses.push_back("analysis/barriers");
     }
@@ -175,7 +213,7 @@ struct Planner {
     stages.push_back({"eval/" + m.name,
                       "test perplexity per domain",
                       {"merge/" + m.name},
-                      {{"eval", "--run", R, "--model", model}},
+                      {eval_command(R, model)},
                       {fs::path("eval") / (m.name + ".json")},
                       {}});
     evals.push_back("eval/" + m.name);
@@ -186,7 +224,7 @@ struct Planner {
                   ? "routing per layer and token, gains per token by the seed's entropy"
                   : "posterior along sequences, gains per token by the seed's entropy",
               {"merge/" + m.name},
-              {{"analyze", "--run", R, "--model", model}},
+              {analyze_command(R, model)},
               {fs::path("analysis") / (m.name + ".json")},
               {}};
       a.version = 2;  // 2: with token_gain
@@ -215,13 +253,12 @@ struct Planner {
     s.prepare = [run = run, c = c] { prepare_sub_run(run, kRandomSplit, random_split_config(c)); };
     s.exclusive = true;
     stages.push_back(std::move(s));
-    stages.push_back(
-        {std::string("eval/") + kRandomSplit,
-         "test perplexity per domain",
-         {kRandomSplit},
-         {{"eval", "--run", R, "--model", fmt::format("{}/merged/{}", kRandomSplit, kRandomSplit)}},
-         {fs::path("eval") / (std::string(kRandomSplit) + ".json")},
-         {}});
+    stages.push_back({std::string("eval/") + kRandomSplit,
+                      "test perplexity per domain",
+                      {kRandomSplit},
+                      {eval_command(R, fmt::format("{}/merged/{}", kRandomSplit, kRandomSplit))},
+                      {fs::path("eval") / (std::string(kRandomSplit) + ".json")},
+                      {}});
     evals.push_back(std::string("eval/") + kRandomSplit);
   }
 
@@ -265,7 +302,7 @@ struct Planner {
       stages.push_back({"eval/" + row.second,
                         "test perplexity per domain",
                         {folder},
-                        {{"eval", "--run", R, "--model", model}},
+                        {eval_command(R, model)},
                         {fs::path("eval") / (row.second + ".json")},
                         {}});
       evals.push_back("eval/" + row.second);
@@ -274,24 +311,27 @@ struct Planner {
 
   // The results table after every evaluation; the report after it and every analysis.
   void results_and_report() {
-    std::vector<std::string> results_cmd = {"results", "--run", R, "--model",
-                                            fmt::format("{}", fmt::join(study_models(c), ","))};
+    ResultsArgs results;
+    results.run = R;
+    results.models = study_models(c);
     // Its findings read the analyses too.
     std::vector<std::string> inputs = evals;
     inputs.insert(inputs.end(), analyses.begin(), analyses.end());
     stages.push_back({"results",
                       "the results table (results.md, results.json)",
                       inputs,
-                      {results_cmd},
+                      {command_line("results", results)},
                       {"results.json", "results.md"},
                       {}});
     if (c.study.report) {
+      ReportArgs report;
+      report.run = R;
       std::vector<std::string> after = {"results"};
       after.insert(after.end(), analyses.begin(), analyses.end());
       stages.push_back({"report",
                         "report.html: table, curves, heatmaps, token views",
                         after,
-                        {{"report", "--run", R}},
+                        {command_line("report", report)},
                         {"report.html"},
                         {}});
     }

@@ -11,26 +11,19 @@ namespace btx {
 
 // ---- ArgsWriter ---------------------------------------------------------------------------------
 
-void ArgsWriter::option(const char* flag, const std::string& v, const std::string&) {
-  items.push_back({flag, v, false});
-}
-
-void ArgsWriter::option(const char* flag, const int64_t& v, const std::string&) {
-  items.push_back({flag, std::to_string(v), false});
-}
-
-void ArgsWriter::option(const char* flag, const std::vector<std::string>& v, const std::string&) {
-  items.push_back({flag, fmt::format("{}", fmt::join(v, ",")), false});
+std::string ArgsWriter::primary(const char* flag) {
+  const std::string f = flag;
+  return f.substr(0, f.find(','));
 }
 
 void ArgsWriter::flag(const char* flag, const bool& v, const std::string&) {
-  items.push_back({flag, v ? "1" : "0", true});
+  items.push_back({primary(flag), {v ? "1" : "0"}, true});
 }
 
 void ArgsWriter::params(const std::map<std::string, std::string>& values,
                         const std::vector<DynamicOption>&) {
   for (const auto& [name, value] : values) {
-    items.push_back({"--" + name, value, false});
+    items.push_back({"--" + name, {value}, false});
   }
 }
 
