@@ -12,7 +12,7 @@ PACKAGES=(
   sentencepiece nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
   libspdlog-dev libfmt-dev libssl-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev libgloo-dev
-  libjs-chart.js libcpp-httplib-dev
+  libjs-chart.js libcpp-httplib-dev libonig-dev libutf8proc-dev
 )
 # The report's browser test also needs a browser: scripts/test.sh adds chromium.
 PACKAGES+=(${BTX_EXTRA_PACKAGES:-})

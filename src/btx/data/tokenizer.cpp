@@ -7,6 +7,7 @@
 
 #include <algorithm>
 
+#include "btx/data/hf_tokenizer.h"
 #include "btx/data/tokenizer_model.h"
 #include "btx/util/error.h"
 
@@ -173,6 +174,7 @@ void Tokenizer::encode_run(std::string_view text, bool at_start, std::vector<int
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+  if (m_->hf) return hf::encode(*m_, text);
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 1);
   size_t run = 0;  // start of the current run that goes through BPE

@@ -1,8 +1,15 @@
-// The BPE tokenizer: a sentencepiece model (tokenizer.model, loadable by sentencepiece and HF
-// tools), trained by Debian's `spm_train` on a domain-balanced sample, and encoded/decoded here.
-// Encoding is done in-process by a re-implementation of sentencepiece's BPE (bit-identical ids,
-// tested against `spm_encode`): Debian's libsentencepiece embeds protobuf 3.14, which clashes
-// with LibTorch's protobuf 3.21 in one process. decode(encode(s)) == s for ANY bytes.
+// The tokenizer: a sentencepiece BPE model (tokenizer.model, btx's own, trained by Debian's
+// `spm_train` on a domain-balanced sample; Llama 2's), or a Hugging Face tokenizer.json (the
+// byte-level BPE of Llama 3.x, Qwen2/2.5/3, SmolLM2; Mistral's and Llama 2's sentencepiece-style
+// exports), encoded and decoded here behind one interface.
+//  - sentencepiece: a re-implementation of its BPE (bit-identical ids, tested against
+//    `spm_encode`): Debian's libsentencepiece embeds protobuf 3.14, which clashes with
+//    LibTorch's protobuf 3.21 in one process.
+//  - tokenizer.json: the file's own pipeline (data/hf_tokenizer.h: added tokens, normalizer,
+//    pre-tokenizers with its regular expressions on Oniguruma, BPE), ids identical to Hugging
+//    Face's tokenizers (tested on Meta's and Qwen's files); what it does not implement is refused
+//    at load, naming the JSON path.
+// decode(encode(s)) == s for ANY bytes (tokenizer.json: for text its normalizer leaves as it is).
 #pragma once
 
 #include <cstdint>
@@ -50,26 +57,31 @@ void train_tokenizer(const TokenizerTrainOptions& opts);
 
 class Tokenizer {
  public:
-  // Loads a sentencepiece BPE model with identity normalisation (btx's, Llama's); errors name
-  // the file and what is unsupported (unigram models, NFKC normalisation, ...).
+  // Loads a sentencepiece BPE model with identity normalisation (btx's, Llama's), or a
+  // tokenizer.json (its special tokens from the tokenizer_config.json beside it, when there);
+  // errors name the file and what is unsupported (unigram models, NFKC normalisation, ...).
   static Tokenizer load(const fs::path& model);
-  // The same from the model's bytes; `name` is used in messages.
+  // A sentencepiece model from its bytes; `name` is used in messages.
   static Tokenizer from_bytes(std::string bytes, const fs::path& name);
 
   // Plain encoding, no BOS/EOS. Never fails. Valid UTF-8 is encoded exactly as sentencepiece
-  // would; invalid UTF-8 bytes and U+2581 "▁" (which sentencepiece would turn into U+FFFD and a
-  // space) become byte pieces <0xNN> (unk for a model without byte pieces).
+  // (or Hugging Face's tokenizers, without special tokens) would; invalid UTF-8 bytes and, for
+  // sentencepiece, U+2581 "▁" (which it would turn into U+FFFD and a space) become byte pieces
+  // (unk for a model without byte pieces). Text that spells a tokenizer.json's added token is
+  // that token, as in Hugging Face's tokenizers.
   std::vector<int32_t> encode(std::string_view text) const;
-  // Concatenates the pieces' text; control ids (bos/eos) give "". Throws btx::Error on an id
-  // out of range. For btx's models decode(encode(s)) == s for every byte string s.
+  // Concatenates the pieces' text; a sentencepiece model's control ids (bos/eos) give "" (a
+  // tokenizer.json's added tokens their text, as Hugging Face decodes them). Throws btx::Error
+  // on an id out of range. For btx's models decode(encode(s)) == s for every byte string s.
   std::string decode(const std::vector<int32_t>& ids) const;
   // The text of one piece as decode() writes it ("▁" as a space, byte pieces as the raw byte).
   const std::string& piece_text(int32_t id) const;
   // The piece itself as stored in the model ("▁the", "<0x0A>", "<s>").
   const std::string& piece(int32_t id) const;
 
-  // The piece's score (BPE merge priority: higher merges first) and sentencepiece type
-  // (spm::PieceType), as stored in the model.
+  // The piece's score (BPE merge priority: higher merges first; 0 for a tokenizer.json) and
+  // sentencepiece type (spm::PieceType; a tokenizer.json's special added tokens are control,
+  // its other added tokens user-defined, ids no token has unused).
   float score(int32_t id) const;
   int piece_type(int32_t id) const;
   // sentencepiece's normaliser flags: a "▁" put before the text (btx: no; Llama: yes); text
@@ -78,9 +90,11 @@ class Tokenizer {
   bool byte_fallback() const;
 
   int vocab_size() const;
-  int bos_id() const;  // -1 when the model has none
+  // -1 when the model has none (a tokenizer.json's: tokenizer_config.json's bos_token, else the
+  // post-processor template's first special token; its eos_token).
+  int bos_id() const;
   int eos_id() const;
-  int unk_id() const;
+  int unk_id() const;  // -1 when the model has none (a tokenizer.json without unk_token)
   const fs::path& path() const;
   const std::string& sha256() const;  // of the model file's bytes
 

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "btx/data/tokenizer.h"
+#include "btx/data/hf_tokenizer.h"
 #include "btx/data/tokenizer_model.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
@@ -105,6 +106,20 @@ Tokenizer Tokenizer::load(const fs::path& model) {
   BTX_CHECK(fs::is_regular_file(model),
             "tokenizer model {} does not exist (train one with `btx tokenizer train`)",
             model.string());
+  if (model.extension() == ".json") {
+    // Hugging Face's tokenizer.json, with the special tokens of the tokenizer_config.json
+    // beside it.
+    auto m = std::make_shared<Model>();
+    m->path = model;
+    const std::string text = read_file(model);
+    m->sha256 = sha256_hex(text);
+    const fs::path config = model.parent_path() / "tokenizer_config.json";
+    hf::load_tokenizer_json(text, fs::is_regular_file(config) ? read_file(config) : "", model,
+                            *m);
+    Tokenizer t;
+    t.m_ = std::move(m);
+    return t;
+  }
   return from_bytes(read_file(model), model);
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -11,6 +12,10 @@
 #include "btx/data/tokenizer.h"
 
 namespace btx {
+
+namespace hf {
+struct Pipeline;  // hf_tokenizer.h
+}  // namespace hf
 
 namespace spm {
 inline constexpr std::string_view kSpaceMark = "\xE2\x96\x81";  // U+2581, sentencepiece's space
@@ -31,6 +36,8 @@ struct Tokenizer::Model {
   bool has_unused = false;
   bool cut_at_newlines = false;  // no piece joins "\n" to another character
   bool cut_at_spaces = false;    // "▁" only starts pieces (or follows another "▁")
+  // A tokenizer.json's pipeline (hf_tokenizer.h), which then encodes; null for sentencepiece.
+  std::shared_ptr<const hf::Pipeline> hf;
 };
 
 }  // namespace btx

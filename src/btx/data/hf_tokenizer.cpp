@@ -1,0 +1,495 @@
+// Reading tokenizer.json (hf_tokenizer.h): every part of the file that changes the ids or the
+// text is read and checked; what this code does not implement is an error naming the JSON path
+// and the value found.
+#include "btx/data/hf_tokenizer.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "btx/util/error.h"
+#include "btx/util/fs.h"
+
+namespace btx::hf {
+
+namespace {
+
+using nlohmann::json;
+
+// Reads one tokenizer.json, with the file's name and each value's JSON path in its errors.
+struct Reader {
+  const fs::path& file;
+
+  [[noreturn]] void refuse(const std::string& path, const json& v,
+                           const std::string& expected) const {
+    std::string shown = v.dump(-1, ' ', false, json::error_handler_t::replace);
+    if (shown.size() > 80) shown = shown.substr(0, 77) + "...";
+    fail("{}: {} is {}; {}", file.string(), path, shown, expected);
+  }
+  const json& at(const json& obj, const std::string& path, const char* key) const {
+    if (!obj.is_object()) refuse(path, obj, "expected an object");
+    const auto it = obj.find(key);
+    if (it == obj.end()) fail("{}: {} has no \"{}\"", file.string(), path, key);
+    return *it;
+  }
+  std::string text(const json& obj, const std::string& path, const char* key) const {
+    const json& v = at(obj, path, key);
+    if (!v.is_string()) refuse(path + "." + key, v, "expected a string");
+    return v.get<std::string>();
+  }
+  bool flag(const json& obj, const std::string& path, const char* key, bool fallback) const {
+    if (!obj.contains(key) || obj.at(key).is_null()) return fallback;
+    const json& v = obj.at(key);
+    if (!v.is_boolean()) refuse(path + "." + key, v, "expected true or false");
+    return v.get<bool>();
+  }
+  std::string type(const json& obj, const std::string& path) const {
+    return text(obj, path, "type");
+  }
+  // A string pattern: {"String": s} or {"Regex": r}.
+  std::pair<std::string, bool> pattern(const json& obj, const std::string& path) const {
+    const json& p = at(obj, path, "pattern");
+    if (p.is_object() && p.size() == 1 && p.contains("String") && p["String"].is_string()) {
+      return {p["String"].get<std::string>(), false};
+    }
+    if (p.is_object() && p.size() == 1 && p.contains("Regex") && p["Regex"].is_string()) {
+      return {p["Regex"].get<std::string>(), true};
+    }
+    refuse(path + ".pattern", p, "expected {\"String\": ...} or {\"Regex\": ...}");
+  }
+
+  void normalizer(const json& n, const std::string& path, Pipeline& p) const {
+    if (n.is_null()) return;
+    const std::string t = type(n, path);
+    if (t == "Sequence") {
+      const json& list = at(n, path, "normalizers");
+      if (!list.is_array()) refuse(path + ".normalizers", list, "expected a list");
+      for (size_t i = 0; i < list.size(); ++i) {
+        normalizer(list[i], fmt::format("{}.normalizers[{}]", path, i), p);
+      }
+    } else if (t == "NFC") {
+      p.normalizer.push_back({NormalizerStep::kNfc, "", ""});
+    } else if (t == "Prepend") {
+      p.normalizer.push_back({NormalizerStep::kPrepend, text(n, path, "prepend"), ""});
+    } else if (t == "Replace") {
+      const auto [pat, regex] = pattern(n, path);
+      if (regex) refuse(path + ".pattern", n.at("pattern"), "btx implements Replace of a String");
+      p.normalizer.push_back({NormalizerStep::kReplace, pat, text(n, path, "content")});
+    } else {
+      refuse(path + ".type", t,
+             "btx implements the normalizers NFC, Prepend, Replace and Sequence (others would be "
+             "tokenized approximately, so they are refused)");
+    }
+  }
+
+  void pre_tokenizer(const json& n, const std::string& path, Pipeline& p) const {
+    if (n.is_null()) return;
+    const std::string t = type(n, path);
+    PreTokenizerStep s{};
+    if (t == "Sequence") {
+      const json& list = at(n, path, "pretokenizers");
+      if (!list.is_array()) refuse(path + ".pretokenizers", list, "expected a list");
+      for (size_t i = 0; i < list.size(); ++i) {
+        pre_tokenizer(list[i], fmt::format("{}.pretokenizers[{}]", path, i), p);
+      }
+      return;
+    } else if (t == "Split") {
+      s.kind = PreTokenizerStep::kSplit;
+      const auto [pat, regex] = pattern(n, path);
+      if (regex) {
+        s.regex = compile_regex(pat, file.string() + ": " + path + ".pattern.Regex");
+      } else {
+        s.literal = pat;
+      }
+      const std::string behavior = text(n, path, "behavior");
+      if (behavior != "Isolated") {
+        refuse(path + ".behavior", behavior, "btx implements the Split behavior Isolated");
+      }
+      if (flag(n, path, "invert", false)) refuse(path + ".invert", true, "btx implements false");
+    } else if (t == "ByteLevel") {
+      s.kind = PreTokenizerStep::kByteLevel;
+      s.add_prefix_space = flag(n, path, "add_prefix_space", true);
+      if (flag(n, path, "use_regex", true)) {
+        s.regex = compile_regex(kGpt2Pattern, file.string() + ": " + path);
+      }
+      p.byte_level = true;
+    } else if (t == "Digits") {
+      s.kind = PreTokenizerStep::kDigits;
+      s.individual_digits = flag(n, path, "individual_digits", false);
+    } else if (t == "Metaspace") {
+      s.kind = PreTokenizerStep::kMetaspace;
+      s.replacement = text(n, path, "replacement");
+      s.split = flag(n, path, "split", true);
+      if (n.contains("prepend_scheme")) {
+        const std::string scheme = text(n, path, "prepend_scheme");
+        if (scheme == "always") {
+          s.prepend = PreTokenizerStep::kAlways;
+        } else if (scheme == "first") {
+          s.prepend = PreTokenizerStep::kFirst;
+        } else if (scheme == "never") {
+          s.prepend = PreTokenizerStep::kNever;
+        } else {
+          refuse(path + ".prepend_scheme", scheme, "expected always, first or never");
+        }
+      } else {  // older files: add_prefix_space
+        s.prepend = flag(n, path, "add_prefix_space", true) ? PreTokenizerStep::kAlways
+                                                            : PreTokenizerStep::kNever;
+      }
+    } else {
+      refuse(path + ".type", t,
+             "btx implements the pre-tokenizers Split, ByteLevel, Digits, Metaspace and "
+             "Sequence (others would be tokenized approximately, so they are refused)");
+    }
+    p.pre_tokenizer.push_back(std::move(s));
+  }
+
+  // The post-processor only matters for its BOS (btx adds special tokens itself).
+  void post_processor(const json& n, const std::string& path, const Pipeline& p, int32_t& bos,
+                      bool& adds_bos) const {
+    if (n.is_null()) return;
+    const std::string t = type(n, path);
+    if (t == "Sequence") {
+      const json& list = at(n, path, "processors");
+      if (!list.is_array()) refuse(path + ".processors", list, "expected a list");
+      for (size_t i = 0; i < list.size(); ++i) {
+        post_processor(list[i], fmt::format("{}.processors[{}]", path, i), p, bos, adds_bos);
+      }
+    } else if (t == "TemplateProcessing") {
+      const json& single = at(n, path, "single");
+      if (!single.is_array() || single.empty()) refuse(path + ".single", single, "expected a list");
+      const json& first = single[0];
+      if (first.is_object() && first.contains("SpecialToken")) {
+        const std::string name =
+            text(first["SpecialToken"], path + ".single[0].SpecialToken", "id");
+        const auto added = std::find_if(p.added.begin(), p.added.end(),
+                                        [&](const AddedToken& a) { return a.content == name; });
+        const auto in_vocab = p.vocab.find(name);
+        if (added != p.added.end()) {
+          bos = added->id;
+        } else if (in_vocab != p.vocab.end()) {
+          bos = in_vocab->second;
+        } else {
+          refuse(path + ".single[0].SpecialToken.id", name, "expected a token of the vocabulary");
+        }
+        adds_bos = true;
+      }
+    } else if (t != "ByteLevel") {
+      refuse(path + ".type", t,
+             "btx reads the post-processors ByteLevel, TemplateProcessing and Sequence");
+    }
+  }
+};
+
+// A decoder as per-token text rules (Replace, ByteFallback, ByteLevel, Metaspace) and whether
+// the decoded text loses one leading space (Strip after Fuse; Metaspace's prepended space).
+struct Decoder {
+  bool byte_level = false, byte_fallback = false, strip_space = false;
+  std::vector<std::pair<std::string, std::string>> replace;
+};
+
+void read_decoder(const Reader& r, const json& n, const std::string& path, Decoder& d,
+                  bool& fused) {
+  if (n.is_null()) return;
+  const std::string t = r.type(n, path);
+  if (t == "Sequence") {
+    const json& list = r.at(n, path, "decoders");
+    if (!list.is_array()) r.refuse(path + ".decoders", list, "expected a list");
+    for (size_t i = 0; i < list.size(); ++i) {
+      read_decoder(r, list[i], fmt::format("{}.decoders[{}]", path, i), d, fused);
+    }
+    return;
+  }
+  if (t == "Fuse") {
+    fused = true;
+    return;
+  }
+  if (t == "Strip") {
+    const json& content = r.at(n, path, "content");
+    const json& start = r.at(n, path, "start");
+    const json& stop = r.at(n, path, "stop");
+    if (!fused || content != " " || !start.is_number_integer() || start.get<int64_t>() > 1 ||
+        stop != 0) {
+      r.refuse(path, n, "btx implements Strip of one leading \" \" after Fuse");
+    }
+    d.strip_space = start.get<int64_t>() == 1;
+    return;
+  }
+  if (fused) r.refuse(path + ".type", t, "btx implements only Strip after Fuse");
+  if (t == "ByteLevel") {
+    d.byte_level = true;
+  } else if (t == "ByteFallback") {
+    d.byte_fallback = true;
+  } else if (t == "Replace") {
+    const auto [pat, regex] = r.pattern(n, path);
+    if (regex) r.refuse(path + ".pattern", n.at("pattern"), "btx implements Replace of a String");
+    d.replace.emplace_back(pat, r.text(n, path, "content"));
+  } else if (t == "Metaspace") {
+    const std::string rep = r.text(n, path, "replacement");
+    d.replace.emplace_back(rep, " ");
+    const bool prepends = n.contains("prepend_scheme")
+                              ? r.text(n, path, "prepend_scheme") != "never"
+                              : r.flag(n, path, "add_prefix_space", true);
+    d.strip_space = d.strip_space || prepends;
+  } else {
+    r.refuse(path + ".type", t,
+             "btx implements the decoders ByteLevel, Metaspace, Replace, ByteFallback, Fuse, "
+             "Strip and Sequence");
+  }
+}
+
+// "<0x0A>" -> 0x0A; -1 for anything else.
+int byte_piece(const std::string& piece) {
+  if (piece.size() != 6 || piece.compare(0, 3, "<0x") != 0 || piece[5] != '>') return -1;
+  int v = 0;
+  for (int k = 3; k < 5; ++k) {
+    const char c = piece[k];
+    const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    if (d < 0) return -1;
+    v = v * 16 + d;
+  }
+  return v;
+}
+
+std::string decode_piece(const Decoder& d, const std::string& piece) {
+  if (d.byte_fallback) {
+    const int b = byte_piece(piece);
+    if (b >= 0) return std::string(1, static_cast<char>(b));
+  }
+  std::string s = piece;
+  for (const auto& [from, to] : d.replace) {
+    std::string out;
+    size_t at = 0;
+    for (size_t hit; !from.empty() && (hit = s.find(from, at)) != std::string::npos;
+         at = hit + from.size()) {
+      out.append(s, at, hit - at);
+      out += to;
+    }
+    out.append(s, at, std::string::npos);
+    s = std::move(out);
+  }
+  if (!d.byte_level) return s;
+  static const std::unordered_map<std::string, char> inverse = [] {
+    std::unordered_map<std::string, char> m;
+    for (int b = 0; b < 256; ++b)
+      m[byte_level_char(static_cast<unsigned char>(b))] = static_cast<char>(b);
+    return m;
+  }();
+  std::string out;
+  for (size_t i = 0; i < s.size();) {
+    size_t len = 1;
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0xF0) {
+      len = 4;
+    } else if (c >= 0xE0) {
+      len = 3;
+    } else if (c >= 0xC0) {
+      len = 2;
+    }
+    len = std::min(len, s.size() - i);
+    const auto it = inverse.find(s.substr(i, len));
+    if (it != inverse.end()) {
+      out += it->second;
+    } else {
+      out.append(s, i, len);
+    }
+    i += len;
+  }
+  return out;
+}
+
+// A token named in tokenizer_config.json: "text" or {"content": "text", ...}; null: none.
+int32_t config_token(const Reader& r, const json& config, const char* key, const Pipeline& p) {
+  if (!config.is_object() || !config.contains(key) || config[key].is_null()) return -1;
+  const json& v = config[key];
+  std::string name;
+  if (v.is_string()) {
+    name = v.get<std::string>();
+  } else if (v.is_object() && v.contains("content") && v["content"].is_string()) {
+    name = v["content"].get<std::string>();
+  } else {
+    fail("{}: {} is {}; expected a token's text or {{\"content\": ...}}",
+         (r.file.parent_path() / "tokenizer_config.json").string(), key, v.dump());
+  }
+  for (const auto& a : p.added) {
+    if (a.content == name) return a.id;
+  }
+  const auto it = p.vocab.find(name);
+  if (it != p.vocab.end()) return it->second;
+  fail("{}: {} '{}' is not a token of {}",
+       (r.file.parent_path() / "tokenizer_config.json").string(), key, name, r.file.string());
+}
+
+}  // namespace
+
+void load_tokenizer_json(std::string_view text, std::string_view config_text, const fs::path& file,
+                         Tokenizer::Model& m) {
+  const Reader r{file};
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    fail("{}: not a tokenizer.json ({})", file.string(), e.what());
+  }
+  if (!j.is_object()) r.refuse("the file", j, "expected a tokenizer.json object");
+  auto p = std::make_shared<Pipeline>();
+  p->byte_token.fill(-1);
+
+  // The model.
+  const json& model = r.at(j, "the file", "model");
+  const std::string kind = model.contains("type") ? r.type(model, "model") : "BPE";
+  if (kind != "BPE") {
+    r.refuse("model.type", kind,
+             "btx implements BPE tokenizers (WordPiece and Unigram ones are refused)");
+  }
+  if (model.contains("dropout") && !model["dropout"].is_null() && model["dropout"] != 0) {
+    r.refuse("model.dropout", model["dropout"], "BPE-dropout samples tokenizations; expected null");
+  }
+  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
+    if (model.contains(key) && !model[key].is_null() && model[key] != "") {
+      r.refuse(std::string("model.") + key, model[key], "btx implements null or \"\"");
+    }
+  }
+  const json& vocab = r.at(model, "model", "vocab");
+  if (!vocab.is_object()) r.refuse("model.vocab", vocab, "expected an object of token: id");
+  int32_t size = 0;
+  for (const auto& [token, id] : vocab.items()) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= (1 << 30)) {
+      r.refuse("model.vocab[\"" + token + "\"]", id, "expected a token id");
+    }
+    p->vocab.emplace(token, id.get<int32_t>());
+    size = std::max(size, id.get<int32_t>() + 1);
+  }
+  const json& merges = r.at(model, "model", "merges");
+  if (!merges.is_array()) r.refuse("model.merges", merges, "expected a list");
+  p->merges.reserve(merges.size());
+  for (size_t i = 0; i < merges.size(); ++i) {
+    const json& mg = merges[i];
+    std::string a, b;
+    if (mg.is_string()) {
+      const std::string s = mg.get<std::string>();
+      const auto space = s.find(' ');
+      if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos) {
+        r.refuse(fmt::format("model.merges[{}]", i), mg, "expected \"left right\"");
+      }
+      a = s.substr(0, space);
+      b = s.substr(space + 1);
+    } else if (mg.is_array() && mg.size() == 2 && mg[0].is_string() && mg[1].is_string()) {
+      a = mg[0].get<std::string>();
+      b = mg[1].get<std::string>();
+    } else {
+      r.refuse(fmt::format("model.merges[{}]", i), mg, "expected \"left right\" or [left, right]");
+    }
+    const auto ia = p->vocab.find(a), ib = p->vocab.find(b), ic = p->vocab.find(a + b);
+    if (ia == p->vocab.end() || ib == p->vocab.end() || ic == p->vocab.end()) {
+      r.refuse(fmt::format("model.merges[{}]", i), mg,
+               "a merge of tokens that are not in model.vocab (or whose join is not)");
+    }
+    const uint64_t key =
+        (static_cast<uint64_t>(ia->second) << 32) | static_cast<uint32_t>(ib->second);
+    p->merges.emplace(key, std::make_pair(static_cast<int32_t>(i), ic->second));  // first wins
+  }
+  p->ignore_merges = r.flag(model, "model", "ignore_merges", false);
+  p->byte_fallback = r.flag(model, "model", "byte_fallback", false);
+  p->fuse_unk = r.flag(model, "model", "fuse_unk", false);
+  if (model.contains("unk_token") && !model["unk_token"].is_null()) {
+    const std::string unk = r.text(model, "model", "unk_token");
+    const auto it = p->vocab.find(unk);
+    if (it == p->vocab.end()) r.refuse("model.unk_token", unk, "expected a token of model.vocab");
+    p->unk = it->second;
+  }
+
+  // Added tokens.
+  if (j.contains("added_tokens") && !j["added_tokens"].is_null()) {
+    const json& added = j["added_tokens"];
+    if (!added.is_array()) r.refuse("added_tokens", added, "expected a list");
+    for (size_t i = 0; i < added.size(); ++i) {
+      const std::string path = fmt::format("added_tokens[{}]", i);
+      const json& a = added[i];
+      const json& id = r.at(a, path, "id");
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= (1 << 30)) {
+        r.refuse(path + ".id", id, "expected a token id");
+      }
+      const std::string content = r.text(a, path, "content");
+      if (content.empty()) r.refuse(path + ".content", content, "expected a token's text");
+      for (const char* key : {"lstrip", "rstrip", "single_word"}) {
+        if (r.flag(a, path, key, false)) {
+          r.refuse(path + "." + key, true, "btx matches added tokens as they are (false)");
+        }
+      }
+      const bool special = r.flag(a, path, "special", false);
+      if (r.flag(a, path, "normalized", !special) && !j["normalizer"].is_null()) {
+        r.refuse(path + ".normalized", true,
+                 "an added token matched after normalization; btx matches them in the raw text");
+      }
+      p->added.push_back({content, id.get<int32_t>()});
+      size = std::max(size, id.get<int32_t>() + 1);
+    }
+  }
+  std::stable_sort(p->added.begin(), p->added.end(), [](const AddedToken& x, const AddedToken& y) {
+    return x.content.size() > y.content.size();
+  });
+  for (size_t k = 0; k < p->added.size(); ++k) {
+    p->added_by_byte[static_cast<unsigned char>(p->added[k].content[0])].push_back(
+        static_cast<int>(k));
+  }
+
+  r.normalizer(j.contains("normalizer") ? j["normalizer"] : json(), "normalizer", *p);
+  r.pre_tokenizer(j.contains("pre_tokenizer") ? j["pre_tokenizer"] : json(), "pre_tokenizer", *p);
+  int32_t bos = -1;
+  bool adds_bos = false;
+  r.post_processor(j.contains("post_processor") ? j["post_processor"] : json(), "post_processor",
+                   *p, bos, adds_bos);
+  Decoder d;
+  bool fused = false;
+  read_decoder(r, j.contains("decoder") ? j["decoder"] : json(), "decoder", d, fused);
+
+  // The byte tokens: a byte-level model's byte characters, or <0xNN>.
+  for (int b = 0; b < 256; ++b) {
+    const auto c = static_cast<unsigned char>(b);
+    const auto it = p->byte_level ? p->vocab.find(byte_level_char(c))
+                                  : p->vocab.find(fmt::format("<0x{:02X}>", b));
+    if (it != p->vocab.end() && (p->byte_level || p->byte_fallback)) p->byte_token[b] = it->second;
+  }
+
+  // The pieces as Tokenizer serves them.
+  m.pieces.assign(size, "");
+  m.types.assign(size, spm::kUnused);
+  m.scores.assign(size, 0.0f);
+  for (const auto& [token, id] : p->vocab) {
+    m.pieces[id] = token;
+    m.types[id] = id == p->unk                                 ? spm::kUnknown
+                  : p->byte_fallback && byte_piece(token) >= 0 ? spm::kByte
+                                                               : spm::kNormal;
+  }
+  for (size_t i = 0; j.contains("added_tokens") && i < j["added_tokens"].size(); ++i) {
+    const json& a = j["added_tokens"][i];
+    const int32_t id = a["id"].get<int32_t>();
+    m.pieces[id] = a["content"].get<std::string>();
+    m.types[id] = r.flag(a, "added_tokens", "special", false) ? spm::kControl : spm::kUserDefined;
+  }
+  m.surface.resize(size);
+  for (int32_t id = 0; id < size; ++id) m.surface[id] = decode_piece(d, m.pieces[id]);
+  m.byte_id.assign(256, p->unk);
+  for (int b = 0; b < 256; ++b) {
+    if (p->byte_token[b] >= 0) m.byte_id[b] = p->byte_token[b];
+  }
+  m.unk = p->unk;
+  m.byte_fallback = p->byte_fallback;
+  m.add_dummy_prefix = d.strip_space;
+
+  json config;
+  if (!config_text.empty()) {
+    try {
+      config = json::parse(config_text);
+    } catch (const json::exception& e) {
+      fail("{}: not JSON ({})", (file.parent_path() / "tokenizer_config.json").string(), e.what());
+    }
+  }
+  const int32_t config_bos = config_token(r, config, "bos_token", *p);
+  m.bos = config_bos >= 0 ? config_bos : bos;
+  m.eos = config_token(r, config, "eos_token", *p);
+  m.hf = std::move(p);
+}
+
+}  // namespace btx::hf
