@@ -58,8 +58,8 @@ std::vector<Command> add_hf_commands(CLI::App& app) {
   exp->add_option("--tokenizer", e->opts.tokenizer,
                   "tokenizer.model to ship (default: the model's run's)");
   exp->add_option("--chat-template", e->chat_template,
-                  "plain (default: 'User: ...\\n\\nAssistant:'), chatml, none, or a JSON template "
-                  "file (docs/interop.md)")
+                  "plain (default: 'User: ...\\n\\nAssistant:'), chatml, none, a JSON template "
+                  "file (docs/interop.md), or a model's tokenizer_config.json or .jinja file")
       ->capture_default_str();
   exp->add_option("--name", e->name, "gguf: general.name (default: the model folder's name)");
   exp->add_option("--max-shard-size", e->max_shard_gb,

@@ -80,7 +80,8 @@ std::vector<Command> add_serve_commands(CLI::App& app) {
   cmd->add_flag("--no-cache", a->no_cache, "Recompute the whole prefix for every token");
   cmd->add_option("--chat-template", a->chat_template,
                   "How chat messages become the prompt: plain (default: 'User: ...\\n\\n"
-                  "Assistant:'), chatml, none, or a JSON template file (docs/interop.md)")
+                  "Assistant:'), chatml, none, a JSON template file (docs/interop.md), or a "
+                  "model's own Jinja template: its tokenizer_config.json or a .jinja file")
       ->capture_default_str();
   cmd->add_option("--cors-origin", a->opts.cors_origin,
                   "Let browser pages of this origin call the server (e.g. http://localhost:3000, "

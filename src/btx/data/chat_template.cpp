@@ -1,5 +1,6 @@
 #include "btx/data/chat_template.h"
 
+#include "btx/data/jinja.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
 
@@ -76,6 +77,14 @@ ChatTemplate from_json(const nlohmann::json& j, const std::string& where) {
 
 std::string ChatTemplate::render(const std::vector<ChatMessage>& messages,
                                  bool add_generation_prompt) const {
+  if (model_template) {
+    nlohmann::ordered_json context = template_variables;
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    for (const auto& m : messages) list.push_back({{"role", m.role}, {"content", m.content}});
+    context["messages"] = list;
+    context["add_generation_prompt"] = add_generation_prompt;
+    return model_template->render(context);
+  }
   std::string out;
   for (size_t i = 0; i < messages.size(); ++i) {
     const auto it = roles.find(messages[i].role);
@@ -95,6 +104,7 @@ std::vector<std::string> ChatTemplate::role_names() const {
 }
 
 std::string ChatTemplate::jinja() const {
+  if (model_template) return model_template_source;
   if (roles.empty()) return "";
   std::string out = "{%- for message in messages -%}";
   bool first = true;
@@ -112,6 +122,7 @@ std::string ChatTemplate::jinja() const {
 }
 
 nlohmann::json ChatTemplate::to_json() const {
+  if (model_template) return {{"jinja", model_template_source}};
   nlohmann::json r = nlohmann::json::object();
   for (const auto& [role, x] : roles) r[role] = {{"prefix", x.prefix}, {"suffix", x.suffix}};
   return {{"roles", r}, {"generation_prompt", generation_prompt}, {"stop", stop}};
@@ -142,14 +153,74 @@ ChatTemplate builtin_chat_template(const std::string& name) {
   return t;
 }
 
+namespace {
+
+// A model's template from its Jinja source; `variables` from its tokenizer_config.json.
+ChatTemplate model_chat_template(const std::string& source, const std::string& name,
+                                 nlohmann::ordered_json variables) {
+  ChatTemplate t;
+  t.name = name;
+  t.model_template = std::make_shared<const jinja::Template>(jinja::Template::parse(source, name));
+  t.model_template_source = source;
+  t.template_variables = std::move(variables);
+  return t;
+}
+
+// tokenizer_config.json's special token `key` as text ("text" or {"content": "text"}).
+std::string config_token(const nlohmann::ordered_json& config, const char* key,
+                         const std::string& file) {
+  if (!config.contains(key) || config[key].is_null()) return "";
+  const auto& v = config[key];
+  if (v.is_string()) return v.get<std::string>();
+  BTX_CHECK(v.is_object() && v.contains("content") && v["content"].is_string(),
+            "{}: {} is {}; expected a token's text or {{\"content\": ...}}", file, key, v.dump());
+  return v["content"].get<std::string>();
+}
+
+}  // namespace
+
 ChatTemplate load_chat_template(const std::string& name_or_file) {
-  if (name_or_file == "none") return ChatTemplate{"none", {}, "", {}};
+  if (name_or_file == "none") {
+    ChatTemplate none;
+    none.name = "none";
+    return none;
+  }
   if (name_or_file == "plain" || name_or_file == "chatml") {
     return builtin_chat_template(name_or_file);
   }
   BTX_CHECK(fs::is_regular_file(name_or_file),
             "chat template '{}': not plain, chatml or none, and no such file", name_or_file);
-  return from_json(read_json_file(name_or_file), name_or_file);
+  if (fs::path(name_or_file).extension() == ".jinja") {
+    return model_chat_template(read_file(name_or_file), name_or_file,
+                               nlohmann::ordered_json::object());
+  }
+  const nlohmann::json j = read_json_file(name_or_file);
+  if (!j.is_object() || !j.contains("chat_template")) return from_json(j, name_or_file);
+  // A model's tokenizer_config.json.
+  const auto config = nlohmann::ordered_json::parse(read_file(name_or_file));
+  const auto& ct = config["chat_template"];
+  std::string source;
+  if (ct.is_string()) {
+    source = ct.get<std::string>();
+  } else if (ct.is_array()) {
+    std::vector<std::string> names;
+    for (const auto& entry : ct) {
+      BTX_CHECK(entry.is_object() && entry.contains("name") && entry.contains("template") &&
+                    entry["name"].is_string() && entry["template"].is_string(),
+                "{}: chat_template entries are {{\"name\", \"template\"}} objects", name_or_file);
+      names.push_back(entry["name"].get<std::string>());
+      if (names.back() == "default") source = entry["template"].get<std::string>();
+    }
+    BTX_CHECK(!source.empty(), "{}: chat_template has no template named \"default\" (it has {})",
+              name_or_file, fmt::join(names, ", "));
+  } else {
+    fail("{}: chat_template is {}; expected a Jinja template (a string)", name_or_file, ct.dump());
+  }
+  nlohmann::ordered_json variables = nlohmann::ordered_json::object();
+  for (const char* key : {"bos_token", "eos_token"}) {
+    variables[key] = config_token(config, key, name_or_file);
+  }
+  return model_chat_template(source, name_or_file + " chat_template", std::move(variables));
 }
 
 }  // namespace btx

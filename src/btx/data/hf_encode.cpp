@@ -12,6 +12,7 @@
 
 #include "btx/data/hf_tokenizer.h"
 #include "btx/util/error.h"
+#include "btx/util/utf8.h"
 
 namespace btx::hf {
 
@@ -54,31 +55,6 @@ class Regex {
   OnigRegex re_ = nullptr;
 };
 
-namespace {
-
-// Length of the well-formed UTF-8 character at s[i], or 0 (as tokenizer.cpp; RFC 3629).
-size_t utf8_len(std::string_view s, size_t i) {
-  const auto b = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
-  const size_t left = s.size() - i;
-  const unsigned c = b(0);
-  if (c < 0x80) return 1;
-  const auto cont = [&](size_t k) { return k < left && (b(k) & 0xC0) == 0x80; };
-  if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
-  if (c >= 0xE0 && c <= 0xEF) {
-    if (!cont(1) || !cont(2)) return 0;
-    if ((c == 0xE0 && b(1) < 0xA0) || (c == 0xED && b(1) > 0x9F)) return 0;
-    return 3;
-  }
-  if (c >= 0xF0 && c <= 0xF4) {
-    if (!cont(1) || !cont(2) || !cont(3)) return 0;
-    if ((c == 0xF0 && b(1) < 0x90) || (c == 0xF4 && b(1) > 0x8F)) return 0;
-    return 4;
-  }
-  return 0;
-}
-
-}  // namespace
-
 template <typename Emit>
 void Regex::find_all(const std::string& s, Emit emit) const {
   OnigRegion* region = onig_region_new();
@@ -92,7 +68,7 @@ void Regex::find_all(const std::string& s, Emit emit) const {
       emit(b, e);
       at = e;
     } else if (b < s.size()) {
-      at = b + std::max<size_t>(1, utf8_len(s, b));
+      at = b + std::max<size_t>(1, utf8_char_len(s, b));
     } else {
       break;
     }
@@ -154,6 +130,7 @@ std::string replace_all(std::string s, const std::string& from, const std::strin
 }
 
 std::string nfc(const std::string& s) {
+  if (std::all_of(s.begin(), s.end(), [](char c) { return (c & 0x80) == 0; })) return s;  // ASCII
   utf8proc_uint8_t* out = nullptr;
   const auto n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()),
                               static_cast<utf8proc_ssize_t>(s.size()), &out,
@@ -184,7 +161,7 @@ void bpe_word(const Pipeline& p, const std::string& word, std::vector<int32_t>& 
   bool prev_unk = false;
   std::string ch;
   for (size_t i = 0; i < word.size();) {
-    size_t len = utf8_len(word, i);
+    size_t len = utf8_char_len(word, i);
     if (len == 0) len = 1;  // cannot happen: words are valid UTF-8
     ch.assign(word, i, len);
     i += len;
@@ -289,7 +266,7 @@ void encode_stretch(const Pipeline& p, std::string text, bool at_start, std::vec
         split_isolated(pieces, [&](const std::string& s, auto emit) {
           size_t run = std::string::npos;  // start of a run of digits (contiguous)
           for (size_t i = 0; i < s.size();) {
-            size_t len = std::max<size_t>(1, utf8_len(s, i));
+            size_t len = std::max<size_t>(1, utf8_char_len(s, i));
             const bool digit = is_numeric(s, i, len);
             if (digit && step.individual_digits) emit(i, i + len);
             if (!step.individual_digits) {
@@ -358,7 +335,7 @@ void encode_text(const Pipeline& p, std::string_view text, bool at_start,
                  std::vector<int32_t>& out) {
   size_t run = 0;
   for (size_t i = 0; i < text.size();) {
-    const size_t len = utf8_len(text, i);
+    const size_t len = utf8_char_len(text, i);
     if (len > 0) {
       i += len;
       continue;

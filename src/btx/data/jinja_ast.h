@@ -65,6 +65,27 @@ struct Node {
   std::vector<NodeP> children;
 };
 
+struct Token {
+  enum Kind {
+    kText,
+    kVarBegin,
+    kVarEnd,
+    kBlockBegin,
+    kBlockEnd,
+    kName,
+    kString,
+    kInt,
+    kFloat,
+    kOp,
+    kEnd
+  };
+  Kind kind;
+  std::string text;
+  int line;
+};
+
+// jinja_lex.cpp: the template's tokens, ending with kEnd; errors name `name` and the line.
+std::vector<Token> lex_template(const std::string& source, const std::string& name);
 // jinja_parse.cpp: the template's tree; errors name `name` and the line.
 NodeP parse_template(const std::string& source, const std::string& name);
 

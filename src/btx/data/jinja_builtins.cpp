@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <ctime>
+#include <set>
 
 #include "btx/data/jinja_value.h"
 #include "btx/util/error.h"
@@ -94,73 +95,12 @@ List split(const std::string& s, const Value* sep, int64_t maxsplit) {
   return out;
 }
 
-int64_t as_int(const Value& v, int64_t dflt) {
-  switch (v.type) {
-    case Value::kInt:
-      return v.i;
-    case Value::kBool:
-      return v.b ? 1 : 0;
-    case Value::kFloat:
-      return static_cast<int64_t>(v.f);
-    case Value::kString:
-      try {
-        size_t used = 0;
-        const int64_t x = std::stoll(strip(v.s, "", true, true), &used);
-        return used == strip(v.s, "", true, true).size() ? x : dflt;
-      } catch (const std::exception&) {
-        return dflt;
-      }
-    default:
-      return dflt;
-  }
-}
-
 Value attribute_of(const Value& v, const std::string& name) {
   if (const Value* x = v.find(name)) return *x;
   return Value();
 }
 
 }  // namespace
-
-bool apply_test(const std::string& name, const Value& v, const std::vector<Value>& args,
-                const std::string& where) {
-  auto need = [&](size_t n) {
-    if (args.size() < n) fail("{}: the test '{}' needs an argument", where, name);
-  };
-  if (name == "defined") return v.type != Value::kUndefined;
-  if (name == "undefined") return v.type == Value::kUndefined;
-  if (name == "none") return v.type == Value::kNone;
-  if (name == "string") return v.type == Value::kString;
-  if (name == "number") return v.is_number();
-  if (name == "integer") return v.type == Value::kInt;
-  if (name == "float") return v.type == Value::kFloat;
-  if (name == "boolean") return v.type == Value::kBool;
-  if (name == "true") return v.type == Value::kBool && v.b;
-  if (name == "false") return v.type == Value::kBool && !v.b;
-  if (name == "mapping") return v.type == Value::kDict || v.type == Value::kNamespace;
-  if (name == "iterable")
-    return v.type == Value::kString || v.type == Value::kList || v.type == Value::kDict;
-  if (name == "sequence")
-    return v.type == Value::kString || v.type == Value::kList || v.type == Value::kDict;
-  if (name == "callable") return false;
-  if (name == "equalto" || name == "eq" || name == "sameas") {
-    need(1);
-    return equal(v, args[0]);
-  }
-  if (name == "in") {
-    need(1);
-    const Value& c = args[0];
-    if (c.type == Value::kString && v.type == Value::kString)
-      return c.s.find(v.s) != std::string::npos;
-    if (c.type == Value::kList) {
-      return std::any_of(c.list->begin(), c.list->end(),
-                         [&](const Value& x) { return equal(v, x); });
-    }
-    if (c.dict && v.type == Value::kString) return c.find(v.s) != nullptr;
-    return false;
-  }
-  fail("{}: the test '{}' is not implemented", where, name);
-}
 
 Value apply_filter(const std::string& name, const Value& v, const std::vector<Value>& args,
                    const Kwargs& kwargs, const std::string& where) {
@@ -227,7 +167,7 @@ Value apply_filter(const std::string& name, const Value& v, const std::vector<Va
   }
   if (name == "int") {
     const Value* dflt = arg(args, kwargs, 0, "default");
-    return Value::of(as_int(v, dflt ? as_int(*dflt, 0) : 0));
+    return Value::of(to_int(v, dflt ? to_int(*dflt, 0) : 0));
   }
   if (name == "float") {
     if (v.is_number()) return Value::real(v.number());
@@ -241,7 +181,7 @@ Value apply_filter(const std::string& name, const Value& v, const std::vector<Va
     if (args.size() < 2) fail("{}: replace needs the old and the new text", where);
     const Value* count = arg(args, kwargs, 2, "count");
     return Value::str(
-        replace(to_str(v), to_str(args[0]), to_str(args[1]), count ? as_int(*count, -1) : -1));
+        replace(to_str(v), to_str(args[0]), to_str(args[1]), count ? to_int(*count, -1) : -1));
   }
   if (name == "items") {
     if (!v.dict) fail("{}: items expects a mapping, got {}", where, type_name(v));
@@ -258,7 +198,7 @@ Value apply_filter(const std::string& name, const Value& v, const std::vector<Va
   }
   if (name == "round") {
     const Value* precision = arg(args, kwargs, 0, "precision");
-    const double p = std::pow(10.0, precision ? static_cast<double>(as_int(*precision, 0)) : 0.0);
+    const double p = std::pow(10.0, precision ? static_cast<double>(to_int(*precision, 0)) : 0.0);
     return Value::real(std::round(v.number() * p) / p);
   }
   if (name == "unique") {
@@ -339,7 +279,7 @@ Value call_method(const Value& self, const std::string& name, const std::vector<
     if (name == "split") {
       const Value* maxsplit = arg(args, kwargs, 1, "maxsplit");
       return Value::of_list(
-          split(s, arg(args, kwargs, 0, "sep"), maxsplit ? as_int(*maxsplit, -1) : -1));
+          split(s, arg(args, kwargs, 0, "sep"), maxsplit ? to_int(*maxsplit, -1) : -1));
     }
     if (name == "upper") return Value::str(ascii_upper(s));
     if (name == "lower") return Value::str(ascii_lower(s));
@@ -375,43 +315,6 @@ Value call_method(const Value& self, const std::string& name, const std::vector<
     }
   }
   fail("{}: '{}' object has no method '{}'", where, type_name(self), name);
-}
-
-Value call_function(const std::string& name, const std::vector<Value>& args, const Kwargs& kwargs,
-                    const std::string& where) {
-  if (name == "namespace") {
-    Dict d;
-    if (!args.empty() && args[0].dict) d = *args[0].dict;
-    for (const auto& kv : kwargs) d.push_back(kv);
-    return Value::of_dict(std::move(d), Value::kNamespace);
-  }
-  if (name == "range") {
-    int64_t a = 0, b = 0, step = 1;
-    if (args.size() == 1) {
-      b = as_int(args[0], 0);
-    } else if (args.size() >= 2) {
-      a = as_int(args[0], 0);
-      b = as_int(args[1], 0);
-      if (args.size() > 2) step = as_int(args[2], 1);
-    }
-    if (step == 0) fail("{}: range() step must not be zero", where);
-    List out;
-    for (int64_t k = a; step > 0 ? k < b : k > b; k += step) out.push_back(Value::of(k));
-    return Value::of_list(std::move(out));
-  }
-  if (name == "raise_exception") {
-    fail("{}: the template raised: {}", where, args.empty() ? "" : to_str(args[0]));
-  }
-  if (name == "strftime_now") {
-    if (args.empty()) fail("{}: strftime_now needs a format", where);
-    const std::time_t now = std::time(nullptr);
-    std::tm tm{};
-    localtime_r(&now, &tm);
-    char buf[256];
-    const size_t n = std::strftime(buf, sizeof buf, to_str(args[0]).c_str(), &tm);
-    return Value::str(std::string(buf, n));
-  }
-  fail("{}: the function '{}' is not implemented", where, name);
 }
 
 }  // namespace btx::jinja

@@ -5,8 +5,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <ctime>
+#include <set>
 
 #include "btx/util/error.h"
+#include "btx/util/utf8.h"
 
 namespace btx::jinja {
 
@@ -228,8 +231,7 @@ List items_of(const Value& v, const std::string& where) {
     case Value::kString: {
       List out;
       for (size_t k = 0; k < v.s.size();) {
-        const auto c = static_cast<unsigned char>(v.s[k]);
-        const size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        const size_t len = std::max<size_t>(1, utf8_char_len(v.s, k));
         out.push_back(Value::str(v.s.substr(k, len)));
         k += len;
       }
@@ -245,6 +247,146 @@ List items_of(const Value& v, const std::string& where) {
     default:
       fail("{}: '{}' object is not iterable", where, type_name(v));
   }
+}
+
+int64_t to_int(const Value& v, int64_t dflt) {
+  switch (v.type) {
+    case Value::kInt:
+      return v.i;
+    case Value::kBool:
+      return v.b ? 1 : 0;
+    case Value::kFloat:
+      return static_cast<int64_t>(v.f);
+    case Value::kString:
+      try {
+        size_t used = 0;
+        const int64_t x = std::stoll(strip(v.s, "", true, true), &used);
+        return used == strip(v.s, "", true, true).size() ? x : dflt;
+      } catch (const std::exception&) {
+        return dflt;
+      }
+    default:
+      return dflt;
+  }
+}
+
+
+// The built-ins' names, which the parser admits (and nothing else).
+const std::set<std::string>& filters() {
+  static const std::set<std::string> names = {
+      "length",     "count",   "trim",    "tojson", "string",     "lower",     "upper", "title",
+      "capitalize", "first",   "last",    "join",   "default",    "d",         "int",   "float",
+      "list",       "reverse", "replace", "items",  "abs",        "round",     "safe",  "unique",
+      "min",        "max",     "sum",     "map",    "selectattr", "rejectattr"};
+  return names;
+}
+const std::set<std::string>& tests() {
+  static const std::set<std::string> names = {
+      "defined",  "undefined", "none",    "string", "number",  "integer",
+      "float",    "boolean",   "true",    "false",  "mapping", "iterable",
+      "sequence", "callable",  "equalto", "eq",     "in",      "sameas"};
+  return names;
+}
+const std::set<std::string>& functions() {
+  static const std::set<std::string> names = {"namespace", "range", "raise_exception",
+                                              "strftime_now"};
+  return names;
+}
+const std::set<std::string>& methods() {
+  static const std::set<std::string> names = {
+      "startswith", "endswith", "split", "strip", "lstrip", "rstrip", "upper",  "lower", "title",
+      "capitalize", "replace",  "find",  "count", "items",  "keys",   "values", "get"};
+  return names;
+}
+
+bool known_filter(const std::string& name) {
+  return filters().count(name) > 0;
+}
+bool known_test(const std::string& name) {
+  return tests().count(name) > 0;
+}
+bool known_function(const std::string& name) {
+  return functions().count(name) > 0;
+}
+bool known_method(const std::string& name) {
+  return methods().count(name) > 0;
+}
+
+bool apply_test(const std::string& name, const Value& v, const std::vector<Value>& args,
+                const std::string& where) {
+  auto need = [&](size_t n) {
+    if (args.size() < n) fail("{}: the test '{}' needs an argument", where, name);
+  };
+  if (name == "defined") return v.type != Value::kUndefined;
+  if (name == "undefined") return v.type == Value::kUndefined;
+  if (name == "none") return v.type == Value::kNone;
+  if (name == "string") return v.type == Value::kString;
+  if (name == "number") return v.is_number();
+  if (name == "integer") return v.type == Value::kInt;
+  if (name == "float") return v.type == Value::kFloat;
+  if (name == "boolean") return v.type == Value::kBool;
+  if (name == "true") return v.type == Value::kBool && v.b;
+  if (name == "false") return v.type == Value::kBool && !v.b;
+  if (name == "mapping") return v.type == Value::kDict || v.type == Value::kNamespace;
+  if (name == "iterable")
+    return v.type == Value::kString || v.type == Value::kList || v.type == Value::kDict;
+  if (name == "sequence")
+    return v.type == Value::kString || v.type == Value::kList || v.type == Value::kDict;
+  if (name == "callable") return false;
+  if (name == "equalto" || name == "eq" || name == "sameas") {
+    need(1);
+    return equal(v, args[0]);
+  }
+  if (name == "in") {
+    need(1);
+    const Value& c = args[0];
+    if (c.type == Value::kString && v.type == Value::kString)
+      return c.s.find(v.s) != std::string::npos;
+    if (c.type == Value::kList) {
+      return std::any_of(c.list->begin(), c.list->end(),
+                         [&](const Value& x) { return equal(v, x); });
+    }
+    if (c.dict && v.type == Value::kString) return c.find(v.s) != nullptr;
+    return false;
+  }
+  fail("{}: the test '{}' is not implemented", where, name);
+}
+
+Value call_function(const std::string& name, const std::vector<Value>& args, const Kwargs& kwargs,
+                    const std::string& where) {
+  if (name == "namespace") {
+    Dict d;
+    if (!args.empty() && args[0].dict) d = *args[0].dict;
+    for (const auto& kv : kwargs) d.push_back(kv);
+    return Value::of_dict(std::move(d), Value::kNamespace);
+  }
+  if (name == "range") {
+    int64_t a = 0, b = 0, step = 1;
+    if (args.size() == 1) {
+      b = to_int(args[0], 0);
+    } else if (args.size() >= 2) {
+      a = to_int(args[0], 0);
+      b = to_int(args[1], 0);
+      if (args.size() > 2) step = to_int(args[2], 1);
+    }
+    if (step == 0) fail("{}: range() step must not be zero", where);
+    List out;
+    for (int64_t k = a; step > 0 ? k < b : k > b; k += step) out.push_back(Value::of(k));
+    return Value::of_list(std::move(out));
+  }
+  if (name == "raise_exception") {
+    fail("{}: the template raised: {}", where, args.empty() ? "" : to_str(args[0]));
+  }
+  if (name == "strftime_now") {
+    if (args.empty()) fail("{}: strftime_now needs a format", where);
+    const std::time_t now = std::time(nullptr);
+    std::tm tm{};
+    localtime_r(&now, &tm);
+    char buf[256];
+    const size_t n = std::strftime(buf, sizeof buf, to_str(args[0]).c_str(), &tm);
+    return Value::str(std::string(buf, n));
+  }
+  fail("{}: the function '{}' is not implemented", where, name);
 }
 
 }  // namespace btx::jinja

@@ -81,6 +81,8 @@ std::string to_str(const Value& v, bool inner = false);
 // json.dumps(v, ensure_ascii=False, indent=indent) as transformers' tojson calls it.
 std::string to_json_text(const Value& v, int indent);
 bool truthy(const Value& v);
+// Jinja's int filter: a number or numeric text as an integer, else `dflt`.
+int64_t to_int(const Value& v, int64_t dflt);
 bool equal(const Value& a, const Value& b);
 const char* type_name(const Value& v);
 // Python's str.strip/lstrip/rstrip: whitespace, or the characters of `chars`.
@@ -90,6 +92,11 @@ std::string strip(const std::string& s, const std::string& chars, bool left, boo
 List items_of(const Value& v, const std::string& where);
 
 using Kwargs = std::vector<std::pair<std::string, Value>>;
+// The names of the built-ins below: what the parser admits (anything else is refused there).
+bool known_filter(const std::string& name);
+bool known_test(const std::string& name);
+bool known_function(const std::string& name);
+bool known_method(const std::string& name);
 // The built-ins, by the names the parser admits (jinja_parse.cpp); `where` ("NAME: line N")
 // prefixes errors. `test_call` applies a test by name (selectattr, rejectattr).
 Value apply_filter(const std::string& name, const Value& v, const std::vector<Value>& args,

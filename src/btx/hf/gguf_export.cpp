@@ -152,7 +152,7 @@ nlohmann::json export_gguf(const GgufExportOptions& o) {
   m.add_bool("tokenizer.ggml.add_bos_token", false);  // btx trains on the plain token stream
   m.add_bool("tokenizer.ggml.add_eos_token", false);
   m.add_bool("tokenizer.ggml.add_space_prefix", tok.add_dummy_prefix());
-  if (!o.chat_template.roles.empty()) {
+  if (!o.chat_template.empty()) {
     m.add_string("tokenizer.chat_template", o.chat_template.jinja());
   }
 

@@ -330,7 +330,7 @@ CompletionRequest parse_chat_request(const std::string& body, const Tokenizer& t
   if (!j.contains("messages") || !j["messages"].is_array() || j["messages"].empty()) {
     bad("messages", "messages is required: a non-empty array of {\"role\", \"content\"}");
   }
-  if (chat.roles.empty()) {
+  if (chat.empty()) {
     bad("messages", "this model has no chat template: start btx serve with --chat-template");
   }
   std::vector<ChatMessage> messages;
@@ -348,7 +348,7 @@ CompletionRequest parse_chat_request(const std::string& body, const Tokenizer& t
       bad(where + ".role", fmt::format("{}.role must be a string", where));
     }
     const std::string role = m["role"];
-    if (!chat.roles.count(role)) {
+    if (!chat.has_role(role)) {
       bad(where + ".role", fmt::format("{}.role: unknown role \"{}\" (this model's chat "
                                        "template has {})",
                                        where, role, fmt::join(chat.role_names(), ", ")));
@@ -356,7 +356,11 @@ CompletionRequest parse_chat_request(const std::string& body, const Tokenizer& t
     if (!m.contains("content")) bad(where + ".content", where + ".content is required");
     messages.push_back({role, message_content(m["content"], where + ".content")});
   }
-  r.prompts = {tok.encode(chat.render(messages, true))};
+  try {
+    r.prompts = {tok.encode(chat.render(messages, true))};
+  } catch (const Error& e) {  // a model's template refusing the conversation
+    bad("messages", e.what());
+  }
   const int64_t max_tokens =
       f.has("max_completion_tokens")
           ? f.integer("max_completion_tokens", 16, 0, std::numeric_limits<int64_t>::max())
