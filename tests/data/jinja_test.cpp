@@ -242,7 +242,35 @@ TEST(Jinja, WhatIsNotImplementedIsRefusedWhenParsed) {
             std::string::npos);
   EXPECT_NE(refusal("{% if x %}open").find("a block is not closed"), std::string::npos);
   EXPECT_NE(refusal("{{ 'open }}").find("a string is not closed"), std::string::npos);
+  EXPECT_NE(refusal("{{ x[] }}").find("expected an expression in [ ]"), std::string::npos);
   EXPECT_NE(refusal("{{ x ").find("line 1"), std::string::npos);
+  EXPECT_NE(refusal("{{ 99999999999999999999999 }}")
+                .find("the integer 99999999999999999999999 is "
+                      "too large"),
+            std::string::npos);
+  EXPECT_NE(refusal("{{ " + std::string(300, '(') + "1" + std::string(300, ')') + " }}")
+                .find("nests more than 200"),
+            std::string::npos);
+}
+
+// A hostile template is an error, not a hang or an exhausted memory (the fuzzer found the first
+// of these): bounded steps, texts and ranges.
+TEST(Jinja, RenderingIsBounded) {
+  auto render_error = [](const std::string& t) {
+    return error_of(
+        [&] { jinja::Template::parse(t, "t").render(nlohmann::ordered_json::object()); });
+  };
+  EXPECT_NE(render_error("{{ range(10000000) | length }}").find("range() of 10000000 numbers"),
+            std::string::npos);
+  EXPECT_NE(render_error("{% for i in range(1000000) %}{% for j in range(1000000) %}{% endfor %}"
+                         "{% endfor %}")
+                .find("the template took more than 2000000 steps"),
+            std::string::npos);
+  EXPECT_NE(render_error("{% set ns = namespace(s='x') %}{% for i in range(40) %}"
+                         "{% set ns.s = ns.s ~ ns.s %}{% endfor %}")
+                .find("a text of more than 67108864 bytes"),
+            std::string::npos);
+  EXPECT_NE(render_error("{{ 'ab' * 100000000 }}").find("a text of more than"), std::string::npos);
 }
 
 }  // namespace

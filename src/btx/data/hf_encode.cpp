@@ -29,7 +29,7 @@ void onig_init_once() {
 
 class Regex {
  public:
-  Regex(const std::string& pattern, const std::string& where) {
+  Regex(const std::string& pattern, const std::string& where) : where_(where) {
     onig_init_once();
     OnigErrorInfo info;
     const auto* pat = reinterpret_cast<const OnigUChar*>(pattern.data());
@@ -53,6 +53,7 @@ class Regex {
 
  private:
   OnigRegex re_ = nullptr;
+  std::string where_;  // the file and JSON path of the pattern, for errors
 };
 
 template <typename Emit>
@@ -62,7 +63,15 @@ void Regex::find_all(const std::string& s, Emit emit) const {
   const auto* end = str + s.size();
   size_t at = 0;
   while (at <= s.size()) {
-    if (onig_search(re_, str, end, str + at, end, region, ONIG_OPTION_NONE) < 0) break;
+    const int r = onig_search(re_, str, end, str + at, end, region, ONIG_OPTION_NONE);
+    if (r == ONIG_MISMATCH) break;
+    if (r < 0) {  // e.g. the backtracking limit: never tokenize a text half split
+      onig_region_free(region, 1);
+      OnigUChar msg[ONIG_MAX_ERROR_MESSAGE_LEN];
+      onig_error_code_to_str(msg, r);
+      fail("{}: the pattern failed on a text of {} bytes ({})", where_, s.size(),
+           reinterpret_cast<const char*>(msg));
+    }
     const auto b = static_cast<size_t>(region->beg[0]), e = static_cast<size_t>(region->end[0]);
     if (e > b) {
       emit(b, e);

@@ -17,6 +17,8 @@ class Renderer {
   explicit Renderer(const std::string& name) : name_(name) {}
 
   void render(const Node& n, std::string& out) {
+    step(n.line);
+    if (out.size() > kMaxText) error(n.line, "the output passed {} bytes", kMaxText);
     switch (n.kind) {
       case Node::kBody:
         for (const auto& c : n.children) {
@@ -82,6 +84,19 @@ class Renderer {
       if (it != s->end()) return &it->second;
     }
     return nullptr;
+  }
+
+  // Bounds on what one rendering may do, so that a hostile template is an error, not a hang or
+  // an exhausted memory: steps (statements and expressions evaluated) and bytes of any text.
+  static constexpr int64_t kMaxSteps = 2'000'000;
+  static constexpr uint64_t kMaxText = 64u << 20;
+  int64_t steps_ = 0;
+  void step(int line) {
+    if (++steps_ > kMaxSteps) error(line, "the template took more than {} steps", kMaxSteps);
+  }
+  Value text(const Expr& e, std::string s) {
+    if (s.size() > kMaxText) error(e.line, "a text of more than {} bytes", kMaxText);
+    return Value::str(std::move(s));
   }
 
   std::string where(int line) const { return fmt::format("{}: line {}", name_, line); }
@@ -196,6 +211,7 @@ class Renderer {
 
  public:
   Value eval(const Expr& e) {
+    step(e.line);
     switch (e.kind) {
       case Expr::kLiteral:
         return from_json(e.literal);
@@ -282,7 +298,7 @@ class Renderer {
       return truthy(a) ? a : eval(*e.args[1]);
     }
     const Value a = eval(*e.args[0]), b = eval(*e.args[1]);
-    if (op == "~") return Value::str(to_str(a) + to_str(b));
+    if (op == "~") return text(e, to_str(a) + to_str(b));
     if (op == "==") return Value::of(equal(a, b));
     if (op == "!=") return Value::of(!equal(a, b));
     if (op == "in" || op == "notin") {
@@ -311,7 +327,7 @@ class Renderer {
       return Value::of(op == "<" ? c < 0 : op == "<=" ? c <= 0 : op == ">" ? c > 0 : c >= 0);
     }
     if (op == "+" && a.type == Value::kString && b.type == Value::kString)
-      return Value::str(a.s + b.s);
+      return text(e, a.s + b.s);
     if (op == "+" && a.type == Value::kList && b.type == Value::kList) {
       List l = *a.list;
       l.insert(l.end(), b.list->begin(), b.list->end());
@@ -319,6 +335,9 @@ class Renderer {
     }
     if (op == "*" && a.type == Value::kString && b.type == Value::kInt) {
       std::string r;
+      if (b.i > 0 && a.s.size() * static_cast<uint64_t>(b.i) > kMaxText) {
+        error(e.line, "a text of more than {} bytes", kMaxText);
+      }
       for (int64_t k = 0; k < b.i; ++k) r += a.s;
       return Value::str(r);
     }

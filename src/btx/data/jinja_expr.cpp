@@ -1,6 +1,9 @@
 // The expressions of the Jinja parser (jinja_parser.h), from the conditional expression down to
 // literals, with Jinja's precedence; the filters, tests, functions and methods a template may
 // name are the built-ins' (jinja_value.h), anything else is refused by name.
+#include <cerrno>
+#include <cstdlib>
+
 #include "btx/data/jinja_parser.h"
 #include "btx/data/jinja_value.h"
 
@@ -197,11 +200,14 @@ ExprP Parser::primary() {
   }
   if (t.kind == Token::kInt) {
     ++i_;
-    return lit(std::stoll(t.text));
+    errno = 0;
+    const long long v = std::strtoll(t.text.c_str(), nullptr, 10);
+    if (errno == ERANGE) error("the integer {} is too large", t.text);
+    return lit(static_cast<int64_t>(v));
   }
   if (t.kind == Token::kFloat) {
     ++i_;
-    return lit(std::stod(t.text));
+    return lit(std::strtod(t.text.c_str(), nullptr));  // out of range: inf, as Python
   }
   if (t.kind == Token::kName) {
     ++i_;
@@ -283,6 +289,7 @@ ExprP Parser::postfix(ExprP e) {
         break;
       }
       expect_op("]");
+      if (colons == 0 && !parts[0]) error("expected an expression in [ ]");
       e = colons == 0 ? make(Expr::kItem, {e, parts[0]})
                       : make(Expr::kSlice, {e, parts[0], parts[1], parts[2]});
     } else if (is_op("(") && e->kind == Expr::kName) {

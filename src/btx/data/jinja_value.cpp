@@ -270,7 +270,6 @@ int64_t to_int(const Value& v, int64_t dflt) {
   }
 }
 
-
 // The built-ins' names, which the parser admits (and nothing else).
 const std::set<std::string>& filters() {
   static const std::set<std::string> names = {
@@ -371,6 +370,9 @@ Value call_function(const std::string& name, const std::vector<Value>& args, con
     }
     if (step == 0) fail("{}: range() step must not be zero", where);
     List out;
+    const int64_t n = step > 0 ? (b > a ? (b - a + step - 1) / step : 0)
+                               : (a > b ? (a - b - step - 1) / -step : 0);
+    if (n > 1'000'000) fail("{}: range() of {} numbers; at most 1000000", where, n);
     for (int64_t k = a; step > 0 ? k < b : k > b; k += step) out.push_back(Value::of(k));
     return Value::of_list(std::move(out));
   }
