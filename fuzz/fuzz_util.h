@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
+#include "btx/data/tokenizer.h"
 #include "btx/util/fs.h"
 
 namespace btx::fuzz {
@@ -23,6 +25,19 @@ inline std::filesystem::path as_file(const uint8_t* data, size_t size, const cha
   const auto path = dir / name;
   write_file_atomic(path, std::string_view(reinterpret_cast<const char*>(data), size));
   return path;
+}
+
+// A tokenizer a reader accepted must encode any text (a bit of code, accents, a combining mark,
+// a special token's text, an emoji, an invalid byte) to ids in range and decode them.
+inline void check_encodes(const Tokenizer& tok) {
+  const std::string text =
+      "def f(x):\n    return x  # caf\xc3\xa9 e\xcc\x81 \xe2\x96\x81 <|endoftext|> 123 "
+      "\xf0\x9f\x8e\x89 \xff";
+  const auto ids = tok.encode(text);
+  for (const int32_t id : ids) {
+    if (id < 0 || id >= tok.vocab_size()) std::abort();
+  }
+  tok.decode(ids);
 }
 
 }  // namespace btx::fuzz
