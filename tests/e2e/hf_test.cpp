@@ -5,6 +5,8 @@
 // and bad checkpoints are refused with the reason.
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "btx/io/safetensors.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/fs.h"
@@ -181,7 +183,46 @@ TEST_F(HfTest, ModelsThatAreNotOneHfModelAndBadCheckpointsAreRefused) {
   r = run_btx("import --hf " + R + "/llama --run " + R + "/i3" + cfg);
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.output.find("rope_scaling"), std::string::npos) << r.output;
-  for (const char* d : {"i1", "i2", "i3"}) EXPECT_FALSE(fs::exists(run.root / d)) << d;
+  j.erase("rope_scaling");
+  write_text(run.root / "llama" / "config.json", j.dump());
+
+  // Hostile checkpoints: each refused in one line naming the file and what is wrong, before
+  // anything is written. A config.json that is not an object, a key of the wrong type, a string
+  // for the architectures, a weight that is NaN, a tensor too many (checked from the header:
+  // nothing is read).
+  const fs::path config = run.root / "llama" / "config.json";
+  const std::string good = read_file(config);
+  auto refused = [&](const std::string& dir, const std::string& message) {
+    const auto res = run_btx("import --hf " + R + "/llama --run " + R + "/" + dir + cfg);
+    EXPECT_EQ(res.code, 1) << dir;
+    EXPECT_NE(res.output.find(message), std::string::npos) << dir << ": " << res.output;
+    EXPECT_FALSE(fs::exists(run.root / dir)) << dir;
+  };
+  write_text(config, "[]");
+  refused("i4", "config.json: is []; expected a model's config (a JSON object)");
+  auto bad = nlohmann::json::parse(good);
+  bad["hidden_size"] = "128";
+  write_text(config, bad.dump());
+  refused("i5", "config.json: key 'hidden_size' must be an integer, got \"128\"");
+  bad = nlohmann::json::parse(good);
+  bad["architectures"] = "LlamaForCausalLM";
+  write_text(config, bad.dump());
+  refused("i6", "architectures is \"LlamaForCausalLM\"; expected a list of one name");
+  write_text(config, good);
+  const fs::path weights = run.root / "llama" / "model.safetensors";
+  const std::string clean = read_file(weights);
+  auto file = load_safetensors(weights);
+  file.tensors["model.norm.weight"][3] = std::numeric_limits<float>::quiet_NaN();
+  save_safetensors(weights, file.tensors);
+  refused("i7", "tensor model.norm.weight has 1 values that are not finite (NaN or infinity)");
+  file = load_safetensors(weights);
+  file.tensors["model.norm.weight"][3] = 1.0f;
+  file.tensors["model.extra.weight"] = torch::zeros({256, 256});
+  save_safetensors(weights, file.tensors);
+  refused("i8", "tensors a Llama of this config does not have: model.extra.weight");
+  write_text(weights, clean);
+  r = run_btx("import --hf " + R + "/llama --run " + R + "/i9" + cfg);
+  EXPECT_EQ(r.code, 0) << r.output;  // the files put back import
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <memory>
 #include <set>
 
 #include "btx/data/tokenizer.h"
@@ -72,31 +73,30 @@ int64_t numel_of(const TensorInfo& t) {
   return n;
 }
 
-// Reads a HF checkpoint's weights (model.safetensors, or the shards of
-// model.safetensors.index.json), as float32.
-TensorMap read_hf_weights(const fs::path& dir) {
+// Where each tensor of a HF checkpoint is (model.safetensors, or the shards of
+// model.safetensors.index.json) and what it is, from the files' headers alone.
+std::map<std::string, std::pair<fs::path, TensorInfo>> hf_tensor_index(const fs::path& dir) {
   const fs::path index = dir / "model.safetensors.index.json";
-  TensorMap out;
-  auto read_all = [&](const fs::path& file, const std::set<std::string>* expected) {
-    SafetensorsReader r(file);
-    for (const auto& [name, info] : r.tensors()) {
+  std::map<std::string, std::pair<fs::path, TensorInfo>> out;
+  auto add = [&](const fs::path& file, const std::set<std::string>* expected) {
+    for (const auto& [name, info] : read_safetensors_header(file)) {
       const auto type = info.scalar_type();
       BTX_CHECK(type == torch::kFloat32 || type == torch::kBFloat16 || type == torch::kHalf,
                 "{}: tensor {} is {}; expected F32, BF16 or F16", file.string(), name, info.dtype);
       if (expected && !expected->count(name)) continue;  // the index puts it elsewhere
-      out[name] = r.read(name).to(torch::kFloat32);
+      out.emplace(name, std::make_pair(file, info));
     }
   };
   if (!fs::exists(index)) {
     const fs::path single = dir / "model.safetensors";
     BTX_CHECK(fs::exists(single), "{}: no model.safetensors and no model.safetensors.index.json",
               dir.string());
-    read_all(single, nullptr);
+    add(single, nullptr);
     return out;
   }
   const auto j = read_json_file(index);
-  BTX_CHECK(j.contains("weight_map") && j["weight_map"].is_object(), "{}: no \"weight_map\" object",
-            index.string());
+  BTX_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
+            "{}: no \"weight_map\" object", index.string());
   std::map<std::string, std::set<std::string>> by_shard;
   for (const auto& [name, file] : j["weight_map"].items()) {
     BTX_CHECK(file.is_string(), "{}: weight_map[\"{}\"] is not a file name", index.string(), name);
@@ -107,13 +107,51 @@ TensorMap read_hf_weights(const fs::path& dir) {
               index.string(), file);
     BTX_CHECK(fs::exists(dir / file), "{}: shard {} named by the index is missing", index.string(),
               (dir / file).string());
-    read_all(dir / file, &names);
+    add(dir / file, &names);
     for (const auto& n : names) {
       BTX_CHECK(out.count(n), "{}: the index puts tensor {} in {}, which does not hold it",
                 index.string(), n, file);
     }
   }
   return out;
+}
+
+// The weights of `model` from a HF checkpoint, every name, shape and dtype checked from the
+// headers before any weight is read (a checkpoint with a tensor too many is refused without
+// reading it), then each weight read once into its parameter, as float32. A weight that is
+// not finite is an error naming it.
+void read_hf_weights(const fs::path& dir, CausalLM& model) {
+  const auto index = hf_tensor_index(dir);
+  const bool tied = model->config().tie_word_embeddings;
+  std::set<std::string> used;
+  for (auto& p : model->named_parameters()) {
+    const auto it = index.find(p.key());
+    BTX_CHECK(it != index.end(), "{}: tensor {} is missing", dir.string(), p.key());
+    const auto& shape = it->second.second.shape;
+    BTX_CHECK(std::vector<int64_t>(shape.begin(), shape.end()) == p.value().sizes().vec(),
+              "{}: tensor {} has shape {}, expected {}", dir.string(), p.key(),
+              fmt::join(shape, "x"), fmt::join(p.value().sizes(), "x"));
+    used.insert(p.key());
+  }
+  std::vector<std::string> unexpected;
+  for (const auto& [name, where] : index) {
+    if (used.count(name) || name.find("rotary_emb.inv_freq") != std::string::npos) continue;
+    if (name == "lm_head.weight" && tied) continue;  // a copy of the embedding
+    unexpected.push_back(name);
+  }
+  BTX_CHECK(unexpected.empty(), "{}: tensors a Llama of this config does not have: {}",
+            dir.string(), fmt::join(unexpected, ", "));
+  std::map<fs::path, std::unique_ptr<SafetensorsReader>> readers;
+  for (auto& p : model->named_parameters()) {
+    const auto& file = index.at(p.key()).first;
+    auto& r = readers[file];
+    if (!r) r = std::make_unique<SafetensorsReader>(file);
+    const torch::Tensor t = r->read(p.key()).to(torch::kFloat32);
+    const int64_t bad = (~torch::isfinite(t)).sum().item<int64_t>();
+    BTX_CHECK(bad == 0, "{}: tensor {} has {} values that are not finite (NaN or infinity)",
+              file.string(), p.key(), bad);
+    p.value().copy_(t);
+  }
 }
 
 }  // namespace
@@ -284,11 +322,16 @@ RunConfig import_hf(const HfImportOptions& o) {
   const fs::path cfg_file = o.hf / "config.json";
   BTX_CHECK(fs::exists(cfg_file), "{}: no config.json, so not a Hugging Face checkpoint folder",
             o.hf.string());
-  nlohmann::json j = read_json_file(cfg_file);
-  std::string arch = j.value("model_type", "?");
-  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
-      j["architectures"][0].is_string())
-    arch = j["architectures"][0].get<std::string>();
+  const nlohmann::json j = read_json_file(cfg_file);
+  BTX_CHECK(j.is_object(), "{}: is {}; expected a model's config (a JSON object)",
+            cfg_file.string(), j.dump().substr(0, 60));
+  BTX_CHECK(j.contains("architectures"), "{}: no architectures (expected [\"LlamaForCausalLM\"])",
+            cfg_file.string());
+  const auto& archs = j["architectures"];
+  BTX_CHECK(archs.is_array() && archs.size() == 1 && archs[0].is_string(),
+            "{}: architectures is {}; expected a list of one name, e.g. [\"LlamaForCausalLM\"]",
+            cfg_file.string(), archs.dump());
+  const std::string arch = archs[0].get<std::string>();
   BTX_CHECK(arch == "LlamaForCausalLM",
             "{}: architecture '{}' cannot be imported as a seed (supported: LlamaForCausalLM)",
             cfg_file.string(), arch);
@@ -297,14 +340,21 @@ RunConfig import_hf(const HfImportOptions& o) {
             "{}: rope_scaling {} is not supported (plain RoPE only)", cfg_file.string(),
             j["rope_scaling"].dump());
   for (const char* key : {"attention_bias", "mlp_bias"}) {
-    BTX_CHECK(!j.value(key, false), "{}: {} = true is not supported (btx's Llama has no biases)",
+    if (!j.contains(key) || j[key].is_null()) continue;
+    BTX_CHECK(j[key].is_boolean(), "{}: {} is {}; expected true or false", cfg_file.string(), key,
+              j[key].dump());
+    BTX_CHECK(!j[key].get<bool>(), "{}: {} = true is not supported (btx's Llama has no biases)",
               cfg_file.string(), key);
   }
+  // The architecture's keys, each of its type (errors name the file and the key).
+  ModelConfig mc = model_config_from_json(j, cfg_file.string());
+  mc.model_type = ModelType::kLlama;
   if (j.contains("head_dim") && !j["head_dim"].is_null()) {
-    const int64_t heads = j.value("num_attention_heads", int64_t{1});
-    BTX_CHECK(j["head_dim"].get<int64_t>() * heads == j.value("hidden_size", int64_t{0}),
+    BTX_CHECK(j["head_dim"].is_number_integer(), "{}: head_dim is {}; expected an integer",
+              cfg_file.string(), j["head_dim"].dump());
+    BTX_CHECK(j["head_dim"].get<int64_t>() == mc.head_dim(),
               "{}: head_dim {} x {} heads differs from hidden_size: not supported",
-              cfg_file.string(), j["head_dim"].get<int64_t>(), heads);
+              cfg_file.string(), j["head_dim"].get<int64_t>(), mc.num_attention_heads);
   }
   const fs::path tok_file = o.hf / "tokenizer.model";
   BTX_CHECK(
@@ -312,36 +362,19 @@ RunConfig import_hf(const HfImportOptions& o) {
       "{}: no tokenizer.model{}; btx needs the sentencepiece model (Llama checkpoints ship "
       "it as tokenizer.model)",
       o.hf.string(),
-      fs::exists(o.hf / "tokenizer.json") ? " (only tokenizer.json, which btx does not read)" : "");
+      fs::exists(o.hf / "tokenizer.json")
+          ? " (only tokenizer.json: btx reads it, but a run's tokenizer is still a sentencepiece "
+            "tokenizer.model)"
+          : "");
   const Tokenizer tok = Tokenizer::load(tok_file);
-  ModelConfig mc = model_config_from_json(j, cfg_file.string());
-  mc.model_type = ModelType::kLlama;
   BTX_CHECK(tok.vocab_size() == mc.vocab_size,
             "{} has {} pieces but {} says vocab_size {}: they must be equal", tok_file.string(),
             tok.vocab_size(), cfg_file.string(), mc.vocab_size);
 
-  // The weights, name for name and shape for shape.
-  TensorMap weights = read_hf_weights(o.hf);
+  // The weights, name for name and shape for shape, checked before they are read.
   torch::NoGradGuard no_grad;
   CausalLM model(mc);
-  std::set<std::string> used;
-  for (auto& p : model->named_parameters()) {
-    auto it = weights.find(p.key());
-    BTX_CHECK(it != weights.end(), "{}: tensor {} is missing", o.hf.string(), p.key());
-    BTX_CHECK(it->second.sizes() == p.value().sizes(), "{}: tensor {} has shape {}, expected {}",
-              o.hf.string(), p.key(), fmt::join(it->second.sizes(), "x"),
-              fmt::join(p.value().sizes(), "x"));
-    p.value().copy_(it->second);
-    used.insert(p.key());
-  }
-  std::vector<std::string> unexpected;
-  for (const auto& [name, t] : weights) {
-    if (used.count(name) || name.find("rotary_emb.inv_freq") != std::string::npos) continue;
-    if (name == "lm_head.weight" && mc.tie_word_embeddings) continue;  // a copy of the embedding
-    unexpected.push_back(name);
-  }
-  BTX_CHECK(unexpected.empty(), "{}: tensors a Llama of this config does not have: {}",
-            o.hf.string(), fmt::join(unexpected, ", "));
+  read_hf_weights(o.hf, model);
 
   // The run: the given config with the HF model, validated as if read from a file.
   RunConfig rc = o.config;

@@ -68,8 +68,11 @@ struct HfImportOptions {
 // safetensors, float32 / bfloat16 / float16, stored as float32), its config as the run's [model],
 // and its sentencepiece tokenizer.model as the run's tokenizer (data is tokenized with it). Bad
 // checkpoints are errors naming the file and what is wrong: an unsupported architecture (with
-// the supported ones), a missing or mismatched shard, a missing tokenizer.model (tokenizer.json
-// alone is not enough), tensors missing or of the wrong shape. Returns the resolved run config.
+// the supported ones), a config.json that is not an object or has a key of the wrong type, a
+// missing or mismatched shard, a missing tokenizer.model (tokenizer.json alone is not enough
+// yet), tensors missing, extra or of the wrong shape (all checked from the headers before any
+// weight is read), a weight that is not finite. Nothing is written before every check has
+// passed. Returns the resolved run config.
 RunConfig import_hf(const HfImportOptions& o);
 
 }  // namespace btx
