@@ -221,6 +221,13 @@ TEST_F(HfTest, ModelsThatAreNotOneHfModelAndBadCheckpointsAreRefused) {
   save_safetensors(weights, file.tensors);
   refused("i8", "tensors a Llama of this config does not have: model.extra.weight");
   write_text(weights, clean);
+  // A config far larger than its weights is refused before a model of its size is built.
+  bad = nlohmann::json::parse(good);
+  bad["num_hidden_layers"] = 1000;
+  bad["intermediate_size"] = 200000;
+  write_text(config, bad.dump());
+  refused("i10", "more than the");
+  write_text(config, good);
   r = run_btx("import --hf " + R + "/llama --run " + R + "/i9" + cfg);
   EXPECT_EQ(r.code, 0) << r.output;  // the files put back import
 }

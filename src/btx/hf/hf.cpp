@@ -120,8 +120,39 @@ std::map<std::string, std::pair<fs::path, TensorInfo>> hf_tensor_index(const fs:
 // headers before any weight is read (a checkpoint with a tensor too many is refused without
 // reading it), then each weight read once into its parameter, as float32. A weight that is
 // not finite is an error naming it.
+// The parameters of the dense Llama `c` describes, counted from the config alone.
+int64_t llama_params(const ModelConfig& c) {
+  const int64_t C = c.hidden_size, D = c.head_dim(), F = c.intermediate_size;
+  const int64_t q = c.num_attention_heads * D, kv = c.num_key_value_heads * D;
+  const int64_t layer = C * q + 2 * C * kv + q * C + 3 * C * F + 2 * C;
+  return c.vocab_size * C * (c.tie_word_embeddings ? 1 : 2) + c.num_hidden_layers * layer + C;
+}
+
+// The checkpoint's tensors by their headers; a config whose model is larger than the weights
+// (its parameters counted from config.json against the elements the headers describe) is
+// refused here, before a model of that config is built: a hostile config cannot allocate beyond
+// the checkpoint's own size.
+std::map<std::string, std::pair<fs::path, TensorInfo>> checked_hf_index(const fs::path& dir,
+                                                                        const ModelConfig& c) {
+  auto index = hf_tensor_index(dir);
+  int64_t held = 0;
+  for (const auto& [name, where] : index) {
+    if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;
+    if (name == "lm_head.weight" && c.tie_word_embeddings) continue;
+    held += numel_of(where.second);
+  }
+  // More than the weights hold cannot be theirs (fewer: the names and shapes say which
+  // tensor is too many, read_hf_weights).
+  const int64_t want = llama_params(c);
+  BTX_CHECK(want <= held,
+            "{}: config.json describes a Llama of {} parameters, more than the {} values its "
+            "weights hold",
+            dir.string(), want, held);
+  return index;
+}
+
 void read_hf_weights(const fs::path& dir, CausalLM& model) {
-  const auto index = hf_tensor_index(dir);
+  const auto index = checked_hf_index(dir, model->config());
   const bool tied = model->config().tie_word_embeddings;
   std::set<std::string> used;
   for (auto& p : model->named_parameters()) {
@@ -373,6 +404,7 @@ RunConfig import_hf(const HfImportOptions& o) {
 
   // The weights, name for name and shape for shape, checked before they are read.
   torch::NoGradGuard no_grad;
+  checked_hf_index(o.hf, mc);  // before the model is built
   CausalLM model(mc);
   read_hf_weights(o.hf, model);
 
