@@ -1,6 +1,7 @@
 #include "btx/data/chat_template.h"
 
 #include "btx/data/jinja.h"
+#include "btx/data/tokenizer_config.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
 
@@ -166,17 +167,6 @@ ChatTemplate model_chat_template(const std::string& source, const std::string& n
   return t;
 }
 
-// tokenizer_config.json's special token `key` as text ("text" or {"content": "text"}).
-std::string config_token(const nlohmann::ordered_json& config, const char* key,
-                         const std::string& file) {
-  if (!config.contains(key) || config[key].is_null()) return "";
-  const auto& v = config[key];
-  if (v.is_string()) return v.get<std::string>();
-  BTX_CHECK(v.is_object() && v.contains("content") && v["content"].is_string(),
-            "{}: {} is {}; expected a token's text or {{\"content\": ...}}", file, key, v.dump());
-  return v["content"].get<std::string>();
-}
-
 }  // namespace
 
 ChatTemplate load_chat_template(const std::string& name_or_file) {
@@ -197,8 +187,7 @@ ChatTemplate load_chat_template(const std::string& name_or_file) {
   const nlohmann::json j = read_json_file(name_or_file);
   if (!j.is_object() || !j.contains("chat_template")) return from_json(j, name_or_file);
   // A model's tokenizer_config.json.
-  const auto config = nlohmann::ordered_json::parse(read_file(name_or_file));
-  const auto& ct = config["chat_template"];
+  const auto& ct = j["chat_template"];
   std::string source;
   if (ct.is_string()) {
     source = ct.get<std::string>();
@@ -218,7 +207,7 @@ ChatTemplate load_chat_template(const std::string& name_or_file) {
   }
   nlohmann::ordered_json variables = nlohmann::ordered_json::object();
   for (const char* key : {"bos_token", "eos_token"}) {
-    variables[key] = config_token(config, key, name_or_file);
+    variables[key] = special_token_text(j, key, name_or_file).value_or("");
   }
   return model_chat_template(source, name_or_file + " chat_template", std::move(variables));
 }

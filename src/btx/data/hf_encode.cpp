@@ -12,6 +12,7 @@
 
 #include "btx/data/hf_tokenizer.h"
 #include "btx/util/error.h"
+#include "btx/util/text.h"
 #include "btx/util/utf8.h"
 
 namespace btx::hf {
@@ -126,18 +127,6 @@ bool is_numeric(std::string_view s, size_t i, size_t len) {
          cat == UTF8PROC_CATEGORY_NO;  // Rust's char::is_numeric
 }
 
-std::string replace_all(std::string s, const std::string& from, const std::string& to) {
-  if (from.empty()) return s;
-  std::string out;
-  size_t at = 0;
-  for (size_t hit; (hit = s.find(from, at)) != std::string::npos; at = hit + from.size()) {
-    out.append(s, at, hit - at);
-    out += to;
-  }
-  out.append(s, at, std::string::npos);
-  return out;
-}
-
 std::string nfc(const std::string& s) {
   if (std::all_of(s.begin(), s.end(), [](char c) { return (c & 0x80) == 0; })) return s;  // ASCII
   utf8proc_uint8_t* out = nullptr;
@@ -249,7 +238,7 @@ void encode_stretch(const Pipeline& p, std::string text, bool at_start, std::vec
         if (!text.empty()) text = n.a + text;
         break;
       case NormalizerStep::kReplace:
-        text = replace_all(std::move(text), n.a, n.b);
+        text = replace_text(text, n.a, n.b);
         break;
     }
   }
@@ -309,7 +298,7 @@ void encode_stretch(const Pipeline& p, std::string text, bool at_start, std::vec
         break;
       case PreTokenizerStep::kMetaspace: {
         for (auto& piece : pieces) {
-          piece.text = replace_all(std::move(piece.text), " ", step.replacement);
+          piece.text = replace_text(piece.text, " ", step.replacement);
           const bool prepend = step.prepend == PreTokenizerStep::kAlways ||
                                (step.prepend == PreTokenizerStep::kFirst && piece.at_start);
           if (prepend && piece.text.compare(0, step.replacement.size(), step.replacement) != 0) {

@@ -160,14 +160,8 @@ struct Reader {
       if (first.is_object() && first.contains("SpecialToken")) {
         const std::string name =
             text(first["SpecialToken"], path + ".single[0].SpecialToken", "id");
-        const auto added = std::find_if(p.added.begin(), p.added.end(),
-                                        [&](const AddedToken& a) { return a.content == name; });
-        const auto in_vocab = p.vocab.find(name);
-        if (added != p.added.end()) {
-          bos = added->id;
-        } else if (in_vocab != p.vocab.end()) {
-          bos = in_vocab->second;
-        } else {
+        bos = p.token_id(name);
+        if (bos < 0) {
           refuse(path + ".single[0].SpecialToken.id", name, "expected a token of the vocabulary");
         }
         adds_bos = true;

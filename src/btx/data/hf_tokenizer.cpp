@@ -9,14 +9,15 @@
 #include <nlohmann/json.hpp>
 
 #include "btx/data/hf_json_reader.h"
+#include "btx/data/tokenizer_config.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
+#include "btx/util/text.h"
 #include "btx/util/utf8.h"
 
 namespace btx::hf {
 
 namespace {
-
 
 // A decoder as per-token text rules (Replace, ByteFallback, ByteLevel, Metaspace) and whether
 // the decoded text loses one leading space (Strip after Fuse; Metaspace's prepended space).
@@ -75,36 +76,13 @@ void read_decoder(const Reader& r, const json& n, const std::string& path, Decod
   }
 }
 
-// "<0x0A>" -> 0x0A; -1 for anything else.
-int byte_piece(const std::string& piece) {
-  if (piece.size() != 6 || piece.compare(0, 3, "<0x") != 0 || piece[5] != '>') return -1;
-  int v = 0;
-  for (int k = 3; k < 5; ++k) {
-    const char c = piece[k];
-    const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-    if (d < 0) return -1;
-    v = v * 16 + d;
-  }
-  return v;
-}
-
 std::string decode_piece(const Decoder& d, const std::string& piece) {
   if (d.byte_fallback) {
-    const int b = byte_piece(piece);
+    const int b = spm::byte_piece_value(piece);
     if (b >= 0) return std::string(1, static_cast<char>(b));
   }
   std::string s = piece;
-  for (const auto& [from, to] : d.replace) {
-    std::string out;
-    size_t at = 0;
-    for (size_t hit; !from.empty() && (hit = s.find(from, at)) != std::string::npos;
-         at = hit + from.size()) {
-      out.append(s, at, hit - at);
-      out += to;
-    }
-    out.append(s, at, std::string::npos);
-    s = std::move(out);
-  }
+  for (const auto& [from, to] : d.replace) s = replace_text(s, from, to);
   if (!d.byte_level) return s;
   static const std::unordered_map<std::string, char> inverse = [] {
     std::unordered_map<std::string, char> m;
@@ -126,29 +104,25 @@ std::string decode_piece(const Decoder& d, const std::string& piece) {
   return out;
 }
 
-// A token named in tokenizer_config.json: "text" or {"content": "text", ...}; null: none.
+// A token named in tokenizer_config.json (special_token_text): its id; null or absent: -1.
 int32_t config_token(const Reader& r, const json& config, const char* key, const Pipeline& p) {
-  if (!config.is_object() || !config.contains(key) || config[key].is_null()) return -1;
-  const json& v = config[key];
-  std::string name;
-  if (v.is_string()) {
-    name = v.get<std::string>();
-  } else if (v.is_object() && v.contains("content") && v["content"].is_string()) {
-    name = v["content"].get<std::string>();
-  } else {
-    fail("{}: {} is {}; expected a token's text or {{\"content\": ...}}",
-         (r.file.parent_path() / "tokenizer_config.json").string(), key, v.dump());
-  }
-  for (const auto& a : p.added) {
-    if (a.content == name) return a.id;
-  }
-  const auto it = p.vocab.find(name);
-  if (it != p.vocab.end()) return it->second;
-  fail("{}: {} '{}' is not a token of {}",
-       (r.file.parent_path() / "tokenizer_config.json").string(), key, name, r.file.string());
+  const std::string config_file = (r.file.parent_path() / "tokenizer_config.json").string();
+  const auto name = special_token_text(config, key, config_file);
+  if (!name) return -1;
+  const int32_t id = p.token_id(*name);
+  if (id < 0) fail("{}: {} '{}' is not a token of {}", config_file, key, *name, r.file.string());
+  return id;
 }
 
 }  // namespace
+
+int32_t Pipeline::token_id(const std::string& text) const {
+  for (const auto& a : added) {
+    if (a.content == text) return a.id;
+  }
+  const auto it = vocab.find(text);
+  return it == vocab.end() ? -1 : it->second;
+}
 
 void load_tokenizer_json(std::string_view text, std::string_view config_text, const fs::path& file,
                          Tokenizer::Model& m) {
@@ -250,7 +224,7 @@ void load_tokenizer_json(std::string_view text, std::string_view config_text, co
         r.refuse(path + ".normalized", true,
                  "an added token matched after normalization; btx matches them in the raw text");
       }
-      p->added.push_back({content, id.get<int32_t>()});
+      p->added.push_back({content, id.get<int32_t>(), special});
       size = std::max(size, id.get<int32_t>() + 1);
     }
   }
@@ -286,22 +260,16 @@ void load_tokenizer_json(std::string_view text, std::string_view config_text, co
   m.scores.assign(size, 0.0f);
   for (const auto& [token, id] : p->vocab) {
     m.pieces[id] = token;
-    m.types[id] = id == p->unk                                 ? spm::kUnknown
-                  : p->byte_fallback && byte_piece(token) >= 0 ? spm::kByte
-                                                               : spm::kNormal;
+    m.types[id] = id == p->unk                                            ? spm::kUnknown
+                  : p->byte_fallback && spm::byte_piece_value(token) >= 0 ? spm::kByte
+                                                                          : spm::kNormal;
   }
-  for (size_t i = 0; j.contains("added_tokens") && i < j["added_tokens"].size(); ++i) {
-    const json& a = j["added_tokens"][i];
-    const int32_t id = a["id"].get<int32_t>();
-    m.pieces[id] = a["content"].get<std::string>();
-    m.types[id] = r.flag(a, "added_tokens", "special", false) ? spm::kControl : spm::kUserDefined;
+  for (const auto& a : p->added) {
+    m.pieces[a.id] = a.content;
+    m.types[a.id] = a.special ? spm::kControl : spm::kUserDefined;
   }
   m.surface.resize(size);
   for (int32_t id = 0; id < size; ++id) m.surface[id] = decode_piece(d, m.pieces[id]);
-  m.byte_id.assign(256, p->unk);
-  for (int b = 0; b < 256; ++b) {
-    if (p->byte_token[b] >= 0) m.byte_id[b] = p->byte_token[b];
-  }
   m.unk = p->unk;
   m.byte_fallback = p->byte_fallback;
   m.add_dummy_prefix = d.strip_space;

@@ -49,6 +49,7 @@ struct PreTokenizerStep {
 struct AddedToken {
   std::string content;
   int32_t id = 0;
+  bool special = false;  // a control token (bos, eos, chat markers), not text
 };
 
 struct Pipeline {
@@ -65,6 +66,9 @@ struct Pipeline {
   // holds is its own character's token; with byte_fallback, the <0xNN> token. -1: none.
   bool byte_level = false;
   std::array<int32_t, 256> byte_token;
+
+  // The id of the token written `text` (an added token first, then the vocabulary); -1: none.
+  int32_t token_id(const std::string& text) const;
 };
 
 // The character a ByteLevel pre-tokenizer writes for byte b (GPT-2's bytes_to_unicode), as UTF-8.

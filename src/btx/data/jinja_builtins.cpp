@@ -8,6 +8,7 @@
 
 #include "btx/data/jinja_value.h"
 #include "btx/util/error.h"
+#include "btx/util/text.h"
 
 namespace btx::jinja {
 
@@ -50,19 +51,6 @@ std::string title(const std::string& s) {
     prev_letter = letter;
   }
   return out;
-}
-
-std::string replace(const std::string& s, const std::string& from, const std::string& to,
-                    int64_t count) {
-  if (from.empty()) return s;
-  std::string out;
-  size_t at = 0;
-  for (size_t hit; count != 0 && (hit = s.find(from, at)) != std::string::npos; --count) {
-    out.append(s, at, hit - at);
-    out += to;
-    at = hit + from.size();
-  }
-  return out + s.substr(at);
 }
 
 // Python's str.split(sep=None, maxsplit=-1).
@@ -181,7 +169,7 @@ Value apply_filter(const std::string& name, const Value& v, const std::vector<Va
     if (args.size() < 2) fail("{}: replace needs the old and the new text", where);
     const Value* count = arg(args, kwargs, 2, "count");
     return Value::str(
-        replace(to_str(v), to_str(args[0]), to_str(args[1]), count ? to_int(*count, -1) : -1));
+        replace_text(to_str(v), to_str(args[0]), to_str(args[1]), count ? to_int(*count, -1) : -1));
   }
   if (name == "items") {
     if (!v.dict) fail("{}: items expects a mapping, got {}", where, type_name(v));

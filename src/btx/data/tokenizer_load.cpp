@@ -5,8 +5,8 @@
 #include <cctype>
 #include <cstring>
 
-#include "btx/data/tokenizer.h"
 #include "btx/data/hf_tokenizer.h"
+#include "btx/data/tokenizer.h"
 #include "btx/data/tokenizer_model.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
@@ -114,8 +114,7 @@ Tokenizer Tokenizer::load(const fs::path& model) {
     const std::string text = read_file(model);
     m->sha256 = sha256_hex(text);
     const fs::path config = model.parent_path() / "tokenizer_config.json";
-    hf::load_tokenizer_json(text, fs::is_regular_file(config) ? read_file(config) : "", model,
-                            *m);
+    hf::load_tokenizer_json(text, fs::is_regular_file(config) ? read_file(config) : "", model, *m);
     Tokenizer t;
     t.m_ = std::move(m);
     return t;
@@ -236,11 +235,10 @@ Tokenizer Tokenizer::from_bytes(std::string bytes, const fs::path& name) {
     if (type == spm::kUnknown) {
       m->surface[id] = unk_surface;
     } else if (type == spm::kByte) {
-      const bool ok = p.size() == 6 && p.compare(0, 3, "<0x") == 0 && p[5] == '>' &&
-                      std::isxdigit(static_cast<unsigned char>(p[3])) &&
-                      std::isxdigit(static_cast<unsigned char>(p[4]));
-      BTX_CHECK(ok, "tokenizer model {}: byte piece '{}' is not of the form <0xNN>", file, p);
-      m->surface[id] = std::string(1, static_cast<char>(std::stoi(p.substr(3, 2), nullptr, 16)));
+      const int byte = spm::byte_piece_value(p);
+      BTX_CHECK(byte >= 0, "tokenizer model {}: byte piece '{}' is not of the form <0xNN>", file,
+                p);
+      m->surface[id] = std::string(1, static_cast<char>(byte));
     } else {
       std::string& s = m->surface[id];
       for (size_t i = 0; i < p.size();) {

@@ -75,9 +75,12 @@ int64_t numel_of(const TensorInfo& t) {
 
 // Where each tensor of a HF checkpoint is (model.safetensors, or the shards of
 // model.safetensors.index.json) and what it is, from the files' headers alone.
-std::map<std::string, std::pair<fs::path, TensorInfo>> hf_tensor_index(const fs::path& dir) {
+// Each tensor of a checkpoint by name: the file that holds it and its header entry.
+using TensorIndex = std::map<std::string, std::pair<fs::path, TensorInfo>>;
+
+TensorIndex hf_tensor_index(const fs::path& dir) {
   const fs::path index = dir / "model.safetensors.index.json";
-  std::map<std::string, std::pair<fs::path, TensorInfo>> out;
+  TensorIndex out;
   auto add = [&](const fs::path& file, const std::set<std::string>* expected) {
     for (const auto& [name, info] : read_safetensors_header(file)) {
       const auto type = info.scalar_type();
@@ -116,10 +119,13 @@ std::map<std::string, std::pair<fs::path, TensorInfo>> hf_tensor_index(const fs:
   return out;
 }
 
-// The weights of `model` from a HF checkpoint, every name, shape and dtype checked from the
-// headers before any weight is read (a checkpoint with a tensor too many is refused without
-// reading it), then each weight read once into its parameter, as float32. A weight that is
-// not finite is an error naming it.
+// Tensors a HF checkpoint may hold that are no weight of btx's model: rotary tables, and the
+// lm_head that copies a tied embedding.
+bool skipped_tensor(const std::string& name, bool tied) {
+  return name.find("rotary_emb.inv_freq") != std::string::npos ||
+         (name == "lm_head.weight" && tied);
+}
+
 // The parameters of the dense Llama `c` describes, counted from the config alone.
 int64_t llama_params(const ModelConfig& c) {
   const int64_t C = c.hidden_size, D = c.head_dim(), F = c.intermediate_size;
@@ -132,14 +138,11 @@ int64_t llama_params(const ModelConfig& c) {
 // (its parameters counted from config.json against the elements the headers describe) is
 // refused here, before a model of that config is built: a hostile config cannot allocate beyond
 // the checkpoint's own size.
-std::map<std::string, std::pair<fs::path, TensorInfo>> checked_hf_index(const fs::path& dir,
-                                                                        const ModelConfig& c) {
+TensorIndex checked_hf_index(const fs::path& dir, const ModelConfig& c) {
   auto index = hf_tensor_index(dir);
   int64_t held = 0;
   for (const auto& [name, where] : index) {
-    if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;
-    if (name == "lm_head.weight" && c.tie_word_embeddings) continue;
-    held += numel_of(where.second);
+    if (!skipped_tensor(name, c.tie_word_embeddings)) held += numel_of(where.second);
   }
   // More than the weights hold cannot be theirs (fewer: the names and shapes say which
   // tensor is too many, read_hf_weights).
@@ -151,8 +154,11 @@ std::map<std::string, std::pair<fs::path, TensorInfo>> checked_hf_index(const fs
   return index;
 }
 
-void read_hf_weights(const fs::path& dir, CausalLM& model) {
-  const auto index = checked_hf_index(dir, model->config());
+// The weights of `model` from the checkpoint `index` describes, every name, shape and dtype
+// checked from the headers before any weight is read (a checkpoint with a tensor too many is
+// refused without reading it), then each weight read once into its parameter, as float32. A
+// weight that is not finite is an error naming it.
+void read_hf_weights(const fs::path& dir, const TensorIndex& index, CausalLM& model) {
   const bool tied = model->config().tie_word_embeddings;
   std::set<std::string> used;
   for (auto& p : model->named_parameters()) {
@@ -166,9 +172,7 @@ void read_hf_weights(const fs::path& dir, CausalLM& model) {
   }
   std::vector<std::string> unexpected;
   for (const auto& [name, where] : index) {
-    if (used.count(name) || name.find("rotary_emb.inv_freq") != std::string::npos) continue;
-    if (name == "lm_head.weight" && tied) continue;  // a copy of the embedding
-    unexpected.push_back(name);
+    if (!used.count(name) && !skipped_tensor(name, tied)) unexpected.push_back(name);
   }
   BTX_CHECK(unexpected.empty(), "{}: tensors a Llama of this config does not have: {}",
             dir.string(), fmt::join(unexpected, ", "));
@@ -404,9 +408,9 @@ RunConfig import_hf(const HfImportOptions& o) {
 
   // The weights, name for name and shape for shape, checked before they are read.
   torch::NoGradGuard no_grad;
-  checked_hf_index(o.hf, mc);  // before the model is built
+  const TensorIndex index = checked_hf_index(o.hf, mc);  // before the model is built
   CausalLM model(mc);
-  read_hf_weights(o.hf, model);
+  read_hf_weights(o.hf, index, model);
 
   // The run: the given config with the HF model, validated as if read from a file.
   RunConfig rc = o.config;
