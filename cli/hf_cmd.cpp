@@ -36,17 +36,18 @@ std::vector<Command> add_hf_commands(CLI::App& app) {
   struct ExportArgs {
     ModelArg model;
     HfExportOptions opts;
-    std::string format = "hf", dtype, chat_template = "plain", name;
+    std::string format = "hf", dtype, chat_template, name;
     double max_shard_gb = 2.0;
   };
   auto e = std::make_shared<ExportArgs>();
   auto* exp = app.add_subcommand(
       "export",
       "Write a model for other tools: --format hf (default), a Hugging Face checkpoint (dense as "
-      "LlamaForCausalLM, MoE as MixtralForCausalLM; config.json, safetensors, tokenizer.model, "
-      "tokenizer.json, tokenizer_config.json with the chat template, generation_config.json), "
-      "or --format gguf, one GGUF file for llama.cpp and Ollama (llama architecture, MoEs with "
-      "their experts; the tokenizer and chat template inside)");
+      "its base's class: Llama, Mistral, Qwen2, Qwen3; MoE as Mixtral or Qwen3-MoE; config.json, "
+      "safetensors, the tokenizer's files (a tokenizer.json as it came), tokenizer_config.json "
+      "with the chat template, generation_config.json), or --format gguf, one GGUF file for "
+      "llama.cpp and Ollama (llama, qwen2, qwen3 or qwen3moe; MoEs with their experts; the "
+      "tokenizer and chat template inside)");
   add_model_arg(exp, e->model, "Checkpoint folder");
   exp->add_option("--out", e->opts.out, "New folder (hf) or file (gguf) to write")->required();
   exp->add_option("--format", e->format, "hf or gguf")
@@ -56,11 +57,11 @@ std::vector<Command> add_hf_commands(CLI::App& app) {
                   "Weights' type: hf float32 (default), bfloat16 or float16; gguf f32 (default), "
                   "f16, bf16 or q8_0 (8-bit blocks; norms and routers stay f32)");
   exp->add_option("--tokenizer", e->opts.tokenizer,
-                  "tokenizer.model to ship (default: the model's run's)");
+                  "tokenizer.json or tokenizer.model to ship (default: the model's run's)");
   exp->add_option("--chat-template", e->chat_template,
-                  "plain (default: 'User: ...\\n\\nAssistant:'), chatml, none, a JSON template "
-                  "file (docs/interop.md), or a model's tokenizer_config.json or .jinja file")
-      ->capture_default_str();
+                  "plain ('User: ...\\n\\nAssistant:'), chatml, none, a JSON template file "
+                  "(docs/interop.md), or a model's tokenizer_config.json or .jinja file (default: "
+                  "a Hugging Face tokenizer's own, as it came; plain beside a tokenizer.model)");
   exp->add_option("--name", e->name, "gguf: general.name (default: the model folder's name)");
   exp->add_option("--max-shard-size", e->max_shard_gb,
                   "hf: GB per safetensors shard; larger weights are sharded with an index")
@@ -74,8 +75,10 @@ std::vector<Command> add_hf_commands(CLI::App& app) {
   auto i = std::make_shared<ImportArgs>();
   auto* imp = app.add_subcommand(
       "import",
-      "Make a Hugging Face Llama checkpoint (safetensors, single or sharded, fp32/bf16/fp16, "
-      "with its sentencepiece tokenizer.model) the finished seed of a new run");
+      "Make a Hugging Face checkpoint (LlamaForCausalLM, e.g. Llama 2/3.x and SmolLM2; "
+      "MistralForCausalLM; Qwen2ForCausalLM, e.g. Qwen2.5; Qwen3ForCausalLM; safetensors, single "
+      "or sharded, fp32/bf16/fp16, with its tokenizer.json or tokenizer.model) the finished seed "
+      "of a new run");
   imp->add_option("--hf", i->hf, "The HF checkpoint folder")->required();
   imp->add_option("--run", i->run, "Run directory to create")->required();
   imp->add_option("--config", i->config,
@@ -84,7 +87,8 @@ std::vector<Command> add_hf_commands(CLI::App& app) {
 
   return {{exp,
            [e] {
-             const ChatTemplate chat = load_chat_template(e->chat_template);
+             std::optional<ChatTemplate> chat;  // none: the tokenizer's own (or plain)
+             if (!e->chat_template.empty()) chat = load_chat_template(e->chat_template);
              if (e->format == "gguf") {
                GgufExportOptions o;
                o.model = e->model.dir();

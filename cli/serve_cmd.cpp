@@ -26,7 +26,7 @@ std::vector<Command> add_serve_commands(CLI::App& app) {
     std::string tokenizer;
     serve::ServeOptions opts;
     bool no_cache = false;
-    std::string chat_template = "plain";
+    std::string chat_template;
   };
   auto a = std::make_shared<ServeArgs>();
   auto* cmd = app.add_subcommand(
@@ -35,7 +35,8 @@ std::vector<Command> add_serve_commands(CLI::App& app) {
       "/v1/completions (prompt lists, n, echo, logprobs), POST /v1/chat/completions (the chat "
       "template), both streamed with server-sent events on request; GET /v1/models, GET /health");
   add_model_arg(cmd, a->model, "Checkpoint or ensemble folder");
-  cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.model (default: the model's run's)");
+  cmd->add_option("--tokenizer", a->tokenizer,
+                  "tokenizer.json or tokenizer.model (default: the model's run's)");
   cmd->add_option("--host", a->opts.host,
                   "Address to listen on (0.0.0.0: every interface; there is no authentication)")
       ->capture_default_str();
@@ -79,10 +80,10 @@ std::vector<Command> add_serve_commands(CLI::App& app) {
       ->check(CLI::Range(0.0, 60000.0));
   cmd->add_flag("--no-cache", a->no_cache, "Recompute the whole prefix for every token");
   cmd->add_option("--chat-template", a->chat_template,
-                  "How chat messages become the prompt: plain (default: 'User: ...\\n\\n"
-                  "Assistant:'), chatml, none, a JSON template file (docs/interop.md), or a "
-                  "model's own Jinja template: its tokenizer_config.json or a .jinja file")
-      ->capture_default_str();
+                  "How chat messages become the prompt: plain ('User: ...\\n\\nAssistant:'), "
+                  "chatml, none, a JSON template file (docs/interop.md), or a model's own Jinja "
+                  "template: its tokenizer_config.json or a .jinja file (default: the template "
+                  "of the tokenizer_config.json beside the model's tokenizer.json, else plain)");
   cmd->add_option("--cors-origin", a->opts.cors_origin,
                   "Let browser pages of this origin call the server (e.g. http://localhost:3000, "
                   "or * for any); off by default");
@@ -97,7 +98,7 @@ std::vector<Command> add_serve_commands(CLI::App& app) {
              auto decoder = open_decoder(ModelFolder::open(dir), !a->no_cache);
              const std::string what = decoder->describe();
              auto& o = a->opts;
-             o.chat_template = load_chat_template(a->chat_template);
+             o.chat_template = resolve_chat_template(a->chat_template, tok_file);
              if (o.model_id.empty()) {
                o.model_id = fs::absolute(dir).lexically_normal().filename().string();
                if (o.model_id.empty()) o.model_id = fs::absolute(dir).parent_path().filename();

@@ -160,7 +160,7 @@ TEST_F(HfTest, ModelsThatAreNotOneHfModelAndBadCheckpointsAreRefused) {
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.output.find("exists"), std::string::npos) << r.output;
 
-  // Import: a Mixtral, a checkpoint with tokenizer.json only, an unsupported Llama variant.
+  // Import: a Mixtral, a checkpoint without a tokenizer, an unsupported rope scaling.
   const std::string cfg = " --config " + (run.root.parent_path() / "run.toml").string();
   ASSERT_EQ(run_btx("export --run " + R + " --model seed --out " + R + "/llama").code, 0);
   r = run_btx("merge --run " + R + " --method btx --name moe");
@@ -169,20 +169,25 @@ TEST_F(HfTest, ModelsThatAreNotOneHfModelAndBadCheckpointsAreRefused) {
   r = run_btx("import --hf " + R + "/mixtral --run " + R + "/i1" + cfg);
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.output.find("architecture 'MixtralForCausalLM' cannot be imported as a seed "
-                          "(supported: LlamaForCausalLM)"),
+                          "(supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
+                          "Qwen3ForCausalLM)"),
             std::string::npos)
       << r.output;
-  fs::rename(run.root / "llama" / "tokenizer.model", run.root / "llama" / "tokenizer.json");
+  fs::rename(run.root / "llama" / "tokenizer.model", run.root / "tokenizer.model.away");
+  fs::rename(run.root / "llama" / "tokenizer.json", run.root / "tokenizer.json.away");
   r = run_btx("import --hf " + R + "/llama --run " + R + "/i2" + cfg);
   EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.output.find("only tokenizer.json"), std::string::npos) << r.output;
-  fs::rename(run.root / "llama" / "tokenizer.json", run.root / "llama" / "tokenizer.model");
+  EXPECT_NE(r.output.find("no tokenizer.json and no tokenizer.model"), std::string::npos)
+      << r.output;
+  fs::rename(run.root / "tokenizer.model.away", run.root / "llama" / "tokenizer.model");
+  fs::rename(run.root / "tokenizer.json.away", run.root / "llama" / "tokenizer.json");
   auto j = read_json_file(run.root / "llama" / "config.json");
-  j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  j["rope_scaling"] = {{"type", "dynamic"}, {"factor", 2.0}};
   write_text(run.root / "llama" / "config.json", j.dump());
   r = run_btx("import --hf " + R + "/llama --run " + R + "/i3" + cfg);
   EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.output.find("rope_scaling"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("rope_scaling type 'dynamic' is not supported"), std::string::npos)
+      << r.output;
   j.erase("rope_scaling");
   write_text(run.root / "llama" / "config.json", j.dump());
 
@@ -219,7 +224,7 @@ TEST_F(HfTest, ModelsThatAreNotOneHfModelAndBadCheckpointsAreRefused) {
   file.tensors["model.norm.weight"][3] = 1.0f;
   file.tensors["model.extra.weight"] = torch::zeros({256, 256});
   save_safetensors(weights, file.tensors);
-  refused("i8", "tensors a Llama of this config does not have: model.extra.weight");
+  refused("i8", "tensors a LlamaForCausalLM of this config does not have: model.extra.weight");
   write_text(weights, clean);
   // A config far larger than its weights is refused before a model of its size is built.
   bad = nlohmann::json::parse(good);

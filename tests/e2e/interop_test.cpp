@@ -47,34 +47,9 @@ constexpr int kNewTokens = 8;
 
 // What llama.cpp makes of a GGUF export of `model`: token ids of kTexts, greedy continuations of
 // kPrompts, and the scores of each prompt with btx's continuation.
-struct LlamaCppRun {
-  nlohmann::json out;
-  std::vector<std::vector<int32_t>> btx_greedy;  // btx's continuation of each prompt
-  std::vector<std::vector<int32_t>> sequences;   // prompt + btx's continuation
-};
 LlamaCppRun run_llama_cpp(const RunDir& run, const fs::path& model_dir, const fs::path& gguf,
                           const Tokenizer& tok) {
-  LlamaCppRun r;
-  auto decoder = open_decoder(ModelFolder::open(model_dir), true);
-  GenerateOptions o;
-  o.max_tokens = kNewTokens;
-  o.sampling.temperature = 0;
-  o.stop_at_eos = false;
-  for (const auto& p : kPrompts) {
-    const auto prompt = tok.encode(p);
-    r.btx_greedy.push_back(generate(*decoder, tok, prompt, o, nullptr).tokens);
-    auto seq = prompt;
-    seq.insert(seq.end(), r.btx_greedy.back().begin(), r.btx_greedy.back().end());
-    r.sequences.push_back(seq);
-  }
-  r.out = run_node("llama_cpp.mjs",
-                   {{"model", gguf.string()},
-                    {"texts", kTexts},
-                    {"prompts", kPrompts},
-                    {"max_tokens", kNewTokens},
-                    {"sequences", r.sequences}},
-                   run.root);
-  return r;
+  return testing::run_llama_cpp(model_dir, gguf, tok, kTexts, kPrompts, kNewTokens, run.root);
 }
 
 TEST_F(InteropTest, GgufExportsRunInLlamaCppExactlyAsInBtx) {

@@ -11,6 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "btx/data/tokenizer.h"
+#include "btx/generate/decoder.h"
+#include "btx/generate/generate.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/fs.h"
 #include "test_util.h"
@@ -65,6 +68,42 @@ inline double max_abs_diff(const std::vector<double>& a, const nlohmann::json& b
     d = std::max(d, std::abs(a[i] - b[i].get<double>()));
   }
   return d;
+}
+
+// What llama.cpp makes of a GGUF export of the model in `model_dir`: the token ids of `texts`,
+// greedy continuations of `prompts` (`new_tokens` each), and the scores of each prompt followed
+// by btx's own greedy continuation (btx_greedy, sequences), to compare with btx's.
+struct LlamaCppRun {
+  nlohmann::json out;
+  std::vector<std::vector<int32_t>> btx_greedy;  // btx's continuation of each prompt
+  std::vector<std::vector<int32_t>> sequences;   // prompt + btx's continuation
+};
+inline LlamaCppRun run_llama_cpp(const fs::path& model_dir, const fs::path& gguf,
+                                 const Tokenizer& tok, const std::vector<std::string>& texts,
+                                 const std::vector<std::string>& prompts, int new_tokens,
+                                 const fs::path& tmp) {
+  LlamaCppRun r;
+  auto decoder = open_decoder(ModelFolder::open(model_dir), true);
+  GenerateOptions o;
+  o.max_tokens = new_tokens;
+  o.sampling.temperature = 0;
+  o.stop_at_eos = false;
+  for (const auto& p : prompts) {
+    const auto prompt = tok.encode(p);
+    r.btx_greedy.push_back(generate(*decoder, tok, prompt, o, nullptr).tokens);
+    auto seq = prompt;
+    seq.insert(seq.end(), r.btx_greedy.back().begin(), r.btx_greedy.back().end());
+    r.sequences.push_back(seq);
+  }
+  r.out = run_node("llama_cpp.mjs",
+                   {{"model", gguf.string()},
+                    {"texts", texts},
+                    {"prompts", prompts},
+                    {"max_tokens", new_tokens},
+                    {"sequences", r.sequences},
+                    {"special", tok.is_hf()}},
+                   tmp);
+  return r;
 }
 
 }  // namespace btx::testing

@@ -19,13 +19,11 @@ ModelConfig bam_config(int64_t experts) {
   return c;
 }
 
-// Copies `from`'s q/k/v/o weights into `to`.
+// Copies `from`'s weights (projections, their biases, q/k norms) into `to`.
 void copy_attention(AttentionImpl& to, const AttentionImpl& from) {
   torch::NoGradGuard ng;
-  to.q_proj->weight.copy_(from.q_proj->weight);
-  to.k_proj->weight.copy_(from.k_proj->weight);
-  to.v_proj->weight.copy_(from.v_proj->weight);
-  to.o_proj->weight.copy_(from.o_proj->weight);
+  const auto src = from.named_parameters();
+  for (auto& p : to.named_parameters()) p.value().copy_(src[p.key()]);
 }
 
 TEST(AttentionExperts, OneExpertIsThePlainAttention) {
@@ -49,25 +47,38 @@ TEST(AttentionExperts, OneExpertIsThePlainAttention) {
 }
 
 TEST(AttentionExperts, TwoExpertsAreTheSoftmaxGatedSumOfTheirAttentions) {
-  torch::manual_seed(2);
-  torch::NoGradGuard ng;
-  const ModelConfig c = bam_config(2);
-  AttentionExperts mix(c);
-  Attention a(c), b(c);
-  copy_attention(*a, *mix->experts[0]->as<AttentionImpl>());
-  copy_attention(*b, *mix->experts[1]->as<AttentionImpl>());
-  const auto x = torch::randn({2, 7, 16});
-  const auto rope = rope_tables(7, c.head_dim(), c.rope_theta);
-  const auto ya = a->forward(x, rope), yb = b->forward(x, rope);
-  // A zero router weighs both 1/2.
-  mix->gate->weight.zero_();
-  EXPECT_TRUE(torch::allclose(mix->forward(x, rope), 0.5 * (ya + yb), 1e-5, 1e-6));
-  // Any router: g = softmax(W x) per token.
-  mix->gate->weight.normal_(0.0, 1.0);
-  const auto g = torch::softmax(torch::matmul(x, mix->gate->weight.t()), -1);  // (2, 7, 2)
-  const auto want = g.narrow(-1, 0, 1) * ya + g.narrow(-1, 1, 1) * yb;
-  EXPECT_TRUE(torch::allclose(mix->forward(x, rope), want, 1e-5, 1e-6));
-  EXPECT_TRUE(torch::allclose(mix->last_gates(), g, 1e-6, 1e-7));
+  // Each base's attention: llama's plain projections, qwen2's q/k/v biases, and qwen3's q/k
+  // norms with biases on every projection and a head_dim of its own.
+  for (auto base : {BaseModelType::kLlama, BaseModelType::kQwen2, BaseModelType::kQwen3}) {
+    SCOPED_TRACE(name_of(base));
+    torch::manual_seed(2);
+    torch::NoGradGuard ng;
+    ModelConfig c = bam_config(2);
+    c.base_model_type = base;
+    if (base == BaseModelType::kQwen3) {
+      c.attention_bias = true;
+      c.explicit_head_dim = 6;
+    }
+    AttentionExperts mix(c);
+    for (auto& p : mix->named_parameters()) {
+      if (p.value().dim() == 1) p.value().normal_(0.5, 0.5);  // biases and norms that show
+    }
+    Attention a(c), b(c);
+    copy_attention(*a, *mix->experts[0]->as<AttentionImpl>());
+    copy_attention(*b, *mix->experts[1]->as<AttentionImpl>());
+    const auto x = torch::randn({2, 7, 16});
+    const auto rope = rope_tables(7, c.head_dim(), c.rope_theta);
+    const auto ya = a->forward(x, rope), yb = b->forward(x, rope);
+    // A zero router weighs both 1/2.
+    mix->gate->weight.zero_();
+    EXPECT_TRUE(torch::allclose(mix->forward(x, rope), 0.5 * (ya + yb), 1e-5, 1e-6));
+    // Any router: g = softmax(W x) per token.
+    mix->gate->weight.normal_(0.0, 1.0);
+    const auto g = torch::softmax(torch::matmul(x, mix->gate->weight.t()), -1);  // (2, 7, 2)
+    const auto want = g.narrow(-1, 0, 1) * ya + g.narrow(-1, 1, 1) * yb;
+    EXPECT_TRUE(torch::allclose(mix->forward(x, rope), want, 1e-5, 1e-6));
+    EXPECT_TRUE(torch::allclose(mix->last_gates(), g, 1e-6, 1e-7));
+  }
 }
 
 TEST(AttentionExperts, NamesParametersRolesAndFlops) {

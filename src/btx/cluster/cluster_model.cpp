@@ -47,11 +47,11 @@ SeedEmbedder::SeedEmbedder(const fs::path& checkpoint, const fs::path& tokenizer
             "seed embedding: tokenizer {} has {} pieces but the model in {} has vocab_size {}",
             tokenizer.string(), tokenizer_->vocab_size(), checkpoint.string(),
             model_->config().vocab_size);
-  const int64_t max_t = model_->config().max_position_embeddings;
+  const int64_t max_t = model_->config().max_sequence();
   seq_len_ = seq_len == 0 ? max_t : seq_len;
   BTX_CHECK(seq_len_ >= 1 && seq_len_ <= max_t,
-            "seed embedding: seq_len {} must be in [1, {}] (max_position_embeddings of {})",
-            seq_len_, max_t, checkpoint.string());
+            "seed embedding: seq_len {} must be in [1, {}] (the longest sequence of {})", seq_len_,
+            max_t, checkpoint.string());
   model_->eval();
 }
 

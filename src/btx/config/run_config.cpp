@@ -85,9 +85,10 @@ RunConfig run_config_from_table(const toml::table& table, const std::string& whe
             "{}: experts.split must be \"domain\" or \"random\", got \"{}\"", where,
             c.experts.split);
   BTX_CHECK(c.experts.count >= 0, "{}: experts.count must be >= 0", where);
-  BTX_CHECK(c.experts.train.seq_len <= c.model.max_position_embeddings,
-            "{}: experts.train.seq_len {} exceeds model.max_position_embeddings {}", where,
-            c.experts.train.seq_len, c.model.max_position_embeddings);
+  BTX_CHECK(c.experts.train.seq_len <= c.model.max_sequence(),
+            "{}: experts.train.seq_len {} exceeds the model's longest sequence {} "
+            "(max_position_embeddings, or sliding_window)",
+            where, c.experts.train.seq_len, c.model.max_sequence());
   std::set<std::string> names;
   for (const auto& e : c.experts.custom) {
     BTX_CHECK(!e.name.empty() &&
@@ -99,9 +100,10 @@ RunConfig run_config_from_table(const toml::table& table, const std::string& whe
     BTX_CHECK(names.insert(e.name).second, "{}: expert name '{}' appears twice", where, e.name);
     BTX_CHECK(!e.domains.empty(), "{}: expert '{}' has no domains", where, e.name);
   }
-  BTX_CHECK(c.seed_train.seq_len <= c.model.max_position_embeddings,
-            "{}: seed.seq_len {} exceeds model.max_position_embeddings {}", where,
-            c.seed_train.seq_len, c.model.max_position_embeddings);
+  BTX_CHECK(c.seed_train.seq_len <= c.model.max_sequence(),
+            "{}: seed.seq_len {} exceeds the model's longest sequence {} (max_position_embeddings, "
+            "or sliding_window)",
+            where, c.seed_train.seq_len, c.model.max_sequence());
   BTX_CHECK(c.study.launcher == "local" || c.study.launcher == "slurm",
             "{}: study.launcher must be \"local\" or \"slurm\", got \"{}\"", where,
             c.study.launcher);

@@ -212,4 +212,20 @@ ChatTemplate load_chat_template(const std::string& name_or_file) {
   return model_chat_template(source, name_or_file + " chat_template", std::move(variables));
 }
 
+std::optional<ChatTemplate> tokenizer_chat_template(const fs::path& tokenizer_file) {
+  if (tokenizer_file.extension() != ".json") return std::nullopt;
+  const fs::path config = tokenizer_file.parent_path() / "tokenizer_config.json";
+  if (!fs::exists(config)) return std::nullopt;
+  const nlohmann::json j = read_json_file(config);
+  if (!j.is_object() || !j.contains("chat_template")) return std::nullopt;
+  return load_chat_template(config.string());
+}
+
+ChatTemplate resolve_chat_template(const std::string& name_or_file,
+                                   const fs::path& tokenizer_file) {
+  if (!name_or_file.empty()) return load_chat_template(name_or_file);
+  auto own = tokenizer_chat_template(tokenizer_file);
+  return own ? std::move(*own) : builtin_chat_template("plain");
+}
+
 }  // namespace btx

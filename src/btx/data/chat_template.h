@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -74,5 +75,12 @@ ChatTemplate builtin_chat_template(const std::string& name);
 // tokenizer_config.json (its chat_template: a string, or the one named "default" of a list),
 // or a .jinja file. A Jinja construct btx does not implement is refused here, naming it.
 ChatTemplate load_chat_template(const std::string& name_or_file);
+// The template a model's tokenizer brings: the chat_template of the tokenizer_config.json beside
+// a tokenizer.json; none for a sentencepiece tokenizer.model or a config without one.
+std::optional<ChatTemplate> tokenizer_chat_template(const std::filesystem::path& tokenizer_file);
+// `name_or_file` when it is not empty, else the tokenizer's own template, else "plain": what
+// --chat-template means in serve and export.
+ChatTemplate resolve_chat_template(const std::string& name_or_file,
+                                   const std::filesystem::path& tokenizer_file);
 
 }  // namespace btx

@@ -96,6 +96,7 @@ struct Reader {
       s.kind = PreTokenizerStep::kSplit;
       const auto [pat, regex] = pattern(n, path);
       if (regex) {
+        s.pattern = pat;
         s.regex = compile_regex(pat, file.string() + ": " + path + ".pattern.Regex");
       } else {
         s.literal = pat;
@@ -109,6 +110,7 @@ struct Reader {
       s.kind = PreTokenizerStep::kByteLevel;
       s.add_prefix_space = flag(n, path, "add_prefix_space", true);
       if (flag(n, path, "use_regex", true)) {
+        s.pattern = kGpt2Pattern;
         s.regex = compile_regex(kGpt2Pattern, file.string() + ": " + path);
       }
       p.byte_level = true;

@@ -116,6 +116,28 @@ int32_t config_token(const Reader& r, const json& config, const char* key, const
 
 }  // namespace
 
+std::vector<std::string> pre_tokenizer_steps(const Pipeline& p) {
+  std::vector<std::string> out;
+  for (const auto& s : p.pre_tokenizer) {
+    switch (s.kind) {
+      case PreTokenizerStep::kSplit:
+        out.push_back("Split:" + (s.regex ? s.pattern : s.literal));
+        break;
+      case PreTokenizerStep::kByteLevel:
+        out.push_back(std::string("ByteLevel") + (s.add_prefix_space ? "+prefix" : "") +
+                      (s.regex ? ":gpt2" : ""));
+        break;
+      case PreTokenizerStep::kDigits:
+        out.push_back(s.individual_digits ? "Digits:individual" : "Digits");
+        break;
+      case PreTokenizerStep::kMetaspace:
+        out.push_back("Metaspace");
+        break;
+    }
+  }
+  return out;
+}
+
 int32_t Pipeline::token_id(const std::string& text) const {
   for (const auto& a : added) {
     if (a.content == text) return a.id;

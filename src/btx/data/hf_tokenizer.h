@@ -38,6 +38,7 @@ struct NormalizerStep {
 struct PreTokenizerStep {
   enum Kind { kSplit, kByteLevel, kDigits, kMetaspace } kind;
   std::shared_ptr<const Regex> regex;  // kSplit with a Regex pattern; kByteLevel with use_regex
+  std::string pattern;                 // the regex's source
   std::string literal;                 // kSplit with a String pattern
   bool add_prefix_space = false;       // kByteLevel
   bool individual_digits = false;      // kDigits
@@ -79,6 +80,9 @@ const std::string& byte_level_char(unsigned char b);
 // names the file in errors.
 void load_tokenizer_json(std::string_view json, std::string_view config, const fs::path& file,
                          Tokenizer::Model& m);
+
+// The pre-tokenizer as Tokenizer::pre_tokenizer_steps spells it.
+std::vector<std::string> pre_tokenizer_steps(const Pipeline& p);
 
 // Plain encoding (no BOS/EOS), as `tokenizers` encodes without special tokens. Bytes that are
 // not valid UTF-8 (which a Rust &str cannot hold) become their byte tokens.

@@ -152,6 +152,9 @@ void prepare_shards(const ShardOptions& opts, const Tokenizer& tok) {
   for (size_t s = 0; s < kSplits.size(); ++s) {
     BTX_CHECK(budgets[s] >= 0, "{}_tokens must be >= 0, got {}", kSplits[s], budgets[s]);
   }
+  BTX_CHECK(tok.eos_id() >= 0,
+            "the tokenizer has no end-of-text token (eos) to put between documents; name one as "
+            "eos_token in the tokenizer_config.json beside tokenizer.json");
   const auto domains = select_domains(list_corpus(opts.corpus), opts.domains, opts.corpus);
   const TokenDtype dtype = tok.vocab_size() <= 65536 ? TokenDtype::kUInt16 : TokenDtype::kUInt32;
 

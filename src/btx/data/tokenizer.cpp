@@ -209,6 +209,27 @@ bool Tokenizer::add_dummy_prefix() const {
 bool Tokenizer::byte_fallback() const {
   return m_->byte_fallback;
 }
+std::vector<std::string> Tokenizer::bpe_merges() const {
+  if (!m_->hf) return {};
+  std::vector<std::pair<int32_t, uint64_t>> ranked;  // rank, (left, right)
+  for (const auto& [pair, rank_id] : m_->hf->merges) ranked.emplace_back(rank_id.first, pair);
+  std::sort(ranked.begin(), ranked.end());
+  std::vector<std::string> out;
+  out.reserve(ranked.size());
+  for (const auto& [rank, pair] : ranked) {
+    out.push_back(m_->pieces[pair >> 32] + " " + m_->pieces[pair & 0xffffffffu]);
+  }
+  return out;
+}
+bool Tokenizer::byte_level() const {
+  return m_->hf && m_->hf->byte_level;
+}
+std::vector<std::string> Tokenizer::pre_tokenizer_steps() const {
+  return m_->hf ? hf::pre_tokenizer_steps(*m_->hf) : std::vector<std::string>{};
+}
+bool Tokenizer::is_hf() const {
+  return m_->hf != nullptr;
+}
 int Tokenizer::vocab_size() const {
   return static_cast<int>(m_->pieces.size());
 }

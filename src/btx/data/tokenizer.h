@@ -88,6 +88,16 @@ class Tokenizer {
   // characters outside the vocabulary as byte pieces <0xNN> (btx: yes).
   bool add_dummy_prefix() const;
   bool byte_fallback() const;
+  // A tokenizer.json's BPE as exporters rebuild it (gguf_export.h); all empty for sentencepiece:
+  // its merges in rank order ("left right", the pieces as stored), whether it is byte-level, and
+  // its pre-tokenizer steps: "Split:<regex>", "ByteLevel" ("ByteLevel:gpt2" with its GPT-2
+  // split, "ByteLevel+prefix" with add_prefix_space), "Digits" ("Digits:individual"),
+  // "Metaspace".
+  std::vector<std::string> bpe_merges() const;
+  bool byte_level() const;
+  std::vector<std::string> pre_tokenizer_steps() const;
+  // Whether it is a tokenizer.json (else a sentencepiece model).
+  bool is_hf() const;
 
   int vocab_size() const;
   // -1 when the model has none (a tokenizer.json's: tokenizer_config.json's bos_token, else the

@@ -265,7 +265,7 @@ int64_t EnsembleScorer::flops_per_token(int64_t context) const {
 
 int64_t EnsembleScorer::max_context() const {
   int64_t n = std::numeric_limits<int64_t>::max();
-  for (const auto& m : experts_) n = std::min(n, m->config().max_position_embeddings);
+  for (const auto& m : experts_) n = std::min(n, m->config().max_sequence());
   return n;
 }
 
@@ -345,7 +345,7 @@ int64_t PosteriorAverageScorer::flops_per_token(int64_t context) const {
   return forward_flops_per_token(experts_[0], context);
 }
 int64_t PosteriorAverageScorer::max_context() const {
-  return experts_[0]->config().max_position_embeddings;
+  return experts_[0]->config().max_sequence();
 }
 
 void PosteriorAverageScorer::begin_domain(const std::string& domain, const Heldout& heldout) {

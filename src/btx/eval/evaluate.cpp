@@ -92,7 +92,7 @@ nlohmann::json evaluate(Scorer& scorer, const std::string& model_name, const Sha
                         const std::vector<CorpusDomain>& novel, const Tokenizer* tokenizer,
                         const EvalOptions& opts) {
   BTX_CHECK(opts.seq_len <= scorer.max_context(),
-            "eval seq_len {} exceeds the model's max_position_embeddings {}", opts.seq_len,
+            "eval seq_len {} exceeds the model's longest sequence {}", opts.seq_len,
             scorer.max_context());
   nlohmann::json out = {{"model", model_name}, {"split", opts.split}, {"seq_len", opts.seq_len}};
   nlohmann::json domains = nlohmann::json::object();

@@ -47,7 +47,7 @@ class ModelScorer : public Scorer {
   int64_t flops_per_token(int64_t context) const override {
     return forward_flops_per_token(model_, context);
   }
-  int64_t max_context() const override { return model_->config().max_position_embeddings; }
+  int64_t max_context() const override { return model_->config().max_sequence(); }
   bool causal() const override { return model_->config().is_causal(); }
   CausalLM& model() { return model_; }
 

@@ -46,7 +46,7 @@ class ModelBatchDecoder : public BatchDecoder {
   torch::Tensor step(const std::vector<int32_t>& tokens) override;
   void keep(const std::vector<int64_t>& rows) override { kv_keep_rows(cache_, rows); }
   int64_t rows() const override { return kv_rows(cache_); }
-  int64_t context() const override { return model_->config().max_position_embeddings; }
+  int64_t context() const override { return model_->config().max_sequence(); }
 
  private:
   // Reads the prompts, left-padded, into the cache; the logits of every position or the last.

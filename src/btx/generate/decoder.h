@@ -53,7 +53,7 @@ class ModelDecoder : public Decoder {
   void reset() override { cache_ = KVCache{}; }
   // One forward pass over the whole sequence (the cache untouched).
   torch::Tensor sequence_scores(const std::vector<int32_t>& seq) override;
-  int64_t context() const override { return model_->config().max_position_embeddings; }
+  int64_t context() const override { return model_->config().max_sequence(); }
   int64_t vocab_size() const override { return model_->config().vocab_size; }
   std::string describe() const override;
   std::unique_ptr<BatchDecoder> batch_decoder() const override;

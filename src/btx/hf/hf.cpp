@@ -2,7 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <memory>
+#include <regex>
 #include <set>
 
 #include "btx/data/tokenizer.h"
@@ -126,11 +128,14 @@ bool skipped_tensor(const std::string& name, bool tied) {
          (name == "lm_head.weight" && tied);
 }
 
-// The parameters of the dense Llama `c` describes, counted from the config alone.
-int64_t llama_params(const ModelConfig& c) {
+// The parameters of the dense model `c` describes, counted from the config alone.
+int64_t dense_params(const ModelConfig& c) {
   const int64_t C = c.hidden_size, D = c.head_dim(), F = c.intermediate_size;
   const int64_t q = c.num_attention_heads * D, kv = c.num_key_value_heads * D;
-  const int64_t layer = C * q + 2 * C * kv + q * C + 3 * C * F + 2 * C;
+  int64_t layer = C * q + 2 * C * kv + q * C + 3 * C * F + 2 * C;
+  if (c.qkv_bias()) layer += q + 2 * kv;
+  if (c.o_bias()) layer += C;
+  if (c.qk_norm()) layer += 2 * D;
   return c.vocab_size * C * (c.tie_word_embeddings ? 1 : 2) + c.num_hidden_layers * layer + C;
 }
 
@@ -146,9 +151,9 @@ TensorIndex checked_hf_index(const fs::path& dir, const ModelConfig& c) {
   }
   // More than the weights hold cannot be theirs (fewer: the names and shapes say which
   // tensor is too many, read_hf_weights).
-  const int64_t want = llama_params(c);
+  const int64_t want = dense_params(c);
   BTX_CHECK(want <= held,
-            "{}: config.json describes a Llama of {} parameters, more than the {} values its "
+            "{}: config.json describes a model of {} parameters, more than the {} values its "
             "weights hold",
             dir.string(), want, held);
   return index;
@@ -174,8 +179,8 @@ void read_hf_weights(const fs::path& dir, const TensorIndex& index, CausalLM& mo
   for (const auto& [name, where] : index) {
     if (!used.count(name) && !skipped_tensor(name, tied)) unexpected.push_back(name);
   }
-  BTX_CHECK(unexpected.empty(), "{}: tensors a Llama of this config does not have: {}",
-            dir.string(), fmt::join(unexpected, ", "));
+  BTX_CHECK(unexpected.empty(), "{}: tensors a {} of this config does not have: {}", dir.string(),
+            hf_architecture(model->config().base_model_type), fmt::join(unexpected, ", "));
   std::map<fs::path, std::unique_ptr<SafetensorsReader>> readers;
   for (auto& p : model->named_parameters()) {
     const auto& file = index.at(p.key()).first;
@@ -223,9 +228,32 @@ nlohmann::json hf_config(const ModelConfig& c, const std::string& what,
             what, r.name, exportable_routers());
     }
   }
+  const BaseModelType base = c.base_model_type;
+  const bool qwen3_moe = c.is_moe() && base == BaseModelType::kQwen3;
+  if (c.is_moe()) {
+    BTX_CHECK(base != BaseModelType::kQwen2,
+              "{} is a mixture of experts on a Qwen2 base, which no Hugging Face architecture "
+              "computes: Qwen2-MoE adds an always-on shared expert with a sigmoid gate to every "
+              "layer, and Qwen3-MoE's attention has no q/k/v biases; export a dense merge "
+              "(Qwen2ForCausalLM) instead, or use `btx generate` / `btx serve` on it",
+              what);
+    BTX_CHECK(!c.attention_bias || qwen3_moe,
+              "{} has attention biases, which Hugging Face Mixtral does not compute", what);
+  }
+  nlohmann::json rope_scaling = nullptr;
+  if (!c.rope_scaling_type.empty()) {
+    rope_scaling = {{"rope_type", c.rope_scaling_type}, {"factor", c.rope_scaling_factor}};
+    if (c.rope_scaling_type == "llama3") {
+      rope_scaling["low_freq_factor"] = c.rope_low_freq_factor;
+      rope_scaling["high_freq_factor"] = c.rope_high_freq_factor;
+      rope_scaling["original_max_position_embeddings"] = c.rope_original_max_position_embeddings;
+    }
+  }
   nlohmann::json j = {
-      {"architectures", {c.is_moe() ? "MixtralForCausalLM" : "LlamaForCausalLM"}},
-      {"model_type", c.is_moe() ? "mixtral" : "llama"},
+      {"architectures",
+       {c.is_moe() ? (qwen3_moe ? "Qwen3MoeForCausalLM" : "MixtralForCausalLM")
+                   : hf_architecture(base)}},
+      {"model_type", c.is_moe() ? (qwen3_moe ? "qwen3_moe" : "mixtral") : name_of(base)},
       {"vocab_size", c.vocab_size},
       {"hidden_size", c.hidden_size},
       {"intermediate_size", c.intermediate_size},
@@ -235,30 +263,68 @@ nlohmann::json hf_config(const ModelConfig& c, const std::string& what,
       {"head_dim", c.head_dim()},
       {"max_position_embeddings", c.max_position_embeddings},
       {"rope_theta", c.rope_theta},
-      {"rope_scaling", nullptr},
+      {"rope_scaling", rope_scaling},
       {"rms_norm_eps", c.rms_norm_eps},
       {"tie_word_embeddings", c.tie_word_embeddings},
       {"initializer_range", c.initializer_range},
       {"bos_token_id", c.bos_token_id},
       {"eos_token_id", c.eos_token_id},
       {"hidden_act", "silu"},
-      {"attention_bias", false},
       {"attention_dropout", 0.0},
       {"use_cache", true},
       {"torch_dtype", torch_dtype},
   };
-  if (c.is_moe()) {
+  switch (base) {
+    case BaseModelType::kLlama:
+      j["attention_bias"] = c.attention_bias;
+      if (!c.is_moe()) {
+        j["mlp_bias"] = false;
+        j["pretraining_tp"] = 1;
+      }
+      break;
+    case BaseModelType::kMistral:
+      j["sliding_window"] = c.sliding_window > 0 ? nlohmann::json(c.sliding_window) : nullptr;
+      break;
+    case BaseModelType::kQwen3:
+      j["attention_bias"] = c.attention_bias;
+      [[fallthrough]];
+    case BaseModelType::kQwen2:  // full attention in every layer
+      j["use_sliding_window"] = false;
+      j["sliding_window"] = nullptr;
+      j["max_window_layers"] = c.num_hidden_layers;
+      break;
+  }
+  if (qwen3_moe) {  // every layer sparse, the top-k weights renormalised (as Mixtral's)
+    j["num_experts"] = c.num_local_experts;
+    j["num_experts_per_tok"] = k;
+    j["moe_intermediate_size"] = c.intermediate_size;
+    j["decoder_sparse_step"] = 1;
+    j["mlp_only_layers"] = nlohmann::json::array();
+    j["norm_topk_prob"] = true;
+    j["router_aux_loss_coef"] = c.router_aux_loss_coef;
+    j["output_router_logits"] = false;
+  } else if (c.is_moe()) {
     j["num_local_experts"] = c.num_local_experts;
     j["num_experts_per_tok"] = k;
     j["router_aux_loss_coef"] = c.router_aux_loss_coef;
     j["output_router_logits"] = false;
     j["router_jitter_noise"] = 0.0;
-    j["sliding_window"] = nullptr;
-  } else {
-    j["mlp_bias"] = false;
-    j["pretraining_tp"] = 1;
+    if (!j.contains("sliding_window")) j["sliding_window"] = nullptr;
   }
   return j;
+}
+
+std::string hf_tensor_name(const ModelConfig& c, const std::string& name) {
+  if (!c.is_moe() || c.base_model_type != BaseModelType::kQwen3) return name;
+  // Qwen3-MoE: mlp.gate, mlp.experts.j.{gate,up,down}_proj for Mixtral's block_sparse_moe.gate
+  // and experts.j.{w1,w3,w2}.
+  static const std::regex moe(
+      R"((model\.layers\.\d+\.)block_sparse_moe\.(gate\.weight|experts\.\d+\.)(w1|w2|w3)?(\.weight)?)");
+  std::smatch m;
+  if (!std::regex_match(name, m, moe)) return name;
+  if (!m[3].matched) return m[1].str() + "mlp." + m[2].str();
+  const std::string proj = m[3] == "w1" ? "gate_proj" : m[3] == "w3" ? "up_proj" : "down_proj";
+  return m[1].str() + "mlp." + m[2].str() + proj + m[4].str();
 }
 
 ExportSource open_export_source(const fs::path& model, const fs::path& tokenizer) {
@@ -271,7 +337,8 @@ ExportSource open_export_source(const fs::path& model, const fs::path& tokenizer
   nlohmann::json hf = hf_config(c, model.string());
   const fs::path tok_file = model_tokenizer(model, tokenizer);
   Tokenizer tok = Tokenizer::load(tok_file);
-  BTX_CHECK(tok.vocab_size() == c.vocab_size, "{} has {} pieces but {} has vocab_size {}",
+  // Qwen's embeddings have more rows than its tokenizer has tokens; never fewer.
+  BTX_CHECK(tok.vocab_size() <= c.vocab_size, "{} has {} tokens but {} has vocab_size {}",
             tok_file.string(), tok.vocab_size(), model.string(), c.vocab_size);
   return {std::move(folder), std::move(c), std::move(hf), tok_file, std::move(tok)};
 }
@@ -316,14 +383,17 @@ nlohmann::json export_hf(const HfExportOptions& o) {
     nlohmann::json weight_map = nlohmann::json::object();
     for (size_t i = 0; i < n; ++i) {
       TensorLayout layout;
+      std::map<std::string, std::string> btx_name;  // by HF name
       for (const auto& name : shards[i]) {
         const auto& info = reader.tensors().at(name);
-        layout[name] = {dtype.type, info.shape};
-        weight_map[name] = shard_file(i);
+        const std::string hf = hf_tensor_name(c, name);
+        btx_name[hf] = name;
+        layout[hf] = {dtype.type, info.shape};
+        weight_map[hf] = shard_file(i);
       }
       save_safetensors_streaming(
           tmp / shard_file(i), layout, {{"format", "pt"}},
-          [&](const std::string& name) { return reader.read(name).to(dtype.type); });
+          [&](const std::string& hf) { return reader.read(btx_name.at(hf)).to(dtype.type); });
     }
     if (n > 1) {
       const nlohmann::json index = {{"metadata", {{"total_size", total_bytes}}},
@@ -336,22 +406,63 @@ nlohmann::json export_hf(const HfExportOptions& o) {
                                      {"eos_token_id", c.eos_token_id},
                                      {"max_length", c.max_position_embeddings}}
                           .dump(2));
-    fs::copy_file(tok_file, tmp / "tokenizer.model");
-    write_file_atomic(tmp / "tokenizer.json", hf_tokenizer_json(tok).dump(2));
-    write_file_atomic(
-        tmp / "tokenizer_config.json",
-        hf_tokenizer_config(tok, c.max_position_embeddings, o.chat_template.jinja()).dump(2));
-    nlohmann::json special = nlohmann::json::object();
-    if (bos >= 0) special["bos_token"] = tok.piece(bos);
-    if (eos >= 0) special["eos_token"] = tok.piece(eos);
-    if (unk >= 0) special["unk_token"] = tok.piece(unk);
-    write_file_atomic(tmp / "special_tokens_map.json", special.dump(2));
+    if (tok_file.extension() == ".json") {
+      // A Hugging Face tokenizer leaves as it came; a chat template given replaces its config's.
+      fs::copy_file(tok_file, tmp / "tokenizer.json");
+      const fs::path tok_config = tok_file.parent_path() / "tokenizer_config.json";
+      if (fs::exists(tok_config) && !o.chat_template) {
+        fs::copy_file(tok_config, tmp / "tokenizer_config.json");
+      } else if (fs::exists(tok_config) || o.chat_template) {
+        nlohmann::ordered_json tc = nlohmann::ordered_json::object();
+        if (fs::exists(tok_config)) tc = nlohmann::ordered_json::parse(read_file(tok_config));
+        const std::string jinja = o.chat_template->jinja();
+        if (jinja.empty()) {
+          tc.erase("chat_template");
+        } else {
+          tc["chat_template"] = jinja;
+        }
+        write_file_atomic(tmp / "tokenizer_config.json", tc.dump(2));
+      }
+    } else {
+      const ChatTemplate chat = o.chat_template.value_or(builtin_chat_template("plain"));
+      fs::copy_file(tok_file, tmp / "tokenizer.model");
+      write_file_atomic(tmp / "tokenizer.json", hf_tokenizer_json(tok).dump(2));
+      write_file_atomic(tmp / "tokenizer_config.json",
+                        hf_tokenizer_config(tok, c.max_position_embeddings, chat.jinja()).dump(2));
+      nlohmann::json special = nlohmann::json::object();
+      if (bos >= 0) special["bos_token"] = tok.piece(bos);
+      if (eos >= 0) special["eos_token"] = tok.piece(eos);
+      if (unk >= 0) special["unk_token"] = tok.piece(unk);
+      write_file_atomic(tmp / "special_tokens_map.json", special.dump(2));
+    }
   });
   return {{"architecture", config["architectures"][0]},
           {"shards", n},
           {"parameters", params},
           {"bytes", total_bytes}};
 }
+
+namespace {
+// The Hugging Face classes btx imports, with the base they are.
+const std::vector<std::pair<std::string, BaseModelType>>& importable() {
+  static const std::vector<std::pair<std::string, BaseModelType>> table = {
+      {"LlamaForCausalLM", BaseModelType::kLlama},
+      {"MistralForCausalLM", BaseModelType::kMistral},
+      {"Qwen2ForCausalLM", BaseModelType::kQwen2},
+      {"Qwen3ForCausalLM", BaseModelType::kQwen3}};
+  return table;
+}
+
+// The tokenizer a checkpoint ships: tokenizer.model (sentencepiece, as Llama 2 checkpoints) or
+// tokenizer.json (Hugging Face's, with tokenizer_config.json beside it).
+fs::path checkpoint_tokenizer(const fs::path& hf) {
+  if (fs::exists(hf / "tokenizer.model")) return hf / "tokenizer.model";
+  BTX_CHECK(fs::exists(hf / "tokenizer.json"),
+            "{}: no tokenizer.json and no tokenizer.model: btx needs the model's tokenizer",
+            hf.string());
+  return hf / "tokenizer.json";
+}
+}  // namespace
 
 RunConfig import_hf(const HfImportOptions& o) {
   const fs::path cfg_file = o.hf / "config.json";
@@ -360,51 +471,34 @@ RunConfig import_hf(const HfImportOptions& o) {
   const nlohmann::json j = read_json_file(cfg_file);
   BTX_CHECK(j.is_object(), "{}: is {}; expected a model's config (a JSON object)",
             cfg_file.string(), j.dump().substr(0, 60));
-  BTX_CHECK(j.contains("architectures"), "{}: no architectures (expected [\"LlamaForCausalLM\"])",
-            cfg_file.string());
+  std::vector<std::string> supported;
+  for (const auto& [name, base] : importable()) supported.push_back(name);
+  BTX_CHECK(j.contains("architectures"), "{}: no architectures (expected one of {})",
+            cfg_file.string(), fmt::join(supported, ", "));
   const auto& archs = j["architectures"];
   BTX_CHECK(archs.is_array() && archs.size() == 1 && archs[0].is_string(),
             "{}: architectures is {}; expected a list of one name, e.g. [\"LlamaForCausalLM\"]",
             cfg_file.string(), archs.dump());
   const std::string arch = archs[0].get<std::string>();
-  BTX_CHECK(arch == "LlamaForCausalLM",
-            "{}: architecture '{}' cannot be imported as a seed (supported: LlamaForCausalLM)",
-            cfg_file.string(), arch);
-  // Llama variants btx does not compute are refused, not silently computed differently.
-  BTX_CHECK(!j.contains("rope_scaling") || j["rope_scaling"].is_null(),
-            "{}: rope_scaling {} is not supported (plain RoPE only)", cfg_file.string(),
-            j["rope_scaling"].dump());
-  for (const char* key : {"attention_bias", "mlp_bias"}) {
-    if (!j.contains(key) || j[key].is_null()) continue;
-    BTX_CHECK(j[key].is_boolean(), "{}: {} is {}; expected true or false", cfg_file.string(), key,
-              j[key].dump());
-    BTX_CHECK(!j[key].get<bool>(), "{}: {} = true is not supported (btx's Llama has no biases)",
-              cfg_file.string(), key);
-  }
-  // The architecture's keys, each of its type (errors name the file and the key).
+  const auto known = std::find_if(importable().begin(), importable().end(),
+                                  [&](const auto& row) { return row.first == arch; });
+  BTX_CHECK(known != importable().end(),
+            "{}: architecture '{}' cannot be imported as a seed (supported: {})", cfg_file.string(),
+            arch, fmt::join(supported, ", "));
+  // The architecture's keys, each of its type (errors name the file and the key); a key that
+  // changes the computation btx does not implement is refused by name.
   ModelConfig mc = model_config_from_json(j, cfg_file.string());
-  mc.model_type = ModelType::kLlama;
-  if (j.contains("head_dim") && !j["head_dim"].is_null()) {
-    BTX_CHECK(j["head_dim"].is_number_integer(), "{}: head_dim is {}; expected an integer",
-              cfg_file.string(), j["head_dim"].dump());
-    BTX_CHECK(j["head_dim"].get<int64_t>() == mc.head_dim(),
-              "{}: head_dim {} x {} heads differs from hidden_size: not supported",
-              cfg_file.string(), j["head_dim"].get<int64_t>(), mc.num_attention_heads);
-  }
-  const fs::path tok_file = o.hf / "tokenizer.model";
-  BTX_CHECK(
-      fs::exists(tok_file),
-      "{}: no tokenizer.model{}; btx needs the sentencepiece model (Llama checkpoints ship "
-      "it as tokenizer.model)",
-      o.hf.string(),
-      fs::exists(o.hf / "tokenizer.json")
-          ? " (only tokenizer.json: btx reads it, but a run's tokenizer is still a sentencepiece "
-            "tokenizer.model)"
-          : "");
+  BTX_CHECK(mc.model_type == ModelType::kLlama && mc.base_model_type == known->second,
+            "{}: model_type '{}' is not what {} is (expected '{}')", cfg_file.string(),
+            j.value("model_type", std::string("?")), arch, name_of(known->second));
+  const fs::path tok_file = checkpoint_tokenizer(o.hf);
   const Tokenizer tok = Tokenizer::load(tok_file);
-  BTX_CHECK(tok.vocab_size() == mc.vocab_size,
-            "{} has {} pieces but {} says vocab_size {}: they must be equal", tok_file.string(),
-            tok.vocab_size(), cfg_file.string(), mc.vocab_size);
+  // The embedding may have more rows than the tokenizer has tokens (Qwen pads 151,669 to
+  // 151,936); never fewer.
+  BTX_CHECK(tok.vocab_size() <= mc.vocab_size,
+            "{} has {} tokens but {} says vocab_size {}: the embedding has no row for the last "
+            "ones",
+            tok_file.string(), tok.vocab_size(), cfg_file.string(), mc.vocab_size);
 
   // The weights, name for name and shape for shape, checked before they are read.
   torch::NoGradGuard no_grad;
@@ -419,20 +513,30 @@ RunConfig import_hf(const HfImportOptions& o) {
   rc = parse_run_config(run_config_to_toml(rc), "the imported run's config");
   BTX_CHECK(!fs::exists(o.run.seed()), "{} already has a seed: import into a new run folder",
             o.run.root.string());
-  if (fs::exists(o.run.tokenizer_file())) {
-    BTX_CHECK(sha256_file(o.run.tokenizer_file()) == sha256_file(tok_file),
-              "{} has another tokenizer.model: import into a new run folder", o.run.root.string());
+  // The tokenizer's files, as they came (tokenizer.json with its tokenizer_config.json).
+  std::vector<std::string> tok_files = {tok_file.filename().string()};
+  if (tok_file.extension() == ".json" && fs::exists(o.hf / "tokenizer_config.json")) {
+    tok_files.push_back("tokenizer_config.json");
+  }
+  const fs::path had = o.run.tokenizer_file();
+  BTX_CHECK(!fs::exists(had) || had.filename() == tok_file.filename(),
+            "{} has a tokenizer of its own ({}): import into a new run folder", o.run.root.string(),
+            had.string());
+  for (const auto& f : tok_files) {
+    const fs::path there = o.run.root / f;
+    BTX_CHECK(!fs::exists(there) || sha256_file(there) == sha256_file(o.hf / f),
+              "{} has another {}: import into a new run folder", o.run.root.string(), f);
   }
   init_run(Run(o.run, rc), o.force);
-  if (!fs::exists(o.run.tokenizer_file())) {
-    write_file_atomic(o.run.tokenizer_file(), read_file(tok_file));
+  for (const auto& f : tok_files) {
+    if (!fs::exists(o.run.root / f)) write_file_atomic(o.run.root / f, read_file(o.hf / f));
   }
   TrainState state;
   state.done = true;
   state.extra = {{"imported_from", fs::absolute(o.hf).string()}, {"architecture", arch}};
   save_checkpoint(o.run.seed(), {&model, nullptr, &state, {}});
-  spdlog::info("imported {} ({} parameters) as the seed of {}", o.hf.string(), model->num_params(),
-               o.run.root.string());
+  spdlog::info("imported {} ({}, {} parameters) as the seed of {}", o.hf.string(), arch,
+               model->num_params(), o.run.root.string());
   return rc;
 }
 

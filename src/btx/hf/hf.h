@@ -7,14 +7,16 @@
 // (sharded with model.safetensors.index.json above a size), tokenizer.model with tokenizer.json
 // (tokenizer_json.h), tokenizer_config.json (with the chat template) and
 // special_tokens_map.json, generation_config.json. gguf_export.h writes the same models as GGUF.
-// Dense models become LlamaForCausalLM; MoEs whose routing HF Mixtral computes (top-k; soft =
-// top-E; Gumbel and REINFORCE routers, which take the argmax at inference = top-1) become
-// MixtralForCausalLM. Models that are not one HF model (a BTM ensemble, SMEAR's merged experts,
-// hash / tag / per- sequence routing) are refused with the reason, never written wrong.
+// Dense models become their base's class (hf_config); MoEs whose routing HF's MoEs compute (top-k;
+// soft = top-E; Gumbel and REINFORCE routers, which take the argmax at inference = top-1) become
+// MixtralForCausalLM or Qwen3MoeForCausalLM. Models that are not one HF model (a BTM ensemble,
+// SMEAR's merged experts, hash / tag / per- sequence routing) are refused with the reason, never
+// written wrong.
 #pragma once
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "btx/data/chat_template.h"
@@ -28,9 +30,14 @@ namespace btx {
 namespace fs = std::filesystem;
 
 // HF's config.json for a btx model config; `what` names the model in errors. A model HF cannot
-// express is an error saying why.
+// express is an error saying why. A dense model is its base's class (LlamaForCausalLM,
+// MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM); a BTX MoE is Qwen3MoeForCausalLM on a
+// Qwen3 base and MixtralForCausalLM on the others, except Qwen2, which no HF MoE computes.
 nlohmann::json hf_config(const ModelConfig& c, const std::string& what,
                          const std::string& torch_dtype = "float32");
+// The Hugging Face name of a btx tensor of a model of config `c` (Qwen3-MoE spells its experts
+// mlp.experts.j.gate_proj where btx, as Mixtral, has block_sparse_moe.experts.j.w1).
+std::string hf_tensor_name(const ModelConfig& c, const std::string& name);
 
 // What every export starts from: a model folder that is one checkpoint HF can express (else an
 // error saying why: an ensemble, a per-domain description, SMEAR, BAM, a router HF lacks), its
@@ -47,11 +54,13 @@ ExportSource open_export_source(const fs::path& model, const fs::path& tokenizer
 
 struct HfExportOptions {
   fs::path model;      // a checkpoint folder (seed, experts/x, merged/x)
-  fs::path tokenizer;  // tokenizer.model (default: the model's run's, found above the model)
+  fs::path tokenizer;  // tokenizer.json or .model (default: the model's run's, found above it)
   fs::path out;        // written whole (a temporary folder renamed into place); must not exist
   std::string dtype = "float32";            // float32 | bfloat16 | float16
   int64_t max_shard_bytes = 2'000'000'000;  // larger weights are sharded with an index
-  ChatTemplate chat_template = builtin_chat_template("plain");  // tokenizer_config's chat_template
+  // tokenizer_config's chat_template; none: a Hugging Face tokenizer's own config as it came, and
+  // "plain" beside a sentencepiece tokenizer.
+  std::optional<ChatTemplate> chat_template;
 };
 
 // Writes the HF checkpoint; returns a summary {"architecture", "shards", "parameters", "bytes"}.

@@ -34,9 +34,9 @@ TrainResult finetune_model(const Run& run, const fs::path& model_dir, const std:
             "{} is not an MoE or SMEAR model (model_type \"{}\"): finetune trains the routers "
             "and experts of `btx merge --method btx`, `upcycle` or `smear` models",
             model_dir.string(), name_of(mc.model_type));
-  BTX_CHECK(c.finetune.seq_len <= mc.max_position_embeddings,
-            "[finetune] seq_len {} exceeds the model's max_position_embeddings {}",
-            c.finetune.seq_len, mc.max_position_embeddings);
+  BTX_CHECK(c.finetune.seq_len <= mc.max_sequence(),
+            "[finetune] seq_len {} exceeds the model's longest sequence {}", c.finetune.seq_len,
+            mc.max_sequence());
   const std::string name = model_dir.filename().string();
   TrainJob job = run_train_job(run, name, model_dir, c.finetune, "finetune/" + name);
   job.init_from = model_dir;  // the merge, until the first checkpoint replaces it

@@ -24,9 +24,11 @@ const std::regex kMoeExpert(
     R"(model\.layers\.(\d+)\.(block_sparse_moe|smear)\.experts\.(\d+)\.(w1|w2|w3)\.weight)");
 const std::regex kRouter(R"(model\.layers\.(\d+)\.(block_sparse_moe|smear)\.gate\.weight)");
 const std::regex kBaseline(R"(model\.layers\.(\d+)\.block_sparse_moe\.baseline\.weight)");
-const std::regex kAttention(R"(model\.layers\.(\d+)\.self_attn\.(q|k|v|o)_proj\.weight)");
+// An attention's tensors: projections, their biases (qwen2, attention_bias), qwen3's q/k norms.
+const std::regex kAttention(
+    R"(model\.layers\.(\d+)\.self_attn\.((?:q|k|v|o)_proj\.(?:weight|bias)|(?:q|k)_norm\.weight))");
 const std::regex kAttentionExpert(
-    R"(model\.layers\.(\d+)\.self_attn\.experts\.(\d+)\.(q|k|v|o)_proj\.weight)");
+    R"(model\.layers\.(\d+)\.self_attn\.experts\.(\d+)\.((?:q|k|v|o)_proj\.(?:weight|bias)|(?:q|k)_norm\.weight))");
 const std::regex kAttentionRouter(R"(model\.layers\.(\d+)\.self_attn\.gate\.weight)");
 
 }  // namespace
@@ -218,9 +220,11 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
             avg.layout().at(dense_ffn_name(i, w));
       }
     }
-    for (int64_t j = 0; j < moe.num_attention_experts; ++j) {
-      for (const char* p : {"q", "k", "v", "o"}) {
-        layout[attention_expert_name(i, j, p)] = avg.layout().at(attention_name(i, p));
+    for (const auto& [name, spec] : avg.layout()) {  // each attention tensor, per expert
+      std::smatch m;
+      if (!std::regex_match(name, m, kAttention) || std::stoll(m[1].str()) != i) continue;
+      for (int64_t j = 0; j < moe.num_attention_experts; ++j) {
+        layout[attention_expert_tensor(i, j, m[2].str())] = spec;
       }
     }
     if (moe.has_attention_experts()) {
@@ -240,7 +244,7 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
         if (std::regex_match(name, m, kAttentionExpert)) {
           const auto& slot = slots.at(std::stoul(m[2].str()));
           return sources.at(slot.checkpoint)
-              .read(attention_name(std::stoll(m[1].str()), m[3].str()));
+              .read(fmt::format("model.layers.{}.self_attn.{}", m[1].str(), m[3].str()));
         }
         if (std::regex_match(name, kAttentionRouter)) {
           return torch::normal(0.0, dense.initializer_range,

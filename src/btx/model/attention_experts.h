@@ -3,8 +3,9 @@
 // on the hidden state entering attention (after input_layernorm):
 //   y_t = Σ_e g_e(x_t) · o_e(attention_e(x)_t),   g(x_t) = softmax(W x_t)   (E experts, W (E, C)).
 // Soft, as in BAM: every expert runs on every token, so nothing is dropped and no load balancing
-// is needed. Names: model.layers.i.self_attn.experts.j.{q,k,v,o}_proj and self_attn.gate (btx's
-// own layout: not a Hugging Face architecture).
+// is needed. Names: model.layers.i.self_attn.experts.j.{q,k,v,o}_proj (with their biases and
+// q_norm / k_norm where the base model has them) and self_attn.gate (btx's own layout: not a
+// Hugging Face architecture).
 //
 // The experts run as one attention of E·H heads: their q, k, v projections concatenated, the
 // KV cache holds every expert's keys and values side by side in the head dimension (B, E·G, S, D),
@@ -44,6 +45,8 @@ std::shared_ptr<AttentionSlotImpl> config_attention(const ModelConfig& c);
 // layer's self_attn.p_proj, an attention expert's, and the attention router's.
 std::string attention_name(int64_t layer, const std::string& p);
 std::string attention_expert_name(int64_t layer, int64_t expert, const std::string& p);
+// Any tensor of an attention expert by its name inside self_attn ("q_proj.bias", "k_norm.weight").
+std::string attention_expert_tensor(int64_t layer, int64_t expert, const std::string& tail);
 std::string attention_router_name(int64_t layer);
 
 }  // namespace btx

@@ -1,5 +1,7 @@
 #include "btx/model/config.h"
 
+#include <cmath>
+#include <map>
 #include <set>
 #include <vector>
 
@@ -21,8 +23,9 @@ constexpr double kMaxParams = 2e11;  // 800 GB in float32
 double estimated_params(const ModelConfig& c) {
   const double C = static_cast<double>(c.hidden_size), F = static_cast<double>(c.intermediate_size);
   const double H = static_cast<double>(c.num_attention_heads);
-  const double KV = static_cast<double>(c.num_key_value_heads), D = C / H;
-  const double attn = C * (H * D) * 2 + C * (KV * D) * 2;
+  const double KV = static_cast<double>(c.num_key_value_heads);
+  const double D = static_cast<double>(c.head_dim());
+  const double attn = C * (H * D) * 2 + C * (KV * D) * 2;  // biases and q/k norms left out
   const double ffn = 3 * C * F * static_cast<double>(std::max<int64_t>(1, c.num_local_experts));
   const double experts_attn = static_cast<double>(std::max<int64_t>(1, c.num_attention_experts));
   const double embed = static_cast<double>(c.vocab_size) * C * (c.tie_word_embeddings ? 1 : 2);
@@ -36,6 +39,28 @@ const std::vector<Named<ModelType>>& names(ModelType) {
   return table;
 }
 
+const std::vector<Named<BaseModelType>>& names(BaseModelType) {
+  static const std::vector<Named<BaseModelType>> table = {{BaseModelType::kLlama, "llama"},
+                                                          {BaseModelType::kMistral, "mistral"},
+                                                          {BaseModelType::kQwen2, "qwen2"},
+                                                          {BaseModelType::kQwen3, "qwen3"}};
+  return table;
+}
+
+const char* hf_architecture(BaseModelType base) {
+  switch (base) {
+    case BaseModelType::kLlama:
+      return "LlamaForCausalLM";
+    case BaseModelType::kMistral:
+      return "MistralForCausalLM";
+    case BaseModelType::kQwen2:
+      return "Qwen2ForCausalLM";
+    case BaseModelType::kQwen3:
+      return "Qwen3ForCausalLM";
+  }
+  return "?";
+}
+
 const RouterTraits& ModelConfig::router() const {
   BTX_CHECK(is_routed(), "model_type '{}' has no router", name_of(model_type));
   return router_traits(model_type, router_mode, "model config");
@@ -43,6 +68,37 @@ const RouterTraits& ModelConfig::router() const {
 
 bool ModelConfig::is_causal() const {
   return !is_routed() || router().causal;
+}
+
+void ModelConfig::validate_attention(const std::string& where) const {
+  const char* base = name_of(base_model_type);
+  BTX_CHECK(!attention_bias || base_model_type == BaseModelType::kLlama ||
+                base_model_type == BaseModelType::kQwen3,
+            "{}: attention_bias is a llama or qwen3 key; a {} model {}", where, base,
+            base_model_type == BaseModelType::kQwen2 ? "always has q/k/v biases and no o bias"
+                                                     : "has no attention biases");
+  BTX_CHECK(sliding_window >= 0, "{}: sliding_window must be >= 0 (0: none), got {}", where,
+            sliding_window);
+  BTX_CHECK(sliding_window == 0 || base_model_type == BaseModelType::kMistral,
+            "{}: sliding_window {} is a mistral key (a {} model attends to every position)", where,
+            sliding_window, base);
+  if (rope_scaling_type.empty()) return;
+  BTX_CHECK(rope_scaling_type == "linear" || rope_scaling_type == "llama3",
+            "{}: rope_scaling type '{}' is not supported (expected linear or llama3; dynamic, "
+            "yarn, longrope and the others are refused, never computed differently)",
+            where, rope_scaling_type);
+  BTX_CHECK(std::isfinite(rope_scaling_factor) && rope_scaling_factor >= 1,
+            "{}: rope_scaling factor {} must be >= 1", where, rope_scaling_factor);
+  if (rope_scaling_type != "llama3") return;
+  BTX_CHECK(base_model_type == BaseModelType::kLlama,
+            "{}: rope_scaling llama3 is Llama 3's; a {} model does not take it", where, base);
+  BTX_CHECK(std::isfinite(rope_low_freq_factor) && std::isfinite(rope_high_freq_factor) &&
+                rope_low_freq_factor > 0 && rope_high_freq_factor > rope_low_freq_factor,
+            "{}: rope_scaling needs 0 < low_freq_factor < high_freq_factor, got {} and {}", where,
+            rope_low_freq_factor, rope_high_freq_factor);
+  BTX_CHECK(rope_original_max_position_embeddings > 0,
+            "{}: rope_scaling original_max_position_embeddings must be positive, got {}", where,
+            rope_original_max_position_embeddings);
 }
 
 void ModelConfig::validate(const std::string& where) const {
@@ -77,13 +133,16 @@ void ModelConfig::validate(const std::string& where) const {
   positive("num_attention_heads", num_attention_heads);
   positive("num_key_value_heads", num_key_value_heads);
   positive("max_position_embeddings", max_position_embeddings);
-  BTX_CHECK(hidden_size % num_attention_heads == 0,
-            "{}: hidden_size {} must be divisible by num_attention_heads {}", where, hidden_size,
-            num_attention_heads);
-  BTX_CHECK(head_dim() % 2 == 0,
-            "{}: head dim hidden_size/num_attention_heads = {} must be even "
-            "(RoPE rotates pairs)",
-            where, head_dim());
+  BTX_CHECK(explicit_head_dim >= 0, "{}: head_dim must be positive, got {}", where,
+            explicit_head_dim);
+  BTX_CHECK(explicit_head_dim > 0 || hidden_size % num_attention_heads == 0,
+            "{}: hidden_size {} must be divisible by num_attention_heads {} (or head_dim given)",
+            where, hidden_size, num_attention_heads);
+  BTX_CHECK(head_dim() % 2 == 0, "{}: head dim {} must be even (RoPE rotates pairs)", where,
+            head_dim());
+  BTX_CHECK(explicit_head_dim <= kMaxWidth, "{}: head_dim {} is above the largest btx takes ({})",
+            where, explicit_head_dim, kMaxWidth);
+  validate_attention(where);
   BTX_CHECK(num_attention_heads % num_key_value_heads == 0,
             "{}: num_attention_heads {} must be a multiple of num_key_value_heads {}", where,
             num_attention_heads, num_key_value_heads);
@@ -177,7 +236,7 @@ nlohmann::json model_config_to_json(const ModelConfig& c) {
   j["architectures"] = {c.has_attention_experts() ? "BtxBamForCausalLM"
                         : c.is_moe()              ? "MixtralForCausalLM"
                         : c.is_smear()            ? "BtxSmearForCausalLM"
-                                                  : "LlamaForCausalLM"};
+                                                  : hf_architecture(c.base_model_type)};
   JsonWriter w{&j};
   const_cast<ModelConfig&>(c).visit(w);
   j["hidden_act"] = "silu";
@@ -185,8 +244,89 @@ nlohmann::json model_config_to_json(const ModelConfig& c) {
   return j;
 }
 
-ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& where) {
-  BTX_CHECK(j.is_object(), "{}: expected a JSON object", where);
+namespace {
+// A Hugging Face config.json's keys in btx's spelling: model_type "qwen3" is base_model_type
+// qwen3 with a dense FFN, the rope_scaling object becomes the flat rope_* keys, a list of end
+// tokens its first, and the keys that only say "off" (use_sliding_window false, layer_types all
+// full attention, rope_interleaved false) are checked and dropped. btx's own config.json passes
+// unchanged.
+nlohmann::json btx_keys(nlohmann::json j, const std::string& where) {
+  if (j.contains("model_type") && j["model_type"].is_string() && !j.contains("base_model_type")) {
+    const std::string type = j["model_type"].get<std::string>();
+    BTX_CHECK(find_named<BaseModelType>(type) || find_named<ModelType>(type),
+              "{}: model_type '{}' is not supported: btx computes {} models (and makes its own "
+              "mixtral and smear models from them){}",
+              where, type, name_alternatives<BaseModelType>(),
+              type.find("moe") != std::string::npos ? "; import the dense base model" : "");
+    if (find_named<BaseModelType>(type) && type != "llama") {
+      j["base_model_type"] = type;
+      j["model_type"] = "llama";
+    }
+  }
+  if (j.contains("rope_scaling")) {
+    const nlohmann::json rs = j["rope_scaling"];
+    j.erase("rope_scaling");
+    if (!rs.is_null()) {
+      BTX_CHECK(rs.is_object(), "{}: rope_scaling is {}; expected an object or null", where,
+                rs.dump());
+      const auto type =
+          rs.contains("rope_type") ? rs["rope_type"] : rs.value("type", nlohmann::json());
+      BTX_CHECK(type.is_string(), "{}: rope_scaling has no rope_type (got {})", where, rs.dump());
+      j["rope_scaling_type"] = type;
+      static const std::map<std::string, std::string> kKeys = {
+          {"factor", "rope_scaling_factor"},
+          {"low_freq_factor", "rope_low_freq_factor"},
+          {"high_freq_factor", "rope_high_freq_factor"},
+          {"original_max_position_embeddings", "rope_original_max_position_embeddings"}};
+      for (const auto& [k, v] : rs.items()) {
+        if (k == "rope_type" || k == "type") continue;
+        const auto it = kKeys.find(k);
+        BTX_CHECK(it != kKeys.end(), "{}: rope_scaling.{} = {} is not supported (btx computes {})",
+                  where, k, v.dump(),
+                  "factor, low_freq_factor, high_freq_factor and "
+                  "original_max_position_embeddings");
+        j[it->second] = v;
+      }
+    }
+  }
+  if (j.contains("eos_token_id") && j["eos_token_id"].is_array()) {
+    const auto list = j["eos_token_id"];
+    BTX_CHECK(!list.empty() && list[0].is_number_integer(),
+              "{}: eos_token_id is {}; expected an integer or a list of them", where, list.dump());
+    j["eos_token_id"] = list[0];  // the tokenizer's end of text ends generation
+  }
+  if (j.contains("use_sliding_window")) {
+    BTX_CHECK(j["use_sliding_window"] == false,
+              "{}: use_sliding_window {} is not supported (Qwen's sliding-window layers: btx "
+              "computes full attention)",
+              where, j["use_sliding_window"].dump());
+    j.erase("use_sliding_window");
+    j.erase("sliding_window");
+    j.erase("max_window_layers");
+  }
+  if (j.contains("layer_types")) {
+    for (const auto& t : j["layer_types"]) {
+      BTX_CHECK(t == "full_attention",
+                "{}: layer_types holds {}; btx computes full attention in every layer", where,
+                t.dump());
+    }
+    j.erase("layer_types");
+  }
+  for (const char* off : {"rope_interleaved", "mlp_bias"}) {
+    if (!j.contains(off)) continue;
+    BTX_CHECK(j[off].is_null() || j[off] == false, "{}: {} {} is not supported", where, off,
+              j[off].dump());
+    j.erase(off);
+  }
+  if (j.contains("sliding_window") && j["sliding_window"].is_null()) j.erase("sliding_window");
+  if (j.contains("head_dim") && j["head_dim"].is_null()) j.erase("head_dim");
+  return j;
+}
+}  // namespace
+
+ModelConfig model_config_from_json(const nlohmann::json& in, const std::string& where) {
+  BTX_CHECK(in.is_object(), "{}: expected a JSON object", where);
+  const nlohmann::json j = btx_keys(in, where);
   // The architecture must be stated; only keys HF itself defaults may be left out.
   for (const char* key : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                           "num_attention_heads"}) {
@@ -196,13 +336,13 @@ ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& w
   JsonReader r{&j, where, {}};
   c.visit(r);
   if (!j.contains("num_key_value_heads")) c.num_key_value_heads = c.num_attention_heads;  // as HF
+  if (!j.contains("tie_word_embeddings")) c.tie_word_embeddings = false;  // HF's default
   // Keys HF writes that carry no architecture we model differently.
   static const std::set<std::string> kIgnored = {
-      "architectures",     "torch_dtype",  "transformers_version",
-      "use_cache",         "pad_token_id", "attention_bias",
-      "attention_dropout", "mlp_bias",     "pretraining_tp",
-      "rope_scaling",      "head_dim",     "_name_or_path",
-      "bos_token_id",      "eos_token_id"};
+      "architectures",        "torch_dtype",    "dtype",
+      "transformers_version", "use_cache",      "pad_token_id",
+      "attention_dropout",    "pretraining_tp", "_name_or_path",
+      "is_llama_config"};
   for (auto& [k, v] : j.items()) {
     if (r.seen.count(k) || kIgnored.count(k)) continue;
     if (k == "hidden_act") {

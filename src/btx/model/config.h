@@ -3,6 +3,7 @@
 // readers/writers all go through it, so no field can be forgotten in one of them.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -22,8 +23,22 @@ enum class ModelType {
 };
 const std::vector<Named<ModelType>>& names(ModelType);
 
+// The Hugging Face architecture a model's attention and embeddings come from (config.json's
+// model_type for a dense model): what its attention computes. Any FFN family above runs on any of
+// them (a BTX MoE of a Qwen3 base keeps Qwen3's attention).
+enum class BaseModelType {
+  kLlama,    // "llama": Llama 1-3.x, SmolLM2; attention_bias (q/k/v/o), rope_scaling
+  kMistral,  // "mistral": Llama's layout; sliding_window
+  kQwen2,    // "qwen2": Qwen2 / Qwen2.5; q/k/v biases (no o bias), always
+  kQwen3,    // "qwen3": per-head RMSNorm of q and k before RoPE (q_norm, k_norm); attention_bias
+};
+const std::vector<Named<BaseModelType>>& names(BaseModelType);
+// Hugging Face's class of a dense model of that base: "Qwen3ForCausalLM".
+const char* hf_architecture(BaseModelType base);
+
 struct ModelConfig {
   ModelType model_type = ModelType::kLlama;
+  BaseModelType base_model_type = BaseModelType::kLlama;
   int64_t vocab_size = 0;           // 0 in a run config: taken from the tokenizer
   int64_t hidden_size = 128;        // C
   int64_t intermediate_size = 352;  // SwiGLU inner width
@@ -31,7 +46,19 @@ struct ModelConfig {
   int64_t num_attention_heads = 4;  // H
   int64_t num_key_value_heads = 4;  // grouped-query heads (== H: plain multi-head)
   int64_t max_position_embeddings = 256;
+  int64_t explicit_head_dim = 0;  // "head_dim": D when not hidden_size / num_attention_heads
   double rope_theta = 10000.0;
+  // rope_scaling (HF's object, as flat keys): "" (none) | "linear" (positions / factor) |
+  // "llama3" (Llama 3.1+: low frequencies / factor, high kept, a smooth ramp between).
+  std::string rope_scaling_type;
+  double rope_scaling_factor = 1.0;
+  double rope_low_freq_factor = 1.0;                     // llama3
+  double rope_high_freq_factor = 4.0;                    // llama3
+  int64_t rope_original_max_position_embeddings = 8192;  // llama3
+  bool attention_bias = false;  // llama, qwen3: biases on q, k, v and o (qwen2: q, k, v always)
+  // mistral: each position attends to at most this many (itself included); 0: no limit. btx
+  // computes full attention, so a longer sequence is refused (never computed differently).
+  int64_t sliding_window = 0;
   double rms_norm_eps = 1e-5;
   bool tie_word_embeddings = true;
   double initializer_range = 0.02;
@@ -62,7 +89,16 @@ struct ModelConfig {
     v.field("num_attention_heads", num_attention_heads);
     v.field("num_key_value_heads", num_key_value_heads);
     v.field("max_position_embeddings", max_position_embeddings);
+    v.field("base_model_type", base_model_type);
+    v.field("head_dim", explicit_head_dim);
     v.field("rope_theta", rope_theta);
+    v.field("rope_scaling_type", rope_scaling_type);
+    v.field("rope_scaling_factor", rope_scaling_factor);
+    v.field("rope_low_freq_factor", rope_low_freq_factor);
+    v.field("rope_high_freq_factor", rope_high_freq_factor);
+    v.field("rope_original_max_position_embeddings", rope_original_max_position_embeddings);
+    v.field("attention_bias", attention_bias);
+    v.field("sliding_window", sliding_window);
     v.field("rms_norm_eps", rms_norm_eps);
     v.field("tie_word_embeddings", tie_word_embeddings);
     v.field("initializer_range", initializer_range);
@@ -91,9 +127,26 @@ struct ModelConfig {
   // model is causal.
   bool is_causal() const;
 
-  int64_t head_dim() const { return hidden_size / num_attention_heads; }  // D
+  // D: head_dim when given (Qwen3: 128 with hidden_size 1024 and 16 heads), else C / H.
+  int64_t head_dim() const {
+    return explicit_head_dim > 0 ? explicit_head_dim : hidden_size / num_attention_heads;
+  }
+  // Biases on the q, k and v projections (qwen2 always; llama, qwen3 with attention_bias) and
+  // on the output projection (attention_bias).
+  bool qkv_bias() const { return attention_bias || base_model_type == BaseModelType::kQwen2; }
+  bool o_bias() const { return attention_bias; }
+  // Per-head RMSNorm of q and k (qwen3).
+  bool qk_norm() const { return base_model_type == BaseModelType::kQwen3; }
+  // The longest sequence the model computes: max_position_embeddings, or sliding_window when it
+  // is smaller (beyond it Mistral's attention would differ from btx's full attention).
+  int64_t max_sequence() const {
+    return sliding_window > 0 ? std::min(sliding_window, max_position_embeddings)
+                              : max_position_embeddings;
+  }
   // Throws btx::Error naming the offending key (`where` prefixes it, e.g. the file).
   void validate(const std::string& where) const;
+  // The part of validate() about the attention of base_model_type (biases, windows, rope).
+  void validate_attention(const std::string& where) const;
   bool operator==(const ModelConfig& o) const;
   bool operator!=(const ModelConfig& o) const { return !(*this == o); }
 };

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
 
 namespace btx {
 
@@ -15,24 +16,47 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
   return weight * y.to(x.scalar_type());
 }
 
+RopeSpec RopeSpec::of(const ModelConfig& c) {
+  return {c.head_dim(),
+          c.rope_theta,
+          c.rope_scaling_type,
+          c.rope_scaling_factor,
+          c.rope_low_freq_factor,
+          c.rope_high_freq_factor,
+          c.rope_original_max_position_embeddings};
+}
+
+torch::Tensor RopeSpec::inv_freq() const {
+  auto opts = torch::TensorOptions().dtype(torch::kFloat64);
+  auto f = torch::pow(base, -torch::arange(0, dim, 2, opts) / static_cast<double>(dim));
+  if (scaling == "linear") return f / factor;
+  if (scaling != "llama3") return f;
+  // Wavelengths longer than the original context / low_freq_factor are slowed by `factor`,
+  // those shorter than original / high_freq_factor kept, and the ones between interpolated.
+  const double original = static_cast<double>(original_context);
+  const auto wavelen = 2 * M_PI / f;
+  const auto smooth = (original / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+  const auto ramp = (1 - smooth) * f / factor + smooth * f;
+  return torch::where(wavelen > original / low_freq_factor, f / factor,
+                      torch::where(wavelen < original / high_freq_factor, f, ramp));
+}
+
 namespace {
 // cos and sin (..., D) of positions t (any shape, float64).
-RopeTables tables_of(const torch::Tensor& t, int64_t D, double base, torch::Device device) {
-  auto opts = torch::TensorOptions().dtype(torch::kFloat64);
-  auto inv_freq = torch::pow(base, -torch::arange(0, D, 2, opts) / static_cast<double>(D));
-  auto freqs = t.unsqueeze(-1) * inv_freq;    // (..., D/2)
-  auto emb = torch::cat({freqs, freqs}, -1);  // (..., D)
+RopeTables tables_of(const torch::Tensor& t, const RopeSpec& spec, torch::Device device) {
+  auto freqs = t.unsqueeze(-1) * spec.inv_freq();  // (..., D/2)
+  auto emb = torch::cat({freqs, freqs}, -1);       // (..., D)
   return {emb.cos().to(torch::kFloat32).to(device), emb.sin().to(torch::kFloat32).to(device)};
 }
 }  // namespace
 
-RopeTables rope_tables(int64_t T, int64_t D, double base, int64_t offset, torch::Device device) {
+RopeTables rope_tables(int64_t T, const RopeSpec& spec, int64_t offset, torch::Device device) {
   auto t = torch::arange(offset, offset + T, torch::TensorOptions().dtype(torch::kFloat64));
-  return tables_of(t, D, base, device);
+  return tables_of(t, spec, device);
 }
 
-RopeTables rope_tables_at(const torch::Tensor& positions, int64_t D, double base) {
-  auto r = tables_of(positions.to(torch::kCPU, torch::kFloat64), D, base, positions.device());
+RopeTables rope_tables_at(const torch::Tensor& positions, const RopeSpec& spec) {
+  auto r = tables_of(positions.to(torch::kCPU, torch::kFloat64), spec, positions.device());
   return {r.cos.unsqueeze(1), r.sin.unsqueeze(1)};
 }
 
@@ -93,13 +117,17 @@ torch::Tensor masked_attention(const torch::Tensor& q, const torch::Tensor& k,
 
 AttentionImpl::AttentionImpl(const ModelConfig& c)
     : n_head(c.num_attention_heads), n_kv_head(c.num_key_value_heads), head_dim(c.head_dim()) {
-  auto lin = [](int64_t in, int64_t out) {
-    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+  auto lin = [](int64_t in, int64_t out, bool bias) {
+    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
   };
-  q_proj = register_module("q_proj", lin(c.hidden_size, n_head * head_dim));
-  k_proj = register_module("k_proj", lin(c.hidden_size, n_kv_head * head_dim));
-  v_proj = register_module("v_proj", lin(c.hidden_size, n_kv_head * head_dim));
-  o_proj = register_module("o_proj", lin(n_head * head_dim, c.hidden_size));
+  q_proj = register_module("q_proj", lin(c.hidden_size, n_head * head_dim, c.qkv_bias()));
+  k_proj = register_module("k_proj", lin(c.hidden_size, n_kv_head * head_dim, c.qkv_bias()));
+  v_proj = register_module("v_proj", lin(c.hidden_size, n_kv_head * head_dim, c.qkv_bias()));
+  o_proj = register_module("o_proj", lin(n_head * head_dim, c.hidden_size, c.o_bias()));
+  if (c.qk_norm()) {
+    q_norm = register_module("q_norm", RMSNorm(head_dim, c.rms_norm_eps));
+    k_norm = register_module("k_norm", RMSNorm(head_dim, c.rms_norm_eps));
+  }
 }
 
 torch::Tensor attend(torch::Tensor q, torch::Tensor k, torch::Tensor v, const RopeTables& rope,
@@ -125,10 +153,15 @@ torch::Tensor attend(torch::Tensor q, torch::Tensor k, torch::Tensor v, const Ro
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const RopeTables& rope,
                                      LayerCache* cache, const torch::Tensor& mask) {
   const int64_t B = x.size(0), T = x.size(1);
-  auto q = q_proj(x).view({B, T, n_head, head_dim}).transpose(1, 2);     // (B, H, T, D)
-  auto k = k_proj(x).view({B, T, n_kv_head, head_dim}).transpose(1, 2);  // (B, G, T, D)
+  auto q = q_proj(x).view({B, T, n_head, head_dim});     // (B, T, H, D)
+  auto k = k_proj(x).view({B, T, n_kv_head, head_dim});  // (B, T, G, D)
+  if (q_norm) {  // qwen3: each head's query and key normalised, before RoPE
+    q = q_norm(q);
+    k = k_norm(k);
+  }
   auto v = v_proj(x).view({B, T, n_kv_head, head_dim}).transpose(1, 2);  // (B, G, T, D)
-  const auto y = attend(q, k, v, rope, cache, mask);                     // (B, H, T, D)
+  const auto y =
+      attend(q.transpose(1, 2), k.transpose(1, 2), v, rope, cache, mask);  // (B, H, T, D)
   return o_proj(y.transpose(1, 2).reshape({B, T, n_head * head_dim}));
 }
 

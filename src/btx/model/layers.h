@@ -20,16 +20,37 @@ struct RMSNormImpl : torch::nn::Module {
 };
 TORCH_MODULE(RMSNorm);
 
+// The rotary frequencies of a model: theta_i = base^(-2i/D) for i < D/2, then rescaled as its
+// rope_scaling says ("linear": / factor; "llama3": wavelengths above original / low_freq_factor
+// divided by factor, below original / high_freq_factor kept, a linear ramp in between, as HF's
+// _compute_llama3_parameters).
+struct RopeSpec {
+  int64_t dim = 0;  // D
+  double base = 10000.0;
+  std::string scaling;  // "" | linear | llama3
+  double factor = 1.0, low_freq_factor = 1.0, high_freq_factor = 4.0;
+  int64_t original_context = 8192;
+  static RopeSpec of(const ModelConfig& c);
+  torch::Tensor inv_freq() const;  // (D/2) float64
+};
+
 // cos/sin tables for positions [offset, offset+T): each (T, D), frequencies repeated over the two
-// halves: theta_i = base^(-2i/D), angle(t, i) = t * theta_i for i < D/2, same again for i >= D/2.
+// halves: angle(t, i) = t * theta_i for i < D/2, same again for i >= D/2.
 struct RopeTables {
   torch::Tensor cos, sin;  // (T, D)
 };
-RopeTables rope_tables(int64_t T, int64_t D, double base, int64_t offset = 0,
+RopeTables rope_tables(int64_t T, const RopeSpec& spec, int64_t offset = 0,
                        torch::Device device = torch::kCPU);
+inline RopeTables rope_tables(int64_t T, int64_t D, double base, int64_t offset = 0,
+                              torch::Device device = torch::kCPU) {
+  RopeSpec spec;
+  spec.dim = D;
+  spec.base = base;
+  return rope_tables(T, spec, offset, device);
+}
 // The tables for each row's own positions (B, T) (int64): cos and sin (B, 1, T, D), which
 // broadcast over the heads of (B, H, T, D).
-RopeTables rope_tables_at(const torch::Tensor& positions, int64_t D, double base);
+RopeTables rope_tables_at(const torch::Tensor& positions, const RopeSpec& spec);
 // x * cos + rotate_half(x) * sin, rotate_half(x) = cat(-x[..., D/2:], x[..., :D/2]).
 torch::Tensor apply_rope(const torch::Tensor& x /* (B, H, T, D) */, const RopeTables& rope);
 
@@ -53,6 +74,8 @@ struct AttentionSlotImpl : torch::nn::Module {
 // appended to it, (B, G, S, D) -> (B, G, S+T, D), and each new position attends to every cached
 // position and the new ones up to itself, or, when `mask` (additive, broadcastable to
 // (B, H, T, S+T)) is given, to what it allows. An empty cache without a mask is the plain case.
+// What the projections are follows the config's base_model_type: biases on q/k/v (qwen2,
+// attention_bias) and o (attention_bias), and qwen3's RMSNorm of each query and key head.
 struct AttentionImpl : AttentionSlotImpl {
   explicit AttentionImpl(const ModelConfig& c);
   torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */, const RopeTables& rope,
@@ -61,6 +84,7 @@ struct AttentionImpl : AttentionSlotImpl {
     return 2 * context * n_head * head_dim;
   }
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  RMSNorm q_norm{nullptr}, k_norm{nullptr};  // qwen3: over each head's D, before RoPE
   int64_t n_head, n_kv_head, head_dim;
 };
 TORCH_MODULE(Attention);

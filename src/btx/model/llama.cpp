@@ -49,11 +49,21 @@ LlamaModelImpl::LlamaModelImpl(const ModelConfig& c, const FfnFactory& make_ffn)
   norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
 }
 
+namespace {
+// A sequence of `length` positions, checked against the longest the model computes.
+void check_length(const ModelConfig& c, int64_t length) {
+  TORCH_CHECK(length <= c.max_sequence(), "sequence length ", length, " exceeds ",
+              c.sliding_window > 0 && c.sliding_window < c.max_position_embeddings
+                  ? "the model's sliding_window "
+                  : "max_position_embeddings ",
+              c.max_sequence());
+}
+}  // namespace
+
 torch::Tensor LlamaModelImpl::forward(const torch::Tensor& ids) {
   const int64_t T = ids.size(1);
-  TORCH_CHECK(T <= config.max_position_embeddings, "sequence length ", T,
-              " exceeds max_position_embeddings ", config.max_position_embeddings);
-  auto rope = rope_tables(T, config.head_dim(), config.rope_theta, 0, ids.device());
+  check_length(config, T);
+  auto rope = rope_tables(T, RopeSpec::of(config), 0, ids.device());
   auto x = embed_tokens(ids);  // (B, T, C)
   const FfnContext ctx{ids, {}};
   for (auto& layer : *layers) x = layer->as<DecoderLayerImpl>()->forward(x, rope, ctx);
@@ -68,9 +78,8 @@ torch::Tensor LlamaModelImpl::forward_cached(const torch::Tensor& ids, KVCache& 
   torch::Tensor positions;  // (B, T): each new token's index in its own sequence
   auto steps = torch::arange(T, torch::TensorOptions(torch::kInt64).device(ids.device()));
   if (!cache.pad.defined()) {
-    TORCH_CHECK(S + T <= config.max_position_embeddings, "sequence length ", S + T,
-                " exceeds max_position_embeddings ", config.max_position_embeddings);
-    rope = rope_tables(T, config.head_dim(), config.rope_theta, S, ids.device());
+    check_length(config, S + T);
+    rope = rope_tables(T, RopeSpec::of(config), S, ids.device());
     positions = (S + steps).unsqueeze(0).expand({B, T});
   } else {
     TORCH_CHECK(cache.pad.size(0) == B, "KV cache has ", cache.pad.size(0), " rows for ", B);
@@ -80,10 +89,8 @@ torch::Tensor LlamaModelImpl::forward_cached(const torch::Tensor& ids, KVCache& 
     // so that it stays finite; no real position sees it.
     auto pad = cache.pad.to(ids.device());
     positions = (S - pad).unsqueeze(1) + steps;  // (B, T)
-    const int64_t longest = positions.max().item<int64_t>() + 1;
-    TORCH_CHECK(longest <= config.max_position_embeddings, "sequence length ", longest,
-                " exceeds max_position_embeddings ", config.max_position_embeddings);
-    rope = rope_tables_at(positions, config.head_dim(), config.rope_theta);
+    check_length(config, positions.max().item<int64_t>() + 1);
+    rope = rope_tables_at(positions, RopeSpec::of(config));
     auto slot = torch::arange(S + T, pad.options());                     // (S+T)
     auto query = (S + torch::arange(T, pad.options())).view({1, T, 1});  // (1, T, 1)
     auto visible =
@@ -139,8 +146,11 @@ void CausalLMImpl::init_weights() {
   torch::NoGradGuard no_grad;
   const double std = config().initializer_range;
   for (auto& p : named_parameters()) {
-    if (p.value().dim() == 1) {
-      p.value().fill_(1.0);  // RMSNorm gains
+    const std::string& name = p.key();
+    if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) {
+      p.value().zero_();  // projection biases (qwen2, attention_bias)
+    } else if (p.value().dim() == 1) {
+      p.value().fill_(1.0);  // RMSNorm gains (q_norm and k_norm too)
     } else {
       p.value().normal_(0.0, std);
     }

@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "btx/model/router.h"
+#include "btx/run/run_dir.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
@@ -204,7 +205,8 @@ fs::path find_run_tokenizer(const fs::path& model_dir) {
   fs::path dir = fs::absolute(model_dir).lexically_normal();
   if (dir.filename().empty()) dir = dir.parent_path();
   for (int up = 0; up < 3; ++up) {
-    if (fs::exists(dir / "tokenizer.model")) return dir / "tokenizer.model";
+    const fs::path tok = run_tokenizer_in(dir);
+    if (fs::exists(tok)) return tok;
     dir = dir.parent_path();
   }
   return {};
@@ -217,7 +219,8 @@ fs::path model_tokenizer(const fs::path& model_dir, const fs::path& given) {
   }
   const fs::path found = find_run_tokenizer(model_dir);
   BTX_CHECK(!found.empty(),
-            "no tokenizer.model for {} (looked in it and the two folders above it); pass "
+            "no tokenizer.json or tokenizer.model for {} (looked in it and the two folders above "
+            "it); pass "
             "--tokenizer FILE",
             model_dir.string());
   return found;

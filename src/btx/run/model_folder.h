@@ -110,8 +110,8 @@ class ModelFolder {
   std::shared_ptr<State> s_;
 };
 
-// The tokenizer.model of the run a model folder belongs to (the folder itself, or up to two
-// folders above it); "" when there is none.
+// The tokenizer (tokenizer.json, else tokenizer.model) of the run a model folder belongs to (the
+// folder itself, or up to two folders above it); "" when there is none.
 fs::path find_run_tokenizer(const fs::path& model_dir);
 // The tokenizer of a model: `given` when not empty, else its run's (find_run_tokenizer). An error
 // when there is none, saying where it looked and that --tokenizer FILE names one.

@@ -18,10 +18,18 @@ namespace btx {
 
 namespace fs = std::filesystem;
 
+// The tokenizer of the run (or model folder) `dir`: its tokenizer.json when it has one, else its
+// tokenizer.model (which may not exist yet).
+inline fs::path run_tokenizer_in(const fs::path& dir) {
+  return fs::exists(dir / "tokenizer.json") ? dir / "tokenizer.json" : dir / "tokenizer.model";
+}
+
 struct RunDir {
   fs::path root;
   fs::path config_file() const { return root / "config.toml"; }
-  fs::path tokenizer_file() const { return root / "tokenizer.model"; }
+  // The run's tokenizer: tokenizer.json (tokenizer_config.json beside it) when it was imported
+  // with a Hugging Face model, else the sentencepiece tokenizer.model btx trains.
+  fs::path tokenizer_file() const { return run_tokenizer_in(root); }
   fs::path data() const { return root / "data"; }
   fs::path seed() const { return root / "seed"; }
   fs::path eval(const std::string& model) const { return root / "eval" / (model + ".json"); }

@@ -16,6 +16,7 @@
 #include "btx/run/launch.h"
 #include "btx/study/study.h"
 #include "btx/study/sub_runs.h"
+#include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
 
@@ -84,6 +85,13 @@ std::vector<std::string> needs(std::initializer_list<std::string> names) {
   return out;
 }
 
+// Whether the run's seed was made by `btx import` (its training state says where from).
+bool imported_seed(const Run& run) {
+  if (!fs::exists(run.seed())) return false;
+  const auto state = load_train_state(run.seed());
+  return state && state->extra.contains("imported_from");
+}
+
 // Builds the plan stage by stage, in the order they run; `evals` and `analyses` collect what
 // the results table and the report read.
 struct Planner {
@@ -116,17 +124,22 @@ struct Planner {
     SeedArgs seed_args;
     seed_args.prepare.run = R;
     seed_args.resume = true;
+    // A seed `btx import` made is the run's starting point, with its tokenizer: no stage owns
+    // them, so none removes or remakes them (the seed stage only evaluates it).
+    const bool imported = imported_seed(run);
     stages.push_back({"data",
                       "tokenizer and token shards",
                       needs({corpus_stage}),
                       {command_line("prepare", prepare)},
-                      {"tokenizer.model", "data"},
+                      imported ? std::vector<fs::path>{"data"}
+                               : std::vector<fs::path>{"tokenizer.model", "data"},
                       {"corpus.", "tokenizer.", "data.", "random_seed"}});
     Stage seed{"seed",
-               "the dense seed on the balanced mixture",
+               imported ? "the imported seed, evaluated" : "the dense seed on the balanced mixture",
                {"data"},
                {command_line("seed", seed_args)},
-               {"seed", "eval/seed.json"},
+               imported ? std::vector<fs::path>{"eval/seed.json"}
+                        : std::vector<fs::path>{"seed", "eval/seed.json"},
                {"model.", "seed.", "random_seed"}};
     seed.progress.push_back(
         {"seed", "seed/metrics.jsonl", c.seed_train.steps, c.seed_train.tokens_per_step()});

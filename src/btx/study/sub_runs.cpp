@@ -33,9 +33,12 @@ RunConfig random_split_config(const RunConfig& c) {
 void prepare_sub_run(const RunDir& run, const std::string& folder, const RunConfig& sub) {
   const RunDir s{run.root / folder};
   init_run(Run(s, sub), /*force=*/true);
-  for (const char* item : {"tokenizer.model", "data", "seed"}) {
+  for (const char* item :
+       {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "data", "seed"}) {
     const fs::path link = s.root / item;
     if (fs::is_symlink(link) || fs::exists(link)) continue;
+    // An imported run's tokenizer.json is there from the start; the others may be made later.
+    if (fs::path(item).extension() == ".json" && !fs::exists(run.root / item)) continue;
     fs::create_symlink(fs::path("..") / item, link);
   }
 }
