@@ -2,7 +2,8 @@
 // LibTorch underneath), side by side in one run, with the ratio: the same model, batch and step
 // (forward, cross-entropy, backward, clip, AdamW). Prints a table, with a row for btx under bf16
 // autocast on the CPU (--precision bf16).
-//   train_throughput [--hidden 256 --layers 4 --seq 256 --batch 8 --steps 10 --threads 0
+//   train_throughput [--hidden 256 --layers 4 --heads 4 --kv-heads 0 --vocab 4096 --seq 256
+//                     --batch 8 --steps 10 --threads 0
 //                     --keep-freed 2]   (allocator.h: 0 glibc's defaults, 1 heap up to 32 MB,
 //                                        2 btx's: every block from the heap)
 #include <chrono>
@@ -22,12 +23,14 @@ namespace {
 struct Args {
   int64_t hidden = 256, layers = 4, heads = 4, vocab = 4096, seq = 256, batch = 8, steps = 10,
           warmup = 2, threads = 0, keep_freed = 2;
+  int64_t kv_heads = 0;  // grouped-query key/value heads (0: as many as heads)
 };
 
 double btx_tokens_per_s(const Args& a, bool bf16, double* step_ms, int64_t* params) {
   if (a.threads > 0) torch::set_num_threads(static_cast<int>(a.threads));
   torch::manual_seed(0);
   btx::ModelConfig c = bench_model_config(a.vocab, a.hidden, a.layers, a.heads);
+  if (a.kv_heads > 0) c.num_key_value_heads = a.kv_heads;
   c.max_position_embeddings = a.seq;
   btx::CausalLM model(c);
   *params = model->num_params();
@@ -61,7 +64,8 @@ std::string python_cmd(const Args& a) {
          std::to_string(a.layers) + " --heads " + std::to_string(a.heads) + " --vocab " +
          std::to_string(a.vocab) + " --seq " + std::to_string(a.seq) + " --batch " +
          std::to_string(a.batch) + " --steps " + std::to_string(a.steps) + " --warmup " +
-         std::to_string(a.warmup) + " --threads " + std::to_string(a.threads);
+         std::to_string(a.warmup) + " --threads " + std::to_string(a.threads) + " --kv-heads " +
+         std::to_string(a.kv_heads);
 }
 }  // namespace
 
@@ -88,6 +92,8 @@ int main(int argc, char** argv) {
       a.warmup = v;
     else if (k == "--threads")
       a.threads = v;
+    else if (k == "--kv-heads")
+      a.kv_heads = v;
     else if (k == "--keep-freed")
       a.keep_freed = v;
     else {

@@ -21,12 +21,13 @@ p.add_argument("--batch", type=int, default=8)
 p.add_argument("--steps", type=int, default=10)
 p.add_argument("--warmup", type=int, default=2)
 p.add_argument("--threads", type=int, default=0)
+p.add_argument("--kv-heads", type=int, default=0)  # 0: as many as --heads
 a = p.parse_args()
 if a.threads > 0:
     torch.set_num_threads(a.threads)
 torch.manual_seed(0)
 cfg = dict(vocab_size=a.vocab, hidden_size=a.hidden, intermediate_size=int(a.hidden * 8 / 3 // 32 * 32),
-           num_hidden_layers=a.layers, num_attention_heads=a.heads, num_key_value_heads=a.heads,
+           num_hidden_layers=a.layers, num_attention_heads=a.heads, num_key_value_heads=a.kv_heads or a.heads,
            rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True)
 model = LlamaRef(cfg)
 decay = [p for p in model.parameters() if p.dim() >= 2]

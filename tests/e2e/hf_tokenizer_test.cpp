@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "btx/data/tokenizer.h"
+#include "btx/util/utf8.h"
 #include "e2e/node_util.h"
 #include "test_util.h"
 
@@ -94,14 +95,28 @@ TEST_P(RealTokenizerTest, IdsAndTextEqualHuggingFacesOwn) {
                                      {"clean_up_tokenization_spaces", false}},
                                     tmp.path());
   ASSERT_FALSE(hf.is_null());
-  size_t tokens = 0;
+  size_t tokens = 0, split_characters = 0;
   for (size_t i = 0; i < texts.size(); ++i) {
     const auto ids = tok.encode(texts[i]);
     tokens += ids.size();
     EXPECT_EQ(ids, testing::ids_of(hf["ids"][i])) << "text " << i << ": '" << texts[i] << "'";
     EXPECT_EQ(tok.decode(ids), hf["decoded"][i].get<std::string>()) << "text " << i;
+    // Streamed as generate and serve stream it, one token's text at a time: a character whose
+    // bytes are spread over tokens comes back whole once its last token is there.
+    std::string streamed;
+    for (const int32_t id : ids) {
+      const std::string piece = tok.decode({id});
+      for (size_t k = 0; k < piece.size();) {
+        const size_t len = utf8_char_len(piece, k);
+        split_characters += len == 0 ? 1 : 0;
+        k += len == 0 ? 1 : len;
+      }
+      streamed += piece;
+    }
+    EXPECT_EQ(streamed, tok.decode(ids)) << "text " << i;
   }
-  EXPECT_GT(tokens, 5000u);  // the real texts were there
+  EXPECT_GT(tokens, 5000u);         // the real texts were there
+  EXPECT_GT(split_characters, 0u);  // and characters split across tokens among them
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, RealTokenizerTest,

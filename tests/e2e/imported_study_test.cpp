@@ -33,7 +33,8 @@ TEST(ImportedStudy, RunsEveryStageOnAQwen3SeedAndServesItsChatTemplate) {
   const auto corpus = make_tiny_corpus(tmp / "corpus", 240'000);  // Qwen packs text densely
   write_text(tmp / "study.toml",
              tiny_run_config(corpus, 20, 6) +
-                 "[study]\nmethods = [\"average\", \"ensemble --name ensemble-all\", \"btx\"]\n"
+                 "[study]\nmethods = [\"average\", \"fisher\", \"ensemble --name ensemble-all\", "
+                 "\"btx\", \"smear\"]\n"
                  "build_corpus = false\njobs = 2\n");
   const fs::path run = tmp / "run";
   auto r = run_btx("import --hf " + ck.string() + " --run " + run.string() + " --config " +
@@ -61,8 +62,12 @@ TEST(ImportedStudy, RunsEveryStageOnAQwen3SeedAndServesItsChatTemplate) {
   const auto results = read_json_file(run / "results.json");
   std::vector<std::string> rows;
   for (const auto& row : results["rows"]) rows.push_back(row["model"]);
-  EXPECT_EQ(rows,
-            (std::vector<std::string>{"seed", "average", "ensemble-all", "random-split", "btx"}));
+  EXPECT_EQ(rows, (std::vector<std::string>{"seed", "average", "fisher", "ensemble-all",
+                                            "random-split", "btx", "smear"}));
+  // Which averaged part costs what (graft) runs on its attention too.
+  r = run_btx("graft --run " + run.string() + " --tokens 2000");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(run / "analysis" / "graft-average.json"));
   // A second run has nothing to do.
   r = run_btx("run --run " + run.string());
   ASSERT_EQ(r.code, 0) << r.output;

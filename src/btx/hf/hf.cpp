@@ -181,16 +181,28 @@ void read_hf_weights(const fs::path& dir, const TensorIndex& index, CausalLM& mo
   }
   BTX_CHECK(unexpected.empty(), "{}: tensors a {} of this config does not have: {}", dir.string(),
             hf_architecture(model->config().base_model_type), fmt::join(unexpected, ", "));
+  // Each weight goes into its parameter a slice at a time: beyond the model itself, import holds
+  // one slice in the file's dtype and its checks (a whole embedding converted at once, with the
+  // temporaries of its finiteness check, took 2.6 GB above a 2 GB model).
+  constexpr int64_t kSlice = int64_t{1} << 22;  // elements
   std::map<fs::path, std::unique_ptr<SafetensorsReader>> readers;
   for (auto& p : model->named_parameters()) {
-    const auto& file = index.at(p.key()).first;
+    const auto& [file, info] = index.at(p.key());
     auto& r = readers[file];
     if (!r) r = std::make_unique<SafetensorsReader>(file);
-    const torch::Tensor t = r->read(p.key()).to(torch::kFloat32);
-    const int64_t bad = (~torch::isfinite(t)).sum().item<int64_t>();
+    torch::Tensor flat = p.value().view({-1});
+    torch::Tensor slice;
+    int64_t bad = 0;
+    for (int64_t start = 0; start < flat.numel(); start += kSlice) {
+      const int64_t n = std::min(kSlice, flat.numel() - start);
+      if (!slice.defined() || slice.numel() != n) slice = torch::empty({n}, info.scalar_type());
+      r->read_range(p.key(), start, slice);
+      auto into = flat.narrow(0, start, n);
+      into.copy_(slice);
+      bad += (~torch::isfinite(into)).sum().item<int64_t>();
+    }
     BTX_CHECK(bad == 0, "{}: tensor {} has {} values that are not finite (NaN or infinity)",
               file.string(), p.key(), bad);
-    p.value().copy_(t);
   }
 }
 
