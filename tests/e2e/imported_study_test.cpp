@@ -2,10 +2,13 @@
 // Hugging Face layout, with Qwen's real tokenizer.json of 151,669 tokens and an embedding padded
 // to 151,936 rows) imported as a run's seed; `btx run` tokenizes the corpus with its tokenizer
 // (token ids past 65,535: 32-bit shards), keeps the imported seed as it is (evaluating it, never
-// retraining it), branches the experts from it and runs every stage to the results table; the
-// BTX MoE leaves as Qwen3-MoE with the tokenizer files as they came, `btx generate` decodes
-// from it, and `btx serve` renders chats with the model's own (Jinja) chat template.
+// retraining it), branches the experts from it (also in the ffn and flexolmo modes) and runs
+// every stage to the results table, graft after it; the BTX MoE leaves as Qwen3-MoE with the
+// tokenizer files as they came, `btx generate` decodes from it, and `btx serve` renders chats
+// with the model's own (Jinja) chat template.
 #include <gtest/gtest.h>
+
+#include <algorithm>
 
 #include "btx/data/chat_template.h"
 #include "btx/data/tokenizer.h"
@@ -34,7 +37,7 @@ TEST(ImportedStudy, RunsEveryStageOnAQwen3SeedAndServesItsChatTemplate) {
   write_text(tmp / "study.toml",
              tiny_run_config(corpus, 20, 6) +
                  "[study]\nmethods = [\"average\", \"fisher\", \"ensemble --name ensemble-all\", "
-                 "\"btx\", \"smear\"]\n"
+                 "\"btx\", \"smear\"]\nmodes = [\"ffn\", \"flexolmo\"]\n"
                  "build_corpus = false\njobs = 2\n");
   const fs::path run = tmp / "run";
   auto r = run_btx("import --hf " + ck.string() + " --run " + run.string() + " --config " +
@@ -62,8 +65,17 @@ TEST(ImportedStudy, RunsEveryStageOnAQwen3SeedAndServesItsChatTemplate) {
   const auto results = read_json_file(run / "results.json");
   std::vector<std::string> rows;
   for (const auto& row : results["rows"]) rows.push_back(row["model"]);
-  EXPECT_EQ(rows, (std::vector<std::string>{"seed", "average", "fisher", "ensemble-all",
-                                            "random-split", "btx", "smear"}));
+  // The study's rows, then those of the sub-runs whose experts trained in the other modes (FFNs
+  // only; FlexOlmo's two-expert MoE beside the imported FFN).
+  const std::vector<std::string> main_rows = {"seed",         "average", "fisher", "ensemble-all",
+                                              "random-split", "btx",     "smear"};
+  ASSERT_GE(rows.size(), main_rows.size());
+  EXPECT_EQ(std::vector<std::string>(rows.begin(), rows.begin() + main_rows.size()), main_rows);
+  for (const std::string mode : {"ffn-", "flexolmo-"}) {
+    EXPECT_TRUE(std::any_of(rows.begin(), rows.end(),
+                            [&](const std::string& row) { return row.rfind(mode, 0) == 0; }))
+        << mode << " rows missing: " << fmt::format("{}", fmt::join(rows, ", "));
+  }
   // Which averaged part costs what (graft) runs on its attention too.
   r = run_btx("graft --run " + run.string() + " --tokens 2000");
   ASSERT_EQ(r.code, 0) << r.output;

