@@ -85,7 +85,9 @@ std::vector<Command> add_cluster_commands(CLI::App& app) {
   cmd->add_option("--run", a->run, "Run folder for --embed seed (RUN/seed, RUN/tokenizer.model)");
   cmd->add_option("--checkpoint", a->checkpoint, "Checkpoint for --embed seed instead of --run");
   cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.model for --checkpoint");
-  cmd->add_option("--seq-len", a->opts.seq_len, "Tokens per document for --embed seed (0: context)")
+  cmd->add_option(
+         "--seq-len", a->opts.seq_len,
+         "Tokens per document for --embed seed (0: the model's longest sequence, at most 2048)")
       ->capture_default_str();
   cmd->add_option("--batch-size", a->opts.batch_size, "Documents per forward pass (seed)")
       ->capture_default_str();

@@ -43,12 +43,15 @@ SeedEmbedder::SeedEmbedder(const fs::path& checkpoint, const fs::path& tokenizer
   model_ = load_model(checkpoint);
   tokenizer_ = Tokenizer::load(tokenizer);
   weights_sha256_ = sha256_file(checkpoint / "model.safetensors");
-  BTX_CHECK(tokenizer_->vocab_size() == model_->config().vocab_size,
+  // An imported model's embedding may have more rows than its tokenizer has tokens (Qwen's).
+  BTX_CHECK(tokenizer_->vocab_size() <= model_->config().vocab_size,
             "seed embedding: tokenizer {} has {} pieces but the model in {} has vocab_size {}",
             tokenizer.string(), tokenizer_->vocab_size(), checkpoint.string(),
             model_->config().vocab_size);
   const int64_t max_t = model_->config().max_sequence();
-  seq_len_ = seq_len == 0 ? max_t : seq_len;
+  // By default the document's first tokens up to the model's longest sequence, at most 2,048
+  // (an imported model's is 32k-131k).
+  seq_len_ = seq_len == 0 ? std::min<int64_t>(max_t, 2048) : seq_len;
   BTX_CHECK(seq_len_ >= 1 && seq_len_ <= max_t,
             "seed embedding: seq_len {} must be in [1, {}] (the longest sequence of {})", seq_len_,
             max_t, checkpoint.string());

@@ -31,8 +31,9 @@ inline constexpr const char* kClusterModelTensors = "cluster_model.safetensors";
 // seq_len tokens of each document (no BOS, as in btx's shards), L2-normalised: (N, C).
 class SeedEmbedder {
  public:
-  // `checkpoint`: a checkpoint folder; `tokenizer`: its tokenizer.model. seq_len 0 means the
-  // model's max_position_embeddings. Throws btx::Error when they do not fit together.
+  // `checkpoint`: a checkpoint folder; `tokenizer`: its tokenizer (tokenizer.model or .json).
+  // seq_len 0 means the model's longest sequence, at most 2,048. Throws btx::Error when they do
+  // not fit together.
   SeedEmbedder(const fs::path& checkpoint, const fs::path& tokenizer, int64_t seq_len,
                int64_t batch_size);
   torch::Tensor embed(const std::vector<std::string_view>& docs) const;  // (N, C)
