@@ -1,0 +1,34 @@
+// Aligning the FFN neurons of two dense models that do not share a seed (Symphony-MoE, Wang et
+// al. 2025, arXiv:2509.18542, after Git Re-Basin / Ainsworth et al. 2023): in every layer the
+// expert's neurons (rows of gate_proj and up_proj, columns of down_proj) are permuted to those of
+// an anchor model that they match best, measured by the correlation of their activations
+// silu(gate x) * up x on the same calibration text, and the permutation chosen is the exact
+// optimum of the summed correlation (merge/assignment.h). A permutation of an FFN's neurons does
+// not change what the model computes; it only puts the expert's neurons where the anchor's
+// counterparts are, so that averaging or mixing them afterwards combines like with like.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "btx/model/llama.h"
+
+namespace btx {
+
+// The correlation (F, F) of the anchor's neurons (rows) with the expert's (columns) in every
+// layer, from their activations on `windows` (N, T) of token ids (the same text through both
+// models, `batch` windows at a time). Both must be dense models of the same shape.
+std::vector<torch::Tensor> neuron_correlations(CausalLM& anchor, CausalLM& expert,
+                                               const torch::Tensor& windows, int64_t batch = 8);
+
+// Permutes `expert`'s FFN neurons in place, layer by layer, to the anchor's they correlate with
+// best on `windows`; returns each layer's permutation (perm[i]: the expert neuron now at i).
+std::vector<std::vector<int64_t>> align_ffn_neurons(CausalLM& anchor, CausalLM& expert,
+                                                    const torch::Tensor& windows);
+
+// Puts neuron perm[i] of layer `layer`'s dense FFN at position i (function-preserving).
+void permute_ffn_neurons(CausalLM& model, int64_t layer, const std::vector<int64_t>& perm);
+
+}  // namespace btx
