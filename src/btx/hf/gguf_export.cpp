@@ -257,10 +257,9 @@ nlohmann::json export_gguf(const GgufExportOptions& o) {
   m.add_bool("tokenizer.ggml.add_bos_token", false);  // btx trains on the plain token stream
   m.add_bool("tokenizer.ggml.add_eos_token", false);
   if (!tok.is_hf()) m.add_bool("tokenizer.ggml.add_space_prefix", tok.add_dummy_prefix());
+  // None given: the tokenizer's own template, else plain (as serve's default).
   const ChatTemplate chat =
-      o.chat_template
-          ? *o.chat_template
-          : tokenizer_chat_template(src.tokenizer_file).value_or(builtin_chat_template("plain"));
+      o.chat_template ? *o.chat_template : resolve_chat_template("", src.tokenizer_file);
   if (!chat.empty()) m.add_string("tokenizer.chat_template", chat.jinja());
 
   std::vector<GgufTensorSpec> specs;

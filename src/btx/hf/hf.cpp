@@ -75,11 +75,11 @@ int64_t numel_of(const TensorInfo& t) {
   return n;
 }
 
-// Where each tensor of a HF checkpoint is (model.safetensors, or the shards of
-// model.safetensors.index.json) and what it is, from the files' headers alone.
 // Each tensor of a checkpoint by name: the file that holds it and its header entry.
 using TensorIndex = std::map<std::string, std::pair<fs::path, TensorInfo>>;
 
+// Where each tensor of a HF checkpoint is (model.safetensors, or the shards of
+// model.safetensors.index.json) and what it is, from the files' headers alone.
 TensorIndex hf_tensor_index(const fs::path& dir) {
   const fs::path index = dir / "model.safetensors.index.json";
   TensorIndex out;
@@ -455,16 +455,6 @@ nlohmann::json export_hf(const HfExportOptions& o) {
 }
 
 namespace {
-// The Hugging Face classes btx imports, with the base they are.
-const std::vector<std::pair<std::string, BaseModelType>>& importable() {
-  static const std::vector<std::pair<std::string, BaseModelType>> table = {
-      {"LlamaForCausalLM", BaseModelType::kLlama},
-      {"MistralForCausalLM", BaseModelType::kMistral},
-      {"Qwen2ForCausalLM", BaseModelType::kQwen2},
-      {"Qwen3ForCausalLM", BaseModelType::kQwen3}};
-  return table;
-}
-
 // The tokenizer a checkpoint ships: tokenizer.model (sentencepiece, as Llama 2 checkpoints) or
 // tokenizer.json (Hugging Face's, with tokenizer_config.json beside it).
 fs::path checkpoint_tokenizer(const fs::path& hf) {
@@ -483,8 +473,9 @@ RunConfig import_hf(const HfImportOptions& o) {
   const nlohmann::json j = read_json_file(cfg_file);
   BTX_CHECK(j.is_object(), "{}: is {}; expected a model's config (a JSON object)",
             cfg_file.string(), j.dump().substr(0, 60));
+  // The Hugging Face classes btx imports: the dense class of each base (hf_architecture).
   std::vector<std::string> supported;
-  for (const auto& [name, base] : importable()) supported.push_back(name);
+  for (const auto& n : names(BaseModelType{})) supported.push_back(hf_architecture(n.value));
   BTX_CHECK(j.contains("architectures"), "{}: no architectures (expected one of {})",
             cfg_file.string(), fmt::join(supported, ", "));
   const auto& archs = j["architectures"];
@@ -492,17 +483,18 @@ RunConfig import_hf(const HfImportOptions& o) {
             "{}: architectures is {}; expected a list of one name, e.g. [\"LlamaForCausalLM\"]",
             cfg_file.string(), archs.dump());
   const std::string arch = archs[0].get<std::string>();
-  const auto known = std::find_if(importable().begin(), importable().end(),
-                                  [&](const auto& row) { return row.first == arch; });
-  BTX_CHECK(known != importable().end(),
+  const auto& bases = names(BaseModelType{});
+  const auto known = std::find_if(bases.begin(), bases.end(),
+                                  [&](const auto& n) { return hf_architecture(n.value) == arch; });
+  BTX_CHECK(known != bases.end(),
             "{}: architecture '{}' cannot be imported as a seed (supported: {})", cfg_file.string(),
             arch, fmt::join(supported, ", "));
   // The architecture's keys, each of its type (errors name the file and the key); a key that
   // changes the computation btx does not implement is refused by name.
   ModelConfig mc = model_config_from_json(j, cfg_file.string());
-  BTX_CHECK(mc.model_type == ModelType::kLlama && mc.base_model_type == known->second,
+  BTX_CHECK(mc.model_type == ModelType::kLlama && mc.base_model_type == known->value,
             "{}: model_type '{}' is not what {} is (expected '{}')", cfg_file.string(),
-            j.value("model_type", std::string("?")), arch, name_of(known->second));
+            j.value("model_type", std::string("?")), arch, known->name);
   const fs::path tok_file = checkpoint_tokenizer(o.hf);
   const Tokenizer tok = Tokenizer::load(tok_file);
   // The embedding may have more rows than the tokenizer has tokens (Qwen pads 151,669 to
