@@ -1,7 +1,8 @@
 // Neuron alignment (merge/neuron_align.h, Symphony-MoE): permuting an FFN's neurons leaves the
 // model's output unchanged; a model whose neurons were shuffled layer by layer is aligned back
 // to the original exactly, also when its weights were perturbed a little (as an expert's are
-// after training); models of other shapes are refused.
+// after training); likewise a model whose residual stream was permuted (with Qwen's biases and
+// q/k norms, untied head); models of other shapes are refused.
 #include "btx/merge/neuron_align.h"
 
 #include <gtest/gtest.h>
@@ -61,6 +62,58 @@ TEST(NeuronAlign, ShuffledNeuronsAreFoundAgainExactly) {
       }
     }
   }
+}
+
+// A Qwen3-like model: every tensor kind the residual permutation must know, and an untied head.
+ModelConfig qwen_like_config() {
+  ModelConfig c = align_config();
+  c.base_model_type = BaseModelType::kQwen3;
+  c.attention_bias = true;
+  c.tie_word_embeddings = false;
+  return c;
+}
+
+TEST(NeuronAlign, PermutedResidualStreamIsFoundAgainExactly) {
+  for (const auto& config : {align_config(), qwen_like_config()}) {
+    SCOPED_TRACE(name_of(config.base_model_type));
+    torch::manual_seed(9);
+    torch::NoGradGuard ng;
+    CausalLM anchor(config);
+    for (auto& p : anchor->named_parameters()) {  // biases and norms that are not 0 and 1
+      if (p.key().find("bias") != std::string::npos || p.key().find("norm") != std::string::npos)
+        p.value().add_(0.1 * torch::randn_like(p.value()));
+    }
+    const auto ids = torch::randint(0, 60, {6, 24}, torch::kInt64);
+    CausalLM expert = copy_of(anchor);
+    const auto before = expert->forward(ids);
+    const auto s = torch::randperm(16, torch::kInt64);
+    const std::vector<int64_t> shuffle(s.data_ptr<int64_t>(), s.data_ptr<int64_t>() + 16);
+    permute_residual_stream(expert, shuffle);
+    // The permuted model computes the same function, with different weights.
+    EXPECT_TRUE(torch::allclose(expert->forward(ids), before, 1e-5, 1e-5));
+    EXPECT_FALSE(
+        torch::equal(expert->model->embed_tokens->weight, anchor->model->embed_tokens->weight));
+    const auto perm = align_residual_stream(anchor, expert, ids);
+    for (int64_t i = 0; i < 16; ++i) EXPECT_EQ(shuffle[perm[i]], i) << i;
+    const auto a = anchor->named_parameters();
+    for (auto& p : expert->named_parameters()) {
+      EXPECT_TRUE(torch::equal(p.value(), a[p.key()])) << p.key();
+    }
+  }
+}
+
+TEST(NeuronAlign, ResidualPermutationByHandOnTheEmbeddingAndNorm) {
+  torch::NoGradGuard ng;
+  CausalLM m(align_config());
+  m->model->embed_tokens->weight.copy_(torch::arange(60 * 16, torch::kFloat32).reshape({60, 16}));
+  m->model->norm->weight.copy_(torch::arange(16, torch::kFloat32));
+  std::vector<int64_t> perm(16);
+  for (int64_t i = 0; i < 16; ++i) perm[i] = 15 - i;  // reversed
+  permute_residual_stream(m, perm);
+  EXPECT_EQ(m->model->embed_tokens->weight[2][0].item<float>(), 2 * 16 + 15);
+  EXPECT_EQ(m->model->embed_tokens->weight[2][15].item<float>(), 2 * 16);
+  EXPECT_EQ(m->model->norm->weight[0].item<float>(), 15);
+  EXPECT_EQ(m->model->norm->weight[3].item<float>(), 12);
 }
 
 TEST(NeuronAlign, CorrelationOfAModelWithItselfIsOneOnTheDiagonal) {
