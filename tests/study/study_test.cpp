@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <set>
 
+#include "btx/study/sub_runs.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
 #include "btx/util/progress.h"
@@ -132,6 +133,39 @@ TEST(StudyPlan, EachStudiedModeIsASubRunSharingTheSeed) {
   // A main method may not take a sub-run row's name.
   c.study.methods = {"average --name ffn-average"};
   EXPECT_NE(error_of([&] { study_methods(c); }).find("the name 'ffn-average' is used twice"),
+            std::string::npos);
+}
+
+TEST(StudyPlan, ExpertsFromTheOtherSeedAreASubRunWithItsOwnSeed) {
+  TempDir tmp;
+  RunConfig c = default_config();
+  c.study.methods = {"btx", "symphony --from other-seed --name s2",
+                     "symphony --take a=/elsewhere --name s3"};
+  std::map<std::string, Stage> stages;
+  for (auto& s : plan_study(btx::Run(RunDir{tmp.path() / "run"}, c))) stages.emplace(s.name, s);
+  const Stage& other = stages.at("other-seed");
+  // It trains a seed of its own (not after the run's seed) on the run's data, then its experts.
+  EXPECT_EQ(other.after, std::vector<std::string>{"data"});
+  const std::string sub = (tmp.path() / "run" / "other-seed").string();
+  ASSERT_EQ(other.commands.size(), 3u);
+  EXPECT_EQ(other.commands[0], (std::vector<std::string>{"seed", "--run", sub, "--resume"}));
+  EXPECT_EQ(other.commands[1], (std::vector<std::string>{"branch", "--run", sub}));
+  // Only the entry that takes its experts waits for it.
+  const auto& s2 = stages.at("merge/s2").after;
+  EXPECT_NE(std::find(s2.begin(), s2.end(), "other-seed"), s2.end());
+  EXPECT_EQ(stages.at("merge/s3").after, std::vector<std::string>{"experts"});
+  EXPECT_EQ(stages.at("merge/btx").after, std::vector<std::string>{"experts"});
+  // Its config: the run's, another random seed, no study.
+  const RunConfig oc = other_seed_config(c);
+  EXPECT_EQ(oc.seed, c.seed + 1);
+  EXPECT_TRUE(oc.study.methods.empty());
+  // Without such an entry there is no such stage.
+  c.study.methods = {"btx"};
+  for (const auto& s : plan_study(btx::Run(RunDir{tmp.path() / "run2"}, c)))
+    EXPECT_NE(s.name, "other-seed");
+  // A symphony entry without experts of another seed is refused when the study is planned.
+  c.study.methods = {"symphony"};
+  EXPECT_NE(error_of([&] { study_methods(c); }).find("symphony needs experts of another seed"),
             std::string::npos);
 }
 

@@ -34,11 +34,16 @@ struct MergeExpert {
   fs::path dir;
   std::string sha256;  // of model.safetensors (filled in by run_merge)
   int64_t tokens = 0;  // training tokens it consumed (state.json)
+  // sha256 of the seed it was branched from (expert.json), "" when unknown (a checkpoint made
+  // elsewhere): experts with different ones do not share a seed.
+  std::string seed_sha256;
 };
 
 struct MergeContext {
-  Run run;                           // the run, with its config
-  std::vector<MergeExpert> experts;  // finished, same seed and shapes; sorted by name
+  Run run;  // the run, with its config
+  // The run's finished experts (same seed and shapes, sorted by name), or those the method's
+  // `experts` chose in their place.
+  std::vector<MergeExpert> experts;
   ParamValues params;       // every declared parameter, checked and typed: given or default
   std::string output_name;  // merged/<output_name>
   bool resume = false;      // methods that train: continue a checkpoint
@@ -78,6 +83,11 @@ struct MergeMethod {
   // seed's FFN, the dense baseline trains the seed further). Recorded in merge.json: what the
   // experts' training tokens are counted for.
   bool from_experts = true;
+  // The experts it merges, from the run's own (trained_experts) and its resolved parameters,
+  // when it may take some from elsewhere (symphony: another run's, of another seed); each then
+  // counts in merge.json and its up-to-date check like the run's own. Empty: the run's own.
+  std::function<std::vector<MergeExpert>(const Run&, const ParamValues&, std::vector<MergeExpert>)>
+      experts;
   // Builds the merged model into `out` and returns what merge.json should record of it (e.g.
   // the weights used). May check parameters against the experts (e.g. top-k <= N).
   std::function<nlohmann::json(const MergeContext&, const fs::path& out)> build;
@@ -157,5 +167,6 @@ MergeMethod hash_method();
 MergeMethod smear_method();
 MergeMethod flexolmo_method();
 MergeMethod bam_method();
+MergeMethod symphony_method();
 
 }  // namespace btx

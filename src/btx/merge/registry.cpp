@@ -21,6 +21,7 @@ const std::vector<MergeMethod>& merge_methods() {
       upcycle_method(),  tag_method(),
       hash_method(),     smear_method(),
       flexolmo_method(), bam_method(),
+      symphony_method(),
   };
   return methods;
 }
@@ -102,7 +103,7 @@ std::vector<MergeExpert> trained_experts(const RunDir& run) {
       BTX_CHECK(diff.empty(), "experts '{}' and '{}' have different architectures ({})",
                 out.front().name, spec.name, diff);
     }
-    out.push_back({spec.name, dir, "", state->tokens});
+    out.push_back({spec.name, dir, "", state->tokens, sha});
   }
   return out;
 }
@@ -148,10 +149,11 @@ nlohmann::json run_merge(const Run& run, const MergeRequest& request) {
   ctx.params = resolve_merge_params(method, request.params);
   tidy_run(run);  // merge owns the run: a crash's leftovers are tidied before the experts are read
   ctx.experts = trained_experts(run);
-  for (auto& e : ctx.experts) e.sha256 = sha256_file(e.dir / "model.safetensors");
   for (const auto& e : ctx.experts) {
     check_merge_expert_mode(method, find_expert(run, e.name).mode, "expert '" + e.name + "'");
   }
+  if (method.experts) ctx.experts = method.experts(run, ctx.params, std::move(ctx.experts));
+  for (auto& e : ctx.experts) e.sha256 = sha256_file(e.dir / "model.safetensors");
 
   nlohmann::json provenance = {{"method", method.name}, {"params", ctx.params.to_json()}};
   nlohmann::json experts = nlohmann::json::array();

@@ -24,6 +24,12 @@ namespace btx {
 
 namespace {
 
+// A [study] methods entry that takes experts from the other-seed sub-run (symphony --from).
+bool takes_other_seed(const StudyMethod& m) {
+  const auto it = m.params.find("from");
+  return it != m.params.end() && it->second == kOtherSeed;
+}
+
 // The study's loss barriers: every pair of experts and each with the seed, at 5 points along the
 // path, on the first 8192 test tokens of each domain.
 constexpr int64_t kStudyBarrierPoints = 5;
@@ -209,6 +215,7 @@ struct Planner {
             {},
             {fs::path("merged") / m.name},
             {}};
+    if (takes_other_seed(m)) s.after.push_back(kOtherSeed);
     s.commands.push_back(merge_command(R, m.method, m.name, m.params, m.trains));
     if (m.trains) {
       s.config_keys.push_back("finetune.");  // its budget may be matched to finetuning's
@@ -273,6 +280,41 @@ struct Planner {
                       {fs::path("eval") / (std::string(kRandomSplit) + ".json")},
                       {}});
     evals.push_back(std::string("eval/") + kRandomSplit);
+  }
+
+  // Experts of another seed, for the entries that take experts --from it (symphony): a sub-run
+  // sharing the data and tokenizer, with a seed of its own trained from random_seed + 1, and
+  // its experts.
+  void other_seed_sub_run() {
+    BTX_CHECK(!imported_seed(run),
+              "[study] methods: --from {}: the run's seed was imported, so the study cannot train "
+              "another like it; name checkpoints of another seed with --take NAME=DIR",
+              kOtherSeed);
+    const auto& et = c.experts.train;
+    const std::string sub = (run.root / kOtherSeed).string();
+    const RunConfig sc = other_seed_config(c);
+    SeedArgs seed_args;
+    seed_args.prepare.run = sub;
+    seed_args.resume = true;
+    Stage s{kOtherSeed,
+            "a second seed trained from another random seed, and its experts (experts that do "
+            "not share the seed)",
+            {"data"},
+            {command_line("seed", seed_args)},
+            {fs::path(kOtherSeed) / "config.toml", fs::path(kOtherSeed) / "seed",
+             fs::path(kOtherSeed) / "experts"},
+            {"model.", "seed.", "experts.", "random_seed"}};
+    for (auto& command : expert_commands(sub)) s.commands.push_back(std::move(command));
+    s.progress.push_back({"other seed", fs::path(kOtherSeed) / "seed" / "metrics.jsonl",
+                          c.seed_train.steps, c.seed_train.tokens_per_step()});
+    for (const auto& e : resolve_experts(sc, c.corpus.domains)) {
+      s.progress.push_back({"other seed " + e.name,
+                            fs::path(kOtherSeed) / "experts" / e.name / "metrics.jsonl", et.steps,
+                            et.tokens_per_step()});
+    }
+    s.prepare = [run = run, sc] { prepare_sub_run(run, kOtherSeed, sc, /*link_seed=*/false); };
+    s.exclusive = true;
+    stages.push_back(std::move(s));
   }
 
   // Experts trained in another mode ([study] modes): a sub-run sharing the seed, its experts'
@@ -373,6 +415,7 @@ std::vector<Stage> plan_study(const Run& run) {
   auto order = methods;
   std::stable_sort(order.begin(), order.end(),
                    [&](const StudyMethod& a, const StudyMethod& b) { return work(a) > work(b); });
+  if (std::any_of(methods.begin(), methods.end(), takes_other_seed)) p.other_seed_sub_run();
   for (const auto& m : order) p.combination(m);
   if (c.study.random_split) p.random_split();
   for (const auto& mode : c.study.modes) p.mode_sub_run(mode);

@@ -28,13 +28,21 @@ RunConfig random_split_config(const RunConfig& c) {
   return r;
 }
 
-// A sub-run in run/<folder> with config `sub`, its tokenizer, data and seed linked to the
-// parent's.
-void prepare_sub_run(const RunDir& run, const std::string& folder, const RunConfig& sub) {
+RunConfig other_seed_config(const RunConfig& c) {
+  RunConfig r = sub_run_config(c, kOtherSeed);
+  r.seed = c.seed + 1;
+  return r;
+}
+
+// A sub-run in run/<folder> with config `sub`, its tokenizer, data and (unless it trains its
+// own) seed linked to the parent's.
+void prepare_sub_run(const RunDir& run, const std::string& folder, const RunConfig& sub,
+                     bool link_seed) {
   const RunDir s{run.root / folder};
   init_run(Run(s, sub), /*force=*/true);
   for (const char* item :
        {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "data", "seed"}) {
+    if (!link_seed && std::string(item) == "seed") continue;
     const fs::path link = s.root / item;
     if (fs::is_symlink(link) || fs::exists(link)) continue;
     // An imported run's tokenizer.json is there from the start; the others may be made later.

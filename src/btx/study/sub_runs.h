@@ -14,14 +14,19 @@
 namespace btx {
 
 inline constexpr const char* kRandomSplit = "random-split";  // sub-run folder, merge and row name
+// The sub-run of another seed: its own seed, trained from random_seed + 1 on the same data, and
+// its experts. The study trains it when a [study] methods entry takes experts --from it.
+inline constexpr const char* kOtherSeed = "other-seed";
 
 fs::path random_split_dir(const RunDir& run);
 // A sub-run's config: the parent's, with no study of its own.
 RunConfig sub_run_config(const RunConfig& c, const std::string& suffix);
 RunConfig random_split_config(const RunConfig& c);
-// A sub-run in run/<folder> with config `sub`, its tokenizer, data and seed linked to the
-// parent's.
-void prepare_sub_run(const RunDir& run, const std::string& folder, const RunConfig& sub);
+RunConfig other_seed_config(const RunConfig& c);
+// A sub-run in run/<folder> with config `sub`, its tokenizer, data and (unless it trains its
+// own) seed linked to the parent's.
+void prepare_sub_run(const RunDir& run, const std::string& folder, const RunConfig& sub,
+                     bool link_seed = true);
 
 // ---- expert-mode sub-runs ([study] modes) ----
 std::string mode_folder(ExpertMode mode);

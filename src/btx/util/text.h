@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace btx {
 
@@ -19,6 +20,18 @@ inline std::string replace_text(const std::string& s, const std::string& from,
     at = hit + from.size();
   }
   out.append(s, at, std::string::npos);
+  return out;
+}
+
+// The non-empty items of `s` between `sep`s ("a,,b" -> {"a", "b"}; "" -> {}).
+inline std::vector<std::string> split_text(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  for (size_t at = 0; at <= s.size();) {
+    size_t end = s.find(sep, at);
+    if (end == std::string::npos) end = s.size();
+    if (end > at) out.push_back(s.substr(at, end - at));
+    at = end + 1;
+  }
   return out;
 }
 
