@@ -386,5 +386,58 @@ TEST_F(MoeMergeTest, BamKeepsEachExpertsAttentionAndOneExpertIsTheDenseModel) {
   EXPECT_TRUE(torch::allclose(single->forward(x), code->forward(x), 1e-5, 1e-6));
 }
 
+// Null experts (--data-sparsity): ρ = 0.5 over three experts adds three null slots; their router
+// row starts at zero and trains; evaluation reports the measured experts per token in its
+// active parameters and FLOPs (fewer than btx's two); generate decodes with the KV cache;
+// routing analysis shows the null column; export refuses with the reason.
+TEST_F(MoeMergeTest, NullExpertsRunFewerExpertsPerTokenAndExportRefusesThem) {
+  RunDir run = fresh_run("null");
+  const std::string r_ = " --run " + run.root.string();
+  auto r = run_btx("merge" + r_ + " --method btx --data-sparsity 0.5 --name null");
+  ASSERT_EQ(r.code, 0) << r.output;
+  ASSERT_EQ(run_btx("merge" + r_ + " --method btx").code, 0);
+  const ModelConfig c = load_model_config(run.root / "merged/null");
+  EXPECT_EQ(c.num_null_experts, 3);
+  const auto record = read_json_file(run.root / "merged/null/merge.json")["result"];
+  EXPECT_EQ(record["data_sparsity"]["null_experts"], 3);
+  EXPECT_DOUBLE_EQ(record["data_sparsity"]["effective"].get<double>(), 0.5);
+  const auto weights = load_safetensors(run.root / "merged/null/model.safetensors").tensors;
+  EXPECT_EQ(
+      weights.at("model.layers.0.block_sparse_moe.null_gate.weight").abs().sum().item<float>(),
+      0.f);
+  r = run_btx("finetune" + r_ + " --model merged/null --steps 4");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto tuned = load_safetensors(run.root / "merged/null/model.safetensors").tensors;
+  EXPECT_GT(tuned.at("model.layers.0.block_sparse_moe.null_gate.weight").abs().sum().item<float>(),
+            0.f);
+  r = run_btx("eval" + r_ + " --model merged/null,merged/btx");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto null_eval = read_json_file(run.eval("null"));
+  const auto btx_eval = read_json_file(run.eval("btx"));
+  // Measured: between none and two experts per token, so fewer active weights than btx's.
+  EXPECT_LT(null_eval["params_active"].get<int64_t>(), btx_eval["params_active"].get<int64_t>());
+  EXPECT_LT(null_eval["flops_per_token"].get<int64_t>(),
+            btx_eval["flops_per_token"].get<int64_t>());
+  EXPECT_EQ(null_eval["params_total"].get<int64_t>(),
+            btx_eval["params_total"].get<int64_t>() + c.num_hidden_layers * c.hidden_size);
+  r = run_btx("generate" + r_ + " --model merged/null --prompt 'def f' --max-tokens 8");
+  EXPECT_EQ(r.code, 0) << r.output;
+  const fs::path routing = run.root / "null-routing.json";
+  r = run_btx("routing" + r_ + " --model merged/null --layer 0 --out " + routing.string());
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto analysis = read_json_file(routing);
+  EXPECT_EQ(analysis["experts"].back(), "null");
+  EXPECT_EQ(analysis["experts"].size(), 4u);
+  r = run_btx("export" + r_ + " --model merged/null --out " + (run.root / "hf-null").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("null experts per layer"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(run.root / "hf-null"));
+  // Null slots are chosen by top-k: another router is refused before anything is built.
+  r = run_btx("merge" + r_ + " --method btx --data-sparsity 0.5 --router soft --name bad");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("null experts need --router top-k"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(run.root / "merged/bad"));
+}
+
 }  // namespace
 }  // namespace btx

@@ -1,7 +1,9 @@
 // The MoE FFN against hand-computed routing and its invariants: one expert with k = 1 is the
 // dense FFN it came from; identical experts give that FFN for any router; grouped dispatch equals
 // running every expert on every token (forward and gradients); the Switch load-balancing loss by
-// hand; HF Mixtral parameter names; sample-level routing shares one choice per sequence.
+// hand; HF Mixtral parameter names; sample-level routing shares one choice per sequence; null
+// experts by hand (a token runs 0, 1 or 2 experts; an unchosen null slot changes nothing), their
+// measured experts per token and their configs.
 #include "btx/model/moe.h"
 
 #include <gtest/gtest.h>
@@ -162,6 +164,125 @@ TEST(MoeFfn, UsageAuxLossAndActiveParams) {
   moe.forward(torch::randn({1, 3, 8}));
   EXPECT_FALSE(moe.aux_loss().defined());
   EXPECT_EQ(moe.active_params(), 4 * 8 + 2 * 3 * 8 * 12);
+}
+
+TEST(MoeNullExperts, HandComputedRouting) {
+  // Token 0: logits (2, 1, 0), null 1.5 twice: slots (2, 1, 0, 1.5, 1.5); top-2 = expert 0 and a
+  // null slot; the null's gate is 0 and expert 0's renormalised to 1.
+  // Token 1: logits (0, 3, 2), null 1: top-2 = experts 1 and 2, gates softmax(3, 2) as usual.
+  // Token 2: logits (-5, -5, -5), null 0: two null slots, no expert, gates 0.
+  auto r = route_top_k_null(torch::tensor({{2.f, 1.f, 0.f}, {0.f, 3.f, 2.f}, {-5.f, -5.f, -5.f}}),
+                            torch::tensor({{1.5f}, {1.f}, {0.f}}), 2, 2);
+  ASSERT_EQ(r.probs.sizes(), (std::vector<int64_t>{3, 5}));
+  EXPECT_EQ(r.experts[0][0].item<int64_t>(), 0);
+  EXPECT_GE(r.experts[0][1].item<int64_t>(), 3);
+  EXPECT_FLOAT_EQ(r.weights[0][0].item<float>(), 1.f);
+  EXPECT_FLOAT_EQ(r.weights[0][1].item<float>(), 0.f);
+  EXPECT_EQ(r.experts[1][0].item<int64_t>(), 1);
+  EXPECT_EQ(r.experts[1][1].item<int64_t>(), 2);
+  EXPECT_NEAR(r.weights[1][0].item<float>(), 1.0 / (1.0 + std::exp(-1.0)), 1e-6);
+  EXPECT_GE(r.experts[2].min().item<int64_t>(), 3);
+  EXPECT_FLOAT_EQ(r.weights[2].abs().sum().item<float>(), 0.f);
+  // The probabilities span every slot: token 2's nulls hold e^0 / (3 e^-5 + 2 e^0) each.
+  EXPECT_NEAR(r.probs[2][4].item<float>(), 1.0 / (3 * std::exp(-5.0) + 2), 1e-6);
+  // k = 1: the one gate is 1 for an expert, 0 for a null slot.
+  auto one = route_top_k_null(torch::tensor({{2.f, 1.f}, {0.f, 0.f}}),
+                              torch::tensor({{0.f}, {3.f}}), 1, 1);
+  EXPECT_FLOAT_EQ(one.weights[0][0].item<float>(), 1.f);
+  EXPECT_EQ(one.experts[1][0].item<int64_t>(), 2);
+  EXPECT_FLOAT_EQ(one.weights[1][0].item<float>(), 0.f);
+}
+
+TEST(MoeNullExperts, ZeroOneOrTwoExpertsPerTokenAndMeasuredCompute) {
+  torch::manual_seed(6);
+  ModelConfig c = moe_config(4, 2);
+  c.num_null_experts = 4;
+  MoeFfnImpl moe(c);
+  ASSERT_TRUE(moe.null_gate);
+  MoeFfnImpl plain(moe_config(4, 2));
+  {
+    torch::NoGradGuard ng;
+    for (auto& p : plain.named_parameters()) p.value().copy_(moe.named_parameters()[p.key()]);
+  }
+  moe.eval();
+  const auto x = torch::randn({2, 6, 8});
+  const int64_t expert = 3 * 8 * 12;
+  torch::NoGradGuard ng;
+  // The null logit 0, the real ones large: a token's top-2 holds a null slot exactly where
+  // fewer than two of its real logits are positive.
+  moe.null_gate->weight.zero_();
+  moe.gate->weight.normal_(0, 100.0);
+  plain.gate->weight.copy_(moe.gate->weight);
+  const auto out = moe.forward(x);
+  const auto& r = *moe.last_routing();
+  ASSERT_EQ(r.probs.size(1), 5);  // four experts and one null column
+  const auto h = x.reshape({12, 8});
+  const auto logits = moe.gate(h);
+  const auto positive = logits.gt(0).sum(1).clamp_max(2);  // experts each token runs
+  EXPECT_TRUE(torch::equal(r.experts.lt(4).sum(1), positive));
+  EXPECT_NEAR(*moe.measured_experts_per_token(), positive.to(torch::kFloat64).mean().item<double>(),
+              1e-12);
+  EXPECT_EQ(moe.active_params(),
+            4 * 8 + 8 + std::llround(*moe.measured_experts_per_token() * expert));
+  // Tokens with two positive logits compute exactly the plain MoE; those with none output 0.
+  const auto want = plain.forward(x).reshape({12, 8});
+  const auto got = out.reshape({12, 8});
+  for (int64_t t = 0; t < 12; ++t) {
+    const int64_t n = positive[t].item<int64_t>();
+    if (n == 2) {
+      EXPECT_TRUE(torch::allclose(got[t], want[t], 1e-5, 1e-5)) << t;
+    }
+    if (n == 0) {
+      EXPECT_EQ(got[t].abs().sum().item<float>(), 0.f) << t;
+    }
+    if (n == 1) {  // the one expert with gate 1
+      const int64_t e = logits[t].argmax().item<int64_t>();
+      const auto y = moe.experts[e]->as<MoeExpertImpl>()->forward(h[t].unsqueeze(0))[0];
+      EXPECT_TRUE(torch::allclose(got[t], y, 1e-5, 1e-5)) << t;
+    }
+  }
+  // Before any evaluation forward: balanced routing's k N / (N + M) = 1 expert per token.
+  MoeFfnImpl fresh(c);
+  EXPECT_EQ(fresh.active_params(), 4 * 8 + 8 + expert);
+}
+
+TEST(MoeNullExperts, BalancingCountsEverySlotAndTheNullRowTrains) {
+  torch::manual_seed(7);
+  ModelConfig c = moe_config(2, 2);
+  c.num_null_experts = 2;
+  CausalLM m(c);
+  m->train();
+  auto loss = lm_loss(m, torch::randint(0, 30, {2, 9}));
+  auto aux = m->aux_loss();
+  ASSERT_TRUE(aux.defined());
+  (loss + aux).backward();
+  // The null row learns from the load-balancing loss over all N + M slots.
+  const auto g = m->named_parameters()["model.layers.0.block_sparse_moe.null_gate.weight"].grad();
+  ASSERT_TRUE(g.defined());
+  EXPECT_GT(g.abs().sum().item<float>(), 0.f);
+  // Balanced over four slots (one token each way): α · 4 · Σ f P with f = 2/4, P = 1/4 each.
+  Routing b;
+  b.probs = torch::full({2, 4}, 0.25f);
+  b.experts = torch::tensor({{0, 1}, {2, 3}}, torch::kInt64);
+  EXPECT_NEAR(load_balancing_loss(b, 4, 0.01).item<float>(), 0.01 * 4 * 4 * 0.5 * 0.25, 1e-7);
+}
+
+TEST(MoeNullExperts, ConfigsThatCannotHaveThemAreRefused) {
+  auto c = moe_config(2, 2, "soft");
+  c.num_null_experts = 2;
+  EXPECT_NE(testing::error_of([&] { c.validate("x"); }).find("needs router_mode top-k"),
+            std::string::npos);
+  ModelConfig dense = testing::small_model_config(30, 8, 12, 2, 2, 2);
+  dense.num_null_experts = 1;
+  EXPECT_NE(testing::error_of([&] { dense.validate("x"); }).find("needs a mixture of experts"),
+            std::string::npos);
+  c = moe_config(2, 2);
+  c.num_null_experts = -1;
+  EXPECT_NE(testing::error_of([&] { c.validate("x"); }).find("num_null_experts must be >= 0"),
+            std::string::npos);
+  // config.json keeps them.
+  c.num_null_experts = 3;
+  EXPECT_EQ(model_config_from_json(model_config_to_json(c), "x").num_null_experts, 3);
 }
 
 TEST(MoeModel, MixtralNamesConfigAndAuxLoss) {

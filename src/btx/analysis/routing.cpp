@@ -113,11 +113,14 @@ nlohmann::json routing_analysis(const Run& run, const ModelFolder& folder,
     auto* a = dynamic_cast<AttentionExpertsImpl*>(l->as<DecoderLayerImpl>()->self_attn.get());
     if (a != nullptr) attention.push_back(a);
   }
-  const int64_t E = model->config().num_local_experts;
+  // Null experts are one more column, "null" (moe.h: the last routing keeps them as one).
+  const bool null_column = model->config().num_null_experts > 0;
+  const int64_t E = model->config().num_local_experts + (null_column ? 1 : 0);
   const int64_t T = c.seed_train.seq_len;
 
   // Expert names and the domains they stand for, from merge.json when there is one.
-  const ExpertSlots slots = expert_slots(folder, E);
+  ExpertSlots slots = expert_slots(folder, E);
+  if (null_column) slots.names.back() = "null";
   const auto& names = slots.names;
 
   const Tokenizer& tok = run.tokenizer();

@@ -221,6 +221,11 @@ nlohmann::json hf_config(const ModelConfig& c, const std::string& what,
             "BTX MoE (btx, upcycle) or a dense merge instead, or use `btx generate` / `btx serve` "
             "on it",
             what, c.num_attention_experts);
+  BTX_CHECK(c.num_null_experts == 0,
+            "{} has {} null experts per layer: a token may run 0 to {} of its experts, which no "
+            "Hugging Face architecture computes (Mixtral runs exactly {} per token); use `btx "
+            "generate` / `btx serve` on it, or export a btx MoE without null experts",
+            what, c.num_null_experts, c.num_experts_per_tok, c.num_experts_per_tok);
   int64_t k = c.num_experts_per_tok;
   if (c.is_moe()) {
     const RouterTraits& r = c.router();

@@ -1,8 +1,15 @@
 // `btx`: Branch-Train-MiX. The experts' FFNs become the experts of one MoE layer per block, the
 // rest is averaged, and a new router per layer learns (in `btx finetune`) which experts each token
 // uses. Optionally the seed's FFN joins as one more, generalist expert.
+// --data-sparsity ρ < 1 adds null experts (Kilian et al. 2026, "Improving MoE Compute Efficiency
+// by Composing Weight and Data Sparsity", arXiv:2601.15370): M = N(1-ρ)/ρ slots (rounded) that
+// compute nothing, routed by top-k beside the N experts, so that a token runs 0..k experts and
+// load balancing holds the real share of choices near ρ = N / (N + M).
+#include <cmath>
+
 #include "btx/merge/method.h"
 #include "btx/merge/moe_build.h"
+#include "btx/util/error.h"
 
 namespace btx {
 
@@ -23,12 +30,30 @@ MergeMethod btx_method() {
                                   "also keep the seed's FFN as a generalist expert"));
   m.params.push_back(shared_param());
   m.params.push_back(fisher_windows_param());
+  m.params.push_back(real_param("data-sparsity", "1",
+                                "ρ, the share of top-k choices that run an expert: < 1 adds "
+                                "N(1-ρ)/ρ null experts (rounded) that compute nothing (top-k "
+                                "router only)",
+                                0, 1, /*min_open=*/true));
   m.build = [](const MergeContext& ctx, const fs::path& out) {
     auto slots = expert_moe_slots(ctx, /*from_seed=*/false);
     if (ctx.params.flag("seed-expert")) {
       slots.push_back({"seed", ctx.run.seed(), ctx.run.config().corpus.domains});
     }
-    return build_moe_with_shared(ctx, slots, moe_options(ctx, ctx.output_name), out);
+    MoeBuildOptions o = moe_options(ctx, ctx.output_name);
+    const double rho = ctx.params.real("data-sparsity");
+    const double n = static_cast<double>(slots.size());
+    o.null_experts = std::llround(n * (1 - rho) / rho);
+    BTX_CHECK(o.null_experts == 0 || o.router_mode == "top-k",
+              "--data-sparsity {}: null experts need --router top-k, not {}",
+              ctx.params.given("data-sparsity"), o.router_mode);
+    auto record = build_moe_with_shared(ctx, slots, o, out);
+    if (o.null_experts > 0) {
+      record["data_sparsity"] = {{"asked", rho},
+                                 {"null_experts", o.null_experts},
+                                 {"effective", n / (n + static_cast<double>(o.null_experts))}};
+    }
+    return record;
   };
   return m;
 }

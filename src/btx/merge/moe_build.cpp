@@ -23,6 +23,7 @@ const std::regex kDenseFfn(R"(model\.layers\.(\d+)\.mlp\.(gate|up|down)_proj\.we
 const std::regex kMoeExpert(
     R"(model\.layers\.(\d+)\.(block_sparse_moe|smear)\.experts\.(\d+)\.(w1|w2|w3)\.weight)");
 const std::regex kRouter(R"(model\.layers\.(\d+)\.(block_sparse_moe|smear)\.gate\.weight)");
+const std::regex kNullGate(R"(model\.layers\.(\d+)\.block_sparse_moe\.null_gate\.weight)");
 const std::regex kBaseline(R"(model\.layers\.(\d+)\.block_sparse_moe\.baseline\.weight)");
 // An attention's tensors: projections, their biases (qwen2, attention_bias), qwen3's q/k norms.
 const std::regex kAttention(
@@ -177,6 +178,7 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
   moe.router_mode = opts.router_mode;
   moe.router_aux_loss_coef = opts.aux_loss;
   moe.router_z_loss_coef = opts.z_loss;
+  moe.num_null_experts = opts.null_experts;
   const RouterTraits& router = router_traits(moe.model_type, moe.router_mode, "--router");
   if (router.experts == ExpertsPerToken::kMerged) {
     moe.num_experts_per_tok = moe.num_local_experts;  // every expert is merged
@@ -212,6 +214,10 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
         f32, {moe.num_local_experts, dense.hidden_size}};
     if (router.training == RouterTraining::kPolicyGradient) {
       layout[fmt::format("model.layers.{}.{}.baseline.weight", i, module)] = {
+          f32, {1, dense.hidden_size}};
+    }
+    if (moe.num_null_experts > 0) {
+      layout[fmt::format("model.layers.{}.{}.null_gate.weight", i, module)] = {
           f32, {1, dense.hidden_size}};
     }
     for (int64_t j = 0; j < moe.num_local_experts; ++j) {
@@ -250,7 +256,9 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
           return torch::normal(0.0, dense.initializer_range,
                                {moe.num_attention_experts, dense.hidden_size}, gen);
         }
-        if (std::regex_match(name, kBaseline)) return torch::zeros({1, dense.hidden_size});
+        if (std::regex_match(name, kBaseline) || std::regex_match(name, kNullGate)) {
+          return torch::zeros({1, dense.hidden_size});
+        }
         if (std::regex_match(name, m, kRouter)) {
           return torch::normal(0.0, dense.initializer_range,
                                {moe.num_local_experts, dense.hidden_size}, gen);
@@ -275,6 +283,7 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
   nlohmann::json recorded = {
       {"kind", "checkpoint"}, {"moe_experts", experts}, {"router_init", opts.router_init}};
   if (moe.has_attention_experts()) recorded["attention_experts"] = moe.num_attention_experts;
+  if (moe.num_null_experts > 0) recorded["null_experts"] = moe.num_null_experts;
   return recorded;
 }
 

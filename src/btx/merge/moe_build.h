@@ -39,6 +39,9 @@ struct MoeBuildOptions {
   // BAM: slot j's attention (q, k, v, o) too becomes attention expert j of each layer, mixed by
   // a soft router (random init); only norms and embeddings are averaged. mixtral only.
   bool attention_experts = false;
+  // Null experts (model/router.h, route_top_k_null): M null slots beside the N experts, their
+  // router row starting at zero. top-k routers only.
+  int64_t null_experts = 0;
 };
 
 // Writes out/model.safetensors and out/config.json; returns what merge.json records.

@@ -123,7 +123,16 @@ void ModelConfig::validate(const std::string& where) const {
               router_mode, num_experts_per_tok);
     BTX_CHECK(router_aux_loss_coef >= 0 && router_z_loss_coef >= 0,
               "{}: router_aux_loss_coef and router_z_loss_coef must be >= 0", where);
+    BTX_CHECK(num_null_experts == 0 || r.kind == RouterKind::kTopK,
+              "{}: num_null_experts {} needs router_mode top-k (null slots are chosen by the "
+              "top-k of the router's logits), not {}",
+              where, num_null_experts, router_mode);
   }
+  BTX_CHECK(num_null_experts >= 0, "{}: num_null_experts must be >= 0, got {}", where,
+            num_null_experts);
+  BTX_CHECK(num_null_experts == 0 || is_moe(),
+            "{}: num_null_experts {} needs a mixture of experts (model_type mixtral), not {}",
+            where, num_null_experts, name_of(model_type));
   BTX_CHECK(num_attention_experts >= 0, "{}: num_attention_experts must be >= 0, got {}", where,
             num_attention_experts);
   positive("vocab_size", vocab_size);
@@ -161,6 +170,7 @@ void ModelConfig::validate(const std::string& where) const {
   at_most("max_position_embeddings", max_position_embeddings, kMaxContext);
   at_most("num_local_experts", num_local_experts, kMaxExperts);
   at_most("num_attention_experts", num_attention_experts, kMaxExperts);
+  at_most("num_null_experts", num_null_experts, kMaxExperts);
   const double params = estimated_params(*this);
   BTX_CHECK(params <= kMaxParams,
             "{}: this model would have about {:.3g} parameters ({:.0f} GB in float32), above the "

@@ -75,6 +75,10 @@ struct ModelConfig {
   double router_aux_loss_coef = 0.01;  // Switch load-balancing weight alpha (0: none)
   double router_z_loss_coef = 0.0;     // router z-loss weight (0: none)
   double smear_expert_dropout = 0.0;   // SMEAR: drop each merge weight with this probability
+  // Null experts (router.h, route_top_k_null; Kilian et al. 2026): M slots beside the N real
+  // experts that compute nothing, chosen by top-k like the others, so a token uses 0..k real
+  // experts. mixtral with router top-k only; 0: none. Not a Hugging Face key.
+  int64_t num_null_experts = 0;
   // BAM (attention_experts.h): E attention experts per layer mixed by a soft router; 0: one
   // plain attention. Not a Hugging Face key: such models are btx's own architecture.
   int64_t num_attention_experts = 0;
@@ -110,6 +114,7 @@ struct ModelConfig {
     v.field("router_aux_loss_coef", router_aux_loss_coef);
     v.field("router_z_loss_coef", router_z_loss_coef);
     v.field("smear_expert_dropout", smear_expert_dropout);
+    v.field("num_null_experts", num_null_experts);
     v.field("num_attention_experts", num_attention_experts);
   }
 

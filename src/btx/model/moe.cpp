@@ -1,5 +1,7 @@
 #include "btx/model/moe.h"
 
+#include <cmath>
+
 #include "btx/util/error.h"
 
 namespace btx {
@@ -21,12 +23,18 @@ torch::Tensor MoeExpertImpl::forward(const torch::Tensor& x) {
 }
 
 torch::Tensor dispatch_experts(const torch::nn::ModuleList& experts, const torch::Tensor& x,
-                               const Routing& r) {
+                               const Routing& r, bool null_slots) {
   const int64_t N = x.size(0), k = r.experts.size(1), E = static_cast<int64_t>(experts->size());
   // Every (token, slot) pair, grouped by expert: a stable sort keeps token order within one.
   auto flat = r.experts.reshape({-1});  // (N*k)
+  torch::Tensor pairs;                  // with null slots: the pairs of real experts
+  if (null_slots) {
+    pairs = flat.lt(E).nonzero().squeeze(1);
+    flat = flat.index_select(0, pairs);
+  }
   auto order = std::get<1>(flat.sort(/*stable=*/true, 0, false));
-  auto token = order.div(k, "floor");  // the token of each sorted pair
+  if (pairs.defined()) order = pairs.index_select(0, order);  // back to (token, slot) pairs
+  auto token = order.div(k, "floor");                         // the token of each sorted pair
   auto gate = r.weights.reshape({-1}).index_select(0, order).unsqueeze(1).to(x.dtype());
   auto counts = torch::bincount(flat, {}, E).to(torch::kCPU);
   const auto* n = counts.data_ptr<int64_t>();
@@ -38,6 +46,7 @@ torch::Tensor dispatch_experts(const torch::nn::ModuleList& experts, const torch
     ys.push_back(experts->ptr(e)->as<MoeExpertImpl>()->forward(xs.narrow(0, start, n[e])));
     start += n[e];
   }
+  if (ys.empty()) return torch::zeros({N, x.size(1)}, x.options());  // every token chose nulls
   auto y = torch::cat(ys) * gate;
   return torch::zeros({N, x.size(1)}, x.options()).index_add_(0, token, y);
 }
@@ -61,6 +70,10 @@ MoeFfnImpl::MoeFfnImpl(const ModelConfig& c)
     baseline = register_module("baseline", linear(c.hidden_size, 1));
     torch::NoGradGuard no_grad;
     baseline->weight.zero_();
+  }
+  if (c.num_null_experts > 0) {
+    num_null = c.num_null_experts;
+    null_gate = register_module("null_gate", linear(c.hidden_size, 1));
   }
 }
 
@@ -94,8 +107,12 @@ torch::Tensor MoeFfnImpl::forward(const torch::Tensor& x, const FfnContext& ctx)
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
   auto h = x.reshape({B * T, C});
   record(h);
-  Routing r = route(gate(h).to(torch::kFloat32), B, T, ctx.token_ids);  // fp32 under autocast
-  auto out = dispatch_experts(experts, h, r);
+  const bool nulls = num_null > 0 && !forced_.defined();
+  // fp32 under autocast
+  Routing r = nulls ? route_top_k_null(gate(h).to(torch::kFloat32),
+                                       null_gate(h).to(torch::kFloat32), num_null, top_k)
+                    : route(gate(h).to(torch::kFloat32), B, T, ctx.token_ids);
+  auto out = dispatch_experts(experts, h, r, nulls);
   if (router->training == RouterTraining::kPolicyGradient && is_training() && !forced_.defined()) {
     chosen_logp_ = torch::log_softmax(r.logits, -1).gather(1, r.experts).squeeze(1);
     baseline_pred_ = baseline(h.detach()).squeeze(1);
@@ -103,12 +120,28 @@ torch::Tensor MoeFfnImpl::forward(const torch::Tensor& x, const FfnContext& ctx)
     chosen_logp_ = baseline_pred_ = torch::Tensor();
   }
   if (is_training() && router->balanced()) {
-    aux_loss_ = load_balancing_loss(r, num_experts, aux_coef);
+    // Over every slot, null ones included.
+    aux_loss_ = load_balancing_loss(r, r.probs.size(1), aux_coef);
     if (z_coef > 0) aux_loss_ = aux_loss_ + router_z_loss(r.logits, z_coef);
   } else {
     aux_loss_ = torch::Tensor();
   }
-  last_ = Routing{r.logits.detach(), r.probs.detach(), r.experts, r.weights.detach()};
+  if (nulls) {
+    // The null slots as one column N: their logit, their summed probability.
+    const int64_t E = num_experts;
+    if (!is_training()) {
+      real_pairs_ += r.experts.lt(E).sum().item<int64_t>();
+      routed_tokens_ += B * T;
+    }
+    last_ = Routing{
+        r.logits.narrow(1, 0, E + 1).detach(),
+        torch::cat(
+            {r.probs.narrow(1, 0, E), r.probs.narrow(1, E, num_null).sum(1, /*keepdim=*/true)}, 1)
+            .detach(),
+        r.experts.clamp_max(E), r.weights.detach()};
+  } else {
+    last_ = Routing{r.logits.detach(), r.probs.detach(), r.experts, r.weights.detach()};
+  }
   return out.view({B, T, C});
 }
 
@@ -126,10 +159,16 @@ torch::Tensor MoeFfnImpl::policy_loss(const torch::Tensor& token_nll) const {
 torch::Tensor RoutedFfnImpl::last_usage() const {
   BTX_CHECK(last_.has_value(), "no forward pass yet");
   const auto& r = *last_;
-  auto counts = torch::zeros({num_experts}, torch::kFloat64)
+  // Null experts' column (id N) counted apart and left out.
+  auto counts = torch::zeros({r.probs.size(1)}, torch::kFloat64)
                     .index_add_(0, r.experts.reshape({-1}).cpu(),
                                 torch::ones({r.experts.numel()}, torch::kFloat64));
-  return counts / static_cast<double>(r.experts.size(0));
+  return counts.narrow(0, 0, num_experts) / static_cast<double>(r.experts.size(0));
+}
+
+std::optional<double> MoeFfnImpl::measured_experts_per_token() const {
+  if (num_null == 0 || routed_tokens_ == 0) return std::nullopt;
+  return static_cast<double>(real_pairs_) / static_cast<double>(routed_tokens_);
 }
 
 int64_t MoeFfnImpl::active_params() const {
@@ -137,6 +176,13 @@ int64_t MoeFfnImpl::active_params() const {
   const int64_t used = router->experts == ExpertsPerToken::kAll    ? num_experts
                        : router->experts == ExpertsPerToken::kTopK ? top_k
                                                                    : 1;
+  if (num_null > 0) {
+    // Measured in evaluation; before it, what balanced routing would give: k · N / (N + M).
+    const double mean = measured_experts_per_token().value_or(
+        static_cast<double>(top_k * num_experts) / static_cast<double>(num_experts + num_null));
+    return gate->weight.numel() + null_gate->weight.numel() +
+           std::llround(mean * static_cast<double>(per_expert));
+  }
   return gate->weight.numel() + used * per_expert;
 }
 

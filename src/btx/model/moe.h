@@ -21,6 +21,12 @@
 //           kBaselineLossWeight · mean_t (b_t - l_t)². The two are SMEAR's gradient-estimator
 //           baselines (Muqeeth et al. 2023), token-level here so that they stay causal.
 // hash and tag do not learn: no load-balancing loss.
+// Null experts (num_null_experts M > 0, top-k only; router.h's route_top_k_null): a second
+// router row `null_gate` gives one null logit, repeated M times beside the N real logits; a
+// token whose top-k includes null slots runs fewer experts (0..k), and load balancing over all
+// N + M slots holds the share of real choices near N / (N + M), the data sparsity ρ. The last
+// routing keeps the null slots as one column (id N, probability their sum); in evaluation the
+// layer counts the real experts it ran, and active_params() reports that measured mean.
 // Output Σ_i g_i · expert_i(h). Dispatch groups the (token, expert) pairs by expert (a stable
 // sort by expert id), runs one matrix product per expert on its tokens only, and adds the
 // weighted results back with one index_add.
@@ -49,9 +55,10 @@ struct MoeExpertImpl : torch::nn::Module {
 };
 TORCH_MODULE(MoeExpert);
 
-// Σ_j weights[:, j] · expert_{experts[:, j]}(x) for x (N, C), grouped by expert.
+// Σ_j weights[:, j] · expert_{experts[:, j]}(x) for x (N, C), grouped by expert. With
+// `null_slots`, pairs whose id is not a real expert (>= E) are skipped.
 torch::Tensor dispatch_experts(const torch::nn::ModuleList& experts, const torch::Tensor& x,
-                               const Routing& r);
+                               const Routing& r, bool null_slots = false);
 
 // What MoE and SMEAR layers share: N Mixtral experts and a linear router on the FFN input, a
 // way to force every token of a sequence to one expert (BTX's centroid router init, tag
@@ -117,6 +124,12 @@ struct MoeFfnImpl : RoutedFfnImpl {
   // reinforce only: the learned baseline (1, C) without bias, on the detached FFN input
   // ("baseline" in the checkpoint; not part of Mixtral's layout).
   torch::nn::Linear baseline{nullptr};
+  // Null experts: the null logit's router row ("null_gate", (1, C)); null without them.
+  torch::nn::Linear null_gate{nullptr};
+  int64_t num_null = 0;
+  // The real experts run per token, measured over the evaluation forwards so far (null
+  // experts only; nullopt before any).
+  std::optional<double> measured_experts_per_token() const;
   int64_t top_k;
   const RouterTraits* router;  // the config's router kind
   double aux_coef, z_coef;
@@ -125,6 +138,7 @@ struct MoeFfnImpl : RoutedFfnImpl {
   torch::Tensor aux_loss_;
   // reinforce: log-probability of each token's sampled expert and its baseline, (N).
   torch::Tensor chosen_logp_, baseline_pred_;
+  int64_t real_pairs_ = 0, routed_tokens_ = 0;  // null experts, evaluation forwards
 };
 TORCH_MODULE(MoeFfn);
 

@@ -137,6 +137,23 @@ Routing route_top_k(const torch::Tensor& logits, int64_t k) {
   return r;
 }
 
+Routing route_top_k_null(const torch::Tensor& logits, const torch::Tensor& null_logit,
+                         int64_t null_slots, int64_t k) {
+  BTX_CHECK(null_slots >= 1, "null-expert routing with {} null slots", null_slots);
+  BTX_CHECK(
+      null_logit.dim() == 2 && null_logit.size(0) == logits.size(0) && null_logit.size(1) == 1,
+      "null-expert routing: the null logit must be (tokens, 1) for {} tokens", logits.size(0));
+  const int64_t E = logits.size(1);
+  Routing r = route_top_k(torch::cat({logits, null_logit.expand({-1, null_slots})}, 1), k);
+  const auto real = r.experts.lt(E).to(r.weights.dtype());
+  auto w = r.weights * real;
+  // Null pairs are never dispatched, so the gradient through a token with no real expert
+  // (sum 0, floored) is zero.
+  if (k > 1) w = w / w.sum(1, /*keepdim=*/true).clamp_min(1e-12);
+  r.weights = w;
+  return r;
+}
+
 Routing route_soft(const torch::Tensor& logits) {
   Routing r = routing_of(logits);
   const int64_t N = logits.size(0), E = logits.size(1);

@@ -108,6 +108,15 @@ Routing route(const RouterTraits& router, const RoutingInput& in);
 
 // Top-k of `logits` (N, E) per row, softmax over the kept ones.
 Routing route_top_k(const torch::Tensor& logits, int64_t k);
+// Null experts (Kilian et al. 2026, "Improving MoE Compute Efficiency by Composing Weight and
+// Data Sparsity", arXiv:2601.15370): the E real logits (N, E) and one null logit (N, 1)
+// repeated `null_slots` times (M) make E + M slots; the top-k of them are chosen and softmaxed
+// as by route_top_k. A chosen null slot (id >= E) computes nothing: its gate is 0, and the real
+// experts' gates are renormalised to sum to 1 (k > 1; with k = 1 the one gate is 1 as in
+// route_top_k), all 0 when only null slots were chosen. So a token uses 0..k experts. `probs`
+// and `logits` span all E + M slots: load balancing over them sets the share of null choices.
+Routing route_top_k_null(const torch::Tensor& logits, const torch::Tensor& null_logit,
+                         int64_t null_slots, int64_t k);
 // Every expert, weighted by the full softmax (k = E).
 Routing route_soft(const torch::Tensor& logits);
 // Expert (ids * 2654435761 mod 2^32) mod E of each token id (B*T), gate 1.
