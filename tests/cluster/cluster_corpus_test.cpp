@@ -1,6 +1,7 @@
 // Discovered domains end to end on a tiny corpus of three very different vocabularies: k-means
 // with k=3 recovers the domains (labels hidden from the fit), writes a valid corpus and manifest,
-// and the saved cluster model puts new text of each kind in its cluster; bad input is an error.
+// and the saved cluster model puts new text of each kind in its cluster; c-BTM's routing of each
+// prefix by its distance to the clusters; bad input is an error.
 #include "btx/cluster/cluster_corpus.h"
 
 #include <gtest/gtest.h>
@@ -129,6 +130,43 @@ TEST_F(ClusterCorpusTest, SeedEmbeddingRunsAndAssignsConsistently) {
     const std::string text = read_file(d.files[0]);
     const auto first_doc = std::string_view(text).substr(0, text.find("\n\n") + 1);
     EXPECT_EQ(m.names[m.assign({first_doc})[0].first], d.name);
+  }
+
+  // c-BTM's routing of each prefix: at position t the embedding of tokens 0..t -- at a whole
+  // document's last token, exactly the document's embedding the clusters were fitted on -- and
+  // weights softmax(-(2 - 2 cos(x, c_j)) / temperature) over the clusters.
+  {
+    torch::NoGradGuard ng;
+    const Tokenizer tok = Tokenizer::load(*dir_ / "seed/tokenizer.model");
+    const std::string doc = testing::tagged_lines('P', testing::kProseWords, 300, 9);
+    auto ids = tok.encode(doc);
+    ids.resize(std::min<size_t>(ids.size(), 64));
+    const auto n = static_cast<int64_t>(ids.size());
+    const auto x = torch::tensor(std::vector<int64_t>(ids.begin(), ids.end())).unsqueeze(0);
+    const auto prefix = m.seed->prefix_embeddings(x);  // (1, n, C)
+    ASSERT_EQ(prefix.sizes(), (std::vector<int64_t>{1, n, 32}));
+    EXPECT_TRUE(torch::allclose(prefix[0][n - 1], m.vectors({doc})[0], 1e-4, 1e-5));
+    CausalLM same = load_model(*dir_ / "seed/ck");
+    const auto h = same->model->forward(x)[0];  // (n, C)
+    const auto mean3 = h.narrow(0, 0, 3).mean(0);
+    EXPECT_TRUE(torch::allclose(prefix[0][2], mean3 / mean3.norm(), 1e-4, 1e-5));
+    for (double temperature : {0.1, 1.0}) {
+      const auto logw = m.context_log_weights(x, temperature);  // (K, 1, n)
+      ASSERT_EQ(logw.sizes(), (std::vector<int64_t>{3, 1, n}));
+      const auto cos = m.centroids.to(torch::kFloat64).mv(prefix[0][5].to(torch::kFloat64));
+      const auto want = torch::softmax(-(2.0 - 2.0 * cos) / temperature, 0);
+      EXPECT_TRUE(torch::allclose(logw.select(1, 0).select(1, 5).exp(), want, 1e-5, 1e-6));
+    }
+  }
+  // A tf-idf cluster model cannot route prefixes.
+  {
+    auto t = options("out_seed_tfidf");
+    cluster_corpus(t);
+    const ClusterModel tfidf = ClusterModel::load(t.out);
+    EXPECT_NE(error_of([&] {
+                tfidf.context_log_weights(torch::zeros({1, 4}, torch::kLong), 0.1);
+              }).find("--embed seed"),
+              std::string::npos);
   }
 
   // A changed checkpoint is detected.

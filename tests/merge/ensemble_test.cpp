@@ -200,6 +200,71 @@ TEST(EnsembleScorer, BadOptionsAreRefused) {
   EXPECT_NE(testing::error_of([&] { e.set_prior(torch::tensor({-1.0, 2.0})); }), "");
 }
 
+// The cluster prior (c-BTM): the weights its context router gives at each position mix the
+// experts there, top-k per position; the router's cost is added; its mean weights are reported.
+TEST(EnsembleScorer, ClusterPriorMixesByTheContextRoutersWeightsAtEachPosition) {
+  auto experts = random_models(3);
+  torch::manual_seed(4);
+  const auto tokens = torch::randint(0, 40, {2, 9});
+  const auto inputs = tokens.narrow(1, 0, 8);
+  // Even positions lean to expert 0, odd ones to expert 2: (0.7, 0.2, 0.1) and (0.1, 0.2, 0.7).
+  auto router = [](const torch::Tensor& in) {
+    const int64_t B = in.size(0), T = in.size(1);
+    auto w = torch::empty({3, B, T}, torch::kFloat64);
+    for (int64_t t = 0; t < T; ++t) {
+      const bool even = t % 2 == 0;
+      w.select(2, t).select(0, 0).fill_(even ? 0.7 : 0.1);
+      w.select(2, t).select(0, 1).fill_(0.2);
+      w.select(2, t).select(0, 2).fill_(even ? 0.1 : 0.7);
+    }
+    return w.log();
+  };
+  // Each expert's probability of each next token, by hand.
+  std::vector<torch::Tensor> p;
+  for (auto& m : experts) p.push_back((-token_nll(m, tokens)).exp().to(torch::kFloat64));
+  for (int64_t k : {0, 1}) {
+    SCOPED_TRACE(k);
+    EnsembleOptions o{EnsemblePrior::kCluster, k, 0.3, 4};
+    o.cluster_model = "clusters";
+    EnsembleScorer e(names(3), experts, o);
+    e.set_context_router(
+        router, [](int64_t context) { return 1000 + context; }, 7);
+    e.begin_domain("d", {});
+    const auto nll = e.token_nll(tokens).to(torch::kFloat64);
+    for (int64_t t = 0; t < 8; ++t) {
+      const bool even = t % 2 == 0;
+      const auto want = k == 1 ? (even ? p[0] : p[2]).select(1, t)
+                               : (even ? 0.7 * p[0] + 0.2 * p[1] + 0.1 * p[2]
+                                       : 0.1 * p[0] + 0.2 * p[1] + 0.7 * p[2])
+                                     .select(1, t);
+      EXPECT_TRUE(torch::allclose(nll.select(1, t), -want.log(), 1e-5, 1e-6)) << t;
+    }
+    // Every expert runs (the choice changes per position), and the router's cost is added.
+    EXPECT_EQ(e.flops_per_token(16), 3 * forward_flops_per_token(experts[0], 16) + 1016);
+    EXPECT_EQ(e.params_total(), 3 * experts[0]->num_params() + 7);
+    const auto info = e.domain_info();
+    EXPECT_EQ(info["prior_mode"], "cluster");
+    const double w0 = k == 1 ? 0.5 : (0.7 + 0.1) / 2;
+    EXPECT_NEAR(info["mean_weights"]["e0"].get<double>(), w0, 1e-9);
+  }
+  // Without its router, or without a cluster model, it is refused.
+  EnsembleOptions o{EnsemblePrior::kCluster, 0, 0.3, 4};
+  EXPECT_NE(testing::error_of([&] {
+              EnsembleScorer(names(3), experts, o);
+            }).find("needs --cluster-model"),
+            std::string::npos);
+  o.cluster_model = "clusters";
+  EnsembleScorer bare(names(3), experts, o);
+  EXPECT_NE(testing::error_of([&] { bare.token_nll(tokens); }).find("no cluster model"),
+            std::string::npos);
+  EnsembleOptions cached{EnsemblePrior::kCached, 0, 0.3, 4};
+  cached.cluster_model = "clusters";
+  EXPECT_NE(testing::error_of([&] {
+              EnsembleScorer(names(3), experts, cached);
+            }).find("read by the cluster prior only"),
+            std::string::npos);
+}
+
 TEST(AverageModels, HandMadeWeights) {
   auto models = random_models(2);
   {

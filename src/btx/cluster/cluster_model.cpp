@@ -92,6 +92,19 @@ torch::Tensor SeedEmbedder::embed(const std::vector<std::string_view>& docs) con
   return normalize_rows(out);
 }
 
+torch::Tensor SeedEmbedder::prefix_embeddings(const torch::Tensor& ids) const {
+  torch::NoGradGuard no_grad;
+  CausalLM lm = model_;  // the holder shares the module; forward() is not const
+  const auto h = lm->model->forward(ids.to(torch::kLong)).to(torch::kFloat64);  // (B, T, C)
+  const auto count = torch::arange(1, ids.size(1) + 1, torch::kFloat64).reshape({1, -1, 1});
+  const auto mean = h.cumsum(1) / count;
+  return (mean / mean.norm(2, -1, /*keepdim=*/true).clamp_min(1e-12)).to(torch::kFloat);
+}
+
+int64_t SeedEmbedder::flops_per_token(int64_t context) const {
+  return forward_flops_per_token(model_, context);
+}
+
 nlohmann::json SeedEmbedder::to_json() const {
   return {{"checkpoint", checkpoint_.string()},
           {"tokenizer", tokenizer_path_.string()},
@@ -104,6 +117,20 @@ torch::Tensor ClusterModel::vectors(const std::vector<std::string_view>& docs, i
   if (tfidf) return tfidf->transform(docs, threads);  // (N, F) sparse
   BTX_CHECK(seed != nullptr, "cluster model: embed '{}' has no embedder", embed);
   return seed->embed(docs);  // (N, C)
+}
+
+torch::Tensor ClusterModel::context_log_weights(const torch::Tensor& ids,
+                                                double temperature) const {
+  BTX_CHECK(seed != nullptr,
+            "cluster routing needs a cluster model of the seed's hidden states (`btx cluster "
+            "--embed seed`); this one embeds with {}, which reads whole documents, not each "
+            "position's prefix",
+            embed);
+  BTX_CHECK(temperature > 0, "cluster routing: temperature must be > 0, got {}", temperature);
+  const auto x = seed->prefix_embeddings(ids).to(torch::kFloat64);       // (B, T, C)
+  const auto cos = torch::matmul(x, centroids.to(torch::kFloat64).t());  // (B, T, K)
+  const auto logw = torch::log_softmax(-(2.0 - 2.0 * cos) / temperature, -1);
+  return logw.permute({2, 0, 1}).contiguous();  // (K, B, T)
 }
 
 std::vector<std::pair<int64_t, float>> ClusterModel::assign(

@@ -37,6 +37,13 @@ class SeedEmbedder {
   SeedEmbedder(const fs::path& checkpoint, const fs::path& tokenizer, int64_t seq_len,
                int64_t batch_size);
   torch::Tensor embed(const std::vector<std::string_view>& docs) const;  // (N, C)
+  // The embedding of every prefix of token ids (B, T): at position t the L2-normalised mean of
+  // the final hidden states of tokens 0..t, what embed() computes for a whole document, at each
+  // position (causal) -> (B, T, C).
+  torch::Tensor prefix_embeddings(const torch::Tensor& ids) const;
+  // Its forward FLOPs per token at context T, and its parameters.
+  int64_t flops_per_token(int64_t context) const;
+  int64_t num_params() const { return model_->num_params(); }
   int64_t dim() const { return model_->config().hidden_size; }
   int64_t seq_len() const { return seq_len_; }
   nlohmann::json to_json() const;  // paths (absolute) and sha256 of weights and tokenizer
@@ -63,6 +70,12 @@ struct ClusterModel {
   // The nearest cluster of each document, and its cosine similarity.
   std::vector<std::pair<int64_t, float>> assign(const std::vector<std::string_view>& docs,
                                                 int threads = 1) const;
+
+  // c-BTM's routing of a context among the clusters (Gururangan et al. 2023, arXiv:2303.14177):
+  // log weights (K, B, T) at each position of ids (B, T) from the embedding x of the prefix up
+  // to it, w_j ∝ exp(-|x - c_j|² / temperature) (unit x and c_j: |x - c_j|² = 2 - 2 x·c_j).
+  // Needs the seed embedder: tf-idf embeds whole documents, not each prefix (an error says so).
+  torch::Tensor context_log_weights(const torch::Tensor& ids, double temperature) const;
 
   // Writes the two files into `dir` (created if needed), each atomically, the JSON last.
   void save(const fs::path& dir) const;

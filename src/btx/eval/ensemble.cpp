@@ -33,7 +33,8 @@ EnsemblePrior parse_ensemble_prior(const std::string& name) {
   if (name == "uniform") return EnsemblePrior::kUniform;
   if (name == "updating") return EnsemblePrior::kUpdating;
   if (name == "cached") return EnsemblePrior::kCached;
-  fail("unknown ensemble prior '{}' (expected uniform, updating or cached)", name);
+  if (name == "cluster") return EnsemblePrior::kCluster;
+  fail("unknown ensemble prior '{}' (expected uniform, updating, cached or cluster)", name);
 }
 
 std::string to_string(EnsemblePrior prior) {
@@ -44,6 +45,8 @@ std::string to_string(EnsemblePrior prior) {
       return "updating";
     case EnsemblePrior::kCached:
       return "cached";
+    case EnsemblePrior::kCluster:
+      return "cluster";
   }
   return "?";
 }
@@ -110,13 +113,21 @@ torch::Tensor estimate_cached_prior(std::vector<CausalLM>& experts, const torch:
 
 std::vector<Param> ensemble_params() {
   return {
-      choice_param("prior", "cached", {"uniform", "updating", "cached"},
-                   "uniform | updating (Bayes over the prefix) | cached (EMA, then fixed)"),
+      choice_param("prior", "cached", {"uniform", "updating", "cached", "cluster"},
+                   "uniform | updating (Bayes over the prefix) | cached (EMA, then fixed) | "
+                   "cluster (c-BTM: the context's distance to the clusters of --cluster-model)"),
       integer_param("top-k", "0", "keep the k most probable experts and renormalise (0: all)", 0),
       real_param("alpha", "0.3", "cached prior: EMA rate over the held-out sequences", 0, 1,
                  /*min_open=*/true),
       integer_param("prior-windows", "16", "cached prior: held-out sequences of the target domain",
                     1),
+      text_param("cluster-model",
+                 "cluster prior: the folder of `btx cluster --embed seed`'s cluster model (its "
+                 "clusters named as the experts)"),
+      real_param("temperature", "0.1",
+                 "cluster prior: w_j ∝ exp(-|x - c_j|² / temperature) for the context's embedding "
+                 "x and the cluster centres c_j",
+                 0, std::numeric_limits<double>::infinity(), /*min_open=*/true),
   };
 }
 
@@ -126,6 +137,8 @@ EnsembleOptions ensemble_options(const ParamValues& values) {
   o.top_k = values.integer("top-k");
   o.alpha = values.real("alpha");
   o.prior_windows = values.integer("prior-windows");
+  if (values.has("cluster-model")) o.cluster_model = values.text("cluster-model");
+  if (values.has("temperature")) o.temperature = values.real("temperature");
   return o;
 }
 
@@ -148,6 +161,11 @@ void validate_ensemble_options(const EnsembleOptions& o, int64_t experts) {
             o.top_k, experts);
   BTX_CHECK(o.alpha > 0 && o.alpha <= 1, "prior EMA rate alpha must be in (0, 1], got {}", o.alpha);
   BTX_CHECK(o.prior_windows >= 1, "prior windows must be >= 1, got {}", o.prior_windows);
+  BTX_CHECK((o.prior == EnsemblePrior::kCluster) == !o.cluster_model.empty(),
+            o.cluster_model.empty()
+                ? "the cluster prior needs --cluster-model (a `btx cluster --embed seed` output)"
+                : "--cluster-model is read by the cluster prior only (--prior cluster)");
+  BTX_CHECK(o.temperature > 0, "temperature must be > 0, got {}", o.temperature);
 }
 
 // ---- EnsembleScorer ---------------------------------------------------------------------
@@ -213,7 +231,34 @@ void EnsembleScorer::require_prior() const {
 
 int64_t EnsembleScorer::experts_per_token() const {
   const auto E = static_cast<int64_t>(experts_.size());
-  return (opts_.top_k == 0 || opts_.prior == EnsemblePrior::kUpdating) ? E : opts_.top_k;
+  // The updating and cluster priors choose their k per position: every expert runs.
+  const bool per_position =
+      opts_.prior == EnsemblePrior::kUpdating || opts_.prior == EnsemblePrior::kCluster;
+  return (opts_.top_k == 0 || per_position) ? E : opts_.top_k;
+}
+
+void EnsembleScorer::set_context_router(ContextRouter router,
+                                        std::function<int64_t(int64_t)> flops_per_token,
+                                        int64_t params) {
+  router_ = std::move(router);
+  router_flops_ = flops_per_token;
+  router_params_ = params;
+}
+
+torch::Tensor EnsembleScorer::mixture_log_weights(const std::vector<int64_t>& idx,
+                                                  const torch::Tensor& inputs,
+                                                  const torch::Tensor& ll) {
+  if (opts_.prior != EnsemblePrior::kCluster) return log_weights(idx, ll);
+  BTX_CHECK(router_, "the ensemble's cluster prior has no cluster model to route with");
+  auto logw = router_(inputs).to(torch::kFloat64);
+  BTX_CHECK(logw.dim() == 3 && logw.size(0) == static_cast<int64_t>(experts_.size()) &&
+                logw.size(1) == inputs.size(0) && logw.size(2) == inputs.size(1),
+            "the cluster router gave weights of the wrong shape");
+  logw = keep_top_k(logw, opts_.top_k, 0);
+  auto w = logw.exp().sum({1, 2});
+  weight_sum_ = weight_sum_.defined() ? weight_sum_ + w : w;
+  weight_count_ += inputs.numel();
+  return logw;
 }
 
 torch::Tensor EnsembleScorer::token_nll(const torch::Tensor& tokens) {
@@ -221,7 +266,7 @@ torch::Tensor EnsembleScorer::token_nll(const torch::Tensor& tokens) {
   require_prior();
   const auto idx = active_experts();
   auto ll = experts_loglik(experts_, idx, tokens);  // (K, B, T)
-  auto logw = log_weights(idx, ll);
+  auto logw = mixture_log_weights(idx, tokens.narrow(1, 0, tokens.size(1) - 1), ll);
   return (-mix_log_probs(logw, ll)).to(torch::kFloat32);
 }
 
@@ -244,7 +289,7 @@ torch::Tensor EnsembleScorer::log_probs(const torch::Tensor& inputs, torch::Tens
     auto next = inputs.narrow(1, 1, T - 1).unsqueeze(0).unsqueeze(-1).expand({K, B, T - 1, 1});
     ll.narrow(2, 0, T - 1).copy_(lp.narrow(2, 0, T - 1).gather(3, next).squeeze(3));
   }
-  auto logw = log_weights(idx, ll);
+  auto logw = mixture_log_weights(idx, inputs, ll);
   if (loglik) *loglik = ll;
   return mix_log_probs(logw.unsqueeze(-1), lp).to(torch::kFloat32);
 }
@@ -252,15 +297,16 @@ torch::Tensor EnsembleScorer::log_probs(const torch::Tensor& inputs, torch::Tens
 int64_t EnsembleScorer::params_total() const {
   int64_t n = 0;
   for (const auto& m : experts_) n += m->num_params();
-  return n;
+  return n + router_params_;
 }
 
 int64_t EnsembleScorer::params_active() const {
-  return experts_per_token() * experts_[0]->num_active_params();
+  return experts_per_token() * experts_[0]->num_active_params() + router_params_;
 }
 
 int64_t EnsembleScorer::flops_per_token(int64_t context) const {
-  return experts_per_token() * forward_flops_per_token(experts_[0], context);
+  return experts_per_token() * forward_flops_per_token(experts_[0], context) +
+         (router_flops_ ? router_flops_(context) : 0);
 }
 
 int64_t EnsembleScorer::max_context() const {
@@ -270,6 +316,8 @@ int64_t EnsembleScorer::max_context() const {
 }
 
 void EnsembleScorer::begin_domain(const std::string& domain, const Heldout& heldout) {
+  weight_sum_ = torch::Tensor();
+  weight_count_ = 0;
   if (opts_.prior != EnsemblePrior::kCached) return;
   auto windows = heldout(opts_.prior_windows);
   BTX_CHECK(windows.size(0) >= 1,
@@ -283,9 +331,18 @@ nlohmann::json EnsembleScorer::domain_info() const {
   if (!prior_.defined()) return nullptr;
   nlohmann::json active = nlohmann::json::array();
   for (int64_t j : active_experts()) active.push_back(names_[static_cast<size_t>(j)]);
-  return {{"prior_mode", to_string(opts_.prior)},
-          {"prior", named_weights(names_, prior_)},
-          {"experts_run", active}};
+  nlohmann::json info = {{"prior_mode", to_string(opts_.prior)},
+                         {"prior", named_weights(names_, prior_)},
+                         {"experts_run", active}};
+  if (opts_.prior == EnsemblePrior::kCluster) {
+    // Per position, so no one prior: the mean weight of each expert over the domain's positions.
+    info.erase("prior");
+    if (weight_count_ > 0) {
+      info["mean_weights"] =
+          named_weights(names_, weight_sum_ / static_cast<double>(weight_count_));
+    }
+  }
+  return info;
 }
 
 // ---- PosteriorAverageScorer ---------------------------------------------------------------

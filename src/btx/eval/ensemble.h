@@ -10,12 +10,18 @@
 //   cached    fixed weights estimated on a few held-out sequences of the target domain: the
 //             updating posterior after each whole sequence, blended into an exponential moving
 //             average (α ≈ 0.3) that starts uniform; then fixed, as in BTM's evaluation.
+//   cluster   weights at each position from the context x_<=t by a context router that the
+//             scorer's owner gives it (set_context_router): c-BTM's distances from the context's
+//             embedding to the cluster centres of the discovered domains (Gururangan et al.
+//             2023, arXiv:2303.14177; cluster/cluster_model.h), with a temperature; no
+//             held-out text is needed.
 // top-k keeps the k largest weights at each position and renormalises. With a fixed (cached)
 // prior the k experts are the same everywhere, so only those k are run.
 #pragma once
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -25,7 +31,7 @@
 
 namespace btx {
 
-enum class EnsemblePrior { kUniform, kUpdating, kCached };
+enum class EnsemblePrior { kUniform, kUpdating, kCached, kCluster };
 EnsemblePrior parse_ensemble_prior(const std::string& name);  // error lists the choices
 std::string to_string(EnsemblePrior prior);
 
@@ -58,7 +64,13 @@ struct EnsembleOptions {
   int64_t top_k = 0;           // 0: all experts
   double alpha = 0.3;          // cached prior: EMA rate
   int64_t prior_windows = 16;  // cached prior: held-out sequences per target domain
+  std::string cluster_model;   // cluster prior: the cluster model's folder, as given
+  double temperature = 0.1;    // cluster prior: of the squared distances
 };
+
+// The cluster prior's router: log weights (E, B, T) over the ensemble's experts, in its order,
+// at each position of inputs (B, T) from the tokens up to it.
+using ContextRouter = std::function<torch::Tensor(const torch::Tensor& inputs)>;
 
 // The ensemble's declared parameters (`btx merge --method ensemble`: prior, top-k, alpha,
 // prior-windows) and its options from their checked values: one declaration for the merge that
@@ -70,7 +82,8 @@ EnsembleOptions ensemble_options(const ParamValues& values);
 std::vector<Param> posterior_params();
 
 // Checks the options against the number of experts (top-k <= N; top-k < N needs a prior that
-// ranks the experts; alpha in (0, 1]; prior_windows >= 1).
+// ranks the experts; alpha in (0, 1]; prior_windows >= 1; the cluster prior and only it names a
+// cluster model; temperature > 0).
 void validate_ensemble_options(const EnsembleOptions& o, int64_t experts);
 
 class EnsembleScorer : public Scorer {
@@ -96,6 +109,10 @@ class EnsembleScorer : public Scorer {
 
   // Sets the fixed prior (E weights, >= 0, not all zero; normalised here).
   void set_prior(const torch::Tensor& weights);
+  // The cluster prior's router, and what it costs per token beyond the experts: its forward
+  // FLOPs at a context length, its parameters.
+  void set_context_router(ContextRouter router, std::function<int64_t(int64_t)> flops_per_token,
+                          int64_t params);
   torch::Tensor prior() const { return prior_; }
   // The experts run for every token: the top-k of a fixed prior, else all.
   std::vector<int64_t> active_experts() const;
@@ -107,10 +124,20 @@ class EnsembleScorer : public Scorer {
   void require_prior() const;         // an error while the cached prior is not estimated yet
   int64_t experts_per_token() const;  // the experts run per token: k of a fixed prior, else all
 
+  // The log mixture weights (K, B, T) of the experts `idx` at inputs (B, T) whose next-token
+  // log-likelihoods are ll (K, B, T).
+  torch::Tensor mixture_log_weights(const std::vector<int64_t>& idx, const torch::Tensor& inputs,
+                                    const torch::Tensor& ll);
+
   std::vector<std::string> names_;
   std::vector<CausalLM> experts_;
   EnsembleOptions opts_;
-  torch::Tensor prior_;  // (E) float64, sums to 1
+  torch::Tensor prior_;   // (E) float64, sums to 1
+  ContextRouter router_;  // the cluster prior's
+  std::function<int64_t(int64_t)> router_flops_;
+  int64_t router_params_ = 0;
+  torch::Tensor weight_sum_;  // cluster prior: the weights summed over the domain's positions
+  int64_t weight_count_ = 0;
 };
 
 // BTM's posterior-weighted parameter average, evaluated as BTM does: for each target domain the

@@ -170,8 +170,13 @@ nlohmann::json run_merge(const Run& run, const MergeRequest& request) {
   tidy_dir(out);
   if (fs::exists(manifest) && !request.force) {
     const auto have = read_json_file(manifest);
+    // A parameter declared since the merge was made counts as its default (what it did then).
+    nlohmann::json had = have.value("params", nlohmann::json::object());
+    for (const auto& p : method.params) {
+      if (had.is_object() && !had.contains(p.name)) had[p.name] = p.default_value;
+    }
     const bool same = have.value("method", "") == provenance["method"] &&
-                      have.value("params", nlohmann::json()) == provenance["params"] &&
+                      had == provenance["params"] &&
                       have.value("experts", nlohmann::json()) == provenance["experts"];
     BTX_CHECK(same,
               "{} was made with a different method, parameters or experts; pass --force to "

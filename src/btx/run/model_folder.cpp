@@ -63,12 +63,12 @@ namespace {
 // The recorded parameters that `declared` names, checked and typed by those declarations.
 ParamValues recorded_params(const MergeRecord& r, const std::vector<Param>& declared,
                             const fs::path& file) {
+  // A parameter the record lacks was declared after the merge was made: it takes its default,
+  // which is what merges did before it existed.
   std::map<std::string, std::string> given;
   for (const auto& p : declared) {
     auto it = r.params.find(p.name);
-    BTX_CHECK(it != r.params.end(), "{}: malformed merge.json (no parameter '{}')", file.string(),
-              p.name);
-    given[p.name] = it->second;
+    if (it != r.params.end()) given[p.name] = it->second;
   }
   try {
     return ParamValues::resolve(declared, given);

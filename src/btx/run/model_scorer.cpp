@@ -2,6 +2,7 @@
 
 #include <limits>
 
+#include "btx/cluster/cluster_model.h"
 #include "btx/eval/ensemble.h"
 #include "btx/model/moe.h"
 #include "btx/model/router.h"
@@ -60,6 +61,30 @@ class TagScorer : public ModelScorer {
 
 }  // namespace
 
+fs::path ensemble_cluster_model_path(const fs::path& run, const std::string& given) {
+  const fs::path p(given);
+  return p.is_relative() ? run / p : p;
+}
+
+torch::Tensor cluster_order(const ClusterModel& clusters, const std::vector<std::string>& experts,
+                            const std::string& where) {
+  std::vector<int64_t> order;
+  for (const auto& e : experts) {
+    const auto it = std::find(clusters.names.begin(), clusters.names.end(), e);
+    BTX_CHECK(it != clusters.names.end(),
+              "--cluster-model {}: no cluster is named '{}' (its clusters: {}); the cluster "
+              "prior routes to experts trained on `btx cluster`'s domains, named as they are",
+              where, e, fmt::join(clusters.names, ", "));
+    order.push_back(it - clusters.names.begin());
+  }
+  BTX_CHECK(clusters.seed != nullptr,
+            "--cluster-model {}: it embeds with {}; the cluster prior routes each position by "
+            "its prefix, which needs a cluster model of the seed's hidden states (`btx cluster "
+            "--embed seed`)",
+            where, clusters.embed);
+  return torch::tensor(order, torch::kInt64);
+}
+
 std::unique_ptr<Scorer> open_scorer(const ModelFolder& model) {
   switch (model.kind()) {
     case ModelKind::kCheckpoint: {
@@ -71,9 +96,26 @@ std::unique_ptr<Scorer> open_scorer(const ModelFolder& model) {
       }
       return std::make_unique<ModelScorer>(m);
     }
-    case ModelKind::kEnsemble:
-      return std::make_unique<EnsembleScorer>(model.expert_names(), model.experts(),
-                                              model.ensemble_options());
+    case ModelKind::kEnsemble: {
+      auto scorer = std::make_unique<EnsembleScorer>(model.expert_names(), model.experts(),
+                                                     model.ensemble_options());
+      const EnsembleOptions& o = model.ensemble_options();
+      if (o.prior == EnsemblePrior::kCluster) {
+        // merged/<name>/ is in its run: a relative --cluster-model is the run's.
+        const fs::path run = model.path().parent_path().parent_path();
+        auto clusters = std::make_shared<ClusterModel>(
+            ClusterModel::load(ensemble_cluster_model_path(run, o.cluster_model)));
+        const auto order = cluster_order(*clusters, model.expert_names(), o.cluster_model);
+        const double temperature = o.temperature;
+        scorer->set_context_router(
+            [clusters, order, temperature](const torch::Tensor& inputs) {
+              return clusters->context_log_weights(inputs, temperature).index_select(0, order);
+            },
+            [clusters](int64_t context) { return clusters->seed->flops_per_token(context); },
+            clusters->seed ? clusters->seed->num_params() : 0);
+      }
+      return scorer;
+    }
     case ModelKind::kPosteriorAverage: {
       const EnsembleOptions& o = model.ensemble_options();
       return std::make_unique<PosteriorAverageScorer>(model.expert_names(), model.experts(),
