@@ -432,6 +432,11 @@ TEST_F(MoeMergeTest, NullExpertsRunFewerExpertsPerTokenAndExportRefusesThem) {
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.output.find("null experts per layer"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(run.root / "hf-null"));
+  r = run_btx("export" + r_ + " --model merged/null --format gguf --out " +
+              (run.root / "null.gguf").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("null experts per layer"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(run.root / "null.gguf"));
   // Null slots are chosen by top-k: another router is refused before anything is built.
   r = run_btx("merge" + r_ + " --method btx --data-sparsity 0.5 --router soft --name bad");
   EXPECT_NE(r.code, 0);

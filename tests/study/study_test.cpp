@@ -169,6 +169,53 @@ TEST(StudyPlan, ExpertsFromTheOtherSeedAreASubRunWithItsOwnSeed) {
             std::string::npos);
 }
 
+TEST(StudyPlan, DiscoveredDomainsAreASubRunClusteredWithTheSeed) {
+  TempDir tmp;
+  RunConfig c = default_config();
+  c.study.clusters = 3;
+  std::map<std::string, Stage> stages;
+  const fs::path root = tmp.path() / "run";
+  for (auto& s : plan_study(btx::Run(RunDir{root}, c))) stages.emplace(s.name, s);
+  const Stage& s = stages.at("clusters");
+  EXPECT_EQ(s.after, std::vector<std::string>{"seed"});
+  const std::string sub = (root / "clusters").string();
+  // The training domains clustered by the seed, the clusters tokenized, experts, two ensembles.
+  ASSERT_EQ(s.commands.size(), 6u);
+  const auto& cluster = s.commands[0];
+  EXPECT_EQ(cluster[0], "cluster");
+  auto value = [&](const std::string& key) {
+    const auto it = std::find(cluster.begin(), cluster.end(), key);
+    return it == cluster.end() || it + 1 == cluster.end() ? std::string() : *(it + 1);
+  };
+  EXPECT_EQ(value("--k"), "3");
+  EXPECT_EQ(value("--embed"), "seed");
+  EXPECT_EQ(value("--domains"), fmt::format("{}", fmt::join(c.corpus.domains, ",")));
+  EXPECT_EQ(value("--out"), fs::absolute(root / "clusters/corpus").string());
+  EXPECT_EQ(s.commands[1], (std::vector<std::string>{"prepare", "--run", sub}));
+  EXPECT_EQ(s.commands[4], (std::vector<std::string>{"merge", "--run", sub, "--method",
+                                                      "ensemble", "--name", "clusters-cached"}));
+  EXPECT_EQ(s.commands[5],
+            (std::vector<std::string>{"merge", "--run", sub, "--method", "ensemble", "--name",
+                                      "clusters-routed", "--cluster-model", "corpus", "--prior",
+                                      "cluster"}));
+  for (const char* row : {"clusters-cached", "clusters-routed"}) {
+    EXPECT_EQ(stages.at(std::string("eval/") + row).after, std::vector<std::string>{"clusters"});
+  }
+  const auto models = study_models(c);
+  EXPECT_EQ(models.back(), "clusters/merged/clusters-routed");
+  // The sub-run's config: the clustered text, its K domains, no novel ones.
+  const RunConfig sc = clusters_config(c, RunDir{root});
+  EXPECT_EQ(sc.corpus.domains,
+            (std::vector<std::string>{"cluster_00", "cluster_01", "cluster_02"}));
+  EXPECT_TRUE(sc.corpus.novel.empty());
+  EXPECT_EQ(sc.study.clusters, 0);
+  // One cluster is no clustering.
+  c.study.clusters = 1;
+  EXPECT_NE(error_of([&] { parse_run_config(run_config_to_toml(c), "x"); })
+                .find("study.clusters must be 0 (none) or at least 2"),
+            std::string::npos);
+}
+
 TEST(StudyPlan, StagesComeAfterWhatTheyNeedAndCoverEveryMethod) {
   TempDir tmp;
   RunConfig c = default_config();

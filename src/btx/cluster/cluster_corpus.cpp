@@ -100,12 +100,12 @@ void check_options(const ClusterCorpusOptions& o) {
   }
 }
 
+}  // namespace
+
 std::string cluster_name(int64_t c, int64_t k) {
   const int width = std::max<int>(2, static_cast<int>(fmt::format("{}", k - 1).size()));
   return fmt::format("cluster_{:0{}}", c, width);
 }
-
-}  // namespace
 
 nlohmann::json cluster_corpus(const ClusterCorpusOptions& o) {
   check_options(o);

@@ -48,6 +48,9 @@ struct ClusterCorpusOptions {
 // non-empty folder.
 nlohmann::json cluster_corpus(const ClusterCorpusOptions& opts);
 
+// The name of cluster c of k: "cluster_07" (two digits at least, as many as k - 1 has).
+std::string cluster_name(int64_t c, int64_t k);
+
 // The report as a few readable lines and the label x cluster table.
 std::string format_cluster_report(const nlohmann::json& report);
 

@@ -117,6 +117,8 @@ RunConfig run_config_from_table(const toml::table& table, const std::string& whe
     BTX_CHECK(modes.insert(mode).second, "{}: '{}' appears twice", key, name_of(mode));
   }
   BTX_CHECK(c.study.jobs >= 1, "{}: study.jobs must be >= 1, got {}", where, c.study.jobs);
+  BTX_CHECK(c.study.clusters == 0 || c.study.clusters >= 2,
+            "{}: study.clusters must be 0 (none) or at least 2, got {}", where, c.study.clusters);
   return c;
 }
 }  // namespace

@@ -181,6 +181,11 @@ struct StudyConfig {
   // three rows: "<mode>-ensemble" (all experts), "<mode>-average" and the mode's one-model
   // merge ("<mode>-btx" for dense experts, "flexolmo" for flexolmo experts).
   std::vector<ExpertMode> modes;
+  // c-BTM's discovered domains (0: none): the training domains' text clustered into K clusters
+  // by the seed's hidden states (`btx cluster --embed seed`), one expert per cluster in the
+  // sub-run clusters/ (sharing the seed and tokenizer), ensembled with the cached prior (row
+  // "clusters-cached") and routed by the context's distance to the clusters ("clusters-routed").
+  int clusters = 0;
   std::string launcher = "local";  // experts: "local" (a pool of processes) or "slurm"
   int jobs = 2;                    // local: experts training at once
   bool build_corpus = true;        // run `btx corpus build` for the domains (Debian packages)
@@ -192,6 +197,7 @@ struct StudyConfig {
     v.field("methods", methods);
     v.field("random_split", random_split);
     v.field("modes", modes);
+    v.field("clusters", clusters);
     v.field("launcher", launcher);
     v.field("jobs", jobs);
     v.field("build_corpus", build_corpus);

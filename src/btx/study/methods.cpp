@@ -46,6 +46,9 @@ std::vector<StudyMethod> study_methods(const RunConfig& c) {
   for (const auto& mode : c.study.modes) {
     for (const auto& row : mode_rows(mode)) names.insert(row.second);  // the sub-runs' rows
   }
+  if (c.study.clusters > 0) {
+    for (const auto& row : cluster_rows()) names.insert(row.first);
+  }
   for (size_t i = 0; i < c.study.methods.size(); ++i) {
     const std::string& line = c.study.methods[i];
     const std::string where = fmt::format("study.methods[{}] \"{}\"", i, line);
@@ -130,6 +133,11 @@ std::vector<std::string> study_models(const RunConfig& c) {
   for (const auto& mode : c.study.modes) {
     for (const auto& row : mode_rows(mode)) {
       models.push_back(fmt::format("{}/merged/{}", mode_folder(mode), row.second));
+    }
+  }
+  if (c.study.clusters > 0) {
+    for (const auto& row : cluster_rows()) {
+      models.push_back(fmt::format("{}/merged/{}", kClusters, row.first));
     }
   }
   return models;

@@ -312,9 +312,68 @@ struct Planner {
                             fs::path(kOtherSeed) / "experts" / e.name / "metrics.jsonl", et.steps,
                             et.tokens_per_step()});
     }
-    s.prepare = [run = run, sc] { prepare_sub_run(run, kOtherSeed, sc, /*link_seed=*/false); };
+    s.prepare = [run = run, sc] { prepare_sub_run(run, kOtherSeed, sc, {"seed"}); };
     s.exclusive = true;
     stages.push_back(std::move(s));
+  }
+
+  // c-BTM's discovered domains ([study] clusters): the training text clustered by the seed's
+  // hidden states, a sub-run sharing the seed and tokenizer whose experts train one per
+  // cluster, ensembled with the cached prior and with cluster routing, evaluated here.
+  void clusters_sub_run() {
+    const auto& et = c.experts.train;
+    const std::string folder = kClusters;
+    const std::string sub = (run.root / folder).string();
+    const RunConfig sc = clusters_config(c, run);
+    std::vector<std::string> cluster = {"cluster",
+                                        "--corpus",
+                                        c.corpus.dir,
+                                        "--domains",
+                                        fmt::format("{}", fmt::join(c.corpus.domains, ",")),
+                                        "--k",
+                                        std::to_string(c.study.clusters),
+                                        "--embed",
+                                        "seed",
+                                        "--run",
+                                        R,
+                                        "--seed",
+                                        std::to_string(c.seed),
+                                        "--chunk-bytes",
+                                        std::to_string(c.data.chunk_bytes),
+                                        "--out",
+                                        sc.corpus.dir};
+    PrepareArgs prepare;
+    prepare.run = sub;
+    Stage s{folder,
+            fmt::format("c-BTM: the training text in {} clusters of the seed's hidden states, one "
+                        "expert each, ensembled by the cached prior and by cluster routing",
+                        c.study.clusters),
+            {"seed"},
+            {cluster, command_line("prepare", prepare)},
+            {fs::path(folder) / "config.toml", fs::path(folder) / "corpus",
+             fs::path(folder) / "data", fs::path(folder) / "experts", fs::path(folder) / "merged"},
+            {"corpus.", "data.", "experts.", "random_seed", "model.", "seed."}};
+    for (auto& command : expert_commands(sub)) s.commands.push_back(std::move(command));
+    for (const auto& domain : sc.corpus.domains) {
+      s.progress.push_back({"cluster expert " + domain,
+                            fs::path(folder) / "experts" / domain / "metrics.jsonl", et.steps,
+                            et.tokens_per_step()});
+    }
+    for (const auto& [name, params] : cluster_rows()) {
+      s.commands.push_back(merge_command(sub, "ensemble", name, params));
+    }
+    s.prepare = [run = run, sc] { prepare_sub_run(run, kClusters, sc, {"data"}); };
+    s.exclusive = true;
+    stages.push_back(std::move(s));
+    for (const auto& [name, params] : cluster_rows()) {
+      stages.push_back({"eval/" + name,
+                        "test perplexity per domain",
+                        {folder},
+                        {eval_command(R, fmt::format("{}/merged/{}", folder, name))},
+                        {fs::path("eval") / (name + ".json")},
+                        {}});
+      evals.push_back("eval/" + name);
+    }
   }
 
   // Experts trained in another mode ([study] modes): a sub-run sharing the seed, its experts'
@@ -419,6 +478,7 @@ std::vector<Stage> plan_study(const Run& run) {
   for (const auto& m : order) p.combination(m);
   if (c.study.random_split) p.random_split();
   for (const auto& mode : c.study.modes) p.mode_sub_run(mode);
+  if (c.study.clusters > 0) p.clusters_sub_run();
   p.results_and_report();
   return std::move(p.stages);
 }

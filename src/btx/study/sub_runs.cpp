@@ -1,5 +1,8 @@
 #include "btx/study/sub_runs.h"
 
+#include <algorithm>
+
+#include "btx/cluster/cluster_corpus.h"
 #include "btx/util/fs.h"
 
 namespace btx {
@@ -37,18 +40,38 @@ RunConfig other_seed_config(const RunConfig& c) {
 // A sub-run in run/<folder> with config `sub`, its tokenizer, data and (unless it trains its
 // own) seed linked to the parent's.
 void prepare_sub_run(const RunDir& run, const std::string& folder, const RunConfig& sub,
-                     bool link_seed) {
+                     const std::vector<std::string>& own) {
   const RunDir s{run.root / folder};
   init_run(Run(s, sub), /*force=*/true);
   for (const char* item :
        {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "data", "seed"}) {
-    if (!link_seed && std::string(item) == "seed") continue;
+    if (std::find(own.begin(), own.end(), item) != own.end()) continue;
     const fs::path link = s.root / item;
     if (fs::is_symlink(link) || fs::exists(link)) continue;
     // An imported run's tokenizer.json is there from the start; the others may be made later.
     if (fs::path(item).extension() == ".json" && !fs::exists(run.root / item)) continue;
     fs::create_symlink(fs::path("..") / item, link);
   }
+}
+
+// ---- c-BTM's discovered domains ([study] clusters) ----
+
+std::vector<std::pair<std::string, std::map<std::string, std::string>>> cluster_rows() {
+  return {{"clusters-cached", {}},
+          {"clusters-routed", {{"prior", "cluster"}, {"cluster-model", "corpus"}}}};
+}
+
+RunConfig clusters_config(const RunConfig& c, const RunDir& run) {
+  RunConfig r = sub_run_config(c, kClusters);
+  r.corpus.dir = fs::absolute(run.root / kClusters / "corpus").string();
+  r.corpus.domains.clear();
+  for (int k = 0; k < c.study.clusters; ++k)
+    r.corpus.domains.push_back(cluster_name(k, c.study.clusters));
+  r.corpus.novel.clear();
+  r.experts.split = "domain";
+  r.experts.custom.clear();
+  r.study.clusters = 0;
+  return r;
 }
 
 // ---- expert-mode sub-runs ([study] modes) ----

@@ -4,6 +4,7 @@
 // another mode). Their configs, folders and rows, for the study's methods and its plan.
 #pragma once
 
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,10 +24,18 @@ fs::path random_split_dir(const RunDir& run);
 RunConfig sub_run_config(const RunConfig& c, const std::string& suffix);
 RunConfig random_split_config(const RunConfig& c);
 RunConfig other_seed_config(const RunConfig& c);
-// A sub-run in run/<folder> with config `sub`, its tokenizer, data and (unless it trains its
-// own) seed linked to the parent's.
+// A sub-run in run/<folder> with config `sub`, its tokenizer, data and seed linked to the
+// parent's, except those it makes itself (`own`: "seed", "data").
 void prepare_sub_run(const RunDir& run, const std::string& folder, const RunConfig& sub,
-                     bool link_seed = true);
+                     const std::vector<std::string>& own = {});
+
+// ---- c-BTM's discovered domains ([study] clusters) ----
+inline constexpr const char* kClusters = "clusters";  // the sub-run's folder
+// Its rows: (merged name, the ensemble's parameters).
+std::vector<std::pair<std::string, std::map<std::string, std::string>>> cluster_rows();
+// Its config: the parent's, its corpus the clustered text (clusters/corpus, absolute), its
+// domains the K clusters, no novel domains.
+RunConfig clusters_config(const RunConfig& c, const RunDir& run);
 
 // ---- expert-mode sub-runs ([study] modes) ----
 std::string mode_folder(ExpertMode mode);
