@@ -112,7 +112,7 @@ std::vector<Command> add_train_commands(CLI::App& app) {
                    if (f->steps > 0) c.finetune.steps = f->steps;
                    const Run run(dir, c);
                    finetune_model(run, resolve_model_path(run, f->model), f->train, f->resume,
-                                  f->stop_after);
+                                  f->stop_after, f->data);
                  }});
   return out;
 }

@@ -24,7 +24,7 @@ std::string finetune_selections_help() {
 }
 
 TrainResult finetune_model(const Run& run, const fs::path& model_dir, const std::string& train_what,
-                           bool resume, int64_t stop_after) {
+                           bool resume, int64_t stop_after, const fs::path& data) {
   const RunConfig& c = run.config();
   const ParamSelection& selection = param_selection(train_what, finetune_selections(), "--train");
   BTX_CHECK(fs::exists(model_dir / "config.json"), "{} is not a model folder (no config.json)",
@@ -45,6 +45,13 @@ TrainResult finetune_model(const Run& run, const fs::path& model_dir, const std:
   job.resume = resume;
   job.stop_after = stop_after;
   job.keep_files = {"merge.json"};
+  if (!data.empty()) {
+    BTX_CHECK(fs::exists(data / "manifest.json"),
+              "--data {}: not a data folder of token shards (no manifest.json; `btx prepare` "
+              "makes one)",
+              data.string());
+    job.data_dir = data;
+  }
   if (!selection.all()) {
     job.trainable = [selection](const std::string& name) { return selection.trains(name); };
   }

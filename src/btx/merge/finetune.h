@@ -30,6 +30,7 @@ struct FinetuneArgs {
   std::string train = "all";  // one of finetune_selections()
   int64_t steps = 0;          // 0: [finetune] steps
   int64_t stop_after = 0;
+  std::string data;  // token shards to train on instead of the run's (e.g. proxies)
   template <typename V>
   void visit(V& v) {
     v.option("--run", run, "Run directory");
@@ -40,11 +41,15 @@ struct FinetuneArgs {
              "Steps instead of [finetune] steps (a longer or shorter budget; match a dense "
              "baseline with `merge --method dense --extra-tokens`)");
     v.option("--stop-after", stop_after, "Stop with a resumable checkpoint after this step");
+    v.option("--data", data,
+             "A data folder of token shards (`btx prepare`'s, made with the run's tokenizer) to "
+             "train on instead of the run's: its domains in equal shares (MetaMoE's proxies)");
   }
 };
 
-// `train_what`: one of finetune_selections(); another is an error listing them.
+// `train_what`: one of finetune_selections(); another is an error listing them. `data`: shards
+// to train on instead of the run's (empty: the run's); they must fit the model's vocabulary.
 TrainResult finetune_model(const Run& run, const fs::path& model_dir, const std::string& train_what,
-                           bool resume, int64_t stop_after = 0);
+                           bool resume, int64_t stop_after = 0, const fs::path& data = {});
 
 }  // namespace btx
