@@ -179,6 +179,13 @@ TEST(ModelFolder, MalformedRecordsAreErrorsNamingTheFile) {
   write_text(m / "merge.json", R"({"method": "ensemble", "kind": "ensemble", "params": {}})");
   EXPECT_EQ(error_of([&] { ModelFolder::open(m); }),
             file + ": malformed merge.json (no parameter 'prior')");
+  // A parameter declared after the merge was made (here the cluster prior's) takes its default.
+  write_text(m / "merge.json", R"({"method": "ensemble", "kind": "ensemble", "params":
+    {"prior": "updating", "top-k": "0", "alpha": "0.3", "prior-windows": "16"}})");
+  const ModelFolder old = ModelFolder::open(m);
+  EXPECT_EQ(old.ensemble_options().prior, EnsemblePrior::kUpdating);
+  EXPECT_DOUBLE_EQ(old.ensemble_options().temperature, 0.1);
+  EXPECT_EQ(old.ensemble_options().cluster_model, "");
   write_text(m / "merge.json", R"({"method": "average", "experts": [{"name": "a"}]})");
   EXPECT_NE(error_of([&] { ModelFolder::open(m); }).find(file + ": malformed merge.json ("),
             std::string::npos);

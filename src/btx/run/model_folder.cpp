@@ -64,12 +64,14 @@ namespace {
 ParamValues recorded_params(const MergeRecord& r, const std::vector<Param>& declared,
                             const fs::path& file) {
   // A parameter the record lacks was declared after the merge was made: it takes its default,
-  // which is what merges did before it existed.
+  // which is what merges did before it existed. A record with none of them is malformed.
   std::map<std::string, std::string> given;
   for (const auto& p : declared) {
     auto it = r.params.find(p.name);
     if (it != r.params.end()) given[p.name] = it->second;
   }
+  BTX_CHECK(!given.empty() || declared.empty(), "{}: malformed merge.json (no parameter '{}')",
+            file.string(), declared.front().name);
   try {
     return ParamValues::resolve(declared, given);
   } catch (const Error& e) {
