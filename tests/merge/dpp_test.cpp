@@ -56,6 +56,12 @@ TEST(GreedyDpp, EqualsTheNaiveGreedyOnLogDeterminants) {
   }
 }
 
+TEST(GreedyDpp, LowQualityAloneNeverStopsTheChoice) {
+  // Qualities 1, 1e-20 and 1e-40 on orthogonal items: each adds volume, however little.
+  EXPECT_EQ(greedy_dpp_map(torch::eye(3, torch::kFloat64), torch::tensor({1e-20, 1.0, 1e-40}), 3),
+            (std::vector<int64_t>{1, 0, 2}));
+}
+
 TEST(GreedyDpp, BadInputIsAClearError) {
   EXPECT_NE(testing::error_of([] {
               greedy_dpp_map(torch::eye(2), torch::tensor({1.0, 0.0}), 1);

@@ -19,15 +19,20 @@ std::vector<int64_t> greedy_dpp_map(const torch::Tensor& features, const torch::
   f = f / f.norm(2, 1, /*keepdim=*/true).clamp_min(1e-300);
   // d2[i]: the squared volume item i would add (its residual after the picked items' span);
   // c (k, N): row t holds every item's coefficient on the t-th picked item's Cholesky direction.
-  auto d2 = q * q * f.pow(2).sum(1);  // L_ii
+  const auto diag = (q * q * f.pow(2).sum(1)).clamp_min(1e-300);  // L_ii
+  auto d2 = diag.clone();
   std::vector<torch::Tensor> c;
   std::vector<int64_t> picked;
   auto taken = torch::zeros({N}, torch::kBool);
   while (static_cast<int64_t>(picked.size()) < std::min(k, N)) {
-    const auto gains = d2.masked_fill(taken, -1.0);
+    // An item whose residual is a vanishing share of its own norm lies in the span of those
+    // picked: it adds no volume, whatever its quality (a relative test, so that a low quality
+    // alone never reads as "in the span").
+    const auto spent = taken.logical_or(d2.div(diag).lt(eps));
+    if (spent.all().item<bool>()) break;
+    const auto gains = d2.masked_fill(spent, -1.0);
     const int64_t j = gains.argmax().item<int64_t>();
     const double dj2 = gains[j].item<double>();
-    if (dj2 < eps) break;
     picked.push_back(j);
     taken[j] = true;
     // L_ji for every i, minus what the earlier directions already explain, over d_j.

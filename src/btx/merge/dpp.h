@@ -16,8 +16,8 @@
 namespace btx {
 
 // Up to k items of features (N, D) (rows normalised here) and relevance quality (N, > 0), in the
-// order greedy MAP picks them; it stops early when no item adds volume (every remaining item is
-// a combination of those picked, within `eps`).
+// order greedy MAP picks them; it stops early when no item adds volume: every remaining item's
+// residual after the span of those picked is below `eps` of its own squared norm.
 std::vector<int64_t> greedy_dpp_map(const torch::Tensor& features, const torch::Tensor& quality,
                                     int64_t k, double eps = 1e-10);
 

@@ -95,7 +95,7 @@ nlohmann::json select_proxies(const Run& run, const ProxyOptions& o) {
     const auto relevance = ll - seed_ll;
     // exp of relevance over temperature, shifted by its maximum: a common factor of every
     // quality scales each det(L_Y) alike, so the choice does not change.
-    const auto quality = ((relevance - relevance.max()) / o.temperature).exp().clamp_min(1e-300);
+    const auto quality = ((relevance - relevance.max()) / o.temperature).exp().clamp_min(1e-150);
     const auto picks = greedy_dpp_map(features, quality, o.per_expert);
     nlohmann::json docs = nlohmann::json::array();
     std::string text;
