@@ -22,7 +22,7 @@ struct Candidate {
 };
 
 // Per-document mean next-token log-likelihood (n) and normalised mean final hidden state (n, C)
-// of `model` on windows (n, T + 1), 16 at a time.
+// of `model` on windows (n, T + 1), 16 at a time, from one forward each.
 std::pair<torch::Tensor, torch::Tensor> score(CausalLM& model, const torch::Tensor& windows) {
   torch::NoGradGuard no_grad;
   model->eval();
@@ -30,9 +30,12 @@ std::pair<torch::Tensor, torch::Tensor> score(CausalLM& model, const torch::Tens
   const int64_t T = windows.size(1) - 1;
   for (int64_t r = 0; r < windows.size(0); r += 16) {
     const auto w = windows.narrow(0, r, std::min<int64_t>(16, windows.size(0) - r));
-    ll.push_back(-token_nll(model, w).mean(1).to(torch::kFloat64));
-    const auto h = model->model->forward(w.narrow(1, 0, T)).mean(1).to(torch::kFloat64);
-    feat.push_back(h / h.norm(2, 1, /*keepdim=*/true).clamp_min(1e-12));
+    const auto h = model->model->forward(w.narrow(1, 0, T));  // (b, T, C)
+    const auto logp = torch::log_softmax(model->lm_logits(h).to(torch::kFloat32), -1);
+    ll.push_back(
+        logp.gather(2, w.narrow(1, 1, T).unsqueeze(2)).squeeze(2).mean(1).to(torch::kFloat64));
+    const auto m = h.mean(1).to(torch::kFloat64);
+    feat.push_back(m / m.norm(2, 1, /*keepdim=*/true).clamp_min(1e-12));
   }
   return {torch::cat(ll), torch::cat(feat)};
 }
