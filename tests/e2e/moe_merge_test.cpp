@@ -444,5 +444,28 @@ TEST_F(MoeMergeTest, NullExpertsRunFewerExpertsPerTokenAndExportRefusesThem) {
   EXPECT_FALSE(fs::exists(run.root / "merged/bad"));
 }
 
+// MetaMoE's context-aware router input (--router-context yes): its λ starts at sigmoid(-2) and
+// learns in finetuning; generate decodes with the prefix sum in the cache; export refuses it.
+TEST_F(MoeMergeTest, ContextAwareRouterLearnsItsMixAndExportRefusesIt) {
+  RunDir run = fresh_run("context");
+  const std::string r_ = " --run " + run.root.string();
+  auto r = run_btx("merge" + r_ + " --method btx --router-context yes --name ctx");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(load_model_config(run.root / "merged/ctx").router_context);
+  const std::string mix = "model.layers.0.block_sparse_moe.context_mix";
+  const auto merged = load_safetensors(run.root / "merged/ctx/model.safetensors").tensors;
+  EXPECT_FLOAT_EQ(merged.at(mix).item<float>(), -2.f);
+  r = run_btx("finetune" + r_ + " --model merged/ctx --train router --steps 4");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto tuned = load_safetensors(run.root / "merged/ctx/model.safetensors").tensors;
+  EXPECT_NE(tuned.at(mix).item<float>(), -2.f);
+  r = run_btx("generate" + r_ + " --model merged/ctx --prompt 'def f' --max-tokens 8");
+  EXPECT_EQ(r.code, 0) << r.output;
+  r = run_btx("export" + r_ + " --model merged/ctx --out " + (run.root / "hf-ctx").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("router_context"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(run.root / "hf-ctx"));
+}
+
 }  // namespace
 }  // namespace btx

@@ -285,6 +285,68 @@ TEST(MoeNullExperts, ConfigsThatCannotHaveThemAreRefused) {
   EXPECT_EQ(model_config_from_json(model_config_to_json(c), "x").num_null_experts, 3);
 }
 
+// MetaMoE's context-aware router input: with λ = sigmoid(context_mix) the router reads
+// (1-λ)·h_t + λ·mean(h_0..t); λ -> 0 is the plain router; incremental decoding carries the prefix
+// sum and gives the full forward's logits; the config refuses it without a learned causal router.
+TEST(MoeContextRouter, ReadsTheHiddenStateMixedWithItsPrefixMean) {
+  torch::manual_seed(8);
+  ModelConfig c = moe_config(4, 2);
+  c.router_context = true;
+  MoeFfnImpl moe(c);
+  ASSERT_TRUE(moe.context_mix.defined());
+  EXPECT_FLOAT_EQ(moe.context_mix.item<float>(), -2.f);
+  MoeFfnImpl plain(moe_config(4, 2));
+  torch::NoGradGuard ng;
+  for (auto& p : plain.named_parameters()) p.value().copy_(moe.named_parameters()[p.key()]);
+  moe.eval();
+  plain.eval();
+  const auto x = torch::randn({2, 5, 8});
+  // λ = 1/2: the router's logits are gate((h_t + mean_{s<=t} h_s) / 2), by hand.
+  moe.context_mix.fill_(0.0);
+  moe.forward(x);
+  const auto mean = x.cumsum(1) / torch::arange(1, 6, torch::kFloat).reshape({1, 5, 1});
+  const auto want = moe.gate((0.5 * x + 0.5 * mean).reshape({10, 8}));
+  EXPECT_TRUE(torch::allclose(moe.last_routing()->logits, want, 1e-5, 1e-6));
+  // λ -> 0: the plain router.
+  moe.context_mix.fill_(-60.0);
+  EXPECT_TRUE(torch::allclose(moe.forward(x), plain.forward(x), 1e-5, 1e-6));
+  // The first position's prefix is itself: any λ routes it as the plain router does.
+  moe.context_mix.fill_(1.0);
+  moe.forward(x);
+  EXPECT_TRUE(torch::allclose(moe.last_routing()->logits.narrow(0, 0, 1),
+                              plain.gate(x[0].narrow(0, 0, 1)), 1e-5, 1e-6));
+}
+
+TEST(MoeContextRouter, CachedDecodingEqualsTheFullForward) {
+  torch::manual_seed(9);
+  for (int64_t nulls : {0, 2}) {
+    ModelConfig c = moe_config(3, 2);
+    c.router_context = true;
+    c.num_null_experts = nulls;
+    CausalLM m(c);
+    m->eval();
+    torch::NoGradGuard ng;
+    const auto ids = torch::randint(0, 30, {2, 12}, torch::kInt64);
+    KVCache cache;
+    const auto first = m->forward_cached(ids.narrow(1, 0, 7), cache);
+    const auto rest = m->forward_cached(ids.narrow(1, 7, 5), cache);
+    EXPECT_LT((torch::cat({first, rest}, 1) - m->forward(ids)).abs().max().item<double>(), 1e-5)
+        << nulls;
+  }
+  // A router that does not learn, or reads the whole sequence, cannot take it.
+  for (const char* mode : {"hash", "sample"}) {
+    ModelConfig bad = moe_config(3, mode == std::string("hash") ? 1 : 2, mode);
+    bad.router_context = true;
+    EXPECT_NE(testing::error_of([&] { bad.validate("x"); }).find("router_context needs"),
+              std::string::npos)
+        << mode;
+  }
+  ModelConfig dense = testing::small_model_config(30, 8, 12, 2, 2, 2);
+  dense.router_context = true;
+  EXPECT_NE(testing::error_of([&] { dense.validate("x"); }).find("router_context needs"),
+            std::string::npos);
+}
+
 TEST(MoeModel, MixtralNamesConfigAndAuxLoss) {
   torch::manual_seed(5);
   CausalLM m(moe_config(3, 2));

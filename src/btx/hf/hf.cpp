@@ -226,6 +226,11 @@ nlohmann::json hf_config(const ModelConfig& c, const std::string& what,
             "Hugging Face architecture computes (Mixtral runs exactly {} per token); use `btx "
             "generate` / `btx serve` on it, or export a btx MoE without null experts",
             what, c.num_null_experts, c.num_experts_per_tok, c.num_experts_per_tok);
+  BTX_CHECK(!c.router_context,
+            "{} routes each token by its hidden state mixed with the mean of its prefix "
+            "(router_context), which Hugging Face Mixtral's router does not compute; use `btx "
+            "generate` / `btx serve` on it",
+            what);
   int64_t k = c.num_experts_per_tok;
   if (c.is_moe()) {
     const RouterTraits& r = c.router();

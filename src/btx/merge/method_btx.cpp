@@ -35,12 +35,16 @@ MergeMethod btx_method() {
                                 "N(1-ρ)/ρ null experts (rounded) that compute nothing (top-k "
                                 "router only)",
                                 0, 1, /*min_open=*/true));
+  m.params.push_back(choice_param("router-context", "no", {"no", "yes"},
+                                  "MetaMoE's context-aware router input: (1-λ)·h_t + λ·(mean of "
+                                  "the prefix), λ learned"));
   m.build = [](const MergeContext& ctx, const fs::path& out) {
     auto slots = expert_moe_slots(ctx, /*from_seed=*/false);
     if (ctx.params.flag("seed-expert")) {
       slots.push_back({"seed", ctx.run.seed(), ctx.run.config().corpus.domains});
     }
     MoeBuildOptions o = moe_options(ctx, ctx.output_name);
+    o.router_context = ctx.params.flag("router-context");
     const double rho = ctx.params.real("data-sparsity");
     const double n = static_cast<double>(slots.size());
     o.null_experts = std::llround(n * (1 - rho) / rho);

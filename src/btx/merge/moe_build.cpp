@@ -24,6 +24,7 @@ const std::regex kMoeExpert(
     R"(model\.layers\.(\d+)\.(block_sparse_moe|smear)\.experts\.(\d+)\.(w1|w2|w3)\.weight)");
 const std::regex kRouter(R"(model\.layers\.(\d+)\.(block_sparse_moe|smear)\.gate\.weight)");
 const std::regex kNullGate(R"(model\.layers\.(\d+)\.block_sparse_moe\.null_gate\.weight)");
+const std::regex kContextMix(R"(model\.layers\.(\d+)\.block_sparse_moe\.context_mix)");
 const std::regex kBaseline(R"(model\.layers\.(\d+)\.block_sparse_moe\.baseline\.weight)");
 // An attention's tensors: projections, their biases (qwen2, attention_bias), qwen3's q/k norms.
 const std::regex kAttention(
@@ -179,6 +180,7 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
   moe.router_aux_loss_coef = opts.aux_loss;
   moe.router_z_loss_coef = opts.z_loss;
   moe.num_null_experts = opts.null_experts;
+  moe.router_context = opts.router_context;
   const RouterTraits& router = router_traits(moe.model_type, moe.router_mode, "--router");
   if (router.experts == ExpertsPerToken::kMerged) {
     moe.num_experts_per_tok = moe.num_local_experts;  // every expert is merged
@@ -220,6 +222,9 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
       layout[fmt::format("model.layers.{}.{}.null_gate.weight", i, module)] = {
           f32, {1, dense.hidden_size}};
     }
+    if (moe.router_context) {
+      layout[fmt::format("model.layers.{}.{}.context_mix", i, module)] = {f32, {1}};
+    }
     for (int64_t j = 0; j < moe.num_local_experts; ++j) {
       for (const char* w : {"w1", "w2", "w3"}) {
         layout[fmt::format("model.layers.{}.{}.experts.{}.{}.weight", i, module, j, w)] =
@@ -256,6 +261,7 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
           return torch::normal(0.0, dense.initializer_range,
                                {moe.num_attention_experts, dense.hidden_size}, gen);
         }
+        if (std::regex_match(name, kContextMix)) return torch::full({1}, -2.0);
         if (std::regex_match(name, kBaseline) || std::regex_match(name, kNullGate)) {
           return torch::zeros({1, dense.hidden_size});
         }
@@ -284,6 +290,7 @@ nlohmann::json build_moe(const MergeContext& ctx, const std::vector<WeightedChec
       {"kind", "checkpoint"}, {"moe_experts", experts}, {"router_init", opts.router_init}};
   if (moe.has_attention_experts()) recorded["attention_experts"] = moe.num_attention_experts;
   if (moe.num_null_experts > 0) recorded["null_experts"] = moe.num_null_experts;
+  if (moe.router_context) recorded["router_context"] = true;
   return recorded;
 }
 

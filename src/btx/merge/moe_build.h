@@ -42,6 +42,8 @@ struct MoeBuildOptions {
   // Null experts (model/router.h, route_top_k_null): M null slots beside the N experts, their
   // router row starting at zero. top-k routers only.
   int64_t null_experts = 0;
+  // MetaMoE's context-aware router input; λ starts at sigmoid(-2) = 0.12.
+  bool router_context = false;
 };
 
 // Writes out/model.safetensors and out/config.json; returns what merge.json records.

@@ -130,6 +130,10 @@ void ModelConfig::validate(const std::string& where) const {
   }
   BTX_CHECK(num_null_experts >= 0, "{}: num_null_experts must be >= 0, got {}", where,
             num_null_experts);
+  BTX_CHECK(!router_context || (is_moe() && router().learned && router().causal),
+            "{}: router_context needs a mixture of experts (model_type mixtral) with a learned "
+            "causal router, not {} / {}",
+            where, name_of(model_type), router_mode);
   BTX_CHECK(num_null_experts == 0 || is_moe(),
             "{}: num_null_experts {} needs a mixture of experts (model_type mixtral), not {}",
             where, num_null_experts, name_of(model_type));

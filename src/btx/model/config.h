@@ -79,6 +79,10 @@ struct ModelConfig {
   // experts that compute nothing, chosen by top-k like the others, so a token uses 0..k real
   // experts. mixtral with router top-k only; 0: none. Not a Hugging Face key.
   int64_t num_null_experts = 0;
+  // MetaMoE's context-aware router input (Jiang et al. 2026): the router reads
+  // (1-λ)·h_t + λ·c_t, c_t the mean of h over the prefix (causal), λ = sigmoid of a learned
+  // scalar per layer. mixtral with a learned causal router only. Not a Hugging Face key.
+  bool router_context = false;
   // BAM (attention_experts.h): E attention experts per layer mixed by a soft router; 0: one
   // plain attention. Not a Hugging Face key: such models are btx's own architecture.
   int64_t num_attention_experts = 0;
@@ -115,6 +119,7 @@ struct ModelConfig {
     v.field("router_z_loss_coef", router_z_loss_coef);
     v.field("smear_expert_dropout", smear_expert_dropout);
     v.field("num_null_experts", num_null_experts);
+    v.field("router_context", router_context);
     v.field("num_attention_experts", num_attention_experts);
   }
 

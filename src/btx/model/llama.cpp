@@ -149,6 +149,8 @@ void CausalLMImpl::init_weights() {
     const std::string& name = p.key();
     if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) {
       p.value().zero_();  // projection biases (qwen2, attention_bias)
+    } else if (name.size() > 12 && name.compare(name.size() - 12, 12, ".context_mix") == 0) {
+      p.value().fill_(-2.0);  // the context-aware router's λ = sigmoid(-2), as merges start it
     } else if (p.value().dim() == 1) {
       p.value().fill_(1.0);  // RMSNorm gains (q_norm and k_norm too)
     } else {

@@ -75,6 +75,26 @@ MoeFfnImpl::MoeFfnImpl(const ModelConfig& c)
     num_null = c.num_null_experts;
     null_gate = register_module("null_gate", linear(c.hidden_size, 1));
   }
+  if (c.router_context) context_mix = register_parameter("context_mix", torch::full({1}, -2.0));
+}
+
+torch::Tensor MoeFfnImpl::context_input(const torch::Tensor& x, const torch::Tensor& sums,
+                                        const torch::Tensor& counts) const {
+  const auto lambda = torch::sigmoid(context_mix).to(x.dtype());
+  return (1 - lambda) * x + lambda * (sums / counts);
+}
+
+torch::Tensor MoeFfnImpl::forward_cached(const torch::Tensor& x, const FfnContext& ctx,
+                                         torch::Tensor& state) {
+  if (!context_mix.defined()) return forward(x, ctx);
+  const int64_t T = x.size(1);
+  // Padding positions (negative: a shorter prompt read beside longer ones) add nothing.
+  const auto real = ctx.positions.ge(0).to(x.dtype()).unsqueeze(-1);  // (B, T, 1)
+  auto sums = (x * real).cumsum(1);
+  if (state.defined()) sums = sums + state.unsqueeze(1);
+  state = sums.select(1, T - 1).contiguous();
+  const auto counts = (ctx.positions + 1).clamp_min(1).to(x.dtype()).unsqueeze(-1);
+  return mix(x, context_input(x, sums, counts), ctx);
 }
 
 void RoutedFfnImpl::record(const torch::Tensor& h) {
@@ -104,18 +124,27 @@ Routing MoeFfnImpl::route(const torch::Tensor& logits, int64_t B, int64_t T,
 }
 
 torch::Tensor MoeFfnImpl::forward(const torch::Tensor& x, const FfnContext& ctx) {
+  if (!context_mix.defined()) return mix(x, x, ctx);
+  const auto counts =
+      torch::arange(1, x.size(1) + 1, x.options()).reshape({1, -1, 1});  // (1, T, 1)
+  return mix(x, context_input(x, x.cumsum(1), counts), ctx);
+}
+
+torch::Tensor MoeFfnImpl::mix(const torch::Tensor& x, const torch::Tensor& router_input,
+                              const FfnContext& ctx) {
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
   auto h = x.reshape({B * T, C});
-  record(h);
+  const auto u = router_input.reshape({B * T, C});
+  record(u);
   const bool nulls = num_null > 0 && !forced_.defined();
   // fp32 under autocast
-  Routing r = nulls ? route_top_k_null(gate(h).to(torch::kFloat32),
-                                       null_gate(h).to(torch::kFloat32), num_null, top_k)
-                    : route(gate(h).to(torch::kFloat32), B, T, ctx.token_ids);
+  Routing r = nulls ? route_top_k_null(gate(u).to(torch::kFloat32),
+                                       null_gate(u).to(torch::kFloat32), num_null, top_k)
+                    : route(gate(u).to(torch::kFloat32), B, T, ctx.token_ids);
   auto out = dispatch_experts(experts, h, r, nulls);
   if (router->training == RouterTraining::kPolicyGradient && is_training() && !forced_.defined()) {
     chosen_logp_ = torch::log_softmax(r.logits, -1).gather(1, r.experts).squeeze(1);
-    baseline_pred_ = baseline(h.detach()).squeeze(1);
+    baseline_pred_ = baseline(u.detach()).squeeze(1);
   } else {
     chosen_logp_ = baseline_pred_ = torch::Tensor();
   }
@@ -180,10 +209,10 @@ int64_t MoeFfnImpl::active_params() const {
     // Measured in evaluation; before it, what balanced routing would give: k · N / (N + M).
     const double mean = measured_experts_per_token().value_or(
         static_cast<double>(top_k * num_experts) / static_cast<double>(num_experts + num_null));
-    return gate->weight.numel() + null_gate->weight.numel() +
+    return gate->weight.numel() + null_gate->weight.numel() + (context_mix.defined() ? 1 : 0) +
            std::llround(mean * static_cast<double>(per_expert));
   }
-  return gate->weight.numel() + used * per_expert;
+  return gate->weight.numel() + (context_mix.defined() ? 1 : 0) + used * per_expert;
 }
 
 std::string dense_ffn_name(int64_t layer, const std::string& w) {

@@ -27,6 +27,9 @@
 // N + M slots holds the share of real choices near N / (N + M), the data sparsity ρ. The last
 // routing keeps the null slots as one column (id N, probability their sum); in evaluation the
 // layer counts the real experts it ran, and active_params() reports that measured mean.
+// Context-aware router input (router_context; MetaMoE): the router (and the null row) reads
+// (1-λ)·h_t + λ·c_t with c_t the mean of h over positions <= t, λ = sigmoid(context_mix), a
+// learned scalar ("context_mix"); incremental decoding carries the prefix sum of h.
 // Output Σ_i g_i · expert_i(h). Dispatch groups the (token, expert) pairs by expert (a stable
 // sort by expert id), runs one matrix product per expert on its tokens only, and adds the
 // weighted results back with one index_add.
@@ -111,6 +114,9 @@ struct MoeFfnImpl : RoutedFfnImpl {
   explicit MoeFfnImpl(const ModelConfig& c);
   using FeedForwardImpl::forward;
   torch::Tensor forward(const torch::Tensor& x /* (B, T, C) */, const FfnContext& ctx) override;
+  // With a context-aware router: the new positions after `state`, the prefix sum of h so far.
+  torch::Tensor forward_cached(const torch::Tensor& x, const FfnContext& ctx,
+                               torch::Tensor& state) override;
   const char* hf_name() const override { return "block_sparse_moe"; }
   int64_t active_params() const override;
   torch::Tensor aux_loss() const override { return aux_loss_; }
@@ -127,6 +133,8 @@ struct MoeFfnImpl : RoutedFfnImpl {
   // Null experts: the null logit's router row ("null_gate", (1, C)); null without them.
   torch::nn::Linear null_gate{nullptr};
   int64_t num_null = 0;
+  // Context-aware router input: the logit of λ ((1)); undefined without it.
+  torch::Tensor context_mix;
   // The real experts run per token, measured over the evaluation forwards so far (null
   // experts only; nullopt before any).
   std::optional<double> measured_experts_per_token() const;
@@ -139,6 +147,12 @@ struct MoeFfnImpl : RoutedFfnImpl {
   // reinforce: log-probability of each token's sampled expert and its baseline, (N).
   torch::Tensor chosen_logp_, baseline_pred_;
   int64_t real_pairs_ = 0, routed_tokens_ = 0;  // null experts, evaluation forwards
+  // The layer's work on x (B, T, C) whose router reads `router_input` (B, T, C).
+  torch::Tensor mix(const torch::Tensor& x, const torch::Tensor& router_input,
+                    const FfnContext& ctx);
+  // (1-λ)·x + λ·(prefix sums / counts), the context-aware router input.
+  torch::Tensor context_input(const torch::Tensor& x, const torch::Tensor& sums,
+                              const torch::Tensor& counts) const;
 };
 TORCH_MODULE(MoeFfn);
 

@@ -48,7 +48,8 @@ ParamRole param_role(const std::string& name) {
       return ParamRole::kFfn;
     }
     if (has(name, ".block_sparse_moe.gate.") || has(name, ".block_sparse_moe.baseline.") ||
-        has(name, ".block_sparse_moe.null_gate.") || has(name, ".smear.gate.")) {
+        has(name, ".block_sparse_moe.null_gate.") || has(name, ".block_sparse_moe.context_mix") ||
+        has(name, ".smear.gate.")) {
       return ParamRole::kRouter;
     }
   }
