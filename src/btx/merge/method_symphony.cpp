@@ -90,9 +90,11 @@ CausalLM copy_model(CausalLM& m) {
   return out;
 }
 
-// The mean of the diagonal of a correlation matrix: how alike dimension i of both models is.
-double mean_matched(const torch::Tensor& corr) {
-  return corr.diagonal().mean().item<double>();
+// The mean correlation of matched dimensions: row i with column perm[i] (the identity: as the
+// models come). After the expert's dimensions are permuted by `perm`, that is its diagonal.
+double mean_matched(const torch::Tensor& corr, const std::vector<int64_t>& perm = {}) {
+  if (perm.empty()) return corr.diagonal().mean().item<double>();
+  return corr.gather(1, torch::tensor(perm, torch::kInt64).unsqueeze(1)).mean().item<double>();
 }
 
 // The shared layers of the aligned models, fused: attention on the sphere, everything else
@@ -144,15 +146,17 @@ nlohmann::json build_symphony(const MergeContext& ctx, const fs::path& out) {
   for (size_t i = 0; i < experts.size(); ++i) {
     // Experts branched from the anchor's seed already share its stream and neurons.
     if (i == anchor || (!anchor_seed.empty() && experts[i].seed_sha256 == anchor_seed)) continue;
-    const double before = mean_matched(residual_correlations(models[anchor], models[i], windows));
-    const auto perm = align_residual_stream(models[anchor], models[i], windows);
-    const double after = mean_matched(residual_correlations(models[anchor], models[i], windows));
+    // Each correlation is computed once: what the permutation makes of it is read off it.
+    torch::Tensor corr;
+    const auto perm = align_residual_stream(models[anchor], models[i], windows, &corr);
+    const double before = mean_matched(corr), after = mean_matched(corr, perm);
+    std::vector<torch::Tensor> ffn;
+    const auto neurons = align_ffn_neurons(models[anchor], models[i], windows, &ffn);
     std::vector<double> ffn_before, ffn_after;
-    for (const auto& c : neuron_correlations(models[anchor], models[i], windows))
-      ffn_before.push_back(mean_matched(c));
-    align_ffn_neurons(models[anchor], models[i], windows);
-    for (const auto& c : neuron_correlations(models[anchor], models[i], windows))
-      ffn_after.push_back(mean_matched(c));
+    for (size_t l = 0; l < ffn.size(); ++l) {
+      ffn_before.push_back(mean_matched(ffn[l]));
+      ffn_after.push_back(mean_matched(ffn[l], neurons[l]));
+    }
     int64_t moved = 0;
     for (size_t d = 0; d < perm.size(); ++d) moved += perm[d] != static_cast<int64_t>(d);
     spdlog::info(

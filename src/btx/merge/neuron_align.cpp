@@ -23,7 +23,6 @@ std::vector<torch::Tensor> activations(CausalLM& model, const torch::Tensor& ids
   const ModelConfig& c = model->config();
   const int64_t T = ids.size(1);
   const auto rope = rope_tables(T, RopeSpec::of(c), 0, ids.device());
-  const FfnContext ctx{ids, {}};
   auto x = model->model->embed_tokens(ids);
   std::vector<torch::Tensor> out;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
@@ -128,9 +127,12 @@ torch::Tensor residual_correlations(CausalLM& anchor, CausalLM& expert,
 }
 
 std::vector<int64_t> align_residual_stream(CausalLM& anchor, CausalLM& expert,
-                                           const torch::Tensor& windows) {
-  auto perm = max_score_assignment(residual_correlations(anchor, expert, windows));
+                                           const torch::Tensor& windows,
+                                           torch::Tensor* correlation) {
+  const auto corr = residual_correlations(anchor, expert, windows);
+  auto perm = max_score_assignment(corr);
   permute_residual_stream(expert, perm);
+  if (correlation) *correlation = corr;
   return perm;
 }
 
@@ -178,8 +180,10 @@ void permute_ffn_neurons(CausalLM& model, int64_t layer, const std::vector<int64
 }
 
 std::vector<std::vector<int64_t>> align_ffn_neurons(CausalLM& anchor, CausalLM& expert,
-                                                    const torch::Tensor& windows) {
+                                                    const torch::Tensor& windows,
+                                                    std::vector<torch::Tensor>* correlations) {
   const auto corr = neuron_correlations(anchor, expert, windows);
+  if (correlations) *correlations = corr;
   std::vector<std::vector<int64_t>> perms;
   for (size_t l = 0; l < corr.size(); ++l) {
     perms.push_back(max_score_assignment(corr[l]));

@@ -35,9 +35,11 @@ std::vector<torch::Tensor> neuron_correlations(CausalLM& anchor, CausalLM& exper
                                                const torch::Tensor& windows, int64_t batch = 8);
 
 // Permutes `expert`'s FFN neurons in place, layer by layer, to the anchor's they correlate with
-// best on `windows`; returns each layer's permutation (perm[i]: the expert neuron now at i).
-std::vector<std::vector<int64_t>> align_ffn_neurons(CausalLM& anchor, CausalLM& expert,
-                                                    const torch::Tensor& windows);
+// best on `windows`; returns each layer's permutation (perm[i]: the expert neuron now at i) and,
+// when `correlations` is given, the correlations it was chosen from (before the permutation).
+std::vector<std::vector<int64_t>> align_ffn_neurons(
+    CausalLM& anchor, CausalLM& expert, const torch::Tensor& windows,
+    std::vector<torch::Tensor>* correlations = nullptr);
 
 // The correlation (C, C) of the anchor's residual-stream dimensions (rows) with the expert's
 // (columns), over the hidden states entering every layer and leaving the last, on `windows`.
@@ -45,9 +47,11 @@ torch::Tensor residual_correlations(CausalLM& anchor, CausalLM& expert,
                                     const torch::Tensor& windows, int64_t batch = 8);
 
 // Permutes `expert`'s residual stream in place to the anchor's dimensions it correlates with
-// best on `windows`; returns the permutation (perm[i]: the expert dimension now at i).
+// best on `windows`; returns the permutation (perm[i]: the expert dimension now at i) and, when
+// `correlation` is given, the correlation it was chosen from (before the permutation).
 std::vector<int64_t> align_residual_stream(CausalLM& anchor, CausalLM& expert,
-                                           const torch::Tensor& windows);
+                                           const torch::Tensor& windows,
+                                           torch::Tensor* correlation = nullptr);
 
 // Puts dimension perm[i] of a dense model's residual stream at position i in every tensor that
 // reads or writes it (function-preserving).

@@ -16,7 +16,7 @@ namespace btx {
 
 namespace {
 
-// A candidate document: where it is in the pool, and its first seq_len + 1 tokens.
+// A candidate document: where it is in the pool.
 struct Candidate {
   size_t source, chunk;
 };

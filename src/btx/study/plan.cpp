@@ -166,17 +166,24 @@ struct Planner {
     return {command_line("branch", branch), command_line("launch", launch)};
   }
 
+  // One progress line per expert that `sc` trains in `folder` (the run itself when empty), each
+  // labelled "<label> <expert>".
+  void expert_progress(Stage& s, const std::string& label, const fs::path& folder,
+                       const RunConfig& sc) const {
+    const auto& et = sc.experts.train;
+    for (const auto& e : resolve_experts(sc, sc.corpus.domains)) {
+      s.progress.push_back({label + " " + e.name, folder / "experts" / e.name / "metrics.jsonl",
+                            et.steps, et.tokens_per_step()});
+    }
+  }
+
   // The experts: branched from the seed, each trained alone.
   void experts() {
-    const auto& et = c.experts.train;
     Stage s{"experts",   "one expert per domain, each trained alone from the seed",
             {"seed"},    expert_commands(R),
             {"experts"}, {"experts.", "random_seed"}};
     s.exclusive = true;
-    for (const auto& e : resolve_experts(c, c.corpus.domains)) {
-      s.progress.push_back({"expert " + e.name, fs::path("experts") / e.name / "metrics.jsonl",
-                            et.steps, et.tokens_per_step()});
-    }
+    expert_progress(s, "expert", "", c);
     stages.push_back(std::move(s));
     // Why merging loses what the experts learned (dense experts only: the others' shapes differ
     // from the seed's): how far they moved, and the loss along the straight paths between them.
@@ -255,7 +262,6 @@ struct Planner {
 
   // BTM's random-split baseline: a sub-run sharing the seed, its experts ensembled.
   void random_split() {
-    const auto& et = c.experts.train;
     const std::string sub = random_split_dir(run).string();
     Stage s{kRandomSplit,
             "BTM's baseline: experts on random equal shares, ensembled",
@@ -265,11 +271,7 @@ struct Planner {
              fs::path(kRandomSplit) / "merged"},
             {"experts.", "random_seed"}};
     s.commands.push_back(merge_command(sub, "ensemble", kRandomSplit));
-    for (const auto& e : resolve_experts(random_split_config(c), c.corpus.domains)) {
-      s.progress.push_back({"random-split " + e.name,
-                            fs::path(kRandomSplit) / "experts" / e.name / "metrics.jsonl", et.steps,
-                            et.tokens_per_step()});
-    }
+    expert_progress(s, kRandomSplit, kRandomSplit, random_split_config(c));
     s.prepare = [run = run, c = c] { prepare_sub_run(run, kRandomSplit, random_split_config(c)); };
     s.exclusive = true;
     stages.push_back(std::move(s));
@@ -290,7 +292,6 @@ struct Planner {
               "[study] methods: --from {}: the run's seed was imported, so the study cannot train "
               "another like it; name checkpoints of another seed with --take NAME=DIR",
               kOtherSeed);
-    const auto& et = c.experts.train;
     const std::string sub = (run.root / kOtherSeed).string();
     const RunConfig sc = other_seed_config(c);
     SeedArgs seed_args;
@@ -307,11 +308,7 @@ struct Planner {
     for (auto& command : expert_commands(sub)) s.commands.push_back(std::move(command));
     s.progress.push_back({"other seed", fs::path(kOtherSeed) / "seed" / "metrics.jsonl",
                           c.seed_train.steps, c.seed_train.tokens_per_step()});
-    for (const auto& e : resolve_experts(sc, c.corpus.domains)) {
-      s.progress.push_back({"other seed " + e.name,
-                            fs::path(kOtherSeed) / "experts" / e.name / "metrics.jsonl", et.steps,
-                            et.tokens_per_step()});
-    }
+    expert_progress(s, "other seed", kOtherSeed, sc);
     s.prepare = [run = run, sc] { prepare_sub_run(run, kOtherSeed, sc, {"seed"}); };
     s.exclusive = true;
     stages.push_back(std::move(s));
@@ -321,7 +318,6 @@ struct Planner {
   // hidden states, a sub-run sharing the seed and tokenizer whose experts train one per
   // cluster, ensembled with the cached prior and with cluster routing, evaluated here.
   void clusters_sub_run() {
-    const auto& et = c.experts.train;
     const std::string folder = kClusters;
     const std::string sub = (run.root / folder).string();
     const RunConfig sc = clusters_config(c, run);
@@ -354,11 +350,7 @@ struct Planner {
              fs::path(folder) / "data", fs::path(folder) / "experts", fs::path(folder) / "merged"},
             {"corpus.", "data.", "experts.", "random_seed", "model.", "seed."}};
     for (auto& command : expert_commands(sub)) s.commands.push_back(std::move(command));
-    for (const auto& domain : sc.corpus.domains) {
-      s.progress.push_back({"cluster expert " + domain,
-                            fs::path(folder) / "experts" / domain / "metrics.jsonl", et.steps,
-                            et.tokens_per_step()});
-    }
+    expert_progress(s, "cluster expert", folder, sc);
     for (const auto& [name, params] : cluster_rows()) {
       s.commands.push_back(merge_command(sub, "ensemble", name, params));
     }
@@ -379,7 +371,6 @@ struct Planner {
   // Experts trained in another mode ([study] modes): a sub-run sharing the seed, its experts'
   // ensemble and average, and its one-model merge (finetuned as the method says).
   void mode_sub_run(ExpertMode mode) {
-    const auto& et = c.experts.train;
     const auto& ft = c.finetune;
     const std::string folder = mode_folder(mode);
     const std::string sub = (run.root / folder).string();
@@ -394,11 +385,7 @@ struct Planner {
             {fs::path(folder) / "config.toml", fs::path(folder) / "experts",
              fs::path(folder) / "merged"},
             {"experts.", "random_seed", "finetune."}};
-    for (const auto& e : resolve_experts(sc, c.corpus.domains)) {
-      s.progress.push_back({folder + " " + e.name,
-                            fs::path(folder) / "experts" / e.name / "metrics.jsonl", et.steps,
-                            et.tokens_per_step()});
-    }
+    expert_progress(s, folder, folder, sc);
     for (const auto& [method, name] : rows) {
       s.commands.push_back(merge_command(sub, method, name));
       const MergeMethod& m = find_merge_method(method);
