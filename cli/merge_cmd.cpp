@@ -37,38 +37,23 @@ std::vector<Command> add_merge_commands(CLI::App& app) {
   a->cli = std::make_unique<CliArgs>(cmd);
   a->args.visit(*a->cli);  // --run, --method, --name, one option per parameter, the flags
   // `btx proxies`: MetaMoE's proxy data for a router trained without the experts' text.
-  auto p = std::make_shared<ProxyOptions>();
-  auto run = std::make_shared<std::string>();
+  auto p = std::make_shared<ProxiesArgs>();
   auto* proxies = app.add_subcommand(
       "proxies",
       "MetaMoE's proxies: for each expert, the documents of a public pool most relevant to it "
       "(its likelihood over the seed's) and diverse (a DPP over its hidden states), as a corpus "
       "with one domain per expert, for `btx prepare` and `btx finetune --data`");
-  proxies->add_option("--run", *run, "Run folder (its seed and trained experts)")->required();
-  proxies->add_option("--pool", p->pool, "Corpus folder of public text")->required();
-  proxies->add_option("--domains", p->domains, "Only these domains of --pool")->delimiter(',');
-  proxies->add_option("--out", p->out, "Folder for the proxy corpus")->required();
-  proxies->add_option("--per-expert", p->per_expert, "Documents chosen per expert")
-      ->capture_default_str();
-  proxies->add_option("--candidates", p->candidates, "Pool documents scored (0: all)")
-      ->capture_default_str();
-  proxies->add_option("--chunk-bytes", p->chunk_bytes, "Document size for .txt domains")
-      ->capture_default_str();
-  proxies
-      ->add_option("--seq-len", p->seq_len,
-                   "Tokens of each document scored (0: the experts' seq_len)")
-      ->capture_default_str();
-  proxies
-      ->add_option("--temperature", p->temperature,
-                   "Quality exp(relevance / temperature), relevance in nats per token")
-      ->capture_default_str();
-  proxies->add_option("--seed", p->seed, "Random seed of the candidate sample")
-      ->capture_default_str();
-  Command proxies_cmd{proxies, [p, run] {
-                        const auto j = select_proxies(Run::open(*run), *p);
+  CliArgs proxy_options(proxies);
+  p->visit(proxy_options);
+  for (const char* required : {"--run", "--pool", "--out"}) proxy_options[required]->required();
+  for (const char* shown :
+       {"--per-expert", "--candidates", "--chunk-bytes", "--seq-len", "--temperature", "--seed"})
+    proxy_options[shown]->capture_default_str();
+  Command proxies_cmd{proxies, [p] {
+                        const auto j = select_proxies(Run::open(p->run), p->options);
                         for (const auto& [name, docs] : j["proxies"].items())
                           std::cout << fmt::format("{}: {} documents\n", name, docs.size());
-                        std::cout << fmt::format("proxies -> {}\n", p->out.string());
+                        std::cout << fmt::format("proxies -> {}\n", p->options.out.string());
                       }};
   return {proxies_cmd,
           {cmd, [a] {

@@ -1,13 +1,16 @@
 // Combining experts end to end at tiny size, through the btx binary: every routing-free method
 // (average, weighted-average, ensemble, dense) builds and evaluates with one command and one JSON
 // shape, on training and novel domains; identical experts give the original back; the dense
-// baseline spends exactly the experts' tokens; bad input is refused with nothing written.
+// baseline spends exactly the experts' tokens; Branch-Train-Stitch trains only its stitches; bad
+// input is refused with nothing written.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "btx/analysis/results.h"
 #include "btx/io/safetensors.h"
 #include "btx/run/experts.h"
+#include "btx/run/model_folder.h"
 #include "btx/train/checkpoint.h"
 #include "e2e_util.h"
 #include "forest_fixture.h"
@@ -99,6 +102,71 @@ TEST_F(MergeTest, EveryMethodBuildsAndEvaluatesTheSameWay) {
   r = run_btx("merge" + r_ + " --method ensemble --top-k 2 --name ensemble-top1");
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.output.find("--force"), std::string::npos) << r.output;
+}
+
+// Branch-Train-Stitch: the seed and the frozen experts joined by stitches after every layer; only
+// the stitches are trained (for [finetune]'s budget) and stored; evaluation runs every model and
+// says so in its cost, with the stitches' gates per domain; it generates, refuses export, and a
+// hub changed since the merge is noticed.
+TEST_F(MergeTest, BranchTrainStitchTrainsAndStoresOnlyTheStitches) {
+  RunDir run = fresh_run("bts");
+  const std::string r_ = " --run " + run.root.string();
+  auto r = run_btx("merge" + r_ + " --method bts --stitch-every 1");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const fs::path dir = run.root / "merged/bts";
+  const auto m = read_json_file(dir / "merge.json");
+  EXPECT_EQ(m["kind"], "stitched");
+  EXPECT_EQ(m["result"]["stitch_after_layers"], nlohmann::json::array({1, 2}));
+  EXPECT_EQ(m["result"]["stitch_tokens"].get<int64_t>(), 8 * 8 * 32);  // [finetune]: 8 steps
+  EXPECT_EQ(m["result"]["hub"]["sha256"], sha256_file(run.seed() / "model.safetensors"));
+  EXPECT_FALSE(fs::exists(dir / "model.safetensors"));
+  const auto stitches = load_safetensors(dir / "stitches.safetensors").tensors;
+  ASSERT_EQ(stitches.size(), 9u);  // 6 at layer 1 (both directions), 3 at the last layer
+  for (const auto& [name, t] : stitches) EXPECT_EQ(name.rfind("stitches.", 0), 0u) << name;
+  // Trained: the projections moved from the identity they start at.
+  EXPECT_FALSE(torch::allclose(stitches.at("stitches.1.project")[0], torch::eye(48)));
+
+  r = run_btx("eval" + r_ + " --model merged/bts,seed");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto e = read_json_file(run.eval("bts"));
+  const auto seed = read_json_file(run.eval("seed"));
+  StitchedLM model = ModelFolder::open(dir).stitched();
+  EXPECT_EQ(e["params_total"].get<int64_t>(),
+            4 * seed["params_total"].get<int64_t>() + model->num_stitch_params());
+  EXPECT_EQ(e["params_active"], e["params_total"]);  // every model runs every token
+  EXPECT_EQ(e["flops_per_token"].get<int64_t>(),
+            model->flops_per_token(e["seq_len"].get<int64_t>()));
+  for (const auto& [d, v] : e["domains"].items()) {
+    EXPECT_TRUE(std::isfinite(v["loss"].get<double>())) << d;
+    const auto& points = v["model"]["stitches"];
+    ASSERT_EQ(points.size(), 2u) << d;
+    double sum = 0;
+    for (const auto& [who, w] : points[0]["mean_gate"].items()) sum += w.get<double>();
+    EXPECT_NEAR(sum, 1.0, 1e-6) << d;
+    EXPECT_TRUE(points[1]["mean_gate"].contains("hub"));
+  }
+  // Its training tokens: the seed's 40 steps, the experts' 3 x 30 and the stitches' 8, x 8 x 32.
+  EXPECT_EQ(training_tokens(run, "merged/bts"), (40 + 3 * 30 + 8) * 8 * 32);
+
+  r = run_btx("generate" + r_ + " --model merged/bts --max-tokens 6 --prompt 'def f_1(x):'");
+  EXPECT_EQ(r.code, 0) << r.output;
+  const fs::path exported = run.root / "bts-hf";
+  r = run_btx("export --model " + dir.string() + " --out " + exported.string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("Branch-Train-Stitch"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(exported));
+
+  // A stitch every 3 layers of a 2-layer model is refused before anything is written.
+  r = run_btx("merge" + r_ + " --method bts --stitch-every 3 --name bts-bad");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("the model has 2 layers"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(run.root / "merged/bts-bad"));
+  // The hub retrained since the merge: opening it says so.
+  fs::copy_file(expert_dir(run, "code") / "model.safetensors", run.seed() / "model.safetensors",
+                fs::copy_options::overwrite_existing);
+  r = run_btx("eval" + r_ + " --model merged/bts");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("its hub"), std::string::npos) << r.output;
 }
 
 TEST_F(MergeTest, IdenticalExpertsGiveTheOriginalBack) {

@@ -79,6 +79,38 @@ TEST(StudyMethods, FinetuneFollowsTheMethodOrTheEntry) {
   }
 }
 
+// MetaMoE's rows: --proxies names the pool domains a routed entry is finetuned on instead of
+// the domains' own text; neither a training nor a novel domain, and only for a finetuned entry.
+TEST(StudyMethods, ProxiesNamePoolDomainsForAFinetunedEntry) {
+  RunConfig c = default_config();
+  ASSERT_TRUE(c.study.build_corpus);
+  c.study.methods = {"btx --finetune router --proxies glossary,aphorisms --name p", "btx"};
+  const auto m = study_methods(c);
+  EXPECT_EQ(m[0].proxies, (std::vector<std::string>{"glossary", "aphorisms"}));
+  EXPECT_EQ(m[0].finetune, "router");
+  EXPECT_TRUE(m[1].proxies.empty());
+  EXPECT_EQ(proxy_pool_dir(c), fs::path(c.corpus.dir + "-pool"));
+  for (const auto& [entry, says] : std::vector<std::pair<std::string, std::string>>{
+           {"btx --finetune none --proxies glossary",
+            "--proxies: the btx model of this entry is not finetuned"},
+           {"average --proxies glossary",
+            "--proxies: the average model of this entry is not finetuned"},
+           {"btx --proxies " + c.corpus.domains[0],
+            "--proxies: '" + c.corpus.domains[0] +
+                "' is a training domain; proxies stand in for the domains' own text, so they "
+                "come from other text"},
+           {"btx --proxies " + c.corpus.novel[0],
+            "--proxies: '" + c.corpus.novel[0] +
+                "' is a novel domain, kept for evaluation only"}}) {
+    c.study.methods = {entry};
+    EXPECT_EQ(error_of([&] { study_methods(c); }), "study.methods[0] \"" + entry + "\": " + says);
+  }
+  c.study.methods = {"btx --proxies klingon"};
+  const std::string e = error_of([&] { study_methods(c); });
+  EXPECT_NE(e.find("--proxies: unknown domain 'klingon'"), std::string::npos) << e;
+  EXPECT_NE(e.find("glossary"), std::string::npos) << e;  // lists the known ones
+}
+
 // The planner decides which combinations get an analysis stage with the rule the report applies
 // to the model folders (analysis_kind): routing for learned and hashed routers, the posterior
 // for ensembles, nothing for tag routing (the label) and unrouted models.

@@ -192,12 +192,11 @@ TEST(StudyPlan, DiscoveredDomainsAreASubRunClusteredWithTheSeed) {
   EXPECT_EQ(value("--domains"), fmt::format("{}", fmt::join(c.corpus.domains, ",")));
   EXPECT_EQ(value("--out"), fs::absolute(root / "clusters/corpus").string());
   EXPECT_EQ(s.commands[1], (std::vector<std::string>{"prepare", "--run", sub}));
-  EXPECT_EQ(s.commands[4], (std::vector<std::string>{"merge", "--run", sub, "--method",
-                                                      "ensemble", "--name", "clusters-cached"}));
-  EXPECT_EQ(s.commands[5],
-            (std::vector<std::string>{"merge", "--run", sub, "--method", "ensemble", "--name",
-                                      "clusters-routed", "--cluster-model", "corpus", "--prior",
-                                      "cluster"}));
+  EXPECT_EQ(s.commands[4], (std::vector<std::string>{"merge", "--run", sub, "--method", "ensemble",
+                                                     "--name", "clusters-cached"}));
+  EXPECT_EQ(s.commands[5], (std::vector<std::string>{"merge", "--run", sub, "--method", "ensemble",
+                                                     "--name", "clusters-routed", "--cluster-model",
+                                                     "corpus", "--prior", "cluster"}));
   for (const char* row : {"clusters-cached", "clusters-routed"}) {
     EXPECT_EQ(stages.at(std::string("eval/") + row).after, std::vector<std::string>{"clusters"});
   }
@@ -211,8 +210,9 @@ TEST(StudyPlan, DiscoveredDomainsAreASubRunClusteredWithTheSeed) {
   EXPECT_EQ(sc.study.clusters, 0);
   // One cluster is no clustering.
   c.study.clusters = 1;
-  EXPECT_NE(error_of([&] { parse_run_config(run_config_to_toml(c), "x"); })
-                .find("study.clusters must be 0 (none) or at least 2"),
+  EXPECT_NE(error_of([&] {
+              parse_run_config(run_config_to_toml(c), "x");
+            }).find("study.clusters must be 0 (none) or at least 2"),
             std::string::npos);
 }
 
@@ -282,6 +282,46 @@ TEST(StudyPlan, EveryPresetLoadsAndPlans) {
   // The embedded default is configs/tiny.toml.
   EXPECT_EQ(run_config_keys(default_config()),
             run_config_keys(load_run_config(fs::path(BTX_SOURCE_DIR) / "configs" / "tiny.toml")));
+}
+
+// Entries finetuned on MetaMoE's proxies: one proxies stage after the experts builds the pool
+// corpus and picks the proxies; their merge stages wait for it and finetune on its shards. Two
+// entries naming different pools are refused.
+TEST(StudyPlan, ProxyEntriesFinetuneOnTheProxiesStage) {
+  TempDir tmp;
+  RunConfig c = default_config();
+  c.study.methods = {"btx --finetune router --proxies glossary,aphorisms --name p", "btx"};
+  const btx::Run run(RunDir{tmp.path() / "run"}, c);
+  const auto stages = plan_study(run);
+  auto find = [&](const std::string& name) {
+    auto it =
+        std::find_if(stages.begin(), stages.end(), [&](const Stage& s) { return s.name == name; });
+    EXPECT_NE(it, stages.end()) << name;
+    return it;
+  };
+  const auto proxies = find("proxies");
+  ASSERT_EQ(proxies->commands.size(), 2u);
+  const std::vector<std::string> build = {
+      "corpus", "build", "--out", proxy_pool_dir(c).string(), "--domains", "glossary,aphorisms"};
+  EXPECT_EQ(proxies->commands[0], build);
+  const auto& pick = proxies->commands[1];
+  EXPECT_EQ(pick.front(), "proxies");
+  EXPECT_NE(std::find(pick.begin(), pick.end(), (run.root / "proxies").string()), pick.end());
+  EXPECT_EQ(proxies->after, std::vector<std::string>{"experts"});
+  EXPECT_LT(std::distance(stages.begin(), find("experts")), std::distance(stages.begin(), proxies));
+  const auto p = find("merge/p");
+  EXPECT_NE(std::find(p->after.begin(), p->after.end(), "proxies"), p->after.end());
+  const auto& finetune = p->commands.at(1);
+  const auto data = std::find(finetune.begin(), finetune.end(), "--data");
+  ASSERT_NE(data, finetune.end());
+  EXPECT_EQ(*(data + 1), (run.root / "proxies" / "data").string());
+  const auto plain = find("merge/btx");
+  EXPECT_EQ(std::find(plain->commands.at(1).begin(), plain->commands.at(1).end(), "--data"),
+            plain->commands.at(1).end());
+  c.study.methods = {"btx --finetune router --proxies glossary --name a",
+                     "btx --finetune router --proxies aphorisms --name b"};
+  const std::string e = error_of([&] { plan_study(btx::Run(RunDir{tmp.path() / "run2"}, c)); });
+  EXPECT_NE(e.find("every entry names the same pool domains"), std::string::npos) << e;
 }
 
 TEST(StudyPlan, SlurmLauncherSubmitsAndWaits) {

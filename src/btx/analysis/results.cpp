@@ -48,7 +48,9 @@ int64_t tokens_behind(const RunDir& run, const std::string& model, const ModelFo
   if (merge.from_experts) {  // not upcycling, which copies the seed's FFN
     for (const auto& e : merge.experts) experts += e.tokens;
   }
-  return seed + experts + state_tokens(dir);  // + finetuning, if any
+  // A stitched model's stitch training (Branch-Train-Stitch).
+  const int64_t stitched = merge.result.value("stitch_tokens", int64_t{0});
+  return seed + experts + stitched + state_tokens(dir);  // + finetuning, if any
 }
 
 }  // namespace

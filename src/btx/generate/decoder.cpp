@@ -68,6 +68,38 @@ std::unique_ptr<BatchDecoder> ModelDecoder::batch_decoder() const {
   return cached_ ? std::make_unique<ModelBatchDecoder>(model_) : nullptr;
 }
 
+// ---- StitchedDecoder ---------------------------------------------------------------------
+
+namespace {
+// Branch-Train-Stitch: the hub and every expert run the whole sequence again for each token
+// (the stitches mix their residual streams at every position; no KV cache is kept for them).
+class StitchedDecoder : public Decoder {
+ public:
+  explicit StitchedDecoder(StitchedLM model) : model_(std::move(model)) { model_->eval(); }
+  torch::Tensor next_scores(const std::vector<int32_t>& seq) override {
+    return sequence_scores(seq)[-1];
+  }
+  void reset() override {}
+  torch::Tensor sequence_scores(const std::vector<int32_t>& seq) override {
+    torch::NoGradGuard no_grad;
+    BTX_CHECK(!seq.empty(), "decoder: no token to read");
+    const std::vector<int64_t> x(seq.begin(), seq.end());
+    return model_->forward(torch::tensor(x, torch::kInt64).view({1, -1}))[0];
+  }
+  int64_t context() const override { return model_->hub->config().max_sequence(); }
+  int64_t vocab_size() const override { return model_->hub->config().vocab_size; }
+  std::string describe() const override {
+    return fmt::format(
+        "Branch-Train-Stitch model (the seed and {} experts, stitched after layers {}), "
+        "recomputed for every token",
+        model_->num_experts(), fmt::join(model_->points(), ", "));
+  }
+
+ private:
+  StitchedLM model_;
+};
+}  // namespace
+
 // ---- EnsembleDecoder ---------------------------------------------------------------------
 
 EnsembleDecoder::EnsembleDecoder(std::vector<std::string> names, std::vector<CausalLM> experts,
@@ -148,6 +180,8 @@ std::unique_ptr<Decoder> open_decoder(const ModelFolder& model, bool use_cache) 
             "{} is neither a checkpoint (model.safetensors + config.json) nor a merged "
             "description (merge.json)",
             dir.string());
+  if (model.kind() == ModelKind::kStitched)
+    return std::make_unique<StitchedDecoder>(model.stitched());
   const std::string kind = name_of(model.kind());
   BTX_CHECK(model.kind() == ModelKind::kEnsemble,
             "{} is a {} description ({}): it is one dense model per target domain, built from "

@@ -60,6 +60,11 @@ std::string not_one_model(const ModelFolder& model) {
     return "a BTM ensemble: its experts stay separate models whose next-token distributions are "
            "mixed at every token, which no single Hugging Face or GGUF model computes";
   }
+  if (model.kind() == ModelKind::kStitched) {
+    return "a Branch-Train-Stitch model: the seed and every expert run side by side, joined by "
+           "stitch layers between their residual streams, which no Hugging Face or GGUF "
+           "architecture has";
+  }
   if (!method.empty()) {
     return fmt::format(
         "a '{}' description evaluated per domain (one merged model per target domain), not one "

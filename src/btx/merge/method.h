@@ -61,8 +61,9 @@ struct MergeMethod {
   // Checks that involve several parameters (e.g. exactly one of --weights and --target), on the
   // resolved values, before anything runs; empty when there are none.
   std::function<void(const ParamValues&)> check_params;
-  // Methods that train (dense) write their checkpoints into the output folder as they go and
-  // can resume; the others build into a temporary folder that is renamed into place.
+  // Methods that train (dense, bts) write into the output folder as they go (dense resumes its
+  // checkpoints, bts starts its short stitch training over); the others build into a temporary
+  // folder that is renamed into place.
   bool trains = false;
   // The router of its result, from its resolved parameters, when the result is a routed model
   // (MoE or SMEAR) whose routers start untrained: the study (`btx run`) finetunes it on the
@@ -168,5 +169,6 @@ MergeMethod smear_method();
 MergeMethod flexolmo_method();
 MergeMethod bam_method();
 MergeMethod symphony_method();
+MergeMethod bts_method();
 
 }  // namespace btx

@@ -43,4 +43,26 @@ struct ProxyOptions {
 // expert not finished are errors naming the option or expert; nothing is written then.
 nlohmann::json select_proxies(const Run& run, const ProxyOptions& o);
 
+// `btx proxies`' arguments, declared once (util/args.h): the CLI binds them, the study writes its
+// proxies stage from them.
+struct ProxiesArgs {
+  std::string run;
+  ProxyOptions options;
+  template <typename V>
+  void visit(V& v) {
+    v.option("--run", run, "Run folder (its seed and trained experts)");
+    v.option("--pool", options.pool, "Corpus folder of public text");
+    v.option("--domains", options.domains, "Only these domains of --pool");
+    v.option("--out", options.out, "Folder for the proxy corpus");
+    v.option("--per-expert", options.per_expert, "Documents chosen per expert");
+    v.option("--candidates", options.candidates, "Pool documents scored (0: all)");
+    v.option("--chunk-bytes", options.chunk_bytes, "Document size for .txt domains");
+    v.option("--seq-len", options.seq_len,
+             "Tokens of each document scored (0: the experts' seq_len)");
+    v.option("--temperature", options.temperature,
+             "Quality exp(relevance / temperature), relevance in nats per token");
+    v.option("--seed", options.seed, "Random seed of the candidate sample");
+  }
+};
+
 }  // namespace btx

@@ -21,7 +21,7 @@ const std::vector<MergeMethod>& merge_methods() {
       upcycle_method(),  tag_method(),
       hash_method(),     smear_method(),
       flexolmo_method(), bam_method(),
-      symphony_method(),
+      symphony_method(), bts_method(),
   };
   return methods;
 }

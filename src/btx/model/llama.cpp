@@ -200,8 +200,12 @@ torch::Tensor token_nll(CausalLM& model, const torch::Tensor& batch) {
   // To the model's device (a no-op where they already are), read off one weight: listing every
   // parameter for each batch would be work on the hot path.
   const auto tokens = batch.to(model->model->embed_tokens->weight.device());
-  const int64_t B = tokens.size(0), T = tokens.size(1) - 1;
-  auto logits = model->forward(tokens.narrow(1, 0, T));  // (B, T, V)
+  const int64_t T = tokens.size(1) - 1;
+  return next_token_nll(model->forward(tokens.narrow(1, 0, T)), tokens);
+}
+
+torch::Tensor next_token_nll(const torch::Tensor& logits, const torch::Tensor& tokens) {
+  const int64_t B = logits.size(0), T = logits.size(1);
   // In fp32 also under bf16 autocast (a no-op otherwise).
   auto nll = torch::nn::functional::cross_entropy(
       logits.reshape({B * T, -1}).to(torch::kFloat32), tokens.narrow(1, 1, T).reshape({-1}),

@@ -86,6 +86,8 @@ TORCH_MODULE(CausalLM);
 // Next-token cross-entropy of each position of `tokens` (B, T+1): inputs [:, :-1], targets
 // [:, 1:] -> (B, T), on the model's device (the tokens are moved there).
 torch::Tensor token_nll(CausalLM& model, const torch::Tensor& tokens);
+// The same from logits (B, T, V) already computed for tokens[:, :-1] of `tokens` (B, T+1).
+torch::Tensor next_token_nll(const torch::Tensor& logits, const torch::Tensor& tokens);
 // Its mean.
 torch::Tensor lm_loss(CausalLM& model, const torch::Tensor& tokens);
 

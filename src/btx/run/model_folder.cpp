@@ -15,6 +15,7 @@ const std::vector<Named<ModelKind>>& names(ModelKind) {
       {ModelKind::kCheckpoint, "checkpoint"},
       {ModelKind::kEnsemble, "ensemble"},
       {ModelKind::kPosteriorAverage, "posterior-average"},
+      {ModelKind::kStitched, "stitched"},
   };
   return table;
 }
@@ -57,6 +58,7 @@ struct ModelFolder::State {
   CausalLM model{nullptr};
   std::vector<CausalLM> experts;
   bool experts_loaded = false;
+  StitchedLM stitched{nullptr};
 };
 
 namespace {
@@ -152,6 +154,34 @@ const std::vector<CausalLM>& ModelFolder::experts() const {
   s_->experts = std::move(loaded);
   s_->experts_loaded = true;
   return s_->experts;
+}
+
+StitchedLM ModelFolder::stitched() const {
+  if (s_->stitched) return s_->stitched;
+  const fs::path file = s_->path / "merge.json";
+  BTX_CHECK(kind() == ModelKind::kStitched, "{} is not a stitched model (merge.json kind '{}')",
+            s_->path.string(), name_of(kind()));
+  fs::path hub_dir;
+  std::string hub_sha;
+  int64_t every = 0;
+  try {
+    const auto& hub = merge().result.at("hub");
+    hub_dir = s_->path / hub.at("path").get<std::string>();
+    hub_sha = hub.at("sha256").get<std::string>();
+    every = merge().result.at("stitch_every").get<int64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: malformed merge.json for a stitched model ({})", file.string(), e.what());
+  }
+  BTX_CHECK(every >= 1, "{}: stitch_every {} (expected at least 1)", file.string(), every);
+  BTX_CHECK(fs::exists(hub_dir / "model.safetensors"), "{}: its hub is missing (looked for {})",
+            file.string(), (hub_dir / "model.safetensors").string());
+  BTX_CHECK(sha256_file(hub_dir / "model.safetensors") == hub_sha,
+            "{}: its hub ({}) changed since the merge; run `btx merge` again", file.string(),
+            hub_dir.string());
+  StitchedLM m(load_model(hub_dir), experts(), every);
+  load_stitches(m, s_->path / "stitches.safetensors");
+  s_->stitched = m;
+  return m;
 }
 
 std::vector<std::string> ModelFolder::expert_names() const {

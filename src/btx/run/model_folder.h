@@ -17,6 +17,7 @@
 #include "btx/eval/ensemble.h"
 #include "btx/model/config.h"
 #include "btx/model/llama.h"
+#include "btx/model/stitch.h"
 #include "btx/util/names.h"
 
 namespace btx {
@@ -28,6 +29,7 @@ enum class ModelKind {
   kCheckpoint,        // model.safetensors + config.json: one dense or routed model
   kEnsemble,          // BTM's ensemble: the experts mixed at every token
   kPosteriorAverage,  // one average per target domain, weighted by its posterior
+  kStitched,          // Branch-Train-Stitch: the seed and the experts joined by trained stitches
 };
 const std::vector<Named<ModelKind>>& names(ModelKind);
 
@@ -97,6 +99,9 @@ class ModelFolder {
   // The options of an ensemble / a posterior average (alpha and prior_windows), from its
   // recorded parameters, checked by their declarations (eval/ensemble.h).
   const EnsembleOptions& ensemble_options() const;
+  // A stitched folder's model: its hub (merge.json result.hub, checked against the sha256 it
+  // records), its experts and stitches.safetensors, loaded on first use.
+  StitchedLM stitched() const;
 
   ModelFacts facts() const;
   // An MoE merge's expert slots (empty for any other model).

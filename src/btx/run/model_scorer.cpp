@@ -59,6 +59,58 @@ class TagScorer : public ModelScorer {
   std::string by_;
 };
 
+// Branch-Train-Stitch: the hub's prediction after the stitched forward; per domain, the stitches'
+// mean gate weights over the hub and each expert (what the hub took from whom).
+class StitchScorer : public Scorer {
+ public:
+  StitchScorer(StitchedLM model, std::vector<std::string> names)
+      : model_(std::move(model)), names_(std::move(names)) {
+    model_->eval();
+  }
+  torch::Tensor token_nll(const torch::Tensor& tokens) override {
+    torch::NoGradGuard no_grad;
+    const auto batch = tokens.to(model_->hub->model->embed_tokens->weight.device());
+    const int64_t T = batch.size(1) - 1;
+    std::vector<torch::Tensor> gates;
+    auto logits = model_->forward(batch.narrow(1, 0, T), &gates);
+    if (gate_sums_.empty()) gate_sums_.assign(gates.size(), torch::Tensor());
+    for (size_t k = 0; k < gates.size(); ++k) {
+      auto sum = gates[k].to(torch::kFloat64).sum(torch::IntArrayRef{0, 1}).cpu();
+      gate_sums_[k] = gate_sums_[k].defined() ? gate_sums_[k] + sum : sum;
+    }
+    gate_tokens_ += batch.size(0) * T;
+    return next_token_nll(logits, batch);
+  }
+  int64_t params_total() const override { return model_->num_params(); }
+  int64_t params_active() const override { return model_->num_params(); }  // every model runs
+  int64_t flops_per_token(int64_t context) const override {
+    return model_->flops_per_token(context);
+  }
+  int64_t max_context() const override { return model_->hub->config().max_sequence(); }
+  void begin_domain(const std::string&, const Heldout&) override {
+    gate_sums_.clear();
+    gate_tokens_ = 0;
+  }
+  nlohmann::json domain_info() const override {
+    if (gate_tokens_ == 0) return nullptr;
+    nlohmann::json points = nlohmann::json::array();
+    for (size_t k = 0; k < gate_sums_.size(); ++k) {
+      const auto mean = gate_sums_[k] / static_cast<double>(gate_tokens_);
+      nlohmann::json w = {{"hub", mean[0].item<double>()}};
+      for (size_t i = 0; i < names_.size(); ++i)
+        w[names_[i]] = mean[static_cast<int64_t>(i) + 1].item<double>();
+      points.push_back({{"after_layer", model_->points()[k]}, {"mean_gate", w}});
+    }
+    return {{"stitches", points}};
+  }
+
+ private:
+  StitchedLM model_;
+  std::vector<std::string> names_;
+  std::vector<torch::Tensor> gate_sums_;  // per stitch point: (N+1) summed over tokens
+  int64_t gate_tokens_ = 0;
+};
+
 }  // namespace
 
 fs::path ensemble_cluster_model_path(const fs::path& run, const std::string& given) {
@@ -116,6 +168,8 @@ std::unique_ptr<Scorer> open_scorer(const ModelFolder& model) {
       }
       return scorer;
     }
+    case ModelKind::kStitched:
+      return std::make_unique<StitchScorer>(model.stitched(), model.expert_names());
     case ModelKind::kPosteriorAverage: {
       const EnsembleOptions& o = model.ensemble_options();
       return std::make_unique<PosteriorAverageScorer>(model.expert_names(), model.experts(),

@@ -22,11 +22,13 @@ struct StudyEntry {
   MergeArgs merge;
   std::optional<std::string> finetune;        // what trains after merging ("none": nothing)
   std::optional<std::string> finetune_steps;  // the finetuning budget in steps
+  std::vector<std::string> proxies;           // finetune on proxies from these pool domains
   template <typename V>
   void visit(V& v) {
     merge.visit(v);
     v.option("--finetune", finetune, "what `btx finetune --train` trains, or none");
     v.option("--finetune-steps", finetune_steps, "finetuning steps instead of [finetune] steps");
+    v.option("--proxies", proxies, "finetune on MetaMoE's proxies from these pool domains");
   }
 };
 
@@ -60,7 +62,7 @@ std::vector<StudyMethod> study_methods(const RunConfig& c) {
       // study sets --run, --method and --resume itself) and the entry's finetuning options.
       StudyEntry entry;
       ArgsReader reader({words.begin() + 1, words.end()},
-                        {"--name", "--finetune", "--finetune-steps"});
+                        {"--name", "--finetune", "--finetune-steps", "--proxies"});
       entry.visit(reader);
       reader.finish();
       MergeRequest request = entry.merge.request;
@@ -91,6 +93,32 @@ std::vector<StudyMethod> study_methods(const RunConfig& c) {
                   *finetune_steps);
         s.finetune_steps = *steps;
       }
+      if (!entry.proxies.empty()) {
+        BTX_CHECK(!s.finetune.empty(), "--proxies: the {} model of this entry is not finetuned",
+                  s.method);
+        std::set<std::string> known;
+        if (c.study.build_corpus) {
+          for (const auto& spec : corpus_domain_specs()) known.insert(spec.name);
+        }
+        if (fs::is_directory(proxy_pool_dir(c))) {
+          for (const auto& d : list_corpus(proxy_pool_dir(c))) known.insert(d.name);
+        }
+        for (const auto& d : entry.proxies) {
+          BTX_CHECK(
+              known.count(d), "--proxies: unknown domain '{}' (the pool {} {}: {})", d,
+              proxy_pool_dir(c).string(), c.study.build_corpus ? "is built from" : "holds",
+              known.empty() ? std::string("nothing") : fmt::format("{}", fmt::join(known, ", ")));
+          BTX_CHECK(std::find(c.corpus.domains.begin(), c.corpus.domains.end(), d) ==
+                        c.corpus.domains.end(),
+                    "--proxies: '{}' is a training domain; proxies stand in for the domains' "
+                    "own text, so they come from other text",
+                    d);
+          BTX_CHECK(
+              std::find(c.corpus.novel.begin(), c.corpus.novel.end(), d) == c.corpus.novel.end(),
+              "--proxies: '{}' is a novel domain, kept for evaluation only", d);
+        }
+        s.proxies = entry.proxies;
+      }
       BTX_CHECK(names.insert(s.name).second,
                 "the name '{}' is used twice (give one of them --name NAME)", s.name);
       out.push_back(std::move(s));
@@ -99,6 +127,10 @@ std::vector<StudyMethod> study_methods(const RunConfig& c) {
     }
   }
   return out;
+}
+
+fs::path proxy_pool_dir(const RunConfig& c) {
+  return fs::path(c.corpus.dir + "-pool");
 }
 
 void check_study_domains(const RunConfig& c) {

@@ -11,6 +11,7 @@
 #include "btx/corpus/corpus_build.h"
 #include "btx/merge/finetune.h"
 #include "btx/merge/method.h"
+#include "btx/merge/proxies.h"
 #include "btx/model/param_roles.h"
 #include "btx/run/experts.h"
 #include "btx/run/launch.h"
@@ -50,17 +51,22 @@ std::vector<std::string> merge_command(const std::string& run_dir, const std::st
 }
 
 // `btx finetune` of run_dir/merged/<name>, training `train` (finetune_selections()) for `steps`
-// steps (0: [finetune] steps).
+// steps (0: [finetune] steps), on the run's data or on `data` (token shards) when given.
 std::vector<std::string> finetune_command(const std::string& run_dir, const std::string& name,
-                                          const std::string& train, int64_t steps = 0) {
+                                          const std::string& train, int64_t steps = 0,
+                                          const std::string& data = "") {
   FinetuneArgs f;
   f.run = run_dir;
   f.model = "merged/" + name;
   f.resume = true;
   f.train = train;
   f.steps = steps;
+  f.data = data;
   return command_line("finetune", f);
 }
+
+// The folder of the run's proxies stage (MetaMoE).
+constexpr const char* kProxies = "proxies";
 
 // `btx eval` of `model` (as the run names it) into eval/<name>.json.
 std::vector<std::string> eval_command(const std::string& run_dir, const std::string& model) {
@@ -228,8 +234,10 @@ struct Planner {
       s.config_keys.push_back("finetune.");  // its budget may be matched to finetuning's
       s.progress.push_back({m.name, fs::path("merged") / m.name / "metrics.jsonl", 0, 0});
     }
+    if (!m.proxies.empty()) s.after.push_back(kProxies);
     if (!m.finetune.empty()) {
-      s.commands.push_back(finetune_command(R, m.name, m.finetune, m.finetune_steps));
+      const std::string data = m.proxies.empty() ? "" : (run.root / kProxies / "data").string();
+      s.commands.push_back(finetune_command(R, m.name, m.finetune, m.finetune_steps, data));
       s.config_keys.push_back("finetune.");
       s.progress.push_back({"finetune " + m.name, fs::path("merged") / m.name / "metrics.jsonl",
                             m.finetune_steps > 0 ? m.finetune_steps : ft.steps,
@@ -258,6 +266,35 @@ struct Planner {
       stages.push_back(std::move(a));
       analyses.push_back("analysis/" + m.name);
     }
+  }
+
+  // MetaMoE's proxies, for the entries that finetune on them (--proxies): the pool corpus (built
+  // from Debian packages when the study builds its corpus), then each expert's proxies from it.
+  void proxies(const std::vector<std::string>& domains) {
+    const fs::path pool = proxy_pool_dir(c);
+    Stage s{kProxies,
+            fmt::format("MetaMoE: each expert's proxies from a public pool ({}), for routers "
+                        "trained without the domains' text",
+                        fmt::join(domains, ", ")),
+            {"experts"},
+            {},
+            {kProxies},
+            {"corpus.", "tokenizer.", "data.", "random_seed"}};
+    if (c.study.build_corpus) {
+      CorpusBuildArgs build;
+      build.options.out = pool.string();
+      build.options.domains = domains;
+      s.commands.push_back(command_line("corpus build", build));
+      for (const auto& d : domains) s.outputs.push_back(fs::absolute(pool / (d + ".txt")));
+    }
+    ProxiesArgs p;
+    p.run = R;
+    p.options.pool = pool;
+    p.options.domains = domains;
+    p.options.out = run.root / kProxies;
+    p.options.seed = c.seed;
+    s.commands.push_back(command_line("proxies", p));
+    stages.push_back(std::move(s));
   }
 
   // BTM's random-split baseline: a sub-run sharing the seed, its experts ensembled.
@@ -462,6 +499,16 @@ std::vector<Stage> plan_study(const Run& run) {
   std::stable_sort(order.begin(), order.end(),
                    [&](const StudyMethod& a, const StudyMethod& b) { return work(a) > work(b); });
   if (std::any_of(methods.begin(), methods.end(), takes_other_seed)) p.other_seed_sub_run();
+  std::vector<std::string> pool;  // the proxies' pool domains: one for every entry
+  for (const auto& m : methods) {
+    if (m.proxies.empty()) continue;
+    BTX_CHECK(pool.empty() || pool == m.proxies,
+              "[study] methods: --proxies {} and --proxies {}: the study picks one set of "
+              "proxies, so every entry names the same pool domains",
+              fmt::join(pool, ","), fmt::join(m.proxies, ","));
+    pool = m.proxies;
+  }
+  if (!pool.empty()) p.proxies(pool);
   for (const auto& m : order) p.combination(m);
   if (c.study.random_split) p.random_split();
   for (const auto& mode : c.study.modes) p.mode_sub_run(mode);

@@ -71,7 +71,14 @@ struct StudyMethod {
   AnalysisKind analysis = AnalysisKind::kNone;  // what its analysis stage shows, if it has one
   // The entry's --finetune-steps: its finetuning budget in steps (0: [finetune] steps).
   int64_t finetune_steps = 0;
+  // The entry's --proxies: finetuned on MetaMoE's proxies (the study's proxies stage) picked
+  // from these domains of the pool corpus (proxy_pool_dir()) instead of the domains' own text.
+  std::vector<std::string> proxies;
 };
+
+// The corpus folder MetaMoE's proxies are picked from: [corpus] dir with "-pool" appended, built
+// by the study (`btx corpus build`) when [study] build_corpus.
+fs::path proxy_pool_dir(const RunConfig& c);
 
 // Parses and checks [study] methods: an unknown method, parameter or choice, or a name used
 // twice, is an error naming study.methods[i] and the entry.

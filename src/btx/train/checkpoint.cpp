@@ -60,10 +60,11 @@ ModelConfig load_model_config(const fs::path& dir) {
   return model_config_from_json(read_json_file(file), file.string());
 }
 
-void load_weights(CausalLM& model, const fs::path& dir) {
-  const fs::path file = dir / "model.safetensors";
+namespace {
+// Reads `file` into `params`: the same names, shapes, floating types, nothing else.
+void load_named(const fs::path& file,
+                const torch::OrderedDict<std::string, torch::Tensor>& params) {
   const SafetensorsReader reader(file);
-  const auto params = model->named_parameters();
   // Every name, shape and dtype is checked against the model before any tensor is read: a file
   // declaring a huge or foreign tensor is refused without allocating it.
   for (const auto& p : params) {
@@ -88,6 +89,25 @@ void load_weights(CausalLM& model, const fs::path& dir) {
   }
   torch::NoGradGuard no_grad;
   for (const auto& p : params) p.value().copy_(reader.read(p.key()));
+}
+}  // namespace
+
+void load_weights(CausalLM& model, const fs::path& dir) {
+  load_named(dir / "model.safetensors", model->named_parameters());
+}
+
+void save_stitches(const StitchedLM& model, const fs::path& file) {
+  TensorMap weights;
+  for (const auto& [name, t] : model->stitch_parameters()) weights[name] = t.detach();
+  save_safetensors(
+      file, weights,
+      {{"format", "pt"}, {"btx", "stitches"}, {"stitch_every", std::to_string(model->every())}});
+}
+
+void load_stitches(StitchedLM& model, const fs::path& file) {
+  torch::OrderedDict<std::string, torch::Tensor> params;
+  for (const auto& [name, t] : model->stitch_parameters()) params.insert(name, t);
+  load_named(file, params);
 }
 
 CausalLM load_model(const fs::path& dir) {

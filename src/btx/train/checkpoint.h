@@ -9,6 +9,7 @@
 #include <string>
 
 #include "btx/model/llama.h"
+#include "btx/model/stitch.h"
 #include "btx/train/adamw.h"
 
 namespace btx {
@@ -43,6 +44,10 @@ CausalLM load_model(const fs::path& dir);
 // Loads the weights of `dir` into an existing model of the same architecture.
 void load_weights(CausalLM& model, const fs::path& dir);
 ModelConfig load_model_config(const fs::path& dir);
+// A stitched model's trained stitches (model/stitch.h), the only weights it adds to its hub's
+// and experts': written atomically; read back checked like load_weights.
+void save_stitches(const StitchedLM& model, const fs::path& file);
+void load_stitches(StitchedLM& model, const fs::path& file);
 // state.json of a resumable checkpoint, or nullopt when the folder has none.
 std::optional<TrainState> load_train_state(const fs::path& dir);
 void load_optimizer(AdamW& opt, const fs::path& dir, int64_t steps);
