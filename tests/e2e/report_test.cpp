@@ -308,6 +308,7 @@ TEST_F(ReportTest, ReportRendersInHeadlessChromium) {
   EXPECT_NE(out.dom.find("Gap to the ensemble of all experts vs training tokens"),
             std::string::npos);
   EXPECT_NE(out.dom.find(">vs ensemble-all<"), std::string::npos);  // the table's column
+  EXPECT_NE(out.dom.find(">95% CI<"), std::string::npos);  // the intervals' column (whiskers drawn)
   for (const auto& cv : canvases) {
     EXPECT_NE(cv.find("box-sizing: border-box"), std::string::npos) << cv;
     EXPECT_TRUE(std::regex_search(cv, std::regex(" width=\"[1-9][0-9]*\""))) << cv;
@@ -330,6 +331,7 @@ TEST(SweepPage, RendersInHeadlessChromium) {
     const nlohmann::json results = {{"rows",
                                      {{{"model", "average"},
                                        {"train_mean_ppl", 150 - 40 * s},
+                                       {"train_mean_ppl_ci", {140 - 40 * s, 152 - 40 * s}},
                                        {"novel_mean_ppl", 350.0},
                                        {"gap_to_ensemble_all", 0.5 - s / 2}},
                                       {{"model", "ensemble-all"},
@@ -348,7 +350,11 @@ TEST(SweepPage, RendersInHeadlessChromium) {
   EXPECT_EQ(sweep["models"], (nlohmann::json{"average", "ensemble-all"}));
   EXPECT_NEAR(sweep["points"][1]["seed_share"].get<double>(), 0.5, 1e-12);
   const std::string md = sweep_markdown(sweep);
-  EXPECT_NE(md.find("| average | 146.00 | 130.00 | **114.00** |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| average | 146.00 (136.00-148.00) | 130.00 (120.00-132.00) | **114.00** "
+                    "(104.00-116.00) |"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find("| ensemble-all | **101.00** | 105.00 | 109.00 |"), std::string::npos) << md;
   EXPECT_NE(md.find("| seed_share=0.5 | 0.50M | 0.50M | 50.0% | 1m01s |"), std::string::npos) << md;
   write_sweep(work.path(), sweep);
   REQUIRE_CHROMIUM(chromium);

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "btx/analysis/intervals.h"
 #include "btx/util/fs.h"
 #include "e2e_util.h"
 #include "forest_fixture.h"
@@ -67,9 +68,44 @@ TEST_F(ResultsTest, TableBestColumnsTokensAndFindings) {
   EXPECT_NE(j["findings"][0].get<std::string>().find("Best on the training domains: " + best_mean),
             std::string::npos);
 
+  // Intervals: every window's loss is in the evaluation (their mean is the domain's loss), and
+  // each row's 95% interval is the bootstrap of its windows, around its mean.
+  const auto& code = e["domains"]["code"];
+  const auto windows = code["window_loss"].get<std::vector<double>>();
+  ASSERT_EQ(static_cast<int64_t>(windows.size()),
+            code["tokens"].get<int64_t>() / e["seq_len"].get<int64_t>());
+  double sum = 0;
+  for (const double w : windows) sum += w;
+  EXPECT_NEAR(sum / static_cast<double>(windows.size()), code["loss"].get<double>(), 1e-6);
+  WindowLosses ens_windows;
+  for (const auto& d : j["train_domains"])
+    ens_windows.push_back(
+        e["domains"][d.get<std::string>()]["window_loss"].get<std::vector<double>>());
+  const WindowBootstrap boot(WindowBootstrap::counts_of(ens_windows));
+  const auto ci = boot.mean_ppl_interval(ens_windows);
+  ASSERT_TRUE(ci);
+  EXPECT_DOUBLE_EQ(ens["train_mean_ppl_ci"][0].get<double>(), ci->lo);
+  EXPECT_DOUBLE_EQ(ens["train_mean_ppl_ci"][1].get<double>(), ci->hi);
+  for (const auto& row : j["rows"]) {
+    for (const char* m : {"train_mean_ppl", "novel_mean_ppl"}) {
+      const std::string key = std::string(m) + "_ci";
+      if (!row.contains(m) || row[m].is_null()) continue;
+      ASSERT_TRUE(row.contains(key)) << row["model"] << " " << key;
+      EXPECT_LE(row[key][0].get<double>(), row[m].get<double>()) << row["model"];
+      EXPECT_GE(row[key][1].get<double>(), row[m].get<double>()) << row["model"];
+      EXPECT_LT(row[key][0].get<double>(), row[key][1].get<double>()) << row["model"];
+    }
+  }
+  // Without a learned-routing or dense row no finding compares two rows, so none says how sure
+  // (FindingsKeyOnWhatEachModelIsNotOnItsName checks those that do).
+  for (const auto& f : j["findings"])
+    EXPECT_EQ(f.get<std::string>().find("How sure"), std::string::npos) << f;
+
   const std::string md = read_file(run.root / "results.md");
-  EXPECT_NE(md.find("| model | code | prose | verse | mean | vs ensemble-all |"), std::string::npos)
+  EXPECT_NE(md.find("| model | code | prose | verse | mean | 95% CI | vs ensemble-all |"),
+            std::string::npos)
       << md;
+  EXPECT_NE(md.find(fmt::format(" {:.2f}-{:.2f} |", ci->lo, ci->hi)), std::string::npos) << md;
   EXPECT_NE(md.find(fmt::format(" {:+.1f}% |", 100 * avg["gap_to_ensemble_all"].get<double>())),
             std::string::npos)
       << md;
@@ -135,6 +171,15 @@ TEST_F(ResultsTest, FindingsKeyOnWhatEachModelIsNotOnItsName) {
   // unfinetuned mixer.
   EXPECT_EQ(j["rows"][6]["training_tokens"], mixer["training_tokens"]);
   EXPECT_NE(findings.find("mixer vs the dense model trained on as many tokens (wide, 0.03M): "),
+            std::string::npos)
+      << findings;
+  // Each comparison says how sure it is: the paired difference and whether its interval
+  // excludes zero (this run has no novel domains, so no novel comparison).
+  EXPECT_NE(findings.find("How sure: mixer vs plain-mean is "), std::string::npos) << findings;
+  EXPECT_NE(findings.find("How sure: mixer vs all-of-them is "), std::string::npos) << findings;
+  EXPECT_NE(findings.find("How sure: mixer vs wide is "), std::string::npos) << findings;
+  EXPECT_EQ(findings.find("How sure (novel)"), std::string::npos) << findings;
+  EXPECT_NE(findings.find("paired over the same test windows), an interval that "),
             std::string::npos)
       << findings;
 }

@@ -25,6 +25,21 @@ std::string millions(const ResultRow* r) {
   return fmt::format("{:.2f}M", static_cast<double>(r->training_tokens) / 1e6);
 }
 
+// How sure a comparison is: row b against row a on the training (or novel) mean, paired over the
+// test windows; "" when the rows did not record their windows.
+std::string how_sure(const TableBootstrap& boot, const ResultRow* a, const ResultRow* b,
+                     bool novel = false) {
+  const auto d = boot.difference(*a, *b, novel);
+  if (!d) return "";
+  return fmt::format(
+      " How sure{}: {} vs {} is {:+.1f}% (95% CI {:+.1f}% to {:+.1f}%, paired over the same test "
+      "windows), {}.",
+      novel ? " (novel)" : "", b->model, a->model, 100 * d->estimate, 100 * d->ci.lo,
+      100 * d->ci.hi,
+      d->excludes_zero() ? "an interval that excludes zero"
+                         : "an interval that includes zero: these windows do not tell them apart");
+}
+
 // The first causal row that fits `is`.
 template <typename Pred>
 const ResultRow* first(const std::vector<ResultRow>& rows, Pred is) {
@@ -53,54 +68,63 @@ std::optional<std::string> best_on(const std::vector<ResultRow>& rows,
   return fmt::format("Best on the {} domains: {} (mean perplexity {:.2f}).", what, b->model, v);
 }
 
-std::optional<std::string> average_vs_routed(const References& r) {
+std::optional<std::string> average_vs_routed(const References& r, const TableBootstrap& boot) {
   if (!r.average || !r.routed) return std::nullopt;
   return fmt::format(
-      "Uniform parameter averaging (no routing): {:.2f} on the training domains, {} worse than "
-      "the best learned-routing model, {} ({:.2f}).",
-      mean(r.average), percent(mean(r.average), mean(r.routed)), r.routed->model, mean(r.routed));
+             "Uniform parameter averaging (no routing): {:.2f} on the training domains, {} worse "
+             "than the best learned-routing model, {} ({:.2f}).",
+             mean(r.average), percent(mean(r.average), mean(r.routed)), r.routed->model,
+             mean(r.routed)) +
+         how_sure(boot, r.average, r.routed);
 }
 
-std::optional<std::string> routed_vs_upcycling(const References& r) {
+std::optional<std::string> routed_vs_upcycling(const References& r, const TableBootstrap& boot) {
   if (!r.upcycled || !r.routed) return std::nullopt;
   const ResultRow *routed = r.routed, *up = r.upcycled;
   return fmt::format(
-      "{} ({} training tokens) vs sparse upcycling ({}: an MoE of seed copies, no expert "
-      "training): {:.2f} vs {:.2f}; the expert training {}.",
-      routed->model, millions(routed), millions(up), mean(routed), mean(up),
-      mean(routed) < mean(up) ? "is worth " + percent(mean(up), mean(routed))
-                              : std::string("did not pay off"));
+             "{} ({} training tokens) vs sparse upcycling ({}: an MoE of seed copies, no "
+             "expert training): {:.2f} vs {:.2f}; the expert training {}.",
+             routed->model, millions(routed), millions(up), mean(routed), mean(up),
+             mean(routed) < mean(up) ? "is worth " + percent(mean(up), mean(routed))
+                                     : std::string("did not pay off")) +
+         how_sure(boot, up, routed);
 }
 
-std::optional<std::string> routed_vs_ensemble(const References& r) {
+std::optional<std::string> routed_vs_ensemble(const References& r, const TableBootstrap& boot) {
   if (!r.ensemble_all || !r.routed) return std::nullopt;
   const ResultRow *routed = r.routed, *ens = r.ensemble_all;
   return fmt::format(
-      "{} ({} training tokens) is {} the ensemble of all experts ({}; {:.2f} vs {:.2f}) at "
-      "{:.0f}% of its forward FLOPs per token.",
-      routed->model, millions(routed),
-      mean(routed) <= mean(ens) ? "better than" : percent(mean(routed), mean(ens)) + " behind",
-      millions(ens), mean(routed), mean(ens), 100.0 * flops(routed) / flops(ens));
+             "{} ({} training tokens) is {} the ensemble of all experts ({}; {:.2f} vs {:.2f}) "
+             "at {:.0f}% of its forward FLOPs per token.",
+             routed->model, millions(routed),
+             mean(routed) <= mean(ens) ? "better than"
+                                       : percent(mean(routed), mean(ens)) + " behind",
+             millions(ens), mean(routed), mean(ens), 100.0 * flops(routed) / flops(ens)) +
+         how_sure(boot, ens, routed);
 }
 
 // What routing is worth at equal training compute.
-std::optional<std::string> routed_vs_dense_as_many(const References& r) {
+std::optional<std::string> routed_vs_dense_as_many(const References& r,
+                                                   const TableBootstrap& boot) {
   if (!r.dense_as_many) return std::nullopt;
   const ResultRow *routed = r.routed, *dense = r.dense_as_many;
   return fmt::format(
-      "{} vs the dense model trained on as many tokens ({}, {}): {:.2f} vs {:.2f} on the "
-      "training domains, {:.2f} vs {:.2f} on the novel domains.",
-      routed->model, dense->model, millions(dense), mean(routed), mean(dense),
-      routed->novel_mean_ppl, dense->novel_mean_ppl);
+             "{} vs the dense model trained on as many tokens ({}, {}): {:.2f} vs {:.2f} "
+             "on the training domains, {:.2f} vs {:.2f} on the novel domains.",
+             routed->model, dense->model, millions(dense), mean(routed), mean(dense),
+             routed->novel_mean_ppl, dense->novel_mean_ppl) +
+         how_sure(boot, dense, routed) + how_sure(boot, dense, routed, /*novel=*/true);
 }
 
-std::optional<std::string> ensemble_vs_dense(const References& r) {
+std::optional<std::string> ensemble_vs_dense(const References& r, const TableBootstrap& boot) {
   if (!r.ensemble_all || !r.dense_matched) return std::nullopt;
   return fmt::format(
-      "The ensemble ({:.2f}) vs the compute-matched dense model ({:.2f}) on the training "
-      "domains; on novel domains {:.2f} vs {:.2f}.",
-      mean(r.ensemble_all), mean(r.dense_matched), r.ensemble_all->novel_mean_ppl,
-      r.dense_matched->novel_mean_ppl);
+             "The ensemble ({:.2f}) vs the compute-matched dense model ({:.2f}) on the "
+             "training domains; on novel domains {:.2f} vs {:.2f}.",
+             mean(r.ensemble_all), mean(r.dense_matched), r.ensemble_all->novel_mean_ppl,
+             r.dense_matched->novel_mean_ppl) +
+         how_sure(boot, r.dense_matched, r.ensemble_all) +
+         how_sure(boot, r.dense_matched, r.ensemble_all, /*novel=*/true);
 }
 
 // Why merging fails: how far the experts moved and how much of it the average keeps
@@ -182,16 +206,25 @@ References find_references(const RunDir& run, const std::vector<ResultRow>& rows
   return refs;
 }
 
+std::optional<PairedDifference> TableBootstrap::difference(const ResultRow& a, const ResultRow& b,
+                                                           bool novel) const {
+  const auto& boot = novel ? this->novel : train;
+  if (!boot) return std::nullopt;
+  return novel ? boot->relative_difference(a.novel_windows, b.novel_windows)
+               : boot->relative_difference(a.train_windows, b.train_windows);
+}
+
 std::vector<std::string> study_findings(const RunDir& run, const std::vector<ResultRow>& rows,
                                         const References& refs,
-                                        const std::map<std::string, std::string>& best) {
+                                        const std::map<std::string, std::string>& best,
+                                        const TableBootstrap& boot) {
   const std::optional<std::string> all[] = {
       best_on(rows, best, "train_mean_ppl", "training"),
-      average_vs_routed(refs),
-      routed_vs_upcycling(refs),
-      routed_vs_ensemble(refs),
-      routed_vs_dense_as_many(refs),
-      ensemble_vs_dense(refs),
+      average_vs_routed(refs, boot),
+      routed_vs_upcycling(refs, boot),
+      routed_vs_ensemble(refs, boot),
+      routed_vs_dense_as_many(refs, boot),
+      ensemble_vs_dense(refs, boot),
       divergence_finding(run),
       barrier_finding(run),
       token_gain_finding(run, refs.routed),

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "btx/analysis/intervals.h"
 #include "btx/run/model_folder.h"
 #include "btx/run/run_dir.h"
 
@@ -25,6 +26,20 @@ struct ResultRow {
   double train_mean_ppl = 0, novel_mean_ppl = 0;  // NaN when the evaluation has none
   int64_t params_total = 0, params_active = 0, flops_per_token = 0, training_tokens = 0;
   std::optional<double> gap_to_ensemble_all;  // a one-model row's mean against ensemble-all's
+  // Each test window's loss by domain (training, novel), in the table's domain order; empty for
+  // an evaluation made before `btx eval` recorded them.
+  WindowLosses train_windows, novel_windows;
+  std::optional<Interval> train_ci, novel_ci;  // 95% bootstrap intervals of the two means
+};
+
+// The resamples every row of the table shares (analysis/intervals.h), for the training and the
+// novel domains; absent where no row recorded its windows.
+struct TableBootstrap {
+  std::optional<WindowBootstrap> train, novel;
+  // "row b against row a" on the training (or novel) mean, paired; nullopt when either row lacks
+  // the windows.
+  std::optional<PairedDifference> difference(const ResultRow& a, const ResultRow& b,
+                                             bool novel = false) const;
 };
 
 // The rows the findings compare (null where the study has none); each a causal row.
@@ -39,8 +54,11 @@ struct References {
 References find_references(const RunDir& run, const std::vector<ResultRow>& rows);
 
 // The findings in the order results.md lists them; `best` is column -> model.
+// Each finding that compares two rows states their paired difference with its 95% interval
+// from `boot`, and whether the interval excludes zero.
 std::vector<std::string> study_findings(const RunDir& run, const std::vector<ResultRow>& rows,
                                         const References& refs,
-                                        const std::map<std::string, std::string>& best);
+                                        const std::map<std::string, std::string>& best,
+                                        const TableBootstrap& boot);
 
 }  // namespace btx

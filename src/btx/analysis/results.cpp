@@ -80,6 +80,27 @@ ResultRow result_row(const RunDir& run, const std::string& model, const nlohmann
   return r;
 }
 
+// A row's window losses on `domains` (the table's order); empty when its evaluation lacks any.
+WindowLosses window_losses(const nlohmann::json& eval, const std::vector<std::string>& domains) {
+  WindowLosses out;
+  for (const auto& d : domains) {
+    const auto& v = eval.at("domains").value(d, nlohmann::json::object());
+    if (!v.contains("window_loss") || v.at("window_loss").empty()) return {};
+    out.push_back(v.at("window_loss").get<std::vector<double>>());
+  }
+  return out;
+}
+
+// The resamples of the first row with windows on these domains (every row of a run is scored on
+// the same windows; a row that is not stays without an interval).
+std::optional<WindowBootstrap> table_bootstrap(const std::vector<ResultRow>& rows, bool novel) {
+  for (const auto& r : rows) {
+    const WindowLosses& w = novel ? r.novel_windows : r.train_windows;
+    if (!w.empty()) return WindowBootstrap(WindowBootstrap::counts_of(w));
+  }
+  return std::nullopt;
+}
+
 nlohmann::json row_json(const ResultRow& r) {
   nlohmann::json j = {{"model", r.model},
                       {"causal", r.causal},
@@ -96,6 +117,8 @@ nlohmann::json row_json(const ResultRow& r) {
                       {"ensemble", r.facts.ensemble},
                       {"from_experts", r.facts.from_experts}};
   if (r.gap_to_ensemble_all) j["gap_to_ensemble_all"] = *r.gap_to_ensemble_all;
+  if (r.train_ci) j["train_mean_ppl_ci"] = {r.train_ci->lo, r.train_ci->hi};
+  if (r.novel_ci) j["novel_mean_ppl_ci"] = {r.novel_ci->lo, r.novel_ci->hi};
   return j;
 }
 
@@ -156,6 +179,15 @@ nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& 
         (v.value("novel", false) ? novel : train).push_back(d);
     }
     rows.push_back(result_row(run, m, e));
+    rows.back().train_windows = window_losses(e, train);
+    rows.back().novel_windows = window_losses(e, novel);
+  }
+  TableBootstrap boot;
+  boot.train = table_bootstrap(rows, false);
+  boot.novel = table_bootstrap(rows, true);
+  for (auto& r : rows) {
+    if (boot.train) r.train_ci = boot.train->mean_ppl_interval(r.train_windows);
+    if (boot.novel) r.novel_ci = boot.novel->mean_ppl_interval(r.novel_windows);
   }
   std::vector<std::string> columns = train;
   columns.push_back("train_mean_ppl");
@@ -178,7 +210,10 @@ nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& 
           {"novel_domains", novel},
           {"rows", row_list},
           {"best", best},
-          {"findings", study_findings(run, rows, refs, best)}};
+          {"intervals",
+           "95% percentile bootstrap over the test windows (1,000 resamples, stratified by "
+           "domain, the same resamples for every row; paired for the findings' differences)"},
+          {"findings", study_findings(run, rows, refs, best, boot)}};
 }
 
 std::string results_markdown(const nlohmann::json& r) {
@@ -191,10 +226,10 @@ std::string results_markdown(const nlohmann::json& r) {
   std::string out = "| model |";
   std::string rule = "|---|";
   for (const auto& d : train) out += " " + d + " |", rule += "---:|";
-  out += " mean |", rule += "---:|";
+  out += " mean | 95% CI |", rule += "---:|---:|";
   out += " vs ensemble-all |", rule += "---:|";
   for (const auto& d : novel) out += " " + d + "* |", rule += "---:|";
-  if (!novel.empty()) out += " mean* |", rule += "---:|";
+  if (!novel.empty()) out += " mean* | 95% CI* |", rule += "---:|---:|";
   out += " params | active | GFLOP/token | training tokens |\n";
   rule += "---:|---:|---:|---:|\n";
   out += rule;
@@ -207,13 +242,19 @@ std::string results_markdown(const nlohmann::json& r) {
     auto ppl_cell = [&](const std::string& col, const nlohmann::json& v) {
       return " " + mark(col, m, fmt::format("{:.2f}", v.get<double>())) + " |";
     };
+    auto ci_cell = [&](const char* key) {
+      if (!row.contains(key)) return std::string("  |");
+      return fmt::format(" {:.2f}-{:.2f} |", row[key][0].get<double>(), row[key][1].get<double>());
+    };
     for (const auto& d : train) out += ppl_cell(d, row["ppl"][d]);
     out += ppl_cell("train_mean_ppl", row["train_mean_ppl"]);
+    out += ci_cell("train_mean_ppl_ci");
     out += row.contains("gap_to_ensemble_all")
                ? fmt::format(" {:+.1f}% |", 100.0 * row["gap_to_ensemble_all"].get<double>())
                : std::string("  |");
     for (const auto& d : novel) out += ppl_cell(d, row["ppl"][d]);
-    if (!novel.empty()) out += ppl_cell("novel_mean_ppl", row["novel_mean_ppl"]);
+    if (!novel.empty())
+      out += ppl_cell("novel_mean_ppl", row["novel_mean_ppl"]) + ci_cell("novel_mean_ppl_ci");
     out += fmt::format(
         " {} | {} | {} | {} |\n", row["params_total"].get<int64_t>(),
         mark("params_active", m, std::to_string(row["params_active"].get<int64_t>())),
@@ -223,6 +264,9 @@ std::string results_markdown(const nlohmann::json& r) {
   }
   out +=
       "\nTest perplexity per domain (* novel: no expert trained on it); mean = exp(mean loss); "
+      "95% CI: " +
+      r.value("intervals", std::string("none recorded")) +
+      "; "
       "vs ensemble-all: a one-model row's mean against the ensemble of all experts; training "
       "tokens: every token behind the row (seed, experts, finetuning); best of each column in "
       "bold";

@@ -28,8 +28,8 @@ nlohmann::json sweep_results(
       const std::string m = r.value("model", "");
       if (std::find(models.begin(), models.end(), m) == models.end()) models.push_back(m);
       nlohmann::json row = nlohmann::json::object();
-      for (const char* k :
-           {"train_mean_ppl", "novel_mean_ppl", "gap_to_ensemble_all", "training_tokens"}) {
+      for (const char* k : {"train_mean_ppl", "train_mean_ppl_ci", "novel_mean_ppl",
+                            "novel_mean_ppl_ci", "gap_to_ensemble_all", "training_tokens"}) {
         if (r.contains(k)) row[k] = r[k];
       }
       rows[m] = row;
@@ -81,14 +81,23 @@ std::string sweep_markdown(const nlohmann::json& s) {
           continue;
         }
         const double v = rows[name][key].get<double>();
-        out += v == best ? fmt::format(" **{:.2f}** |", v) : fmt::format(" {:.2f} |", v);
+        const std::string ci_key = std::string(key) + "_ci";
+        const std::string ci =
+            rows[name].contains(ci_key)
+                ? fmt::format(" ({:.2f}-{:.2f})", rows[name][ci_key][0].get<double>(),
+                              rows[name][ci_key][1].get<double>())
+                : "";
+        out +=
+            v == best ? fmt::format(" **{:.2f}**{} |", v, ci) : fmt::format(" {:.2f}{} |", v, ci);
       }
       out += "\n";
     }
     out += "\n";
   };
-  table("Mean test perplexity on the training domains (best point of each row in bold)",
-        "train_mean_ppl");
+  table(
+      "Mean test perplexity on the training domains (best point of each row in bold; in "
+      "brackets its 95% bootstrap interval over the test windows)",
+      "train_mean_ppl");
   table("Mean test perplexity on the novel domains", "novel_mean_ppl");
   out += "| point | seed tokens | expert tokens | seed share | time |\n|---|---:|---:|---:|---:|\n";
   for (const auto& p : points) {

@@ -29,14 +29,19 @@ DomainScore score_stream(Scorer& scorer, const torch::Tensor& stream, int64_t se
   int64_t windows = (n - 1) / seq_len;
   if (max_tokens > 0) windows = std::min(windows, std::max<int64_t>(1, max_tokens / seq_len));
   double total = 0;
+  DomainScore s;
+  s.window_loss.reserve(static_cast<size_t>(windows));
   for (int64_t w0 = 0; w0 < windows; w0 += batch_size) {
     const int64_t b = std::min(batch_size, windows - w0);
     // (b, T+1): window w covers stream[w*T, w*T + T]
     auto rows = stream.narrow(0, w0 * seq_len, b * seq_len + 1);
     auto batch = rows.as_strided({b, seq_len + 1}, {seq_len, 1}).contiguous();
-    total += scorer.token_nll(batch).sum().item<double>();
+    const auto nll = scorer.token_nll(batch);  // (b, T)
+    total += nll.sum().item<double>();
+    const auto per_window = nll.to(torch::kFloat64).mean(1).cpu().contiguous();
+    const double* w = per_window.data_ptr<double>();
+    s.window_loss.insert(s.window_loss.end(), w, w + b);
   }
-  DomainScore s;
   s.tokens = windows * seq_len;
   s.loss = total / static_cast<double>(s.tokens);
   return s;
@@ -107,7 +112,11 @@ nlohmann::json evaluate(Scorer& scorer, const std::string& model_name, const Sha
     auto s = score_stream(scorer, shard.slice(0, shard.size()), opts.seq_len, opts.batch_size,
                           opts.max_tokens);
     check_finite(model_name, name, s);
-    domains[name] = {{"tokens", s.tokens}, {"loss", s.loss}, {"ppl", s.ppl()}, {"novel", false}};
+    domains[name] = {{"tokens", s.tokens},
+                     {"loss", s.loss},
+                     {"ppl", s.ppl()},
+                     {"novel", false},
+                     {"window_loss", s.window_loss}};
     if (auto info = scorer.domain_info(); !info.is_null()) domains[name]["model"] = info;
     train_sum += s.loss;
   }
@@ -121,7 +130,11 @@ nlohmann::json evaluate(Scorer& scorer, const std::string& model_name, const Sha
     auto s = score_stream(scorer, novel_domain_tokens(d, *tokenizer, opts.novel_max_tokens),
                           opts.seq_len, opts.batch_size, opts.novel_max_tokens);
     check_finite(model_name, d.name, s);
-    domains[d.name] = {{"tokens", s.tokens}, {"loss", s.loss}, {"ppl", s.ppl()}, {"novel", true}};
+    domains[d.name] = {{"tokens", s.tokens},
+                       {"loss", s.loss},
+                       {"ppl", s.ppl()},
+                       {"novel", true},
+                       {"window_loss", s.window_loss}};
     if (auto info = scorer.domain_info(); !info.is_null()) domains[d.name]["model"] = info;
     novel_sum += s.loss;
   }

@@ -1,5 +1,6 @@
 // Per-domain held-out loss and perplexity, in one JSON shape for every model and method:
-// {"model", "split", "seq_len", "domains": {name: {"tokens", "loss", "ppl", "novel", ["model"]}},
+// {"model", "split", "seq_len", "domains": {name: {"tokens", "loss", "ppl", "novel",
+//  "window_loss": [each window's mean loss], ["model"]}},
 //  "params_total", "params_active", "flops_per_token", "summary"}; a domain's "model" says what
 // a domain-adaptive method chose for it (Scorer::domain_info), e.g. the ensemble's prior.
 // Loss is the mean next-token NLL (nats) over non-overlapping windows; ppl = exp(loss).
@@ -23,6 +24,9 @@ class Tokenizer;
 struct DomainScore {
   int64_t tokens = 0;  // target tokens scored
   double loss = 0;     // mean NLL per token, nats
+  // Each window's mean NLL, in stream order: what the results' bootstrap intervals resample
+  // (analysis/intervals.h). Their mean is `loss` (every window has seq_len targets).
+  std::vector<double> window_loss;
   double ppl() const;
 };
 

@@ -115,6 +115,15 @@ struct Planner {
 
   explicit Planner(const Run& r) : run(r), c(r.config()), R(r.root.string()) {}
 
+  // eval/<name>: the test perplexity of `model` (as the run names it), after stage `after`.
+  void eval_stage(const std::string& name, const std::string& after, const std::string& model) {
+    Stage s{"eval/" + name,           "test perplexity per domain",          {after},
+            {eval_command(R, model)}, {fs::path("eval") / (name + ".json")}, {}};
+    s.version = 1;  // 1: with each window's loss (the results' intervals)
+    stages.push_back(std::move(s));
+    evals.push_back("eval/" + name);
+  }
+
   // The corpus (when the study builds it), the tokenizer and shards, and the seed.
   void data_and_seed() {
     std::vector<std::string> domains = c.corpus.domains;
@@ -245,13 +254,7 @@ struct Planner {
     }
     stages.push_back(std::move(s));
     const std::string model = "merged/" + m.name;
-    stages.push_back({"eval/" + m.name,
-                      "test perplexity per domain",
-                      {"merge/" + m.name},
-                      {eval_command(R, model)},
-                      {fs::path("eval") / (m.name + ".json")},
-                      {}});
-    evals.push_back("eval/" + m.name);
+    eval_stage(m.name, "merge/" + m.name, model);
     // Routed models and ensembles are analysed for the report (analysis_kind()).
     if (m.analysis != AnalysisKind::kNone) {
       Stage a{"analysis/" + m.name,
@@ -312,13 +315,7 @@ struct Planner {
     s.prepare = [run = run, c = c] { prepare_sub_run(run, kRandomSplit, random_split_config(c)); };
     s.exclusive = true;
     stages.push_back(std::move(s));
-    stages.push_back({std::string("eval/") + kRandomSplit,
-                      "test perplexity per domain",
-                      {kRandomSplit},
-                      {eval_command(R, fmt::format("{}/merged/{}", kRandomSplit, kRandomSplit))},
-                      {fs::path("eval") / (std::string(kRandomSplit) + ".json")},
-                      {}});
-    evals.push_back(std::string("eval/") + kRandomSplit);
+    eval_stage(kRandomSplit, kRandomSplit, fmt::format("{}/merged/{}", kRandomSplit, kRandomSplit));
   }
 
   // Experts of another seed, for the entries that take experts --from it (symphony): a sub-run
@@ -395,13 +392,7 @@ struct Planner {
     s.exclusive = true;
     stages.push_back(std::move(s));
     for (const auto& [name, params] : cluster_rows()) {
-      stages.push_back({"eval/" + name,
-                        "test perplexity per domain",
-                        {folder},
-                        {eval_command(R, fmt::format("{}/merged/{}", folder, name))},
-                        {fs::path("eval") / (name + ".json")},
-                        {}});
-      evals.push_back("eval/" + name);
+      eval_stage(name, folder, fmt::format("{}/merged/{}", folder, name));
     }
   }
 
@@ -436,14 +427,7 @@ struct Planner {
     s.exclusive = true;
     stages.push_back(std::move(s));
     for (const auto& row : rows) {
-      const std::string model = fmt::format("{}/merged/{}", folder, row.second);
-      stages.push_back({"eval/" + row.second,
-                        "test perplexity per domain",
-                        {folder},
-                        {eval_command(R, model)},
-                        {fs::path("eval") / (row.second + ".json")},
-                        {}});
-      evals.push_back("eval/" + row.second);
+      eval_stage(row.second, folder, fmt::format("{}/merged/{}", folder, row.second));
     }
   }
 

@@ -38,5 +38,44 @@ const btxPage = (function () {
     Chart.defaults.plugins.legend.labels.boxHeight = 12;
   }
 
-  return { el, isNum, fixed, PALETTE, chartDefaults };
+  // Error bars (a Chart.js plugin): a dataset's `intervals` holds [lo, hi] per data point (or
+  // nothing), drawn as a whisker along the value axis: across the end of each bar of a
+  // horizontal bar chart (indexAxis "y"), through each point of a line chart.
+  const errorBars = {
+    id: "errorBars",
+    afterDatasetsDraw(chart) {
+      const ctx = chart.ctx;
+      const horizontal = chart.options.indexAxis === "y";
+      const scale = horizontal ? chart.scales.x : chart.scales.y;
+      chart.data.datasets.forEach((ds, i) => {
+        const meta = chart.getDatasetMeta(i);
+        if (!ds.intervals || meta.hidden) return;
+        ctx.save();
+        ctx.strokeStyle = horizontal ? "#1d2330" : ds.borderColor || "#1d2330";
+        ctx.lineWidth = 1.2;
+        meta.data.forEach((elem, j) => {
+          const ci = ds.intervals[j];
+          if (!Array.isArray(ci) || !isNum(ci[0]) || !isNum(ci[1])) return;
+          const lo = scale.getPixelForValue(ci[0]), hi = scale.getPixelForValue(ci[1]);
+          const cap = horizontal ? Math.min(5, (elem.height || 10) / 3) : 4;
+          ctx.beginPath();
+          if (horizontal) {
+            const y = elem.y;
+            ctx.moveTo(lo, y); ctx.lineTo(hi, y);
+            ctx.moveTo(lo, y - cap); ctx.lineTo(lo, y + cap);
+            ctx.moveTo(hi, y - cap); ctx.lineTo(hi, y + cap);
+          } else {
+            const x = elem.x;
+            ctx.moveTo(x, lo); ctx.lineTo(x, hi);
+            ctx.moveTo(x - cap, lo); ctx.lineTo(x + cap, lo);
+            ctx.moveTo(x - cap, hi); ctx.lineTo(x + cap, hi);
+          }
+          ctx.stroke();
+        });
+        ctx.restore();
+      });
+    },
+  };
+
+  return { el, isNum, fixed, PALETTE, chartDefaults, errorBars };
 })();

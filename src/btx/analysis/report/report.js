@@ -17,7 +17,7 @@
 
   // ---- small helpers ------------------------------------------------------------------------
 
-  const { el, isNum, fixed, PALETTE } = btxPage;
+  const { el, isNum, fixed, PALETTE, errorBars } = btxPage;
   function count(n) {
     if (!isNum(n)) return "–";
     if (Math.abs(n) >= 1e9) return (n / 1e9).toFixed(2) + "B";
@@ -156,6 +156,11 @@
     for (const d of trainDomains) columns.push({ key: d, label: d, value: ppl(d), text: (v) => fixed(v, 2) });
     columns.push({ key: "train_mean_ppl", label: "mean", value: (r) => r.train_mean_ppl, text: (v) => fixed(v, 2),
       title: "exp(mean loss over the training domains)" });
+    const ciText = (key) => (r) => (Array.isArray(r[key]) ? fixed(r[key][0], 2) + "–" + fixed(r[key][1], 2) : "");
+    if (rows.some((r) => Array.isArray(r.train_mean_ppl_ci))) {
+      columns.push({ key: "train_mean_ppl_ci", label: "95% CI", value: ciText("train_mean_ppl_ci"),
+        text: (v) => v, title: results.intervals || "bootstrap interval of the mean" });
+    }
     if (rows.some((r) => isNum(r.gap_to_ensemble_all))) {
       columns.push({ key: "gap_to_ensemble_all", label: "vs ensemble-all", value: (r) => r.gap_to_ensemble_all,
         text: (v) => (isNum(v) ? (v >= 0 ? "+" : "") + (100 * v).toFixed(1) + "%" : ""),
@@ -168,6 +173,10 @@
     if (novelDomains.length) {
       columns.push({ key: "novel_mean_ppl", label: "mean*", value: (r) => r.novel_mean_ppl,
         text: (v) => fixed(v, 2), novel: true, title: "exp(mean loss over the novel domains)" });
+      if (rows.some((r) => Array.isArray(r.novel_mean_ppl_ci))) {
+        columns.push({ key: "novel_mean_ppl_ci", label: "95% CI*", value: ciText("novel_mean_ppl_ci"),
+          text: (v) => v, novel: true, title: results.intervals || "bootstrap interval of the mean" });
+      }
     }
     columns.push({ key: "params_total", label: "params", value: (r) => r.params_total, text: count });
     columns.push({ key: "params_active", label: "active", value: (r) => r.params_active, text: count,
@@ -240,18 +249,21 @@
   guard("perplexity", () => {
     if (!rows.length) return;
     const s = section("perplexity", "Perplexity by method",
-      "Mean test perplexity of every model, and per domain for a few of them (click legend entries to show others).");
+      "Mean test perplexity of every model (whiskers: the 95% bootstrap interval over the test windows), and per domain for a few of them (click legend entries to show others).");
     const grid = el("div", { class: "grid" });
     s.append(grid);
     const sorted = rows.slice().sort((a, b) => (a.train_mean_ppl || Infinity) - (b.train_mean_ppl || Infinity));
     const label = (r) => r.model + (r.causal === false ? " (not causal)" : "");
-    const datasets = [{ label: "training domains", data: sorted.map((r) => r.train_mean_ppl), backgroundColor: "#4e79a7" }];
+    const datasets = [{ label: "training domains", data: sorted.map((r) => r.train_mean_ppl), backgroundColor: "#4e79a7",
+      intervals: sorted.map((r) => r.train_mean_ppl_ci) }];
     if (novelDomains.length) {
-      datasets.push({ label: "novel domains", data: sorted.map((r) => r.novel_mean_ppl), backgroundColor: "#b07aa1" });
+      datasets.push({ label: "novel domains", data: sorted.map((r) => r.novel_mean_ppl), backgroundColor: "#b07aa1",
+        intervals: sorted.map((r) => r.novel_mean_ppl_ci) });
     }
     chartBox(grid, "Mean perplexity (sorted by the training domains)", {
       type: "bar",
       data: { labels: sorted.map(label), datasets: datasets },
+      plugins: [errorBars],
       options: {
         indexAxis: "y",
         scales: { x: { title: { display: true, text: "perplexity" } }, y: { ticks: { autoSkip: false } } },

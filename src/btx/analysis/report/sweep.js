@@ -12,7 +12,7 @@
   const toc = document.getElementById("toc");
   btxPage.chartDefaults();
 
-  const { el, isNum, fixed, PALETTE } = btxPage;
+  const { el, isNum, fixed, PALETTE, errorBars } = btxPage;
   function guard(where, fn) {
     try {
       fn();
@@ -59,8 +59,10 @@
             label: m, borderColor: PALETTE[i % PALETTE.length], backgroundColor: PALETTE[i % PALETTE.length],
             pointRadius: 4,
             data: points.map((p) => (numeric ? { x: xOf(p), y: (p.rows[m] || {})[key] } : (p.rows[m] || {})[key])),
+            intervals: points.map((p) => (p.rows[m] || {})[key + "_ci"]),
           })),
         },
+        plugins: [errorBars],
         options: {
           scales: {
             x: numeric ? { type: "linear", title: { display: true, text: axes[0].key } } : { title: { display: true, text: swept } },
