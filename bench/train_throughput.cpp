@@ -58,14 +58,19 @@ double btx_tokens_per_s(const Args& a, bool bf16, double* step_ms, int64_t* para
   return a.batch * a.seq * a.steps / dt;
 }
 
-std::string python_cmd(const Args& a) {
+// glibc's settings that btx's main makes with mallopt (util/allocator.h, FreedMemory::kAlways),
+// given to Python through glibc's environment, so both keep freed memory alike.
+constexpr const char* kBtxMallocEnv =
+    "MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_MMAP_MAX_=0";
+
+std::string python_cmd(const Args& a, const std::string& env = "") {
   std::string script = std::string(BTX_SOURCE_DIR) + "/bench/py/train_throughput.py";
-  return "/usr/bin/python3 " + script + " --hidden " + std::to_string(a.hidden) + " --layers " +
-         std::to_string(a.layers) + " --heads " + std::to_string(a.heads) + " --vocab " +
-         std::to_string(a.vocab) + " --seq " + std::to_string(a.seq) + " --batch " +
-         std::to_string(a.batch) + " --steps " + std::to_string(a.steps) + " --warmup " +
-         std::to_string(a.warmup) + " --threads " + std::to_string(a.threads) + " --kv-heads " +
-         std::to_string(a.kv_heads);
+  return (env.empty() ? "" : "env " + env + " ") + "/usr/bin/python3 " + script + " --hidden " +
+         std::to_string(a.hidden) + " --layers " + std::to_string(a.layers) + " --heads " +
+         std::to_string(a.heads) + " --vocab " + std::to_string(a.vocab) + " --seq " +
+         std::to_string(a.seq) + " --batch " + std::to_string(a.batch) + " --steps " +
+         std::to_string(a.steps) + " --warmup " + std::to_string(a.warmup) + " --threads " +
+         std::to_string(a.threads) + " --kv-heads " + std::to_string(a.kv_heads);
 }
 }  // namespace
 
@@ -107,10 +112,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   btx::keep_freed_memory(static_cast<btx::FreedMemory>(a.keep_freed));
-  // Python first, btx second, then Python again: the mean of the two Python runs offsets drift
-  // of a shared, noisy machine.
-  auto run_python = [&] {
-    FILE* pipe = popen(python_cmd(a).c_str(), "r");
+  // Python first (with glibc's defaults, then with btx's allocator settings), btx second, then
+  // Python again in the reverse order: the mean of the two runs of each offsets the drift of a
+  // shared, noisy machine.
+  auto run_python = [&](const std::string& env) {
+    FILE* pipe = popen(python_cmd(a, env).c_str(), "r");
     if (!pipe) return nlohmann::json();
     std::string out;
     char buf[4096];
@@ -118,30 +124,42 @@ int main(int argc, char** argv) {
     if (pclose(pipe) != 0 || out.empty()) return nlohmann::json();
     return nlohmann::json::parse(out);
   };
-  auto py1 = run_python();
+  auto plain1 = run_python("");
+  auto fair1 = run_python(kBtxMallocEnv);
   double btx_ms = 0;
   int64_t params = 0;
   const double btx_tps = btx_tokens_per_s(a, false, &btx_ms, &params);
   double bf16_ms = 0;
   const double bf16_tps = btx_tokens_per_s(a, true, &bf16_ms, &params);
-  auto py2 = run_python();
-  if (py1.is_null() || py2.is_null()) {
-    std::cerr << "python run failed (needs Debian's python3-torch): " << python_cmd(a) << "\n";
-    return 1;
+  auto fair2 = run_python(kBtxMallocEnv);
+  auto plain2 = run_python("");
+  for (const auto* run : {&plain1, &fair1, &fair2, &plain2}) {
+    if (run->is_null()) {
+      std::cerr << "python run failed (needs Debian's python3-torch): " << python_cmd(a) << "\n";
+      return 1;
+    }
   }
-  const double py_tps = (py1["tokens_per_s"].get<double>() + py2["tokens_per_s"].get<double>()) / 2;
-  const double py_ms = (py1["step_ms"].get<double>() + py2["step_ms"].get<double>()) / 2;
+  auto mean_of = [](const nlohmann::json& x, const nlohmann::json& y, const char* key) {
+    return (x[key].get<double>() + y[key].get<double>()) / 2;
+  };
+  const double plain_tps = mean_of(plain1, plain2, "tokens_per_s");
+  const double plain_ms = mean_of(plain1, plain2, "step_ms");
+  const double fair_tps = mean_of(fair1, fair2, "tokens_per_s");
+  const double fair_ms = mean_of(fair1, fair2, "step_ms");
   std::printf(
       "model: d=%lld L=%lld H=%lld V=%lld T=%lld B=%lld, %lld params; %lld timed steps; "
       "intra-op threads: btx %d, python %d; allocator mode (--keep-freed): %lld\n",
       (long long)a.hidden, (long long)a.layers, (long long)a.heads, (long long)a.vocab,
       (long long)a.seq, (long long)a.batch, (long long)params, (long long)a.steps,
-      torch::get_num_threads(), py1["threads"].get<int>(), (long long)a.keep_freed);
-  std::printf("| impl          | step ms | tokens/s |\n|---------------|--------:|---------:|\n");
-  std::printf("| btx (C++)     | %7.1f | %8.0f |\n", btx_ms, btx_tps);
-  std::printf("| python eager  | %7.1f | %8.0f |\n", py_ms, py_tps);
-  std::printf("| btx bf16 autocast | %7.1f | %8.0f |\n", bf16_ms, bf16_tps);
-  std::printf("ratio btx / python tokens/s: %.2f; btx bf16 / fp32: %.2f\n", btx_tps / py_tps,
-              bf16_tps / btx_tps);
+      torch::get_num_threads(), plain1["threads"].get<int>(), (long long)a.keep_freed);
+  std::printf("| impl | step ms | tokens/s |\n|---|---:|---:|\n");
+  std::printf("| btx (C++) | %.1f | %.0f |\n", btx_ms, btx_tps);
+  std::printf("| python eager, btx's allocator settings | %.1f | %.0f |\n", fair_ms, fair_tps);
+  std::printf("| python eager, glibc's defaults | %.1f | %.0f |\n", plain_ms, plain_tps);
+  std::printf("| btx bf16 autocast | %.1f | %.0f |\n", bf16_ms, bf16_tps);
+  std::printf(
+      "ratio btx / python tokens/s, like for like (python given btx's allocator settings, %s): "
+      "%.2f; against python with glibc's defaults: %.2f; btx bf16 / fp32: %.2f\n",
+      kBtxMallocEnv, btx_tps / fair_tps, btx_tps / plain_tps, bf16_tps / btx_tps);
   return 0;
 }

@@ -43,6 +43,13 @@ TEST_F(ResultsTest, TableBestColumnsTokensAndFindings) {
   EXPECT_EQ(seed["training_tokens"], seed_tokens);
   EXPECT_EQ(avg["training_tokens"], seed_tokens + 3 * expert_tokens);
   EXPECT_EQ(ens["training_tokens"], seed_tokens + 3 * expert_tokens);
+  // Training FLOPs: 3 x forward FLOPs per token x tokens, each part at its model's cost; the
+  // experts have the seed's shape, and the seed's forward cost is what its evaluation measured
+  // (the same window length, 32).
+  const double forward = read_json_file(run.eval("seed"))["flops_per_token"].get<double>();
+  EXPECT_DOUBLE_EQ(seed["training_flops"].get<double>(), 3.0 * seed_tokens * forward);
+  EXPECT_DOUBLE_EQ(avg["training_flops"].get<double>(),
+                   3.0 * (seed_tokens + 3 * expert_tokens) * forward);
   // The eval JSON's numbers, and the best per column among them.
   const auto e = read_json_file(run.eval("ensemble-all"));
   EXPECT_DOUBLE_EQ(ens["train_mean_ppl"].get<double>(),

@@ -108,11 +108,14 @@ std::optional<std::string> routed_vs_dense_as_many(const References& r,
                                                    const TableBootstrap& boot) {
   if (!r.dense_as_many) return std::nullopt;
   const ResultRow *routed = r.routed, *dense = r.dense_as_many;
+  const double fr = routed->training_flops, fd = dense->training_flops;
   return fmt::format(
              "{} vs the dense model trained on as many tokens ({}, {}): {:.2f} vs {:.2f} "
-             "on the training domains, {:.2f} vs {:.2f} on the novel domains.",
+             "on the training domains, {:.2f} vs {:.2f} on the novel domains; in training "
+             "FLOPs {:.2f} vs {:.2f} TFLOP ({} the dense model's).",
              routed->model, dense->model, millions(dense), mean(routed), mean(dense),
-             routed->novel_mean_ppl, dense->novel_mean_ppl) +
+             routed->novel_mean_ppl, dense->novel_mean_ppl, fr / 1e12, fd / 1e12,
+             fr > fd ? percent(fr, fd) + " more than" : percent(fd, fr) + " fewer than") +
          how_sure(boot, dense, routed) + how_sure(boot, dense, routed, /*novel=*/true);
 }
 

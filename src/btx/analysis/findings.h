@@ -25,6 +25,7 @@ struct ResultRow {
   std::map<std::string, double> ppl;              // domain -> test perplexity
   double train_mean_ppl = 0, novel_mean_ppl = 0;  // NaN when the evaluation has none
   int64_t params_total = 0, params_active = 0, flops_per_token = 0, training_tokens = 0;
+  double training_flops = 0;  // 3 x forward FLOPs per token x tokens, over every part trained
   std::optional<double> gap_to_ensemble_all;  // a one-model row's mean against ensemble-all's
   // Each test window's loss by domain (training, novel), in the table's domain order; empty for
   // an evaluation made before `btx eval` recorded them.

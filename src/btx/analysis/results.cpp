@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "btx/analysis/findings.h"
+#include "btx/model/llama.h"
 #include "btx/run/model_folder.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
@@ -27,30 +28,73 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // The columns where lower is better, in table order after the per-domain ones.
 const std::vector<std::string> kCostColumns = {"params_active", "flops_per_token",
-                                               "training_tokens"};
+                                               "training_tokens", "training_flops"};
 
 // The folder of a model as the results name it (seed, experts/x, merged/y, or a path).
 fs::path model_dir(const RunDir& run, const std::string& model) {
   return model == "seed" ? run.seed() : resolve_model_path(run, model);
 }
 
-// training_tokens() of `model`, whose folder is open.
-int64_t tokens_behind(const RunDir& run, const std::string& model, const ModelFolder& folder) {
-  const int64_t seed = state_tokens(run.seed());
-  if (model == "seed") return seed;
+// Training FLOPs per token of a checkpoint trained on windows of `context` tokens: three times
+// its forward FLOPs (forward and backward; forward_flops_per_token's convention: 2 per weight of
+// the active non-embedding layers and the LM head, plus attention). From its config.json alone
+// (the model is built, its weights are not read), once per config and context.
+double train_flops_per_token(const fs::path& dir, int64_t context) {
+  static std::map<std::pair<std::string, int64_t>, double> known;
+  const auto key = std::make_pair(read_file(dir / "config.json"), context);
+  if (auto it = known.find(key); it != known.end()) return it->second;
+  torch::NoGradGuard no_grad;
+  const CausalLM m(load_model_config(dir));
+  const double f = 3.0 * static_cast<double>(forward_flops_per_token(m, context));
+  known.emplace(key, f);
+  return f;
+}
+
+// What it took to train a model: its tokens and FLOPs, summed over the seed, the experts it is
+// made of (not for sparse upcycling, which copies the seed's FFN), and its own training (a dense
+// baseline's, the stitches', the finetuning). `own_flops_per_token`: the model's measured forward
+// FLOPs per token (its evaluation's), for its own training; 0 when only tokens are wanted.
+struct TrainingCost {
+  int64_t tokens = 0;
+  double flops = 0;
+  void add(int64_t t, double train_flops_per_token) {
+    tokens += t;
+    flops += static_cast<double>(t) * train_flops_per_token;
+  }
+};
+TrainingCost cost_behind(const RunDir& run, const std::string& model, const ModelFolder& folder,
+                         double own_flops_per_token) {
+  const RunConfig c = load_run(run);
+  const int64_t expert_context = c.experts.train.seq_len;
+  TrainingCost cost;
+  cost.add(state_tokens(run.seed()), train_flops_per_token(run.seed(), c.seed_train.seq_len));
+  if (model == "seed") return cost;
   const fs::path& dir = folder.path();
-  if (!folder.merged()) return seed + state_tokens(dir);  // an expert or a plain checkpoint
+  if (!folder.merged()) {  // an expert or a plain checkpoint
+    cost.add(state_tokens(dir), train_flops_per_token(dir, expert_context));
+    return cost;
+  }
   const MergeRecord& merge = folder.merge();
   if (merge.result.contains("tokens")) {  // a merge that trained the seed further (dense)
-    return seed + merge.result.at("tokens").get<int64_t>();
+    cost.add(merge.result.at("tokens").get<int64_t>(), train_flops_per_token(dir, expert_context));
+    return cost;
   }
-  int64_t experts = 0;
-  if (merge.from_experts) {  // not upcycling, which copies the seed's FFN
-    for (const auto& e : merge.experts) experts += e.tokens;
+  if (merge.from_experts) {
+    for (const auto& e : merge.experts) {
+      cost.add(e.tokens, train_flops_per_token(e.dir, expert_context));
+    }
   }
-  // A stitched model's stitch training (Branch-Train-Stitch).
-  const int64_t stitched = merge.result.value("stitch_tokens", int64_t{0});
-  return seed + experts + stitched + state_tokens(dir);  // + finetuning, if any
+  // Its own training at its own cost per token: a stitched model's stitches (Branch-Train-Stitch),
+  // a routed model's finetuning.
+  const double own = 3.0 * own_flops_per_token;
+  cost.add(merge.result.value("stitch_tokens", int64_t{0}), own);
+  cost.add(state_tokens(dir), own);
+  return cost;
+}
+
+// training_tokens() of `model`, whose folder is open.
+int64_t tokens_behind(const RunDir& run, const std::string& model, const ModelFolder& folder) {
+  return cost_behind(run, model, folder, 0).tokens;
 }
 
 }  // namespace
@@ -76,7 +120,9 @@ ResultRow result_row(const RunDir& run, const std::string& model, const nlohmann
   r.params_total = eval.value("params_total", int64_t{0});
   r.params_active = eval.value("params_active", int64_t{0});
   r.flops_per_token = eval.value("flops_per_token", int64_t{0});
-  r.training_tokens = tokens_behind(run, model, folder);
+  const TrainingCost cost = cost_behind(run, model, folder, static_cast<double>(r.flops_per_token));
+  r.training_tokens = cost.tokens;
+  r.training_flops = cost.flops;
   return r;
 }
 
@@ -111,6 +157,7 @@ nlohmann::json row_json(const ResultRow& r) {
                       {"params_active", r.params_active},
                       {"flops_per_token", r.flops_per_token},
                       {"training_tokens", r.training_tokens},
+                      {"training_flops", r.training_flops},
                       {"method", r.facts.method},
                       {"routed", r.facts.routed},
                       {"learned_routing", r.facts.learned},
@@ -136,6 +183,8 @@ std::optional<double> column_value(const ResultRow& r, const std::string& col) {
     v = static_cast<double>(r.flops_per_token);
   else if (col == "training_tokens")
     v = static_cast<double>(r.training_tokens);
+  else if (col == "training_flops")
+    v = r.training_flops;
   else
     return std::nullopt;
   return std::isfinite(v) ? std::optional<double>(v) : std::nullopt;
@@ -230,8 +279,8 @@ std::string results_markdown(const nlohmann::json& r) {
   out += " vs ensemble-all |", rule += "---:|";
   for (const auto& d : novel) out += " " + d + "* |", rule += "---:|";
   if (!novel.empty()) out += " mean* | 95% CI* |", rule += "---:|---:|";
-  out += " params | active | GFLOP/token | training tokens |\n";
-  rule += "---:|---:|---:|---:|\n";
+  out += " params | active | GFLOP/token | training tokens | training TFLOP |\n";
+  rule += "---:|---:|---:|---:|---:|\n";
   out += rule;
   bool any_noncausal = false;
   for (const auto& row : r.at("rows")) {
@@ -256,11 +305,12 @@ std::string results_markdown(const nlohmann::json& r) {
     if (!novel.empty())
       out += ppl_cell("novel_mean_ppl", row["novel_mean_ppl"]) + ci_cell("novel_mean_ppl_ci");
     out += fmt::format(
-        " {} | {} | {} | {} |\n", row["params_total"].get<int64_t>(),
+        " {} | {} | {} | {} | {} |\n", row["params_total"].get<int64_t>(),
         mark("params_active", m, std::to_string(row["params_active"].get<int64_t>())),
         mark("flops_per_token", m,
              fmt::format("{:.4f}", row["flops_per_token"].get<int64_t>() / 1e9)),
-        mark("training_tokens", m, std::to_string(row["training_tokens"].get<int64_t>())));
+        mark("training_tokens", m, std::to_string(row["training_tokens"].get<int64_t>())),
+        mark("training_flops", m, fmt::format("{:.2f}", row.value("training_flops", 0.0) / 1e12)));
   }
   out +=
       "\nTest perplexity per domain (* novel: no expert trained on it); mean = exp(mean loss); "
@@ -268,8 +318,9 @@ std::string results_markdown(const nlohmann::json& r) {
       r.value("intervals", std::string("none recorded")) +
       "; "
       "vs ensemble-all: a one-model row's mean against the ensemble of all experts; training "
-      "tokens: every token behind the row (seed, experts, finetuning); best of each column in "
-      "bold";
+      "tokens: every token behind the row (seed, experts, finetuning); training TFLOP: their "
+      "FLOPs, 3 x forward FLOPs per token (2 per active weight and attention) x tokens, each part "
+      "at its own model's cost; best of each column in bold";
   out +=
       any_noncausal ? "; [nc] not causal (routing reads the whole sequence): not ranked.\n" : ".\n";
   if (!r.at("findings").empty()) {

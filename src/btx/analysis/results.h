@@ -21,7 +21,10 @@ int64_t training_tokens(const RunDir& run, const std::string& model);
 
 // {"train_domains": [...], "novel_domains": [...], "rows": [{"model", "causal", "ppl": {domain:
 //  ppl}, "train_mean_ppl", "novel_mean_ppl", "params_total", "params_active",
-//  "flops_per_token", "training_tokens", and what the model is (run/model_folder.h ModelFacts):
+//  "flops_per_token", "training_tokens", "training_flops" (3 x forward FLOPs per token x tokens,
+//  each part of its training -- seed, experts, its own -- at its own model's cost),
+//  "train_mean_ppl_ci" / "novel_mean_ppl_ci" (95% bootstrap intervals, analysis/intervals.h),
+//  and what the model is (run/model_folder.h ModelFacts):
 //  "method", "routed", "learned_routing", "ensemble", "from_experts"}], "best": {column: model},
 //  "findings": [sentences]}. The findings find their rows by what the models are: the uniform
 //  average, the ensemble of all the run's experts, the dense model matched to the experts'
