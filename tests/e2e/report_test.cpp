@@ -366,6 +366,51 @@ TEST(SweepPage, RendersInHeadlessChromium) {
   EXPECT_NE(out.dom.find("a finding &lt;b&gt;not bold&lt;/b&gt;"), std::string::npos);
 }
 
+// The study under several seeds (a sweep of random_seed): each row's mean and spread over seeds,
+// and in how many seeds each ordering held, by hand; the page shows them.
+TEST(SweepPage, SeedsGiveEachRowsSpreadAndHowOftenEachOrderingHeld) {
+  TempDir work("btx-sweep-seeds");
+  const std::vector<std::pair<double, double>> train = {{100, 101}, {104, 103}, {102, 106}};
+  std::vector<SweepPointResult> points;
+  for (size_t i = 0; i < train.size(); ++i) {
+    const std::string v = std::to_string(i + 1);
+    const fs::path run = work.path() / ("random_seed=" + v);
+    fs::create_directories(run);
+    const nlohmann::json results = {
+        {"rows",
+         {{{"model", "a"}, {"train_mean_ppl", train[i].first}, {"novel_mean_ppl", 300.0}},
+          {{"model", "b"}, {"train_mean_ppl", train[i].second}, {"novel_mean_ppl", 310.0}}}}};
+    testing::write_text(run / "results.json", results.dump());
+    points.push_back({"random_seed=" + v, {{"random_seed", v}}, run, 60.0, 1000, 3000});
+  }
+  const auto sweep = sweep_results({{"random_seed", {"1", "2", "3"}}}, points);
+  ASSERT_TRUE(sweep.contains("seeds"));
+  const auto& a = sweep["seeds"]["rows"]["a"]["train_mean_ppl"];
+  EXPECT_DOUBLE_EQ(a["mean"].get<double>(), 102.0);
+  EXPECT_DOUBLE_EQ(a["sd"].get<double>(), 2.0);  // deviations -2, 2, 0: sqrt(8 / 2)
+  EXPECT_DOUBLE_EQ(a["min"].get<double>(), 100.0);
+  EXPECT_DOUBLE_EQ(a["max"].get<double>(), 104.0);
+  const nlohmann::json train_order = {
+      {"better", "a"}, {"worse", "b"}, {"column", "train_mean_ppl"}, {"held", 2}, {"of", 3}};
+  const nlohmann::json novel_order = {
+      {"better", "a"}, {"worse", "b"}, {"column", "novel_mean_ppl"}, {"held", 3}, {"of", 3}};
+  EXPECT_EQ(sweep["seeds"]["orderings"], nlohmann::json::array({train_order, novel_order}));
+  const std::string md = sweep_markdown(sweep);
+  EXPECT_NE(md.find("| a | 102.00 ± 2.00 [100.00-104.00] | 300.00 ± 0.00 [300.00-300.00] |"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find("1 of 2 pairs of rows"), std::string::npos) << md;
+  EXPECT_NE(md.find("- a below b (training domains): in 2 of 3 seeds"), std::string::npos) << md;
+  // Another swept key has no seed summary: its points differ on purpose.
+  EXPECT_FALSE(sweep_results({{"seed_share", {"1", "2", "3"}}}, points).contains("seeds"));
+  write_sweep(work.path(), sweep);
+  REQUIRE_CHROMIUM(chromium);
+  const Rendered out = render(chromium, work.path() / "sweep.html", work.path());
+  expect_clean_render(out);
+  EXPECT_NE(out.dom.find("data-kind=\"seeds\""), std::string::npos);
+  EXPECT_NE(out.dom.find("a below b (training domains): in 2 of 3 seeds"), std::string::npos);
+}
+
 // ---- escaping, without a run ---------------------------------------------------------------
 
 // The smallest data a page can show: one model, one domain, a routing sample of one token.

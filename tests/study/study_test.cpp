@@ -263,7 +263,7 @@ TEST(StudyPlan, StagesComeAfterWhatTheyNeedAndCoverEveryMethod) {
 // The presets in configs/ load and plan: the small one (eight domains, sized for a GPU) is not
 // run by the tests, so this is what keeps it in step with the config keys and the methods.
 TEST(StudyPlan, EveryPresetLoadsAndPlans) {
-  for (const char* preset : {"tiny", "tiny-ablations", "small", "sweep-seed-share"}) {
+  for (const char* preset : {"tiny", "tiny-ablations", "small", "sweep-seed-share", "tiny-seeds"}) {
     SCOPED_TRACE(preset);
     TempDir tmp;
     const RunConfig c =

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
+#include <map>
 
 #include "btx/analysis/report.h"
 #include "btx/analysis/report_assets.h"
@@ -10,6 +12,70 @@
 #include "btx/util/fs.h"
 
 namespace btx {
+
+namespace {
+
+// A row's spread over the seeds: mean, sample standard deviation, min, max.
+nlohmann::json spread(const std::vector<double>& v) {
+  double sum = 0;
+  for (const double x : v) sum += x;
+  const double mean = sum / static_cast<double>(v.size());
+  double sq = 0;
+  for (const double x : v) sq += (x - mean) * (x - mean);
+  const double sd = v.size() > 1 ? std::sqrt(sq / static_cast<double>(v.size() - 1)) : 0.0;
+  return {{"mean", mean},
+          {"sd", sd},
+          {"min", *std::min_element(v.begin(), v.end())},
+          {"max", *std::max_element(v.begin(), v.end())}};
+}
+
+// The study under several seeds: each row's spread, and for every pair of rows whether the
+// ordering of their means held in every seed.
+nlohmann::json seed_summary(const std::vector<std::string>& models, const nlohmann::json& points) {
+  const char* columns[] = {"train_mean_ppl", "novel_mean_ppl"};
+  // model -> column -> the value at each point (only models and columns present at every point).
+  std::map<std::string, std::map<std::string, std::vector<double>>> values;
+  for (const auto& m : models) {
+    for (const char* col : columns) {
+      std::vector<double> v;
+      for (const auto& p : points) {
+        const auto& rows = p.at("rows");
+        if (rows.contains(m) && rows[m].contains(col) && rows[m][col].is_number())
+          v.push_back(rows[m][col].get<double>());
+      }
+      if (v.size() == points.size()) values[m][col] = v;
+    }
+  }
+  nlohmann::json rows = nlohmann::json::object();
+  for (const auto& [m, cols] : values) {
+    for (const auto& [col, v] : cols) rows[m][col] = spread(v);
+  }
+  nlohmann::json orderings = nlohmann::json::array();
+  for (const char* col : columns) {
+    for (size_t i = 0; i < models.size(); ++i) {
+      for (size_t j = i + 1; j < models.size(); ++j) {
+        const auto a = values.find(models[i]), b = values.find(models[j]);
+        if (a == values.end() || b == values.end() || !a->second.count(col) ||
+            !b->second.count(col))
+          continue;
+        const auto &va = a->second.at(col), &vb = b->second.at(col);
+        const bool a_better = spread(va)["mean"].get<double>() <= spread(vb)["mean"].get<double>();
+        const auto& better = a_better ? va : vb;
+        const auto& worse = a_better ? vb : va;
+        int64_t held = 0;
+        for (size_t k = 0; k < better.size(); ++k) held += better[k] < worse[k] ? 1 : 0;
+        orderings.push_back({{"better", a_better ? models[i] : models[j]},
+                             {"worse", a_better ? models[j] : models[i]},
+                             {"column", col},
+                             {"held", held},
+                             {"of", static_cast<int64_t>(better.size())}});
+      }
+    }
+  }
+  return {{"count", points.size()}, {"rows", rows}, {"orderings", orderings}};
+}
+
+}  // namespace
 
 nlohmann::json sweep_results(
     const std::vector<std::pair<std::string, std::vector<std::string>>>& axes,
@@ -47,7 +113,11 @@ nlohmann::json sweep_results(
                           {"rows", rows},
                           {"findings", results.value("findings", nlohmann::json::array())}});
   }
-  return {{"axes", out_axes}, {"models", models}, {"points", out_points}};
+  nlohmann::json out = {{"axes", out_axes}, {"models", models}, {"points", out_points}};
+  if (axes.size() == 1 && axes[0].first == "random_seed" && !points.empty()) {
+    out["seeds"] = seed_summary(models, out_points);
+  }
+  return out;
 }
 
 std::string sweep_markdown(const nlohmann::json& s) {
@@ -99,6 +169,44 @@ std::string sweep_markdown(const nlohmann::json& s) {
       "brackets its 95% bootstrap interval over the test windows)",
       "train_mean_ppl");
   table("Mean test perplexity on the novel domains", "novel_mean_ppl");
+  if (s.contains("seeds")) {
+    const auto& seeds = s.at("seeds");
+    const int64_t n = seeds.at("count").get<int64_t>();
+    out += fmt::format(
+        "Across the {} seeds: each row's mean perplexity over seeds ± its sample standard "
+        "deviation [min-max]\n\n| model | training domains | novel domains |\n|---|---:|---:|\n",
+        n);
+    auto cell = [](const nlohmann::json& row, const char* col) {
+      if (!row.contains(col)) return std::string(" |");
+      const auto& c = row.at(col);
+      return fmt::format(" {:.2f} ± {:.2f} [{:.2f}-{:.2f}] |", c.at("mean").get<double>(),
+                         c.at("sd").get<double>(), c.at("min").get<double>(),
+                         c.at("max").get<double>());
+    };
+    for (const auto& m : s.at("models")) {
+      const std::string name = m.get<std::string>();
+      if (!seeds.at("rows").contains(name)) continue;
+      const auto& row = seeds.at("rows").at(name);
+      out += "| " + name + " |" + cell(row, "train_mean_ppl") + cell(row, "novel_mean_ppl") + "\n";
+    }
+    int64_t pairs = 0, kept = 0;
+    std::string flipped;
+    for (const auto& o : seeds.at("orderings")) {
+      ++pairs;
+      const int64_t held = o.at("held").get<int64_t>(), of = o.at("of").get<int64_t>();
+      if (held == of) {
+        ++kept;
+        continue;
+      }
+      flipped += fmt::format("- {} below {} ({} domains): in {} of {} seeds\n",
+                             o.at("better").get<std::string>(), o.at("worse").get<std::string>(),
+                             o.at("column") == "train_mean_ppl" ? "training" : "novel", held, of);
+    }
+    out += fmt::format(
+        "\nOrderings: {} of {} pairs of rows (on the training and on the novel domains) kept the "
+        "order of their means over seeds in every seed{}\n\n{}\n",
+        kept, pairs, flipped.empty() ? "." : "; the others:", flipped);
+  }
   out += "| point | seed tokens | expert tokens | seed share | time |\n|---|---:|---:|---:|---:|\n";
   for (const auto& p : points) {
     const double sec = p.at("seconds").get<double>();

@@ -27,12 +27,17 @@ struct SweepPointResult {
 //  "expert_tokens", "seed_share": seed / (seed + experts), "rows": {model: {"train_mean_ppl",
 //  "novel_mean_ppl", "gap_to_ensemble_all", "training_tokens"}}, "findings": [...]}]}.
 // A point without results.json is an error naming it.
+// A sweep of `random_seed` alone (the study under several seeds) also has "seeds":
+// {"count", "rows": {model: {"train_mean_ppl"/"novel_mean_ppl": {"mean", "sd", "min", "max"}}},
+//  "orderings": [{"better", "worse", "column", "held", "of"}]}: for every pair of rows present at
+// every point, the one with the lower mean over seeds, and in how many seeds it was lower.
 nlohmann::json sweep_results(
     const std::vector<std::pair<std::string, std::vector<std::string>>>& axes,
     const std::vector<SweepPointResult>& points);
 
 // Tables: mean perplexity on the training domains and on the novel domains, a row per model and
-// a column per point; then each point's token split and time.
+// a column per point; across seeds, each row's mean and spread and the orderings that did not
+// hold in every seed; then each point's token split and time.
 std::string sweep_markdown(const nlohmann::json& sweep);
 
 // One HTML page: the tables' figures as line charts against the swept values.

@@ -89,6 +89,32 @@
   measure("gap_to_ensemble_all", "One-model rows against the ensemble of all experts", "mean perplexity vs ensemble-all", 1,
     "How far each one-model row is behind (above 0) or ahead of (below 0) the ensemble at each point.");
 
+  // The study under several seeds: each row's spread, and the orderings that did not always hold.
+  guard("seeds", () => {
+    const seeds = data.seeds;
+    if (!seeds) return;
+    const s = section("seeds", "Across seeds",
+      "Each row's mean perplexity over the " + seeds.count + " seeds ± its sample standard deviation [min–max].");
+    const t = el("table", { class: "results", "data-kind": "seeds" });
+    t.append(el("tr", {}, ...["model", "training domains", "novel domains"].map((h) => el("th", { text: h }))));
+    const cell = (row, col) => {
+      const c = row[col];
+      return el("td", { text: c ? fixed(c.mean, 2) + " ± " + fixed(c.sd, 2) + " [" + fixed(c.min, 2) + "–" + fixed(c.max, 2) + "]" : "" });
+    };
+    for (const m of models) {
+      const row = seeds.rows[m];
+      if (row) t.append(el("tr", { "data-model": m }, el("td", { text: m }), cell(row, "train_mean_ppl"), cell(row, "novel_mean_ppl")));
+    }
+    s.append(t);
+    const flipped = (seeds.orderings || []).filter((o) => o.held < o.of);
+    s.append(el("div", { class: "note" }, (seeds.orderings || []).length - flipped.length + " of " + (seeds.orderings || []).length +
+      " pairs of rows kept their order in every seed" + (flipped.length ? "; the others:" : ".")));
+    if (flipped.length) {
+      s.append(el("ul", {}, ...flipped.map((o) => el("li", { text: o.better + " below " + o.worse + " (" +
+        (o.column === "train_mean_ppl" ? "training" : "novel") + " domains): in " + o.held + " of " + o.of + " seeds" }))));
+    }
+  });
+
   guard("points", () => {
     const s = section("points", "Points", "Each point's token split, wall time (stages shared with earlier points copied) and findings.");
     const t = el("table", { class: "results" });
