@@ -90,6 +90,12 @@ std::vector<Command> add_eval_commands(CLI::App& app) {
   results_options["--run"]->required();
   auto results_run = [r] {
     RunDir run{r->run};
+    if (!r->compare.empty()) {
+      BTX_CHECK(r->compare.size() == 2, "--compare takes two models, A,B (got {})",
+                r->compare.size());
+      std::cout << compare_models(run, r->compare[0], r->compare[1]);
+      return;
+    }
     const std::vector<std::string> models = r->models.empty() ? evaluated_models(run) : r->models;
     const auto results = study_results(run, models);
     write_results(run, results);

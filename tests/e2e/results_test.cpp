@@ -119,6 +119,21 @@ TEST_F(ResultsTest, TableBestColumnsTokensAndFindings) {
   EXPECT_NE(md.find(fmt::format("**{:.2f}**", lo)), std::string::npos) << md;
   EXPECT_NE(r.output.find("| ensemble-all |"), std::string::npos) << r.output;
 
+  // --compare: one pair, paired on the same windows, printed and nothing written.
+  const auto before = read_file(run.root / "results.md");
+  r = run_btx("results" + r_ + " --compare merged/average,merged/ensemble-all");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const double est =
+      ens["train_mean_ppl"].get<double>() / avg["train_mean_ppl"].get<double>() - 1.0;
+  EXPECT_NE(r.output.find(fmt::format(
+                "ensemble-all vs average (training domains): {:+.2f}% (95% CI ", 100 * est)),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(read_file(run.root / "results.md"), before);
+  r = run_btx("results" + r_ + " --compare merged/average");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("--compare takes two models"), std::string::npos) << r.output;
+
   // Without --model: every evaluation of the run, the seed first, then experts, then merges;
   // an expert's evaluation (eval/expert-code.json) maps back to experts/code.
   ASSERT_EQ(run_btx("eval" + r_ + " --model experts/code").code, 0);

@@ -330,6 +330,48 @@ std::string results_markdown(const nlohmann::json& r) {
   return out;
 }
 
+std::string compare_models(const RunDir& run, const std::string& a, const std::string& b) {
+  std::vector<ResultRow> rows;
+  std::vector<std::string> train, novel;
+  for (const auto& m : {a, b}) {
+    const fs::path file = run.eval(eval_name(m));
+    BTX_CHECK(fs::exists(file), "{}: no evaluation of {} (run `btx eval --run {} --model {}`)",
+              file.string(), m, run.root.string(), m);
+    const auto e = read_json_file(file);
+    if (rows.empty()) {
+      for (auto& [d, v] : e.at("domains").items())
+        (v.value("novel", false) ? novel : train).push_back(d);
+    }
+    ResultRow r;
+    r.model = eval_name(m);
+    r.train_windows = window_losses(e, train);
+    r.novel_windows = window_losses(e, novel);
+    BTX_CHECK(!r.train_windows.empty(),
+              "{}: no window losses on the domains of {} (an evaluation made before btx recorded "
+              "them, or of other domains); evaluate {} again",
+              file.string(), a, m);
+    rows.push_back(std::move(r));
+  }
+  TableBootstrap boot;
+  boot.train = table_bootstrap(rows, false);
+  boot.novel = table_bootstrap(rows, true);
+  std::string out;
+  for (const bool is_novel : {false, true}) {
+    if (is_novel && novel.empty()) continue;
+    const auto d = boot.difference(rows[0], rows[1], is_novel);
+    BTX_CHECK(d.has_value(),
+              "{} and {} were not scored on the same {} windows (another split, "
+              "window length or text)",
+              a, b, is_novel ? "novel" : "test");
+    out += fmt::format(
+        "{} vs {} ({} domains): {:+.2f}% (95% CI {:+.2f}% to {:+.2f}%, paired over the same "
+        "test windows){}\n",
+        rows[1].model, rows[0].model, is_novel ? "novel" : "training", 100 * d->estimate,
+        100 * d->ci.lo, 100 * d->ci.hi, d->excludes_zero() ? "" : "; the interval includes zero");
+  }
+  return out;
+}
+
 void write_results(const RunDir& run, const nlohmann::json& results) {
   write_file_atomic(run.root / "results.json", results.dump(2) + "\n");
   write_file_atomic(run.root / "results.md", results_markdown(results));

@@ -44,16 +44,26 @@ std::string results_markdown(const nlohmann::json& results);
 // Writes results.json and results.md into the run folder (each atomically).
 void write_results(const RunDir& run, const nlohmann::json& results);
 
+// Two evaluated models of the run compared on the same test windows: b against a, the relative
+// difference of their mean perplexities with its 95% paired bootstrap interval, on the training
+// and on the novel domains, as sentences. Evaluations without their windows, or scored on other
+// windows, are an error saying so.
+std::string compare_models(const RunDir& run, const std::string& a, const std::string& b);
+
 // `btx results`'s arguments (util/args.h).
 struct ResultsArgs {
   std::string run;
   std::vector<std::string> models;
+  std::vector<std::string> compare;  // A,B: B against A, instead of the table
   template <typename V>
   void visit(V& v) {
     v.option("--run", run, "Run directory");
     v.option("--model", models,
              "Models in table order, as given to `btx eval` (default: every eval/*.json, seed "
              "first)");
+    v.option("--compare", compare,
+             "A,B: B against A on the same test windows (the paired difference of their mean "
+             "perplexities and its 95% interval); prints it, writes nothing");
   }
 };
 
