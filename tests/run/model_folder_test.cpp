@@ -170,8 +170,8 @@ TEST(ModelFolder, MalformedRecordsAreErrorsNamingTheFile) {
   write_text(m / "merge.json", R"({"method": "x", "kind": "mixture"})");
   EXPECT_EQ(error_of([&] { ModelFolder::open(m); }),
             file +
-                ": unknown model kind 'mixture' (expected checkpoint, ensemble or "
-                "posterior-average)");
+                ": unknown model kind 'mixture' (expected checkpoint, ensemble, "
+                "posterior-average or stitched)");
   write_text(m / "merge.json", R"({"method": "ensemble", "kind": "ensemble", "params":
     {"prior": "cached", "top-k": "two", "alpha": "0.3", "prior-windows": "16"}})");
   EXPECT_EQ(error_of([&] { ModelFolder::open(m); }),
@@ -189,15 +189,29 @@ TEST(ModelFolder, MalformedRecordsAreErrorsNamingTheFile) {
   write_text(m / "merge.json", R"({"method": "average", "experts": [{"name": "a"}]})");
   EXPECT_NE(error_of([&] { ModelFolder::open(m); }).find(file + ": malformed merge.json ("),
             std::string::npos);
+  // A stitched model whose record names no hub, or a hub that is not there.
+  write_text(m / "merge.json", R"({"method": "bts", "kind": "stitched", "result": {}})");
+  const ModelFolder no_hub = ModelFolder::open(m);
+  EXPECT_NE(error_of([&] {
+              no_hub.stitched();
+            }).find(file + ": malformed merge.json for a stitched model ("),
+            std::string::npos);
+  write_text(m / "merge.json", R"({"method": "bts", "kind": "stitched", "result":
+    {"hub": {"path": "../nowhere", "sha256": "00"}, "stitch_every": 2}})");
+  EXPECT_EQ(error_of([&] { ModelFolder::open(m).stitched(); }),
+            file + ": its hub is missing (looked for " +
+                (m / "../nowhere/model.safetensors").string() + ")");
 }
 
 TEST(ModelFolder, KindsHaveOneNameEach) {
-  for (ModelKind k : {ModelKind::kCheckpoint, ModelKind::kEnsemble, ModelKind::kPosteriorAverage}) {
+  for (ModelKind k : {ModelKind::kCheckpoint, ModelKind::kEnsemble, ModelKind::kPosteriorAverage,
+                      ModelKind::kStitched}) {
     EXPECT_EQ(parse_named<ModelKind>(name_of(k), "kind"), k);
   }
-  EXPECT_EQ(name_list<ModelKind>(), "checkpoint, ensemble, posterior-average");
+  EXPECT_EQ(name_list<ModelKind>(), "checkpoint, ensemble, posterior-average, stitched");
   EXPECT_EQ(error_of([] { parse_named<ModelKind>("soup", "merge.json kind"); }),
-            "merge.json kind: 'soup' is not one of checkpoint, ensemble, posterior-average");
+            "merge.json kind: 'soup' is not one of checkpoint, ensemble, posterior-average, "
+            "stitched");
 }
 
 }  // namespace
