@@ -6,6 +6,7 @@
 // experts are taken from another run with --from; bad requests are errors that leave nothing.
 #include <gtest/gtest.h>
 
+#include "btx/analysis/results.h"
 #include "btx/io/safetensors.h"
 #include "btx/merge/neuron_align.h"
 #include "btx/merge/slerp.h"
@@ -138,6 +139,16 @@ TEST_F(SymphonyMergeTest, ExpertsFromAnotherRunAndBadRequests) {
             fs::weakly_canonical(expert_dir(run, "code")));
   // Both runs share one seed: nothing to align.
   EXPECT_TRUE(j["result"]["symphony"]["aligned"].empty());
+  // The tokens behind it: the seed both runs share counts once (40 steps), the three experts
+  // theirs (30 each); an expert branched from another seed brings that seed's 40 steps too.
+  EXPECT_EQ(training_tokens(run, "merged/symphony"), (40 + 3 * 30) * 8 * 32);
+  const fs::path record = expert_dir(other, "prose") / "expert.json";
+  const std::string kept = read_file(record);
+  auto other_seed = nlohmann::json::parse(kept);
+  other_seed["init"]["seed_sha256"] = "0123456789abcdef";  // as if branched from another seed
+  testing::write_text(record, other_seed.dump());
+  EXPECT_EQ(training_tokens(run, "merged/symphony"), (40 + 3 * 30 + 40) * 8 * 32);
+  testing::write_text(record, kept);
   // A second call is up to date; once the other run's expert has changed, it is not.
   r = run_btx("merge" + r_ + " --method symphony --from ../from-other");
   EXPECT_EQ(r.code, 0) << r.output;

@@ -7,6 +7,7 @@
 #include <functional>
 #include <limits>
 #include <optional>
+#include <set>
 
 #include "btx/analysis/findings.h"
 #include "btx/model/llama.h"
@@ -51,7 +52,8 @@ double train_flops_per_token(const fs::path& dir, int64_t context) {
 }
 
 // What it took to train a model: its tokens and FLOPs, summed over the seed, the experts it is
-// made of (not for sparse upcycling, which copies the seed's FFN), and its own training (a dense
+// made of (not for sparse upcycling, which copies the seed's FFN) and any other seed they were
+// branched from, and its own training (a dense
 // baseline's, the stitches', the finetuning). `own_flops_per_token`: the model's measured forward
 // FLOPs per token (its evaluation's), for its own training; 0 when only tokens are wanted.
 struct TrainingCost {
@@ -80,8 +82,19 @@ TrainingCost cost_behind(const RunDir& run, const std::string& model, const Mode
     return cost;
   }
   if (merge.from_experts) {
+    // Experts branched from another seed (Symphony-MoE's, taken from another run) bring that
+    // seed's training too, once per seed: the run folder above the expert's, when it has one.
+    std::set<std::string> seeds = {sha256_file(run.seed() / "model.safetensors")};
     for (const auto& e : merge.experts) {
       cost.add(e.tokens, train_flops_per_token(e.dir, expert_context));
+      const fs::path record = e.dir / "expert.json";
+      const fs::path other_seed = e.dir.parent_path().parent_path() / "seed";
+      if (!fs::exists(record) || !fs::exists(other_seed / "model.safetensors")) continue;
+      const std::string sha = read_json_file(record)
+                                  .value("init", nlohmann::json::object())
+                                  .value("seed_sha256", std::string());
+      if (sha.empty() || !seeds.insert(sha).second) continue;
+      cost.add(state_tokens(other_seed), train_flops_per_token(other_seed, c.seed_train.seq_len));
     }
   }
   // Its own training at its own cost per token: a stitched model's stitches (Branch-Train-Stitch),
