@@ -64,9 +64,8 @@ struct TrainingCost {
     flops += static_cast<double>(t) * train_flops_per_token;
   }
 };
-TrainingCost cost_behind(const RunDir& run, const std::string& model, const ModelFolder& folder,
-                         double own_flops_per_token) {
-  const RunConfig c = load_run(run);
+TrainingCost cost_behind(const RunDir& run, const RunConfig& c, const std::string& model,
+                         const ModelFolder& folder, double own_flops_per_token) {
   const int64_t expert_context = c.experts.train.seq_len;
   TrainingCost cost;
   cost.add(state_tokens(run.seed()), train_flops_per_token(run.seed(), c.seed_train.seq_len));
@@ -84,15 +83,19 @@ TrainingCost cost_behind(const RunDir& run, const std::string& model, const Mode
   if (merge.from_experts) {
     // Experts branched from another seed (Symphony-MoE's, taken from another run) bring that
     // seed's training too, once per seed: the run folder above the expert's, when it has one.
-    std::set<std::string> seeds = {sha256_file(run.seed() / "model.safetensors")};
+    // The run's own seed is hashed only when an expert comes from another run folder.
+    std::set<std::string> seeds;
     for (const auto& e : merge.experts) {
       cost.add(e.tokens, train_flops_per_token(e.dir, expert_context));
       const fs::path record = e.dir / "expert.json";
       const fs::path other_seed = e.dir.parent_path().parent_path() / "seed";
-      if (!fs::exists(record) || !fs::exists(other_seed / "model.safetensors")) continue;
+      if (!fs::exists(record) || !fs::exists(other_seed / "model.safetensors") ||
+          fs::equivalent(other_seed, run.seed()))
+        continue;
       const std::string sha = read_json_file(record)
                                   .value("init", nlohmann::json::object())
                                   .value("seed_sha256", std::string());
+      if (seeds.empty()) seeds.insert(sha256_file(run.seed() / "model.safetensors"));
       if (sha.empty() || !seeds.insert(sha).second) continue;
       cost.add(state_tokens(other_seed), train_flops_per_token(other_seed, c.seed_train.seq_len));
     }
@@ -107,7 +110,7 @@ TrainingCost cost_behind(const RunDir& run, const std::string& model, const Mode
 
 // training_tokens() of `model`, whose folder is open.
 int64_t tokens_behind(const RunDir& run, const std::string& model, const ModelFolder& folder) {
-  return cost_behind(run, model, folder, 0).tokens;
+  return cost_behind(run, load_run(run), model, folder, 0).tokens;
 }
 
 }  // namespace
@@ -119,7 +122,8 @@ int64_t training_tokens(const RunDir& run, const std::string& model) {
 namespace {
 
 // The row of `model` (as `btx eval` names it) from its evaluation and its folder.
-ResultRow result_row(const RunDir& run, const std::string& model, const nlohmann::json& eval) {
+ResultRow result_row(const RunDir& run, const RunConfig& c, const std::string& model,
+                     const nlohmann::json& eval) {
   const ModelFolder folder = ModelFolder::open(model_dir(run, model));
   ResultRow r;
   r.model = eval_name(model);
@@ -133,10 +137,18 @@ ResultRow result_row(const RunDir& run, const std::string& model, const nlohmann
   r.params_total = eval.value("params_total", int64_t{0});
   r.params_active = eval.value("params_active", int64_t{0});
   r.flops_per_token = eval.value("flops_per_token", int64_t{0});
-  const TrainingCost cost = cost_behind(run, model, folder, static_cast<double>(r.flops_per_token));
+  const TrainingCost cost =
+      cost_behind(run, c, model, folder, static_cast<double>(r.flops_per_token));
   r.training_tokens = cost.tokens;
   r.training_flops = cost.flops;
   return r;
+}
+
+// An evaluation's domains, training and novel, in its order: the table's columns.
+void split_domains(const nlohmann::json& eval, std::vector<std::string>& train,
+                   std::vector<std::string>& novel) {
+  for (auto& [d, v] : eval.at("domains").items())
+    (v.value("novel", false) ? novel : train).push_back(d);
 }
 
 // A row's window losses on `domains` (the table's order); empty when its evaluation lacks any.
@@ -232,15 +244,13 @@ nlohmann::json study_results(const RunDir& run, const std::vector<std::string>& 
             (run.root / "eval").string(), fmt::join(missing, ", "), run.root.string(),
             fmt::join(missing, ","));
 
+  const RunConfig config = load_run(run);
   std::vector<ResultRow> rows;
   std::vector<std::string> train, novel;
   for (const auto& m : models) {
     const auto e = read_json_file(run.eval(eval_name(m)));
-    if (train.empty() && novel.empty()) {
-      for (auto& [d, v] : e.at("domains").items())
-        (v.value("novel", false) ? novel : train).push_back(d);
-    }
-    rows.push_back(result_row(run, m, e));
+    if (train.empty() && novel.empty()) split_domains(e, train, novel);
+    rows.push_back(result_row(run, config, m, e));
     rows.back().train_windows = window_losses(e, train);
     rows.back().novel_windows = window_losses(e, novel);
   }
@@ -351,10 +361,7 @@ std::string compare_models(const RunDir& run, const std::string& a, const std::s
     BTX_CHECK(fs::exists(file), "{}: no evaluation of {} (run `btx eval --run {} --model {}`)",
               file.string(), m, run.root.string(), m);
     const auto e = read_json_file(file);
-    if (rows.empty()) {
-      for (auto& [d, v] : e.at("domains").items())
-        (v.value("novel", false) ? novel : train).push_back(d);
-    }
+    if (rows.empty()) split_domains(e, train, novel);
     ResultRow r;
     r.model = eval_name(m);
     r.train_windows = window_losses(e, train);

@@ -54,10 +54,9 @@ StitchTraining train_stitches(StitchedLM& model, const ShardSet& data, const Tra
     double loss_sum = 0;
     std::vector<torch::Tensor> gates;
     for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
-      const auto batch = sampler.batch(step * t.grad_accum + micro, t.batch_size).to(device);
-      const int64_t T = batch.size(1) - 1;
+      const auto batch = sampler.batch(step * t.grad_accum + micro, t.batch_size);
       gates.clear();
-      auto loss = next_token_nll(model->forward(batch.narrow(1, 0, T), &gates), batch).mean();
+      auto loss = stitched_token_nll(model, batch, &gates).mean();
       (loss / static_cast<double>(t.grad_accum)).backward();
       loss_sum += loss.item<double>();
     }

@@ -133,10 +133,11 @@ int64_t StitchedLMImpl::flops_per_token(int64_t context) const {
   return flops;
 }
 
-torch::Tensor stitched_token_nll(StitchedLM& model, const torch::Tensor& batch) {
+torch::Tensor stitched_token_nll(StitchedLM& model, const torch::Tensor& batch,
+                                 std::vector<torch::Tensor>* gates) {
   const auto tokens = batch.to(model->hub->model->embed_tokens->weight.device());
   const int64_t T = tokens.size(1) - 1;
-  return next_token_nll(model->forward(tokens.narrow(1, 0, T)), tokens);
+  return next_token_nll(model->forward(tokens.narrow(1, 0, T), gates), tokens);
 }
 
 }  // namespace btx

@@ -74,7 +74,9 @@ struct StitchedLMImpl : torch::nn::Module {
 };
 TORCH_MODULE(StitchedLM);
 
-// Next-token NLL (B, T) of tokens (B, T+1) under a stitched model, in fp32.
-torch::Tensor stitched_token_nll(StitchedLM& model, const torch::Tensor& tokens);
+// Next-token NLL (B, T) of tokens (B, T+1) under a stitched model, in fp32, on the model's device
+// (the tokens are moved there); `gates` (optional) as in StitchedLMImpl::forward.
+torch::Tensor stitched_token_nll(StitchedLM& model, const torch::Tensor& tokens,
+                                 std::vector<torch::Tensor>* gates = nullptr);
 
 }  // namespace btx

@@ -69,17 +69,15 @@ class StitchScorer : public Scorer {
   }
   torch::Tensor token_nll(const torch::Tensor& tokens) override {
     torch::NoGradGuard no_grad;
-    const auto batch = tokens.to(model_->hub->model->embed_tokens->weight.device());
-    const int64_t T = batch.size(1) - 1;
     std::vector<torch::Tensor> gates;
-    auto logits = model_->forward(batch.narrow(1, 0, T), &gates);
+    auto nll = stitched_token_nll(model_, tokens, &gates);  // (B, T)
     if (gate_sums_.empty()) gate_sums_.assign(gates.size(), torch::Tensor());
     for (size_t k = 0; k < gates.size(); ++k) {
       auto sum = gates[k].to(torch::kFloat64).sum(torch::IntArrayRef{0, 1}).cpu();
       gate_sums_[k] = gate_sums_[k].defined() ? gate_sums_[k] + sum : sum;
     }
-    gate_tokens_ += batch.size(0) * T;
-    return next_token_nll(logits, batch);
+    gate_tokens_ += nll.numel();
+    return nll;
   }
   int64_t params_total() const override { return model_->num_params(); }
   int64_t params_active() const override { return model_->num_params(); }  // every model runs
