@@ -2,8 +2,8 @@
 # Fuzzes btx's readers of outside input with libFuzzer and AddressSanitizer (Debian's clang):
 #   scripts/fuzz.sh SECONDS [TARGET ...]
 # Targets (fuzz/*_fuzz.cpp): safetensors, model_config, run_config, tokenizer, tokenizer_json,
-# jinja, completions, import; all by default, each run for SECONDS from a seed corpus of real files
-# (fuzz/corpus/, configs/*.toml).
+# jinja, completions, import, utf8; all by default, each run for SECONDS from a seed corpus of real
+# files (fuzz/corpus/, configs/*.toml).
 # The code under test is compiled with clang and instrumented; the rest of btx is linked from the
 # Release build in build/ (scripts/setup.sh makes it). Findings (crashes, hangs, sanitizer
 # reports, an exception other than btx's own error) are written to build/fuzz/findings/ and make
@@ -15,7 +15,7 @@ seconds=${1:?usage: scripts/fuzz.sh SECONDS [TARGET ...]}
 shift
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(safetensors model_config run_config tokenizer tokenizer_json jinja
-                                     completions import)
+                                     completions import utf8)
 if ! command -v clang++ > /dev/null || ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a > /dev/null 2>&1; then
   echo "btx fuzz: clang++ with libFuzzer not found (apt-get install clang libclang-rt-14-dev)" >&2
   [ -n "${CI:-}" ] && exit 1
@@ -33,6 +33,7 @@ declare -A sources=(
   [jinja]="src/btx/data/jinja_lex.cpp src/btx/data/jinja_parse.cpp src/btx/data/jinja_expr.cpp src/btx/data/jinja_eval.cpp src/btx/data/jinja_value.cpp src/btx/data/jinja_builtins.cpp"
   [completions]="src/btx/serve/completions.cpp src/btx/data/chat_template.cpp"
   [import]="src/btx/hf/hf.cpp src/btx/model/config.cpp"
+  [utf8]="src/btx/util/utf8.cpp"
 )
 out=build/fuzz
 mkdir -p "$out/obj" "$out/findings"

@@ -16,6 +16,10 @@ TEST(IsText, Utf8WithoutNul) {
   EXPECT_FALSE(is_text(std::string("a\0b", 3)));
   EXPECT_FALSE(is_text("latin-1 caf\xE9"));
   EXPECT_FALSE(is_text("truncated \xE2\x80"));
+  // Strict: overlong forms, UTF-16 surrogates and code points past U+10FFFF are not UTF-8.
+  EXPECT_FALSE(is_text("overlong \xC0\x80"));
+  EXPECT_FALSE(is_text("surrogate \xED\xA0\x80"));
+  EXPECT_FALSE(is_text("past U+10FFFF \xF5\x80\x80\x80"));
 }
 
 TEST(ListCorpus, FilesAndSubFolders) {
@@ -54,7 +58,15 @@ TEST(ListCorpus, ErrorsNameTheCulprit) {
   testing::write_text(dir / "bin.txt", std::string("ELF\0\x01\x02", 6));
   const std::string msg = error_of([&] { list_corpus(dir.path()); });
   EXPECT_NE(msg.find("bin.txt"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("not UTF-8"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("byte 3 is NUL"), std::string::npos) << msg;
+  fs::remove(dir / "bin.txt");
+
+  // A lead byte of an overlong form, after 9 good bytes: the file and the offset are named.
+  testing::write_text(dir / "old.txt", "good text\xC0\x80 more");
+  const std::string overlong = error_of([&] { list_corpus(dir.path()); });
+  EXPECT_NE(overlong.find("old.txt is not UTF-8 text: byte 9 is an overlong encoding (C0 80"),
+            std::string::npos)
+      << overlong;
 }
 
 TEST(SelectDomains, KeepsOrderAndRejectsUnknown) {

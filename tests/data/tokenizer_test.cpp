@@ -238,6 +238,30 @@ TEST_F(TokenizerTest, LoadErrorsNameTheFile) {
   }
   EXPECT_THROW(tok_->decode({400}), Error);
   EXPECT_THROW(tok_->decode({-1}), Error);
+
+  // A piece that is not UTF-8 (the first two-letter piece's bytes made an overlong NUL) is
+  // refused with the file, the piece's id and the offset, not read into the vocabulary.
+  std::string bytes = read_file(*dir_ / "tok.model");
+  int32_t id = -1;
+  size_t at = std::string::npos;
+  for (int32_t i = 0; i < tok_->vocab_size() && at == std::string::npos; ++i) {
+    const std::string p = tok_->decode({i});
+    if (p.size() == 2 && std::isalpha(static_cast<unsigned char>(p[0])) &&
+        std::isalpha(static_cast<unsigned char>(p[1]))) {
+      at = bytes.find(std::string("\x0A\x02") + p);
+      id = i;
+    }
+  }
+  ASSERT_NE(at, std::string::npos);
+  bytes.replace(at + 2, 2, "\xC0\x80");
+  const fs::path bad = *dir_ / "bad/overlong.model";
+  testing::write_text(bad, bytes);
+  const std::string e = testing::error_of([&] { Tokenizer::load(bad); });
+  EXPECT_NE(e.find(fmt::format("tokenizer model {}: piece {} is not valid UTF-8: byte 0 is an "
+                               "overlong encoding (C0 80",
+                               bad.string(), id)),
+            std::string::npos)
+      << e;
 }
 
 TEST_F(TokenizerTest, TrainErrorsAreClear) {

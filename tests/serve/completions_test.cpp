@@ -123,6 +123,13 @@ TEST_F(CompletionsTest, RefusalsNameTheField) {
       {R"({"prompt": "x", "echo": 1})", 400, "echo must be true or false"},
       {R"({"prompt": "x", "frequency_penalty": 0.5})", 400, "frequency_penalty = 0.5"},
       {R"({"prompt": "x", "temprature": 0})", 400, "unknown field 'temprature'"},
+      // Strict UTF-8 before any parsing, with the offset: an overlong "/" in a string.
+      {"{\"prompt\": \"a\xC0\xAF\"}", 400,
+       "the request body is not valid UTF-8: byte 13 is an overlong encoding (C0 AF"},
+      {"{\"prompt\": \"\xED\xA0\x80\"}", 400, "byte 12 is a UTF-16 surrogate"},
+      // A token id past int64 is reported as sent, not wrapped.
+      {R"({"prompt": [9223372036854775808]})", 400, "token id 9223372036854775808 is outside"},
+      {R"({"prompt": [-9223372036854775808]})", 400, "token id -9223372036854775808 is outside"},
       // 100000 levels of nesting (a stack overflow in a recursive parser) are refused first.
       {std::string(100000, '[') + std::string(100000, ']'), 400,
        "nests arrays and objects 100000 levels deep; at most 64"},

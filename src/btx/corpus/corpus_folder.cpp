@@ -3,33 +3,27 @@
 #include "btx/corpus/corpus.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
+#include "btx/util/utf8.h"
 
 namespace btx {
 
 bool is_text(std::string_view s) {
-  size_t i = 0;
-  const size_t n = s.size();
-  while (i < n) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c == 0) return false;
-    int len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-    if (len == 0) return false;
-    if (i + len > n) return false;
-    for (int k = 1; k < len; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
-    }
-    i += len;
-  }
-  return true;
+  return s.find('\0') == std::string_view::npos && utf8_invalid_at(s) == std::string_view::npos;
 }
 
 namespace {
 void check_text_file(const fs::path& file) {
   const std::string text = read_file(file);
-  BTX_CHECK(is_text(text),
-            "corpus file {} is not UTF-8 text (binary data or another encoding); convert it "
-            "(e.g. iconv -c -t UTF-8) or remove it",
-            file.string());
+  const size_t nul = text.find('\0');
+  BTX_CHECK(nul == std::string::npos,
+            "corpus file {} is not text: byte {} is NUL (binary data, or UTF-16); convert it "
+            "(e.g. iconv -f UTF-16 -t UTF-8) or remove it",
+            file.string(), nul);
+  const size_t bad = utf8_invalid_at(text);
+  BTX_CHECK(bad == std::string::npos,
+            "corpus file {} is not UTF-8 text: byte {} is {}; convert it (e.g. iconv -c -t "
+            "UTF-8) or remove it",
+            file.string(), bad, utf8_problem(text, bad));
 }
 }  // namespace
 

@@ -10,37 +10,11 @@
 #include <cstring>
 
 #include "btx/util/error.h"
+#include "btx/util/utf8.h"
 
 namespace btx {
 
 namespace {
-
-// Length of the valid UTF-8 sequence starting at s[i], or 0 when it is not one (overlong forms,
-// surrogates and code points above U+10FFFF count as invalid).
-size_t utf8_sequence_length(std::string_view s, size_t i) {
-  const auto b = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
-  const unsigned char c = b(0);
-  if (c < 0x80) return 1;
-  size_t len = 0;
-  uint32_t cp = 0;
-  if ((c >> 5) == 0x6) {
-    len = 2, cp = c & 0x1F;
-  } else if ((c >> 4) == 0xE) {
-    len = 3, cp = c & 0x0F;
-  } else if ((c >> 3) == 0x1E) {
-    len = 4, cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (i + len > s.size()) return 0;
-  for (size_t k = 1; k < len; ++k) {
-    if ((b(k) >> 6) != 0x2) return 0;
-    cp = (cp << 6) | (b(k) & 0x3F);
-  }
-  static const uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-  return len;
-}
 
 // Drops the last UTF-8 character of `out` unless it is a newline (overstrike: "x\b_").
 void pop_last_char(std::string& out) {
@@ -74,7 +48,7 @@ std::string to_clean_text(std::string_view raw) {
   size_t i = 0;
   if (raw.substr(0, 3) == "\xEF\xBB\xBF") i = 3;  // byte order mark
   while (i < raw.size()) {
-    const size_t len = utf8_sequence_length(raw, i);
+    const size_t len = utf8_char_len(raw, i);
     if (len == 0) {
       ++i;
       continue;

@@ -149,6 +149,7 @@ int32_t Pipeline::token_id(const std::string& text) const {
 void load_tokenizer_json(std::string_view text, std::string_view config_text, const fs::path& file,
                          Tokenizer::Model& m) {
   const Reader r{file};
+  check_utf8(text, file.string());
   json j;
   try {
     j = json::parse(text);
@@ -298,6 +299,7 @@ void load_tokenizer_json(std::string_view text, std::string_view config_text, co
 
   json config;
   if (!config_text.empty()) {
+    check_utf8(config_text, (file.parent_path() / "tokenizer_config.json").string());
     try {
       config = json::parse(config_text);
     } catch (const json::exception& e) {

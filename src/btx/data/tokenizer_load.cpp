@@ -10,6 +10,7 @@
 #include "btx/data/tokenizer_model.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
+#include "btx/util/utf8.h"
 
 namespace btx {
 
@@ -198,6 +199,9 @@ Tokenizer Tokenizer::from_bytes(std::string bytes, const fs::path& name) {
     }
   }
   const std::string file = name.string();
+  for (size_t id = 0; id < m->pieces.size(); ++id) {
+    check_utf8(m->pieces[id], fmt::format("tokenizer model {}: piece {}", file, id));
+  }
   BTX_CHECK(!m->pieces.empty(), "tokenizer model {} is not a sentencepiece model (no pieces)",
             file);
   const int mt = spec.model_type;

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "btx/util/fs.h"
+#include "btx/util/utf8.h"
 
 namespace btx::serve {
 
@@ -115,10 +116,13 @@ std::vector<int32_t> read_ids(const nlohmann::json& p, int64_t vocab_size,
                               const std::string& what) {
   std::vector<int32_t> ids;
   for (const auto& x : p) {
-    const auto id = x.get<int64_t>();
+    // Above int64's range the number is unsigned: shown as sent, not wrapped.
+    const bool huge =
+        x.is_number_unsigned() && x.get<uint64_t>() > static_cast<uint64_t>(vocab_size);
+    const auto id = huge ? vocab_size : x.get<int64_t>();
     if (id < 0 || id >= vocab_size) {
-      bad("prompt",
-          fmt::format("{} token id {} is outside the vocabulary [0, {})", what, id, vocab_size));
+      bad("prompt", fmt::format("{} token id {} is outside the vocabulary [0, {})", what,
+                                dump_json(x), vocab_size));
     }
     ids.push_back(static_cast<int32_t>(id));
   }
@@ -171,6 +175,10 @@ void check_fields(const nlohmann::json& j, const std::vector<std::string>& known
 }
 
 nlohmann::json parse_body(const std::string& body) {
+  if (const size_t at = utf8_invalid_at(body); at != std::string::npos) {
+    bad("", fmt::format("the request body is not valid UTF-8: byte {} is {}", at,
+                        utf8_problem(body, at)));
+  }
   const size_t depth = json_nesting_depth(body);
   if (depth > kMaxJsonDepth) {
     bad("", fmt::format("the request body nests arrays and objects {} levels deep; at most {} "

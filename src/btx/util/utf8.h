@@ -1,8 +1,11 @@
-// UTF-8 as RFC 3629 defines it, for the code that reads text byte by byte (the tokenizers, the
-// Jinja engine).
+// UTF-8 as RFC 3629 defines it: one strict validator (no overlong forms, no UTF-16 surrogates,
+// nothing above U+10FFFF) for every reader of outside text (corpus files, request bodies,
+// tokenizer files and pieces), and the character length the code that reads text byte by byte
+// uses (the tokenizers, the Jinja engine).
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace btx {
@@ -28,5 +31,17 @@ inline size_t utf8_char_len(std::string_view s, size_t i) {
   }
   return 0;
 }
+
+// The offset of the first byte of `s` that does not start a well-formed character, or npos when
+// all of `s` is well-formed UTF-8 (NUL included: it is U+0000).
+size_t utf8_invalid_at(std::string_view s);
+
+// What is wrong at s[i] (an offset utf8_invalid_at returned), for a message: e.g. "an overlong
+// encoding (C0 80)", "a UTF-16 surrogate (ED A0 80)", "a code point above U+10FFFF (F5 80 80 80)".
+std::string utf8_problem(std::string_view s, size_t i);
+
+// Throws btx::Error when `s` is not well-formed UTF-8: "{what} is not valid UTF-8: byte {offset}
+// is {problem}". `what` names the source (a file's path, "the request body").
+void check_utf8(std::string_view s, std::string_view what);
 
 }  // namespace btx
