@@ -34,6 +34,17 @@ fs::path resolve_model(const EvalArgs& a, const std::string& model) {
   return ModelArg{model, a.run}.dir();
 }
 
+// A model must read every window of the evaluation: one whose context is shorter is refused,
+// naming its folder and where the window length came from.
+void check_window(const fs::path& model, const Scorer& s, int64_t seq_len,
+                  const std::string& from) {
+  BTX_CHECK(seq_len <= s.max_context(),
+            "model {} reads at most {} tokens (its context) but the evaluation's windows are {} "
+            "tokens ({}); give --seq-len {} to evaluate it on windows it can read (its figures "
+            "are then not comparable with those of {}-token windows)",
+            model.string(), s.max_context(), seq_len, from, s.max_context(), seq_len);
+}
+
 nlohmann::json evaluate_one(EvalArgs& a, const std::string& model_arg) {
   const fs::path model = resolve_model(a, model_arg);
   auto scorer = open_scorer(ModelFolder::open(model));
@@ -42,7 +53,15 @@ nlohmann::json evaluate_one(EvalArgs& a, const std::string& model_arg) {
     const RunDir run{a.run};
     const RunConfig c = load_run(run);
     EvalOptions o = run_eval_options(c, a.opts.split);
-    if (a.opts.seq_len > 0) o.seq_len = a.opts.seq_len;
+    o.model_path = model.string();
+    if (a.opts.seq_len > 0) {
+      o.seq_len = a.opts.seq_len;
+      o.seq_len_from = "--seq-len";
+    }
+    check_window(model, *scorer, o.seq_len,
+                 o.seq_len_from.empty()
+                     ? fmt::format("the run's seq_len, {}", run.config_file().string())
+                     : o.seq_len_from);
     if (a.opts.batch_size > 0) o.batch_size = a.opts.batch_size;
     o.max_tokens = a.opts.max_tokens;
     auto novel = run_novel_domains(c);
@@ -65,8 +84,24 @@ nlohmann::json evaluate_one(EvalArgs& a, const std::string& model_arg) {
               a.data, data.vocab_size());
   }
   EvalOptions o = a.opts;
-  if (o.seq_len == 0) o.seq_len = scorer->max_context();
+  o.model_path = model.string();
+  o.seq_len_from = "--seq-len";
+  if (o.seq_len == 0) {
+    // The windows of the run that made the shards, when they are in one; else the model's context.
+    fs::path data = fs::path(a.data).lexically_normal();
+    if (data.filename().empty()) data = data.parent_path();  // "run/data/"
+    const RunDir data_run{data.parent_path()};
+    if (fs::exists(data_run.config_file())) {
+      o.seq_len = run_eval_options(load_run(data_run), o.split).seq_len;
+      o.seq_len_from = fmt::format("the seq_len of the run the shards come from, {}",
+                                   data_run.config_file().string());
+    } else {
+      o.seq_len = scorer->max_context();
+      o.seq_len_from = "the model's context";
+    }
+  }
   if (o.batch_size == 0) o.batch_size = 16;
+  check_window(model, *scorer, o.seq_len, o.seq_len_from);
   return evaluate(*scorer, name, data, novel, tok ? &*tok : nullptr, o);
 }
 }  // namespace

@@ -176,7 +176,40 @@ TEST_F(ExpertsTest, EvaluatingNanWeightsIsAnError) {
   EXPECT_NE(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("the loss on domain"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("nan (weights holding NaN or Inf"), std::string::npos) << r.output;
+  // The error names the model's folder, not its base name only.
+  EXPECT_NE(r.output.find(run.seed().string() + ": the loss on domain"), std::string::npos)
+      << r.output;
   EXPECT_FALSE(fs::exists(run.root / "nan.json"));
+}
+
+// A model whose context (max_position_embeddings 1) is shorter than the evaluation's windows was
+// evaluated on 1-token windows and reported as its perplexity: now refused, naming the model's
+// folder and where the window came from; windows it can read are taken when asked, and said.
+TEST_F(ExpertsTest, AModelThatCannotReadTheWindowsIsRefused) {
+  RunDir run = fresh_run("short");
+  const fs::path model = run.root / "short";
+  fs::create_directories(model);
+  for (const char* f : {"config.json", "model.safetensors"}) fs::copy(run.seed() / f, model / f);
+  auto config = nlohmann::json::parse(read_file(model / "config.json"));
+  config["max_position_embeddings"] = 1;
+  write_file_atomic(model / "config.json", config.dump(2));
+  const int64_t window = load_run(run).seed_train.seq_len;
+  for (const std::string where : {"--run " + run.root.string(), "--data " + run.data().string()}) {
+    auto r = run_btx("eval " + where + " --model " + model.string() + " --max-tokens 64");
+    EXPECT_NE(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find(fmt::format("model {} reads at most 1 tokens (its context) but the "
+                                        "evaluation's windows are {} tokens (the ",
+                                        model.string(), window)),
+              std::string::npos)
+        << r.output;
+    EXPECT_NE(r.output.find(run.config_file().string()), std::string::npos) << r.output;
+  }
+  auto r = run_btx("eval --data " + run.data().string() + " --model " + model.string() +
+                   " --seq-len 1 --max-tokens 64 --json");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto e = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  EXPECT_EQ(e.at("seq_len"), 1);
+  EXPECT_EQ(e.at("seq_len_from"), "--seq-len");
 }
 
 TEST_F(ExpertsTest, FailingExpertIsNamedAndOthersFinish) {

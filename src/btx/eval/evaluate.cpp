@@ -96,10 +96,13 @@ torch::Tensor novel_domain_tokens(const CorpusDomain& d, const Tokenizer& tok, i
 nlohmann::json evaluate(Scorer& scorer, const std::string& model_name, const ShardSet& data,
                         const std::vector<CorpusDomain>& novel, const Tokenizer* tokenizer,
                         const EvalOptions& opts) {
+  const std::string who = opts.model_path.empty() ? model_name : opts.model_path;
   BTX_CHECK(opts.seq_len <= scorer.max_context(),
-            "eval seq_len {} exceeds the model's longest sequence {}", opts.seq_len,
-            scorer.max_context());
+            "model {} reads at most {} tokens (its context) but the evaluation's windows are {} "
+            "tokens",
+            who, scorer.max_context(), opts.seq_len);
   nlohmann::json out = {{"model", model_name}, {"split", opts.split}, {"seq_len", opts.seq_len}};
+  if (!opts.seq_len_from.empty()) out["seq_len_from"] = opts.seq_len_from;
   nlohmann::json domains = nlohmann::json::object();
   double train_sum = 0, novel_sum = 0;
   const auto names = opts.domains.empty() ? data.domains() : opts.domains;
@@ -111,7 +114,7 @@ nlohmann::json evaluate(Scorer& scorer, const std::string& model_name, const Sha
     });
     auto s = score_stream(scorer, shard.slice(0, shard.size()), opts.seq_len, opts.batch_size,
                           opts.max_tokens);
-    check_finite(model_name, name, s);
+    check_finite(who, name, s);
     domains[name] = {{"tokens", s.tokens},
                      {"loss", s.loss},
                      {"ppl", s.ppl()},
@@ -129,7 +132,7 @@ nlohmann::json evaluate(Scorer& scorer, const std::string& model_name, const Sha
     });
     auto s = score_stream(scorer, novel_domain_tokens(d, *tokenizer, opts.novel_max_tokens),
                           opts.seq_len, opts.batch_size, opts.novel_max_tokens);
-    check_finite(model_name, d.name, s);
+    check_finite(who, d.name, s);
     domains[d.name] = {{"tokens", s.tokens},
                        {"loss", s.loss},
                        {"ppl", s.ppl()},

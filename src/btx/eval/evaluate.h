@@ -42,6 +42,8 @@ struct EvalOptions {
   int64_t max_tokens = 0;  // per domain, 0: the whole split
   int64_t novel_max_tokens = 100'000;
   std::vector<std::string> domains;  // training domains to score (empty: all of the shard set)
+  std::string model_path;            // the model's folder, named in errors (empty: its name)
+  std::string seq_len_from;  // where seq_len came from, said in the output (empty: not said)
 };
 
 // `btx eval`'s arguments (util/args.h). Window length and batch size 0: the run's, else the

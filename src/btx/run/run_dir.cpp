@@ -219,8 +219,10 @@ torch::Tensor domain_heldout_windows(const Run& run, const std::string& domain, 
 }
 
 std::string format_eval_table(const nlohmann::json& e) {
-  std::string out = fmt::format("{} ({} split, T={})\n", e.value("model", "?"),
-                                e.value("split", "?"), e.value("seq_len", 0));
+  const std::string from = e.value("seq_len_from", "");
+  std::string out =
+      fmt::format("{} ({} split, T={}{})\n", e.value("model", "?"), e.value("split", "?"),
+                  e.value("seq_len", 0), from.empty() ? "" : ": " + from);
   out += fmt::format("  {:<16} {:>9} {:>8} {:>10}\n", "domain", "tokens", "loss", "ppl");
   for (bool novel : {false, true}) {
     for (auto& [name, d] : e.at("domains").items()) {
