@@ -11,17 +11,9 @@ bool Engine::submit(const std::shared_ptr<Job>& job) {
   bool taken = false;
   {
     std::lock_guard<std::mutex> lock(m_);
-    // Jobs whose client left while they were queued give their slot back now, not when the
-    // worker reaches them.
-    for (auto it = queue_.begin(); it != queue_.end();) {
-      if ((*it)->cancel) {
-        withdrawn.push_back(*it);
-        it = queue_.erase(it);
-        ++cancelled_;
-      } else {
-        ++it;
-      }
-    }
+    // Jobs whose client left give their slot back now, not when the worker reaches them; with
+    // the queue full, every queued client is asked, so that admission counts live ones only.
+    drop_abandoned(/*probe=*/queue_.size() >= capacity_, withdrawn);
     if (stopping_ || queue_.size() >= capacity_) {
       ++rejected_;
     } else {
@@ -29,11 +21,38 @@ bool Engine::submit(const std::shared_ptr<Job>& job) {
       taken = true;
     }
   }
-  GenerateResult cancelled;
-  cancelled.finish_reason = FinishReason::kCancelled;
-  for (auto& j : withdrawn) finish(*j, cancelled, "");
+  finish_cancelled(withdrawn);
   if (taken) cv_.notify_one();
   return taken;
+}
+
+void Engine::withdraw(const std::vector<std::shared_ptr<Job>>& jobs) {
+  for (auto& j : jobs) j->cancel = true;
+  std::vector<std::shared_ptr<Job>> withdrawn;
+  {
+    std::lock_guard<std::mutex> lock(m_);
+    drop_abandoned(/*probe=*/false, withdrawn);
+  }
+  finish_cancelled(withdrawn);
+}
+
+void Engine::drop_abandoned(bool probe, std::vector<std::shared_ptr<Job>>& out) {
+  for (auto it = queue_.begin(); it != queue_.end();) {
+    if (probe ? (*it)->abandoned() : (*it)->cancel.load()) {
+      (*it)->cancel = true;
+      out.push_back(*it);
+      it = queue_.erase(it);
+      ++cancelled_;
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Engine::finish_cancelled(const std::vector<std::shared_ptr<Job>>& jobs) {
+  GenerateResult cancelled;
+  cancelled.finish_reason = FinishReason::kCancelled;
+  for (auto& j : jobs) finish(*j, cancelled, "");
 }
 
 void Engine::shutdown() {
@@ -55,31 +74,45 @@ bool Engine::stopping() const {
   return stopping_;
 }
 
-nlohmann::json Engine::stats() const {
-  std::lock_guard<std::mutex> lock(m_);
-  return {{"queued", queue_.size()},
-          {"queue_limit", capacity_},
-          {"running", running_.size()},
-          {"batch_limit", max_batch_},
-          {"prefill_rows", prefill_rows_},
-          {"peak_running", peak_running_},
-          {"completed", completed_},
-          {"cancelled", cancelled_},
-          {"rejected", rejected_},
-          {"failed", failed_},
-          {"generated_tokens", generated_tokens_}};
+nlohmann::json Engine::stats() {
+  std::vector<std::shared_ptr<Job>> withdrawn;
+  std::unique_lock<std::mutex> lock(m_);
+  drop_abandoned(/*probe=*/true, withdrawn);  // the queue's live jobs only
+  nlohmann::json out = {{"queued", queue_.size()},
+                        {"queue_limit", capacity_},
+                        {"running", running_.size()},
+                        {"batch_limit", max_batch_},
+                        {"prefill_rows", prefill_rows_},
+                        {"peak_running", peak_running_},
+                        {"completed", completed_},
+                        {"cancelled", cancelled_},
+                        {"rejected", rejected_},
+                        {"failed", failed_},
+                        {"generated_tokens", generated_tokens_}};
+  lock.unlock();
+  finish_cancelled(withdrawn);
+  return out;
 }
 
 std::vector<std::shared_ptr<Job>> Engine::take_jobs(size_t room, bool wait) {
   std::unique_lock<std::mutex> lock(m_);
   if (wait) cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-  std::vector<std::shared_ptr<Job>> out;
+  std::vector<std::shared_ptr<Job>> out, withdrawn;
   while (!stopping_ && out.size() < room && !queue_.empty()) {
-    out.push_back(queue_.front());
+    auto job = queue_.front();
     queue_.pop_front();
-    running_.push_back(out.back());
+    if (job->abandoned()) {  // its client left: no batch row for it
+      job->cancel = true;
+      withdrawn.push_back(job);
+      ++cancelled_;
+      continue;
+    }
+    out.push_back(job);
+    running_.push_back(job);
   }
   peak_running_ = std::max(peak_running_, running_.size());
+  lock.unlock();
+  finish_cancelled(withdrawn);
   return out;
 }
 
@@ -103,7 +136,10 @@ std::unique_ptr<Generation> Engine::start(const std::shared_ptr<Job>& job) {
 void Engine::serial_loop() {
   for (;;) {
     auto jobs = take_jobs(1, /*wait=*/true);
-    if (jobs.empty()) return;
+    if (jobs.empty()) {  // stopping, or the job taken had been abandoned
+      if (stopping()) return;
+      continue;
+    }
     auto& job = jobs[0];
     const auto t0 = Clock::now();
     try {

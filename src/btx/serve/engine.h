@@ -9,6 +9,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -39,6 +40,11 @@ struct Job {
   int64_t score_prompt = -1;  // >= 0: the prompt's log-probabilities too, with this top-N
   std::vector<TokenLogprob> prompt_logprobs;
   std::atomic<bool> cancel{false};  // set by the HTTP side when the client has gone
+  // The HTTP side's probe of its client: true once it has left, though no one has noticed yet
+  // (null: never). The engine asks it when a slot is wanted: admission with the queue full, and
+  // a job about to start, so departed clients neither hold slots nor take a batch row.
+  std::function<bool()> gone;
+  bool abandoned() const { return cancel || (gone && gone()); }
   std::mutex m;
   std::condition_variable cv;
   std::string pending;  // streamed text not written to the client yet
@@ -66,15 +72,20 @@ class Engine {
 
   size_t max_batch() const { return max_batch_; }
 
-  // False (and nothing queued) when the queue is full or the engine is stopping.
+  // False (and nothing queued) when the queue is full of live jobs or the engine is stopping.
+  // Queued jobs whose client has left (cancelled, or found gone now) give their slots back first.
   bool submit(const std::shared_ptr<Job>& job);
+
+  // The client of `jobs` has left: the queued ones leave the queue now (finished as cancelled),
+  // the running ones stop at their next token.
+  void withdraw(const std::vector<std::shared_ptr<Job>>& jobs);
 
   // Cancels the running jobs, fails the queued ones and joins the engine thread.
   void shutdown();
 
   bool stopping() const;
   // The queue's and the batch's counters, for /health.
-  nlohmann::json stats() const;
+  nlohmann::json stats();
 
  private:
   // Waits for queued jobs and moves up to `room` of them to the running set. Empty when
@@ -94,6 +105,11 @@ class Engine {
 
   // Drops a job from the running set (m_ held).
   void release(const Job& job);
+  // Moves the queued jobs that are cancelled (and, with `probe`, those whose client is found gone)
+  // out of the queue into `out`, counting them (m_ held).
+  void drop_abandoned(bool probe, std::vector<std::shared_ptr<Job>>& out);
+  // Finishes jobs dropped from the queue as cancelled (m_ not held).
+  static void finish_cancelled(const std::vector<std::shared_ptr<Job>>& jobs);
 
   static void finish(Job& job, const GenerateResult& r, const std::string& error);
 

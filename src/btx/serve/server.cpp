@@ -11,6 +11,7 @@
 
 #include "btx/serve/connections.h"
 #include "btx/serve/engine.h"
+#include "btx/serve/http_framing.h"
 
 namespace btx::serve {
 
@@ -52,7 +53,7 @@ struct Server::Impl {
   void handle(const httplib::Request& req, httplib::Response& res, bool chat);
   void stream(const httplib::Request& req, const CompletionRequest& r,
               const std::vector<std::shared_ptr<Job>>& jobs, const CompletionIds& ids,
-              httplib::Response& res);
+              const std::shared_ptr<const ClientWatch>& client, httplib::Response& res);
 
   CompletionIds next_ids(bool chat) {
     return {fmt::format("{}-{:x}{:06d}", chat ? "chatcmpl" : "cmpl", started, ++request_count),
@@ -69,7 +70,8 @@ struct Server::Impl {
   ServedModel served;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<HeaderDeadline> deadline;  // made by bind(), once the port is known
-  httplib::Server http;
+  // Heads of up to 64 KiB; bodies up to the limit (a bigger Content-Length: 413 at once).
+  FramedServer http{opts.limits.max_body_bytes, 64 * 1024};
   const int64_t started = unix_now();
   std::atomic<int64_t> request_count{0};
   std::mutex seed_m;
@@ -119,8 +121,10 @@ void Server::Impl::routes() {
   });
   if (!opts.cors_origin.empty()) {
     // Browser clients of another origin: every response allows it, and preflights are answered.
-    http.set_default_headers(
-        {{"Access-Control-Allow-Origin", opts.cors_origin}, {"Vary", "Origin"}});
+    const httplib::Headers cors = {{"Access-Control-Allow-Origin", opts.cors_origin},
+                                   {"Vary", "Origin"}};
+    http.set_default_headers(cors);
+    http.set_refusal_headers(cors);
     http.Options(R"(/.*)", [](const httplib::Request& req, httplib::Response& res) {
       res.status = 204;
       res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
@@ -138,13 +142,21 @@ void Server::Impl::routes() {
                              "/v1/chat/completions, GET /v1/models, GET /health)",
                              req.method, req.path),
                  "invalid_request_error");
-    } else if (res.status == 413) {
+    } else if (res.status == 413 || (res.status == 400 && FramedServer::body_over_limit())) {
+      res.status = 413;  // a chunked body past the limit
       send_error(res, 413,
                  fmt::format("the request body is larger than this server's limit of {} bytes",
                              opts.limits.max_body_bytes),
                  "invalid_request_error");
     } else {
-      send_error(res, res.status, fmt::format("HTTP {}", res.status), "invalid_request_error");
+      // What cpp-httplib refuses after the framing check (http_framing.h): a body shorter than
+      // its Content-Length or malformed chunks (400), a target over 8192 bytes (414), a Range.
+      send_error(res, res.status,
+                 res.status == 400   ? "the request's body is not what its head announced (cut "
+                                       "short, or malformed chunks)"
+                 : res.status == 414 ? "the request's target is longer than 8192 bytes"
+                                     : fmt::format("HTTP {}", res.status),
+                 "invalid_request_error");
     }
   });
   http.set_exception_handler(
@@ -178,14 +190,18 @@ void Server::Impl::handle(const httplib::Request& req, httplib::Response& res, b
                "invalid_request_error", r.n > 1 ? "n" : "prompt");
     return;
   }
+  // The client's connection, watched: a client that leaves gives back its queue slots and stops
+  // its generations at once, and the engine asks it when a slot is wanted.
+  auto client = std::make_shared<const ClientWatch>(endpoint_of(req));
   std::vector<std::shared_ptr<Job>> jobs;
   for (size_t i = 0; i < r.choices(); ++i) {
     auto job = std::make_shared<Job>();
     job->prompt = r.prompt_of(i);
     job->options = r.options_of(i);
     if (r.echo && r.options.logprobs >= 0) job->score_prompt = r.options.logprobs;
+    job->gone = [client] { return client->gone(); };
     if (!engine->submit(job)) {
-      for (auto& j : jobs) j->cancel = true;  // dropped before they start
+      engine->withdraw(jobs);  // dropped before they start
       res.set_header("Retry-After", "1");
       send_error(res, 503,
                  engine->stopping()
@@ -200,26 +216,25 @@ void Server::Impl::handle(const httplib::Request& req, httplib::Response& res, b
   }
   const CompletionIds ids = next_ids(chat);
   if (r.stream) {
-    stream(req, r, jobs, ids, res);
+    stream(req, r, jobs, ids, client, res);
     return;
   }
   std::vector<ChoiceResult> results;
   nlohmann::json state;
-  // A client that leaves gives back its queue slots and stops its generations at once.
-  const ClientWatch client(endpoint_of(req));
   for (const auto& job : jobs) {
     std::unique_lock<std::mutex> lock(job->m);
     while (!job->cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return job->done; })) {
-      if (client.gone()) {
+      if (client->gone()) {
         lock.unlock();
-        for (auto& j : jobs) j->cancel = true;
+        engine->withdraw(jobs);
         spdlog::info("client {}:{} left: its {} completion(s) cancelled", req.remote_addr,
                      req.remote_port, jobs.size());
         return;
       }
     }
     if (!job->error.empty()) {
-      for (auto& j : jobs) j->cancel = true;
+      lock.unlock();
+      engine->withdraw(jobs);
       send_error(res, 500, job->error, "server_error");
       return;
     }
@@ -231,6 +246,7 @@ void Server::Impl::handle(const httplib::Request& req, httplib::Response& res, b
 
 void Server::Impl::stream(const httplib::Request& req, const CompletionRequest& r,
                           const std::vector<std::shared_ptr<Job>>& jobs, const CompletionIds& ids,
+                          const std::shared_ptr<const ClientWatch>& client,
                           httplib::Response& res) {
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
@@ -242,13 +258,11 @@ void Server::Impl::stream(const httplib::Request& req, const CompletionRequest& 
   // The request is kept by value beside the stream that refers to it.
   auto request = std::make_shared<const CompletionRequest>(r);
   auto p = std::make_shared<Progress>(Progress{ResponseStream(ids, *request, tok)});
-  auto cancel_all = [jobs] {
-    for (auto& j : jobs) j->cancel = true;
-  };
+  // Withdrawn from the engine: queued jobs give their slots back now.
+  auto cancel_all = [this, jobs] { engine->withdraw(jobs); };
   // The response outlives this handler: the connection stays inside a request until it ends.
   const Endpoint ep = endpoint_of(req);
   if (deadline) deadline->began(ep);
-  auto client = std::make_shared<const ClientWatch>(ep);
   auto provider = [request, jobs, p, cancel_all, client](size_t /*offset*/,
                                                          httplib::DataSink& sink) {
     // A client that has gone (seen on its socket, or a failed write): stop every generation.
