@@ -34,6 +34,12 @@ std::vector<Command> add_generate_commands(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--top-p", a->opts.sampling.top_p, "Nucleus sampling mass")
       ->capture_default_str();
+  cmd->add_option("--presence-penalty", a->opts.sampling.presence_penalty,
+                  "Subtracted from the logit of every token already generated (-2..2)")
+      ->capture_default_str();
+  cmd->add_option("--frequency-penalty", a->opts.sampling.frequency_penalty,
+                  "Subtracted from a token's logit once per time it was generated (-2..2)")
+      ->capture_default_str();
   cmd->add_option("--seed", a->opts.sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--stop", a->opts.stop, "Stop before this string (repeat for several)");
   cmd->add_flag("--no-cache", a->no_cache, "Recompute the whole prefix for every token");

@@ -21,22 +21,28 @@ TEST_F(ServeTest, OpenAiClientGetsCompletionsChatLogprobsEchoAndN) {
                                           "the cat sat on the mat"};
   nlohmann::json msgs = nlohmann::json::array();
   for (const auto& x : messages) msgs.push_back({{"role", x.role}, {"content", x.content}});
-  const auto out = run_node("openai_client.mjs",
-                            {{"base_url", server.url("/v1")},
-                             {"model", "btx"},
-                             {"prompt", prompt},
-                             {"messages", msgs},
-                             {"score", score}},
-                            run.root);
-  ASSERT_FALSE(out.is_null()) << server.log();
-  EXPECT_EQ(out["models"], nlohmann::json({"btx"}));
-
-  // Completions, whole and streamed: btx generate's greedy text.
+  // The logit bias forbids the greedy text's first token and favours another.
   auto decoder = open_decoder(ModelFolder::open(model), true);
   GenerateOptions g;
   g.max_tokens = 8;
   g.sampling.temperature = 0;
   const auto expect = generate(*decoder, tok, tok.encode(prompt), g);
+  ASSERT_FALSE(expect.tokens.empty());
+  const int32_t favoured = tok.encode(" x")[0];
+  const nlohmann::json logit_bias = {{std::to_string(expect.tokens[0]), -100},
+                                     {std::to_string(favoured), 1.5}};
+  const auto out = run_node("openai_client.mjs",
+                            {{"base_url", server.url("/v1")},
+                             {"model", "btx"},
+                             {"prompt", prompt},
+                             {"messages", msgs},
+                             {"score", score},
+                             {"logit_bias", logit_bias}},
+                            run.root);
+  ASSERT_FALSE(out.is_null()) << server.log();
+  EXPECT_EQ(out["models"], nlohmann::json({"btx"}));
+
+  // Completions, whole and streamed: btx generate's greedy text.
   EXPECT_EQ(out["completion"]["text"], expect.text);
   EXPECT_EQ(out["completion"]["usage"]["prompt_tokens"], tok.encode(prompt).size());
   EXPECT_EQ(out["completion"]["usage"]["completion_tokens"], expect.tokens.size());
@@ -113,6 +119,28 @@ TEST_F(ServeTest, OpenAiClientGetsCompletionsChatLogprobsEchoAndN) {
   ASSERT_EQ(out["n"].size(), 6u);
   for (size_t i = 0; i < 6; ++i) EXPECT_EQ(out["n"][i]["index"], i);
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(out["n"][i]["text"], out["n"][i + 3]["text"]);
+
+  // Penalties and the logit bias: btx generate's greedy text with the same options, whole,
+  // streamed and batched beside a plain request; chat's too.
+  GenerateOptions gp = g;
+  gp.max_tokens = 12;
+  EXPECT_EQ(out["penalties"]["plain"], generate(*decoder, tok, tok.encode(prompt), gp).text);
+  gp.sampling.presence_penalty = 0.8;
+  gp.sampling.frequency_penalty = 1.5;
+  gp.sampling.logit_bias = {{expect.tokens[0], -100.0}, {favoured, 1.5}};
+  std::sort(gp.sampling.logit_bias.begin(), gp.sampling.logit_bias.end());
+  const auto penalized = generate(*decoder, tok, tok.encode(prompt), gp);
+  EXPECT_NE(penalized.tokens[0], expect.tokens[0]);
+  EXPECT_EQ(out["penalties"]["penalized"], penalized.text);
+  EXPECT_EQ(out["penalties"]["streamed"], penalized.text);
+  EXPECT_NE(out["penalties"]["penalized"], out["penalties"]["plain"]);
+  GenerateOptions gcp = gp;
+  gcp.max_tokens = 8;
+  gcp.stop = builtin_chat_template("plain").stop;
+  const auto chat_p = generate(
+      *decoder, tok, tok.encode(builtin_chat_template("plain").render(messages, true)), gcp);
+  EXPECT_EQ(out["chat_penalized"],
+            chat_p.text.substr(std::min(chat_p.text.find_first_not_of(' '), chat_p.text.size())));
 
   // Refusals in OpenAI's shape, the field named.
   ASSERT_EQ(out["errors"].size(), 3u);

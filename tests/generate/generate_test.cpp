@@ -7,6 +7,7 @@
 
 #include <functional>
 
+#include "btx/data/tokenizer.h"
 #include "btx/model/llama.h"
 #include "btx/util/error.h"
 #include "model_util.h"
@@ -437,6 +438,68 @@ TEST(ChooseToken, FollowsTheHandComputedDistribution) {
   bad = t1;
   bad.temperature = -1;
   EXPECT_THROW(validate_sampling(bad), Error);
+}
+
+TEST(AdjustedLogits, OpenAisFormulasByHand) {
+  // logits (1, 2, 3, 4); token 1 generated twice, token 3 once.
+  const auto logits = torch::tensor({1.0, 2.0, 3.0, 4.0});
+  const auto counts = torch::tensor({0.0, 2.0, 0.0, 1.0});
+  SamplingOptions o;
+  EXPECT_TRUE(adjusted_logits(logits, counts, o).equal(logits));  // nothing to adjust
+  o.frequency_penalty = 0.5;                                      // - 0.5 * count
+  auto l = adjusted_logits(logits, counts, o);
+  EXPECT_TRUE(torch::allclose(l, torch::tensor({1.0, 1.0, 3.0, 3.5}, torch::kFloat64)));
+  o.presence_penalty = 0.25;  // - 0.25 where count > 0, too
+  l = adjusted_logits(logits, counts, o);
+  EXPECT_TRUE(torch::allclose(l, torch::tensor({1.0, 0.75, 3.0, 3.25}, torch::kFloat64)));
+  o.logit_bias = {{0, 100.0}, {2, -1.5}};  // added
+  l = adjusted_logits(logits, counts, o);
+  EXPECT_TRUE(torch::allclose(l, torch::tensor({101.0, 0.75, 1.5, 3.25}, torch::kFloat64)));
+  // Negative penalties favour repeats, as OpenAI allows.
+  SamplingOptions repeat;
+  repeat.frequency_penalty = -2;
+  l = adjusted_logits(logits, counts, repeat);
+  EXPECT_TRUE(torch::allclose(l, torch::tensor({1.0, 6.0, 3.0, 6.0}, torch::kFloat64)));
+  SamplingOptions bad;
+  bad.presence_penalty = 2.5;
+  EXPECT_THROW(validate_sampling(bad), Error);
+  bad = {};
+  bad.logit_bias = {{1, 101.0}};
+  EXPECT_THROW(validate_sampling(bad), Error);
+  bad = {};
+  bad.logit_bias = {{4, 1.0}};  // past the vocabulary
+  EXPECT_THROW(adjusted_logits(logits, counts, bad), Error);
+}
+
+// Greedy generation over fixed scores (a = 2.0, b = 1.9, the rest 0): the penalties count the
+// generated tokens, step by step, as worked out by hand.
+TEST(AdjustedLogits, GenerationCountsTheTokensItGenerates) {
+  const Tokenizer tok =
+      Tokenizer::load(fs::path(BTX_SOURCE_DIR) / "fuzz/corpus/tokenizer/bpe400.model");
+  const int32_t a = 100, b = 101, c = 102;
+  auto scores = torch::zeros({tok.vocab_size()});
+  scores[a] = 2.0;
+  scores[b] = 1.9;
+  auto run = [&](const SamplingOptions& s) {
+    GenerateOptions o;
+    o.max_tokens = 5;
+    o.sampling = s;
+    Generation g(tok, {5}, o, 64);
+    while (g.wants_more()) g.take(scores);
+    return g.finish().tokens;
+  };
+  using Ids = std::vector<int32_t>;
+  EXPECT_EQ(run({}), (Ids{a, a, a, a, a}));
+  SamplingOptions freq;
+  freq.frequency_penalty = 0.5;  // a: 2.0, 1.5, 1.5, 1.0 ...; b: 1.9, 1.9, 1.4, 1.4 ...
+  EXPECT_EQ(run(freq), (Ids{a, b, a, b, a}));
+  SamplingOptions pres;
+  pres.presence_penalty = 0.5;  // once each: a 1.5, b 1.4 from the third token on
+  EXPECT_EQ(run(pres), (Ids{a, b, a, a, a}));
+  SamplingOptions bias = freq;
+  bias.frequency_penalty = 1.0;
+  bias.logit_bias = {{c, 2.5}};  // c: 2.5, 1.5, 1.5, 1.5, 0.5; a: 2, 2, 1, 1, 1; b: 1.9, ..., 0.9
+  EXPECT_EQ(run(bias), (Ids{c, a, b, c, a}));
 }
 
 }  // namespace

@@ -1,9 +1,9 @@
 // The official OpenAI client (npm `openai`) against `btx serve`, for btx's e2e tests.
 //   node openai_client.mjs REQUEST.json
 // REQUEST: {"base_url": "http://127.0.0.1:PORT/v1", "model": id, "prompt": text,
-//           "messages": [...], "score": [texts]}
+//           "messages": [...], "score": [texts], "logit_bias": {"id": bias}}
 // Runs every call a client makes (completions and chat, whole and streamed; logprobs; echo with
-// max_tokens 0 as lm-evaluation-harness scores text; n; refusals) and prints what came back as
+// max_tokens 0 as lm-evaluation-harness scores text; n; penalties and logit_bias; refusals) and prints what came back as
 // JSON, for the test to check against btx.
 import {readFileSync} from "node:fs";
 import OpenAI from "openai";
@@ -56,6 +56,25 @@ out.echo = r.choices.map((c) => ({index: c.index, text: c.text, logprobs: c.logp
 r = await client.completions.create(
     {model: req.model, prompt: [req.prompt, req.prompt], max_tokens: 5, n: 3, temperature: 1, seed: 7});
 out.n = r.choices.map((c) => ({index: c.index, text: c.text}));
+
+// Penalties and a logit bias, as client libraries send them; three requests at once (batched
+// together by the server): one plain, one penalized, one penalized and streamed.
+const penalties = {presence_penalty: 0.8, frequency_penalty: 1.5, logit_bias: req.logit_bias};
+const [plain, penalized, streamed] = await Promise.all([
+  client.completions.create({...greedy, prompt: req.prompt, max_tokens: 12}),
+  client.completions.create({...greedy, prompt: req.prompt, max_tokens: 12, ...penalties}),
+  (async () => {
+    let t = "";
+    for await (const c of await client.completions.create(
+        {...greedy, prompt: req.prompt, max_tokens: 12, ...penalties, stream: true})) {
+      if (c.choices.length) t += c.choices[0].text;
+    }
+    return t;
+  })(),
+]);
+out.penalties = {plain: plain.choices[0].text, penalized: penalized.choices[0].text, streamed};
+r = await client.chat.completions.create({...greedy, messages: req.messages, ...penalties});
+out.chat_penalized = r.choices[0].message.content;
 
 out.errors = [];
 for (const call of [

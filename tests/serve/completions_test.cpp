@@ -87,6 +87,21 @@ TEST_F(CompletionsTest, DefaultsAndAcceptedForms) {
   EXPECT_EQ(r.options.stop, (std::vector<std::string>{"a", "bc"}));
   EXPECT_TRUE(r.stream);
   EXPECT_TRUE(r.include_usage);
+  EXPECT_FALSE(r.options.sampling.adjusts_logits());
+  // Penalties and the logit bias, as OpenAI clients send them, in chat too.
+  r = parse(R"({"prompt": "x", "presence_penalty": 0.5, "frequency_penalty": -1.25,
+                "logit_bias": {"7": -100, "299": 2.5}})");
+  EXPECT_EQ(r.options.sampling.presence_penalty, 0.5);
+  EXPECT_EQ(r.options.sampling.frequency_penalty, -1.25);
+  EXPECT_EQ(r.options.sampling.logit_bias,
+            (std::vector<std::pair<int32_t, double>>{{7, -100.0}, {299, 2.5}}));
+  EXPECT_EQ(r.options_of(0).sampling.logit_bias.size(), 2u);
+  const auto chat = parse_chat_request(
+      R"({"messages": [{"role": "user", "content": "hi"}], "frequency_penalty": 1,
+          "logit_bias": {"3": 1}})",
+      *tok_, builtin_chat_template("chatml"), ServedModel{"tiny", 128, 300}, limits_, 99);
+  EXPECT_EQ(chat.options.sampling.frequency_penalty, 1.0);
+  EXPECT_EQ(chat.options.sampling.logit_bias.size(), 1u);
 }
 
 TEST_F(CompletionsTest, RefusalsNameTheField) {
@@ -121,7 +136,17 @@ TEST_F(CompletionsTest, RefusalsNameTheField) {
       {R"({"prompt": "x", "logprobs": 21})", 400, "logprobs must be at most 20"},
       {R"({"prompt": "x", "logprobs": 2, "stream": true})", 400, "logprobs with stream"},
       {R"({"prompt": "x", "echo": 1})", 400, "echo must be true or false"},
-      {R"({"prompt": "x", "frequency_penalty": 0.5})", 400, "frequency_penalty = 0.5"},
+      {R"({"prompt": "x", "frequency_penalty": 2.5})", 400,
+       "frequency_penalty must be in [-2, 2], got 2.5"},
+      {R"({"prompt": "x", "presence_penalty": "high"})", 400, "presence_penalty must be a number"},
+      {R"({"prompt": "x", "logit_bias": [1, 2]})", 400,
+       "logit_bias must be an object of token ids and biases"},
+      {R"({"prompt": "x", "logit_bias": {"300": 1}})", 400,
+       "logit_bias key \"300\" is not a token id in [0, 300)"},
+      {R"({"prompt": "x", "logit_bias": {"the": 1}})", 400, "logit_bias key \"the\" is not"},
+      {R"({"prompt": "x", "logit_bias": {"-1": 1}})", 400, "logit_bias key \"-1\" is not"},
+      {R"({"prompt": "x", "logit_bias": {"5": 101}})", 400,
+       "logit_bias[\"5\"] must be a number in [-100, 100], got 101"},
       {R"({"prompt": "x", "temprature": 0})", 400, "unknown field 'temprature'"},
       // Strict UTF-8 before any parsing, with the offset: an overlong "/" in a string.
       {"{\"prompt\": \"a\xC0\xAF\"}", 400,

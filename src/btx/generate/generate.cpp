@@ -73,7 +73,13 @@ void Generation::take(const torch::Tensor& scores) {
   BTX_CHECK(!ended_, "generation: a token taken after the end");
   const double u =
       o_.sampling.temperature > 0 ? std::uniform_real_distribution<double>(0.0, 1.0)(rng_) : 0.0;
-  const auto next = static_cast<int32_t>(choose_token(scores, o_.sampling, u));
+  // Penalties and the logit bias change the choice, not the log-probabilities reported.
+  torch::Tensor choose_from = scores;
+  if (o_.sampling.adjusts_logits()) {
+    if (!counts_.defined()) counts_ = torch::zeros({scores.numel()}, torch::kFloat64);
+    choose_from = adjusted_logits(scores, counts_, o_.sampling);
+  }
+  const auto next = static_cast<int32_t>(choose_token(choose_from, o_.sampling, u));
   if (o_.stop_at_eos && next == tok_.eos_id()) {
     r_.finish_reason = FinishReason::kEos;
     ended_ = true;
@@ -81,6 +87,7 @@ void Generation::take(const torch::Tensor& scores) {
   }
   all_.push_back(next);
   r_.tokens.push_back(next);
+  if (counts_.defined()) counts_.data_ptr<double>()[next] += 1;
   if (o_.logprobs >= 0) r_.logprobs.push_back(token_logprob(scores, next, o_.logprobs));
   r_.text += tok_.decode({next});
   for (const auto& s : o_.stop) {

@@ -96,6 +96,7 @@ class Generation {
   int64_t context_;
   std::function<void(const std::string&)> on_text_;
   std::mt19937_64 rng_;
+  torch::Tensor counts_;  // (V) how often each token was generated; with penalties only
   GenerateResult r_;
   size_t emitted_ = 0;  // bytes of r_.text given to on_text
   bool ended_ = false;

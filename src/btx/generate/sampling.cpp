@@ -10,6 +10,38 @@ void validate_sampling(const SamplingOptions& o) {
   BTX_CHECK(o.temperature >= 0, "temperature must be >= 0, got {}", o.temperature);
   BTX_CHECK(o.top_k >= 0, "top_k must be >= 0, got {}", o.top_k);
   BTX_CHECK(o.top_p > 0 && o.top_p <= 1, "top_p must be in (0, 1], got {}", o.top_p);
+  BTX_CHECK(o.presence_penalty >= -2 && o.presence_penalty <= 2,
+            "presence_penalty must be in [-2, 2], got {}", o.presence_penalty);
+  BTX_CHECK(o.frequency_penalty >= -2 && o.frequency_penalty <= 2,
+            "frequency_penalty must be in [-2, 2], got {}", o.frequency_penalty);
+  for (const auto& [token, bias] : o.logit_bias) {
+    BTX_CHECK(bias >= -100 && bias <= 100, "logit_bias of token {} must be in [-100, 100], got {}",
+              token, bias);
+  }
+}
+
+torch::Tensor adjusted_logits(const torch::Tensor& logits, const torch::Tensor& counts,
+                              const SamplingOptions& o) {
+  if (!o.adjusts_logits()) return logits;
+  auto l = logits.to(torch::kFloat64).reshape({-1});
+  const int64_t v = l.size(0);
+  if (!o.logit_bias.empty()) {
+    std::vector<int64_t> ids;
+    std::vector<double> biases;
+    for (const auto& [token, bias] : o.logit_bias) {
+      BTX_CHECK(token >= 0 && token < v,
+                "logit_bias names token {}, outside the vocabulary [0, {})", token, v);
+      ids.push_back(token);
+      biases.push_back(bias);
+    }
+    l = l.index_add(0, torch::tensor(ids, torch::kInt64), torch::tensor(biases, torch::kFloat64));
+  }
+  if (o.presence_penalty != 0 || o.frequency_penalty != 0) {
+    const auto c = counts.to(torch::kFloat64).reshape({-1});
+    BTX_CHECK(c.size(0) == v, "penalty counts have {} entries for {} logits", c.size(0), v);
+    l = l - o.frequency_penalty * c - o.presence_penalty * (c > 0).to(torch::kFloat64);
+  }
+  return l;
 }
 
 int64_t choose_token(const torch::Tensor& logits, const SamplingOptions& o, double u) {

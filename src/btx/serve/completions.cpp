@@ -204,11 +204,6 @@ void parse_common(const Fields& f, const ServedModel& model, const Limits& limit
           fmt::format("model {} is not served here; this server serves '{}'", shown(m), model.id));
     }
   }
-  for (const char* k : {"presence_penalty", "frequency_penalty"}) {
-    f.only_default(k, f.has(k) && f.at(k).is_number() && f.at(k).get<double>() == 0,
-                   "no penalties: 0 only");
-  }
-  f.only_default("logit_bias", f.has("logit_bias") && f.at("logit_bias").empty(), "no logit bias");
   if (f.has("user") && !f.at("user").is_string()) {
     bad("user", fmt::format("user must be a string, got {}", shown(f.at("user"))));
   }
@@ -239,6 +234,37 @@ void parse_common(const Fields& f, const ServedModel& model, const Limits& limit
     bad("top_p", fmt::format("top_p must be in (0, 1], got {}", o.sampling.top_p));
   }
   o.sampling.top_k = f.integer("top_k", 0, 0, std::numeric_limits<int64_t>::max());
+  auto penalty = [&](const char* k) {
+    const double x = f.number(k, 0.0);
+    if (!(x >= -2 && x <= 2)) bad(k, fmt::format("{} must be in [-2, 2], got {}", k, x));
+    return x;
+  };
+  o.sampling.presence_penalty = penalty("presence_penalty");
+  o.sampling.frequency_penalty = penalty("frequency_penalty");
+  if (f.has("logit_bias")) {
+    const auto& lb = f.at("logit_bias");
+    if (!lb.is_object()) {
+      bad("logit_bias", fmt::format("logit_bias must be an object of token ids and biases, e.g. "
+                                    "{{\"50256\": -100}}, got {}",
+                                    shown(lb)));
+    }
+    for (const auto& [key, value] : lb.items()) {
+      const bool digits =
+          !key.empty() && key.size() <= 10 &&
+          std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; });
+      const int64_t id = digits ? std::stoll(key) : -1;
+      if (!digits || id >= model.vocab_size) {
+        bad("logit_bias", fmt::format("logit_bias key {} is not a token id in [0, {})",
+                                      shown(nlohmann::json(key)), model.vocab_size));
+      }
+      if (!value.is_number() || !(value.get<double>() >= -100 && value.get<double>() <= 100)) {
+        bad("logit_bias", fmt::format("logit_bias[\"{}\"] must be a number in [-100, 100], got {}",
+                                      key, shown(value)));
+      }
+      o.sampling.logit_bias.emplace_back(static_cast<int32_t>(id), value.get<double>());
+    }
+    std::sort(o.sampling.logit_bias.begin(), o.sampling.logit_bias.end());  // by token id
+  }
   o.sampling.seed =
       f.has("seed")
           ? static_cast<uint64_t>(f.integer("seed", 0, std::numeric_limits<int64_t>::min(),

@@ -4,17 +4,19 @@
 //    each), max_tokens (default 16; 0 with echo scores the prompt only), temperature (default
 //    1), top_p, stop (a string or up to 4), n (choices per prompt), echo, logprobs (the top-N
 //    alternatives of each token, N <= Limits::max_logprobs), stream, stream_options
-//    {include_usage}, seed, model; plus top_k. With echo and logprobs the prompt's tokens come
-//    first with their log-probabilities (the first token's null), as lm-evaluation-harness reads
-//    them. Log-probabilities are the model's own distribution (before temperature, top-k and
-//    top-p): those `btx eval` sums.
+//    {include_usage}, seed, model, presence_penalty and frequency_penalty (-2..2, OpenAI's
+//    formulas over the tokens generated so far), logit_bias ({"id": -100..100}); plus top_k.
+//    With echo and logprobs the prompt's tokens come first with their log-probabilities (the
+//    first token's null), as lm-evaluation-harness reads them. Log-probabilities are the model's
+//    own distribution (before temperature, top-k, top-p, penalties and bias): those `btx eval`
+//    sums.
 //  - /v1/chat/completions: messages (role and content: a string or text parts) rendered with the
 //    model's chat template, max_tokens or max_completion_tokens, logprobs (true) with
 //    top_logprobs, and the sampling fields above. The reply is the generated text without its
 //    leading spaces.
-// Fields OpenAI has but btx does not implement (best_of above n, suffix, penalties, logit_bias,
-// tools) are accepted only at their defaults, logprobs with stream are refused, and unknown
-// fields are refused, as OpenAI does, so a typo is not silently ignored.
+// Fields OpenAI has but btx does not implement (best_of above n, suffix, tools) are accepted only
+// at their defaults, logprobs with stream are refused, and unknown fields are refused, as OpenAI
+// does, so a typo is not silently ignored.
 #pragma once
 
 #include <cstddef>
