@@ -1,12 +1,15 @@
 // Clients that leave mid-stream beside one that stays (bench/serve_hostile.sh): REQUESTS streaming
 // completions from CLIENTS parallel clients, each request closed by its client right after the
-// status line (a chat UI's "stop"), while one live client sends whole completions back to back.
-// Prints one JSON line: the churning requests' statuses, and the live client's statuses and
-// latencies (p50, p99 in ms).
-//   node bench/churn.mjs PORT REQUESTS CLIENTS
+// status line (a chat UI's "stop"; MODE leave, the default), or read to its end (MODE stay: a
+// flood of live requests), ROUNDS times (default 1) 0.2 s apart, while one live client sends whole
+// completions back to back. Prints one JSON line: the churning requests' statuses (all rounds),
+// and the live client's statuses and latencies (p50, p99 in ms).
+//   node bench/churn.mjs PORT REQUESTS CLIENTS [leave|stay] [ROUNDS]
 import http from 'node:http';
 
-const [port, requests, clients] = process.argv.slice(2).map(Number);
+const [port, requests, clients] = process.argv.slice(2, 5).map(Number);
+const stay = process.argv[5] === 'stay';
+const rounds = Number(process.argv[6] || 1);
 const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
 
 function post(body, onResponse) {
@@ -28,7 +31,15 @@ async function churner() {
     next++;
     // Status line seen: the client leaves at once (a 503's body is not read either).
     const status = await post({ prompt: 'def f(x):', max_tokens: 128, stream: true },
-                              (req, res, resolve) => { resolve(res.statusCode); req.destroy(); });
+                              (req, res, resolve) => {
+                                if (!stay) {
+                                  resolve(res.statusCode);
+                                  req.destroy();
+                                  return;
+                                }
+                                res.resume();
+                                res.on('end', () => resolve(res.statusCode));
+                              });
     if (status === 200 || status === 503) churn[status]++;
     else churn.other++;
   }
@@ -51,7 +62,11 @@ async function liveClient() {
 
 const t0 = performance.now();
 const liveDone = liveClient();
-await Promise.all(Array.from({ length: clients }, churner));
+for (let r = 0; r < rounds; r++) {
+  if (r > 0) await new Promise((resolve) => setTimeout(resolve, 200));
+  next = 0;
+  await Promise.all(Array.from({ length: clients }, churner));
+}
 const seconds = (performance.now() - t0) / 1000;
 churning = false;
 await liveDone;

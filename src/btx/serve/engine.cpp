@@ -145,7 +145,15 @@ void Engine::serial_loop() {
     try {
       auto g = start(job);
       decoder_.reset();
+      auto last_probe = Clock::now();
       while (g->wants_more()) {
+        if (job->gone && Clock::now() - last_probe > std::chrono::milliseconds(20)) {
+          last_probe = Clock::now();
+          if (job->gone()) {  // the client left: noticed before the next token
+            job->cancel = true;
+            continue;
+          }
+        }
         delay();
         g->take(decoder_.next_scores(g->sequence()));
       }
@@ -163,6 +171,7 @@ void Engine::batch_loop() {
     Clock::time_point t0;
   };
   std::vector<Row> rows;  // in the batch decoder's row order
+  Clock::time_point last_probe = Clock::now();
   for (;;) {
     // New jobs join: their prompts are read together (one forward per `prefill_rows_` of
     // them, the shorter prompts left-padded), their first tokens chosen.
@@ -200,7 +209,14 @@ void Engine::batch_loop() {
       if (stopping()) return;
       continue;
     }
-    // Finished rows leave.
+    // Rows whose client has left (asked every 20 ms: a few system calls each) are cancelled
+    // now rather than when their HTTP thread next looks; finished rows leave.
+    if (Clock::now() - last_probe > std::chrono::milliseconds(20)) {
+      for (auto& row : rows) {
+        if (row.job->gone && row.job->gone()) row.job->cancel = true;
+      }
+      last_probe = Clock::now();
+    }
     std::vector<int64_t> keep;
     std::vector<Row> kept;
     for (size_t r = 0; r < rows.size(); ++r) {
