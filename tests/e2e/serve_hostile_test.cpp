@@ -101,8 +101,9 @@ TEST_F(ServeTest, ClientsThatLeaveMidStreamDoNotStarveTheQueue) {
   EXPECT_EQ(stats.at("cancelled").get<int>() + stats.at("completed").get<int>(), 120)
       << stats.dump();
 
-  // Twelve live clients at once, each reading its whole answer (20 tokens, 0.4 s): one runs,
-  // four wait, the rest get 503 at once with Retry-After and OpenAI's error shape.
+  // Twelve live clients at once, each reading its whole answer (20 tokens, 0.4 s): four wait (one
+  // more runs when the engine takes it before the rest arrive), the rest get 503 at once with
+  // Retry-After and OpenAI's error shape.
   std::vector<std::string> answers(12);
   std::vector<std::thread> live;
   for (size_t t = 0; t < answers.size(); ++t) {
@@ -128,7 +129,7 @@ TEST_F(ServeTest, ClientsThatLeaveMidStreamDoNotStarveTheQueue) {
       EXPECT_NE(a.find(R"("type":"server_busy")"), std::string::npos) << a;
     }
   }
-  EXPECT_GE(served, 5);
+  EXPECT_GE(served, 4);  // the queue's four at least (a fifth runs if the engine took one first)
   EXPECT_GE(refused, 1);
   EXPECT_TRUE(server.running());
 }

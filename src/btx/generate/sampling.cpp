@@ -34,10 +34,11 @@ torch::Tensor adjusted_logits(const torch::Tensor& logits, const torch::Tensor& 
       ids.push_back(token);
       biases.push_back(bias);
     }
-    l = l.index_add(0, torch::tensor(ids, torch::kInt64), torch::tensor(biases, torch::kFloat64));
+    l = l.index_add(0, torch::tensor(ids, torch::kInt64).to(l.device()),
+                    torch::tensor(biases, torch::kFloat64).to(l.device()));
   }
   if (o.presence_penalty != 0 || o.frequency_penalty != 0) {
-    const auto c = counts.to(torch::kFloat64).reshape({-1});
+    const auto c = counts.to(l.device(), torch::kFloat64).reshape({-1});  // kept on the CPU
     BTX_CHECK(c.size(0) == v, "penalty counts have {} entries for {} logits", c.size(0), v);
     l = l - o.frequency_penalty * c - o.presence_penalty * (c > 0).to(torch::kFloat64);
   }
