@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "btx/util/error.h"
+#include "test_util.h"
 
 namespace btx {
 namespace {
@@ -25,12 +26,7 @@ size_t iconv_invalid_at(const std::string& s) {
 }
 
 std::string message_of(std::string_view s) {
-  try {
-    check_utf8(s, "f.txt");
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
+  return testing::error_of([&] { check_utf8(s, "f.txt"); });
 }
 
 TEST(Utf8Test, TheIssuesCasesAreRefusedWithTheirOffsetAndReason) {

@@ -16,18 +16,6 @@ namespace btx::serve {
 
 namespace {
 
-// The numeric address and port of a socket address, as cpp-httplib writes a Request's.
-bool address_of(const sockaddr_storage& a, socklen_t len, std::string& addr, int& port) {
-  char host[NI_MAXHOST], serv[NI_MAXSERV];
-  if (::getnameinfo(reinterpret_cast<const sockaddr*>(&a), len, host, sizeof(host), serv,
-                    sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
-    return false;
-  }
-  addr = host;
-  port = std::atoi(serv);
-  return true;
-}
-
 // The ends of connected socket `fd` (false for anything else: a file, a listening socket).
 bool ends_of(int fd, Endpoint& e) {
   struct stat st {};
@@ -36,12 +24,12 @@ bool ends_of(int fd, Endpoint& e) {
   socklen_t len = sizeof(a);
   std::string local_addr;
   if (::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0 ||
-      !address_of(a, len, local_addr, e.local_port)) {
+      !numeric_address(a, len, local_addr, e.local_port)) {
     return false;
   }
   len = sizeof(a);
   return ::getpeername(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0 &&
-         address_of(a, len, e.peer_addr, e.peer_port);
+         numeric_address(a, len, e.peer_addr, e.peer_port);
 }
 
 // The open descriptors of this process (empty without /proc).
@@ -59,6 +47,17 @@ std::vector<int> open_descriptors() {
 }
 
 }  // namespace
+
+bool numeric_address(const sockaddr_storage& a, socklen_t len, std::string& addr, int& port) {
+  char host[NI_MAXHOST], serv[NI_MAXSERV];
+  if (::getnameinfo(reinterpret_cast<const sockaddr*>(&a), len, host, sizeof(host), serv,
+                    sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+    return false;
+  }
+  addr = host;
+  port = std::atoi(serv);
+  return true;
+}
 
 bool Endpoint::operator<(const Endpoint& o) const {
   return std::tie(peer_addr, peer_port, local_port) <

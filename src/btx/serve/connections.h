@@ -9,6 +9,8 @@
 // departed client when a write fails).
 #pragma once
 
+#include <sys/socket.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -26,6 +28,10 @@ struct Endpoint {
   int local_port = -1;
   bool operator<(const Endpoint& o) const;
 };
+
+// The numeric address and port of a socket address, as getnameinfo(NI_NUMERICHOST) writes them
+// (and cpp-httplib's Request): false when it cannot.
+bool numeric_address(const sockaddr_storage& a, socklen_t len, std::string& addr, int& port);
 
 // The descriptor of this process's socket with these ends, or -1 (none, or no /proc).
 int find_socket(const Endpoint& e);

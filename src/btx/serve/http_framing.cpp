@@ -1,18 +1,18 @@
 #include "btx/serve/http_framing.h"
 
-#include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <regex>
 #include <vector>
 
 #include "btx/serve/completions.h"
+#include "btx/serve/connections.h"
 
 namespace btx::serve {
 
@@ -77,17 +77,6 @@ bool wait_for(int fd, short events, int64_t ms) {
   }
 }
 
-bool address_of(const sockaddr_storage& a, socklen_t len, std::string& ip, int& port) {
-  char host[NI_MAXHOST], serv[NI_MAXSERV];
-  if (::getnameinfo(reinterpret_cast<const sockaddr*>(&a), len, host, sizeof(host), serv,
-                    sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
-    return false;
-  }
-  ip = host;
-  port = std::atoi(serv);
-  return true;
-}
-
 // A connection's bytes: the head read ahead by the framing check stays in a buffer that
 // cpp-httplib's reads take first (and so do pipelined requests), then the socket.
 class BufferedSocket : public httplib::Stream {
@@ -119,14 +108,14 @@ class BufferedSocket : public httplib::Stream {
     sockaddr_storage a{};
     socklen_t len = sizeof(a);
     if (::getpeername(sock_, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-      address_of(a, len, ip, port);
+      numeric_address(a, len, ip, port);
     }
   }
   void get_local_ip_and_port(std::string& ip, int& port) const override {
     sockaddr_storage a{};
     socklen_t len = sizeof(a);
     if (::getsockname(sock_, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-      address_of(a, len, ip, port);
+      numeric_address(a, len, ip, port);
     }
   }
   socket_t socket() const override { return sock_; }
