@@ -8,7 +8,9 @@
 #
 #   scripts/gpu_build.sh --fetch [--deps .gpu-deps]      # on a Debian machine: downloads the .debs
 #   scripts/gpu_build.sh [--deps .gpu-deps] [--build build-gpu] [--no-test] [--arch 90]
+#                        [--targets "btx btx_gpu_tests"] [--jobs N]
 #                                                        # on the GPU machine
+# (--targets: only these (default: all); scripts/gpu_check.sh builds what its check runs.)
 #
 # The build matches PyTorch's C++ ABI flag (torch._C._GLIBCXX_USE_CXX11_ABI), finds LibTorch
 # through torch.utils.cmake_prefix_path (or $TORCH_PREFIX), and builds for the GPU's compute
@@ -22,6 +24,8 @@ BUILD=build-gpu
 FETCH=0
 TEST=1
 ARCH=""
+TARGETS=""
+JOBS=$(nproc)
 while (($#)); do
   case "$1" in
     --fetch) FETCH=1; shift ;;
@@ -29,6 +33,8 @@ while (($#)); do
     --build) BUILD=$2; shift 2 ;;
     --no-test) TEST=0; shift ;;
     --arch) ARCH=$2; shift 2 ;;
+    --targets) TARGETS=$2; shift 2 ;;
+    --jobs) JOBS=$2; shift 2 ;;
     *) echo "gpu_build: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -76,7 +82,8 @@ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CXX_FLAGS="-D_GLIBCXX_USE_CXX11_ABI=$ABI -I$PREFIX/usr/include" \
   -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DTORCH_CUDA_ARCH_LIST="${ARCH:0:1}.${ARCH:1}" \
   -DBTX_CHARTJS="$PREFIX/usr/share/javascript/chart.js/chart.min.js"
-cmake --build "$BUILD" -j "$(nproc)"
+# shellcheck disable=SC2086
+cmake --build "$BUILD" -j "$JOBS" ${TARGETS:+--target $TARGETS}
 if ((TEST)); then
   (cd "$BUILD" && ctest -j "$(nproc)" --output-on-failure)
   # The gpu-labelled tests again, alone: here they must run, not skip.

@@ -212,6 +212,26 @@ TEST_F(ExpertsTest, AModelThatCannotReadTheWindowsIsRefused) {
   EXPECT_EQ(e.at("seq_len_from"), "--seq-len");
 }
 
+// Evaluation and generation move a checkpoint to the process's device (btx --device): here the
+// CPU, through the same code path a GPU takes (tests/gpu has the GPU's side).
+TEST_F(ExpertsTest, EvalAndGenerateRunOnTheProcesssDevice) {
+  RunDir run = fresh_run("device");
+  const std::string eval =
+      "eval --run " + run.root.string() + " --model seed --max-tokens 64 --json";
+  auto plain = run_btx(eval);
+  auto on_cpu = run_btx("--device cpu " + eval);
+  ASSERT_EQ(plain.code, 0) << plain.output;
+  ASSERT_EQ(on_cpu.code, 0) << on_cpu.output;
+  const auto a = nlohmann::json::parse(plain.output.substr(plain.output.find('{')));
+  const auto b = nlohmann::json::parse(on_cpu.output.substr(on_cpu.output.find('{')));
+  EXPECT_EQ(a.at("domains"), b.at("domains"));
+  const std::string gen = "generate --run " + run.root.string() +
+                          " --model seed --prompt 'def f' --max-tokens 8 --temperature 0";
+  auto g1 = run_btx(gen), g2 = run_btx("--device cpu " + gen);
+  ASSERT_EQ(g1.code, 0) << g1.output;
+  EXPECT_EQ(g1.output, g2.output);
+}
+
 TEST_F(ExpertsTest, FailingExpertIsNamedAndOthersFinish) {
   RunDir run = fresh_run("failing");
   ASSERT_EQ(run_btx("branch --run " + run.root.string()).code, 0);

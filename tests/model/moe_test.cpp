@@ -130,26 +130,49 @@ TEST(MoeFfn, IdenticalExpertsGiveThatFfnForAnyRouter) {
   }
 }
 
+// Every way of multiplying (a loop over experts, one padded bmm per projection, grouped products
+// where LibTorch has them, else their fallback) against a token-by-token reference.
 TEST(MoeFfn, GroupedDispatchEqualsNaiveForwardAndGradients) {
   for (const char* mode : {"top-k", "soft", "sample"}) {
-    torch::manual_seed(3);
-    MoeFfnImpl moe(moe_config(4, 2, mode));
-    auto x = torch::randn({3, 5, 8}, torch::requires_grad());
-    auto h = x.reshape({15, 8});
-    auto r = moe.route(moe.gate(h), 3, 5);
-    auto fast = dispatch_experts(moe.experts, h, r);
-    auto slow = naive_moe(moe, h, r);
-    EXPECT_TRUE(torch::allclose(fast, slow, 1e-5, 1e-6)) << mode;
-    auto w = torch::randn_like(fast);
-    auto g_fast = torch::autograd::grad(
-        {(fast * w).sum()}, {x, moe.gate->weight, moe.experts[1]->as<MoeExpertImpl>()->w2->weight},
-        {}, /*retain_graph=*/true);
-    auto g_slow = torch::autograd::grad(
-        {(slow * w).sum()}, {x, moe.gate->weight, moe.experts[1]->as<MoeExpertImpl>()->w2->weight});
-    for (size_t i = 0; i < g_fast.size(); ++i) {
-      EXPECT_TRUE(torch::allclose(g_fast[i], g_slow[i], 1e-4, 1e-6)) << mode << " grad " << i;
+    for (const auto how : {ExpertProducts::kAuto, ExpertProducts::kLoop, ExpertProducts::kBatched,
+                           ExpertProducts::kGrouped}) {
+      torch::manual_seed(3);
+      MoeFfnImpl moe(moe_config(4, 2, mode));
+      auto x = torch::randn({3, 5, 8}, torch::requires_grad());
+      auto h = x.reshape({15, 8});
+      auto r = moe.route(moe.gate(h), 3, 5);
+      auto fast = dispatch_experts(moe.experts, h, r, /*null_slots=*/false, how);
+      auto slow = naive_moe(moe, h, r);
+      EXPECT_TRUE(torch::allclose(fast, slow, 1e-5, 1e-6)) << mode << " " << static_cast<int>(how);
+      auto w = torch::randn_like(fast);
+      auto g_fast = torch::autograd::grad(
+          {(fast * w).sum()},
+          {x, moe.gate->weight, moe.experts[1]->as<MoeExpertImpl>()->w2->weight}, {},
+          /*retain_graph=*/true);
+      auto g_slow = torch::autograd::grad(
+          {(slow * w).sum()},
+          {x, moe.gate->weight, moe.experts[1]->as<MoeExpertImpl>()->w2->weight});
+      for (size_t i = 0; i < g_fast.size(); ++i) {
+        EXPECT_TRUE(torch::allclose(g_fast[i], g_slow[i], 1e-4, 1e-6))
+            << mode << " " << static_cast<int>(how) << " grad " << i;
+      }
     }
   }
+  // An expert no token chose, and null slots: the padded products skip nothing they should not.
+  torch::manual_seed(5);
+  MoeFfnImpl moe(moe_config(4, 2));
+  auto h = torch::randn({6, 8});
+  auto r = route_top_k_null(torch::tensor({{5.f, 4.f, -9.f, -9.f},
+                                           {5.f, -9.f, 4.f, -9.f},
+                                           {5.f, 4.f, -9.f, -9.f},
+                                           {-9.f, -9.f, -9.f, -9.f},
+                                           {4.f, 5.f, -9.f, -9.f},
+                                           {5.f, -9.f, -9.f, -9.f}}),
+                            torch::tensor({{0.f}, {0.f}, {0.f}, {9.f}, {0.f}, {4.5f}}), 2, 2);
+  const auto loop = dispatch_experts(moe.experts, h, r, true, ExpertProducts::kLoop);
+  const auto batched = dispatch_experts(moe.experts, h, r, true, ExpertProducts::kBatched);
+  EXPECT_TRUE(torch::allclose(loop, batched, 1e-5, 1e-6));
+  EXPECT_TRUE(loop[3].abs().max().item<double>() == 0);  // two null slots: no expert
 }
 
 TEST(MoeFfn, UsageAuxLossAndActiveParams) {

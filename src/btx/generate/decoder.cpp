@@ -3,6 +3,7 @@
 #include "btx/model/router.h"
 #include "btx/run/model_folder.h"
 #include "btx/train/checkpoint.h"
+#include "btx/util/device.h"
 #include "btx/util/error.h"
 
 namespace btx {
@@ -175,7 +176,12 @@ std::string EnsembleDecoder::describe() const {
 
 std::unique_ptr<Decoder> open_decoder(const ModelFolder& model, bool use_cache) {
   const fs::path& dir = model.path();
-  if (is_checkpoint(dir)) return std::make_unique<ModelDecoder>(model.model(), use_cache);
+  if (is_checkpoint(dir)) {
+    // On the process's device (btx --device); ensembles and stitched models stay on the CPU.
+    CausalLM m = model.model();
+    m->to(default_device());
+    return std::make_unique<ModelDecoder>(m, use_cache);
+  }
   BTX_CHECK(model.merged(),
             "{} is neither a checkpoint (model.safetensors + config.json) nor a merged "
             "description (merge.json)",

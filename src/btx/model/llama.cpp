@@ -60,7 +60,9 @@ void check_length(const ModelConfig& c, int64_t length) {
 }
 }  // namespace
 
-torch::Tensor LlamaModelImpl::forward(const torch::Tensor& ids) {
+torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input) {
+  // Token ids to the model's device (a no-op where they are): callers build them on the CPU.
+  const auto ids = input.to(embed_tokens->weight.device());
   const int64_t T = ids.size(1);
   check_length(config, T);
   auto rope = rope_tables(T, RopeSpec::of(config), 0, ids.device());
@@ -70,7 +72,8 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& ids) {
   return norm(x);
 }
 
-torch::Tensor LlamaModelImpl::forward_cached(const torch::Tensor& ids, KVCache& cache) {
+torch::Tensor LlamaModelImpl::forward_cached(const torch::Tensor& input, KVCache& cache) {
+  const auto ids = input.to(embed_tokens->weight.device());
   const int64_t B = ids.size(0), T = ids.size(1), S = cache.length;
   const auto L = static_cast<size_t>(config.num_hidden_layers);
   RopeTables rope;

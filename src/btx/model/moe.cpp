@@ -1,6 +1,10 @@
 #include "btx/model/moe.h"
 
+#include <torch/version.h>
+
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "btx/util/error.h"
 
@@ -22,8 +26,94 @@ torch::Tensor MoeExpertImpl::forward(const torch::Tensor& x) {
   return w2(torch::silu(w1(x)) * w3(x));
 }
 
+namespace {
+
+// The experts' weights of one projection stacked for a batched or grouped product: (E, in, out),
+// so that x (.., in) @ W[e] is the projection; column-major (the stack of the (out, in) weights,
+// transposed), as grouped products want their second operand.
+torch::Tensor stacked(const torch::nn::ModuleList& experts, torch::nn::Linear MoeExpertImpl::*w) {
+  std::vector<torch::Tensor> ws;
+  for (size_t e = 0; e < experts->size(); ++e) {
+    ws.push_back((experts->ptr(e)->as<MoeExpertImpl>()->*w)->weight);
+  }
+  return torch::stack(ws).transpose(1, 2);
+}
+
+// xs (M, C): tokens sorted by expert, n[e] of expert e. Each expert's products on its slice.
+torch::Tensor loop_products(const torch::nn::ModuleList& experts, const torch::Tensor& xs,
+                            const int64_t* n) {
+  std::vector<torch::Tensor> ys;
+  int64_t start = 0;
+  for (size_t e = 0; e < experts->size(); ++e) {
+    if (n[e] == 0) continue;
+    ys.push_back(experts->ptr(e)->as<MoeExpertImpl>()->forward(xs.narrow(0, start, n[e])));
+    start += n[e];
+  }
+  return torch::cat(ys);
+}
+
+// The slices padded to the longest: (E, longest, C), one bmm per projection, then unpadded.
+torch::Tensor batched_products(const torch::nn::ModuleList& experts, const torch::Tensor& xs,
+                               const torch::Tensor& expert_of, const int64_t* n) {
+  const auto E = static_cast<int64_t>(experts->size());
+  const int64_t longest = *std::max_element(n, n + E);
+  // The place of each sorted token within its expert's slice.
+  std::vector<int64_t> starts(static_cast<size_t>(E), 0);
+  for (int64_t e = 1; e < E; ++e) starts[e] = starts[e - 1] + n[e - 1];
+  const auto opts = torch::TensorOptions(torch::kInt64).device(xs.device());
+  const auto slot = torch::arange(xs.size(0), opts) -
+                    torch::tensor(starts, torch::kInt64).to(xs.device()).index_select(0, expert_of);
+  auto padded = torch::zeros({E, longest, xs.size(1)}, xs.options())
+                    .index_put({expert_of, slot}, xs);  // out of place: gradients flow to xs
+  auto w1 = stacked(experts, &MoeExpertImpl::w1).to(xs.dtype());
+  auto w2 = stacked(experts, &MoeExpertImpl::w2).to(xs.dtype());
+  auto w3 = stacked(experts, &MoeExpertImpl::w3).to(xs.dtype());
+  auto y = torch::bmm(torch::silu(torch::bmm(padded, w1)) * torch::bmm(padded, w3), w2);
+  return y.index({expert_of, slot});
+}
+
+// One grouped product per projection (at::_grouped_mm), or an undefined tensor where it cannot
+// run (older LibTorch, the CPU, a dtype or shape it refuses): the caller falls back.
+torch::Tensor grouped_products(const torch::nn::ModuleList& experts, const torch::Tensor& xs,
+                               const int64_t* n) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 8)
+  if (!xs.is_cuda()) return {};
+  const auto E = static_cast<int64_t>(experts->size());
+  std::vector<int32_t> ends(static_cast<size_t>(E));
+  int64_t total = 0;
+  for (int64_t e = 0; e < E; ++e) ends[e] = static_cast<int32_t>(total += n[e]);
+  const auto offs = torch::tensor(ends, torch::kInt32).to(xs.device());
+  const auto dtype = torch::kBFloat16;
+  try {
+    auto x = xs.to(dtype);
+    auto mm = [&](const torch::Tensor& a, torch::nn::Linear MoeExpertImpl::*w) {
+      return at::_grouped_mm(a, stacked(experts, w).to(dtype), offs);
+    };
+    auto h = torch::silu(mm(x, &MoeExpertImpl::w1)) * mm(x, &MoeExpertImpl::w3);
+    return mm(h, &MoeExpertImpl::w2).to(xs.dtype());
+  } catch (const c10::Error&) {
+    return {};
+  }
+#else
+  (void)experts;
+  (void)xs;
+  (void)n;
+  return {};
+#endif
+}
+
+}  // namespace
+
+bool grouped_mm_compiled() {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 8)
+  return true;
+#else
+  return false;
+#endif
+}
+
 torch::Tensor dispatch_experts(const torch::nn::ModuleList& experts, const torch::Tensor& x,
-                               const Routing& r, bool null_slots) {
+                               const Routing& r, bool null_slots, ExpertProducts how) {
   const int64_t N = x.size(0), k = r.experts.size(1), E = static_cast<int64_t>(experts->size());
   // Every (token, slot) pair, grouped by expert: a stable sort keeps token order within one.
   auto flat = r.experts.reshape({-1});  // (N*k)
@@ -32,23 +122,25 @@ torch::Tensor dispatch_experts(const torch::nn::ModuleList& experts, const torch
     pairs = flat.lt(E).nonzero().squeeze(1);
     flat = flat.index_select(0, pairs);
   }
-  auto order = std::get<1>(flat.sort(/*stable=*/true, 0, false));
+  auto [sorted_experts, order] = flat.sort(/*stable=*/true, 0, false);
   if (pairs.defined()) order = pairs.index_select(0, order);  // back to (token, slot) pairs
   auto token = order.div(k, "floor");                         // the token of each sorted pair
   auto gate = r.weights.reshape({-1}).index_select(0, order).unsqueeze(1).to(x.dtype());
   auto counts = torch::bincount(flat, {}, E).to(torch::kCPU);
   const auto* n = counts.data_ptr<int64_t>();
-  auto xs = x.index_select(0, token);  // (N*k, C) tokens in expert order
-  std::vector<torch::Tensor> ys;
-  int64_t start = 0;
-  for (int64_t e = 0; e < E; ++e) {
-    if (n[e] == 0) continue;
-    ys.push_back(experts->ptr(e)->as<MoeExpertImpl>()->forward(xs.narrow(0, start, n[e])));
-    start += n[e];
+  if (token.numel() == 0)
+    return torch::zeros({N, x.size(1)}, x.options());  // every token chose nulls
+  auto xs = x.index_select(0, token);                  // (N*k, C) tokens in expert order
+  if (how == ExpertProducts::kAuto) {
+    how = x.is_cuda() ? ExpertProducts::kGrouped : ExpertProducts::kLoop;
   }
-  if (ys.empty()) return torch::zeros({N, x.size(1)}, x.options());  // every token chose nulls
-  auto y = torch::cat(ys) * gate;
-  return torch::zeros({N, x.size(1)}, x.options()).index_add_(0, token, y);
+  torch::Tensor y;
+  if (how == ExpertProducts::kGrouped) y = grouped_products(experts, xs, n);
+  if (!y.defined() && how != ExpertProducts::kLoop) {
+    y = batched_products(experts, xs, sorted_experts, n);
+  }
+  if (!y.defined()) y = loop_products(experts, xs, n);
+  return torch::zeros({N, x.size(1)}, x.options()).index_add_(0, token, y * gate);
 }
 
 RoutedFfnImpl::RoutedFfnImpl(const ModelConfig& c) : num_experts(c.num_local_experts) {

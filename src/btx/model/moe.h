@@ -58,10 +58,23 @@ struct MoeExpertImpl : torch::nn::Module {
 };
 TORCH_MODULE(MoeExpert);
 
+// How dispatch_experts multiplies the tokens sorted by expert with the experts' weights:
+//  - kLoop: one product per expert on its contiguous slice (few large kernels; the CPU's best);
+//  - kBatched: the slices padded to the longest, one batched product (bmm) per projection;
+//  - kGrouped: one grouped product per projection without padding (at::_grouped_mm, LibTorch
+//    2.8+ on CUDA in bf16; elsewhere it falls back to kBatched);
+//  - kAuto: kGrouped on a CUDA device, kLoop on the CPU.
+// All give the same outputs and gradients (tests/model/moe_test.cpp, tests/gpu).
+enum class ExpertProducts { kAuto, kLoop, kBatched, kGrouped };
+
+// Whether this LibTorch has at::_grouped_mm (a build-time fact: 2.8 and later).
+bool grouped_mm_compiled();
+
 // Σ_j weights[:, j] · expert_{experts[:, j]}(x) for x (N, C), grouped by expert. With
 // `null_slots`, pairs whose id is not a real expert (>= E) are skipped.
 torch::Tensor dispatch_experts(const torch::nn::ModuleList& experts, const torch::Tensor& x,
-                               const Routing& r, bool null_slots = false);
+                               const Routing& r, bool null_slots = false,
+                               ExpertProducts how = ExpertProducts::kAuto);
 
 // What MoE and SMEAR layers share: N Mixtral experts and a linear router on the FFN input, a
 // way to force every token of a sequence to one expert (BTX's centroid router init, tag

@@ -6,6 +6,7 @@
 #include "btx/eval/ensemble.h"
 #include "btx/model/moe.h"
 #include "btx/model/router.h"
+#include "btx/util/device.h"
 #include "btx/util/error.h"
 
 namespace btx {
@@ -144,6 +145,9 @@ std::unique_ptr<Scorer> open_scorer(const ModelFolder& model) {
         for (const auto& s : model.slots()) names.push_back(s.name);
         return std::make_unique<TagScorer>(m, model.domain_experts(), names);
       }
+      // On the process's device (btx --device); tag-routed, ensembled and stitched models stay
+      // on the CPU.
+      m->to(default_device());
       return std::make_unique<ModelScorer>(m);
     }
     case ModelKind::kEnsemble: {
