@@ -5,6 +5,7 @@
 //   and final weights), writes a checkpoint that loads on the CPU, and hands back a CPU model.
 // - Evaluation and generation of a checkpoint opened with the device set to cuda:0 run there and
 //   agree with the CPU (losses; greedy tokens), batched decoding included.
+// - btx's AdamW fused on the GPU (at::_fused_adamw_) makes the per-tensor update's steps.
 // - MoE dispatch: the grouped products (bmm, and at::_grouped_mm where LibTorch has it) equal the
 //   per-expert loop in outputs and gradients, in fp32 and under bf16 autocast.
 #include <gtest/gtest.h>
@@ -14,8 +15,10 @@
 #include "btx/generate/batch_decoder.h"
 #include "btx/generate/decoder.h"
 #include "btx/generate/generate.h"
+#include "btx/model/moe.h"
 #include "btx/run/model_folder.h"
 #include "btx/run/model_scorer.h"
+#include "btx/train/adamw.h"
 #include "btx/train/checkpoint.h"
 #include "btx/util/device.h"
 #include "moe_util.h"
@@ -125,6 +128,71 @@ TEST(Gpu, EvaluationAndGenerationRunOnTheGpuAndAgreeWithTheCpu) {
   EXPECT_LT(max_abs(nll_gpu, nll_cpu), 1e-4);
   EXPECT_EQ(seq_gpu, seq_cpu);
   EXPECT_LT(max_abs(rows_gpu, rows_cpu), 1e-4);
+}
+
+TEST(Gpu, FusedAdamWMakesTheSameStepsAsThePerTensorUpdate) {
+  BTX_REQUIRE_CUDA();
+  const torch::Device gpu(torch::kCUDA, 0);
+  auto make = [&] {
+    torch::manual_seed(4);
+    CausalLM m(testing::small_model_config(40, 16, 24, 2, 4, 2, 32));
+    m->to(gpu);
+    return m;
+  };
+  CausalLM a = make(), b = make();
+  auto named = [](CausalLM& m) {
+    std::vector<std::pair<std::string, torch::Tensor>> out;
+    for (auto& p : m->named_parameters()) out.emplace_back(p.key(), p.value());
+    return out;
+  };
+  AdamWOptions fused, loop;
+  loop.fused = false;
+  AdamW oa(named(a), fused), ob(named(b), loop);
+  oa.set_update_mask("model.embed_tokens.weight",
+                     torch::ones({40, 16}).index_fill_(0, torch::tensor({3}), 0));
+  ob.set_update_mask("model.embed_tokens.weight",
+                     torch::ones({40, 16}).index_fill_(0, torch::tensor({3}), 0));
+  const auto ids = torch::randint(0, 40, {2, 9}, torch::kInt64).to(gpu);
+  for (int s = 0; s < 3; ++s) {
+    for (auto [m, o] : {std::pair{&a, &oa}, {&b, &ob}}) {
+      o->zero_grad();
+      lm_loss(*m, ids).backward();
+      o->step(1e-2);
+    }
+    EXPECT_EQ(oa.last_step_fused(), TORCH_VERSION_MAJOR >= 2);
+    EXPECT_FALSE(ob.last_step_fused());
+  }
+  auto pa = a->parameters(), pb = b->parameters();
+  for (size_t i = 0; i < pa.size(); ++i) EXPECT_LT(max_abs(pa[i], pb[i]), 1e-5) << "tensor " << i;
+  for (const auto& [k, v] : oa.state()) EXPECT_LT(max_abs(v, ob.state().at(k)), 1e-5) << k;
+}
+
+TEST(Gpu, MoeExpertProductsAgreeEachWay) {
+  BTX_REQUIRE_CUDA();
+  const torch::Device gpu(torch::kCUDA, 0);
+  const auto c = testing::routed_config("mixtral", 8, 2, "top-k");
+  for (const bool bf16 : {false, true}) {
+    torch::manual_seed(6);
+    MoeFfn moe(c);
+    moe->to(gpu);
+    auto x = torch::randn({64, c.hidden_size}, torch::TensorOptions().device(gpu));
+    std::vector<torch::Tensor> outs, grads;
+    for (const auto how :
+         {ExpertProducts::kLoop, ExpertProducts::kBatched, ExpertProducts::kGrouped}) {
+      auto xi = x.clone().requires_grad_(true);
+      AutocastGuard autocast(gpu, bf16);
+      const auto r = moe->route(moe->gate(xi).to(torch::kFloat32), 4, 16);
+      auto y = dispatch_experts(moe->experts, xi, r, false, how).to(torch::kFloat32);
+      y.sum().backward();
+      outs.push_back(y.detach());
+      grads.push_back(xi.grad());
+    }
+    const double tol = bf16 ? 5e-2 : 1e-4;
+    for (size_t i = 1; i < outs.size(); ++i) {
+      EXPECT_LT(max_abs(outs[i], outs[0]), tol) << "way " << i << (bf16 ? " bf16" : "");
+      EXPECT_LT(max_abs(grads[i], grads[0]), tol) << "way " << i << (bf16 ? " bf16" : "");
+    }
+  }
 }
 
 }  // namespace

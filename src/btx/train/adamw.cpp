@@ -1,5 +1,7 @@
 #include "btx/train/adamw.h"
 
+#include <torch/version.h>
+
 #include <cmath>
 
 #include "btx/util/error.h"
@@ -10,7 +12,8 @@ AdamW::AdamW(const std::vector<std::pair<std::string, torch::Tensor>>& named_par
     : opt_(o) {
   for (const auto& [name, p] : named_params) {
     if (!p.requires_grad()) continue;
-    slots_.push_back({name, p, torch::zeros_like(p), torch::zeros_like(p), p.dim() >= 2, {}, {}});
+    slots_.push_back(
+        {name, p, torch::zeros_like(p), torch::zeros_like(p), p.dim() >= 2, {}, {}, {}});
   }
 }
 
@@ -33,9 +36,49 @@ void AdamW::set_update_mask(const std::string& name, const torch::Tensor& mask) 
   fail("AdamW: no trained parameter '{}' to mask", name);
 }
 
+bool AdamW::fused_step(double lr) {
+#if TORCH_VERSION_MAJOR >= 2
+  if (slots_.empty() || !slots_[0].param.is_cuda()) return false;
+  // Two groups: the matrices decay, norms and biases do not.
+  bool updated = false;
+  for (const bool decay : {true, false}) {
+    std::vector<torch::Tensor> params, grads, avgs, sqs, steps;
+    for (auto& s : slots_) {
+      if (s.decay != decay || !s.param.grad().defined()) continue;
+      if (!s.step.defined()) s.step = torch::zeros({}, s.param.options().dtype(torch::kFloat32));
+      s.step.fill_(static_cast<double>(step_));
+      params.push_back(s.param);
+      grads.push_back(s.param.grad());
+      avgs.push_back(s.exp_avg);
+      sqs.push_back(s.exp_avg_sq);
+      steps.push_back(s.step);
+    }
+    if (params.empty()) continue;
+    try {
+      at::_fused_adamw_(params, grads, avgs, sqs, /*max_exp_avg_sqs=*/{}, steps, lr, opt_.beta1,
+                        opt_.beta2, decay ? opt_.weight_decay : 0.0, opt_.eps, /*amsgrad=*/false,
+                        /*maximize=*/false);
+      updated = true;
+    } catch (const c10::Error&) {
+      if (!updated) return false;  // nothing updated yet: the loop does it all
+      throw;                       // one group is updated: a half step is no step
+    }
+  }
+  for (auto& s : slots_) {
+    if (s.frozen.defined()) s.param.copy_(torch::where(s.frozen, s.frozen_values, s.param));
+  }
+  return true;
+#else
+  (void)lr;
+  return false;
+#endif
+}
+
 void AdamW::step(double lr) {
   torch::NoGradGuard no_grad;
   ++step_;
+  last_fused_ = opt_.fused && fused_step(lr);
+  if (last_fused_) return;
   const double bc1 = 1.0 - std::pow(opt_.beta1, static_cast<double>(step_));
   const double bc2 = 1.0 - std::pow(opt_.beta2, static_cast<double>(step_));
   for (auto& s : slots_) {

@@ -16,6 +16,9 @@ struct AdamWOptions {
   double beta2 = 0.95;
   double eps = 1e-8;
   double weight_decay = 0.1;
+  // One fused kernel for all the parameters (at::_fused_adamw_, LibTorch 2.x, parameters on a
+  // GPU); elsewhere, or when it refuses them, the per-tensor update below. The same update.
+  bool fused = true;
 };
 
 class AdamW {
@@ -23,6 +26,8 @@ class AdamW {
   AdamW(const std::vector<std::pair<std::string, torch::Tensor>>& named_params, AdamWOptions o);
   // One update with learning rate `lr` from the parameters' current .grad().
   void step(double lr);
+  // Whether the last step ran fused (AdamWOptions::fused).
+  bool last_step_fused() const { return last_fused_; }
   void zero_grad();
   // Where `mask` (the parameter's shape, 0/1) is 0 the parameter keeps its current value
   // bitwise through every later step (no update, no decay); the caller zeroes the gradient there
@@ -41,10 +46,14 @@ class AdamW {
     torch::Tensor param, exp_avg, exp_avg_sq;
     bool decay;
     torch::Tensor frozen, frozen_values;  // set_update_mask: where it is 0, and the values kept
+    torch::Tensor step;                   // the fused kernel's step count (on the device)
   };
+  // The fused update of the parameters that have gradients; false when it cannot run here.
+  bool fused_step(double lr);
   std::vector<Slot> slots_;
   AdamWOptions opt_;
   int64_t step_ = 0;
+  bool last_fused_ = false;
 };
 
 // Linear warmup from 0 over `warmup` steps, then cosine decay from lr to min_lr at `total`.
