@@ -78,8 +78,9 @@ deps_cmd="[ -n \"\$(ls $DEPS/*.deb 2> /dev/null)\" ] || { echo 'no .deb files in
 ((DRY)) && deps_cmd="[ -n \"\$(ls $DEPS/*.deb 2> /dev/null)\" ] || scripts/gpu_build.sh --fetch --deps $DEPS; $deps_cmd"
 step deps "$deps_cmd; bytes=\$(du -sb $DEPS | cut -f1); echo \"$DEPS: \$(ls $DEPS/*.deb | wc -l) packages, \$bytes bytes\"; [ \$bytes -le 67108864 ] || { echo 'more than the 64 MiB a device call carries'; exit 1; }"
 
-# 2. Build what the check runs first: the GPU tests and the figures' program.
-core_targets="btx btx_gpu_tests gpu_bench"
+# 2. Build what the check runs first: the GPU tests and the figures' program (the layers up to
+# run and generate; merging, analysis, the Hub, the study, serving and the CLI come later).
+core_targets="btx_gpu_tests gpu_bench"
 if ((DRY)); then
   step build "cmake --build $BUILD --target $core_targets -j $JOBS"
 else
@@ -110,7 +111,7 @@ if [ $built -eq 0 ]; then
 fi
 
 # 5. The unit tests, last: built now (the libraries are already), then run.
-unit_targets="btx_util_tests btx_io_tests btx_corpus_tests btx_data_tests btx_model_tests btx_config_tests btx_train_tests btx_run_tests btx_generate_tests btx_hf_tests btx_study_tests btx_analysis_tests btx_cluster_tests btx_dist_tests btx_merge_tests btx_serve_tests"
+unit_targets="btx btx_util_tests btx_io_tests btx_corpus_tests btx_data_tests btx_model_tests btx_config_tests btx_train_tests btx_run_tests btx_generate_tests btx_hf_tests btx_study_tests btx_analysis_tests btx_cluster_tests btx_dist_tests btx_merge_tests btx_serve_tests"
 step build_unit "cmake --build $BUILD --target $unit_targets -j $JOBS" &&
   step unit "cd $BUILD && ctest -L unit -j $JOBS --output-on-failure -E '_NOT_BUILT'"
 
