@@ -14,7 +14,10 @@
 # dry run fetches them when missing and checks they fit the 64 MiB a device call carries),
 # --build build-gpu, --jobs N (default: the cores), --peak-tflops 989 (bf16 dense peak of an
 # H200, nominal: MFU's denominator), --limits "deps=60 build=330 gpu_tests=90 bench=150
-# build_unit=150 unit=120" (seconds; any subset).
+# build_unit=150 unit=120" (seconds; any subset), --budget 560 (seconds for the whole check: a
+# step gets at most what is left of it, and one with under 5 s left is skipped, so that the
+# summary is written inside a device call's 600 s; a second call continues the build where the
+# first one stopped, the build folder being kept on a warm machine).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -25,6 +28,7 @@ DEPS=.gpu-deps
 BUILD=build-gpu
 JOBS=$(nproc)
 PEAK=989
+BUDGET=560
 declare -A LIMIT=([deps]=60 [build]=330 [gpu_tests]=90 [bench]=150 [build_unit]=150 [unit]=120)
 while (($#)); do
   case "$1" in
@@ -34,6 +38,7 @@ while (($#)); do
     --build) BUILD=$2; shift 2 ;;
     --jobs) JOBS=$2; shift 2 ;;
     --peak-tflops) PEAK=$2; shift 2 ;;
+    --budget) BUDGET=$2; shift 2 ;;
     --limits)
       for kv in $2; do LIMIT[${kv%%=*}]=${kv#*=}; done
       shift 2 ;;
@@ -48,11 +53,23 @@ steps_json="$OUT/steps.jsonl"
 : > "$steps_json"
 failed=0
 
-# step NAME COMMAND...: runs COMMAND under NAME's time limit, its output in OUT/NAME.log.
+started=$(date +%s)
+
+# step NAME COMMAND...: runs COMMAND under NAME's time limit (at most what is left of the
+# budget), its output in OUT/NAME.log.
 step() {
   local name=$1
   shift
-  local limit=${LIMIT[$name]:-120} t0 rc ms
+  local limit=${LIMIT[$name]:-120} t0 rc ms left
+  left=$((BUDGET - ($(date +%s) - started)))
+  ((limit > left)) && limit=$left
+  if ((limit < 5)); then
+    echo "gpu_check: $name skipped: the budget of $BUDGET s is spent"
+    printf '{"step": "%s", "rc": -1, "seconds": 0, "timed_out": false, "skipped": true}\n' \
+      "$name" >> "$steps_json"
+    failed=1
+    return 1
+  fi
   t0=$(date +%s%N)
   echo "gpu_check: $name (limit ${limit} s)"
   timeout --kill-after=10 "$limit" bash -o pipefail -c "$*" > "$OUT/$name.log" 2>&1
