@@ -4,7 +4,8 @@
 // - Training the tiny seed with the process's device set to cuda:0 follows the CPU run (losses
 //   and final weights), writes a checkpoint that loads on the CPU, and hands back a CPU model.
 // - Evaluation and generation of a checkpoint opened with the device set to cuda:0 run there and
-//   agree with the CPU (losses; greedy tokens), batched decoding included.
+//   agree with the CPU (losses; greedy tokens), batched decoding included; an ensemble's experts
+//   too, their mixture on the CPU.
 // - btx's AdamW fused on the GPU (at::_fused_adamw_) makes the per-tensor update's steps.
 // - MoE dispatch: the grouped products (bmm, and at::_grouped_mm where LibTorch has it) equal the
 //   per-expert loop in outputs and gradients, in fp32 and under bf16 autocast.
@@ -12,6 +13,7 @@
 
 #include <sstream>
 
+#include "btx/eval/ensemble.h"
 #include "btx/generate/batch_decoder.h"
 #include "btx/generate/decoder.h"
 #include "btx/generate/generate.h"
@@ -193,6 +195,35 @@ TEST(Gpu, MoeExpertProductsAgreeEachWay) {
       EXPECT_LT(max_abs(grads[i], grads[0]), tol) << "way " << i << (bf16 ? " bf16" : "");
     }
   }
+}
+
+TEST(Gpu, TheEnsembleRunsItsExpertsOnTheGpuAndAgreesWithTheCpu) {
+  BTX_REQUIRE_CUDA();
+  const torch::Device gpu(torch::kCUDA, 0);
+  auto experts_on = [](torch::Device d) {
+    std::vector<CausalLM> out;
+    for (int j = 0; j < 2; ++j) {
+      torch::manual_seed(10 + j);
+      CausalLM m(testing::small_model_config(40, 16, 24, 2, 4, 2, 32));
+      m->eval();
+      m->to(d);
+      out.push_back(m);
+    }
+    return out;
+  };
+  const auto tokens = torch::randint(0, 40, {2, 13}, torch::kInt64);
+  EnsembleOptions o;
+  o.prior = EnsemblePrior::kUpdating;
+  EnsembleScorer on_gpu({"a", "b"}, experts_on(gpu), o),
+      on_cpu({"a", "b"}, experts_on(torch::kCPU), o);
+  EXPECT_LT(max_abs(on_gpu.token_nll(tokens), on_cpu.token_nll(tokens)), 1e-4);
+  // Batched decoding: the experts' rows on the GPU, the posterior on the CPU.
+  EnsembleBatchDecoder bg({"a", "b"}, experts_on(gpu), 0),
+      bc({"a", "b"}, experts_on(torch::kCPU), 0);
+  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {4, 5}};
+  EXPECT_LT(max_abs(bg.add_rows(prompts), bc.add_rows(prompts)), 1e-4);
+  EXPECT_LT(max_abs(bg.step({7, 8}), bc.step({7, 8})), 1e-4);
+  EXPECT_LT(max_abs(bg.posterior(0), bc.posterior(0)), 1e-5);
 }
 
 }  // namespace

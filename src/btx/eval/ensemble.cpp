@@ -25,7 +25,8 @@ torch::Tensor experts_loglik(std::vector<CausalLM>& models, const std::vector<in
                              const torch::Tensor& tokens) {
   std::vector<torch::Tensor> ll;
   for (int64_t j : idx) ll.push_back(-btx::token_nll(models[static_cast<size_t>(j)], tokens));
-  return torch::stack(ll).to(torch::kFloat64);
+  // The experts may run on a GPU; their mixture is small work, done on the CPU.
+  return torch::stack(ll).to(torch::kCPU, torch::kFloat64);
 }
 }  // namespace
 
@@ -278,7 +279,7 @@ torch::Tensor EnsembleScorer::log_probs(const torch::Tensor& inputs, torch::Tens
   std::vector<torch::Tensor> lps;
   for (int64_t j : idx) {
     lps.push_back(torch::log_softmax(experts_[static_cast<size_t>(j)]->forward(inputs), -1)
-                      .to(torch::kFloat64));
+                      .to(torch::kCPU, torch::kFloat64));  // mixed on the CPU
   }
   auto lp = torch::stack(lps);  // (K, B, T, V)
   const int64_t K = lp.size(0);

@@ -131,8 +131,9 @@ torch::Tensor EnsembleBatchDecoder::add_rows(const std::vector<std::vector<int32
   }
   std::vector<torch::Tensor> evidence, last;
   for (auto& e : experts_) {
-    auto lp = torch::log_softmax(e.add_rows_all(prompts), -1).to(torch::kFloat64);  // (n, T, V)
-    auto ll = lp.narrow(1, 0, T - 1).gather(2, next).squeeze(2);                    // (n, T-1)
+    // (n, T, V); the experts may run on a GPU, their mixture runs on the CPU.
+    auto lp = torch::log_softmax(e.add_rows_all(prompts), -1).to(torch::kCPU, torch::kFloat64);
+    auto ll = lp.narrow(1, 0, T - 1).gather(2, next).squeeze(2);  // (n, T-1)
     evidence.push_back((ll * inside).sum(1));
     last.push_back(lp.select(1, T - 1));
   }
@@ -154,7 +155,7 @@ torch::Tensor EnsembleBatchDecoder::step(const std::vector<int32_t>& tokens) {
   evidence_ += last_lp_.gather(2, ids.view({B, 1, 1}).expand({B, E, 1})).squeeze(2);
   std::vector<torch::Tensor> lps;
   for (auto& e : experts_)
-    lps.push_back(torch::log_softmax(e.step(tokens), -1).to(torch::kFloat64));
+    lps.push_back(torch::log_softmax(e.step(tokens), -1).to(torch::kCPU, torch::kFloat64));
   last_lp_ = torch::stack(lps, 1);  // (B, E, V)
   return mixture();
 }

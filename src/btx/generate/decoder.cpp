@@ -177,7 +177,7 @@ std::string EnsembleDecoder::describe() const {
 std::unique_ptr<Decoder> open_decoder(const ModelFolder& model, bool use_cache) {
   const fs::path& dir = model.path();
   if (is_checkpoint(dir)) {
-    // On the process's device (btx --device); ensembles and stitched models stay on the CPU.
+    // On the process's device (btx --device); stitched models stay on the CPU.
     CausalLM m = model.model();
     m->to(default_device());
     return std::make_unique<ModelDecoder>(m, use_cache);
@@ -194,6 +194,8 @@ std::unique_ptr<Decoder> open_decoder(const ModelFolder& model, bool use_cache) 
             "that domain's held-out text, so it has no single model to generate from; generate "
             "from the ensemble or an expert instead",
             dir.string(), model.method().empty() ? kind : model.method(), kind);
+  // The experts on the process's device; their mixture on the CPU.
+  for (CausalLM m : model.experts()) m->to(default_device());  // a handle: the same module
   return std::make_unique<EnsembleDecoder>(model.expert_names(), model.experts(),
                                            model.ensemble_options().top_k, use_cache);
 }

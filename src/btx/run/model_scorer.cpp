@@ -145,12 +145,15 @@ std::unique_ptr<Scorer> open_scorer(const ModelFolder& model) {
         for (const auto& s : model.slots()) names.push_back(s.name);
         return std::make_unique<TagScorer>(m, model.domain_experts(), names);
       }
-      // On the process's device (btx --device); tag-routed, ensembled and stitched models stay
-      // on the CPU.
+      // On the process's device (btx --device); tag-routed, stitched and posterior-averaged
+      // models stay on the CPU.
       m->to(default_device());
       return std::make_unique<ModelScorer>(m);
     }
     case ModelKind::kEnsemble: {
+      // The experts on the process's device; their mixture (and a cluster prior's seed) on the
+      // CPU.
+      for (CausalLM m : model.experts()) m->to(default_device());  // a handle: the same module
       auto scorer = std::make_unique<EnsembleScorer>(model.expert_names(), model.experts(),
                                                      model.ensemble_options());
       const EnsembleOptions& o = model.ensemble_options();
