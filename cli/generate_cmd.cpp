@@ -16,6 +16,7 @@ std::vector<Command> add_generate_commands(CLI::App& app) {
     ModelArg model;
     std::string prompt, prompt_file, tokenizer;
     GenerateOptions opts;
+    std::vector<std::string> logit_bias;  // "ID=BIAS"
     bool no_cache = false;
   };
   auto a = std::make_shared<GenerateArgs>();
@@ -40,6 +41,8 @@ std::vector<Command> add_generate_commands(CLI::App& app) {
   cmd->add_option("--frequency-penalty", a->opts.sampling.frequency_penalty,
                   "Subtracted from a token's logit once per time it was generated (-2..2)")
       ->capture_default_str();
+  cmd->add_option("--logit-bias", a->logit_bias,
+                  "ID=BIAS: add BIAS (-100..100) to token ID's logit (repeat for several)");
   cmd->add_option("--seed", a->opts.sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--stop", a->opts.stop, "Stop before this string (repeat for several)");
   cmd->add_flag("--no-cache", a->no_cache, "Recompute the whole prefix for every token");
@@ -52,6 +55,28 @@ std::vector<Command> add_generate_commands(CLI::App& app) {
              const fs::path tok_file = model_tokenizer(dir, a->tokenizer);
              const Tokenizer tok = Tokenizer::load(tok_file);
              a->opts.use_cache = !a->no_cache;
+             a->opts.sampling.logit_bias.clear();
+             for (const auto& b : a->logit_bias) {
+               const auto eq = b.find('=');
+               int32_t id = -1;
+               double bias = 0;
+               try {
+                 size_t used = 0;
+                 if (eq != std::string::npos && eq > 0) {
+                   id = static_cast<int32_t>(std::stol(b.substr(0, eq), &used));
+                   if (used != eq) id = -1;
+                   bias = std::stod(b.substr(eq + 1), &used);
+                   if (used != b.size() - eq - 1) id = -1;
+                 }
+               } catch (const std::exception&) {
+                 id = -1;
+               }
+               BTX_CHECK(id >= 0 && id < tok.vocab_size(),
+                         "--logit-bias '{}': expected ID=BIAS with a token id in [0, {}) and a "
+                         "number, as in 13=-100",
+                         b, tok.vocab_size());
+               a->opts.sampling.logit_bias.emplace_back(id, bias);
+             }
              auto decoder = open_decoder(ModelFolder::open(dir), a->opts.use_cache);
              const auto r =
                  generate(*decoder, tok, tok.encode(prompt), a->opts,

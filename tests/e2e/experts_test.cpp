@@ -13,6 +13,7 @@
 #include <limits>
 #include <thread>
 
+#include "btx/data/tokenizer.h"
 #include "btx/io/safetensors.h"
 #include "btx/run/launch.h"
 #include "btx/train/checkpoint.h"
@@ -230,6 +231,18 @@ TEST_F(ExpertsTest, EvalAndGenerateRunOnTheProcesssDevice) {
   auto g1 = run_btx(gen), g2 = run_btx("--device cpu " + gen);
   ASSERT_EQ(g1.code, 0) << g1.output;
   EXPECT_EQ(g1.output, g2.output);
+  // --logit-bias: a bias of 100 on one token makes greedy decoding repeat it.
+  const Tokenizer tok = Tokenizer::load(run.tokenizer_file());
+  const int32_t id = tok.encode(" x")[0];
+  std::string repeated;
+  for (int i = 0; i < 8; ++i) repeated += tok.decode({id});
+  auto biased = run_btx(gen + " --logit-bias " + std::to_string(id) + "=100");
+  ASSERT_EQ(biased.code, 0) << biased.output;
+  EXPECT_NE(biased.output.find(repeated), std::string::npos) << biased.output;
+  auto bad = run_btx(gen + " --logit-bias x=1");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.output.find("--logit-bias 'x=1': expected ID=BIAS"), std::string::npos)
+      << bad.output;
 }
 
 TEST_F(ExpertsTest, FailingExpertIsNamedAndOthersFinish) {
