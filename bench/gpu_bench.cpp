@@ -67,13 +67,20 @@ btx::ModelConfig moe_config(const Args& a) {
   return c;
 }
 
-// Milliseconds per training step (the median would hide nothing here: the mean of `steps`).
-double step_ms(const btx::ModelConfig& c, const Args& a, torch::Device device, bool bf16,
-               int64_t* params_active) {
+// One model's training step: milliseconds (the mean of `steps`), its active parameters and its
+// forward FLOPs per token at T = seq.
+struct StepFigures {
+  double ms = 0;
+  int64_t params_active = 0;
+  int64_t forward_flops_per_token = 0;
+};
+StepFigures train_step(const btx::ModelConfig& c, const Args& a, torch::Device device, bool bf16) {
   torch::manual_seed(0);
   btx::CausalLM model(c);
   model->to(device);
-  *params_active = model->num_active_params();
+  StepFigures f;
+  f.params_active = model->num_active_params();
+  f.forward_flops_per_token = btx::forward_flops_per_token(model, a.seq);
   std::vector<std::pair<std::string, torch::Tensor>> named;
   for (auto& p : model->named_parameters()) named.emplace_back(p.key(), p.value());
   btx::AdamW opt(named, btx::AdamWOptions{0.9, 0.95, 1e-8, 0.1});
@@ -93,7 +100,8 @@ double step_ms(const btx::ModelConfig& c, const Args& a, torch::Device device, b
   for (int64_t i = 0; i < a.warmup; ++i) step();
   const auto t0 = Clock::now();
   for (int64_t i = 0; i < a.steps; ++i) step();
-  return 1000 * seconds_since(t0) / static_cast<double>(a.steps);
+  f.ms = 1000 * seconds_since(t0) / static_cast<double>(a.steps);
+  return f;
 }
 
 // Milliseconds for one MoE layer's expert products (forward and backward) over batch x seq
@@ -210,12 +218,11 @@ int main(int argc, char** argv) {
                            "weights + 2CV + 2LTC) per trained token"}};
     std::printf("| figure | value |\n|---|---:|\n");
     // Dense training and its MFU.
-    int64_t dense_active = 0, moe_active = 0;
-    const double dense_ms = step_ms(dense_config(a), a, device, bf16, &dense_active);
+    const StepFigures dense = train_step(dense_config(a), a, device, bf16);
+    const double dense_ms = dense.ms;
+    const int64_t dense_active = dense.params_active;
     const double tokens_per_s = static_cast<double>(a.batch * a.seq) / (dense_ms / 1000);
-    btx::CausalLM shape(dense_config(a));
-    const double flops_per_token =
-        3.0 * static_cast<double>(btx::forward_flops_per_token(shape, a.seq));
+    const double flops_per_token = 3.0 * static_cast<double>(dense.forward_flops_per_token);
     const double achieved_tflops = flops_per_token * tokens_per_s / 1e12;
     out["dense"] = {{"step_ms", dense_ms},
                     {"tokens_per_s", tokens_per_s},
@@ -233,7 +240,9 @@ int main(int argc, char** argv) {
                   100 * achieved_tflops / a.peak_tflops);
     }
     // The MoE step at equal active parameters.
-    const double moe_ms = step_ms(moe_config(a), a, device, bf16, &moe_active);
+    const StepFigures moe = train_step(moe_config(a), a, device, bf16);
+    const double moe_ms = moe.ms;
+    const int64_t moe_active = moe.params_active;
     out["moe"] = {{"experts", 8},
                   {"top_k", 2},
                   {"step_ms", moe_ms},

@@ -7,6 +7,7 @@
 #include "btx/train/checkpoint.h"
 #include "btx/util/error.h"
 #include "btx/util/fs.h"
+#include "btx/util/params.h"
 #include "cli/commands.h"
 
 namespace btx::cli {
@@ -46,54 +47,42 @@ std::vector<Command> add_generate_commands(CLI::App& app) {
   cmd->add_option("--seed", a->opts.sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--stop", a->opts.stop, "Stop before this string (repeat for several)");
   cmd->add_flag("--no-cache", a->no_cache, "Recompute the whole prefix for every token");
-  return {{cmd, [a] {
-             const fs::path dir = a->model.dir();
-             BTX_CHECK(a->prompt.empty() != a->prompt_file.empty(),
-                       "give the prompt with --prompt TEXT or --prompt-file FILE (one of them)");
-             const std::string prompt =
-                 a->prompt_file.empty() ? a->prompt : read_file(a->prompt_file);
-             const fs::path tok_file = model_tokenizer(dir, a->tokenizer);
-             const Tokenizer tok = Tokenizer::load(tok_file);
-             a->opts.use_cache = !a->no_cache;
-             a->opts.sampling.logit_bias.clear();
-             for (const auto& b : a->logit_bias) {
-               const auto eq = b.find('=');
-               int32_t id = -1;
-               double bias = 0;
-               try {
-                 size_t used = 0;
-                 if (eq != std::string::npos && eq > 0) {
-                   id = static_cast<int32_t>(std::stol(b.substr(0, eq), &used));
-                   if (used != eq) id = -1;
-                   bias = std::stod(b.substr(eq + 1), &used);
-                   if (used != b.size() - eq - 1) id = -1;
-                 }
-               } catch (const std::exception&) {
-                 id = -1;
-               }
-               BTX_CHECK(id >= 0 && id < tok.vocab_size(),
-                         "--logit-bias '{}': expected ID=BIAS with a token id in [0, {}) and a "
-                         "number, as in 13=-100",
-                         b, tok.vocab_size());
-               a->opts.sampling.logit_bias.emplace_back(id, bias);
-             }
-             auto decoder = open_decoder(ModelFolder::open(dir), a->opts.use_cache);
-             const auto r =
-                 generate(*decoder, tok, tok.encode(prompt), a->opts,
-                          [](const std::string& text) { std::cout << text << std::flush; });
-             std::cout << "\n";
-             std::string state;
-             if (const auto s = decoder->state(); s.contains("posterior")) {
-               // The ensemble's final posterior, most probable expert first.
-               std::vector<std::pair<double, std::string>> p;
-               for (const auto& [name, w] : s["posterior"].items()) p.emplace_back(w, name);
-               std::sort(p.rbegin(), p.rend());
-               state = ", posterior:";
-               for (const auto& [w, name] : p) state += fmt::format(" {} {:.3f}", name, w);
-             }
-             std::cerr << fmt::format("[{} tokens, finish: {}{}]\n", r.tokens.size(),
-                                      name_of(r.finish_reason), state);
-           }}};
+  return {
+      {cmd, [a] {
+         const fs::path dir = a->model.dir();
+         BTX_CHECK(a->prompt.empty() != a->prompt_file.empty(),
+                   "give the prompt with --prompt TEXT or --prompt-file FILE (one of them)");
+         const std::string prompt = a->prompt_file.empty() ? a->prompt : read_file(a->prompt_file);
+         const fs::path tok_file = model_tokenizer(dir, a->tokenizer);
+         const Tokenizer tok = Tokenizer::load(tok_file);
+         a->opts.use_cache = !a->no_cache;
+         a->opts.sampling.logit_bias.clear();
+         for (const auto& b : a->logit_bias) {
+           const auto eq = b.find('=');
+           const auto id = eq == std::string::npos ? std::nullopt : parse_integer(b.substr(0, eq));
+           const auto bias = eq == std::string::npos ? std::nullopt : parse_real(b.substr(eq + 1));
+           BTX_CHECK(id && bias && *id >= 0 && *id < tok.vocab_size(),
+                     "--logit-bias '{}': expected ID=BIAS with a token id in [0, {}) and a "
+                     "number, as in 13=-100",
+                     b, tok.vocab_size());
+           a->opts.sampling.logit_bias.emplace_back(static_cast<int32_t>(*id), *bias);
+         }
+         auto decoder = open_decoder(ModelFolder::open(dir), a->opts.use_cache);
+         const auto r = generate(*decoder, tok, tok.encode(prompt), a->opts,
+                                 [](const std::string& text) { std::cout << text << std::flush; });
+         std::cout << "\n";
+         std::string state;
+         if (const auto s = decoder->state(); s.contains("posterior")) {
+           // The ensemble's final posterior, most probable expert first.
+           std::vector<std::pair<double, std::string>> p;
+           for (const auto& [name, w] : s["posterior"].items()) p.emplace_back(w, name);
+           std::sort(p.rbegin(), p.rend());
+           state = ", posterior:";
+           for (const auto& [w, name] : p) state += fmt::format(" {} {:.3f}", name, w);
+         }
+         std::cerr << fmt::format("[{} tokens, finish: {}{}]\n", r.tokens.size(),
+                                  name_of(r.finish_reason), state);
+       }}};
 }
 
 }  // namespace btx::cli

@@ -214,12 +214,11 @@ TEST_F(ServeTest, DepartedClientsGiveBackTheirSlotsAndTricklingConnectionsAreClo
   EXPECT_NE(out.out.find("B=000"), std::string::npos) << out.out;  // curl gave up
   EXPECT_NE(out.out.find("C=200"), std::string::npos) << out.out << server.log();
   const auto d = run_process({"sh", "-c", post("D", 200, "--max-time 0.5")});
-  nlohmann::json stats;
-  for (int i = 0; i < 100; ++i) {
-    stats = server.request("/health").json();
-    if (stats.at("running") == 0 && stats.at("cancelled").get<int>() >= 2) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  const auto stats = server.health_when(
+      [](const nlohmann::json& s) {
+        return s.at("running") == 0 && s.at("cancelled").get<int>() >= 2;
+      },
+      100, 100);
   EXPECT_EQ(stats.at("cancelled"), 2) << stats.dump();  // B (queued) and D (running)
   EXPECT_EQ(stats.at("running"), 0) << stats.dump();
   const std::regex cancelled(R"((\d+) generated, finish cancelled)");
@@ -230,15 +229,10 @@ TEST_F(ServeTest, DepartedClientsGiveBackTheirSlotsAndTricklingConnectionsAreClo
 
   // 100 connections trickle header lines, a line every 200 ms, more than the 16 threads: /health
   // is answered once the deadline has closed them, while they are still trickling.
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(server.port()));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   std::vector<int> socks;
   for (int i = 0; i < 100; ++i) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    const int fd = connect_to(server.port());
     ASSERT_GE(fd, 0);
-    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
     const std::string start = "GET /health HTTP/1.1\r\nHost: x\r\n";
     ::send(fd, start.data(), start.size(), MSG_NOSIGNAL);
     socks.push_back(fd);

@@ -1,28 +1,9 @@
 // `btx serve` against clients that leave mid-stream and requests with broken framing, over raw
 // sockets (serve_util.h).
-#include <sys/time.h>
-
 #include "e2e/serve_util.h"
 
 namespace btx::testing {
 namespace {
-
-// A connection to the server on 127.0.0.1:port, with a receive deadline.
-int connect_to(int port, int deadline_s = 30) {
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  timeval tv{deadline_s, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  return fd;
-}
 
 void send_all(int fd, const std::string& s) {
   for (size_t at = 0; at < s.size();) {
@@ -90,12 +71,9 @@ TEST_F(ServeTest, ClientsThatLeaveMidStreamDoNotStarveTheQueue) {
   for (auto& c : clients) c.join();
   EXPECT_EQ(ok, 60);
   EXPECT_EQ(busy, 0);
-  nlohmann::json stats;
-  for (int i = 0; i < 100; ++i) {
-    stats = server.request("/health").json();
-    if (stats.at("running") == 0 && stats.at("queued") == 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  const auto stats = server.health_when(
+      [](const nlohmann::json& s) { return s.at("running") == 0 && s.at("queued") == 0; }, 100,
+      100);
   EXPECT_EQ(stats.at("rejected"), 0) << stats.dump();
   EXPECT_EQ(stats.at("queued"), 0) << stats.dump();
   EXPECT_EQ(stats.at("cancelled").get<int>() + stats.at("completed").get<int>(), 120)

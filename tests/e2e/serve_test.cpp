@@ -107,12 +107,9 @@ TEST_F(ServeTest, CompletionsOverLoopbackMatchGenerationAndRefuseBadRequests) {
                        R"({"prompt": "def", "max_tokens": 40, "temperature": 0, "stream": true})",
                        {"--max-time", "0.2"});
     EXPECT_EQ(cut.body.find("[DONE]"), std::string::npos) << cut.body;
-    nlohmann::json stats;
-    for (int i = 0; i < 200; ++i) {
-      stats = server.request("/health").json();
-      if (stats.at("cancelled") == 1 && stats.at("running") == 0) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    const auto stats = server.health_when(
+        [](const nlohmann::json& s) { return s.at("cancelled") == 1 && s.at("running") == 0; }, 200,
+        50);
     EXPECT_EQ(stats.at("cancelled"), 1) << stats.dump();
     EXPECT_EQ(stats.at("running"), 0) << stats.dump();
   }
@@ -224,12 +221,11 @@ TEST_F(ServeTest, FloodGets503DisconnectCancelsAndTheEnsembleServes) {
   const auto cut = server.request("/v1/completions", long_body, {"--max-time", "0.6"});
   EXPECT_NE(cut.body.find("data: {"), std::string::npos) << cut.body;  // some text came
   EXPECT_EQ(cut.body.find("[DONE]"), std::string::npos) << cut.body;
-  nlohmann::json stats;
-  for (int i = 0; i < 200; ++i) {
-    stats = server.request("/health").json();
-    if (stats.at("running") == 0 && stats.at("cancelled").get<int>() >= 1) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  const auto stats = server.health_when(
+      [](const nlohmann::json& s) {
+        return s.at("running") == 0 && s.at("cancelled").get<int>() >= 1;
+      },
+      200, 100);
   EXPECT_EQ(stats.at("cancelled"), 1) << stats.dump();
   EXPECT_EQ(stats.at("running"), 0) << stats.dump();
   const std::regex cancelled(R"((\d+) generated, finish cancelled)");

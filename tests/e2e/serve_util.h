@@ -7,10 +7,12 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <regex>
 #include <thread>
 
@@ -108,6 +110,19 @@ class ServerProcess {
   }
   int port() const { return port_; }
 
+  // /health's answer once `done` holds of it, asked up to `tries` times `interval_ms` apart (the
+  // last answer when it never does).
+  nlohmann::json health_when(const std::function<bool(const nlohmann::json&)>& done, int tries,
+                             int interval_ms) {
+    nlohmann::json stats;
+    for (int i = 0; i < tries; ++i) {
+      stats = request("/health").json();
+      if (done(stats)) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
+    }
+    return stats;
+  }
+
   // curl: GET when `body` is empty, else POST it as JSON. Extra curl arguments go first.
   Reply request(const std::string& path, const std::string& body = "",
                 const std::vector<std::string>& extra = {}) {
@@ -135,6 +150,23 @@ class ServerProcess {
   int port_ = 0;
   int counter_ = 0;
 };
+
+// A connection to the server on 127.0.0.1:port with a receive deadline, or -1.
+inline int connect_to(int port, int deadline_s = 30) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  timeval tv{deadline_s, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return fd;
+}
 
 // The data of each event of a server-sent event stream ("data: X" lines; comments skipped).
 inline std::vector<std::string> sse_data(const std::string& stream) {

@@ -8,6 +8,10 @@
 
 #include "btx/util/error.h"
 
+// at::_grouped_mm came with LibTorch 2.8.
+#define BTX_HAS_GROUPED_MM \
+  (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 8))
+
 namespace btx {
 
 namespace {
@@ -76,7 +80,7 @@ torch::Tensor batched_products(const torch::nn::ModuleList& experts, const torch
 // run (older LibTorch, the CPU, a dtype or shape it refuses): the caller falls back.
 torch::Tensor grouped_products(const torch::nn::ModuleList& experts, const torch::Tensor& xs,
                                const int64_t* n) {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 8)
+#if BTX_HAS_GROUPED_MM
   if (!xs.is_cuda()) return {};
   const auto E = static_cast<int64_t>(experts->size());
   std::vector<int32_t> ends(static_cast<size_t>(E));
@@ -105,11 +109,7 @@ torch::Tensor grouped_products(const torch::nn::ModuleList& experts, const torch
 }  // namespace
 
 bool grouped_mm_compiled() {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 8)
-  return true;
-#else
-  return false;
-#endif
+  return BTX_HAS_GROUPED_MM;
 }
 
 torch::Tensor dispatch_experts(const torch::nn::ModuleList& experts, const torch::Tensor& x,
